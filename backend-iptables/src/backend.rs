@@ -1,0 +1,318 @@
+//! [`IptablesBackend`]: the [`Backend`] of the iptables mode.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use proxy_core::backend::{Backend, BackendContext, BackendError, Capabilities, SyncStats};
+use proxy_core::{ChangeSet, NodeView, ProxyMode, ServicePortName};
+
+use crate::exec::{Executor, SystemExecutor};
+use crate::iptables::Iptables;
+use crate::names::{
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
+    KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
+};
+use crate::render::{RenderConfig, Ruleset, render};
+use crate::restore::{assemble, delete_chains};
+use crate::jumps;
+
+/// Where upstream reads whether conntrack is liberal about TCP windows.
+const TCP_BE_LIBERAL: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
+
+/// What a port owns in the kernel after the last successful sync.
+#[derive(Debug, Clone)]
+struct PortState {
+    chains: Vec<String>,
+    rules: usize,
+}
+
+/// What the kernel holds after the last successful sync.
+#[derive(Debug, Clone)]
+struct Synced {
+    ports: HashMap<ServicePortName, PortState>,
+    large_cluster: bool,
+    totals: Vec<(String, u64)>,
+}
+
+/// The iptables mode for one IP family: upstream's rule layout, applied with
+/// one `iptables-restore --noflush` per sync (partial when only some ports
+/// changed).
+pub struct IptablesBackend {
+    ctx: BackendContext,
+    cfg: RenderConfig,
+    exec: Arc<dyn Executor>,
+    /// Read the host's `nf_conntrack_tcp_be_liberal` and iptables version
+    /// on first use (off for fake executors).
+    probe_host: bool,
+    ipt: Option<Iptables>,
+    synced: Option<Synced>,
+    remove_kubelet_firewall: bool,
+}
+
+impl std::fmt::Debug for IptablesBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IptablesBackend")
+            .field("family", &self.ctx.family)
+            .field("ipt", &self.ipt)
+            .field("synced", &self.synced.is_some())
+            .finish()
+    }
+}
+
+impl IptablesBackend {
+    /// A backend running the host's iptables tools. Touches nothing until
+    /// the first sync.
+    pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
+        Ok(Self::with_executor(ctx, Arc::new(SystemExecutor)).probe_host(true))
+    }
+
+    /// Whether to read the host's `nf_conntrack_tcp_be_liberal` and the
+    /// iptables version on first use.
+    pub(crate) fn probe_host(mut self, probe: bool) -> Self {
+        self.probe_host = probe;
+        self
+    }
+
+    /// A backend running its commands through `exec` (a fake in tests).
+    /// The rendering settings come from `ctx` alone.
+    pub fn with_executor(ctx: &BackendContext, exec: Arc<dyn Executor>) -> Self {
+        IptablesBackend {
+            cfg: RenderConfig::from_context(ctx),
+            ctx: ctx.clone(),
+            exec,
+            probe_host: false,
+            ipt: None,
+            synced: None,
+            remove_kubelet_firewall: false,
+        }
+    }
+
+    /// Whether [`Backend::cleanup`] also removes `KUBE-FIREWALL` and its
+    /// jumps. Off by default, as upstream: kubelet keeps an identical chain
+    /// (the CVE-2020-8558 guard) and removing ours would remove its.
+    pub fn remove_kubelet_firewall(mut self, remove: bool) -> Self {
+        self.remove_kubelet_firewall = remove;
+        self
+    }
+
+    /// The rendering settings.
+    pub fn render_config(&self) -> &RenderConfig {
+        &self.cfg
+    }
+
+    /// The tools, detected on first use; host settings probed then too.
+    async fn tools(&mut self) -> Result<Iptables, BackendError> {
+        if let Some(ipt) = &self.ipt {
+            return Ok(ipt.clone());
+        }
+        let ipt = Iptables::detect(Arc::clone(&self.exec), self.ctx.family).await?;
+        if self.probe_host {
+            if let Ok(text) = std::fs::read_to_string(TCP_BE_LIBERAL)
+                && text.trim() != "0"
+            {
+                tracing::info!("nf_conntrack_tcp_be_liberal set, not installing DROP rules for INVALID packets");
+                self.cfg.drop_invalid = false;
+            }
+            self.cfg.random_fully = ipt.has_random_fully().await;
+        }
+        self.ipt = Some(ipt.clone());
+        Ok(ipt)
+    }
+
+    /// Ensures the canary chains and the jumps from built-in chains (full syncs only).
+    async fn ensure_base(&self, ipt: &Iptables) -> Result<(), BackendError> {
+        for table in ["mangle", "nat", "filter"] {
+            ipt.ensure_chain(table, KUBE_PROXY_CANARY).await?;
+        }
+        for jump in jumps::ensured() {
+            ipt.ensure_chain(jump.table, jump.to).await?;
+            ipt.ensure_rule(jump.table, jump.from, &jump.args()).await?;
+        }
+        Ok(())
+    }
+
+    /// The per-service nat chains in the kernel that `active` does not hold.
+    async fn stale_in_kernel(ipt: &Iptables, active: &HashSet<&str>) -> Result<Vec<String>, BackendError> {
+        let mut stale: Vec<String> = ipt
+            .chains("nat")
+            .await?
+            .into_iter()
+            .filter(|c| is_service_chain(c) && !active.contains(c.as_str()))
+            .collect();
+        stale.sort();
+        Ok(stale)
+    }
+}
+
+fn totals(ruleset: &Ruleset, skipped_nat_rules: usize) -> Vec<(String, u64)> {
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    vec![
+        ("filter".to_string(), as_u64(ruleset.filter_rules.len())),
+        ("nat".to_string(), as_u64(ruleset.nat_rule_count() + skipped_nat_rules)),
+    ]
+}
+
+#[async_trait::async_trait]
+impl Backend for IptablesBackend {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Iptables
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+        let large_cluster = view.endpoint_count() > crate::render::LARGE_CLUSTER_ENDPOINTS;
+        // Comments of unchanged ports depend on large-cluster mode: a flip
+        // rewrites everything.
+        let previous = self.synced.take().filter(|s| !changes.is_full() && s.large_cluster == large_cluster);
+        if let Some(prev) = &previous
+            && changes.is_empty()
+        {
+            let totals = prev.totals.clone();
+            self.synced = previous;
+            return Ok(SyncStats {
+                totals,
+                ..SyncStats::default()
+            });
+        }
+        let full = previous.is_none();
+        let ipt = self.tools().await?;
+        if full {
+            self.ensure_base(&ipt).await?;
+        }
+
+        let mut prev_ports = previous.map(|p| p.ports).unwrap_or_default();
+        let ruleset = render(&self.cfg, view, |name| {
+            full || changes.contains(name) || !prev_ports.contains_key(name)
+        });
+
+        // The chains every port owns now: rendered ports from the ruleset,
+        // unchanged ones carried over.
+        let mut ports: HashMap<ServicePortName, PortState> = HashMap::with_capacity(view.len());
+        let mut stale: Vec<String> = Vec::new();
+        for rendered in &ruleset.ports {
+            let state = PortState {
+                chains: rendered.chains.clone(),
+                rules: rendered.rules.len(),
+            };
+            if let Some(old) = prev_ports.remove(&rendered.name) {
+                let now: HashSet<&str> = state.chains.iter().map(String::as_str).collect();
+                stale.extend(old.chains.into_iter().filter(|c| !now.contains(c.as_str())));
+            }
+            ports.insert(rendered.name.clone(), state);
+        }
+        let mut skipped_rules = 0;
+        for (name, _) in view.iter() {
+            if let Some(state) = prev_ports.remove(name) {
+                skipped_rules += state.rules;
+                ports.insert(name.clone(), state);
+            }
+        }
+        // Ports gone from the view.
+        stale.extend(prev_ports.into_values().flat_map(|p| p.chains));
+        if full {
+            let active: HashSet<&str> = ports.values().flat_map(|p| p.chains.iter().map(String::as_str)).collect();
+            stale = Self::stale_in_kernel(&ipt, &active).await?;
+        } else {
+            stale.sort();
+        }
+
+        let input = assemble(&ruleset, &stale);
+        ipt.restore(&input.text).await?;
+        let totals = totals(&ruleset, skipped_rules);
+        tracing::debug!(
+            full,
+            ports = ruleset.ports.len(),
+            stale = stale.len(),
+            bytes = input.text.len(),
+            "iptables rules synced"
+        );
+        self.synced = Some(Synced {
+            ports,
+            large_cluster,
+            totals: totals.clone(),
+        });
+        Ok(SyncStats {
+            full,
+            ports_written: ruleset.ports.len(),
+            objects_written: input.objects,
+            totals,
+        })
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.synced = None;
+        let ipt = self.tools().await?;
+        cleanup_family(&ipt, self.remove_kubelet_firewall).await
+    }
+
+    async fn dataplane_lost(&mut self) -> bool {
+        if self.synced.is_none() {
+            return false;
+        }
+        let Some(ipt) = &self.ipt else { return false };
+        match ipt.chain_exists("mangle", KUBE_PROXY_CANARY).await {
+            Ok(true) => false,
+            Ok(false) => {
+                tracing::info!(family = ?self.ctx.family, "iptables canary is gone: rules were flushed");
+                self.synced = None;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot check the iptables canary");
+                false
+            }
+        }
+    }
+
+    fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        Ok(assemble(&render(&self.cfg, view, |_| true), &[]).text)
+    }
+}
+
+/// Removes every rule and chain the iptables mode installs in one family
+/// (jumps, nat/filter/mangle chains), and nothing else. `KUBE-FIREWALL` is
+/// kept unless `remove_kubelet_firewall`.
+pub(crate) async fn cleanup_family(ipt: &Iptables, remove_kubelet_firewall: bool) -> Result<(), BackendError> {
+    let mut jumps: Vec<&jumps::Jump> = jumps::JUMPS.iter().collect();
+    if remove_kubelet_firewall {
+        jumps.extend(jumps::KUBELET_JUMPS);
+    }
+    for jump in jumps {
+        // Delete every copy (a crashed run may have left duplicates).
+        while ipt.delete_rule(jump.table, jump.from, &jump.args()).await? {}
+    }
+    let nat_fixed = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ, KUBE_PROXY_CANARY];
+    let mut filter_fixed = vec![
+        KUBE_SERVICES,
+        KUBE_EXTERNAL_SERVICES,
+        KUBE_FORWARD,
+        KUBE_NODEPORTS,
+        KUBE_PROXY_FIREWALL,
+        KUBE_PROXY_CANARY,
+    ];
+    if remove_kubelet_firewall {
+        filter_fixed.push(KUBE_FIREWALL);
+    }
+    let nat: Vec<String> = ipt
+        .chains("nat")
+        .await?
+        .into_iter()
+        .filter(|c| nat_fixed.contains(&c.as_str()) || is_service_chain(c))
+        .collect();
+    let filter: Vec<String> = ipt
+        .chains("filter")
+        .await?
+        .into_iter()
+        .filter(|c| filter_fixed.contains(&c.as_str()))
+        .collect();
+    for (table, chains) in [("filter", filter), ("nat", nat)] {
+        if !chains.is_empty() {
+            ipt.restore(&delete_chains(table, &chains)).await?;
+        }
+    }
+    ipt.delete_chain("mangle", KUBE_PROXY_CANARY).await?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! # backend-iptables
+//!
+//! Upstream kube-proxy's `iptables` mode, rule for rule: the same chains
+//! (`KUBE-SERVICES`, `KUBE-SVC-…`, `KUBE-SEP-…`, …), hashes, comments,
+//! probabilities and marks, applied with one `iptables-restore --noflush
+//! --counters` per sync. Partial syncs leave the chains of unchanged
+//! service ports out of the input, as upstream's `MinimizeIPTablesRestore`.
+//!
+//! - [`IptablesBackend`]: the [`Backend`](proxy_core::Backend) for one family.
+//! - [`IptablesFactory`]: its [`BackendFactory`](proxy_core::backend::BackendFactory).
+//! - [`render`]: the pure `NodeView` → rules step; [`restore`] assembles
+//!   the restore input.
+//! - [`tables`], [`trace`], [`fake`]: an in-memory iptables, a packet tracer
+//!   and the conformance harness built from them.
+//!
+//! See the crate README for the layout, kernel quirks and what is not done.
+
+mod backend;
+mod error;
+pub mod exec;
+mod factory;
+pub mod fake;
+pub mod iptables;
+pub mod jumps;
+pub mod names;
+pub mod render;
+pub mod restore;
+pub mod tables;
+pub mod trace;
+
+pub use backend::IptablesBackend;
+pub use error::IptablesError;
+pub use factory::IptablesFactory;

@@ -1,0 +1,79 @@
+//! Assembles the `iptables-restore --noflush` input of one sync.
+
+use std::fmt::Write as _;
+
+use crate::render::Ruleset;
+
+/// One sync's input for `iptables-restore --noflush --counters`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreInput {
+    /// The text: `*filter` then `*nat`.
+    pub text: String,
+    /// Chains declared plus rules and deletions written: the objects this
+    /// sync writes.
+    pub objects: usize,
+}
+
+/// `:CHAIN - [0:0]`: creates the chain, or flushes it if it exists.
+fn chain_line(out: &mut String, chain: &str) {
+    let _ = writeln!(out, ":{chain} - [0:0]");
+}
+
+/// The restore input writing `ruleset` (the top-level chains, and the own
+/// chains of the ports it holds) and deleting the `stale` chains.
+pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
+    let port_chains: usize = ruleset.ports.iter().map(|p| p.chains.len()).sum();
+    let port_bytes: usize = ruleset.ports.iter().map(|p| p.rules.as_str().len()).sum();
+    let mut text = String::with_capacity(
+        ruleset.filter_rules.as_str().len()
+            + ruleset.nat_rules.as_str().len()
+            + port_bytes
+            + (port_chains + stale.len() * 2) * 32
+            + 512,
+    );
+    text.push_str("*filter\n");
+    for chain in &ruleset.filter_chains {
+        chain_line(&mut text, chain);
+    }
+    text.push_str(ruleset.filter_rules.as_str());
+    text.push_str("COMMIT\n*nat\n");
+    for chain in &ruleset.nat_chains {
+        chain_line(&mut text, chain);
+    }
+    for port in &ruleset.ports {
+        for chain in &port.chains {
+            chain_line(&mut text, chain);
+        }
+    }
+    for chain in stale {
+        chain_line(&mut text, chain);
+    }
+    text.push_str(ruleset.nat_rules.as_str());
+    for port in &ruleset.ports {
+        text.push_str(port.rules.as_str());
+    }
+    for chain in stale {
+        let _ = writeln!(text, "-X {chain}");
+    }
+    text.push_str("COMMIT\n");
+    let objects = ruleset.filter_chains.len()
+        + ruleset.filter_rules.len()
+        + ruleset.nat_chains.len()
+        + port_chains
+        + ruleset.nat_rule_count()
+        + stale.len();
+    RestoreInput { text, objects }
+}
+
+/// The input that flushes and deletes `chains` of `table` (cleanup).
+pub fn delete_chains(table: &str, chains: &[String]) -> String {
+    let mut text = format!("*{table}\n");
+    for chain in chains {
+        chain_line(&mut text, chain);
+    }
+    for chain in chains {
+        let _ = writeln!(text, "-X {chain}");
+    }
+    text.push_str("COMMIT\n");
+    text
+}

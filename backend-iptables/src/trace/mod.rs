@@ -1,0 +1,258 @@
+//! A packet tracer over iptables state, like upstream's `iptablesTracer`
+//! but walking the built-in chains along the path the packet's origin
+//! implies: nat `PREROUTING` (or `OUTPUT` for the host), then filter
+//! `INPUT`/`FORWARD`/`OUTPUT`, then nat `POSTROUTING`.
+//!
+//! Probabilistic matches (`statistic`, `recent --rcheck`) are followed in
+//! every branch, so a traced packet reports every endpoint that may answer.
+
+mod rule;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use proxy_core::conformance::{Origin, Outcome, Packet};
+
+pub use rule::{Action, Cond, ParsedRule, parse};
+
+use crate::tables::Tables;
+
+/// Why a trace failed: the state holds something the tracer cannot
+/// interpret, or loops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot trace {table}/{chain}: {reason}")]
+pub struct TraceError {
+    /// The table.
+    pub table: String,
+    /// The chain.
+    pub chain: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What the tracer knows about the node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Addresses `addrtype LOCAL` matches (loopback is always local).
+    pub local_ips: Vec<IpAddr>,
+    /// The interface local pods' packets arrive on (`cbr0`, `veth0`).
+    pub pod_interface: String,
+    /// The interface external packets arrive on.
+    pub uplink: String,
+}
+
+impl Node {
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.local_ips.contains(&ip)
+    }
+}
+
+/// The packet as the rules see it.
+#[derive(Debug, Clone)]
+struct State {
+    source: IpAddr,
+    destination: IpAddr,
+    port: u16,
+    protocol: &'static str,
+    in_interface: Option<String>,
+    mark: u32,
+    dnat: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Fell off the end of the chain, or `RETURN`.
+    Continue,
+    /// Hit a terminal target.
+    Terminal,
+}
+
+/// Whether a rule's matches hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    No,
+    Yes,
+    Maybe,
+}
+
+struct Walk<'a> {
+    tables: &'a Tables,
+    node: &'a Node,
+    dnat: Vec<SocketAddr>,
+    verdict: Option<String>,
+    masqueraded: bool,
+    depth: usize,
+}
+
+impl Walk<'_> {
+    fn err(table: &str, chain: &str, reason: impl Into<String>) -> TraceError {
+        TraceError {
+            table: table.into(),
+            chain: chain.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn matches(&self, conds: &[Cond], s: &State) -> Hit {
+        let mut hit = Hit::Yes;
+        for cond in conds {
+            let (ok, neg) = match cond {
+                Cond::Source(net, neg) => (net.contains(&s.source), *neg),
+                Cond::Destination(net, neg) => (net.contains(&s.destination), *neg),
+                Cond::Protocol(p, neg) => (p == "all" || p == s.protocol, *neg),
+                Cond::DestPort(lo, hi, neg) => ((*lo..=*hi).contains(&s.port), *neg),
+                Cond::InInterface(name, neg) => {
+                    let ok = s.in_interface.as_deref().is_some_and(|i| match name.strip_suffix('+') {
+                        Some(prefix) => i.starts_with(prefix),
+                        None => i == name,
+                    });
+                    (ok, *neg)
+                }
+                Cond::AddrTypeLocal { source, negated } => {
+                    (self.node.is_local(if *source { s.source } else { s.destination }), *negated)
+                }
+                Cond::Mark(value, mask, neg) => (s.mark & mask == *value, *neg),
+                Cond::CtState(states, neg) => {
+                    let ok = states.iter().any(|st| st == "NEW" || (st == "DNAT" && s.dnat));
+                    (ok, *neg)
+                }
+                Cond::Maybe => {
+                    hit = Hit::Maybe;
+                    continue;
+                }
+            };
+            if ok == neg {
+                return Hit::No;
+            }
+        }
+        hit
+    }
+
+    fn run(&mut self, table: &str, chain: &str, s: &mut State) -> Result<Flow, TraceError> {
+        let c = self
+            .tables
+            .chain(table, chain)
+            .ok_or_else(|| Self::err(table, chain, "no such chain"))?;
+        self.depth += 1;
+        if self.depth > 64 {
+            return Err(Self::err(table, chain, "jump depth above 64 (a loop?)"));
+        }
+        let mut flow = Flow::Continue;
+        for r in &c.rules {
+            let parsed = parse(&r.args).map_err(|e| Self::err(table, chain, format!("{e} in `{}`", r.text())))?;
+            let hit = self.matches(&parsed.conds, s);
+            if hit == Hit::No {
+                continue;
+            }
+            let certain = hit == Hit::Yes;
+            match parsed.action {
+                Action::None => {}
+                Action::Mark { or, xor, and_not } => s.mark = ((s.mark | or) & !and_not) ^ xor,
+                Action::Verdict(v) if v == "RETURN" => {
+                    if certain {
+                        break;
+                    }
+                }
+                Action::Verdict(v) => {
+                    if self.verdict.is_none() {
+                        self.verdict = Some(v);
+                    }
+                    if certain {
+                        flow = Flow::Terminal;
+                        break;
+                    }
+                }
+                Action::Dnat(to) => {
+                    self.dnat.push(to);
+                    if certain {
+                        flow = Flow::Terminal;
+                        break;
+                    }
+                }
+                Action::Masquerade => {
+                    self.masqueraded = true;
+                    if certain {
+                        flow = Flow::Terminal;
+                        break;
+                    }
+                }
+                Action::Jump(target) => {
+                    if self.run(table, &target, s)? == Flow::Terminal && certain {
+                        flow = Flow::Terminal;
+                        break;
+                    }
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(flow)
+    }
+}
+
+/// Traces `packet` through `tables` on `node`.
+pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, TraceError> {
+    let mut s = State {
+        source: packet.source,
+        destination: packet.destination,
+        port: packet.port,
+        protocol: packet.protocol.lower(),
+        in_interface: match packet.origin {
+            Origin::Host => None,
+            Origin::LocalPod => Some(node.pod_interface.clone()),
+            Origin::External => Some(node.uplink.clone()),
+        },
+        mark: 0,
+        dnat: false,
+    };
+    let mut walk = Walk {
+        tables,
+        node,
+        dnat: Vec::new(),
+        verdict: None,
+        masqueraded: false,
+        depth: 0,
+    };
+    let has = |table: &str, chain: &str| tables.chain(table, chain).is_some();
+    let nat_in = if packet.origin == Origin::Host { "OUTPUT" } else { "PREROUTING" };
+    if has("nat", nat_in) {
+        walk.run("nat", nat_in, &mut s)?;
+    }
+    if let Some(first) = walk.dnat.first() {
+        s.destination = first.ip();
+        s.port = first.port();
+        s.dnat = true;
+    }
+    let local = node.is_local(s.destination);
+    let filter_chains: &[&str] = match (packet.origin, local) {
+        (Origin::Host, true) => &["OUTPUT", "INPUT"],
+        (Origin::Host, false) => &["OUTPUT"],
+        (_, true) => &["INPUT"],
+        (_, false) => &["FORWARD"],
+    };
+    for chain in filter_chains {
+        if walk.verdict.is_some() {
+            break;
+        }
+        if has("filter", chain) {
+            walk.run("filter", chain, &mut s)?;
+        }
+        if walk.verdict.as_deref() == Some("ACCEPT") {
+            walk.verdict = None;
+        }
+    }
+    match walk.verdict.as_deref() {
+        Some("DROP") => return Ok(Outcome::Dropped),
+        Some("REJECT") => return Ok(Outcome::Rejected),
+        _ => {}
+    }
+    if has("nat", "POSTROUTING") {
+        walk.run("nat", "POSTROUTING", &mut s)?;
+    }
+    if walk.dnat.is_empty() {
+        return Ok(Outcome::NotMatched);
+    }
+    Ok(Outcome::Forwarded {
+        endpoints: walk.dnat.into_iter().collect::<BTreeSet<_>>(),
+        masqueraded: walk.masqueraded,
+    })
+}

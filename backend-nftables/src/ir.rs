@@ -1,0 +1,534 @@
+//! The subset of nftables this backend writes, as typed values.
+//!
+//! One vocabulary for three consumers: [`crate::json`] turns it into the
+//! `nft -j` document the kernel gets, the fake applies it to an in-memory
+//! table, and the tracer walks packets through it. `Display` prints nft's
+//! own syntax (for `--dry-run`, dumps and logs).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use proxy_core::{IpFamily, Protocol};
+
+/// Our table's name (both families).
+pub const TABLE: &str = "kube-proxy";
+
+/// `ip` or `ip6`: the table family and the payload protocol of addresses.
+pub fn family_word(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ip",
+        IpFamily::V6 => "ip6",
+    }
+}
+
+/// `ipv4_addr` or `ipv6_addr`.
+pub fn addr_type(family: IpFamily) -> &'static str {
+    match family {
+        IpFamily::V4 => "ipv4_addr",
+        IpFamily::V6 => "ipv6_addr",
+    }
+}
+
+/// A netfilter hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hook {
+    /// prerouting
+    Prerouting,
+    /// input
+    Input,
+    /// forward
+    Forward,
+    /// output
+    Output,
+    /// postrouting
+    Postrouting,
+}
+
+impl Hook {
+    fn word(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        }
+    }
+}
+
+/// A base chain's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainType {
+    /// `filter`
+    Filter,
+    /// `nat`
+    Nat,
+}
+
+/// Where a base chain hooks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BaseChain {
+    /// Type.
+    pub kind: ChainType,
+    /// Hook.
+    pub hook: Hook,
+    /// Numeric priority.
+    pub priority: i32,
+}
+
+/// A chain declaration.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChainDef {
+    /// Name.
+    pub name: String,
+    /// Set for base chains.
+    pub base: Option<BaseChain>,
+}
+
+impl ChainDef {
+    /// A regular chain.
+    pub fn regular(name: impl Into<String>) -> Self {
+        ChainDef { name: name.into(), base: None }
+    }
+}
+
+/// The key type of a set or map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyType {
+    /// An address of the table's family.
+    Addr,
+    /// `addr . addr`.
+    AddrPair,
+    /// `addr . inet_proto . inet_service`.
+    AddrProtoPort,
+    /// `inet_proto . inet_service`.
+    ProtoPort,
+}
+
+/// A named set (`verdict_map == false`) or verdict map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SetDef {
+    /// Name.
+    pub name: String,
+    /// Key type.
+    pub key: KeyType,
+    /// Whether this is a `: verdict` map.
+    pub verdict_map: bool,
+    /// Element timeout in seconds (`flags dynamic,timeout`), for affinity sets.
+    pub timeout: Option<u32>,
+    /// Comment.
+    pub comment: Option<String>,
+}
+
+/// A verdict.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// `jump chain`
+    Jump(String),
+    /// `goto chain`
+    Goto(String),
+    /// `return`
+    Return,
+    /// `drop`
+    Drop,
+}
+
+impl Verdict {
+    /// The chain this verdict enters, if any.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Verdict::Jump(c) | Verdict::Goto(c) => Some(c),
+            Verdict::Return | Verdict::Drop => None,
+        }
+    }
+}
+
+/// The key of a set or map element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ElemKey {
+    /// An address.
+    Addr(IpAddr),
+    /// `addr . addr`.
+    AddrPair(IpAddr, IpAddr),
+    /// `addr . proto . port`.
+    AddrProtoPort(IpAddr, Protocol, u16),
+    /// `proto . port`.
+    ProtoPort(Protocol, u16),
+}
+
+/// One element of a named set or map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Element {
+    /// The set or map.
+    pub set: String,
+    /// Key.
+    pub key: ElemKey,
+    /// The verdict, for verdict maps.
+    pub value: Option<Verdict>,
+    /// Comment (upstream puts the service port name on no-endpoint elements).
+    pub comment: Option<String>,
+}
+
+/// What a vmap statement looks up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VmapKey {
+    /// `ip daddr . meta l4proto . th dport`
+    DaddrProtoPort,
+    /// `meta l4proto . th dport`
+    ProtoPort,
+}
+
+/// One statement of a rule: a match (the rule stops here when it fails) or
+/// an action.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stmt {
+    /// `ct state new`
+    CtStateNew,
+    /// `ct status dnat`
+    CtStatusDnat,
+    /// `ip daddr @set`
+    DaddrInSet(String),
+    /// `ip saddr @set`
+    SaddrInSet(String),
+    /// `ip saddr . ip daddr @set`
+    SaddrDaddrInSet(String),
+    /// `ip daddr X`
+    DaddrIs(IpAddr),
+    /// `ip saddr X`
+    SaddrIs(IpAddr),
+    /// `ip saddr [!=] net` (`negate` for `!=`)
+    SaddrInNet {
+        /// The network.
+        net: IpNet,
+        /// `!=`
+        negate: bool,
+    },
+    /// `ip daddr != net`
+    DaddrNotInNet(IpNet),
+    /// `iifname [!=] "name"` (a trailing `*` is a prefix wildcard)
+    Iifname {
+        /// Interface name or prefix with `*`.
+        name: String,
+        /// `!=`
+        negate: bool,
+    },
+    /// `fib saddr type local`
+    FibSaddrLocal,
+    /// `fib daddr type local`
+    FibDaddrLocal,
+    /// `meta l4proto P`
+    L4proto(Protocol),
+    /// `P dport N`
+    Dport(Protocol, u16),
+    /// `mark and M == 0`
+    MarkUnset(u32),
+    /// `numgen random mod N == V`
+    Numgen {
+        /// Modulus.
+        modulus: u32,
+        /// Compared value.
+        value: u32,
+    },
+    /// `mark set mark or M`
+    MarkOr(u32),
+    /// `mark set mark xor M`
+    MarkXor(u32),
+    /// `update @set { ip saddr }`
+    UpdateSaddr(String),
+    /// `K vmap @map`
+    Vmap {
+        /// What is looked up.
+        key: VmapKey,
+        /// The map.
+        map: String,
+    },
+    /// `dnat to ip:port`
+    Dnat(SocketAddr),
+    /// `masquerade fully-random`
+    Masquerade,
+    /// `reject`
+    Reject,
+    /// A verdict.
+    Verdict(Verdict),
+}
+
+/// A rule: statements in order, and a comment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    /// Statements.
+    pub stmts: Vec<Stmt>,
+    /// Comment.
+    pub comment: Option<String>,
+}
+
+impl Rule {
+    /// A rule without comment.
+    pub fn new(stmts: Vec<Stmt>) -> Self {
+        Rule { stmts, comment: None }
+    }
+
+    /// The same rule with `comment`.
+    pub fn comment(mut self, comment: &str) -> Self {
+        self.comment = Some(comment.to_string());
+        self
+    }
+
+    /// Chains this rule enters.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.stmts.iter().filter_map(|s| match s {
+            Stmt::Verdict(v) => v.target(),
+            _ => None,
+        })
+    }
+
+    /// Sets this rule references.
+    pub fn sets(&self) -> impl Iterator<Item = &str> {
+        self.stmts.iter().filter_map(|s| match s {
+            Stmt::DaddrInSet(n) | Stmt::SaddrInSet(n) | Stmt::SaddrDaddrInSet(n) | Stmt::UpdateSaddr(n) => {
+                Some(n.as_str())
+            }
+            Stmt::Vmap { map, .. } => Some(map.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// One command of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `add table` (no-op when it exists).
+    AddTable,
+    /// `delete table`.
+    DeleteTable,
+    /// `add chain` (no-op when it exists).
+    AddChain(ChainDef),
+    /// `flush chain`.
+    FlushChain(String),
+    /// `delete chain` (must be empty and unreferenced).
+    DeleteChain(String),
+    /// `add rule`.
+    AddRule {
+        /// Chain.
+        chain: String,
+        /// Rule.
+        rule: Rule,
+    },
+    /// `add set` / `add map` (no-op when it exists with the same type).
+    AddSet(SetDef),
+    /// `flush set` / `flush map`.
+    FlushSet(String),
+    /// `delete set` / `delete map`.
+    DeleteSet(String),
+    /// `add element`.
+    AddElement(Element),
+    /// `delete element`.
+    DeleteElement(Element),
+}
+
+/// A transaction: commands for one family's table, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The family.
+    pub family: IpFamily,
+    /// Commands, in order.
+    pub commands: Vec<Command>,
+}
+
+impl Transaction {
+    /// An empty transaction.
+    pub fn new(family: IpFamily) -> Self {
+        Transaction { family, commands: Vec::new() }
+    }
+
+    /// Appends a command.
+    pub fn push(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// Number of commands.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// The transaction as an `nft -f` script.
+    pub fn to_script(&self) -> String {
+        let mut out = String::new();
+        for c in &self.commands {
+            out.push_str(&CommandDisplay { family: self.family, command: c }.to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Prints a command in nft syntax.
+pub struct CommandDisplay<'a> {
+    /// Family of the table.
+    pub family: IpFamily,
+    /// The command.
+    pub command: &'a Command,
+}
+
+impl fmt::Display for CommandDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fam = family_word(self.family);
+        let t = format!("{fam} {TABLE}");
+        match self.command {
+            Command::AddTable => write!(f, "add table {t} {{ comment \"rules for kube-proxy\" ; }}"),
+            Command::DeleteTable => write!(f, "delete table {t}"),
+            Command::AddChain(c) => {
+                write!(f, "add chain {t} {}", c.name)?;
+                if let Some(b) = c.base {
+                    let kind = match b.kind {
+                        ChainType::Filter => "filter",
+                        ChainType::Nat => "nat",
+                    };
+                    write!(f, " {{ type {kind} hook {} priority {} ; }}", b.hook.word(), b.priority)?;
+                }
+                Ok(())
+            }
+            Command::FlushChain(c) => write!(f, "flush chain {t} {c}"),
+            Command::DeleteChain(c) => write!(f, "delete chain {t} {c}"),
+            Command::AddRule { chain, rule } => {
+                write!(f, "add rule {t} {chain} {}", RuleDisplay { family: self.family, rule })
+            }
+            Command::AddSet(s) => {
+                let what = if s.verdict_map { "map" } else { "set" };
+                write!(f, "add {what} {t} {} {{ type {}", s.name, key_type_text(self.family, s.key))?;
+                if s.verdict_map {
+                    f.write_str(" : verdict")?;
+                }
+                f.write_str(" ;")?;
+                if let Some(timeout) = s.timeout {
+                    write!(f, " flags dynamic,timeout ; timeout {timeout}s ;")?;
+                }
+                if let Some(c) = &s.comment {
+                    write!(f, " comment \"{c}\" ;")?;
+                }
+                f.write_str(" }")
+            }
+            Command::FlushSet(s) => write!(f, "flush set {t} {s}"),
+            Command::DeleteSet(s) => write!(f, "delete set {t} {s}"),
+            Command::AddElement(e) => write!(f, "add element {t} {} {{ {} }}", e.set, ElementDisplay(e)),
+            Command::DeleteElement(e) => write!(f, "delete element {t} {} {{ {} }}", e.set, KeyDisplay(&e.key)),
+        }
+    }
+}
+
+fn key_type_text(family: IpFamily, key: KeyType) -> String {
+    let a = addr_type(family);
+    match key {
+        KeyType::Addr => a.to_string(),
+        KeyType::AddrPair => format!("{a} . {a}"),
+        KeyType::AddrProtoPort => format!("{a} . inet_proto . inet_service"),
+        KeyType::ProtoPort => "inet_proto . inet_service".to_string(),
+    }
+}
+
+/// Prints an element key.
+pub struct KeyDisplay<'a>(pub &'a ElemKey);
+
+impl fmt::Display for KeyDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            ElemKey::Addr(a) => write!(f, "{a}"),
+            ElemKey::AddrPair(a, b) => write!(f, "{a} . {b}"),
+            ElemKey::AddrProtoPort(a, p, n) => write!(f, "{a} . {} . {n}", p.lower()),
+            ElemKey::ProtoPort(p, n) => write!(f, "{} . {n}", p.lower()),
+        }
+    }
+}
+
+/// Prints an element (`key [comment "…"] [: verdict]`).
+pub struct ElementDisplay<'a>(pub &'a Element);
+
+impl fmt::Display for ElementDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", KeyDisplay(&self.0.key))?;
+        if let Some(c) = &self.0.comment {
+            write!(f, " comment \"{c}\"")?;
+        }
+        if let Some(v) = &self.0.value {
+            write!(f, " : {}", VerdictDisplay(v))?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints a verdict.
+pub struct VerdictDisplay<'a>(pub &'a Verdict);
+
+impl fmt::Display for VerdictDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Drop => f.write_str("drop"),
+        }
+    }
+}
+
+/// Prints a rule's statements.
+pub struct RuleDisplay<'a> {
+    /// Family (for `ip`/`ip6`).
+    pub family: IpFamily,
+    /// The rule.
+    pub rule: &'a Rule,
+}
+
+impl fmt::Display for RuleDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip = family_word(self.family);
+        let mut first = true;
+        for s in &self.rule.stmts {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            match s {
+                Stmt::CtStateNew => f.write_str("ct state new"),
+                Stmt::CtStatusDnat => f.write_str("ct status dnat"),
+                Stmt::DaddrInSet(n) => write!(f, "{ip} daddr @{n}"),
+                Stmt::SaddrInSet(n) => write!(f, "{ip} saddr @{n}"),
+                Stmt::SaddrDaddrInSet(n) => write!(f, "{ip} saddr . {ip} daddr @{n}"),
+                Stmt::DaddrIs(a) => write!(f, "{ip} daddr {a}"),
+                Stmt::SaddrIs(a) => write!(f, "{ip} saddr {a}"),
+                Stmt::SaddrInNet { net, negate } => {
+                    write!(f, "{ip} saddr {}{net}", if *negate { "!= " } else { "" })
+                }
+                Stmt::DaddrNotInNet(net) => write!(f, "{ip} daddr != {net}"),
+                Stmt::Iifname { name, negate } => {
+                    write!(f, "iifname {}\"{name}\"", if *negate { "!= " } else { "" })
+                }
+                Stmt::FibSaddrLocal => f.write_str("fib saddr type local"),
+                Stmt::FibDaddrLocal => f.write_str("fib daddr type local"),
+                Stmt::L4proto(p) => write!(f, "meta l4proto {}", p.lower()),
+                Stmt::Dport(p, n) => write!(f, "{} dport {n}", p.lower()),
+                Stmt::MarkUnset(m) => write!(f, "mark and {m:#x} == 0"),
+                Stmt::Numgen { modulus, value } => write!(f, "numgen random mod {modulus} {value}"),
+                Stmt::MarkOr(m) => write!(f, "mark set mark or {m:#x}"),
+                Stmt::MarkXor(m) => write!(f, "mark set mark xor {m:#x}"),
+                Stmt::UpdateSaddr(n) => write!(f, "update @{n} {{ {ip} saddr }}"),
+                Stmt::Vmap { key, map } => match key {
+                    VmapKey::DaddrProtoPort => write!(f, "{ip} daddr . meta l4proto . th dport vmap @{map}"),
+                    VmapKey::ProtoPort => write!(f, "meta l4proto . th dport vmap @{map}"),
+                },
+                Stmt::Dnat(to) => write!(f, "dnat to {to}"),
+                Stmt::Masquerade => f.write_str("masquerade fully-random"),
+                Stmt::Reject => f.write_str("reject"),
+                Stmt::Verdict(v) => write!(f, "{}", VerdictDisplay(v)),
+            }?;
+        }
+        if let Some(c) = &self.rule.comment {
+            write!(f, " comment \"{c}\"")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! nftables backend (see the crate README).

@@ -1,0 +1,189 @@
+//! Turning "these ports changed" into a transaction against our model of
+//! the kernel. Pure: nothing here runs `nft`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proxy_core::ServicePortName;
+
+use crate::ir::{ChainDef, Command, Element, Transaction};
+use crate::render::{PortObjects, Skeleton};
+use crate::state::{Committed, ElementBatch};
+
+/// One service port whose objects may change.
+#[derive(Debug, Clone)]
+pub struct PortChange {
+    /// The port.
+    pub name: Arc<ServicePortName>,
+    /// What is committed (None: nothing).
+    pub old: Option<Arc<PortObjects>>,
+    /// What the view wants (None: remove).
+    pub new: Option<Arc<PortObjects>>,
+}
+
+/// A planned transaction plus what to record once it succeeds.
+#[derive(Debug)]
+pub struct Plan {
+    /// The transaction.
+    pub tx: Transaction,
+    /// Element store changes (rolled back if the transaction fails).
+    pub batch: ElementBatch,
+    /// Ports written.
+    pub changes: Vec<PortChange>,
+    /// Chains that became stale.
+    pub newly_stale: Vec<String>,
+    /// Stale chains deleted by this transaction.
+    pub deleted_stale: Vec<String>,
+    /// Stale chains that are live again.
+    pub revived: Vec<String>,
+}
+
+fn dedup_elements(elements: &[Element]) -> Vec<Element> {
+    let set: BTreeSet<&Element> = elements.iter().collect();
+    set.into_iter().cloned().collect()
+}
+
+/// Appends the skeleton: table, sets and maps, fixed chains (flushed and
+/// rewritten) and fixed elements. With `flush_sets`, every non-affinity
+/// set and map is emptied first (full sync: trust nothing).
+pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool) {
+    tx.push(Command::AddTable);
+    for s in &skeleton.sets {
+        tx.push(Command::AddSet(s.clone()));
+        if flush_sets {
+            tx.push(Command::FlushSet(s.name.clone()));
+        }
+    }
+    for (def, _) in &skeleton.chains {
+        tx.push(Command::AddChain(def.clone()));
+        tx.push(Command::FlushChain(def.name.clone()));
+    }
+    for (def, rules) in &skeleton.chains {
+        for r in rules {
+            tx.push(Command::AddRule { chain: def.name.clone(), rule: r.clone() });
+        }
+    }
+    for e in &skeleton.elements {
+        tx.push(Command::AddElement(e.clone()));
+    }
+}
+
+/// Plans writing `changes` against `committed`, appending to `tx`.
+/// Port objects that did not change are skipped; `stale_delay` old stale
+/// chains are deleted when `delete_due` is set.
+pub fn plan_ports(
+    committed: &mut Committed,
+    mut tx: Transaction,
+    changes: Vec<PortChange>,
+    now: Instant,
+    stale_delay: Duration,
+    delete_due: bool,
+) -> Plan {
+    let changes: Vec<PortChange> = changes
+        .into_iter()
+        .filter(|c| match (&c.old, &c.new) {
+            (Some(o), Some(n)) => o != n,
+            (None, None) => false,
+            _ => true,
+        })
+        .collect();
+    let mut batch = committed.elements.begin();
+    for c in &changes {
+        if let Some(o) = &c.old {
+            committed.elements.release(&mut batch, &c.name, &o.elements);
+        }
+        if let Some(n) = &c.new {
+            committed.elements.acquire(&mut batch, &c.name, &dedup_elements(&n.elements));
+        }
+    }
+    let (element_deletes, element_adds) = committed.elements.diff(&batch);
+
+    let mut live_chains: BTreeSet<&str> = BTreeSet::new();
+    let mut rewrite: Vec<(&str, &[crate::ir::Rule])> = Vec::new();
+    let mut gone_chains: Vec<String> = Vec::new();
+    let mut gone_sets: Vec<String> = Vec::new();
+    for c in &changes {
+        let old_chains: HashMap<&str, &Vec<crate::ir::Rule>> =
+            c.old.iter().flat_map(|o| o.chains.iter().map(|(n, r)| (n.as_str(), r))).collect();
+        let old_sets: BTreeSet<&str> = c.old.iter().flat_map(|o| o.affinity_sets.iter().map(|s| s.name.as_str())).collect();
+        let mut new_sets = BTreeSet::new();
+        if let Some(n) = &c.new {
+            for s in &n.affinity_sets {
+                new_sets.insert(s.name.as_str());
+                if !old_sets.contains(s.name.as_str()) {
+                    tx.push(Command::AddSet(s.clone()));
+                }
+            }
+            for (name, rules) in &n.chains {
+                live_chains.insert(name);
+                if old_chains.get(name.as_str()) != Some(&rules) || committed.stale_chains.contains_key(name) {
+                    rewrite.push((name, rules));
+                }
+            }
+        }
+        for name in old_chains.keys() {
+            if !c.new.iter().any(|n| n.chains.iter().any(|(x, _)| x == name)) {
+                gone_chains.push((*name).to_string());
+            }
+        }
+        gone_sets.extend(old_sets.iter().filter(|s| !new_sets.contains(*s)).map(|s| (*s).to_string()));
+    }
+    for (name, _) in &rewrite {
+        tx.push(Command::AddChain(ChainDef::regular(*name)));
+    }
+    for (name, rules) in &rewrite {
+        tx.push(Command::FlushChain((*name).to_string()));
+        for r in *rules {
+            tx.push(Command::AddRule { chain: (*name).to_string(), rule: r.clone() });
+        }
+    }
+    for e in element_deletes {
+        tx.push(Command::DeleteElement(e));
+    }
+    for e in element_adds {
+        tx.push(Command::AddElement(e));
+    }
+    gone_chains.retain(|c| !live_chains.contains(c.as_str()));
+    for c in &gone_chains {
+        tx.push(Command::FlushChain(c.clone()));
+    }
+    for s in &gone_sets {
+        tx.push(Command::DeleteSet(s.clone()));
+    }
+    let revived: Vec<String> =
+        committed.stale_chains.keys().filter(|c| live_chains.contains(c.as_str())).cloned().collect();
+    let mut deleted_stale = Vec::new();
+    if delete_due {
+        for (c, since) in &committed.stale_chains {
+            if now.saturating_duration_since(*since) >= stale_delay && !live_chains.contains(c.as_str()) {
+                tx.push(Command::DeleteChain(c.clone()));
+                deleted_stale.push(c.clone());
+            }
+        }
+    }
+    Plan { tx, batch, changes, newly_stale: gone_chains, deleted_stale, revived }
+}
+
+/// Records a successful plan in `committed`.
+pub fn commit(committed: &mut Committed, plan: Plan, now: Instant) {
+    for c in plan.changes {
+        match c.new {
+            Some(n) => {
+                committed.ports.insert(c.name, n);
+            }
+            None => {
+                committed.ports.remove(&c.name);
+            }
+        }
+    }
+    for c in plan.revived {
+        committed.stale_chains.remove(&c);
+    }
+    for c in plan.deleted_stale {
+        committed.stale_chains.remove(&c);
+    }
+    for c in plan.newly_stale {
+        committed.stale_chains.insert(c, now);
+    }
+}

@@ -1,0 +1,152 @@
+//! Our model of what is committed in the kernel: the objects of every
+//! service port, shared set/map elements with their owners, and chains
+//! waiting to be deleted. Partial syncs diff against it instead of listing
+//! the kernel's table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use proxy_core::ServicePortName;
+
+use crate::ir::{ElemKey, Element, Verdict};
+use crate::render::PortObjects;
+
+/// The value an owner wants for an element.
+type Wanted = (Option<Verdict>, Option<String>);
+
+/// Elements of the shared sets and maps with the ports that want them.
+/// Several ports may want one element (a multi-port service's ClusterIP in
+/// `cluster-ips`, an endpoint IP in `hairpin-endpoints`); when two want
+/// different verdicts for one key (an invalid, conflicting topology) the
+/// first port by name wins, so the result does not depend on history.
+#[derive(Debug, Clone, Default)]
+pub struct ElementStore {
+    entries: HashMap<(String, ElemKey), BTreeMap<Arc<ServicePortName>, Wanted>>,
+}
+
+/// An element's state before a batch of changes, to diff and to roll back.
+type Saved = HashMap<(String, ElemKey), Option<BTreeMap<Arc<ServicePortName>, Wanted>>>;
+
+fn effective(holders: Option<&BTreeMap<Arc<ServicePortName>, Wanted>>) -> Option<&Wanted> {
+    holders.and_then(|h| h.values().next())
+}
+
+/// Changes to the element store since [`ElementStore::begin`].
+#[derive(Debug, Default)]
+pub struct ElementBatch {
+    saved: Saved,
+}
+
+impl ElementStore {
+    /// Number of distinct elements.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Starts a batch.
+    pub fn begin(&self) -> ElementBatch {
+        ElementBatch::default()
+    }
+
+    fn save(&self, batch: &mut ElementBatch, key: &(String, ElemKey)) {
+        if !batch.saved.contains_key(key) {
+            batch.saved.insert(key.clone(), self.entries.get(key).cloned());
+        }
+    }
+
+    /// `owner` no longer wants `elements`.
+    pub fn release(&mut self, batch: &mut ElementBatch, owner: &Arc<ServicePortName>, elements: &[Element]) {
+        for e in elements {
+            let key = (e.set.clone(), e.key.clone());
+            self.save(batch, &key);
+            if let Some(holders) = self.entries.get_mut(&key) {
+                holders.remove(owner);
+                if holders.is_empty() {
+                    self.entries.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// `owner` wants `elements`.
+    pub fn acquire(&mut self, batch: &mut ElementBatch, owner: &Arc<ServicePortName>, elements: &[Element]) {
+        for e in elements {
+            let key = (e.set.clone(), e.key.clone());
+            self.save(batch, &key);
+            self.entries
+                .entry(key)
+                .or_default()
+                .insert(owner.clone(), (e.value.clone(), e.comment.clone()));
+        }
+    }
+
+    /// The element deletions and additions that take the kernel from the
+    /// state before `batch` to the current one (deletions first).
+    pub fn diff(&self, batch: &ElementBatch) -> (Vec<Element>, Vec<Element>) {
+        let mut deletes = Vec::new();
+        let mut adds = Vec::new();
+        let mut keys: Vec<&(String, ElemKey)> = batch.saved.keys().collect();
+        keys.sort();
+        for key in keys {
+            let before = batch.saved.get(key).and_then(|h| effective(h.as_ref()));
+            let after = effective(self.entries.get(key));
+            if before == after {
+                continue;
+            }
+            let element = |w: &Wanted| Element { set: key.0.clone(), key: key.1.clone(), value: w.0.clone(), comment: w.1.clone() };
+            if let Some(b) = before {
+                deletes.push(element(b));
+            }
+            if let Some(a) = after {
+                adds.push(element(a));
+            }
+        }
+        (deletes, adds)
+    }
+
+    /// Undoes `batch` (the transaction failed).
+    pub fn rollback(&mut self, batch: ElementBatch) {
+        for (key, before) in batch.saved {
+            match before {
+                Some(h) => {
+                    self.entries.insert(key, h);
+                }
+                None => {
+                    self.entries.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Every element, sorted (for a full rewrite).
+    pub fn all(&self) -> Vec<Element> {
+        let mut out: Vec<Element> = self
+            .entries
+            .iter()
+            .filter_map(|(key, h)| {
+                effective(Some(h)).map(|w| Element { set: key.0.clone(), key: key.1.clone(), value: w.0.clone(), comment: w.1.clone() })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// What we believe is in the kernel.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Objects of every programmed service port.
+    pub ports: HashMap<Arc<ServicePortName>, Arc<PortObjects>>,
+    /// Shared elements.
+    pub elements: ElementStore,
+    /// Flushed service chains and when they became stale; deleted at least
+    /// a second later (kernels before 6.2 release a map element's chain
+    /// reference lazily, so an immediate delete fails with EBUSY).
+    pub stale_chains: BTreeMap<String, Instant>,
+}

@@ -1,0 +1,48 @@
+//! The crate's error type.
+
+use proxy_core::{BackendError, ServicePortName};
+
+use crate::plan::ListenerKey;
+
+/// What can go wrong in the userspace backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UserspaceError {
+    /// A listener could not be opened (port in use, address not local).
+    #[error("{port}: cannot listen on {listener}: {source}")]
+    Bind {
+        /// The service port the listener serves.
+        port: ServicePortName,
+        /// The listener.
+        listener: ListenerKey,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another service port already listens on the same address.
+    #[error("{port}: {listener} is already served by {owner}")]
+    Conflict {
+        /// The service port that did not get the listener.
+        port: ServicePortName,
+        /// The listener.
+        listener: ListenerKey,
+        /// The service port that holds it.
+        owner: ServicePortName,
+    },
+    /// The host's addresses could not be listed.
+    #[error("cannot list the host's addresses: {0}")]
+    LocalAddresses(#[source] std::io::Error),
+    /// `sync` ran outside a Tokio runtime, which the listeners need.
+    #[error("the userspace backend must run inside a Tokio runtime")]
+    NoRuntime,
+}
+
+impl From<UserspaceError> for BackendError {
+    fn from(e: UserspaceError) -> Self {
+        let error = match &e {
+            UserspaceError::Bind { .. } | UserspaceError::Conflict { .. } => BackendError::dataplane(e.to_string()),
+            UserspaceError::LocalAddresses(_) => BackendError::transient(e.to_string()),
+            UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
+        };
+        error.with_source(e)
+    }
+}

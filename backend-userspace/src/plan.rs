@@ -1,0 +1,196 @@
+//! Which listeners a service port needs: a pure function of the view, the
+//! node-port addresses and the host's addresses.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+use proxy_core::{IpFamily, Protocol, ServicePortName, ServicePortView, Target};
+
+use crate::host::HostAddresses;
+
+/// A socket the backend listens on: protocol and local address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The address bound; the unspecified address for node ports served on
+    /// every local address.
+    pub addr: SocketAddr,
+}
+
+impl fmt::Display for ListenerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.protocol.lower(), self.addr)
+    }
+}
+
+/// Which of a service port's targets a listener uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficClass {
+    /// ClusterIP traffic: [`ServicePortView::internal`].
+    Internal,
+    /// Node port, external IP and load-balancer traffic:
+    /// [`ServicePortView::external`].
+    External,
+}
+
+impl TrafficClass {
+    /// The target of this class in `view`.
+    pub fn target(self, view: &ServicePortView) -> Target {
+        match self {
+            TrafficClass::Internal => view.internal,
+            TrafficClass::External => view.external,
+        }
+    }
+
+    /// `internal` or `external`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficClass::Internal => "internal",
+            TrafficClass::External => "external",
+        }
+    }
+}
+
+/// One listener a service port wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Where to listen.
+    pub key: ListenerKey,
+    /// The service port served.
+    pub port: ServicePortName,
+    /// Which target it uses.
+    pub class: TrafficClass,
+    /// The target is [`Target::Reject`]: nothing listens, so the kernel
+    /// refuses connections (TCP reset, ICMP port unreachable).
+    pub refuse: bool,
+}
+
+/// Where node ports are served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Every local address: bind the unspecified address.
+    All,
+    /// Only local addresses inside these networks (`nodePortAddresses`).
+    Within(Vec<IpNet>),
+}
+
+impl NodePortAddresses {
+    /// From [`BackendContext::node_port_cidrs`](proxy_core::backend::BackendContext::node_port_cidrs).
+    pub fn from_cidrs(cidrs: Option<&[IpNet]>) -> Self {
+        cidrs.map_or(NodePortAddresses::All, |c| NodePortAddresses::Within(c.to_vec()))
+    }
+
+    fn bind_addresses(&self, family: IpFamily, host: &HostAddresses) -> Vec<IpAddr> {
+        match self {
+            NodePortAddresses::All => vec![unspecified(family)],
+            NodePortAddresses::Within(nets) => {
+                let mut ips: Vec<IpAddr> = host
+                    .of_family(family)
+                    .chain(loopback(family))
+                    .filter(|ip| nets.iter().any(|n| n.contains(ip)))
+                    .collect();
+                ips.sort_unstable();
+                ips.dedup();
+                ips
+            }
+        }
+    }
+}
+
+/// The unspecified address of `family`.
+pub fn unspecified(family: IpFamily) -> IpAddr {
+    match family {
+        IpFamily::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpFamily::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn loopback(family: IpFamily) -> Option<IpAddr> {
+    Some(match family {
+        IpFamily::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpFamily::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    })
+}
+
+/// The listeners `view` needs, in a stable order: the ClusterIP, external
+/// IPs and load-balancer IPs that are local to the host, and the node port on
+/// every node-port address. SCTP ports get none (not supported).
+pub fn listeners_of(view: &ServicePortView, node_ports: &NodePortAddresses, host: &HostAddresses) -> Vec<ListenerSpec> {
+    let port = &view.port;
+    if port.protocol == Protocol::Sctp {
+        return Vec::new();
+    }
+    let spec = |ip: IpAddr, number: u16, class: TrafficClass| ListenerSpec {
+        key: ListenerKey {
+            protocol: port.protocol,
+            addr: SocketAddr::new(ip, number),
+        },
+        port: port.name.clone(),
+        class,
+        refuse: class.target(view) == Target::Reject,
+    };
+    let mut out = Vec::new();
+    if host.contains(&port.cluster_ip) && !port.cluster_ip.is_unspecified() {
+        out.push(spec(port.cluster_ip, port.port, TrafficClass::Internal));
+    }
+    for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
+        if host.contains(ip) && !ip.is_unspecified() {
+            out.push(spec(*ip, port.port, TrafficClass::External));
+        }
+    }
+    if let Some(node_port) = port.node_port {
+        for ip in node_ports.bind_addresses(port.family, host) {
+            out.push(spec(ip, node_port, TrafficClass::External));
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{endpoint, port, view};
+
+    fn keys(specs: &[ListenerSpec]) -> Vec<String> {
+        specs.iter().map(|s| format!("{} {}", s.key, s.class.as_str())).collect()
+    }
+
+    #[test]
+    fn node_port_on_all_addresses_binds_the_unspecified_address() {
+        let v = view(port("10.96.0.1", Some(30080)), &[endpoint("10.1.0.1", false)]);
+        let specs = listeners_of(&v, &NodePortAddresses::All, &HostAddresses::new([]));
+        // The ClusterIP is not local: no listener for it.
+        assert_eq!(keys(&specs), ["tcp 0.0.0.0:30080 external"]);
+        assert!(!specs[0].refuse);
+    }
+
+    #[test]
+    fn node_port_addresses_select_matching_local_addresses_including_localhost() {
+        let v = view(port("10.96.0.1", Some(30080)), &[endpoint("10.1.0.1", false)]);
+        let host = HostAddresses::new(["192.168.1.5".parse().unwrap(), "10.0.0.7".parse().unwrap()]);
+        let within = NodePortAddresses::Within(vec!["192.168.0.0/16".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]);
+        let specs = listeners_of(&v, &within, &host);
+        assert_eq!(keys(&specs), ["tcp 127.0.0.1:30080 external", "tcp 192.168.1.5:30080 external"]);
+    }
+
+    #[test]
+    fn local_service_addresses_get_listeners_and_reject_targets_refuse() {
+        let mut p = port("127.0.0.100", None);
+        p.external_ips = vec!["192.168.1.5".parse().unwrap(), "203.0.113.9".parse().unwrap()];
+        let host = HostAddresses::new(["192.168.1.5".parse().unwrap()]);
+        let specs = listeners_of(&view(p, &[]), &NodePortAddresses::All, &host);
+        assert_eq!(keys(&specs), ["tcp 127.0.0.100:80 internal", "tcp 192.168.1.5:80 external"]);
+        assert!(specs.iter().all(|s| s.refuse));
+    }
+
+    #[test]
+    fn sctp_gets_no_listener() {
+        let mut p = port("127.0.0.100", Some(30080));
+        p.protocol = Protocol::Sctp;
+        assert!(listeners_of(&view(p, &[]), &NodePortAddresses::All, &HostAddresses::new([])).is_empty());
+    }
+}

@@ -1,0 +1,157 @@
+//! The UDP listener: one session per client address, each with its own
+//! socket connected to the chosen endpoint, ended after
+//! `udpIdleTimeout` without traffic in either direction.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+
+use crate::balancer::Decision;
+use crate::plan::unspecified;
+use crate::route::Route;
+
+/// Largest UDP payload.
+const DATAGRAM: usize = 64 * 1024;
+
+struct Session {
+    id: u64,
+    upstream: Arc<UdpSocket>,
+    last_active: Arc<Mutex<Instant>>,
+}
+
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+/// Relays datagrams until the task is aborted (listener removed). Sessions
+/// already open keep relaying replies until they go idle.
+pub(crate) async fn serve(socket: UdpSocket, route: Route) {
+    let socket = Arc::new(socket);
+    let sessions: Sessions = Arc::default();
+    let mut next_id = 0u64;
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let (len, client) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors of earlier replies surface here; keep serving.
+                tracing::debug!(service = %route.port, %error, "receive failed");
+                continue;
+            }
+        };
+        let existing = {
+            let map = sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            map.get(&client).map(|s| {
+                *s.last_active.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                s.upstream.clone()
+            })
+        };
+        let upstream = match existing {
+            Some(upstream) => upstream,
+            None => {
+                next_id += 1;
+                match open_session(next_id, client, &socket, &sessions, &route).await {
+                    Some(upstream) => upstream,
+                    None => continue,
+                }
+            }
+        };
+        if let Err(error) = upstream.try_send(&buf[..len]) {
+            tracing::debug!(service = %route.port, %client, %error, "datagram to endpoint dropped");
+        }
+    }
+}
+
+async fn open_session(
+    id: u64,
+    client: SocketAddr,
+    listener: &Arc<UdpSocket>,
+    sessions: &Sessions,
+    route: &Route,
+) -> Option<Arc<UdpSocket>> {
+    let from_host = route.from_host(&client.ip());
+    let endpoint = match route.balancer.decide(route.class, client.ip(), from_host, Instant::now()) {
+        Decision::Connect(candidates) => *candidates.first()?,
+        Decision::Drop | Decision::Reject => {
+            tracing::debug!(service = %route.port, %client, "no usable endpoint: datagram dropped");
+            return None;
+        }
+    };
+    let upstream = match connected_socket(endpoint).await {
+        Ok(socket) => Arc::new(socket),
+        Err(error) => {
+            tracing::warn!(service = %route.port, %endpoint, %error, "cannot open a UDP session");
+            return None;
+        }
+    };
+    route.balancer.remember(client.ip(), endpoint, Instant::now());
+    let last_active = Arc::new(Mutex::new(Instant::now()));
+    sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(
+        client,
+        Session {
+            id,
+            upstream: upstream.clone(),
+            last_active: last_active.clone(),
+        },
+    );
+    tokio::spawn(relay_replies(
+        id,
+        client,
+        upstream.clone(),
+        listener.clone(),
+        last_active,
+        sessions.clone(),
+        route.clone(),
+    ));
+    Some(upstream)
+}
+
+async fn connected_socket(endpoint: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(unspecified(proxy_core::IpFamily::of(&endpoint.ip())), 0)).await?;
+    socket.connect(endpoint).await?;
+    Ok(socket)
+}
+
+/// Sends the endpoint's replies back to the client until the session has
+/// been idle for `udpIdleTimeout`, then forgets it.
+async fn relay_replies(
+    id: u64,
+    client: SocketAddr,
+    upstream: Arc<UdpSocket>,
+    listener: Arc<UdpSocket>,
+    last_active: Arc<Mutex<Instant>>,
+    sessions: Sessions,
+    route: Route,
+) {
+    let idle = route.options.udp_idle_timeout;
+    let mut buf = vec![0u8; DATAGRAM];
+    loop {
+        let deadline = *last_active.lock().unwrap_or_else(PoisonError::into_inner) + idle;
+        match tokio::time::timeout_at(deadline.into(), upstream.recv(&mut buf)).await {
+            Ok(Ok(len)) => {
+                *last_active.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                if let Err(error) = listener.send_to(&buf[..len], client).await {
+                    tracing::debug!(service = %route.port, %client, %error, "reply to client dropped");
+                }
+            }
+            Ok(Err(error)) => {
+                // Typically ICMP port unreachable from the endpoint.
+                tracing::debug!(service = %route.port, %client, %error, "endpoint error; ending session");
+                route.balancer.forget(client.ip());
+                break;
+            }
+            Err(_) => {
+                let last = *last_active.lock().unwrap_or_else(PoisonError::into_inner);
+                if last.elapsed() >= idle {
+                    break;
+                }
+            }
+        }
+    }
+    let mut map = sessions.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.get(&client).is_some_and(|s| s.id == id) {
+        map.remove(&client);
+    }
+}

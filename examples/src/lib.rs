@@ -1,0 +1,1 @@
+//! Examples of embedding `proxy-core`; see the binaries in `src/bin/`.

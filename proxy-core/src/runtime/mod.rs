@@ -1,0 +1,31 @@
+//! The sync runtime: sources, the sync loop, health, metrics, conntrack.
+//!
+//! ```text
+//!  Source (kube watch | manifests) ──SourceEvent──▶ World (ServiceTopology, Node)
+//!        ──touched services──▶ PendingChanges (per family) ──▶ SyncRunner (per family)
+//!        ──due──▶ Backend::sync(view, changes) ──▶ SyncObserver (health, metrics, conntrack)
+//! ```
+//!
+//! - [`source`]: where objects come from. [`source::KubeSource`] watches the
+//!   API server, [`source::ManifestSource`] reads YAML files, and
+//!   [`source::ChannelSource`] lets an embedder or a test push objects.
+//! - [`Runtime`]: the loop. It waits until every source delivered its
+//!   initial lists, then keeps one backend per IP family in sync, retries
+//!   failures without losing the pending changes, and repairs lost
+//!   dataplanes every `syncPeriod`.
+//! - [`SyncObserver`]: what the loop reports to health, metrics and
+//!   conntrack cleanup.
+
+mod family;
+mod node;
+mod observer;
+mod runtime;
+mod shutdown;
+pub mod source;
+mod world;
+
+pub use node::{NodeState, TAINT_TO_BE_DELETED};
+pub use observer::{NodeHealth, SyncObserver, SyncReport};
+pub use runtime::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
+pub use shutdown::shutdown_signal;
+pub use world::TRIGGER_TIME_ANNOTATION;

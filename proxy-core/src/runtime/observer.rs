@@ -1,0 +1,76 @@
+//! [`SyncObserver`]: how health, metrics and conntrack cleanup learn what
+//! the sync loop did, without the loop knowing about any of them.
+//!
+//! The loop calls every registered observer, in registration order, from its
+//! own task: an observer must not block (hand long work to a task of its own).
+
+use std::time::{Duration, SystemTime};
+
+use crate::backend::{BackendError, SyncStats};
+use crate::changes::ChangeSet;
+use crate::config::ProxyMode;
+use crate::model::IpFamily;
+use crate::view::NodeView;
+
+/// What one successful [`Backend::sync`](crate::Backend::sync) of one family did.
+#[derive(Debug)]
+pub struct SyncReport<'a> {
+    /// The family synced.
+    pub family: IpFamily,
+    /// The backend's mode.
+    pub mode: ProxyMode,
+    /// Whether the backend was given a full change set.
+    pub full: bool,
+    /// How long `Backend::sync` took.
+    pub duration: Duration,
+    /// What the backend reported.
+    pub stats: &'a SyncStats,
+    /// The view now programmed.
+    pub view: &'a NodeView,
+    /// The view programmed before this sync (empty before the first sync).
+    pub previous: &'a NodeView,
+    /// The service ports that may differ between `previous` and `view`
+    /// (full on start-up, after a failure, on a node change, periodically).
+    pub changes: &'a ChangeSet,
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` annotations of
+    /// the EndpointSlices whose changes this sync programmed (for
+    /// `network_programming_duration_seconds`).
+    pub trigger_times: &'a [SystemTime],
+}
+
+/// What the node's own object says about its eligibility (for `/healthz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeHealth {
+    /// The Node object is known. A source without nodes (manifests) reports
+    /// `true`: there is no cluster to be ineligible in.
+    pub known: bool,
+    /// The Node has a `deletionTimestamp`.
+    pub deleting: bool,
+    /// The Node has the `ToBeDeletedByClusterAutoscaler` taint.
+    pub tainted_for_deletion: bool,
+}
+
+/// Receives the sync loop's events. Every method has an empty default, so an
+/// observer implements only what it needs.
+pub trait SyncObserver: Send + Sync {
+    /// A change for `family` was queued at `at` and a sync will follow
+    /// (healthz `QueuedUpdate`, `sync_proxy_rules_last_queued_timestamp_seconds`).
+    /// Also called once per family when the loop starts.
+    fn queued(&self, _family: IpFamily, _at: SystemTime) {}
+
+    /// A sync of one family succeeded.
+    fn synced(&self, _report: &SyncReport<'_>) {}
+
+    /// A sync of one family failed; the loop keeps the pending changes and
+    /// retries with a full sync.
+    fn failed(&self, _family: IpFamily, _mode: ProxyMode, _error: &BackendError) {}
+
+    /// Changes not yet programmed: services and EndpointSlices changed since
+    /// the last successful sync (`sync_proxy_rules_{service,endpoint}_changes_pending`).
+    /// Called after every batch of source events and after every sync; the
+    /// counters `..._changes_total` are the sum of increases.
+    fn pending(&self, _service_changes: usize, _endpoint_changes: usize) {}
+
+    /// The node's own object changed (or became known).
+    fn node(&self, _node: &NodeHealth) {}
+}

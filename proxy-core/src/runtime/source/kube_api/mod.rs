@@ -1,0 +1,126 @@
+//! [`KubeSource`]: Services, EndpointSlices and this Node from the API server.
+
+mod client;
+
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::{Expression, Selector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::error::ObjectKind;
+use crate::topology::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME};
+
+use super::{Source, SourceEvent, Update};
+
+pub use client::client_from_config;
+
+/// Upstream's selector for Services and EndpointSlices:
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`.
+/// Any value of `service-proxy-name` means another proxy handles the object.
+pub fn proxy_label_selector() -> Selector {
+    Selector::from_iter([
+        Expression::DoesNotExist(LABEL_SERVICE_PROXY_NAME.into()),
+        Expression::DoesNotExist(LABEL_HEADLESS.into()),
+    ])
+}
+
+/// How [`KubeSource`] watches.
+#[derive(Debug, Clone)]
+pub struct KubeSourceOptions {
+    /// This node's name: its Node object is watched (field selector
+    /// `metadata.name=<name>`).
+    pub node_name: String,
+}
+
+/// Watches Services and EndpointSlices (with [`proxy_label_selector`]) and
+/// this Node, with kube-rs watchers.
+///
+/// A watcher relists after a `410 Gone` and re-watches after a dropped
+/// connection, backing off while the API server is unreachable; meanwhile
+/// nothing is deleted, so the rules stay in place. Errors are logged here
+/// and never reach the runtime.
+#[derive(Clone)]
+pub struct KubeSource {
+    client: Client,
+    options: KubeSourceOptions,
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl KubeSource {
+    /// A source reading through `client`.
+    pub fn new(client: Client, options: KubeSourceOptions) -> Self {
+        KubeSource { client, options }
+    }
+}
+
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: fn(Update<K>) -> SourceEvent,
+) -> impl Stream<Item = SourceEvent> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    watcher(api, config).default_backoff().filter_map(move |event| {
+        let event = match event {
+            Ok(watcher::Event::Init) => {
+                tracing::debug!(%kind, "listing");
+                Some(wrap(Update::Init))
+            }
+            Ok(watcher::Event::InitApply(object)) => Some(wrap(Update::InitApply(object))),
+            Ok(watcher::Event::InitDone) => {
+                tracing::debug!(%kind, "list complete");
+                Some(wrap(Update::InitDone))
+            }
+            Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
+            Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
+            Err(error) => {
+                tracing::warn!(%kind, error = %crate::runtime::family::error_chain(&error), "watch failed; retrying with back-off, rules stay in place");
+                None
+            }
+        };
+        std::future::ready(event)
+    })
+}
+
+impl Source for KubeSource {
+    fn kinds(&self) -> Vec<ObjectKind> {
+        vec![ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::Node]
+    }
+
+    fn events(self: Box<Self>) -> BoxStream<'static, SourceEvent> {
+        let selected = watcher::Config::default().labels_from(&proxy_label_selector());
+        let services = watch(Api::<Service>::all(self.client.clone()), selected.clone(), SourceEvent::Service);
+        let slices = watch(Api::<EndpointSlice>::all(self.client.clone()), selected, SourceEvent::EndpointSlice);
+        let node = watch(
+            Api::<Node>::all(self.client),
+            watcher::Config::default().fields(&format!("metadata.name={}", self.options.node_name)),
+            SourceEvent::Node,
+        );
+        futures::stream::select_all([services.boxed(), slices.boxed(), node.boxed()]).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_is_upstreams() {
+        assert_eq!(
+            proxy_label_selector().to_string(),
+            "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! The world as the sources describe it: the [`ServiceTopology`], this
+//! node's object, and the bookkeeping between them and the loop (relist
+//! buffers, initial-list gating, change counts, trigger times).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::error::{InvalidObject, ObjectKind};
+use crate::model::{IpFamily, ServiceKey};
+use crate::topology::{Applied, ServiceTopology};
+
+use super::source::{SourceEvent, Update};
+
+/// The EndpointSlice annotation that records when the change it carries was
+/// triggered; the base of `network_programming_duration_seconds`.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// What applying some events changed.
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    /// Services whose validated state changed.
+    pub services: BTreeSet<ServiceKey>,
+    /// The Node object changed.
+    pub node: bool,
+    /// Trigger times of applied EndpointSlices, with their family.
+    pub trigger_times: Vec<(IpFamily, SystemTime)>,
+}
+
+impl Delta {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.services.is_empty() && !self.node && self.trigger_times.is_empty()
+    }
+}
+
+/// A relist in progress: objects are buffered until `InitDone`.
+#[derive(Debug)]
+struct Relist<K> {
+    objects: Option<Vec<K>>,
+}
+
+impl<K> Default for Relist<K> {
+    fn default() -> Self {
+        Relist { objects: None }
+    }
+}
+
+type ObjectName = (String, String);
+
+fn name_of(meta: &ObjectMeta) -> ObjectName {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The sources' world, fed event by event.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) topology: ServiceTopology,
+    node_name: String,
+    node: Option<Node>,
+    required: HashSet<ObjectKind>,
+    listed: HashSet<ObjectKind>,
+    services: Relist<Service>,
+    slices: Relist<EndpointSlice>,
+    nodes: Relist<Node>,
+    /// Invalid fields last logged, per object: each is logged once per change.
+    logged: HashMap<(ObjectKind, ObjectName), Vec<InvalidObject>>,
+    changed_services: HashSet<ObjectName>,
+    changed_slices: HashSet<ObjectName>,
+}
+
+impl World {
+    /// An empty world that is ready once every kind in `required` delivered
+    /// its initial list.
+    pub(crate) fn new(node_name: &str, required: impl IntoIterator<Item = ObjectKind>) -> Self {
+        World {
+            topology: ServiceTopology::new(),
+            node_name: node_name.to_string(),
+            node: None,
+            required: required.into_iter().collect(),
+            listed: HashSet::new(),
+            services: Relist::default(),
+            slices: Relist::default(),
+            nodes: Relist::default(),
+            logged: HashMap::new(),
+            changed_services: HashSet::new(),
+            changed_slices: HashSet::new(),
+        }
+    }
+
+    /// Whether every required kind delivered its initial list.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.required.is_subset(&self.listed)
+    }
+
+    /// Whether the sources deliver the Node.
+    pub(crate) fn watches_node(&self) -> bool {
+        self.required.contains(&ObjectKind::Node)
+    }
+
+    /// This node's object, if known.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
+    /// Distinct Services and EndpointSlices changed since
+    /// [`World::clear_change_counts`].
+    pub(crate) fn change_counts(&self) -> (usize, usize) {
+        (self.changed_services.len(), self.changed_slices.len())
+    }
+
+    pub(crate) fn clear_change_counts(&mut self) {
+        self.changed_services.clear();
+        self.changed_slices.clear();
+    }
+
+    /// Applies one event, adding what it changed to `delta`.
+    pub(crate) fn apply(&mut self, event: SourceEvent, delta: &mut Delta) {
+        match event {
+            SourceEvent::Service(update) => self.service_update(update, delta),
+            SourceEvent::EndpointSlice(update) => self.slice_update(update, delta),
+            SourceEvent::Node(update) => self.node_update(update, delta),
+        }
+    }
+
+    fn service_update(&mut self, update: Update<Service>, delta: &mut Delta) {
+        match update {
+            Update::Init => self.services.objects = Some(Vec::new()),
+            Update::InitApply(svc) => match &mut self.services.objects {
+                Some(buffer) => buffer.push(svc),
+                None => self.apply_service(&svc, delta),
+            },
+            Update::InitDone => {
+                let listed = self.services.objects.take().unwrap_or_default();
+                let keep: HashSet<ServiceKey> = listed
+                    .iter()
+                    .map(|s| {
+                        let (ns, name) = name_of(&s.metadata);
+                        ServiceKey::new(ns, name)
+                    })
+                    .collect();
+                for svc in &listed {
+                    self.apply_service(svc, delta);
+                }
+                let gone: Vec<ServiceKey> =
+                    self.topology.services().map(|s| s.key.clone()).filter(|k| !keep.contains(k)).collect();
+                for key in gone {
+                    self.delete_service(&key.namespace, &key.name, delta);
+                }
+                self.logged
+                    .retain(|(kind, (ns, name)), _| *kind != ObjectKind::Service || keep.contains(&ServiceKey::new(ns, name)));
+                self.listed.insert(ObjectKind::Service);
+            }
+            Update::Apply(svc) => self.apply_service(&svc, delta),
+            Update::Delete(svc) => {
+                let (ns, name) = name_of(&svc.metadata);
+                self.logged.remove(&(ObjectKind::Service, (ns.clone(), name.clone())));
+                self.delete_service(&ns, &name, delta);
+            }
+        }
+    }
+
+    fn slice_update(&mut self, update: Update<EndpointSlice>, delta: &mut Delta) {
+        match update {
+            Update::Init => self.slices.objects = Some(Vec::new()),
+            Update::InitApply(slice) => match &mut self.slices.objects {
+                Some(buffer) => buffer.push(slice),
+                None => self.apply_slice(&slice, delta),
+            },
+            Update::InitDone => {
+                let listed = self.slices.objects.take().unwrap_or_default();
+                let keep: HashSet<ObjectName> = listed.iter().map(|s| name_of(&s.metadata)).collect();
+                for slice in &listed {
+                    self.apply_slice(slice, delta);
+                }
+                let gone: Vec<ObjectName> =
+                    self.topology.slice_names().filter(|n| !keep.contains(*n)).cloned().collect();
+                for (ns, name) in gone {
+                    self.delete_slice(&ns, &name, delta);
+                }
+                self.logged
+                    .retain(|(kind, name), _| *kind != ObjectKind::EndpointSlice || keep.contains(name));
+                self.listed.insert(ObjectKind::EndpointSlice);
+            }
+            Update::Apply(slice) => self.apply_slice(&slice, delta),
+            Update::Delete(slice) => {
+                let (ns, name) = name_of(&slice.metadata);
+                self.logged.remove(&(ObjectKind::EndpointSlice, (ns.clone(), name.clone())));
+                self.delete_slice(&ns, &name, delta);
+            }
+        }
+    }
+
+    fn node_update(&mut self, update: Update<Node>, delta: &mut Delta) {
+        match update {
+            Update::Init => self.nodes.objects = Some(Vec::new()),
+            Update::InitApply(node) => match &mut self.nodes.objects {
+                Some(buffer) => buffer.push(node),
+                None => self.set_node(Some(node), delta),
+            },
+            Update::InitDone => {
+                let listed = self.nodes.objects.take().unwrap_or_default();
+                let mine = listed.into_iter().find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
+                self.set_node(mine, delta);
+                self.listed.insert(ObjectKind::Node);
+            }
+            Update::Apply(node) => self.set_node(Some(node), delta),
+            Update::Delete(node) => {
+                if node.metadata.name.as_deref() == Some(self.node_name.as_str()) {
+                    self.set_node(None, delta);
+                }
+            }
+        }
+    }
+
+    fn set_node(&mut self, node: Option<Node>, delta: &mut Delta) {
+        if let Some(n) = &node
+            && n.metadata.name.as_deref() != Some(self.node_name.as_str())
+        {
+            return;
+        }
+        // Compare what matters, not the resourceVersion or status heartbeats.
+        let relevant = |n: &Option<Node>| {
+            n.as_ref().map(|n| {
+                (
+                    n.metadata.labels.clone(),
+                    n.metadata.deletion_timestamp.clone(),
+                    n.spec.clone(),
+                    n.status.as_ref().and_then(|s| s.addresses.clone()),
+                )
+            })
+        };
+        if relevant(&self.node) != relevant(&node) {
+            delta.node = true;
+        }
+        self.node = node;
+    }
+
+    fn apply_service(&mut self, svc: &Service, delta: &mut Delta) {
+        let name = name_of(&svc.metadata);
+        let applied = self.topology.apply_service(svc);
+        if !applied.changed.is_empty() {
+            self.changed_services.insert(name.clone());
+        }
+        self.record(ObjectKind::Service, name, applied, delta);
+    }
+
+    fn delete_service(&mut self, namespace: &str, name: &str, delta: &mut Delta) {
+        if let Some(key) = self.topology.delete_service(namespace, name) {
+            self.changed_services.insert((namespace.to_string(), name.to_string()));
+            delta.services.insert(key);
+        }
+    }
+
+    fn apply_slice(&mut self, slice: &EndpointSlice, delta: &mut Delta) {
+        let name = name_of(&slice.metadata);
+        let applied = self.topology.apply_endpoint_slice(slice);
+        if !applied.changed.is_empty() {
+            self.changed_slices.insert(name.clone());
+            if let Some(at) = trigger_time(slice) {
+                let family = if slice.address_type == "IPv6" { IpFamily::V6 } else { IpFamily::V4 };
+                delta.trigger_times.push((family, at));
+            }
+        }
+        self.record(ObjectKind::EndpointSlice, name, applied, delta);
+    }
+
+    fn delete_slice(&mut self, namespace: &str, name: &str, delta: &mut Delta) {
+        if let Some(key) = self.topology.delete_endpoint_slice(namespace, name) {
+            self.changed_slices.insert((namespace.to_string(), name.to_string()));
+            delta.services.insert(key);
+        }
+    }
+
+    /// Notes what an object's application changed and logs its invalid
+    /// fields, once per distinct set of errors.
+    fn record(&mut self, kind: ObjectKind, name: ObjectName, applied: Applied, delta: &mut Delta) {
+        delta.services.extend(applied.changed);
+        let key = (kind, name);
+        if applied.errors.is_empty() {
+            self.logged.remove(&key);
+            return;
+        }
+        if self.logged.get(&key) != Some(&applied.errors) {
+            for error in &applied.errors {
+                tracing::error!(
+                    kind = %error.kind,
+                    object = %error.object,
+                    field = %error.field,
+                    "{error}"
+                );
+            }
+            self.logged.insert(key, applied.errors);
+        }
+    }
+}
+
+/// The slice's `endpoints.kubernetes.io/last-change-trigger-time`, if set
+/// and valid.
+fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+    let text = slice.metadata.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
+    match text.parse::<k8s_openapi::jiff::Timestamp>() {
+        Ok(ts) => Some(SystemTime::from(ts)),
+        Err(error) => {
+            tracing::debug!(annotation = TRIGGER_TIME_ANNOTATION, value = %text, %error, "ignoring unparsable trigger time");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, ip: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name},
+            "spec": {"clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, svc: &str, ip: &str) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": name, "labels": {"kubernetes.io/service-name": svc},
+                         "annotations": {TRIGGER_TIME_ANNOTATION: "2026-01-02T03:04:05Z"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip]}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    }
+
+    fn relist(world: &mut World, services: Vec<Service>, slices: Vec<EndpointSlice>) -> Delta {
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        for s in services {
+            world.apply(SourceEvent::Service(Update::InitApply(s)), &mut delta);
+        }
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
+        world.apply(SourceEvent::EndpointSlice(Update::Init), &mut delta);
+        for s in slices {
+            world.apply(SourceEvent::EndpointSlice(Update::InitApply(s)), &mut delta);
+        }
+        world.apply(SourceEvent::EndpointSlice(Update::InitDone), &mut delta);
+        delta
+    }
+
+    #[test]
+    fn ready_only_after_every_initial_list() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
+        assert!(!world.is_ready());
+        world.apply(SourceEvent::EndpointSlice(Update::Init), &mut delta);
+        assert!(!world.is_ready());
+        world.apply(SourceEvent::EndpointSlice(Update::InitDone), &mut delta);
+        assert!(world.is_ready());
+    }
+
+    #[test]
+    fn relist_swaps_in_and_deletes_only_what_is_missing() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let first = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
+            vec![slice("a-1", "a", "10.0.0.1")],
+        );
+        assert_eq!(first.services.len(), 2);
+        assert_eq!(first.trigger_times.len(), 1);
+
+        let same = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
+            vec![slice("a-1", "a", "10.0.0.1")],
+        );
+        assert!(same.is_empty(), "an unchanged relist changes nothing: {same:?}");
+
+        let mut during = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut during);
+        world.apply(SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))), &mut during);
+        assert!(during.is_empty(), "nothing is applied before InitDone");
+        assert_eq!(world.topology.service_count(), 2, "the old world stays in place during a relist");
+        world.apply(SourceEvent::Service(Update::InitDone), &mut during);
+        assert_eq!(during.services.into_iter().collect::<Vec<_>>(), [ServiceKey::new("ns", "b")]);
+        assert_eq!(world.topology.service_count(), 1);
+    }
+
+    #[test]
+    fn change_counts_are_distinct_objects() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let _ = relist(&mut world, vec![service("a", "172.30.0.1")], vec![slice("a-1", "a", "10.0.0.1")]);
+        assert_eq!(world.change_counts(), (1, 1));
+        world.clear_change_counts();
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.2"))), &mut delta);
+        world.apply(SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.3"))), &mut delta);
+        assert_eq!(world.change_counts(), (0, 1));
+        world.apply(SourceEvent::EndpointSlice(Update::Delete(slice("a-1", "a", "10.0.0.3"))), &mut delta);
+        assert_eq!(world.topology.slice_names().count(), 0);
+    }
+
+    #[test]
+    fn node_changes_count_only_when_relevant_fields_change() {
+        let mut world = World::new("n1", [ObjectKind::Node]);
+        let node = |zone: &str, rv: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "n1", "resourceVersion": rv, "labels": {"topology.kubernetes.io/zone": zone}}
+            }))
+            .unwrap()
+        };
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Apply(node("z1", "1"))), &mut delta);
+        assert!(delta.node);
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Apply(node("z1", "2"))), &mut delta);
+        assert!(!delta.node);
+        world.apply(SourceEvent::Node(Update::Apply(node("z2", "3"))), &mut delta);
+        assert!(delta.node);
+        let other: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Apply(other)), &mut delta);
+        assert!(!delta.node && world.node().is_some());
+    }
+}

@@ -1,0 +1,16 @@
+//! [`ServiceTopology`]: the cluster-wide, validated model of Services and
+//! EndpointSlices.
+//!
+//! Objects come in as `k8s-openapi` values and are validated one by one
+//! ([`service`] and [`slice`]). A bad field drops that object, port, endpoint
+//! or value with an [`InvalidObject`](crate::InvalidObject) error naming the
+//! object and the field; when a whole object is rejected, the version accepted
+//! before stays in effect, so a bad update never removes rules that work.
+
+mod service;
+mod slice;
+mod store;
+
+pub use service::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME, Service};
+pub use slice::{LABEL_SERVICE_NAME, Slice, SliceEndpoint, SlicePort, cmp_endpoint_strings};
+pub use store::{Applied, ServiceTopology};
