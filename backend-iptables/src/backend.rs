@@ -46,7 +46,6 @@ pub struct IptablesBackend {
     probe_host: bool,
     ipt: Option<Iptables>,
     synced: Option<Synced>,
-    remove_kubelet_firewall: bool,
 }
 
 impl std::fmt::Debug for IptablesBackend {
@@ -83,16 +82,7 @@ impl IptablesBackend {
             probe_host: false,
             ipt: None,
             synced: None,
-            remove_kubelet_firewall: false,
         }
-    }
-
-    /// Whether [`Backend::cleanup`] also removes `KUBE-FIREWALL` and its
-    /// jumps. Off by default, as upstream: kubelet keeps an identical chain
-    /// (the CVE-2020-8558 guard) and removing ours would remove its.
-    pub fn remove_kubelet_firewall(mut self, remove: bool) -> Self {
-        self.remove_kubelet_firewall = remove;
-        self
     }
 
     /// The rendering settings.
@@ -245,7 +235,7 @@ impl Backend for IptablesBackend {
     async fn cleanup(&mut self) -> Result<(), BackendError> {
         self.synced = None;
         let ipt = self.tools().await?;
-        cleanup_family(&ipt, self.remove_kubelet_firewall).await
+        cleanup_family(&ipt).await
     }
 
     async fn dataplane_lost(&mut self) -> bool {
@@ -272,10 +262,18 @@ impl Backend for IptablesBackend {
     }
 }
 
+/// Kubelet's canary chain: present when kubelet manages iptables rules.
+const KUBELET_CANARY: &str = "KUBE-KUBELET-CANARY";
+
 /// Removes every rule and chain the iptables mode installs in one family
-/// (jumps, nat/filter/mangle chains), and nothing else. `KUBE-FIREWALL` is
-/// kept unless `remove_kubelet_firewall`.
-pub(crate) async fn cleanup_family(ipt: &Iptables, remove_kubelet_firewall: bool) -> Result<(), BackendError> {
+/// (jumps, nat/filter/mangle chains), and nothing else.
+///
+/// `KUBE-FIREWALL` and its jumps are shared with kubelet (it keeps an
+/// identical CVE-2020-8558 guard): they stay when kubelet's canary chain
+/// shows kubelet manages iptables here, as upstream always keeps them; with
+/// no kubelet they are ours alone and go too.
+pub(crate) async fn cleanup_family(ipt: &Iptables) -> Result<(), BackendError> {
+    let remove_kubelet_firewall = !ipt.chain_exists("mangle", KUBELET_CANARY).await?;
     let mut jumps: Vec<&jumps::Jump> = jumps::JUMPS.iter().collect();
     if remove_kubelet_firewall {
         jumps.extend(jumps::KUBELET_JUMPS);

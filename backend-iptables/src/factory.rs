@@ -97,6 +97,6 @@ impl BackendFactory for IptablesFactory {
             Err(crate::IptablesError::MissingTool(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        cleanup_family(&ipt, false).await
+        cleanup_family(&ipt).await
     }
 }

@@ -5,8 +5,8 @@
 //! deprecated the IPVS mode in v1.35 (KEP-5495); this kernel build also has no
 //! `CONFIG_IP_VS`, so a real backend could not be tested here.
 
-use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
 use proxy_core::ProxyMode;
+use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
 
 /// The message every operation of [`IpvsFactory`] fails with.
 pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet";

@@ -316,8 +316,13 @@ pub enum Command {
     },
     /// `add set` / `add map` (no-op when it exists with the same type).
     AddSet(SetDef),
-    /// `flush set` / `flush map`.
-    FlushSet(String),
+    /// `flush set` / `flush map` (`map`: it is a verdict map).
+    FlushSet {
+        /// Name.
+        name: String,
+        /// Whether it is a map.
+        map: bool,
+    },
     /// `delete set` / `delete map`.
     DeleteSet(String),
     /// `add element`.
@@ -413,7 +418,7 @@ impl fmt::Display for CommandDisplay<'_> {
                 }
                 f.write_str(" }")
             }
-            Command::FlushSet(s) => write!(f, "flush set {t} {s}"),
+            Command::FlushSet { name, map } => write!(f, "flush {} {t} {name}", if *map { "map" } else { "set" }),
             Command::DeleteSet(s) => write!(f, "delete set {t} {s}"),
             Command::AddElement(e) => write!(f, "add element {t} {} {{ {} }}", e.set, ElementDisplay(e)),
             Command::DeleteElement(e) => write!(f, "delete element {t} {} {{ {} }}", e.set, KeyDisplay(&e.key)),

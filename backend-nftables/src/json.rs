@@ -145,7 +145,10 @@ impl Renderer {
             Command::DeleteChain(name) => self.typed(NfCmd::Delete(NfListObject::Chain(self.chain(name)))),
             Command::AddRule { chain, rule } => self.typed(NfCmd::Add(NfListObject::Rule(self.rule(chain, rule)))),
             Command::AddSet(def) => Ok(self.set_def(def)),
-            Command::FlushSet(name) => Ok(json!({ "flush": { "set": self.set_ref(name) } })),
+            Command::FlushSet { name, map } => {
+                let what = if *map { "map" } else { "set" };
+                Ok(json!({ "flush": { what: self.set_ref(name) } }))
+            }
             Command::DeleteSet(name) => Ok(json!({ "delete": { "set": self.set_ref(name) } })),
             Command::AddElement(e) => Ok(json!({ "add": { "element": self.element(e, true) } })),
             Command::DeleteElement(e) => Ok(json!({ "delete": { "element": self.element(e, false) } })),
@@ -201,7 +204,10 @@ impl Renderer {
             table: Cow::Borrowed(TABLE),
             name: Cow::Owned(def.name.clone()),
             set_type,
-            flags: def.timeout.map(|_| HashSet::from([SetFlag::Dynamic, SetFlag::Timeout])),
+            // nft 1.0.6's JSON parser rejects the `dynamic` flag ("Invalid set
+            // flag"); `timeout` alone is accepted and the kernel marks the set
+            // dynamic itself once a rule updates it.
+            flags: def.timeout.map(|_| HashSet::from([SetFlag::Timeout])),
             timeout: def.timeout,
             comment: def.comment.clone().map(Cow::Owned),
             ..Default::default()

@@ -52,7 +52,7 @@ pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool
     for s in &skeleton.sets {
         tx.push(Command::AddSet(s.clone()));
         if flush_sets {
-            tx.push(Command::FlushSet(s.name.clone()));
+            tx.push(Command::FlushSet { name: s.name.clone(), map: s.verdict_map });
         }
     }
     for (def, _) in &skeleton.chains {
@@ -69,21 +69,32 @@ pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool
     }
 }
 
+/// How [`plan_ports`] treats unchanged objects and stale chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanMode {
+    /// Write only what differs; leave stale chains (cold-start chunks).
+    KeepStale,
+    /// Rewrite every chain of every port (full sync); delete due stale chains.
+    Rewrite,
+}
+
 /// Plans writing `changes` against `committed`, appending to `tx`.
-/// Port objects that did not change are skipped; `stale_delay` old stale
-/// chains are deleted when `delete_due` is set.
+/// Port objects that did not change are skipped unless `mode` is
+/// [`PlanMode::Rewrite`]; stale chains older than `stale_delay` are deleted
+/// unless it is [`PlanMode::KeepStale`].
 pub fn plan_ports(
     committed: &mut Committed,
     mut tx: Transaction,
     changes: Vec<PortChange>,
     now: Instant,
     stale_delay: Duration,
-    delete_due: bool,
+    mode: PlanMode,
 ) -> Plan {
+    let force = mode == PlanMode::Rewrite;
     let changes: Vec<PortChange> = changes
         .into_iter()
         .filter(|c| match (&c.old, &c.new) {
-            (Some(o), Some(n)) => o != n,
+            (Some(o), Some(n)) => force || o != n,
             (None, None) => false,
             _ => true,
         })
@@ -111,13 +122,13 @@ pub fn plan_ports(
         if let Some(n) = &c.new {
             for s in &n.affinity_sets {
                 new_sets.insert(s.name.as_str());
-                if !old_sets.contains(s.name.as_str()) {
+                if force || !old_sets.contains(s.name.as_str()) {
                     tx.push(Command::AddSet(s.clone()));
                 }
             }
             for (name, rules) in &n.chains {
                 live_chains.insert(name);
-                if old_chains.get(name.as_str()) != Some(&rules) || committed.stale_chains.contains_key(name) {
+                if force || old_chains.get(name.as_str()) != Some(&rules) || committed.stale_chains.contains_key(name) {
                     rewrite.push((name, rules));
                 }
             }
@@ -154,7 +165,7 @@ pub fn plan_ports(
     let revived: Vec<String> =
         committed.stale_chains.keys().filter(|c| live_chains.contains(c.as_str())).cloned().collect();
     let mut deleted_stale = Vec::new();
-    if delete_due {
+    if mode != PlanMode::KeepStale {
         for (c, since) in &committed.stale_chains {
             if now.saturating_duration_since(*since) >= stale_delay && !live_chains.contains(c.as_str()) {
                 tx.push(Command::DeleteChain(c.clone()));

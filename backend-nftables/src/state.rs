@@ -44,11 +44,6 @@ impl ElementStore {
         self.entries.len()
     }
 
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Starts a batch.
     pub fn begin(&self) -> ElementBatch {
         ElementBatch::default()
@@ -122,19 +117,6 @@ impl ElementStore {
                 }
             }
         }
-    }
-
-    /// Every element, sorted (for a full rewrite).
-    pub fn all(&self) -> Vec<Element> {
-        let mut out: Vec<Element> = self
-            .entries
-            .iter()
-            .filter_map(|(key, h)| {
-                effective(Some(h)).map(|w| Element { set: key.0.clone(), key: key.1.clone(), value: w.0.clone(), comment: w.1.clone() })
-            })
-            .collect();
-        out.sort();
-        out
     }
 }
 

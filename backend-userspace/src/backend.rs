@@ -73,7 +73,7 @@ impl UserspaceBackend {
     pub fn with_options(ctx: &BackendContext, options: Options) -> Self {
         UserspaceBackend {
             family: ctx.family,
-            node_ports: NodePortAddresses::from_cidrs(ctx.node_port_cidrs.as_deref()),
+            node_ports: NodePortAddresses::from_context(ctx),
             options,
             sockets: Sockets::Real,
             host: Arc::default(),

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
+use proxy_core::backend::BackendContext;
 use proxy_core::{IpFamily, Protocol, ServicePortName, ServicePortView, Target};
 
 use crate::host::HostAddresses;
@@ -72,30 +73,44 @@ pub struct ListenerSpec {
 pub enum NodePortAddresses {
     /// Every local address: bind the unspecified address.
     All,
-    /// Only local addresses inside these networks (`nodePortAddresses`).
+    /// Every local address but loopback (`iptables.localhostNodePorts:
+    /// false`): bind each address the host has at the last full sync.
+    AllButLoopback,
+    /// Only local addresses inside these networks (`nodePortAddresses`),
+    /// loopback included if a network holds it.
     Within(Vec<IpNet>),
 }
 
 impl NodePortAddresses {
-    /// From [`BackendContext::node_port_cidrs`](proxy_core::backend::BackendContext::node_port_cidrs).
-    pub fn from_cidrs(cidrs: Option<&[IpNet]>) -> Self {
-        cidrs.map_or(NodePortAddresses::All, |c| NodePortAddresses::Within(c.to_vec()))
+    /// From the context: [`BackendContext::node_port_cidrs`], and loopback
+    /// excluded only when the configuration sets
+    /// `iptables.localhostNodePorts: false` explicitly (the userspace mode
+    /// can serve localhost node ports safely: it needs no `route_localnet`).
+    pub fn from_context(ctx: &BackendContext) -> Self {
+        let no_localhost = ctx.config.iptables.localhost_node_ports == Some(false);
+        match (&ctx.node_port_cidrs, no_localhost) {
+            (None, false) => NodePortAddresses::All,
+            (None, true) => NodePortAddresses::AllButLoopback,
+            (Some(nets), false) => NodePortAddresses::Within(nets.clone()),
+            (Some(nets), true) => {
+                NodePortAddresses::Within(nets.iter().filter(|n| !n.addr().is_loopback()).copied().collect())
+            }
+        }
     }
 
     fn bind_addresses(&self, family: IpFamily, host: &HostAddresses) -> Vec<IpAddr> {
-        match self {
-            NodePortAddresses::All => vec![unspecified(family)],
-            NodePortAddresses::Within(nets) => {
-                let mut ips: Vec<IpAddr> = host
-                    .of_family(family)
-                    .chain(loopback(family))
-                    .filter(|ip| nets.iter().any(|n| n.contains(ip)))
-                    .collect();
-                ips.sort_unstable();
-                ips.dedup();
-                ips
-            }
-        }
+        let mut ips: Vec<IpAddr> = match self {
+            NodePortAddresses::All => return vec![unspecified(family)],
+            NodePortAddresses::AllButLoopback => host.of_family(family).filter(|ip| !ip.is_loopback()).collect(),
+            NodePortAddresses::Within(nets) => host
+                .of_family(family)
+                .chain(loopback(family))
+                .filter(|ip| nets.iter().any(|n| n.contains(ip)))
+                .collect(),
+        };
+        ips.sort_unstable();
+        ips.dedup();
+        ips
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) async fn serve(socket: UdpSocket, route: Route) {
                 }
             }
         };
-        if let Err(error) = upstream.try_send(&buf[..len]) {
+        if let Err(error) = upstream.send(&buf[..len]).await {
             tracing::debug!(service = %route.port, %client, %error, "datagram to endpoint dropped");
         }
     }

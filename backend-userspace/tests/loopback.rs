@@ -235,3 +235,41 @@ async fn a_port_in_use_fails_only_its_service() {
     assert_eq!(backend.failures().count(), 0);
     assert_eq!(who(localhost(busy_port)).await.unwrap().0, "127.0.0.91");
 }
+
+async fn bulk_transfer_with_half_close(forwarding: backend_userspace::Forwarding) {
+    let echoes = Echoes::start(&["127.0.0.101"]).await;
+    let np = free_port();
+    let t = topology(
+        &[service("bulk", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
+        &[slice("bulk", "TCP", echoes.port, &echoes.addrs)],
+    );
+    let mut backend = UserspaceBackend::with_options(&context(), Options::default().with_forwarding(forwarding));
+    synced(&mut backend, &view(&t)).await;
+
+    let (name, conn) = who(localhost(np)).await.unwrap();
+    assert_eq!(name, "127.0.0.101");
+    let (mut read, mut write) = conn.into_inner().into_split();
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&sent).await.unwrap();
+        // Half-close: the endpoint sees EOF, finishes echoing, and closes.
+        write.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    read.read_to_end(&mut echoed).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "payload corrupted");
+}
+
+#[tokio::test]
+async fn bulk_transfer_with_half_close_copy() {
+    bulk_transfer_with_half_close(backend_userspace::Forwarding::Copy { buffer: 64 * 1024 }).await;
+}
+
+#[tokio::test]
+async fn bulk_transfer_with_half_close_splice() {
+    // Falls back to copying when the `splice` feature is off.
+    bulk_transfer_with_half_close(backend_userspace::Forwarding::Splice).await;
+}

@@ -18,8 +18,15 @@ fn every_scenario_file_is_embedded() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     let embedded: BTreeSet<String> = SCENARIO_FILES.iter().map(|(f, _)| f.to_string()).collect();
-    assert_eq!(on_disk, embedded, "add new files to SCENARIO_FILES in src/conformance/catalog.rs");
-    assert_eq!(embedded.len(), SCENARIO_FILES.len(), "a file is listed twice");
+    assert_eq!(
+        on_disk, embedded,
+        "add new files to SCENARIO_FILES in src/conformance/catalog.rs"
+    );
+    assert_eq!(
+        embedded.len(),
+        SCENARIO_FILES.len(),
+        "a file is listed twice"
+    );
 }
 
 #[test]
@@ -30,9 +37,21 @@ fn scenarios_are_named_after_their_files_and_stay_small() {
         assert_eq!(format!("{}.yaml", s.name()), *file);
         assert!(!s.description().is_empty(), "{}: no description", s.name());
         let n = s.packets().len();
-        assert!((1..=6).contains(&n), "{}: {n} packets (keep 1-6: the kernel tier pays for each)", s.name());
-        let dropped = s.packets().iter().filter(|p| p.expect == Outcome::Dropped).count();
-        assert!(dropped <= 2, "{}: {dropped} dropped packets cost a timeout each in the kernel tier", s.name());
+        assert!(
+            (1..=6).contains(&n),
+            "{}: {n} packets (keep 1-6: the kernel tier pays for each)",
+            s.name()
+        );
+        let dropped = s
+            .packets()
+            .iter()
+            .filter(|p| p.expect == Outcome::Dropped)
+            .count();
+        assert!(
+            dropped <= 2,
+            "{}: {dropped} dropped packets cost a timeout each in the kernel tier",
+            s.name()
+        );
     }
 }
 
@@ -49,7 +68,8 @@ fn packets_belong_to_the_scenario_family() {
             );
             if p.packet.origin == Origin::Host {
                 assert!(
-                    s.node().addresses.contains(&p.packet.source) || s.family().loopback_net().contains(&p.packet.source),
+                    s.node().addresses.contains(&p.packet.source)
+                        || s.family().loopback_net().contains(&p.packet.source),
                     "{}: host packet {} must come from a node or loopback address",
                     s.name(),
                     p.packet
@@ -86,7 +106,12 @@ fn oracle_agrees_with_every_scenario() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} packets disagree:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} packets disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -94,9 +119,18 @@ fn scenarios_declare_the_capabilities_a_reader_would_miss() {
     // Inferred requirements are added by the suite anyway; these are the
     // ones a reader of the file should see declared.
     for s in load_scenarios() {
-        for cap in [Capability::SessionAffinity, Capability::Sctp, Capability::Ipv6, Capability::SourceRanges] {
+        for cap in [
+            Capability::SessionAffinity,
+            Capability::Sctp,
+            Capability::Ipv6,
+            Capability::SourceRanges,
+        ] {
             if s.requirements().contains(&cap) {
-                assert!(s.declared_requirements().contains(&cap), "{}: declare `requires: [{cap:?}]`", s.name());
+                assert!(
+                    s.declared_requirements().contains(&cap),
+                    "{}: declare `requires: [{cap:?}]`",
+                    s.name()
+                );
             }
         }
     }
@@ -127,8 +161,12 @@ fn scenarios_cover_the_inventory() {
         }
         for p in s.packets() {
             outcomes.insert(match &p.expect {
-                Outcome::Forwarded { masqueraded: true, .. } => "forwarded, masqueraded",
-                Outcome::Forwarded { masqueraded: false, .. } => "forwarded",
+                Outcome::Forwarded {
+                    masqueraded: true, ..
+                } => "forwarded, masqueraded",
+                Outcome::Forwarded {
+                    masqueraded: false, ..
+                } => "forwarded",
                 Outcome::Dropped => "dropped",
                 Outcome::Rejected => "rejected",
                 Outcome::NotMatched => "not matched",
@@ -149,19 +187,35 @@ fn scenarios_cover_the_inventory() {
         Destination::NodePort,
     ];
     for d in all_destinations {
-        assert!(destinations.contains(&format!("{d:?}")), "no packet to a {d:?}");
+        assert!(
+            destinations.contains(&format!("{d:?}")),
+            "no packet to a {d:?}"
+        );
     }
     assert_eq!(detectors.len(), 4, "{detectors:?}");
-    assert_eq!(protocols, BTreeSet::from([Protocol::Tcp, Protocol::Udp, Protocol::Sctp]));
+    assert_eq!(
+        protocols,
+        BTreeSet::from([Protocol::Tcp, Protocol::Udp, Protocol::Sctp])
+    );
     assert_eq!(origins.len(), 3, "{origins:?}");
     assert_eq!(families, BTreeSet::from([IpFamily::V4, IpFamily::V6]));
-    for cap in ["SessionAffinity", "SourceRanges", "Reject", "DetectLocal", "Ipv6", "Sctp"] {
+    for cap in [
+        "SessionAffinity",
+        "SourceRanges",
+        "Reject",
+        "DetectLocal",
+        "Ipv6",
+        "Sctp",
+    ] {
         assert!(caps.contains(cap), "no scenario requires {cap}");
     }
 }
 
 fn one(yaml: &str) -> Scenario {
-    Scenario::from_yaml("inline.yaml", yaml).unwrap()
+    match Scenario::from_yaml("inline.yaml", yaml) {
+        Ok(s) => s,
+        Err(e) => panic!("inline scenario: {e}"),
+    }
 }
 
 const HAIRPIN_TWO_ENDPOINTS: &str = r#"
@@ -192,7 +246,13 @@ fn hairpin_to_one_of_several_endpoints_is_ambiguous() {
     let trace = oracle::trace(s.view(), s.context(), &s.packets()[0].packet);
     assert!(trace.ambiguous);
     // The decision of the endpoints that are not the source.
-    assert!(matches!(trace.outcome, Outcome::Forwarded { masqueraded: false, .. }));
+    assert!(matches!(
+        trace.outcome,
+        Outcome::Forwarded {
+            masqueraded: false,
+            ..
+        }
+    ));
     // Another pod is not ambiguous.
     let mut other = s.packets()[0].packet.clone();
     other.source = "10.244.1.12".parse().unwrap();
@@ -221,10 +281,16 @@ fn node_port_without_endpoints_is_rejected_on_every_local_address() {
     // The filter rule matches `--dst-type LOCAL`, not nodePortAddresses.
     let s = one(NODE_PORT_NO_ENDPOINTS_RESTRICTED);
     let p = &s.packets()[0];
-    assert_eq!(oracle::expected(s.view(), s.context(), &p.packet), Outcome::Rejected);
+    assert_eq!(
+        oracle::expected(s.view(), s.context(), &p.packet),
+        Outcome::Rejected
+    );
     let mut remote = p.packet.clone();
     remote.destination = "10.0.0.2".parse().unwrap();
-    assert_eq!(oracle::expected(s.view(), s.context(), &remote), Outcome::NotMatched);
+    assert_eq!(
+        oracle::expected(s.view(), s.context(), &remote),
+        Outcome::NotMatched
+    );
 }
 
 #[test]
@@ -233,19 +299,23 @@ fn packets_of_the_other_family_are_not_matched() {
     let mut p = s.packets()[0].packet.clone();
     p.source = "fd00:244:1::10".parse().unwrap();
     p.destination = "fd00:96::10".parse().unwrap();
-    assert_eq!(oracle::expected(s.view(), s.context(), &p), Outcome::NotMatched);
+    assert_eq!(
+        oracle::expected(s.view(), s.context(), &p),
+        Outcome::NotMatched
+    );
 }
 
 #[test]
 fn a_broken_scenario_names_the_file_and_the_problem() {
     let err = Scenario::from_yaml("bad.yaml", "name: x\npackets: []\nbogus: 1\n").unwrap_err();
     assert!(err.to_string().contains("bad.yaml"), "{err}");
+    let err = Scenario::from_yaml("bad.yaml", "name: x\nobjects: [{kind: Pod}]\npackets: []\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("Pod"), "{err}");
     let err = Scenario::from_yaml(
         "bad.yaml",
-        "name: x\nobjects: [{kind: Pod}]\npackets: []\n",
+        "name: x\nconfig: {clusterCIDR: nonsense}\npackets: []\n",
     )
     .unwrap_err();
-    assert!(err.to_string().contains("Pod"), "{err}");
-    let err = Scenario::from_yaml("bad.yaml", "name: x\nconfig: {clusterCIDR: nonsense}\npackets: []\n").unwrap_err();
     assert!(err.to_string().contains("clusterCIDR"), "{err}");
 }

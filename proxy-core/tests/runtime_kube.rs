@@ -11,7 +11,9 @@ use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::source::{KubeSource, KubeSourceOptions};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
 use runtime_support::fake_api::FakeApi;
-use runtime_support::{RecordingFactory, RecordingObserver, Recorder, SyncCall, service, slice, timing};
+use runtime_support::{
+    Recorder, RecordingFactory, RecordingObserver, SyncCall, service, slice, timing,
+};
 use tokio::sync::oneshot;
 
 async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
@@ -39,7 +41,12 @@ fn start(api: &FakeApi) -> Running {
     options.timing.min_interval = Duration::from_millis(50);
     let observers: Vec<Arc<dyn SyncObserver>> = vec![observer.clone()];
     let runtime = Runtime::new(config, factory, observers, options);
-    let source = KubeSource::new(api.client(), KubeSourceOptions { node_name: "node-a".into() });
+    let source = KubeSource::new(
+        api.client(),
+        KubeSourceOptions {
+            node_name: "node-a".into(),
+        },
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(runtime.run(Box::new(source), async move {
         let _ = stopped.await;
@@ -54,7 +61,10 @@ fn start(api: &FakeApi) -> Running {
 
 fn service_lists(api: &FakeApi) -> usize {
     let requests = api.requests.lock().unwrap();
-    requests.iter().filter(|r| r.starts_with("/api/v1/services?") && !r.contains("watch=true")).count()
+    requests
+        .iter()
+        .filter(|r| r.starts_with("/api/v1/services?") && !r.contains("watch=true"))
+        .count()
 }
 
 fn last(calls: &[SyncCall]) -> &SyncCall {
@@ -74,27 +84,51 @@ async fn watches_with_upstreams_selectors_and_gates_the_first_sync() {
     api.apply("nodes", node("z1"));
     let run = start(&api);
 
-    eventually("the service list", Duration::from_secs(10), || api.requests_matching("/api/v1/services?") > 0).await;
+    eventually("the service list", Duration::from_secs(10), || {
+        api.requests_matching("/api/v1/services?") > 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(run.recorder.calls().is_empty(), "no sync before the EndpointSlice list");
+    assert!(
+        run.recorder.calls().is_empty(),
+        "no sync before the EndpointSlice list"
+    );
     api.release_slices();
-    eventually("the first sync", Duration::from_secs(10), || run.recorder.calls().len() == 1).await;
+    eventually("the first sync", Duration::from_secs(10), || {
+        run.recorder.calls().len() == 1
+    })
+    .await;
     let first = run.recorder.calls()[0].clone();
     assert!(first.full);
-    assert_eq!(first.view, vec![("ns/web:http".to_string(), vec!["10.0.0.1".to_string()])]);
+    assert_eq!(
+        first.view,
+        vec![("ns/web:http".to_string(), vec!["10.0.0.1".to_string()])]
+    );
 
     let requests = api.requests.lock().unwrap().clone();
     let selector = "labelSelector=%21service.kubernetes.io%2Fservice-proxy-name%2C%21service.kubernetes.io%2Fheadless";
-    assert!(requests.iter().any(|r| r.starts_with("/api/v1/services?") && r.contains(selector)), "{requests:?}");
     assert!(
-        requests.iter().any(|r| r.starts_with("/apis/discovery.k8s.io/v1/endpointslices?") && r.contains(selector)),
+        requests
+            .iter()
+            .any(|r| r.starts_with("/api/v1/services?") && r.contains(selector)),
         "{requests:?}"
     );
     assert!(
-        requests.iter().any(|r| r.starts_with("/api/v1/nodes?") && r.contains("fieldSelector=metadata.name%3Dnode-a")),
+        requests.iter().any(
+            |r| r.starts_with("/apis/discovery.k8s.io/v1/endpointslices?") && r.contains(selector)
+        ),
         "{requests:?}"
     );
-    assert!(run.observer.events().contains(&"node known=true".to_string()));
+    assert!(
+        requests.iter().any(|r| r.starts_with("/api/v1/nodes?")
+            && r.contains("fieldSelector=metadata.name%3Dnode-a")),
+        "{requests:?}"
+    );
+    assert!(
+        run.observer
+            .events()
+            .contains(&"node known=true".to_string())
+    );
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
 }
@@ -110,28 +144,53 @@ async fn follows_changes_and_survives_dropped_watches_gone_and_outages() {
     let wait = Duration::from_secs(20);
     eventually("the first sync", wait, || run.recorder.calls().len() == 1).await;
     // Let every watch open before changing things.
-    eventually("three watches", wait, || api.requests_matching("watch=true") >= 3).await;
+    eventually("three watches", wait, || {
+        api.requests_matching("watch=true") >= 3
+    })
+    .await;
 
     // add, update, delete
     api.apply("services", service("db", &["172.30.0.12"]));
     api.apply("endpointslices", slice("db-1", "db", &["10.0.2.1"]));
-    eventually("the add", wait, || last(&run.recorder.calls()).view.len() == 3).await;
-    api.apply("endpointslices", slice("web-1", "web", &["10.0.0.1", "10.0.0.2"]));
+    eventually("the add", wait, || {
+        last(&run.recorder.calls()).view.len() == 3
+    })
+    .await;
+    api.apply(
+        "endpointslices",
+        slice("web-1", "web", &["10.0.0.1", "10.0.0.2"]),
+    );
     eventually("the update", wait, || {
-        last(&run.recorder.calls()).view.iter().any(|(n, eps)| n == "ns/web:http" && eps.len() == 2)
+        last(&run.recorder.calls())
+            .view
+            .iter()
+            .any(|(n, eps)| n == "ns/web:http" && eps.len() == 2)
     })
     .await;
     api.delete("services", "ns", "db");
-    eventually("the delete", wait, || last(&run.recorder.calls()).view.len() == 2).await;
+    eventually("the delete", wait, || {
+        last(&run.recorder.calls()).view.len() == 2
+    })
+    .await;
     let synced = run.recorder.calls().len();
-    assert!(run.recorder.calls().iter().skip(1).all(|c| !c.full), "changes are partial syncs");
+    assert!(
+        run.recorder.calls().iter().skip(1).all(|c| !c.full),
+        "changes are partial syncs"
+    );
 
     // A dropped watch re-watches; nothing is written.
     let watches = api.requests_matching("watch=true");
     api.drop_watches();
-    eventually("the re-watch", wait, || api.requests_matching("watch=true") >= watches + 3).await;
+    eventually("the re-watch", wait, || {
+        api.requests_matching("watch=true") >= watches + 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(run.recorder.calls().len(), synced, "a dropped watch changes nothing");
+    assert_eq!(
+        run.recorder.calls().len(),
+        synced,
+        "a dropped watch changes nothing"
+    );
 
     // 410 Gone: a relist that finds nothing new writes nothing.
     let lists = service_lists(&api);
@@ -139,18 +198,33 @@ async fn follows_changes_and_survives_dropped_watches_gone_and_outages() {
     api.drop_watches();
     eventually("the relist", wait, || service_lists(&api) > lists).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(run.recorder.calls().len(), synced, "an unchanged relist writes nothing");
+    assert_eq!(
+        run.recorder.calls().len(),
+        synced,
+        "an unchanged relist writes nothing"
+    );
 
     // An outage: rules stay; a deletion missed meanwhile is found by the relist.
     api.set_down(true);
     api.delete_silently("services", "ns", "api");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(run.recorder.calls().len(), synced, "nothing is removed while the API server is away");
+    assert_eq!(
+        run.recorder.calls().len(),
+        synced,
+        "nothing is removed while the API server is away"
+    );
     api.expire_watches();
     api.set_down(false);
-    eventually("the relist after the outage", Duration::from_secs(60), || {
-        last(&run.recorder.calls()).view.iter().all(|(n, _)| n != "ns/api:http")
-    })
+    eventually(
+        "the relist after the outage",
+        Duration::from_secs(60),
+        || {
+            last(&run.recorder.calls())
+                .view
+                .iter()
+                .all(|(n, _)| n != "ns/api:http")
+        },
+    )
     .await;
     let calls = run.recorder.calls();
     assert_eq!(calls.len(), synced + 1, "{calls:?}");

@@ -11,7 +11,7 @@ use proxy_core::ObjectKind;
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::source::{ChannelSource, SourceEvent, Update};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
-use runtime_support::{RecordingFactory, RecordingObserver, Recorder, service, slice, timing};
+use runtime_support::{Recorder, RecordingFactory, RecordingObserver, service, slice, timing};
 use tokio::sync::{mpsc, oneshot};
 
 struct Harness {
@@ -32,7 +32,8 @@ impl Harness {
         options.timing = timing();
         let observers: Vec<Arc<dyn SyncObserver>> = vec![observer.clone()];
         let runtime = Runtime::new(config, factory, observers, options);
-        let (source, events) = ChannelSource::new(vec![ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let (source, events) =
+            ChannelSource::new(vec![ObjectKind::Service, ObjectKind::EndpointSlice]);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(runtime.run(Box::new(source), async move {
             let _ = stopped.await;
@@ -50,7 +51,11 @@ impl Harness {
         self.events.send(event).unwrap();
     }
 
-    fn list(&self, services: Vec<k8s_openapi::api::core::v1::Service>, slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice>) {
+    fn list(
+        &self,
+        services: Vec<k8s_openapi::api::core::v1::Service>,
+        slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    ) {
         self.send(SourceEvent::Service(Update::Init));
         for s in services {
             self.send(SourceEvent::Service(Update::InitApply(s)));
@@ -77,36 +82,63 @@ async fn advance(secs: f64) {
 async fn first_sync_waits_for_both_initial_lists() {
     let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
     h.send(SourceEvent::Service(Update::Init));
-    h.send(SourceEvent::Service(Update::InitApply(service("web", &["172.30.0.10"]))));
+    h.send(SourceEvent::Service(Update::InitApply(service(
+        "web",
+        &["172.30.0.10"],
+    ))));
     h.send(SourceEvent::Service(Update::InitDone));
     h.send(SourceEvent::EndpointSlice(Update::Init));
-    h.send(SourceEvent::EndpointSlice(Update::InitApply(slice("web-1", "web", &["10.0.0.1"]))));
+    h.send(SourceEvent::EndpointSlice(Update::InitApply(slice(
+        "web-1",
+        "web",
+        &["10.0.0.1"],
+    ))));
     advance(120.0).await;
-    assert!(h.recorder.built.lock().unwrap().is_empty(), "no backend before every initial list");
-    assert!(h.recorder.calls().is_empty(), "no sync of a half-listed world");
+    assert!(
+        h.recorder.built.lock().unwrap().is_empty(),
+        "no backend before every initial list"
+    );
+    assert!(
+        h.recorder.calls().is_empty(),
+        "no sync of a half-listed world"
+    );
 
     h.send(SourceEvent::EndpointSlice(Update::InitDone));
     advance(0.1).await;
     let calls = h.recorder.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert!(calls[0].full);
-    assert_eq!(calls[0].view, vec![("ns/web:http".to_string(), vec!["10.0.0.1".to_string()])]);
+    assert_eq!(
+        calls[0].view,
+        vec![("ns/web:http".to_string(), vec!["10.0.0.1".to_string()])]
+    );
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn bursts_coalesce_into_one_sync_per_min_interval() {
     let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
-    h.list(vec![service("web", &["172.30.0.10"])], vec![slice("web-1", "web", &["10.0.0.1"])]);
+    h.list(
+        vec![service("web", &["172.30.0.10"])],
+        vec![slice("web-1", "web", &["10.0.0.1"])],
+    );
     advance(0.1).await;
     assert_eq!(h.recorder.calls().len(), 1);
 
     for i in 2..=40 {
-        h.send(SourceEvent::EndpointSlice(Update::Apply(slice("web-1", "web", &[&format!("10.0.0.{i}")]))));
+        h.send(SourceEvent::EndpointSlice(Update::Apply(slice(
+            "web-1",
+            "web",
+            &[&format!("10.0.0.{i}")],
+        ))));
         advance(0.01).await;
     }
     advance(0.5).await;
-    assert_eq!(h.recorder.calls().len(), 1, "min interval holds the burst back");
+    assert_eq!(
+        h.recorder.calls().len(),
+        1,
+        "min interval holds the burst back"
+    );
     advance(1.0).await;
     let calls = h.recorder.calls();
     assert_eq!(calls.len(), 2, "the burst was one sync: {calls:?}");
@@ -119,24 +151,54 @@ async fn bursts_coalesce_into_one_sync_per_min_interval() {
 #[tokio::test(start_paused = true)]
 async fn failed_sync_is_retried_with_the_pending_changes() {
     let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
-    h.list(vec![service("web", &["172.30.0.10"])], vec![slice("web-1", "web", &["10.0.0.1"])]);
+    h.list(
+        vec![service("web", &["172.30.0.10"])],
+        vec![slice("web-1", "web", &["10.0.0.1"])],
+    );
     advance(0.1).await;
     *h.recorder.fail_next.lock().unwrap() = 1;
-    h.send(SourceEvent::Service(Update::Apply(service("api", &["172.30.0.11"]))));
-    h.send(SourceEvent::EndpointSlice(Update::Apply(slice("api-1", "api", &["10.0.1.1"]))));
+    h.send(SourceEvent::Service(Update::Apply(service(
+        "api",
+        &["172.30.0.11"],
+    ))));
+    h.send(SourceEvent::EndpointSlice(Update::Apply(slice(
+        "api-1",
+        "api",
+        &["10.0.1.1"],
+    ))));
     advance(1.5).await;
     let calls = h.recorder.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(!calls[1].ok && !calls[1].full && calls[1].changed_ports == ["ns/api:http"]);
-    assert!(h.observer.events().iter().any(|e| e == "failed IPv4: injected failure"));
+    assert!(
+        h.observer
+            .events()
+            .iter()
+            .any(|e| e == "failed IPv4: injected failure")
+    );
 
     advance(3.0).await;
     let calls = h.recorder.calls();
     assert_eq!(calls.len(), 3, "one retry after the back-off: {calls:?}");
     assert!(calls[2].ok && calls[2].full, "the retry is a full sync");
-    assert!(calls[2].view.iter().any(|(name, eps)| name == "ns/api:http" && eps == &["10.0.1.1"]));
-    assert_eq!(h.observer.events().iter().filter(|e| e.starts_with("synced")).count(), 2);
-    assert_eq!(h.observer.events().last().map(String::as_str), Some("pending 0 0"));
+    assert!(
+        calls[2]
+            .view
+            .iter()
+            .any(|(name, eps)| name == "ns/api:http" && eps == &["10.0.1.1"])
+    );
+    assert_eq!(
+        h.observer
+            .events()
+            .iter()
+            .filter(|e| e.starts_with("synced"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        h.observer.events().last().map(String::as_str),
+        Some("pending 0 0")
+    );
     h.stop().await;
 }
 
@@ -145,16 +207,30 @@ async fn dual_stack_gets_a_backend_per_family() {
     let h = Harness::start(None, vec![]);
     h.list(
         vec![service("web", &["172.30.0.10", "fd00::10"])],
-        vec![slice("web-4", "web", &["10.0.0.1"]), slice("web-6", "web", &["fd01::1"])],
+        vec![
+            slice("web-4", "web", &["10.0.0.1"]),
+            slice("web-6", "web", &["fd01::1"]),
+        ],
     );
     advance(0.1).await;
-    assert_eq!(*h.recorder.built.lock().unwrap(), [IpFamily::V4, IpFamily::V6]);
+    assert_eq!(
+        *h.recorder.built.lock().unwrap(),
+        [IpFamily::V4, IpFamily::V6]
+    );
     assert_eq!(h.recorder.calls_of(IpFamily::V4)[0].view[0].1, ["10.0.0.1"]);
     assert_eq!(h.recorder.calls_of(IpFamily::V6)[0].view[0].1, ["fd01::1"]);
 
-    h.send(SourceEvent::EndpointSlice(Update::Apply(slice("web-6", "web", &["fd01::2"]))));
+    h.send(SourceEvent::EndpointSlice(Update::Apply(slice(
+        "web-6",
+        "web",
+        &["fd01::2"],
+    ))));
     advance(1.5).await;
-    assert_eq!(h.recorder.calls_of(IpFamily::V4).len(), 1, "an IPv6-only change costs IPv4 nothing");
+    assert_eq!(
+        h.recorder.calls_of(IpFamily::V4).len(),
+        1,
+        "an IPv6-only change costs IPv4 nothing"
+    );
     assert_eq!(h.recorder.calls_of(IpFamily::V6).len(), 2);
     h.stop().await;
 }
@@ -174,7 +250,9 @@ async fn a_family_the_host_cannot_serve_leaves_single_stack() {
     let (source, events) = ChannelSource::new(vec![ObjectKind::Service]);
     events.send(SourceEvent::Service(Update::Init)).unwrap();
     events.send(SourceEvent::Service(Update::InitDone)).unwrap();
-    let result = Runtime::new(config, factory, vec![], options).run(Box::new(source), std::future::pending()).await;
+    let result = Runtime::new(config, factory, vec![], options)
+        .run(Box::new(source), std::future::pending())
+        .await;
     let error = result.unwrap_err().to_string();
     assert!(error.contains("not available here"), "{error}");
 }
@@ -182,17 +260,34 @@ async fn a_family_the_host_cannot_serve_leaves_single_stack() {
 #[tokio::test(start_paused = true)]
 async fn unchanged_relist_writes_nothing_and_missing_objects_are_deleted() {
     let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
-    let services = || vec![service("web", &["172.30.0.10"]), service("api", &["172.30.0.11"])];
-    let slices = || vec![slice("web-1", "web", &["10.0.0.1"]), slice("api-1", "api", &["10.0.1.1"])];
+    let services = || {
+        vec![
+            service("web", &["172.30.0.10"]),
+            service("api", &["172.30.0.11"]),
+        ]
+    };
+    let slices = || {
+        vec![
+            slice("web-1", "web", &["10.0.0.1"]),
+            slice("api-1", "api", &["10.0.1.1"]),
+        ]
+    };
     h.list(services(), slices());
     advance(0.1).await;
     assert_eq!(h.recorder.calls().len(), 1);
 
     h.list(services(), slices());
     advance(5.0).await;
-    assert_eq!(h.recorder.calls().len(), 1, "a relist that finds nothing new syncs nothing");
+    assert_eq!(
+        h.recorder.calls().len(),
+        1,
+        "a relist that finds nothing new syncs nothing"
+    );
 
-    h.list(vec![service("web", &["172.30.0.10"])], vec![slice("web-1", "web", &["10.0.0.1"])]);
+    h.list(
+        vec![service("web", &["172.30.0.10"])],
+        vec![slice("web-1", "web", &["10.0.0.1"])],
+    );
     advance(2.0).await;
     let calls = h.recorder.calls();
     assert_eq!(calls.len(), 2);
@@ -204,11 +299,22 @@ async fn unchanged_relist_writes_nothing_and_missing_objects_are_deleted() {
 #[tokio::test(start_paused = true)]
 async fn lost_dataplane_forces_a_full_sync_each_sync_period() {
     let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
-    h.list(vec![service("web", &["172.30.0.10"])], vec![slice("web-1", "web", &["10.0.0.1"])]);
+    h.list(
+        vec![service("web", &["172.30.0.10"])],
+        vec![slice("web-1", "web", &["10.0.0.1"])],
+    );
     advance(0.1).await;
     advance(31.0).await;
-    assert_eq!(*h.recorder.lost_checks.lock().unwrap(), 1, "checked once per syncPeriod");
-    assert_eq!(h.recorder.calls().len(), 1, "nothing lost, nothing pending: no sync");
+    assert_eq!(
+        *h.recorder.lost_checks.lock().unwrap(),
+        1,
+        "checked once per syncPeriod"
+    );
+    assert_eq!(
+        h.recorder.calls().len(),
+        1,
+        "nothing lost, nothing pending: no sync"
+    );
 
     *h.recorder.lost.lock().unwrap() = true;
     advance(30.0).await;

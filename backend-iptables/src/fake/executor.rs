@@ -63,9 +63,10 @@ impl FakeExecutor {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Canonical `iptables-save` of `family`.
+    /// Canonical dump of `family`: `iptables-save` of every table that
+    /// holds something (see [`Tables::dump`]).
     pub fn dump(&self, family: IpFamily) -> String {
-        self.state().tables(family).save(None)
+        self.state().tables(family).dump()
     }
 
     /// Forgets the command log, returning it.

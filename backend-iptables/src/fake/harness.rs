@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use proxy_core::backend::{Backend, BackendContext, BackendError, LocalTrafficDetector};
+use proxy_core::backend::{Backend, BackendContext, BackendError};
 use proxy_core::conformance::{Harness, Outcome, Packet};
 
 use super::FakeExecutor;
@@ -45,18 +45,10 @@ impl FakeHarness {
         &mut self.backend
     }
 
-    /// The node as the tracer sees it: its addresses are local; local pods'
-    /// packets arrive on the interface the detector names (`cbr0` otherwise).
+    /// The node as the tracer sees it: its addresses are local.
     pub fn node(&self) -> Node {
-        let pod_interface = match &self.ctx.local_detector {
-            LocalTrafficDetector::BridgeInterface(name) => name.clone(),
-            LocalTrafficDetector::InterfaceNamePrefix(prefix) => format!("{prefix}0"),
-            LocalTrafficDetector::None | LocalTrafficDetector::Cidr(_) => "cbr0".to_string(),
-        };
         Node {
             local_ips: self.ctx.node.addresses.clone(),
-            pod_interface,
-            uplink: "eth0".to_string(),
         }
     }
 

@@ -246,6 +246,20 @@ impl Tables {
         Ok(found)
     }
 
+    /// Like [`Tables::save`] of every table, leaving out tables that hold
+    /// only empty built-in chains (so a cleaned-up state dumps like a
+    /// fresh one).
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for (name, table) in &self.tables {
+            if table.chains.values().all(|c| c.builtin && c.rules.is_empty()) {
+                continue;
+            }
+            out.push_str(&self.save(Some(name)));
+        }
+        out
+    }
+
     /// The tables in `iptables-save` form, tables and chains sorted by name
     /// (rules keep their order): a canonical dump two states can be
     /// compared by. Only tables in `only` when given.

@@ -30,15 +30,12 @@ pub struct TraceError {
     pub reason: String,
 }
 
-/// What the tracer knows about the node.
+/// What the tracer knows about the node. Packets enter on the interface
+/// their [`Origin::in_interface`] names.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Addresses `addrtype LOCAL` matches (loopback is always local).
     pub local_ips: Vec<IpAddr>,
-    /// The interface local pods' packets arrive on (`cbr0`, `veth0`).
-    pub pod_interface: String,
-    /// The interface external packets arrive on.
-    pub uplink: String,
 }
 
 impl Node {
@@ -196,11 +193,7 @@ pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, T
         destination: packet.destination,
         port: packet.port,
         protocol: packet.protocol.lower(),
-        in_interface: match packet.origin {
-            Origin::Host => None,
-            Origin::LocalPod => Some(node.pod_interface.clone()),
-            Origin::External => Some(node.uplink.clone()),
-        },
+        in_interface: packet.origin.in_interface().map(str::to_string),
         mark: 0,
         dnat: false,
     };

@@ -72,7 +72,7 @@ impl BackendContext {
             DetectLocal::None => LocalTrafficDetector::None,
         };
         let npa = config.node_port_addresses()?;
-        let node_port_cidrs = if npa.matches_all() {
+        let node_port_cidrs = if npa.matches_all_for(family) {
             None
         } else {
             let mut cidrs: Vec<IpNet> = npa.cidrs.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect();
@@ -87,7 +87,10 @@ impl BackendContext {
             family,
             masquerade_mark: 1u32 << bit,
             masquerade_all: config.masquerade_all(),
-            localhost_node_ports: config.iptables.localhost_node_ports.unwrap_or(true) && family == IpFamily::V4,
+            // Upstream: IPv4 only, and only when node ports are served on 127.0.0.1.
+            localhost_node_ports: config.localhost_node_ports()
+                && family == IpFamily::V4
+                && npa.contains_loopback(family),
             local_detector,
             node_port_cidrs,
             node,

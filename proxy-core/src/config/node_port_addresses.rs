@@ -54,7 +54,8 @@ impl NodePortAddresses {
                 PRIMARY => npa.primary = true,
                 LOCALHOST => {
                     npa.localhost = true;
-                    npa.cidrs.extend(IpFamily::ALL.map(|f| f.loopback_net().trunc()));
+                    npa.cidrs
+                        .extend(IpFamily::ALL.map(|f| f.loopback_net().trunc()));
                 }
                 ALL => {
                     npa.all = true;

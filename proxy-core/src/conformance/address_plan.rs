@@ -8,7 +8,7 @@
 //! | its pod CIDR, bridge `cbr0` (pod veths `veth*`) | 10.244.1.0/24 (`cbr0` = .1) | fd00:244:1::/64 |
 //! | `node-b` (zone `zone-b`) and its pods | 10.0.0.2, 10.244.2.0/24 | fd00::2, fd00:244:2::/64 |
 //! | `node-c` (zone `zone-a`) and its pods | 10.0.0.3, 10.244.3.0/24 | fd00::3, fd00:244:3::/64 |
-//! | cluster CIDR | 10.244.0.0/16 | fd00:244::/48 |
+//! | cluster CIDR | 10.244.0.0/16 | fd00:244::/32 |
 //! | external clients | 203.0.113.0/24 | 2001:db8:113::/64 |
 //! | ClusterIPs | 10.96.0.0/16 | fd00:96::/112 |
 //! | external IPs | 198.51.100.0/24 | 2001:db8:51::/64 |
@@ -37,7 +37,8 @@ pub const NODE_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
 /// The IPv4 pod CIDR of the node under test.
 pub const POD_CIDR_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 1, 0), 24);
 /// The IPv6 pod CIDR of the node under test.
-pub const POD_CIDR_V6: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 0), 64);
+pub const POD_CIDR_V6: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 0), 64);
 
 /// The node under test as scenarios see it unless they override it:
 /// `node-a` in `zone-a`, addresses 10.0.0.1 and fd00::1, pod CIDRs

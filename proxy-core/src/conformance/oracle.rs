@@ -139,9 +139,9 @@ pub fn trace(view: &NodeView, ctx: &BackendContext, packet: &Packet) -> Trace {
     if !is_local_address(ctx, &packet.destination) {
         return t;
     }
-    let node_port = view
-        .iter()
-        .find(|(_, spv)| spv.port.protocol == packet.protocol && spv.port.node_port == Some(packet.port));
+    let node_port = view.iter().find(|(_, spv)| {
+        spv.port.protocol == packet.protocol && spv.port.node_port == Some(packet.port)
+    });
     let Some((name, spv)) = node_port else {
         return t;
     };
@@ -171,7 +171,8 @@ fn internal(spv: &ServicePortView, ctx: &BackendContext, packet: &Packet, t: &mu
         }
         Target::Drop => {
             t.outcome = Outcome::Dropped;
-            t.reason = "internalTrafficPolicy Local without local endpoints: DROP in filter KUBE-SERVICES";
+            t.reason =
+                "internalTrafficPolicy Local without local endpoints: DROP in filter KUBE-SERVICES";
         }
         target @ (Target::Cluster | Target::Local) => {
             let masquerade = if ctx.masquerade_all {
@@ -196,7 +197,13 @@ fn internal(spv: &ServicePortView, ctx: &BackendContext, packet: &Packet, t: &mu
 }
 
 /// NodePort, external IP and load-balancer IP traffic.
-fn external(spv: &ServicePortView, destination: Destination, ctx: &BackendContext, packet: &Packet, t: &mut Trace) {
+fn external(
+    spv: &ServicePortView,
+    destination: Destination,
+    ctx: &BackendContext,
+    packet: &Packet,
+    t: &mut Trace,
+) {
     let port = &spv.port;
     if spv.external == Target::Reject {
         t.outcome = Outcome::Rejected;
@@ -213,7 +220,8 @@ fn external(spv: &ServicePortView, destination: Destination, ctx: &BackendContex
             || (allow_from_node && port.load_balancer_ips.contains(&packet.source));
         if !allowed {
             t.outcome = Outcome::Dropped;
-            t.reason = "source outside loadBalancerSourceRanges: DROP in filter KUBE-PROXY-FIREWALL";
+            t.reason =
+                "source outside loadBalancerSourceRanges: DROP in filter KUBE-PROXY-FIREWALL";
             return;
         }
     }
@@ -225,7 +233,8 @@ fn external(spv: &ServicePortView, destination: Destination, ctx: &BackendContex
     if ctx.local_detector.is_some() {
         t.used_detector = true;
         if is_local_traffic(ctx, packet) {
-            t.reason = "externalTrafficPolicy Local, pod traffic short-circuited to the cluster endpoints";
+            t.reason =
+                "externalTrafficPolicy Local, pod traffic short-circuited to the cluster endpoints";
             forward(&spv.cluster, false, packet, t);
             return;
         }
@@ -262,7 +271,10 @@ fn forward(endpoints: &[Endpoint], masquerade: bool, packet: &Packet, t: &mut Tr
     let any_hairpin = endpoints.iter().any(hairpin);
     t.ambiguous = !masquerade && any_hairpin && !all_hairpin;
     t.outcome = Outcome::Forwarded {
-        endpoints: endpoints.iter().map(Endpoint::socket_addr).collect::<BTreeSet<SocketAddr>>(),
+        endpoints: endpoints
+            .iter()
+            .map(Endpoint::socket_addr)
+            .collect::<BTreeSet<SocketAddr>>(),
         masqueraded: masquerade || all_hairpin,
     };
 }
@@ -272,10 +284,13 @@ fn is_local_traffic(ctx: &BackendContext, packet: &Packet) -> bool {
     match &ctx.local_detector {
         LocalTrafficDetector::None => false,
         LocalTrafficDetector::Cidr(net) => net.contains(&packet.source),
-        LocalTrafficDetector::BridgeInterface(name) => packet.origin.in_interface() == Some(name.as_str()),
-        LocalTrafficDetector::InterfaceNamePrefix(prefix) => {
-            packet.origin.in_interface().is_some_and(|i| i.starts_with(prefix.as_str()))
+        LocalTrafficDetector::BridgeInterface(name) => {
+            packet.origin.in_interface() == Some(name.as_str())
         }
+        LocalTrafficDetector::InterfaceNamePrefix(prefix) => packet
+            .origin
+            .in_interface()
+            .is_some_and(|i| i.starts_with(prefix.as_str())),
     }
 }
 

@@ -126,7 +126,10 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Forwarded { endpoints, masqueraded } => {
+            Outcome::Forwarded {
+                endpoints,
+                masqueraded,
+            } => {
                 f.write_str("forwarded to {")?;
                 for (i, ep) in endpoints.iter().enumerate() {
                     if i > 0 {
@@ -134,7 +137,11 @@ impl fmt::Display for Outcome {
                     }
                     write!(f, "{ep}")?;
                 }
-                f.write_str(if *masqueraded { "} masqueraded" } else { "} not masqueraded" })
+                f.write_str(if *masqueraded {
+                    "} masqueraded"
+                } else {
+                    "} not masqueraded"
+                })
             }
             Outcome::Dropped => f.write_str("dropped"),
             Outcome::Rejected => f.write_str("rejected"),

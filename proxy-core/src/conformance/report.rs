@@ -85,7 +85,8 @@ impl ScenarioReport {
         if matches!(self.status, ScenarioStatus::Skipped(_)) {
             return;
         }
-        let failed = self.packets.iter().any(|p| !p.passed) || self.checks.iter().any(|c| c.failure.is_some());
+        let failed = self.packets.iter().any(|p| !p.passed)
+            || self.checks.iter().any(|c| c.failure.is_some());
         self.status = if failed {
             ScenarioStatus::Failed
         } else {
@@ -107,7 +108,10 @@ impl ScenarioReport {
                     self.checks.len()
                 );
                 if self.packets_skipped > 0 {
-                    s.push_str(&format!(", {} packets not in this tier", self.packets_skipped));
+                    s.push_str(&format!(
+                        ", {} packets not in this tier",
+                        self.packets_skipped
+                    ));
                 }
                 s
             }
@@ -128,7 +132,10 @@ pub struct Report {
 }
 
 impl Report {
-    fn with_status(&self, want: fn(&ScenarioStatus) -> bool) -> impl Iterator<Item = &ScenarioReport> {
+    fn with_status(
+        &self,
+        want: fn(&ScenarioStatus) -> bool,
+    ) -> impl Iterator<Item = &ScenarioReport> {
         self.scenarios.iter().filter(move |s| want(&s.status))
     }
 
@@ -172,7 +179,12 @@ impl fmt::Display for Report {
             self.failed().count(),
             self.skipped().count()
         )?;
-        let width = self.scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        let width = self
+            .scenarios
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(0);
         for s in &self.scenarios {
             let status = match s.status {
                 ScenarioStatus::Passed => "PASS",
@@ -188,7 +200,11 @@ impl fmt::Display for Report {
                     Ok(o) => o.to_string(),
                     Err(e) => format!("error: {e}"),
                 };
-                writeln!(f, "  packet {}\n    expected {}\n    actual   {actual}", p.packet, p.expected)?;
+                writeln!(
+                    f,
+                    "  packet {}\n    expected {}\n    actual   {actual}",
+                    p.packet, p.expected
+                )?;
             }
             for c in &s.checks {
                 if let Some(why) = &c.failure {

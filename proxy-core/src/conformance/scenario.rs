@@ -57,7 +57,7 @@ impl ScenarioPacket {
 ///   addresses: [10.0.0.1, fd00::1]
 ///   podCIDRs: [10.244.1.0/24, fd00:244:1::/64]
 /// config:                              # a partial KubeProxyConfiguration
-///   clusterCIDR: 10.244.0.0/16,fd00:244::/48
+///   clusterCIDR: 10.244.0.0/16,fd00:244::/32
 /// objects:                             # plain Kubernetes Services and EndpointSlices
 ///   - apiVersion: v1
 ///     kind: Service
@@ -165,13 +165,17 @@ fn parse_error(file: &str, reason: impl Into<String>) -> Error {
 
 /// The configuration of a scenario: upstream's defaults, the file's
 /// overrides, then the platform defaults (mode iptables), validated.
-fn configuration(file: &str, overrides: Option<serde_json::Value>) -> Result<KubeProxyConfiguration, Error> {
+fn configuration(
+    file: &str,
+    overrides: Option<serde_json::Value>,
+) -> Result<KubeProxyConfiguration, Error> {
     let mut doc = match overrides {
         None | Some(serde_json::Value::Null) => serde_json::Map::new(),
         Some(serde_json::Value::Object(map)) => map,
         Some(_) => return Err(parse_error(file, "config: must be a mapping")),
     };
-    doc.entry("apiVersion").or_insert_with(|| API_VERSION.into());
+    doc.entry("apiVersion")
+        .or_insert_with(|| API_VERSION.into());
     doc.entry("kind").or_insert_with(|| KIND.into());
     // JSON is YAML: let the configuration module parse and default it.
     let text = serde_json::Value::Object(doc).to_string();
@@ -181,8 +185,17 @@ fn configuration(file: &str, overrides: Option<serde_json::Value>) -> Result<Kub
     Ok(config)
 }
 
-fn apply_object(file: &str, index: usize, object: serde_json::Value, topology: &mut ServiceTopology) -> Result<(), Error> {
-    let kind = object.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+fn apply_object(
+    file: &str,
+    index: usize,
+    object: serde_json::Value,
+    topology: &mut ServiceTopology,
+) -> Result<(), Error> {
+    let kind = object
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
     let applied = match kind.as_str() {
         "Service" => {
             let svc: corev1::Service = serde_json::from_value(object)
@@ -211,8 +224,8 @@ fn apply_object(file: &str, index: usize, object: serde_json::Value, topology: &
 impl Scenario {
     /// Parses a scenario file; `file` names it in errors.
     pub fn from_yaml(file: &str, text: &str) -> Result<Scenario, Error> {
-        let raw: ScenarioFile =
-            serde_saphyr::from_str(text).map_err(|e| parse_error(file, e.without_snippet().to_string()))?;
+        let raw: ScenarioFile = serde_saphyr::from_str(text)
+            .map_err(|e| parse_error(file, e.without_snippet().to_string()))?;
         let family = match raw.family {
             FamilyName::V4 => IpFamily::V4,
             FamilyName::V6 => IpFamily::V6,
@@ -355,7 +368,9 @@ impl Scenario {
             if port.is_some_and(|p| p.port.session_affinity.is_some()) {
                 add(Capability::SessionAffinity);
             }
-            if trace.used_detector && oracle::expected(&self.view, &undetected, &p.packet) != trace.outcome {
+            if trace.used_detector
+                && oracle::expected(&self.view, &undetected, &p.packet) != trace.outcome
+            {
                 add(Capability::DetectLocal);
             }
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::backend::{BackendError, Capabilities};
+use crate::backend::{BackendError, Capabilities, Capability};
 use crate::changes::ChangeSet;
 use crate::model::ServiceKey;
 use crate::view::NodeView;
@@ -38,7 +38,11 @@ pub async fn run(factory: &dyn HarnessFactory, tier: Tier) -> Report {
 ///      dump of a full sync of the target.
 ///
 /// The kernel tier sends packets only. Harness errors fail the scenario.
-pub async fn run_scenarios(factory: &dyn HarnessFactory, tier: Tier, scenarios: &[Scenario]) -> Report {
+pub async fn run_scenarios(
+    factory: &dyn HarnessFactory,
+    tier: Tier,
+    scenarios: &[Scenario],
+) -> Report {
     let mut report = Report {
         tier,
         scenarios: Vec::with_capacity(scenarios.len()),
@@ -67,11 +71,24 @@ fn missing(caps: &Capabilities, scenario: &Scenario) -> Vec<String> {
         .requirements()
         .into_iter()
         .filter(|c| !caps.supports(*c))
-        .map(|c| format!("{c:?}"))
+        .map(capability_name)
         .collect()
 }
 
-async fn run_one(factory: &dyn HarnessFactory, tier: Tier, scenario: &Scenario, previous: Option<&Scenario>) -> ScenarioReport {
+/// The scenario-file name of `capability` (`session_affinity`).
+fn capability_name(capability: Capability) -> String {
+    match serde_json::to_value(capability) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => format!("{capability:?}"),
+    }
+}
+
+async fn run_one(
+    factory: &dyn HarnessFactory,
+    tier: Tier,
+    scenario: &Scenario,
+    previous: Option<&Scenario>,
+) -> ScenarioReport {
     let name = scenario.name();
     let mut harness = match factory.harness(scenario.context()) {
         Ok(h) => h,
@@ -89,10 +106,20 @@ async fn run_one(factory: &dyn HarnessFactory, tier: Tier, scenario: &Scenario, 
     }
 
     let mut report = ScenarioReport::new(name);
-    let synced = harness.backend().sync(scenario.view(), &ChangeSet::full()).await;
+    let synced = harness
+        .backend()
+        .sync(scenario.view(), &ChangeSet::full())
+        .await;
     report.check("full sync", synced.map(|_| ()).map_err(|e| e.to_string()));
     if report.checks.iter().all(|c| c.failure.is_none()) {
-        send_packets(harness.as_mut(), tier, scenario, caps.preserves_client_ip, &mut report).await;
+        send_packets(
+            harness.as_mut(),
+            tier,
+            scenario,
+            caps.preserves_client_ip,
+            &mut report,
+        )
+        .await;
         if tier == Tier::Fake {
             state_checks(factory, harness.as_mut(), scenario, previous, &mut report).await;
         }
@@ -101,14 +128,22 @@ async fn run_one(factory: &dyn HarnessFactory, tier: Tier, scenario: &Scenario, 
     report
 }
 
-async fn send_packets(harness: &mut dyn Harness, tier: Tier, scenario: &Scenario, compare_masquerade: bool, report: &mut ScenarioReport) {
+async fn send_packets(
+    harness: &mut dyn Harness,
+    tier: Tier,
+    scenario: &Scenario,
+    compare_masquerade: bool,
+    report: &mut ScenarioReport,
+) {
     for p in scenario.packets() {
         if !p.runs_in(tier) {
             report.packets_skipped += 1;
             continue;
         }
         let actual = harness.send(&p.packet).await.map_err(|e| e.to_string());
-        let passed = actual.as_ref().is_ok_and(|a| p.expect.accepts(a, compare_masquerade));
+        let passed = actual
+            .as_ref()
+            .is_ok_and(|a| p.expect.accepts(a, compare_masquerade));
         report.packets.push(PacketResult {
             packet: p.packet.clone(),
             expected: p.expect.clone(),
@@ -133,7 +168,11 @@ async fn state_checks(
     let empty = NodeView::empty(scenario.family(), scenario.node().clone());
 
     // A no-op sync writes nothing and changes nothing.
-    let noop = match harness.backend().sync(scenario.view(), &ChangeSet::default()).await {
+    let noop = match harness
+        .backend()
+        .sync(scenario.view(), &ChangeSet::default())
+        .await
+    {
         Ok(stats) if stats.objects_written != 0 => Err(format!(
             "wrote {} objects (expected 0): {stats:?}",
             stats.objects_written
@@ -146,7 +185,11 @@ async fn state_checks(
     // Cleanup leaves what a never-synced harness has.
     let cleaned = match harness.backend().cleanup().await {
         Ok(()) => match pristine_dump(factory, scenario).await {
-            Ok(pristine) => same_dump("after cleanup (left: never synced)", &pristine, harness.dump().await),
+            Ok(pristine) => same_dump(
+                "after cleanup (left: never synced)",
+                &pristine,
+                harness.dump().await,
+            ),
             Err(e) => Err(e),
         },
         Err(e) => Err(e.to_string()),
@@ -184,14 +227,23 @@ fn harness_error(what: &str, e: BackendError) -> String {
     format!("{what}: {e}")
 }
 
-async fn pristine_dump(factory: &dyn HarnessFactory, scenario: &Scenario) -> Result<String, String> {
+async fn pristine_dump(
+    factory: &dyn HarnessFactory,
+    scenario: &Scenario,
+) -> Result<String, String> {
     let mut h = factory
         .harness(scenario.context())
         .map_err(|e| harness_error("build harness", e))?;
-    h.dump().await.ok_or_else(|| "a fresh harness has no dump".to_string())
+    h.dump()
+        .await
+        .ok_or_else(|| "a fresh harness has no dump".to_string())
 }
 
-async fn synced_dump(factory: &dyn HarnessFactory, scenario: &Scenario, view: &NodeView) -> Result<String, String> {
+async fn synced_dump(
+    factory: &dyn HarnessFactory,
+    scenario: &Scenario,
+    view: &NodeView,
+) -> Result<String, String> {
     let mut h = factory
         .harness(scenario.context())
         .map_err(|e| harness_error("build harness", e))?;
@@ -216,7 +268,11 @@ async fn partial_then_dump(
         .sync(from, &ChangeSet::full())
         .await
         .map_err(|e| harness_error("full sync", e))?;
-    let services: BTreeSet<ServiceKey> = from.iter().chain(to.iter()).map(|(n, _)| n.service.clone()).collect();
+    let services: BTreeSet<ServiceKey> = from
+        .iter()
+        .chain(to.iter())
+        .map(|(n, _)| n.service.clone())
+        .collect();
     let changes = ChangeSet::between(from, to, &services);
     h.backend()
         .sync(to, &changes)

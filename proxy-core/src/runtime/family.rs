@@ -41,8 +41,19 @@ pub(crate) enum Outcome {
 
 impl FamilyState {
     /// A family whose first sync is a full one, requested at `now`.
-    pub(crate) fn new(backend: Box<dyn Backend>, node: Arc<NodeInfo>, family: IpFamily, timing: &SyncTiming, now: Instant) -> Self {
-        let mut runner = SyncRunner::new(timing.min_interval, timing.sync_period, timing.retry_interval, now);
+    pub(crate) fn new(
+        backend: Box<dyn Backend>,
+        node: Arc<NodeInfo>,
+        family: IpFamily,
+        timing: &SyncTiming,
+        now: Instant,
+    ) -> Self {
+        let mut runner = SyncRunner::new(
+            timing.min_interval,
+            timing.sync_period,
+            timing.retry_interval,
+            now,
+        );
         runner.request(now);
         let mut pending = PendingChanges::new();
         pending.require_full();
@@ -73,16 +84,25 @@ impl FamilyState {
                 tracing::warn!(family = %self.family, mode = %self.backend.mode(), "dataplane state was lost (flushed from outside?); forcing a full sync");
                 self.pending.require_full();
             }
-            if self.last_full.is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period) {
+            if self
+                .last_full
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
+            {
                 self.pending.require_full();
             }
         }
         let outcome = self.sync(topology, node, observers).await;
-        self.runner.finished(super::runtime::now(), outcome != Outcome::Failed);
+        self.runner
+            .finished(super::runtime::now(), outcome != Outcome::Failed);
         Some(outcome)
     }
 
-    async fn sync(&mut self, topology: &ServiceTopology, node: &Arc<NodeInfo>, observers: &[Arc<dyn SyncObserver>]) -> Outcome {
+    async fn sync(
+        &mut self,
+        topology: &ServiceTopology,
+        node: &Arc<NodeInfo>,
+        observers: &[Arc<dyn SyncObserver>],
+    ) -> Outcome {
         if self.pending.is_empty() {
             return Outcome::Idle;
         }

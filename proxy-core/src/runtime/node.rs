@@ -32,7 +32,8 @@ impl NodeState {
     /// `GetNodeHostIPs`: InternalIPs, then ExternalIPs.
     pub fn new(name: &str, bind_ip: Option<IpAddr>, node: Option<&Node>) -> Self {
         let mut info = NodeInfo::named(name);
-        info.addresses.extend(bind_ip.filter(|ip| !ip.is_unspecified()));
+        info.addresses
+            .extend(bind_ip.filter(|ip| !ip.is_unspecified()));
         let Some(node) = node else {
             return NodeState {
                 info: Arc::new(info),
@@ -40,13 +41,19 @@ impl NodeState {
             };
         };
         info.labels = node.metadata.labels.clone().unwrap_or_default();
-        let status_addresses = node.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default();
+        let status_addresses = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default();
         for kind in ["InternalIP", "ExternalIP"] {
             for address in status_addresses.iter().filter(|a| a.type_ == kind) {
                 match address.address.parse::<IpAddr>() {
                     Ok(ip) if !info.addresses.contains(&ip) => info.addresses.push(ip),
                     Ok(_) => {}
-                    Err(_) => tracing::warn!(node = name, address = %address.address, "ignoring unparsable node address"),
+                    Err(_) => {
+                        tracing::warn!(node = name, address = %address.address, "ignoring unparsable node address")
+                    }
                 }
             }
         }
@@ -58,7 +65,9 @@ impl NodeState {
         for cidr in cidrs {
             match cidr.parse() {
                 Ok(net) => info.pod_cidrs.push(net),
-                Err(_) => tracing::warn!(node = name, %cidr, "ignoring unparsable spec.podCIDRs entry"),
+                Err(_) => {
+                    tracing::warn!(node = name, %cidr, "ignoring unparsable spec.podCIDRs entry")
+                }
             }
         }
         let tainted_for_deletion = spec
@@ -116,7 +125,12 @@ mod tests {
             ]}
         }));
         let state = NodeState::new("n1", None, Some(&n));
-        let ips: Vec<String> = state.info.addresses.iter().map(ToString::to_string).collect();
+        let ips: Vec<String> = state
+            .info
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(ips, ["2001:db8::2", "192.168.0.2", "203.0.113.9"]);
         assert_eq!(state.info.zone(), "z1");
         assert_eq!(state.info.pod_cidrs.len(), 2);
@@ -124,7 +138,10 @@ mod tests {
         assert!(state.health.known && !state.health.deleting && !state.health.tainted_for_deletion);
 
         let bound = NodeState::new("n1", Some("192.168.1.2".parse().unwrap()), Some(&n));
-        assert_eq!(bound.info.primary_ip(IpFamily::V4), Some("192.168.1.2".parse().unwrap()));
+        assert_eq!(
+            bound.info.primary_ip(IpFamily::V4),
+            Some("192.168.1.2".parse().unwrap())
+        );
         assert_eq!(bound.families()[0], IpFamily::V4);
     }
 
@@ -143,7 +160,10 @@ mod tests {
                 tainted_for_deletion: true
             }
         );
-        assert!(state.info.addresses.is_empty(), "unspecified bind address is not a node IP");
+        assert!(
+            state.info.addresses.is_empty(),
+            "unspecified bind address is not a node IP"
+        );
         assert!(!NodeState::new("n1", None, None).health.known);
     }
 }

@@ -58,7 +58,10 @@ impl SyncTiming {
             min_interval: config.min_sync_period(),
             sync_period,
             full_sync_period: Self::FULL_SYNC_PERIOD.max(sync_period),
-            retry_interval: config.min_sync_period().max(Duration::from_secs(1)).min(sync_period),
+            retry_interval: config
+                .min_sync_period()
+                .max(Duration::from_secs(1))
+                .min(sync_period),
         }
     }
 }
@@ -82,7 +85,11 @@ pub struct RuntimeOptions {
 impl RuntimeOptions {
     /// Options for node `node_name` with `config`'s timing.
     pub fn new(config: &KubeProxyConfiguration, node_name: impl Into<String>) -> Self {
-        let bind_ip = config.bind_address.parse::<IpAddr>().ok().filter(|ip| !ip.is_unspecified());
+        let bind_ip = config
+            .bind_address
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified());
         RuntimeOptions {
             node_name: node_name.into(),
             bind_ip,
@@ -133,7 +140,11 @@ impl Runtime {
 
     /// Runs until `shutdown` completes, then returns and leaves the rules in
     /// place. Fails only if no family can be served.
-    pub async fn run(self, source: Box<dyn Source>, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    pub async fn run(
+        self,
+        source: Box<dyn Source>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
         let started_at = SystemTime::now();
         let mut world = World::new(&self.options.node_name, source.kinds());
         let mut events = source.events();
@@ -234,7 +245,9 @@ impl Runtime {
                 self.report_node(&new);
             }
             if new.info != node.info {
-                if new.info.addresses != node.info.addresses || new.info.pod_cidrs != node.info.pod_cidrs {
+                if new.info.addresses != node.info.addresses
+                    || new.info.pod_cidrs != node.info.pod_cidrs
+                {
                     tracing::warn!(node = %new.info.name, "node IPs or pod CIDRs changed; backends keep the ones they started with until kube-proxy restarts");
                 }
                 for family in families.iter_mut() {
@@ -246,7 +259,10 @@ impl Runtime {
         let now = now();
         let wall = SystemTime::now();
         for family in families.iter_mut() {
-            let times = delta.trigger_times.iter().filter(|(f, at)| *f == family.family && *at >= started_at);
+            let times = delta
+                .trigger_times
+                .iter()
+                .filter(|(f, at)| *f == family.family && *at >= started_at);
             family.trigger_times.extend(times.map(|(_, at)| *at));
             if delta.services.is_empty() && !family.pending.is_full() {
                 continue;
@@ -262,7 +278,11 @@ impl Runtime {
     /// Builds one backend per servable family, primary first.
     async fn build_families(&self, node: &NodeState) -> Result<Vec<FamilyState>, Error> {
         let explicit = self.options.families.is_some();
-        let wanted = self.options.families.clone().unwrap_or_else(|| node.families());
+        let wanted = self
+            .options
+            .families
+            .clone()
+            .unwrap_or_else(|| node.families());
         let mut families = Vec::new();
         let mut first_error = None;
         for family in wanted {
@@ -283,7 +303,10 @@ impl Runtime {
             }
         }
         if families.is_empty() {
-            return Err(first_error.map_or_else(|| Error::config("mode", "no IP family to serve"), Error::Backend));
+            return Err(first_error.map_or_else(
+                || Error::config("mode", "no IP family to serve"),
+                Error::Backend,
+            ));
         }
         if let Some(error) = first_error {
             tracing::warn!(error = %error_chain(&error), "serving the secondary family only");
@@ -298,24 +321,39 @@ impl Runtime {
         Ok(families)
     }
 
-    async fn build_family(&self, node: &NodeState, family: IpFamily) -> Result<FamilyState, BackendError> {
+    async fn build_family(
+        &self,
+        node: &NodeState,
+        family: IpFamily,
+    ) -> Result<FamilyState, BackendError> {
         let ctx = BackendContext::new(self.config.clone(), node.info.clone(), family)
             .map_err(|e| BackendError::config(e.to_string()))?;
         self.factory.check(&ctx).await?;
         let backend = self.factory.build(&ctx)?;
-        Ok(FamilyState::new(backend, node.info.clone(), family, &self.options.timing, now()))
+        Ok(FamilyState::new(
+            backend,
+            node.info.clone(),
+            family,
+            &self.options.timing,
+            now(),
+        ))
     }
 }
 
 /// Reads `source` until it delivered its initial lists; returns the
 /// topology and this node's object (for `--dry-run`).
-pub async fn initial_state(source: Box<dyn Source>, node_name: &str) -> Result<(ServiceTopology, Option<Node>), Error> {
+pub async fn initial_state(
+    source: Box<dyn Source>,
+    node_name: &str,
+) -> Result<(ServiceTopology, Option<Node>), Error> {
     let mut world = World::new(node_name, source.kinds());
     let mut events = source.events();
     let mut delta = Delta::default();
     while !world.is_ready() {
         let Some(event) = events.next().await else {
-            return Err(Error::Kube("the source ended before delivering its initial lists".to_string()));
+            return Err(Error::Kube(
+                "the source ended before delivering its initial lists".to_string(),
+            ));
         };
         world.apply(event, &mut delta);
     }
@@ -326,9 +364,16 @@ pub async fn initial_state(source: Box<dyn Source>, node_name: &str) -> Result<(
 /// Removes what the modes other than `mode` left behind, as upstream does on
 /// start-up: iptables and ipvs share chain names, so neither cleans the
 /// other. Failures are logged, never fatal.
-pub async fn cleanup_other_modes(registry: &Registry, mode: ProxyMode, contexts: &[BackendContext]) {
+pub async fn cleanup_other_modes(
+    registry: &Registry,
+    mode: ProxyMode,
+    contexts: &[BackendContext],
+) {
     let shares_chains = |a: ProxyMode, b: ProxyMode| {
-        matches!((a, b), (ProxyMode::Iptables, ProxyMode::Ipvs) | (ProxyMode::Ipvs, ProxyMode::Iptables))
+        matches!(
+            (a, b),
+            (ProxyMode::Iptables, ProxyMode::Ipvs) | (ProxyMode::Ipvs, ProxyMode::Iptables)
+        )
     };
     for factory in registry.iter() {
         let other = factory.mode();
@@ -337,8 +382,12 @@ pub async fn cleanup_other_modes(registry: &Registry, mode: ProxyMode, contexts:
         }
         for ctx in contexts {
             match factory.cleanup_leftovers(ctx).await {
-                Ok(()) => tracing::debug!(mode = %other, family = %ctx.family, "cleaned up leftovers"),
-                Err(error) => tracing::warn!(mode = %other, family = %ctx.family, error = %error_chain(&error), "cleaning up leftovers failed"),
+                Ok(()) => {
+                    tracing::debug!(mode = %other, family = %ctx.family, "cleaned up leftovers")
+                }
+                Err(error) => {
+                    tracing::warn!(mode = %other, family = %ctx.family, error = %error_chain(&error), "cleaning up leftovers failed")
+                }
             }
         }
     }

@@ -31,6 +31,7 @@ pub(crate) struct Delta {
 }
 
 impl Delta {
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.services.is_empty() && !self.node && self.trigger_times.is_empty()
     }
@@ -52,7 +53,9 @@ type ObjectName = (String, String);
 
 fn name_of(meta: &ObjectMeta) -> ObjectName {
     (
-        meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -147,19 +150,25 @@ impl World {
                 for svc in &listed {
                     self.apply_service(svc, delta);
                 }
-                let gone: Vec<ServiceKey> =
-                    self.topology.services().map(|s| s.key.clone()).filter(|k| !keep.contains(k)).collect();
+                let gone: Vec<ServiceKey> = self
+                    .topology
+                    .services()
+                    .map(|s| s.key.clone())
+                    .filter(|k| !keep.contains(k))
+                    .collect();
                 for key in gone {
                     self.delete_service(&key.namespace, &key.name, delta);
                 }
-                self.logged
-                    .retain(|(kind, (ns, name)), _| *kind != ObjectKind::Service || keep.contains(&ServiceKey::new(ns, name)));
+                self.logged.retain(|(kind, (ns, name)), _| {
+                    *kind != ObjectKind::Service || keep.contains(&ServiceKey::new(ns, name))
+                });
                 self.listed.insert(ObjectKind::Service);
             }
             Update::Apply(svc) => self.apply_service(&svc, delta),
             Update::Delete(svc) => {
                 let (ns, name) = name_of(&svc.metadata);
-                self.logged.remove(&(ObjectKind::Service, (ns.clone(), name.clone())));
+                self.logged
+                    .remove(&(ObjectKind::Service, (ns.clone(), name.clone())));
                 self.delete_service(&ns, &name, delta);
             }
         }
@@ -174,23 +183,30 @@ impl World {
             },
             Update::InitDone => {
                 let listed = self.slices.objects.take().unwrap_or_default();
-                let keep: HashSet<ObjectName> = listed.iter().map(|s| name_of(&s.metadata)).collect();
+                let keep: HashSet<ObjectName> =
+                    listed.iter().map(|s| name_of(&s.metadata)).collect();
                 for slice in &listed {
                     self.apply_slice(slice, delta);
                 }
-                let gone: Vec<ObjectName> =
-                    self.topology.slice_names().filter(|n| !keep.contains(*n)).cloned().collect();
+                let gone: Vec<ObjectName> = self
+                    .topology
+                    .slice_names()
+                    .filter(|n| !keep.contains(*n))
+                    .cloned()
+                    .collect();
                 for (ns, name) in gone {
                     self.delete_slice(&ns, &name, delta);
                 }
-                self.logged
-                    .retain(|(kind, name), _| *kind != ObjectKind::EndpointSlice || keep.contains(name));
+                self.logged.retain(|(kind, name), _| {
+                    *kind != ObjectKind::EndpointSlice || keep.contains(name)
+                });
                 self.listed.insert(ObjectKind::EndpointSlice);
             }
             Update::Apply(slice) => self.apply_slice(&slice, delta),
             Update::Delete(slice) => {
                 let (ns, name) = name_of(&slice.metadata);
-                self.logged.remove(&(ObjectKind::EndpointSlice, (ns.clone(), name.clone())));
+                self.logged
+                    .remove(&(ObjectKind::EndpointSlice, (ns.clone(), name.clone())));
                 self.delete_slice(&ns, &name, delta);
             }
         }
@@ -205,7 +221,9 @@ impl World {
             },
             Update::InitDone => {
                 let listed = self.nodes.objects.take().unwrap_or_default();
-                let mine = listed.into_iter().find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
+                let mine = listed
+                    .into_iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
                 self.set_node(mine, delta);
                 self.listed.insert(ObjectKind::Node);
             }
@@ -252,7 +270,8 @@ impl World {
 
     fn delete_service(&mut self, namespace: &str, name: &str, delta: &mut Delta) {
         if let Some(key) = self.topology.delete_service(namespace, name) {
-            self.changed_services.insert((namespace.to_string(), name.to_string()));
+            self.changed_services
+                .insert((namespace.to_string(), name.to_string()));
             delta.services.insert(key);
         }
     }
@@ -263,7 +282,11 @@ impl World {
         if !applied.changed.is_empty() {
             self.changed_slices.insert(name.clone());
             if let Some(at) = trigger_time(slice) {
-                let family = if slice.address_type == "IPv6" { IpFamily::V6 } else { IpFamily::V4 };
+                let family = if slice.address_type == "IPv6" {
+                    IpFamily::V6
+                } else {
+                    IpFamily::V4
+                };
                 delta.trigger_times.push((family, at));
             }
         }
@@ -272,7 +295,8 @@ impl World {
 
     fn delete_slice(&mut self, namespace: &str, name: &str, delta: &mut Delta) {
         if let Some(key) = self.topology.delete_endpoint_slice(namespace, name) {
-            self.changed_slices.insert((namespace.to_string(), name.to_string()));
+            self.changed_slices
+                .insert((namespace.to_string(), name.to_string()));
             delta.services.insert(key);
         }
     }
@@ -303,7 +327,11 @@ impl World {
 /// The slice's `endpoints.kubernetes.io/last-change-trigger-time`, if set
 /// and valid.
 fn trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
-    let text = slice.metadata.annotations.as_ref()?.get(TRIGGER_TIME_ANNOTATION)?;
+    let text = slice
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRIGGER_TIME_ANNOTATION)?;
     match text.parse::<k8s_openapi::jiff::Timestamp>() {
         Ok(ts) => Some(SystemTime::from(ts)),
         Err(error) => {
@@ -380,29 +408,55 @@ mod tests {
             vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
             vec![slice("a-1", "a", "10.0.0.1")],
         );
-        assert!(same.is_empty(), "an unchanged relist changes nothing: {same:?}");
+        assert!(
+            same.is_empty(),
+            "an unchanged relist changes nothing: {same:?}"
+        );
 
         let mut during = Delta::default();
         world.apply(SourceEvent::Service(Update::Init), &mut during);
-        world.apply(SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))), &mut during);
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))),
+            &mut during,
+        );
         assert!(during.is_empty(), "nothing is applied before InitDone");
-        assert_eq!(world.topology.service_count(), 2, "the old world stays in place during a relist");
+        assert_eq!(
+            world.topology.service_count(),
+            2,
+            "the old world stays in place during a relist"
+        );
         world.apply(SourceEvent::Service(Update::InitDone), &mut during);
-        assert_eq!(during.services.into_iter().collect::<Vec<_>>(), [ServiceKey::new("ns", "b")]);
+        assert_eq!(
+            during.services.into_iter().collect::<Vec<_>>(),
+            [ServiceKey::new("ns", "b")]
+        );
         assert_eq!(world.topology.service_count(), 1);
     }
 
     #[test]
     fn change_counts_are_distinct_objects() {
         let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
-        let _ = relist(&mut world, vec![service("a", "172.30.0.1")], vec![slice("a-1", "a", "10.0.0.1")]);
+        let _ = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1")],
+            vec![slice("a-1", "a", "10.0.0.1")],
+        );
         assert_eq!(world.change_counts(), (1, 1));
         world.clear_change_counts();
         let mut delta = Delta::default();
-        world.apply(SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.2"))), &mut delta);
-        world.apply(SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.3"))), &mut delta);
+        world.apply(
+            SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.2"))),
+            &mut delta,
+        );
+        world.apply(
+            SourceEvent::EndpointSlice(Update::Apply(slice("a-1", "a", "10.0.0.3"))),
+            &mut delta,
+        );
         assert_eq!(world.change_counts(), (0, 1));
-        world.apply(SourceEvent::EndpointSlice(Update::Delete(slice("a-1", "a", "10.0.0.3"))), &mut delta);
+        world.apply(
+            SourceEvent::EndpointSlice(Update::Delete(slice("a-1", "a", "10.0.0.3"))),
+            &mut delta,
+        );
         assert_eq!(world.topology.slice_names().count(), 0);
     }
 
@@ -416,14 +470,24 @@ mod tests {
             .unwrap()
         };
         let mut delta = Delta::default();
-        world.apply(SourceEvent::Node(Update::Apply(node("z1", "1"))), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::Apply(node("z1", "1"))),
+            &mut delta,
+        );
         assert!(delta.node);
         let mut delta = Delta::default();
-        world.apply(SourceEvent::Node(Update::Apply(node("z1", "2"))), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::Apply(node("z1", "2"))),
+            &mut delta,
+        );
         assert!(!delta.node);
-        world.apply(SourceEvent::Node(Update::Apply(node("z2", "3"))), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::Apply(node("z2", "3"))),
+            &mut delta,
+        );
         assert!(delta.node);
-        let other: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
+        let other: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
         let mut delta = Delta::default();
         world.apply(SourceEvent::Node(Update::Apply(other)), &mut delta);
         assert!(!delta.node && world.node().is_some());

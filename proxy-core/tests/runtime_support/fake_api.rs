@@ -142,9 +142,15 @@ impl FakeApi {
             object["metadata"]["namespace"].as_str().unwrap_or(""),
             object["metadata"]["name"].as_str().unwrap()
         );
-        let kind = if r.items.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        let kind = if r.items.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         r.items.insert(key, object.clone());
-        let _ = r.events.send(WatchMessage::Event(json!({"type": kind, "object": object})));
+        let _ = r
+            .events
+            .send(WatchMessage::Event(json!({"type": kind, "object": object})));
     }
 
     /// Deletes an object and tells the watchers.
@@ -155,7 +161,9 @@ impl FakeApi {
         let r = state.resources.get_mut(resource).unwrap();
         if let Some(mut object) = r.items.remove(&format!("{namespace}/{name}")) {
             object["metadata"]["resourceVersion"] = json!(rv);
-            let _ = r.events.send(WatchMessage::Event(json!({"type": "DELETED", "object": object})));
+            let _ = r.events.send(WatchMessage::Event(
+                json!({"type": "DELETED", "object": object}),
+            ));
         }
     }
 
@@ -164,7 +172,12 @@ impl FakeApi {
     pub fn delete_silently(&self, resource: &str, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
         state.rv += 1;
-        state.resources.get_mut(resource).unwrap().items.remove(&format!("{namespace}/{name}"));
+        state
+            .resources
+            .get_mut(resource)
+            .unwrap()
+            .items
+            .remove(&format!("{namespace}/{name}"));
     }
 
     /// Ends every open watch (the client re-watches from its last version).
@@ -192,7 +205,12 @@ impl FakeApi {
     }
 
     pub fn requests_matching(&self, needle: &str) -> usize {
-        self.requests.lock().unwrap().iter().filter(|r| r.contains(needle)).count()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(needle))
+            .count()
     }
 
     async fn handle(&self, uri: Uri) -> Response {
@@ -205,7 +223,10 @@ impl FakeApi {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let Some(resource) = path_resource(uri.path()) else {
-            return json_response(StatusCode::NOT_FOUND, &status(404, "NotFound", "no such path"));
+            return json_response(
+                StatusCode::NOT_FOUND,
+                &status(404, "NotFound", "no such path"),
+            );
         };
         let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         if resource == "endpointslices" && !watching {
@@ -214,7 +235,10 @@ impl FakeApi {
         }
         let mut state = self.state.lock().unwrap();
         if state.down {
-            return json_response(StatusCode::SERVICE_UNAVAILABLE, &status(503, "ServiceUnavailable", "down"));
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &status(503, "ServiceUnavailable", "down"),
+            );
         }
         let rv = state.rv.to_string();
         let r = state.resources.get_mut(resource).unwrap();

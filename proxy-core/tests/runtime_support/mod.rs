@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::backend::{BackendContext, BackendFactory};
 use proxy_core::runtime::{NodeHealth, SyncObserver, SyncReport, SyncTiming};
-use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats};
+use proxy_core::{
+    Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats,
+};
 
 /// One call of [`RecordingBackend::sync`].
 #[derive(Debug, Clone, PartialEq)]
@@ -42,14 +44,22 @@ impl Recorder {
         self.calls.lock().unwrap().clone()
     }
     pub fn calls_of(&self, family: IpFamily) -> Vec<SyncCall> {
-        self.calls().into_iter().filter(|c| c.family == family).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.family == family)
+            .collect()
     }
 }
 
 pub fn describe(view: &NodeView) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = view
         .iter()
-        .map(|(name, port)| (name.to_string(), port.cluster.iter().map(|e| e.ip.to_string()).collect()))
+        .map(|(name, port)| {
+            (
+                name.to_string(),
+                port.cluster.iter().map(|e| e.ip.to_string()).collect(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -68,7 +78,11 @@ impl Backend for RecordingBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         let ok = {
             let mut fail = self.recorder.fail_next.lock().unwrap();
             if *fail > 0 {
@@ -133,7 +147,10 @@ impl BackendFactory for RecordingFactory {
     }
     async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
         if self.unsupported.contains(&ctx.family) {
-            return Err(BackendError::unsupported(format!("{} not available here", ctx.family)));
+            return Err(BackendError::unsupported(format!(
+                "{} not available here",
+                ctx.family
+            )));
         }
         Ok(())
     }
@@ -209,7 +226,11 @@ pub fn service(name: &str, ips: &[&str]) -> Service {
 }
 
 pub fn slice(name: &str, service: &str, ips: &[&str]) -> EndpointSlice {
-    let family = if ips.first().is_some_and(|ip| ip.contains(':')) { "IPv6" } else { "IPv4" };
+    let family = if ips.first().is_some_and(|ip| ip.contains(':')) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     serde_json::from_value(serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"namespace": "ns", "name": name, "resourceVersion": "1",

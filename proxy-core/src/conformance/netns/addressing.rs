@@ -10,7 +10,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub const SERVICE_CIDR_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 16);
 
 /// The IPv6 ClusterIP range of the conformance scenarios.
-pub const SERVICE_CIDR_V6: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0), 112);
+pub const SERVICE_CIDR_V6: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0), 112);
 
 /// Both ClusterIP ranges.
 pub fn service_cidrs() -> [IpNet; 2] {
@@ -73,7 +74,10 @@ mod tests {
         let v4: IpNet = "10.244.1.0/24".parse().unwrap();
         let v6: IpNet = "fd00:10:244:1::/64".parse().unwrap();
         assert_eq!(pod_gateway(v4), "10.244.1.1".parse::<IpAddr>().unwrap());
-        assert_eq!(pod_gateway(v6), "fd00:10:244:1::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            pod_gateway(v6),
+            "fd00:10:244:1::1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -49,14 +49,18 @@ pub(crate) struct EchoServers {
 impl EchoServers {
     /// Starts the (idle) runtime.
     pub(crate) fn new() -> io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
         let handle = runtime.handle().clone();
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("echo-servers".into()).spawn(move || {
-            // Returns when the sender is used or dropped; dropping the
-            // runtime then cancels every server task and closes its socket.
-            let _ = runtime.block_on(stopped);
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("echo-servers".into())
+            .spawn(move || {
+                // Returns when the sender is used or dropped; dropping the
+                // runtime then cancels every server task and closes its socket.
+                let _ = runtime.block_on(stopped);
+            })?;
         Ok(EchoServers {
             handle,
             shutdown: Some(shutdown),
@@ -72,13 +76,22 @@ impl EchoServers {
 
     /// Binds a server of `transport` to `addr` inside `ns` (once; a second
     /// call is a no-op) and starts serving it.
-    pub(crate) fn start(&mut self, ns: &Netns, addr: SocketAddr, transport: Transport) -> io::Result<()> {
+    pub(crate) fn start(
+        &mut self,
+        ns: &Netns,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> io::Result<()> {
         if self.contains(addr, transport) {
             return Ok(());
         }
         match transport {
             Transport::Tcp => {
-                let listener = ns.run(|| bind_nonblocking(std::net::TcpListener::bind(addr), |s| s.set_nonblocking(true)))??;
+                let listener = ns.run(|| {
+                    bind_nonblocking(std::net::TcpListener::bind(addr), |s| {
+                        s.set_nonblocking(true)
+                    })
+                })??;
                 self.handle.spawn(async move {
                     if let Err(e) = serve_tcp(listener, addr).await {
                         tracing::warn!(%addr, error = %e, "tcp echo server stopped");
@@ -86,7 +99,9 @@ impl EchoServers {
                 });
             }
             Transport::Udp => {
-                let socket = ns.run(|| bind_nonblocking(std::net::UdpSocket::bind(addr), |s| s.set_nonblocking(true)))??;
+                let socket = ns.run(|| {
+                    bind_nonblocking(std::net::UdpSocket::bind(addr), |s| s.set_nonblocking(true))
+                })??;
                 self.handle.spawn(async move {
                     if let Err(e) = serve_udp(socket, addr).await {
                         tracing::warn!(%addr, error = %e, "udp echo server stopped");
@@ -112,7 +127,10 @@ impl Drop for EchoServers {
     }
 }
 
-fn bind_nonblocking<S>(bound: io::Result<S>, nonblocking: impl FnOnce(&S) -> io::Result<()>) -> io::Result<S> {
+fn bind_nonblocking<S>(
+    bound: io::Result<S>,
+    nonblocking: impl FnOnce(&S) -> io::Result<()>,
+) -> io::Result<S> {
     let socket = bound?;
     nonblocking(&socket)?;
     Ok(socket)
@@ -157,6 +175,8 @@ async fn serve_udp(socket: std::net::UdpSocket, addr: SocketAddr) -> io::Result<
 fn is_icmp_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
     )
 }

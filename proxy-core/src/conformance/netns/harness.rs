@@ -5,10 +5,10 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendContext, BackendError, Capabilities};
 use crate::conformance::{Harness, HarnessFactory, Outcome, Packet};
 
+use super::check_privileges;
 use super::send::{PacketSender, SendOptions};
 use super::topology::NodeTopology;
 use super::worker::{MakeBackend, NetnsBackend};
-use super::check_privileges;
 
 /// A backend in the node namespace of a fresh [`NodeTopology`], with
 /// packets sent as real connections.

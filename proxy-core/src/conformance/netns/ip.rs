@@ -57,7 +57,10 @@ impl IpBatch {
         let output = command
             .args(["-batch", "-"])
             .output_with_input(self.script.as_bytes())
-            .map_err(|e| BackendError::unsupported(format!("cannot run `ip -batch` in the {what} namespace")).with_source(e))?;
+            .map_err(|e| {
+                BackendError::unsupported(format!("cannot run `ip -batch` in the {what} namespace"))
+                    .with_source(e)
+            })?;
         if output.status.success() {
             Ok(())
         } else {
@@ -81,16 +84,24 @@ pub(crate) use ip_line;
 
 /// Writes sysctls (`net.ipv4.ip_forward` style keys) inside `ns`, through
 /// `/proc/sys` of a thread in the namespace.
-pub(crate) fn set_sysctls(ns: &Netns, what: &str, settings: &[(&str, &str)]) -> Result<(), BackendError> {
+pub(crate) fn set_sysctls(
+    ns: &Netns,
+    what: &str,
+    settings: &[(&str, &str)],
+) -> Result<(), BackendError> {
     ns.run(|| -> io::Result<()> {
         for (key, value) in settings {
             let path = format!("/proc/sys/{}", key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+            std::fs::write(&path, value)
+                .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
         }
         Ok(())
     })
     .and_then(|r| r)
-    .map_err(|e| BackendError::unsupported(format!("cannot set sysctls in the {what} namespace")).with_source(e))
+    .map_err(|e| {
+        BackendError::unsupported(format!("cannot set sysctls in the {what} namespace"))
+            .with_source(e)
+    })
 }
 
 /// Sysctls every namespace of the topology gets before any interface is

@@ -55,7 +55,8 @@ pub use echo::{echo_reply, parse_echo_reply};
 pub use harness::{KernelHarness, kernel_harness_factory, kernel_harness_factory_with};
 pub use namespace::{Netns, NetnsCommand};
 pub use privileges::{
-    PrivilegeGate, REQUIRE_PRIVILEGED_ENV, check_privileges, check_tool, privileged_or_skip, privileged_or_skip_with,
+    PrivilegeGate, REQUIRE_PRIVILEGED_ENV, check_privileges, check_tool, privileged_or_skip,
+    privileged_or_skip_with,
 };
 pub use send::SendOptions;
 pub use topology::{ClientPlace, NodeTopology};

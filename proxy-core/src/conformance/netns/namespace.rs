@@ -205,7 +205,10 @@ impl NetnsCommand<'_> {
     /// its output.
     pub fn output_with_input(&mut self, input: &[u8]) -> io::Result<Output> {
         let command = &mut self.command;
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = self.ns.run(|| command.spawn())??;
         let stdin = child.stdin.take();
         thread::scope(|scope| {

@@ -23,7 +23,9 @@ impl AttemptPlan {
     /// timeout, and IPv4 ICMP unreachables from routes are rate-limited per
     /// source by the kernel (`net.ipv4.route.error_cost`, global, 5 burst).
     pub(crate) fn keep_going(&self, attempts: &[Attempt]) -> bool {
-        let Some(first) = attempts.first() else { return true };
+        let Some(first) = attempts.first() else {
+            return true;
+        };
         let limit = match first {
             Attempt::Answered { .. } => self.forwarded,
             Attempt::Refused | Attempt::Reset => self.refused,
@@ -50,10 +52,15 @@ impl AttemptPlan {
 /// that differs between non-hairpin answers) are an error naming them.
 pub(crate) fn outcome(packet: &Packet, attempts: &[Attempt]) -> Result<Outcome, BackendError> {
     let inconsistent = |why: &str| {
-        BackendError::dataplane(format!("{packet}: inconsistent attempts ({why}): {}", summarize(attempts)))
+        BackendError::dataplane(format!(
+            "{packet}: inconsistent attempts ({why}): {}",
+            summarize(attempts)
+        ))
     };
     let Some(first) = attempts.first() else {
-        return Err(BackendError::dataplane(format!("{packet}: no attempt made")));
+        return Err(BackendError::dataplane(format!(
+            "{packet}: no attempt made"
+        )));
     };
     let same_kind = attempts
         .iter()
@@ -85,12 +92,21 @@ pub(crate) fn outcome(packet: &Packet, attempts: &[Attempt]) -> Result<Outcome, 
                 return if endpoints.len() == 1 {
                     Ok(Outcome::NotMatched)
                 } else {
-                    Err(inconsistent("answered by the destination itself and by others"))
+                    Err(inconsistent(
+                        "answered by the destination itself and by others",
+                    ))
                 };
             }
-            let seen = if masquerade.is_empty() { hairpin } else { masquerade };
+            let seen = if masquerade.is_empty() {
+                hairpin
+            } else {
+                masquerade
+            };
             match seen.into_iter().collect::<Vec<_>>()[..] {
-                [masqueraded] => Ok(Outcome::Forwarded { endpoints, masqueraded }),
+                [masqueraded] => Ok(Outcome::Forwarded {
+                    endpoints,
+                    masqueraded,
+                }),
                 _ => Err(inconsistent("some answers masqueraded, some not")),
             }
         }
@@ -147,7 +163,11 @@ mod tests {
             answered("10.244.1.12:8080", "10.244.1.10"),
         ];
         let expected = Outcome::Forwarded {
-            endpoints: ["10.244.1.11:8080".parse().unwrap(), "10.244.1.12:8080".parse().unwrap()].into(),
+            endpoints: [
+                "10.244.1.11:8080".parse().unwrap(),
+                "10.244.1.12:8080".parse().unwrap(),
+            ]
+            .into(),
             masqueraded: false,
         };
         assert_eq!(outcome(&packet(), &attempts).unwrap(), expected);
@@ -187,15 +207,30 @@ mod tests {
 
     #[test]
     fn errors_map_to_rejected_not_matched_and_dropped() {
-        assert_eq!(outcome(&packet(), &[Attempt::Refused]).unwrap(), Outcome::Rejected);
-        assert_eq!(outcome(&packet(), &[Attempt::Reset]).unwrap(), Outcome::Rejected);
-        assert_eq!(outcome(&packet(), &[Attempt::Unreachable]).unwrap(), Outcome::NotMatched);
-        assert_eq!(outcome(&packet(), &[Attempt::TimedOut]).unwrap(), Outcome::Dropped);
+        assert_eq!(
+            outcome(&packet(), &[Attempt::Refused]).unwrap(),
+            Outcome::Rejected
+        );
+        assert_eq!(
+            outcome(&packet(), &[Attempt::Reset]).unwrap(),
+            Outcome::Rejected
+        );
+        assert_eq!(
+            outcome(&packet(), &[Attempt::Unreachable]).unwrap(),
+            Outcome::NotMatched
+        );
+        assert_eq!(
+            outcome(&packet(), &[Attempt::TimedOut]).unwrap(),
+            Outcome::Dropped
+        );
     }
 
     #[test]
     fn different_results_are_an_error() {
-        let attempts = [answered("10.244.1.11:8080", "10.244.1.10"), Attempt::TimedOut];
+        let attempts = [
+            answered("10.244.1.11:8080", "10.244.1.10"),
+            Attempt::TimedOut,
+        ];
         assert!(outcome(&packet(), &attempts).is_err());
     }
 

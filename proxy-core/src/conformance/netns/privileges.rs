@@ -35,7 +35,9 @@ pub fn check_tool(program: &str, args: &[&str], package: &str) -> Result<(), Str
     {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(format!("`{program} {}` failed ({status})", args.join(" "))),
-        Err(e) => Err(format!("`{program}` not usable ({e}); install the {package} package")),
+        Err(e) => Err(format!(
+            "`{program}` not usable ({e}); install the {package} package"
+        )),
     }
 }
 
@@ -76,11 +78,15 @@ impl PrivilegeGate {
         match self {
             PrivilegeGate::Run => true,
             PrivilegeGate::Skip(reason) => {
-                println!("SKIP: {test}: {reason} (set {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure)");
+                println!(
+                    "SKIP: {test}: {reason} (set {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure)"
+                );
                 false
             }
             PrivilegeGate::Fail(reason) => {
-                panic!("{test}: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1 requires privileged tests to run")
+                panic!(
+                    "{test}: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1 requires privileged tests to run"
+                )
             }
         }
     }

@@ -39,10 +39,16 @@ pub(crate) struct Probe {
 impl Probe {
     /// Runs attempts inside `ns` while `keep_going(attempts so far)` says so
     /// (it is asked after every attempt).
-    pub(crate) fn run(&self, ns: &Netns, keep_going: impl Fn(&[Attempt]) -> bool + Send) -> io::Result<Vec<Attempt>> {
+    pub(crate) fn run(
+        &self,
+        ns: &Netns,
+        keep_going: impl Fn(&[Attempt]) -> bool + Send,
+    ) -> io::Result<Vec<Attempt>> {
         let probe = *self;
         ns.run(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async move {
                 let mut attempts = Vec::new();
                 loop {
@@ -70,7 +76,10 @@ impl Probe {
             Some((server, peer)) => Ok(Attempt::Answered { server, peer }),
             None => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{} answered {text:?}, which is not an echo server reply", self.destination),
+                format!(
+                    "{} answered {text:?}, which is not an echo server reply",
+                    self.destination
+                ),
             )),
         }
     }
@@ -102,7 +111,9 @@ fn classify_error(e: io::Error) -> io::Result<Attempt> {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => Ok(Attempt::Refused),
         io::ErrorKind::ConnectionReset => Ok(Attempt::Reset),
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Ok(Attempt::Unreachable),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            Ok(Attempt::Unreachable)
+        }
         _ => Err(e),
     }
 }

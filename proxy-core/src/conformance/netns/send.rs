@@ -46,6 +46,15 @@ const ROUTE_ERROR_MEMORY: Duration = Duration::from_secs(6);
 /// Time for that budget to regain a token.
 const ROUTE_ERROR_REFILL: Duration = Duration::from_millis(1100);
 
+impl NodeTopology {
+    /// Sends `packet` as real connections from the client its origin
+    /// implies (see [`KernelHarness`](super::KernelHarness) for how
+    /// attempts become an [`Outcome`]). Blocks for up to one timeout.
+    pub fn send(&mut self, packet: &Packet, options: SendOptions) -> Result<Outcome, BackendError> {
+        PacketSender::new(options).send(self, packet)
+    }
+}
+
 /// Sends packets, remembering which sources recently got an unreachable.
 #[derive(Debug, Default)]
 pub(crate) struct PacketSender {
@@ -65,7 +74,11 @@ impl PacketSender {
     /// Sends `packet` from the client its origin implies and tells what
     /// happened to it. Blocks for up to one timeout (twice when an IPv4
     /// unreachable may have been rate-limited).
-    pub(crate) fn send(&mut self, topology: &mut NodeTopology, packet: &Packet) -> Result<Outcome, BackendError> {
+    pub(crate) fn send(
+        &mut self,
+        topology: &mut NodeTopology,
+        packet: &Packet,
+    ) -> Result<Outcome, BackendError> {
         let transport = match packet.protocol {
             Protocol::Tcp => Transport::Tcp,
             Protocol::Udp => Transport::Udp,
@@ -82,9 +95,9 @@ impl PacketSender {
         };
         let destination = SocketAddr::new(packet.destination, packet.port);
         topology.prepare_send(place, packet.source, packet.protocol, destination)?;
-        let ns = topology
-            .place(place)
-            .ok_or_else(|| BackendError::dataplane(format!("{packet}: no namespace for the client")))?;
+        let ns = topology.place(place).ok_or_else(|| {
+            BackendError::dataplane(format!("{packet}: no namespace for the client"))
+        })?;
         let probe = Probe {
             transport,
             source: packet.source,
@@ -96,9 +109,9 @@ impl PacketSender {
             refused: self.options.refused_attempts.max(1),
         };
         let run = || {
-            probe
-                .run(ns, |a| plan.keep_going(a))
-                .map_err(|e| BackendError::dataplane(format!("{packet}: cannot probe")).with_source(e))
+            probe.run(ns, |a| plan.keep_going(a)).map_err(|e| {
+                BackendError::dataplane(format!("{packet}: cannot probe")).with_source(e)
+            })
         };
         let mut attempts = run()?;
         if attempts == [Attempt::TimedOut] && self.maybe_rate_limited(packet.source) {
@@ -108,7 +121,8 @@ impl PacketSender {
             attempts = run()?;
         }
         if attempts.contains(&Attempt::Unreachable) {
-            self.recent_unreachable.insert(packet.source, Instant::now());
+            self.recent_unreachable
+                .insert(packet.source, Instant::now());
         }
         let result = outcome(packet, &attempts);
         tracing::debug!(%packet, attempts = attempts.len(), ?result, "sent");

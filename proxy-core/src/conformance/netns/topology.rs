@@ -12,8 +12,8 @@ use crate::view::NodeView;
 
 use super::Netns;
 use super::addressing::{
-    BRIDGE_MAC, FALLBACK_POD_GATEWAY_V4, FALLBACK_POD_GATEWAY_V6, NODE_LINK_V6, ROUTER_V4, ROUTER_V6,
-    UNREACHABLE_TABLE, default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
+    BRIDGE_MAC, FALLBACK_POD_GATEWAY_V4, FALLBACK_POD_GATEWAY_V6, NODE_LINK_V6, ROUTER_V4,
+    ROUTER_V6, UNREACHABLE_TABLE, default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
 };
 use super::echo::{EchoServers, Transport};
 use super::ip::{BASELINE_SYSCTLS, IpBatch, NODE_SYSCTLS, ip_line, set_sysctls};
@@ -31,9 +31,10 @@ use super::ip::{BASELINE_SYSCTLS, IpBatch, NODE_SYSCTLS, ip_line, set_sysctls};
 /// ```
 ///
 /// `lan` stands for the other nodes, the router and the outside world.
-/// Unmatched traffic fails fast: ClusterIP ranges (and VIPs outside them)
-/// are `unreachable` for forwarded traffic in the node and in `lan`, so it
-/// gets `EHOSTUNREACH`; traffic to a node-local port that no backend owns
+/// Unmatched traffic fails fast: the node routes it to `lan` like a real
+/// node routes to its gateway, and `lan` answers whatever comes from the
+/// node for an address it does not hold with ICMP host unreachable
+/// (`EHOSTUNREACH`); traffic to a node-local port that no backend owns
 /// reaches a host echo server (see [`NodeTopology::prepare_send`]).
 ///
 /// Every namespace is anonymous; dropping the topology stops the echo
@@ -49,7 +50,6 @@ pub struct NodeTopology {
     pod_cidrs: Vec<IpNet>,
     lan_addresses: BTreeSet<IpAddr>,
     vips: BTreeSet<IpAddr>,
-    node_ports: BTreeSet<(Protocol, u16)>,
     next_veth: usize,
 }
 
@@ -77,16 +77,30 @@ impl NodeTopology {
     pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
         let netns_error = |what: &str| {
             let what = what.to_string();
-            move |e| BackendError::unsupported(format!("cannot create the {what} network namespace")).with_source(e)
+            move |e| {
+                BackendError::unsupported(format!("cannot create the {what} network namespace"))
+                    .with_source(e)
+            }
         };
         let node = Netns::new().map_err(netns_error("node"))?;
         let lan = Netns::new().map_err(netns_error("lan"))?;
         set_sysctls(&node, "node", BASELINE_SYSCTLS)?;
         set_sysctls(&node, "node", NODE_SYSCTLS)?;
         set_sysctls(&lan, "lan", BASELINE_SYSCTLS)?;
+        // Without forwarding, the kernel drops packets to unreachable
+        // routes silently instead of answering with ICMP.
+        set_sysctls(
+            &lan,
+            "lan",
+            &[
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+            ],
+        )?;
         let topology = NodeTopology {
-            echo: EchoServers::new()
-                .map_err(|e| BackendError::unsupported("cannot start the echo server runtime").with_source(e))?,
+            echo: EchoServers::new().map_err(|e| {
+                BackendError::unsupported("cannot start the echo server runtime").with_source(e)
+            })?,
             pods: BTreeMap::new(),
             node,
             lan,
@@ -94,7 +108,6 @@ impl NodeTopology {
             pod_cidrs: ctx.node.pod_cidrs.clone(),
             lan_addresses: BTreeSet::new(),
             vips: BTreeSet::new(),
-            node_ports: BTreeSet::new(),
             next_veth: 0,
         };
         topology.wire_uplink()?;
@@ -105,7 +118,11 @@ impl NodeTopology {
     fn wire_uplink(&self) -> Result<(), BackendError> {
         let mut lan = IpBatch::new();
         ip_line!(lan, "link set lo up");
-        ip_line!(lan, "link add node0 type veth peer name eth0 netns {}", self.node.path().display());
+        ip_line!(
+            lan,
+            "link add node0 type veth peer name eth0 netns {}",
+            self.node.path().display()
+        );
         ip_line!(lan, "addr add {ROUTER_V4}/32 dev node0");
         ip_line!(lan, "addr add {ROUTER_V6}/64 dev node0 nodad");
         ip_line!(lan, "link set node0 up");
@@ -118,10 +135,35 @@ impl NodeTopology {
             }
         }
         for cidr in service_cidrs() {
-            ip_line!(lan, "route add unreachable {cidr}");
+            if let Some(via) = self.node_gateway_for(cidr.addr()) {
+                ip_line!(lan, "route add {cidr} via {via} dev node0");
+            }
         }
+        // What the node sends back to lan and lan does not hold is
+        // unreachable: unmatched service traffic gets EHOSTUNREACH at once,
+        // and a VIP cannot loop between node and lan. Traffic from lan's
+        // own clients (iif lo) still follows main towards the node.
+        ip_line!(
+            lan,
+            "rule add pref 100 iif node0 lookup {UNREACHABLE_TABLE}"
+        );
+        ip_line!(
+            lan,
+            "route add unreachable 0.0.0.0/0 table {UNREACHABLE_TABLE}"
+        );
+        ip_line!(lan, "route add unreachable ::/0 table {UNREACHABLE_TABLE}");
         lan.run(&self.lan, "lan")?;
+        let mut lan6 = IpBatch::ipv6();
+        ip_line!(
+            lan6,
+            "rule add pref 100 iif node0 lookup {UNREACHABLE_TABLE}"
+        );
+        lan6.run(&self.lan, "lan")?;
 
+        // The node routes like a real one: everything it does not hold goes
+        // to the default gateway. (An `unreachable` route here would stop
+        // locally generated packets before the nat OUTPUT hook and forwarded
+        // ones before the FORWARD REJECT of services without endpoints.)
         let mut node = IpBatch::new();
         ip_line!(node, "link set lo up");
         for &ip in &self.node_addresses {
@@ -135,25 +177,15 @@ impl NodeTopology {
         ip_line!(node, "link add cbr0 address {BRIDGE_MAC} type bridge");
         for &cidr in &self.pod_cidrs {
             let gateway = pod_gateway(cidr);
-            ip_line!(node, "addr add {gateway}/{} dev cbr0{}", cidr.prefix_len(), nodad(gateway));
+            ip_line!(
+                node,
+                "addr add {gateway}/{} dev cbr0{}",
+                cidr.prefix_len(),
+                nodad(gateway)
+            );
         }
         ip_line!(node, "link set cbr0 up");
-        // Forwarded traffic to a ClusterIP range that no rule DNATed fails
-        // fast. Locally generated traffic must not see the unreachable
-        // route: its route lookup happens before the nat OUTPUT hook, so it
-        // would never reach the backend's rules. `iif lo` means "from this
-        // host"; it goes to main (default via lan) first.
-        ip_line!(node, "rule add pref 90 iif lo lookup main");
-        ip_line!(node, "rule add pref 100 lookup {UNREACHABLE_TABLE}");
-        for cidr in service_cidrs() {
-            ip_line!(node, "route add unreachable {cidr} table {UNREACHABLE_TABLE}");
-        }
-        node.run(&self.node, "node")?;
-
-        let mut node6 = IpBatch::ipv6();
-        ip_line!(node6, "rule add pref 90 iif lo lookup main");
-        ip_line!(node6, "rule add pref 100 lookup {UNREACHABLE_TABLE}");
-        node6.run(&self.node, "node")
+        node.run(&self.node, "node")
     }
 
     /// The node namespace: where the backend's rules go.
@@ -200,12 +232,6 @@ impl NodeTopology {
             vips.insert(sp.cluster_ip);
             vips.extend(sp.external_ips.iter().copied());
             vips.extend(sp.load_balancer_ips.iter().copied());
-            if let Some(node_port) = sp.node_port {
-                self.node_ports.insert((sp.protocol, node_port));
-            }
-            if let Some(hc) = sp.health_check_node_port {
-                self.node_ports.insert((Protocol::Tcp, hc));
-            }
             for endpoint in port.all_endpoints().filter(|e| e.port != 0) {
                 if endpoint.is_local {
                     local.insert(endpoint.socket_addr());
@@ -222,8 +248,16 @@ impl NodeTopology {
     /// address): `local` ones in a pod namespace per IP (or in the node
     /// namespace when the IP is a node address: host-network endpoints),
     /// `remote` ones on `lan`'s `lo`. Known ones are skipped.
-    pub fn add_endpoints(&mut self, local: &BTreeSet<SocketAddr>, remote: &BTreeSet<SocketAddr>) -> Result<(), BackendError> {
-        let pod_ips: BTreeSet<IpAddr> = local.iter().map(SocketAddr::ip).filter(|ip| !self.is_node_address(*ip)).collect();
+    pub fn add_endpoints(
+        &mut self,
+        local: &BTreeSet<SocketAddr>,
+        remote: &BTreeSet<SocketAddr>,
+    ) -> Result<(), BackendError> {
+        let pod_ips: BTreeSet<IpAddr> = local
+            .iter()
+            .map(SocketAddr::ip)
+            .filter(|ip| !self.is_node_address(*ip))
+            .collect();
         self.ensure_pods(&pod_ips.into_iter().collect::<Vec<_>>())?;
         let lan_ips: Vec<IpAddr> = remote
             .iter()
@@ -246,12 +280,13 @@ impl NodeTopology {
     ///   endpoint: hairpin);
     /// - `Lan`: `source` on `lan`'s `lo`.
     ///
-    /// When `destination` is an address of the node and its port is not a
-    /// node port of the views seen so far, a host echo server is bound
-    /// there in the node namespace: "not matched" then shows as an answer
-    /// from the destination itself rather than as a refusal, which would
-    /// look like a REJECT. If the port is taken (a backend listening), the
-    /// server is left out.
+    /// When `destination` is a node-local address (node address, pod
+    /// gateway, loopback), a host echo server is bound there in the node
+    /// namespace (and kept): "not matched" then shows as an answer from the
+    /// destination itself rather than as a refusal, which would look like a
+    /// REJECT. It never sees traffic a backend matched: DNAT happens before
+    /// the socket lookup and REJECT before delivery. If the port is taken (a
+    /// userspace backend listening on it), the server is left out.
     pub fn prepare_send(
         &mut self,
         place: ClientPlace,
@@ -276,15 +311,17 @@ impl NodeTopology {
             Protocol::Udp => Transport::Udp,
             Protocol::Sctp => return Ok(()),
         };
-        if self.is_node_local(destination.ip()) && !self.node_ports.contains(&(protocol, destination.port())) {
+        if self.is_node_local(destination.ip()) {
             match self.echo.start(&self.node, destination, transport) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                     tracing::debug!(%destination, "port taken in the node namespace, no host echo server")
                 }
                 Err(e) => {
-                    return Err(BackendError::dataplane(format!("cannot bind a host echo server on {destination}"))
-                        .with_source(e));
+                    return Err(BackendError::dataplane(format!(
+                        "cannot bind a host echo server on {destination}"
+                    ))
+                    .with_source(e));
                 }
             }
         }
@@ -297,7 +334,9 @@ impl NodeTopology {
 
     /// A node address, a pod gateway, or loopback.
     fn is_node_local(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() || self.is_node_address(ip) || self.pod_cidrs.iter().any(|&c| pod_gateway(c) == ip)
+        ip.is_loopback()
+            || self.is_node_address(ip)
+            || self.pod_cidrs.iter().any(|&c| pod_gateway(c) == ip)
     }
 
     /// The address `lan` uses to reach `ip`'s family through the node.
@@ -320,19 +359,29 @@ impl NodeTopology {
     }
 
     fn ensure_pods(&mut self, ips: &[IpAddr]) -> Result<(), BackendError> {
-        let new: Vec<IpAddr> = ips.iter().copied().filter(|ip| !self.pods.contains_key(ip)).collect();
+        let new: Vec<IpAddr> = ips
+            .iter()
+            .copied()
+            .filter(|ip| !self.pods.contains_key(ip))
+            .collect();
         if new.is_empty() {
             return Ok(());
         }
         let mut node = IpBatch::new();
         let mut created = Vec::with_capacity(new.len());
         for &ip in &new {
-            let ns = Netns::new()
-                .map_err(|e| BackendError::unsupported(format!("cannot create the namespace of pod {ip}")).with_source(e))?;
+            let ns = Netns::new().map_err(|e| {
+                BackendError::unsupported(format!("cannot create the namespace of pod {ip}"))
+                    .with_source(e)
+            })?;
             set_sysctls(&ns, "pod", BASELINE_SYSCTLS)?;
             let veth = format!("veth{}", self.next_veth);
             self.next_veth += 1;
-            ip_line!(node, "link add {veth} type veth peer name eth0 netns {}", ns.path().display());
+            ip_line!(
+                node,
+                "link add {veth} type veth peer name eth0 netns {}",
+                ns.path().display()
+            );
             ip_line!(node, "link set {veth} master cbr0");
             ip_line!(node, "link set {veth} type bridge_slave hairpin on");
             ip_line!(node, "link set {veth} up");
@@ -340,7 +389,12 @@ impl NodeTopology {
             if !in_cidr {
                 ip_line!(node, "route add {} dev cbr0", host_prefix(ip));
                 if !self.fallback_gateway_added(gateway) {
-                    ip_line!(node, "addr add {} dev cbr0{}", host_prefix(gateway), nodad(gateway));
+                    ip_line!(
+                        node,
+                        "addr add {} dev cbr0{}",
+                        host_prefix(gateway),
+                        nodad(gateway)
+                    );
                 }
             }
             created.push((ip, Pod { ns, veth }));
@@ -355,7 +409,11 @@ impl NodeTopology {
             if !in_cidr {
                 ip_line!(batch, "route add {} dev eth0", host_prefix(gateway));
             }
-            ip_line!(batch, "route add {} via {gateway} dev eth0", default_prefix(ip));
+            ip_line!(
+                batch,
+                "route add {} via {gateway} dev eth0",
+                default_prefix(ip)
+            );
             batch.run(&pod.ns, &format!("pod {ip}"))?;
             tracing::debug!(%ip, veth = %pod.veth, "pod namespace ready");
             self.pods.insert(ip, pod);
@@ -388,15 +446,16 @@ impl NodeTopology {
     }
 
     /// Routes VIPs (ClusterIPs, external IPs, load-balancer IPs) from
-    /// `lan` through the node, and makes those outside the ClusterIP ranges
-    /// unreachable for forwarded traffic that no rule DNATs. Node addresses
-    /// and known ones are skipped.
+    /// `lan` through the node. Node addresses, addresses `lan` holds and
+    /// known ones are skipped.
     pub fn add_vips(&mut self, vips: &BTreeSet<IpAddr>) -> Result<(), BackendError> {
         let mut lan = IpBatch::new();
-        let mut node = IpBatch::new();
         let mut added = Vec::new();
         for &vip in vips {
-            if self.vips.contains(&vip) || self.is_node_address(vip) || self.lan_addresses.contains(&vip) {
+            if self.vips.contains(&vip)
+                || self.is_node_address(vip)
+                || self.lan_addresses.contains(&vip)
+            {
                 continue;
             }
             let Some(via) = self.node_gateway_for(vip) else {
@@ -404,13 +463,9 @@ impl NodeTopology {
                 continue;
             };
             ip_line!(lan, "route add {} via {via} dev node0", host_prefix(vip));
-            if !service_cidrs().iter().any(|c| c.contains(&vip)) {
-                ip_line!(node, "route add unreachable {} table {UNREACHABLE_TABLE}", host_prefix(vip));
-            }
             added.push(vip);
         }
         lan.run(&self.lan, "lan")?;
-        node.run(&self.node, "node")?;
         self.vips.extend(added);
         Ok(())
     }
@@ -427,7 +482,8 @@ impl NodeTopology {
         };
         for transport in [Transport::Tcp, Transport::Udp] {
             self.echo.start(ns, addr, transport).map_err(|e| {
-                BackendError::dataplane(format!("cannot bind the echo server of endpoint {addr}")).with_source(e)
+                BackendError::dataplane(format!("cannot bind the echo server of endpoint {addr}"))
+                    .with_source(e)
             })?;
         }
         Ok(())

@@ -14,7 +14,8 @@ use crate::view::NodeView;
 use super::topology::NodeTopology;
 
 /// Builds the backend under test for a scenario's context.
-pub type MakeBackend = dyn Fn(&BackendContext) -> Result<Box<dyn Backend>, BackendError> + Send + Sync;
+pub type MakeBackend =
+    dyn Fn(&BackendContext) -> Result<Box<dyn Backend>, BackendError> + Send + Sync;
 
 enum Request {
     Sync {
@@ -70,10 +71,16 @@ impl NetnsBackend {
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let ctx = ctx.clone();
         let body = move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(BackendError::unsupported("cannot build the worker runtime").with_source(e)));
+                    let _ = ready_tx.send(Err(BackendError::unsupported(
+                        "cannot build the worker runtime",
+                    )
+                    .with_source(e)));
                     return;
                 }
             };
@@ -91,20 +98,22 @@ impl NetnsBackend {
             };
             runtime.block_on(serve(backend, receiver));
         };
-        let worker = topology
-            .node()
-            .spawn("netns-backend", body)
-            .map_err(|e| BackendError::unsupported("cannot start the backend worker thread").with_source(e))?;
+        let worker = topology.node().spawn("netns-backend", body).map_err(|e| {
+            BackendError::unsupported("cannot start the backend worker thread").with_source(e)
+        })?;
         let (mode, capabilities) = match ready_rx.recv() {
             Ok(ready) => ready?,
             // The worker ended without a word: it could not enter the
             // namespace, or the backend's constructor panicked.
             Err(_) => {
                 return Err(match worker.join() {
-                    Ok(Err(e)) => {
-                        BackendError::unsupported("the backend worker cannot enter the node namespace").with_source(e)
-                    }
-                    _ => BackendError::dataplane("the backend worker died while building the backend"),
+                    Ok(Err(e)) => BackendError::unsupported(
+                        "the backend worker cannot enter the node namespace",
+                    )
+                    .with_source(e),
+                    _ => BackendError::dataplane(
+                        "the backend worker died while building the backend",
+                    ),
                 });
             }
         };
@@ -142,7 +151,11 @@ fn worker_gone() -> BackendError {
 async fn serve(mut backend: Box<dyn Backend>, mut requests: mpsc::UnboundedReceiver<Request>) {
     while let Some(request) = requests.recv().await {
         match request {
-            Request::Sync { view, changes, reply } => {
+            Request::Sync {
+                view,
+                changes,
+                reply,
+            } => {
                 let _ = reply.send(backend.sync(&view, &changes).await);
             }
             Request::Cleanup { reply } => {
@@ -168,7 +181,11 @@ impl Backend for NetnsBackend {
         self.capabilities
     }
 
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         self.topology.grow(view)?;
         let (reply, answer) = oneshot::channel();
         self.request(Request::Sync {

@@ -18,9 +18,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::error::ObjectKind;
 
-pub use kube_api::{KubeSource, KubeSourceOptions, client_from_config, proxy_label_selector};
 pub use channel::ChannelSource;
-pub use manifest::{ManifestObject, ManifestSource, ObjectError, ObjectId, ParsedManifests, parse_manifests};
+pub use kube_api::{KubeSource, KubeSourceOptions, client_from_config, proxy_label_selector};
+pub use manifest::{
+    ManifestObject, ManifestSource, ObjectError, ObjectId, ParsedManifests, parse_manifests,
+};
 
 /// One change of one kind of object, as a watch delivers it.
 #[derive(Debug, Clone, PartialEq)]

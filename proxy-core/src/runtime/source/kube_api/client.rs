@@ -15,15 +15,21 @@ use crate::error::Error;
 /// is noted at debug level and JSON is used. It has no client-side rate
 /// limiter either, so `qps`/`burst` are not enforced (watches make few
 /// requests).
-pub async fn client_from_config(config: &KubeProxyConfiguration, master: Option<&str>) -> Result<Client, Error> {
+pub async fn client_from_config(
+    config: &KubeProxyConfiguration,
+    master: Option<&str>,
+) -> Result<Client, Error> {
     let connection = &config.client_connection;
     let master = master.filter(|m| !m.is_empty());
     let mut client_config = if !connection.kubeconfig.is_empty() {
-        let kubeconfig = Kubeconfig::read_from(&connection.kubeconfig)
-            .map_err(|e| Error::Kube(format!("reading kubeconfig {}: {e}", connection.kubeconfig)))?;
+        let kubeconfig = Kubeconfig::read_from(&connection.kubeconfig).map_err(|e| {
+            Error::Kube(format!("reading kubeconfig {}: {e}", connection.kubeconfig))
+        })?;
         Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
-            .map_err(|e| Error::Kube(format!("loading kubeconfig {}: {e}", connection.kubeconfig)))?
+            .map_err(|e| {
+                Error::Kube(format!("loading kubeconfig {}: {e}", connection.kubeconfig))
+            })?
     } else if let Some(master) = master {
         Config::new(parse_url(master)?)
     } else {
@@ -39,8 +45,13 @@ pub async fn client_from_config(config: &KubeProxyConfiguration, master: Option<
     if connection.content_type.contains("protobuf") {
         tracing::debug!(content_type = %connection.content_type, "the client speaks JSON only; using application/json");
     }
-    tracing::debug!(qps = connection.qps, burst = connection.burst, "client-side rate limits are not enforced");
-    Client::try_from(client_config).map_err(|e| Error::Kube(format!("creating the API client: {e}")))
+    tracing::debug!(
+        qps = connection.qps,
+        burst = connection.burst,
+        "client-side rate limits are not enforced"
+    );
+    Client::try_from(client_config)
+        .map_err(|e| Error::Kube(format!("creating the API client: {e}")))
 }
 
 fn parse_url(master: &str) -> Result<http::Uri, Error> {

@@ -51,7 +51,9 @@ pub struct KubeSource {
 
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSource").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("KubeSource")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,13 +98,25 @@ where
 
 impl Source for KubeSource {
     fn kinds(&self) -> Vec<ObjectKind> {
-        vec![ObjectKind::Service, ObjectKind::EndpointSlice, ObjectKind::Node]
+        vec![
+            ObjectKind::Service,
+            ObjectKind::EndpointSlice,
+            ObjectKind::Node,
+        ]
     }
 
     fn events(self: Box<Self>) -> BoxStream<'static, SourceEvent> {
         let selected = watcher::Config::default().labels_from(&proxy_label_selector());
-        let services = watch(Api::<Service>::all(self.client.clone()), selected.clone(), SourceEvent::Service);
-        let slices = watch(Api::<EndpointSlice>::all(self.client.clone()), selected, SourceEvent::EndpointSlice);
+        let services = watch(
+            Api::<Service>::all(self.client.clone()),
+            selected.clone(),
+            SourceEvent::Service,
+        );
+        let slices = watch(
+            Api::<EndpointSlice>::all(self.client.clone()),
+            selected,
+            SourceEvent::EndpointSlice,
+        );
         let node = watch(
             Api::<Node>::all(self.client),
             watcher::Config::default().fields(&format!("metadata.name={}", self.options.node_name)),

@@ -32,7 +32,9 @@ fn list(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         let file = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+        let manifest = [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
         if manifest && !name.starts_with('.') && file.is_file() {
             files.push(file);
         }
@@ -67,12 +69,16 @@ impl Files {
         let mut merged: BTreeMap<ObjectId, (PathBuf, ManifestObject)> = BTreeMap::new();
         for (file, state) in &self.files {
             for (id, object) in &state.objects {
-                if let Some((other, _)) = merged.insert(id.clone(), (file.clone(), object.clone())) {
+                if let Some((other, _)) = merged.insert(id.clone(), (file.clone(), object.clone()))
+                {
                     tracing::warn!(object = %id, first = %other.display(), second = %file.display(), "object defined in two manifest files; the second wins");
                 }
             }
         }
-        merged.into_iter().map(|(id, (_, object))| (id, object)).collect()
+        merged
+            .into_iter()
+            .map(|(id, (_, object))| (id, object))
+            .collect()
     }
 
     fn read(&mut self, file: &Path) {
@@ -103,7 +109,11 @@ impl Files {
                         .id
                         .as_ref()
                         .and_then(|id| state.objects.get(id).map(|old| (id.clone(), old.clone())));
-                    let kept_note = if kept.is_some() { "; keeping its last good version" } else { "" };
+                    let kept_note = if kept.is_some() {
+                        "; keeping its last good version"
+                    } else {
+                        ""
+                    };
                     tracing::error!(file = %file.display(), object = %error.object, reason = %error.reason, "invalid object in manifest file{kept_note}");
                     if let Some((id, old)) = kept {
                         objects.entry(id).or_insert(old);

@@ -75,7 +75,11 @@ impl ManifestSource {
             let _ = changed_tx.send(());
         })
         .and_then(|mut watcher| {
-            notify::Watcher::watch(&mut watcher, &self.watched_dir(), notify::RecursiveMode::NonRecursive)?;
+            notify::Watcher::watch(
+                &mut watcher,
+                &self.watched_dir(),
+                notify::RecursiveMode::NonRecursive,
+            )?;
             Ok(watcher)
         });
         let _watcher = match watcher {
@@ -105,7 +109,11 @@ impl ManifestSource {
                 }
             };
             files = scanned;
-            let batch = if first { initial_events(&next) } else { diff_events(&current, &next) };
+            let batch = if first {
+                initial_events(&next)
+            } else {
+                diff_events(&current, &next)
+            };
             first = false;
             current = next;
             for event in batch {
@@ -129,14 +137,21 @@ fn apply_event(object: &ManifestObject, initial: bool) -> SourceEvent {
     match (object.clone(), initial) {
         (ManifestObject::Service(s), true) => SourceEvent::Service(Update::InitApply(s)),
         (ManifestObject::Service(s), false) => SourceEvent::Service(Update::Apply(s)),
-        (ManifestObject::EndpointSlice(s), true) => SourceEvent::EndpointSlice(Update::InitApply(s)),
+        (ManifestObject::EndpointSlice(s), true) => {
+            SourceEvent::EndpointSlice(Update::InitApply(s))
+        }
         (ManifestObject::EndpointSlice(s), false) => SourceEvent::EndpointSlice(Update::Apply(s)),
     }
 }
 
 fn initial_events(objects: &BTreeMap<ObjectId, ManifestObject>) -> Vec<SourceEvent> {
     let mut events = vec![SourceEvent::Service(Update::Init)];
-    events.extend(objects.values().filter(|o| matches!(o, ManifestObject::Service(_))).map(|o| apply_event(o, true)));
+    events.extend(
+        objects
+            .values()
+            .filter(|o| matches!(o, ManifestObject::Service(_)))
+            .map(|o| apply_event(o, true)),
+    );
     events.push(SourceEvent::Service(Update::InitDone));
     events.push(SourceEvent::EndpointSlice(Update::Init));
     events.extend(
@@ -149,7 +164,10 @@ fn initial_events(objects: &BTreeMap<ObjectId, ManifestObject>) -> Vec<SourceEve
     events
 }
 
-fn diff_events(old: &BTreeMap<ObjectId, ManifestObject>, new: &BTreeMap<ObjectId, ManifestObject>) -> Vec<SourceEvent> {
+fn diff_events(
+    old: &BTreeMap<ObjectId, ManifestObject>,
+    new: &BTreeMap<ObjectId, ManifestObject>,
+) -> Vec<SourceEvent> {
     let mut events = Vec::new();
     for (id, object) in new {
         if old.get(id) != Some(object) {

@@ -25,7 +25,10 @@ impl ManifestObject {
         };
         ObjectId {
             kind,
-            namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
             name: meta.name.clone().unwrap_or_default(),
         }
     }
@@ -106,11 +109,19 @@ pub fn parse_manifests(text: &str) -> Result<ParsedManifests, String> {
         if document.is_null() {
             continue;
         }
-        if document.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) {
+        if document
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List"))
+        {
             match document.get("items") {
                 Some(Value::Array(items)) => {
                     for (item_index, item) in items.iter().enumerate() {
-                        object(item.clone(), format!("{label} item {}", item_index + 1), &mut parsed);
+                        object(
+                            item.clone(),
+                            format!("{label} item {}", item_index + 1),
+                            &mut parsed,
+                        );
                     }
                 }
                 Some(Value::Null) | None => {}
@@ -128,10 +139,22 @@ pub fn parse_manifests(text: &str) -> Result<ParsedManifests, String> {
 }
 
 fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let metadata = value.get("metadata");
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let namespace = metadata
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
@@ -164,7 +187,11 @@ fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
     };
     let fail = |reason: String, parsed: &mut ParsedManifests| {
         parsed.errors.push(ObjectError {
-            object: if id.name.is_empty() { format!("{label} ({kind})") } else { id.to_string() },
+            object: if id.name.is_empty() {
+                format!("{label} ({kind})")
+            } else {
+                id.to_string()
+            },
             id: (!id.name.is_empty()).then(|| id.clone()),
             reason,
         });
@@ -174,7 +201,10 @@ fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
         return;
     }
     if api_version != expected_api {
-        fail(format!("apiVersion must be {expected_api}, not \"{api_version}\""), parsed);
+        fail(
+            format!("apiVersion must be {expected_api}, not \"{api_version}\""),
+            parsed,
+        );
         return;
     }
     let result = match object_kind {

@@ -1,0 +1,322 @@
+//! [`NftablesBackend`]: the [`Backend`] of nftables mode.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proxy_core::backend::BackendContext;
+use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, SyncStats};
+
+use crate::exec::{Executor, NftCli};
+use crate::ir::{Command, Transaction};
+use crate::plan::{Plan, PlanMode, PortChange, commit, plan_ports, push_skeleton};
+use crate::render::{PortObjects, Skeleton, render_port};
+use crate::state::Committed;
+
+/// Default delay before a stale chain is deleted (upstream: 1 s).
+pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
+/// Default size of one cold-start transaction, in objects.
+pub const CHUNK_OBJECTS: usize = 100_000;
+
+/// nftables mode for one IP family: tables `ip kube-proxy` / `ip6 kube-proxy`.
+pub struct NftablesBackend {
+    ctx: BackendContext,
+    exec: Box<dyn Executor>,
+    skeleton: Skeleton,
+    /// What we wrote; `None` until the first full sync succeeds and after a
+    /// failed one (the kernel state is then unknown).
+    committed: Option<Committed>,
+    /// A transaction failed: the next sync is full whatever it is given.
+    needs_full: bool,
+    stale_delay: Duration,
+    chunk_objects: usize,
+}
+
+impl std::fmt::Debug for NftablesBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NftablesBackend")
+            .field("family", &self.ctx.family)
+            .field("ports", &self.committed.as_ref().map(|c| c.ports.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl NftablesBackend {
+    /// A backend that runs `nft` from `PATH` (in the caller's network
+    /// namespace). Touches nothing until the first sync.
+    pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
+        Ok(Self::with_executor(ctx, Box::new(NftCli::default())))
+    }
+
+    /// A backend applying its transactions through `exec` (a fake in tests).
+    pub fn with_executor(ctx: &BackendContext, exec: Box<dyn Executor>) -> Self {
+        NftablesBackend {
+            ctx: ctx.clone(),
+            exec,
+            skeleton: Skeleton::new(ctx),
+            committed: None,
+            needs_full: false,
+            stale_delay: STALE_CHAIN_DELAY,
+            chunk_objects: CHUNK_OBJECTS,
+        }
+    }
+
+    /// Sets how long flushed service chains wait before deletion.
+    pub fn with_stale_chain_delay(mut self, delay: Duration) -> Self {
+        self.stale_delay = delay;
+        self
+    }
+
+    /// Sets the size of cold-start transactions (objects per `nft` run).
+    pub fn with_chunk_objects(mut self, objects: usize) -> Self {
+        self.chunk_objects = objects.max(1);
+        self
+    }
+
+    /// The transaction a full sync of `view` into an empty kernel would
+    /// apply in one piece (what `render` prints), for tools and tests.
+    pub fn full_transaction(&self, view: &NodeView) -> Option<Transaction> {
+        let (_, plan) = self.full_plan(view, None, true, Instant::now());
+        Some(plan.tx)
+    }
+
+    /// The context this backend serves.
+    pub fn context(&self) -> &BackendContext {
+        &self.ctx
+    }
+
+    fn render_all(&self, view: &NodeView) -> Vec<(Arc<proxy_core::ServicePortName>, Arc<PortObjects>)> {
+        view.iter()
+            .map(|(name, port)| (Arc::new(name.clone()), Arc::new(render_port(&self.ctx, port))))
+            .collect()
+    }
+
+    async fn apply(&mut self, tx: &Transaction) -> Result<(), BackendError> {
+        tracing::debug!(family = %self.ctx.family, commands = tx.len(), "applying nftables transaction");
+        self.exec.apply(tx).await.map_err(|e| {
+            tracing::error!(family = %self.ctx.family, error = %e, "nftables transaction failed");
+            e.into_backend("nftables transaction failed")
+        })
+    }
+
+    /// The single transaction of a full sync: everything rewritten, maps
+    /// refilled; with `reset`, the table is deleted first (unknown state).
+    fn full_plan(&self, view: &NodeView, old: Option<&Committed>, reset: bool, now: Instant) -> (Committed, Plan) {
+        let mut tx = Transaction::new(self.ctx.family);
+        if reset {
+            tx.push(Command::AddTable);
+            tx.push(Command::DeleteTable);
+        }
+        push_skeleton(&mut tx, &self.skeleton, true);
+        let mut fresh = Committed {
+            stale_chains: old.map(|o| o.stale_chains.clone()).unwrap_or_default(),
+            ..Committed::default()
+        };
+        let desired = self.render_all(view);
+        let mut changes: Vec<PortChange> = Vec::with_capacity(desired.len());
+        let mut seen = std::collections::HashSet::new();
+        for (name, objects) in desired {
+            seen.insert(name.clone());
+            let previous = old.and_then(|o| o.ports.get(&name).cloned());
+            changes.push(PortChange { name, old: previous, new: Some(objects) });
+        }
+        if let Some(o) = old {
+            for (name, objects) in &o.ports {
+                if !seen.contains(name) {
+                    changes.push(PortChange { name: name.clone(), old: Some(objects.clone()), new: None });
+                }
+            }
+        }
+        let plan = plan_ports(&mut fresh, tx, changes, now, self.stale_delay, PlanMode::Rewrite);
+        (fresh, plan)
+    }
+
+    async fn full_sync(&mut self, view: &NodeView) -> Result<SyncStats, BackendError> {
+        let now = Instant::now();
+        if self.committed.is_none() && !self.table_exists().await? {
+            return self.cold_start(view).await;
+        }
+        let old = self.committed.take();
+        let (mut fresh, plan) = self.full_plan(view, old.as_ref(), old.is_none(), now);
+        let stats = SyncStats { full: true, ports_written: plan.changes.len(), objects_written: plan.tx.len(), totals: Vec::new() };
+        if let Err(e) = self.apply(&plan.tx).await {
+            // A failed transaction changes nothing: what we had is still true.
+            self.committed = old;
+            self.needs_full = true;
+            return Err(e);
+        }
+        commit(&mut fresh, plan, now);
+        self.committed = Some(fresh);
+        self.needs_full = false;
+        Ok(self.with_totals(stats))
+    }
+
+    /// First sync into an empty kernel: the skeleton, then the ports in
+    /// transactions of about `chunk_objects` objects. Nothing is there to
+    /// keep consistent yet, and bounded transactions keep `nft`'s time and
+    /// memory linear.
+    async fn cold_start(&mut self, view: &NodeView) -> Result<SyncStats, BackendError> {
+        let now = Instant::now();
+        let mut tx = Transaction::new(self.ctx.family);
+        push_skeleton(&mut tx, &self.skeleton, false);
+        let mut stats = SyncStats { full: true, ..SyncStats::default() };
+        stats.objects_written += tx.len();
+        self.apply(&tx).await.inspect_err(|_| self.needs_full = true)?;
+        let mut committed = Committed::default();
+        let desired = self.render_all(view);
+        let mut chunk: Vec<PortChange> = Vec::new();
+        let mut size = 0;
+        let total = desired.len();
+        for (i, (name, objects)) in desired.into_iter().enumerate() {
+            size += objects.object_count();
+            chunk.push(PortChange { name, old: None, new: Some(objects) });
+            if size >= self.chunk_objects || i + 1 == total {
+                let tx = Transaction::new(self.ctx.family);
+                let plan = plan_ports(&mut committed, tx, std::mem::take(&mut chunk), now, self.stale_delay, PlanMode::KeepStale);
+                stats.ports_written += plan.changes.len();
+                stats.objects_written += plan.tx.len();
+                if let Err(e) = self.apply(&plan.tx).await {
+                    // The table holds part of the view; the next (full) sync
+                    // resets it.
+                    self.committed = None;
+                    self.needs_full = true;
+                    return Err(e);
+                }
+                commit(&mut committed, plan, now);
+                size = 0;
+            }
+        }
+        self.committed = Some(committed);
+        self.needs_full = false;
+        Ok(self.with_totals(stats))
+    }
+
+    async fn partial_sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+        let now = Instant::now();
+        let Some(mut committed) = self.committed.take() else {
+            return self.full_sync(view).await;
+        };
+        let port_changes: Vec<PortChange> = changes
+            .ports()
+            .map(|name| {
+                let key = Arc::new(name.clone());
+                let old = committed.ports.get(&key).cloned();
+                let new = view.get(name).map(|p| Arc::new(render_port(&self.ctx, p)));
+                PortChange { name: key, old, new }
+            })
+            .collect();
+        let plan = plan_ports(&mut committed, Transaction::new(self.ctx.family), port_changes, now, self.stale_delay, PlanMode::KeepStale);
+        if plan.tx.is_empty() {
+            self.committed = Some(committed);
+            return Ok(SyncStats::default());
+        }
+        // Something is written anyway: piggy-back the due stale-chain deletions.
+        let plan = self.with_due_deletions(&committed, plan, now);
+        let stats = SyncStats { full: false, ports_written: plan.changes.len(), objects_written: plan.tx.len(), totals: Vec::new() };
+        if let Err(e) = self.apply(&plan.tx).await {
+            committed.elements.rollback(plan.batch);
+            self.committed = Some(committed);
+            self.needs_full = true;
+            return Err(e);
+        }
+        commit(&mut committed, plan, now);
+        self.committed = Some(committed);
+        Ok(self.with_totals(stats))
+    }
+
+    fn with_due_deletions(&self, committed: &Committed, mut plan: Plan, now: Instant) -> Plan {
+        let live: std::collections::HashSet<&str> = plan
+            .changes
+            .iter()
+            .filter_map(|c| c.new.as_ref())
+            .flat_map(|n| n.chains.iter().map(|(c, _)| c.as_str()))
+            .collect();
+        for (c, since) in &committed.stale_chains {
+            if now.saturating_duration_since(*since) >= self.stale_delay && !live.contains(c.as_str()) {
+                plan.tx.push(Command::DeleteChain(c.clone()));
+                plan.deleted_stale.push(c.clone());
+            }
+        }
+        plan
+    }
+
+    fn with_totals(&self, mut stats: SyncStats) -> SyncStats {
+        if let Some(c) = &self.committed {
+            let chains: usize = c.ports.values().map(|p| p.chains.len()).sum();
+            stats.totals = vec![
+                ("service_ports".to_string(), c.ports.len() as u64),
+                ("chains".to_string(), chains as u64),
+                ("elements".to_string(), c.elements.len() as u64),
+            ];
+        }
+        stats
+    }
+
+    async fn table_exists(&mut self) -> Result<bool, BackendError> {
+        let family = self.ctx.family;
+        self.exec
+            .table_exists(family)
+            .await
+            .map_err(|e| e.into_backend("cannot list nftables tables"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for NftablesBackend {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Nftables
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+        if view.family() != self.ctx.family {
+            return Err(BackendError::config(format!(
+                "view of family {} given to the {} nftables backend",
+                view.family(),
+                self.ctx.family
+            )));
+        }
+        let start = Instant::now();
+        let result = if self.committed.is_none() || self.needs_full || changes.is_full() {
+            self.full_sync(view).await
+        } else if changes.is_empty() {
+            Ok(SyncStats::default())
+        } else {
+            self.partial_sync(view, changes).await
+        };
+        if let Ok(stats) = &result {
+            tracing::debug!(
+                family = %self.ctx.family,
+                full = stats.full,
+                ports = stats.ports_written,
+                objects = stats.objects_written,
+                elapsed = ?start.elapsed(),
+                "nftables sync complete"
+            );
+        }
+        result
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        let mut tx = Transaction::new(self.ctx.family);
+        tx.push(Command::AddTable);
+        tx.push(Command::DeleteTable);
+        self.apply(&tx).await?;
+        self.committed = None;
+        Ok(())
+    }
+
+    async fn dataplane_lost(&mut self) -> bool {
+        if self.committed.is_none() {
+            return false;
+        }
+        matches!(self.exec.table_exists(self.ctx.family).await, Ok(false))
+    }
+
+    fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        let (_, plan) = self.full_plan(view, None, true, Instant::now());
+        Ok(plan.tx.to_script())
+    }
+}

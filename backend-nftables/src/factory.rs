@@ -1,0 +1,97 @@
+//! [`NftablesFactory`]: checks, builds and cleans up nftables mode.
+
+use proxy_core::backend::{BackendContext, BackendFactory};
+use proxy_core::{Backend, BackendError, IpFamily, ProxyMode};
+
+use crate::backend::NftablesBackend;
+use crate::exec::{Executor, NftCli};
+use crate::ir::{Command, Transaction};
+
+/// Oldest kernel upstream supports for nftables mode.
+pub const MIN_KERNEL: (u32, u32) = (5, 13);
+/// Environment variable that skips the kernel version check (upstream's).
+pub const SKIP_KERNEL_CHECK_ENV: &str = "KUBE_PROXY_NFTABLES_SKIP_KERNEL_VERSION_CHECK";
+
+/// The factory of nftables mode.
+///
+/// Starting nftables mode must also remove iptables- and IPVS-mode
+/// leftovers; the runtime does that by calling those factories'
+/// `cleanup_leftovers`, as upstream's `platformCleanup` does.
+#[derive(Debug, Clone, Default)]
+pub struct NftablesFactory {
+    nft: NftCli,
+}
+
+impl NftablesFactory {
+    /// A factory running `nft` from `PATH`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Parses `major.minor` from a kernel release string (`6.18.44-fc`).
+pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[async_trait::async_trait]
+impl BackendFactory for NftablesFactory {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Nftables
+    }
+
+    async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
+        if std::env::var_os(SKIP_KERNEL_CHECK_ENV).is_none() {
+            let release = tokio::fs::read_to_string("/proc/sys/kernel/osrelease").await.unwrap_or_default();
+            match parse_kernel_version(&release) {
+                Some(v) if v < MIN_KERNEL => {
+                    return Err(BackendError::unsupported(format!(
+                        "kernel {} is older than {}.{}, which nftables mode needs (set {SKIP_KERNEL_CHECK_ENV} to skip this check)",
+                        release.trim(),
+                        MIN_KERNEL.0,
+                        MIN_KERNEL.1
+                    )));
+                }
+                Some(_) => {}
+                None => tracing::warn!(release = release.trim(), "cannot parse the kernel version; not checking it"),
+            }
+        }
+        let mut nft = self.nft.clone();
+        nft.table_exists(ctx.family).await.map(|_| ()).map_err(|e| {
+            e.into_backend(&format!("cannot run `{} list tables` (is nftables installed, are we privileged?)", self.nft.program()))
+        })
+    }
+
+    fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(NftablesBackend::with_executor(ctx, Box::new(self.nft.clone()))))
+    }
+
+    /// Deletes tables `ip kube-proxy` and `ip6 kube-proxy` (upstream's
+    /// `CleanupLeftovers` does both whatever the family).
+    async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
+        let mut nft = self.nft.clone();
+        for family in IpFamily::ALL {
+            let mut tx = Transaction::new(family);
+            tx.push(Command::AddTable);
+            tx.push(Command::DeleteTable);
+            nft.apply(&tx).await.map_err(|e| e.into_backend("cannot delete the kube-proxy nftables table"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse_and_compare() {
+        assert_eq!(parse_kernel_version("6.18.44-fc-v669\n"), Some((6, 18)));
+        assert_eq!(parse_kernel_version("5.4.0"), Some((5, 4)));
+        assert!(parse_kernel_version("5.4.0").unwrap() < MIN_KERNEL);
+        assert_eq!(parse_kernel_version("garbage"), None);
+    }
+}

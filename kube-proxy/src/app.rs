@@ -1,0 +1,199 @@
+//! What the binary does once its options are resolved.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use proxy_core::backend::{BackendContext, BackendFactory, Registry};
+use proxy_core::config::KubeProxyConfiguration;
+use proxy_core::runtime::source::{
+    KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,
+};
+use proxy_core::runtime::{
+    NodeState, Runtime, RuntimeOptions, SyncObserver, cleanup_other_modes, initial_state,
+    shutdown_signal,
+};
+use proxy_core::{IpFamily, NodeInfo, NodeView};
+
+use crate::options::{Action, Options, UsageError, node_name};
+use crate::privileges;
+
+/// The exit code of usage errors (`EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Runs `options.action`.
+pub async fn execute(options: Options, registry: Registry) -> anyhow::Result<ExitCode> {
+    match &options.action {
+        Action::WriteConfig(path) => {
+            let text = options.config_to_write.to_yaml()?;
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(path = %path.display(), "wrote the configuration");
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Cleanup => cleanup(&options, &registry).await,
+        Action::InitOnly => init_only(&options, &registry).await,
+        Action::DryRun => dry_run(&options, &registry).await,
+        Action::Run => run(options, &registry).await,
+    }
+}
+
+fn factory(options: &Options, registry: &Registry) -> Result<Arc<dyn BackendFactory>, UsageError> {
+    let mode = options.config.effective_mode();
+    registry.get(mode).cloned().ok_or_else(|| {
+        let modes: Vec<String> = registry.modes().iter().map(ToString::to_string).collect();
+        UsageError(format!(
+            "invalid flag --proxy-mode: mode {mode} is not compiled into this binary; available: {}",
+            modes.join(", ")
+        ))
+    })
+}
+
+/// One context per family for `node`, without the Node object.
+fn contexts(
+    config: &Arc<KubeProxyConfiguration>,
+    node: &Arc<NodeInfo>,
+) -> anyhow::Result<Vec<BackendContext>> {
+    IpFamily::ALL
+        .into_iter()
+        .map(|family| {
+            BackendContext::new(config.clone(), node.clone(), family).map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+fn preliminary_node(options: &Options) -> Result<NodeState, UsageError> {
+    let name = node_name(&options.config)?;
+    Ok(NodeState::new(
+        &name,
+        RuntimeOptions::new(&options.config, "").bind_ip,
+        None,
+    ))
+}
+
+async fn source(options: &Options, node_name: &str) -> anyhow::Result<Box<dyn Source>> {
+    if let Some(path) = &options.manifests {
+        if !options.config.client_connection.kubeconfig.is_empty() || options.master.is_some() {
+            tracing::warn!("--manifests is set: the API server is not used");
+        }
+        return Ok(Box::new(ManifestSource::new(path)?));
+    }
+    let client = client_from_config(&options.config, options.master.as_deref()).await?;
+    Ok(Box::new(KubeSource::new(
+        client,
+        KubeSourceOptions {
+            node_name: node_name.to_string(),
+        },
+    )))
+}
+
+/// `--cleanup`: every registered mode, both families.
+async fn cleanup(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let node = preliminary_node(options)?;
+    let config = Arc::new(options.config.clone());
+    let mut failed = false;
+    for factory in registry.iter() {
+        for ctx in contexts(&config, &node.info)? {
+            match factory.cleanup_leftovers(&ctx).await {
+                Ok(()) => {
+                    tracing::info!(mode = %factory.mode(), family = %ctx.family, "cleaned up")
+                }
+                Err(error) => {
+                    failed = true;
+                    tracing::error!(mode = %factory.mode(), family = %ctx.family, %error, "cleanup failed");
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--init-only`: the mode's privileged set-up and the conntrack sysctls.
+async fn init_only(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let factory = factory(options, registry)?;
+    let node = preliminary_node(options)?;
+    let config = Arc::new(options.config.clone());
+    let mut failed = false;
+    for ctx in contexts(&config, &node.info)? {
+        if let Err(error) = factory.privileged_init(&ctx).await {
+            failed = true;
+            tracing::error!(mode = %factory.mode(), family = %ctx.family, %error, "privileged initialisation failed");
+        }
+    }
+    // TODO(conntrack sysctls): call
+    // `proxy_core::runtime::sysctl::apply_conntrack_sysctls(&options.config)`
+    // here once the runtime's sysctl module lands.
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--dry-run`: the ruleset of each family for the sources' current state.
+async fn dry_run(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let factory = factory(options, registry)?;
+    let name = node_name(&options.config)?;
+    let (topology, node) = initial_state(source(options, &name).await?, &name).await?;
+    let state = NodeState::new(
+        &name,
+        RuntimeOptions::new(&options.config, &name).bind_ip,
+        node.as_ref(),
+    );
+    let config = Arc::new(options.config.clone());
+    let mode = factory.mode();
+    let mut out = String::new();
+    for family in state.families() {
+        let ctx = BackendContext::new(config.clone(), state.info.clone(), family)?;
+        let backend = factory
+            .build(&ctx)
+            .with_context(|| format!("building the {mode} backend for {family}"))?;
+        let view = NodeView::build(&topology, state.info.clone(), family);
+        let rules = backend
+            .render(&view)
+            .with_context(|| format!("rendering the {mode} rules for {family}"))?;
+        out.push_str(&format!(
+            "# {mode} {family}: {} service ports\n",
+            view.len()
+        ));
+        out.push_str(&rules);
+        if !rules.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The proxy.
+async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let factory = factory(&options, registry)?;
+    let mode = factory.mode();
+    let node = preliminary_node(&options)?;
+    let config = Arc::new(options.config.clone());
+    tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
+    if privileges::has_net_admin() {
+        if let Some(adj) = config.oom_score_adj {
+            privileges::set_oom_score_adj(adj);
+        }
+        cleanup_other_modes(registry, mode, &contexts(&config, &node.info)?).await;
+    } else {
+        tracing::info!("no CAP_NET_ADMIN: not cleaning up other modes' rules");
+    }
+    let source = source(&options, &node.info.name).await?;
+    // TODO(health, metrics, conntrack): add the health and metrics servers and
+    // the conntrack cleanup as observers once the runtime's `health`,
+    // `metrics` and `conntrack` modules land.
+    let observers: Vec<Arc<dyn SyncObserver>> = Vec::new();
+    let runtime = Runtime::new(
+        config.clone(),
+        factory,
+        observers,
+        RuntimeOptions::new(&config, node.info.name.clone()),
+    );
+    runtime.run(source, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
