@@ -13,7 +13,7 @@ use crate::names::{
     KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
 };
 use crate::render::{RenderConfig, Ruleset, render};
-use crate::restore::{assemble, delete_chains};
+use crate::restore::{assemble, assemble_ports, assemble_with, delete_chains};
 use crate::jumps;
 
 /// Where upstream reads whether conntrack is liberal about TCP windows.
@@ -46,6 +46,7 @@ pub struct IptablesBackend {
     probe_host: bool,
     ipt: Option<Iptables>,
     synced: Option<Synced>,
+    max_ports_per_restore: Option<usize>,
 }
 
 impl std::fmt::Debug for IptablesBackend {
@@ -82,7 +83,19 @@ impl IptablesBackend {
             probe_host: false,
             ipt: None,
             synced: None,
+            max_ports_per_restore: None,
         }
+    }
+
+    /// Splits a full sync writing more than `ports` service ports over
+    /// several restores: chunks of `ports` ports' own chains first, then one
+    /// restore with the top-level chains (which switches traffic over) and
+    /// the stale-chain deletions. Each restore stays atomic. Works around
+    /// `iptables-nft-restore --noflush` being super-linear in the chains of
+    /// one input (see the README).
+    pub fn max_ports_per_restore(mut self, ports: usize) -> Self {
+        self.max_ports_per_restore = Some(ports.max(1));
+        self
     }
 
     /// The rendering settings.
@@ -209,8 +222,21 @@ impl Backend for IptablesBackend {
             stale.sort();
         }
 
-        let input = assemble(&ruleset, &stale);
+        let mut objects = 0;
+        let chunk = self.max_ports_per_restore.filter(|n| full && ruleset.ports.len() > *n);
+        let input = match chunk {
+            Some(n) => {
+                for ports in ruleset.ports.chunks(n) {
+                    let part = assemble_ports(ports);
+                    ipt.restore(&part.text).await?;
+                    objects += part.objects;
+                }
+                assemble_with(&ruleset, &[], &stale)
+            }
+            None => assemble(&ruleset, &stale),
+        };
         ipt.restore(&input.text).await?;
+        objects += input.objects;
         let totals = totals(&ruleset, skipped_rules);
         tracing::debug!(
             full,
@@ -227,7 +253,7 @@ impl Backend for IptablesBackend {
         Ok(SyncStats {
             full,
             ports_written: ruleset.ports.len(),
-            objects_written: input.objects,
+            objects_written: objects,
             totals,
         })
     }

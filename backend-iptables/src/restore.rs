@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::render::Ruleset;
+use crate::render::{PortRules, Ruleset};
 
 /// One sync's input for `iptables-restore --noflush --counters`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,8 +22,32 @@ fn chain_line(out: &mut String, chain: &str) {
 /// The restore input writing `ruleset` (the top-level chains, and the own
 /// chains of the ports it holds) and deleting the `stale` chains.
 pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
-    let port_chains: usize = ruleset.ports.iter().map(|p| p.chains.len()).sum();
-    let port_bytes: usize = ruleset.ports.iter().map(|p| p.rules.as_str().len()).sum();
+    assemble_with(ruleset, &ruleset.ports, stale)
+}
+
+/// The restore input writing only the own chains of `ports` (nat table):
+/// one chunk of a cold start split over several restores.
+pub fn assemble_ports(ports: &[PortRules]) -> RestoreInput {
+    let mut text = String::from("*nat\n");
+    let mut objects = 0;
+    for port in ports {
+        for chain in &port.chains {
+            chain_line(&mut text, chain);
+        }
+        objects += port.chains.len() + port.rules.len();
+    }
+    for port in ports {
+        text.push_str(port.rules.as_str());
+    }
+    text.push_str("COMMIT\n");
+    RestoreInput { text, objects }
+}
+
+/// [`assemble`] with the own chains of `ports` instead of all of the
+/// ruleset's (an empty slice writes the top-level chains only).
+pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String]) -> RestoreInput {
+    let port_chains: usize = ports.iter().map(|p| p.chains.len()).sum();
+    let port_bytes: usize = ports.iter().map(|p| p.rules.as_str().len()).sum();
     let mut text = String::with_capacity(
         ruleset.filter_rules.as_str().len()
             + ruleset.nat_rules.as_str().len()
@@ -40,7 +64,7 @@ pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
     for chain in &ruleset.nat_chains {
         chain_line(&mut text, chain);
     }
-    for port in &ruleset.ports {
+    for port in ports {
         for chain in &port.chains {
             chain_line(&mut text, chain);
         }
@@ -49,7 +73,7 @@ pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
         chain_line(&mut text, chain);
     }
     text.push_str(ruleset.nat_rules.as_str());
-    for port in &ruleset.ports {
+    for port in ports {
         text.push_str(port.rules.as_str());
     }
     for chain in stale {
@@ -60,7 +84,8 @@ pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
         + ruleset.filter_rules.len()
         + ruleset.nat_chains.len()
         + port_chains
-        + ruleset.nat_rule_count()
+        + ruleset.nat_rules.len()
+        + ports.iter().map(|p| p.rules.len()).sum::<usize>()
         + stale.len();
     RestoreInput { text, objects }
 }

@@ -1,1 +1,282 @@
-fn main() {}
+//! Loopback benchmark, side by side in one run: a direct connection,
+//! through the userspace proxy (splice and copy forwarding), and through
+//! `socat` (when installed).
+//!
+//! ```text
+//! cargo bench -p backend-userspace --features splice --bench proxy
+//! ```
+//!
+//! Measures bulk throughput (one connection, client → server), request/
+//! response latency (64-byte ping-pong on one connection, p50/p99) and
+//! connections per second (connect, 1-byte exchange, close) at 64 and 1,024
+//! concurrent clients. Sizes can be changed with `BENCH_BULK_MIB`,
+//! `BENCH_ROUND_TRIPS` and `BENCH_CONN_SECS`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backend_userspace::{Forwarding, Options, UserspaceBackend};
+use common::{context, free_port, service, slice, topology, view};
+use proxy_core::{Backend, ChangeSet};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Runtime;
+
+const SERVER_IP: [u8; 4] = [127, 0, 0, 2];
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn runtime(workers: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The server: on each connection, the first byte picks the test:
+/// `b` bulk sink (reads to EOF, answers the byte count), `e` echo.
+async fn serve(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut kind = [0u8; 1];
+            if s.read_exact(&mut kind).await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            if kind[0] == b'b' {
+                let mut total = 0u64;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = s.write_all(&total.to_be_bytes()).await;
+            } else {
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Gbit/s of one bulk transfer of `mib` MiB to `addr`.
+fn bulk(addr: SocketAddr, mib: u64) -> f64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"b").unwrap();
+    let chunk = vec![7u8; 256 * 1024];
+    let total = mib * 1024 * 1024;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&chunk).unwrap();
+        sent += chunk.len() as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(u64::from_be_bytes(count), total);
+    (total as f64 * 8.0) / secs / 1e9
+}
+
+/// p50 and p99 of 64-byte round trips, in µs.
+fn latency(addr: SocketAddr, round_trips: u64) -> (f64, f64) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"e").unwrap();
+    let msg = [1u8; 64];
+    let mut back = [0u8; 64];
+    let mut samples = Vec::with_capacity(round_trips as usize);
+    for i in 0..round_trips + 1000 {
+        let start = Instant::now();
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut back).unwrap();
+        if i >= 1000 {
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Completed connect + 1-byte echo + close per second with `clients`
+/// concurrent clients.
+fn connections_per_second(rt: &Runtime, addr: SocketAddr, clients: usize, secs: u64) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let one = async {
+                        let mut s = tokio::net::TcpStream::connect(addr).await?;
+                        s.write_all(b"e!").await?;
+                        let mut b = [0u8; 1];
+                        s.read_exact(&mut b).await?;
+                        std::io::Result::Ok(())
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), one).await {
+                        Ok(Ok(())) => done.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let rate = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+    (rate, failed.load(Ordering::Relaxed))
+}
+
+struct Socat(Child);
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_socat(listen: u16, target: SocketAddr) -> Option<Socat> {
+    let child = Command::new("socat")
+        .arg(format!(
+            "TCP-LISTEN:{listen},bind=127.0.0.1,reuseaddr,fork,backlog=4096"
+        ))
+        .arg(format!("TCP:{target},nodelay"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+            return Some(Socat(child));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn main() {
+    let bulk_mib = env_num("BENCH_BULK_MIB", 2048);
+    let round_trips = env_num("BENCH_ROUND_TRIPS", 20_000);
+    let conn_secs = env_num("BENCH_CONN_SECS", 2);
+
+    let server_rt = runtime(1);
+    let server_port = free_port();
+    let server = SocketAddr::from((SERVER_IP, server_port));
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind(server))
+        .unwrap();
+    server_rt.spawn(serve(listener));
+
+    // The proxies: one backend per forwarding mode, each with its node port.
+    let proxy_rt = runtime(2);
+    let mut variants: Vec<(String, SocketAddr)> = vec![("direct".into(), server)];
+    let mut backends = Vec::new();
+    let mut modes = vec![(
+        "userspace (copy)",
+        Forwarding::Copy {
+            buffer: Forwarding::DEFAULT_COPY_BUFFER,
+        },
+    )];
+    if Forwarding::splice_available() {
+        modes.insert(0, ("userspace (splice)", Forwarding::Splice));
+    }
+    for (i, (label, forwarding)) in modes.into_iter().enumerate() {
+        let np = free_port();
+        let t = topology(
+            &[service(
+                &format!("bench{i}"),
+                "10.96.0.10",
+                "TCP",
+                80,
+                Some(np),
+                json!({}),
+            )],
+            &[slice(
+                &format!("bench{i}"),
+                "TCP",
+                server_port,
+                &[SERVER_IP.into()],
+            )],
+        );
+        let mut backend = UserspaceBackend::with_options(
+            &context(),
+            Options::default().with_forwarding(forwarding),
+        );
+        proxy_rt
+            .block_on(backend.sync(&view(&t), &ChangeSet::full()))
+            .unwrap();
+        backends.push(backend);
+        variants.push((label.to_string(), SocketAddr::from(([127, 0, 0, 1], np))));
+    }
+    let socat_port = free_port();
+    let _socat = match start_socat(socat_port, server) {
+        Some(s) => {
+            variants.push((
+                "socat".into(),
+                SocketAddr::from(([127, 0, 0, 1], socat_port)),
+            ));
+            Some(s)
+        }
+        None => {
+            eprintln!("socat not found: skipping it (apt-get install socat)");
+            None
+        }
+    };
+
+    let client_rt = runtime(2);
+    println!(
+        "| path | bulk Gbit/s | vs direct | RTT p50 µs | RTT p99 µs | p50 overhead µs | conn/s @64 | conn/s @1024 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut direct: Option<(f64, f64)> = None;
+    for (label, addr) in &variants {
+        let gbps = bulk(*addr, bulk_mib);
+        let (p50, p99) = latency(*addr, round_trips);
+        let (c64, f64_) = connections_per_second(&client_rt, *addr, 64, conn_secs);
+        let (c1024, f1024) = connections_per_second(&client_rt, *addr, 1024, conn_secs);
+        let (base_gbps, base_p50) = *direct.get_or_insert((gbps, p50));
+        let failures = if f64_ + f1024 > 0 {
+            format!(" ({} failed)", f64_ + f1024)
+        } else {
+            String::new()
+        };
+        println!(
+            "| {label} | {gbps:.1} | {:.2}× | {p50:.1} | {p99:.1} | {:+.1} | {c64:.0} | {c1024:.0}{failures} |",
+            gbps / base_gbps,
+            p50 - base_p50
+        );
+    }
+    drop(backends);
+}

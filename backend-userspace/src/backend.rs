@@ -6,8 +6,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use proxy_core::backend::BackendContext;
 use proxy_core::{
-    Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName, ServicePortView,
-    SyncStats,
+    Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName,
+    ServicePortView, SyncStats,
 };
 
 use crate::balancer::Balancer;
@@ -121,7 +121,10 @@ impl UserspaceBackend {
     }
 
     pub(crate) fn host_addresses(&self) -> Arc<HostAddresses> {
-        self.host.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn refresh_host(&mut self) -> Result<(), UserspaceError> {
@@ -141,7 +144,8 @@ impl UserspaceBackend {
         match (self.balancers.get(name), view) {
             (Some(balancer), Some(view)) => written += usize::from(balancer.update(view.clone())),
             (None, Some(view)) => {
-                self.balancers.insert(name.clone(), Arc::new(Balancer::new(view.clone())));
+                self.balancers
+                    .insert(name.clone(), Arc::new(Balancer::new(view.clone())));
                 written += 1;
             }
             (Some(_), None) => {
@@ -174,11 +178,14 @@ impl UserspaceBackend {
     /// Opens `spec`; on failure records it (and logs it once). Returns
     /// whether a listener was opened.
     fn open(&mut self, spec: ListenerSpec) -> bool {
-        let result = match (self.listeners.get(&spec.key), self.balancers.get(&spec.port)) {
+        let result = match (
+            self.listeners.get(&spec.key),
+            self.balancers.get(&spec.port),
+        ) {
             (Some(holder), _) => Err(UserspaceError::Conflict {
-                port: spec.port.clone(),
+                port: Box::new(spec.port.clone()),
                 listener: spec.key,
-                owner: holder.spec.port.clone(),
+                owner: Box::new(holder.spec.port.clone()),
             }),
             (None, None) => return false,
             (None, Some(balancer)) => {
@@ -189,10 +196,12 @@ impl UserspaceBackend {
                     host: self.host.clone(),
                     options: self.options,
                 };
-                Listener::open(spec.clone(), route, self.sockets).map_err(|source| UserspaceError::Bind {
-                    port: spec.port.clone(),
-                    listener: spec.key,
-                    source,
+                Listener::open(spec.clone(), route, self.sockets).map_err(|source| {
+                    UserspaceError::Bind {
+                        port: Box::new(spec.port.clone()),
+                        listener: spec.key,
+                        source,
+                    }
                 })
             }
         };
@@ -205,13 +214,17 @@ impl UserspaceBackend {
             }
             Err(error) => {
                 let reason = error.to_string();
-                let repeated = self.failures.get(&spec.key).is_some_and(|f| f.reason == reason);
+                let repeated = self
+                    .failures
+                    .get(&spec.key)
+                    .is_some_and(|f| f.reason == reason);
                 if repeated {
                     tracing::debug!(service = %spec.port, listener = %spec.key, %error, "listener still cannot be opened");
                 } else {
                     tracing::error!(service = %spec.port, listener = %spec.key, %error, "cannot open listener");
                 }
-                self.failures.insert(spec.key, ListenerFailure { spec, reason });
+                self.failures
+                    .insert(spec.key, ListenerFailure { spec, reason });
                 false
             }
         }
@@ -225,7 +238,10 @@ impl UserspaceBackend {
             .filter(|f| !self.listeners.contains_key(&f.spec.key))
             .map(|f| f.spec.clone())
             .collect();
-        retry.into_iter().map(|spec| usize::from(self.open(spec))).sum()
+        retry
+            .into_iter()
+            .map(|spec| usize::from(self.open(spec)))
+            .sum()
     }
 
     /// A canonical, sorted dump of the state: listeners, then balancers.
@@ -233,7 +249,14 @@ impl UserspaceBackend {
         let mut out = String::new();
         for listener in self.listeners.values() {
             let s = &listener.spec;
-            let _ = writeln!(out, "listener {} {} {} {}", s.key, s.port, s.class.as_str(), listener.state());
+            let _ = writeln!(
+                out,
+                "listener {} {} {} {}",
+                s.key,
+                s.port,
+                s.class.as_str(),
+                listener.state()
+            );
         }
         for failure in self.failures.values() {
             let s = &failure.spec;
@@ -252,10 +275,10 @@ fn endpoints(list: &[proxy_core::Endpoint]) -> String {
 }
 
 fn describe(view: &ServicePortView) -> String {
-    let affinity = view
-        .port
-        .session_affinity
-        .map_or_else(|| "none".to_string(), |a| format!("clientip/{}s", a.timeout_seconds));
+    let affinity = view.port.session_affinity.map_or_else(
+        || "none".to_string(),
+        |a| format!("clientip/{}s", a.timeout_seconds),
+    );
     format!(
         "internal={:?} external={:?} cluster={} local={} affinity={affinity}",
         view.internal,
@@ -275,7 +298,11 @@ impl Backend for UserspaceBackend {
         CAPABILITIES
     }
 
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         if self.sockets == Sockets::Real && tokio::runtime::Handle::try_current().is_err() {
             return Err(UserspaceError::NoRuntime.into());
         }
@@ -283,7 +310,10 @@ impl Backend for UserspaceBackend {
             self.refresh_host()?;
         }
         let names: BTreeSet<ServicePortName> = if changes.is_full() {
-            view.iter().map(|(n, _)| n.clone()).chain(self.balancers.keys().cloned()).collect()
+            view.iter()
+                .map(|(n, _)| n.clone())
+                .chain(self.balancers.keys().cloned())
+                .collect()
         } else {
             changes.ports().cloned().collect()
         };
@@ -325,8 +355,17 @@ impl Backend for UserspaceBackend {
         let mut out = format!("# userspace listeners ({})\n", self.family);
         for (name, port) in view.iter() {
             for spec in listeners_of(port, &self.node_ports, &host) {
-                let action = if spec.refuse { "refuse".to_string() } else { describe(port) };
-                let _ = writeln!(out, "{} {name} {} -> {action}", spec.key, spec.class.as_str());
+                let action = if spec.refuse {
+                    "refuse".to_string()
+                } else {
+                    describe(port)
+                };
+                let _ = writeln!(
+                    out,
+                    "{} {name} {} -> {action}",
+                    spec.key,
+                    spec.class.as_str()
+                );
             }
         }
         Ok(out)

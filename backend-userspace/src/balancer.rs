@@ -50,7 +50,10 @@ impl Balancer {
 
     /// The current view.
     pub fn view(&self) -> Arc<ServicePortView> {
-        self.view.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the view; returns whether it differed. Affinity entries for
@@ -69,13 +72,21 @@ impl Balancer {
     /// endpoints even under `externalTrafficPolicy: Local`.
     pub fn target(view: &ServicePortView, class: TrafficClass, from_host: bool) -> Target {
         match class.target(view) {
-            Target::Local | Target::Drop if class == TrafficClass::External && from_host => Target::Cluster,
+            Target::Local | Target::Drop if class == TrafficClass::External && from_host => {
+                Target::Cluster
+            }
             target => target,
         }
     }
 
     /// Decides where a connection from `client` goes.
-    pub fn decide(&self, class: TrafficClass, client: IpAddr, from_host: bool, now: Instant) -> Decision {
+    pub fn decide(
+        &self,
+        class: TrafficClass,
+        client: IpAddr,
+        from_host: bool,
+        now: Instant,
+    ) -> Decision {
         let view = self.view();
         let target = Self::target(&view, class, from_host);
         let endpoints = match target {
@@ -94,7 +105,10 @@ impl Balancer {
             order.push(endpoint);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        let rotated = endpoints[start..].iter().chain(&endpoints[..start]).map(|e| e.socket_addr());
+        let rotated = endpoints[start..]
+            .iter()
+            .chain(&endpoints[..start])
+            .map(|e| e.socket_addr());
         for endpoint in rotated {
             if !order.contains(&endpoint) {
                 order.push(endpoint);
@@ -103,7 +117,12 @@ impl Balancer {
         Decision::Connect(order)
     }
 
-    fn sticky_endpoint(&self, client: IpAddr, timeout: Duration, now: Instant) -> Option<SocketAddr> {
+    fn sticky_endpoint(
+        &self,
+        client: IpAddr,
+        timeout: Duration,
+        now: Instant,
+    ) -> Option<SocketAddr> {
         let mut sticky = self.sticky.lock().unwrap_or_else(PoisonError::into_inner);
         match sticky.get(&client) {
             Some(s) if now.saturating_duration_since(s.last_used) < timeout => Some(s.endpoint),
@@ -132,13 +151,19 @@ impl Balancer {
 
     /// Forgets `client`'s affinity (its endpoint failed).
     pub fn forget(&self, client: IpAddr) {
-        self.sticky.lock().unwrap_or_else(PoisonError::into_inner).remove(&client);
+        self.sticky
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&client);
     }
 
     /// Drops expired affinity entries.
     pub fn expire(&self, now: Instant) {
         let Some(timeout) = affinity_timeout(&self.view()) else {
-            self.sticky.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            self.sticky
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             return;
         };
         self.sticky
@@ -172,7 +197,11 @@ mod tests {
 
     #[test]
     fn round_robin_rotates_over_every_endpoint() {
-        let eps = [endpoint("10.1.0.1", false), endpoint("10.1.0.2", false), endpoint("10.1.0.3", false)];
+        let eps = [
+            endpoint("10.1.0.1", false),
+            endpoint("10.1.0.2", false),
+            endpoint("10.1.0.3", false),
+        ];
         let b = Balancer::new(view(port("10.96.0.1", None), &eps));
         let now = Instant::now();
         let firsts: Vec<SocketAddr> = (0..6)
@@ -194,7 +223,10 @@ mod tests {
         b.remember(client(), first, t0);
         for s in 1..5 {
             let at = t0 + Duration::from_secs(s);
-            assert_eq!(connect(b.decide(TrafficClass::Internal, client(), false, at))[0], first);
+            assert_eq!(
+                connect(b.decide(TrafficClass::Internal, client(), false, at))[0],
+                first
+            );
         }
         // Expired: round robin again (the counter moved on, so another endpoint).
         let late = t0 + Duration::from_secs(11);
@@ -202,7 +234,11 @@ mod tests {
         assert_eq!(after.len(), 2);
         // An endpoint removed by a sync is no longer used, even if sticky.
         b.remember(client(), first, late);
-        let remaining: Vec<_> = eps.iter().filter(|e| e.socket_addr() != first).cloned().collect();
+        let remaining: Vec<_> = eps
+            .iter()
+            .filter(|e| e.socket_addr() != first)
+            .cloned()
+            .collect();
         assert!(b.update(view(with_affinity(port("10.96.0.1", None), 10), &remaining)));
         let now = connect(b.decide(TrafficClass::Internal, client(), false, late));
         assert_eq!(now, vec![remaining[0].socket_addr()]);
@@ -211,9 +247,15 @@ mod tests {
     #[test]
     fn external_local_policy_drops_without_local_endpoints_but_not_for_the_host() {
         let eps = [endpoint("10.1.0.1", false)];
-        let b = Balancer::new(view(with_external_local(port("10.96.0.1", Some(30080))), &eps));
+        let b = Balancer::new(view(
+            with_external_local(port("10.96.0.1", Some(30080))),
+            &eps,
+        ));
         let now = Instant::now();
-        assert_eq!(b.decide(TrafficClass::External, client(), false, now), Decision::Drop);
+        assert_eq!(
+            b.decide(TrafficClass::External, client(), false, now),
+            Decision::Drop
+        );
         assert_eq!(
             connect(b.decide(TrafficClass::External, client(), true, now)),
             vec![eps[0].socket_addr()]
@@ -228,8 +270,14 @@ mod tests {
     fn no_endpoints_rejects() {
         let b = Balancer::new(view(port("10.96.0.1", Some(30080)), &[]));
         let now = Instant::now();
-        assert_eq!(b.decide(TrafficClass::Internal, client(), false, now), Decision::Reject);
-        assert_eq!(b.decide(TrafficClass::External, client(), true, now), Decision::Reject);
+        assert_eq!(
+            b.decide(TrafficClass::Internal, client(), false, now),
+            Decision::Reject
+        );
+        assert_eq!(
+            b.decide(TrafficClass::External, client(), true, now),
+            Decision::Reject
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub enum UserspaceError {
     #[error("{port}: cannot listen on {listener}: {source}")]
     Bind {
         /// The service port the listener serves.
-        port: ServicePortName,
+        port: Box<ServicePortName>,
         /// The listener.
         listener: ListenerKey,
         /// The socket error.
@@ -22,11 +22,11 @@ pub enum UserspaceError {
     #[error("{port}: {listener} is already served by {owner}")]
     Conflict {
         /// The service port that did not get the listener.
-        port: ServicePortName,
+        port: Box<ServicePortName>,
         /// The listener.
         listener: ListenerKey,
         /// The service port that holds it.
-        owner: ServicePortName,
+        owner: Box<ServicePortName>,
     },
     /// The host's addresses could not be listed.
     #[error("cannot list the host's addresses: {0}")]
@@ -39,7 +39,9 @@ pub enum UserspaceError {
 impl From<UserspaceError> for BackendError {
     fn from(e: UserspaceError) -> Self {
         let error = match &e {
-            UserspaceError::Bind { .. } | UserspaceError::Conflict { .. } => BackendError::dataplane(e.to_string()),
+            UserspaceError::Bind { .. } | UserspaceError::Conflict { .. } => {
+                BackendError::dataplane(e.to_string())
+            }
             UserspaceError::LocalAddresses(_) => BackendError::transient(e.to_string()),
             UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
         };

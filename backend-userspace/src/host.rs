@@ -39,11 +39,19 @@ impl HostAddresses {
 
     /// The assigned addresses of `family`, sorted.
     pub fn of_family(&self, family: IpFamily) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ips.iter().copied().filter(move |ip| family.contains(ip))
+        self.ips
+            .iter()
+            .copied()
+            .filter(move |ip| family.contains(ip))
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "freebsd"
+))]
 fn discover_ips() -> Result<Vec<IpAddr>, UserspaceError> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(|e| UserspaceError::LocalAddresses(e.into()))?;
     Ok(addrs
@@ -58,7 +66,12 @@ fn discover_ips() -> Result<Vec<IpAddr>, UserspaceError> {
         .collect())
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd")))]
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
 fn discover_ips() -> Result<Vec<IpAddr>, UserspaceError> {
     // Without an interface list, only loopback is known to be local.
     Ok(Vec::new())

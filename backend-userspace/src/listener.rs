@@ -48,7 +48,12 @@ impl Listener {
         let task = match spec.key.protocol {
             Protocol::Tcp => tokio::spawn(tcp::serve(sockets::tcp_listener(spec.key.addr)?, route)),
             Protocol::Udp => tokio::spawn(udp::serve(sockets::udp_socket(spec.key.addr)?, route)),
-            Protocol::Sctp => return Err(io::Error::new(io::ErrorKind::Unsupported, "SCTP is not proxied")),
+            Protocol::Sctp => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "SCTP is not proxied",
+                ));
+            }
         };
         Ok(Listener {
             spec,

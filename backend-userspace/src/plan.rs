@@ -92,16 +92,22 @@ impl NodePortAddresses {
             (None, false) => NodePortAddresses::All,
             (None, true) => NodePortAddresses::AllButLoopback,
             (Some(nets), false) => NodePortAddresses::Within(nets.clone()),
-            (Some(nets), true) => {
-                NodePortAddresses::Within(nets.iter().filter(|n| !n.addr().is_loopback()).copied().collect())
-            }
+            (Some(nets), true) => NodePortAddresses::Within(
+                nets.iter()
+                    .filter(|n| !n.addr().is_loopback())
+                    .copied()
+                    .collect(),
+            ),
         }
     }
 
     fn bind_addresses(&self, family: IpFamily, host: &HostAddresses) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = match self {
             NodePortAddresses::All => return vec![unspecified(family)],
-            NodePortAddresses::AllButLoopback => host.of_family(family).filter(|ip| !ip.is_loopback()).collect(),
+            NodePortAddresses::AllButLoopback => host
+                .of_family(family)
+                .filter(|ip| !ip.is_loopback())
+                .collect(),
             NodePortAddresses::Within(nets) => host
                 .of_family(family)
                 .chain(loopback(family))
@@ -132,7 +138,11 @@ fn loopback(family: IpFamily) -> Option<IpAddr> {
 /// The listeners `view` needs, in a stable order: the ClusterIP, external
 /// IPs and load-balancer IPs that are local to the host, and the node port on
 /// every node-port address. SCTP ports get none (not supported).
-pub fn listeners_of(view: &ServicePortView, node_ports: &NodePortAddresses, host: &HostAddresses) -> Vec<ListenerSpec> {
+pub fn listeners_of(
+    view: &ServicePortView,
+    node_ports: &NodePortAddresses,
+    host: &HostAddresses,
+) -> Vec<ListenerSpec> {
     let port = &view.port;
     if port.protocol == Protocol::Sctp {
         return Vec::new();
@@ -160,7 +170,7 @@ pub fn listeners_of(view: &ServicePortView, node_ports: &NodePortAddresses, host
             out.push(spec(ip, node_port, TrafficClass::External));
         }
     }
-    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.sort_by_key(|a| a.key);
     out.dedup_by(|a, b| a.key == b.key);
     out
 }
@@ -171,12 +181,18 @@ mod tests {
     use crate::testutil::{endpoint, port, view};
 
     fn keys(specs: &[ListenerSpec]) -> Vec<String> {
-        specs.iter().map(|s| format!("{} {}", s.key, s.class.as_str())).collect()
+        specs
+            .iter()
+            .map(|s| format!("{} {}", s.key, s.class.as_str()))
+            .collect()
     }
 
     #[test]
     fn node_port_on_all_addresses_binds_the_unspecified_address() {
-        let v = view(port("10.96.0.1", Some(30080)), &[endpoint("10.1.0.1", false)]);
+        let v = view(
+            port("10.96.0.1", Some(30080)),
+            &[endpoint("10.1.0.1", false)],
+        );
         let specs = listeners_of(&v, &NodePortAddresses::All, &HostAddresses::new([]));
         // The ClusterIP is not local: no listener for it.
         assert_eq!(keys(&specs), ["tcp 0.0.0.0:30080 external"]);
@@ -185,20 +201,39 @@ mod tests {
 
     #[test]
     fn node_port_addresses_select_matching_local_addresses_including_localhost() {
-        let v = view(port("10.96.0.1", Some(30080)), &[endpoint("10.1.0.1", false)]);
-        let host = HostAddresses::new(["192.168.1.5".parse().unwrap(), "10.0.0.7".parse().unwrap()]);
-        let within = NodePortAddresses::Within(vec!["192.168.0.0/16".parse().unwrap(), "127.0.0.1/32".parse().unwrap()]);
+        let v = view(
+            port("10.96.0.1", Some(30080)),
+            &[endpoint("10.1.0.1", false)],
+        );
+        let host =
+            HostAddresses::new(["192.168.1.5".parse().unwrap(), "10.0.0.7".parse().unwrap()]);
+        let within = NodePortAddresses::Within(vec![
+            "192.168.0.0/16".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ]);
         let specs = listeners_of(&v, &within, &host);
-        assert_eq!(keys(&specs), ["tcp 127.0.0.1:30080 external", "tcp 192.168.1.5:30080 external"]);
+        assert_eq!(
+            keys(&specs),
+            [
+                "tcp 127.0.0.1:30080 external",
+                "tcp 192.168.1.5:30080 external"
+            ]
+        );
     }
 
     #[test]
     fn local_service_addresses_get_listeners_and_reject_targets_refuse() {
         let mut p = port("127.0.0.100", None);
-        p.external_ips = vec!["192.168.1.5".parse().unwrap(), "203.0.113.9".parse().unwrap()];
+        p.external_ips = vec![
+            "192.168.1.5".parse().unwrap(),
+            "203.0.113.9".parse().unwrap(),
+        ];
         let host = HostAddresses::new(["192.168.1.5".parse().unwrap()]);
         let specs = listeners_of(&view(p, &[]), &NodePortAddresses::All, &host);
-        assert_eq!(keys(&specs), ["tcp 127.0.0.100:80 internal", "tcp 192.168.1.5:80 external"]);
+        assert_eq!(
+            keys(&specs),
+            ["tcp 127.0.0.100:80 internal", "tcp 192.168.1.5:80 external"]
+        );
         assert!(specs.iter().all(|s| s.refuse));
     }
 
@@ -206,6 +241,13 @@ mod tests {
     fn sctp_gets_no_listener() {
         let mut p = port("127.0.0.100", Some(30080));
         p.protocol = Protocol::Sctp;
-        assert!(listeners_of(&view(p, &[]), &NodePortAddresses::All, &HostAddresses::new([])).is_empty());
+        assert!(
+            listeners_of(
+                &view(p, &[]),
+                &NodePortAddresses::All,
+                &HostAddresses::new([])
+            )
+            .is_empty()
+        );
     }
 }

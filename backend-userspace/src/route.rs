@@ -27,7 +27,10 @@ pub(crate) struct Route {
 
 impl Route {
     /// Whether `client` is the node itself.
-    pub fn from_host(&self, client: &IpAddr) -> bool {
-        self.host.read().unwrap_or_else(PoisonError::into_inner).contains(client)
+    pub fn is_host(&self, client: &IpAddr) -> bool {
+        self.host
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(client)
     }
 }

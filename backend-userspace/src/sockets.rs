@@ -32,7 +32,11 @@ fn socket(addr: SocketAddr, ty: nix::sys::socket::SockType) -> io::Result<std::o
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{AddressFamily, SockFlag, SockaddrStorage, bind, setsockopt, sockopt};
-    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
     let fd = nix::sys::socket::socket(family, ty, flags, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
@@ -46,7 +50,11 @@ fn socket(addr: SocketAddr, ty: nix::sys::socket::SockType) -> io::Result<std::o
 /// A listening TCP socket on `addr`.
 #[cfg(not(unix))]
 pub fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG as u32)

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balancer::Decision;
@@ -41,11 +42,15 @@ pub(crate) async fn serve(listener: TcpListener, route: Route) {
 }
 
 async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
-    let from_host = route.from_host(&peer.ip());
-    let candidates = match route.balancer.decide(route.class, peer.ip(), from_host, Instant::now()) {
+    let from_host = route.is_host(&peer.ip());
+    let candidates = match route
+        .balancer
+        .decide(route.class, peer.ip(), from_host, Instant::now())
+    {
         Decision::Connect(candidates) => candidates,
         Decision::Drop => {
             tracing::debug!(service = %route.port, %peer, "no local endpoint: dropping connection");
+            blackhole(client).await;
             return;
         }
         Decision::Reject => {
@@ -55,7 +60,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
         }
     };
     let Some(upstream) = connect(&candidates, peer, &route).await else {
-        tracing::warn!(service = %route.port, %peer, tried = candidates.len().min(DIAL_TIMEOUTS.len()), "no endpoint answered");
+        tracing::warn!(service = %route.port, %peer, attempts = DIAL_TIMEOUTS.len(), "no endpoint answered");
         reset(client);
         return;
     };
@@ -68,10 +73,15 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
 }
 
 async fn connect(candidates: &[SocketAddr], peer: SocketAddr, route: &Route) -> Option<TcpStream> {
-    for (endpoint, timeout) in candidates.iter().zip(DIAL_TIMEOUTS) {
+    // As upstream: four attempts with growing timeouts, each on the next
+    // endpoint (wrapping around, so one endpoint gets four tries).
+    let attempts = candidates.iter().cycle().zip(DIAL_TIMEOUTS);
+    for (endpoint, timeout) in attempts {
         match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
             Ok(Ok(stream)) => {
-                route.balancer.remember(peer.ip(), *endpoint, Instant::now());
+                route
+                    .balancer
+                    .remember(peer.ip(), *endpoint, Instant::now());
                 return Some(stream);
             }
             Ok(Err(error)) => {
@@ -84,6 +94,26 @@ async fn connect(candidates: &[SocketAddr], peer: SocketAddr, route: &Route) -> 
         route.balancer.forget(peer.ip());
     }
     None
+}
+
+/// How long a dropped connection is held open without an answer.
+const DROP_HOLD: Duration = Duration::from_secs(30);
+
+/// The userspace form of a silent drop: the kernel has already accepted the
+/// connection, so the client must not get an answer or an end of stream it
+/// could act on. Discard what it sends until it gives up (or [`DROP_HOLD`]),
+/// then reset.
+async fn blackhole(mut client: TcpStream) {
+    let mut buf = [0u8; 4096];
+    let discard = async {
+        while let Ok(n) = client.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DROP_HOLD, discard).await;
+    reset(client);
 }
 
 /// Closes `stream` with a reset, so the client sees a refusal rather than a

@@ -52,5 +52,10 @@ pub fn endpoint(ip: &str, local: bool) -> Endpoint {
 }
 
 pub fn view(port: ServicePort, endpoints: &[Endpoint]) -> Arc<ServicePortView> {
-    Arc::new(ServicePortView::decide(Arc::new(port), endpoints, "node", ""))
+    Arc::new(ServicePortView::decide(
+        Arc::new(port),
+        endpoints,
+        "node",
+        "",
+    ))
 }

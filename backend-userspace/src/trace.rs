@@ -35,7 +35,10 @@ impl UserspaceBackend {
         };
         let wildcard = ListenerKey {
             protocol,
-            addr: SocketAddr::new(unspecified(IpFamily::of(&destination.ip())), destination.port()),
+            addr: SocketAddr::new(
+                unspecified(IpFamily::of(&destination.ip())),
+                destination.port(),
+            ),
         };
         let listener = self.listener(&exact).or_else(|| {
             self.host_addresses()
@@ -55,7 +58,12 @@ impl UserspaceBackend {
         match Balancer::target(&view, spec.class, from_host) {
             Target::Reject => Verdict::Rejected,
             Target::Drop => Verdict::Dropped,
-            target => Verdict::Forwarded(view.endpoints_for(target).iter().map(|e| e.socket_addr()).collect()),
+            target => Verdict::Forwarded(
+                view.endpoints_for(target)
+                    .iter()
+                    .map(|e| e.socket_addr())
+                    .collect(),
+            ),
         }
     }
 }

@@ -71,8 +71,11 @@ async fn open_session(
     sessions: &Sessions,
     route: &Route,
 ) -> Option<Arc<UdpSocket>> {
-    let from_host = route.from_host(&client.ip());
-    let endpoint = match route.balancer.decide(route.class, client.ip(), from_host, Instant::now()) {
+    let from_host = route.is_host(&client.ip());
+    let endpoint = match route
+        .balancer
+        .decide(route.class, client.ip(), from_host, Instant::now())
+    {
         Decision::Connect(candidates) => *candidates.first()?,
         Decision::Drop | Decision::Reject => {
             tracing::debug!(service = %route.port, %client, "no usable endpoint: datagram dropped");
@@ -86,16 +89,21 @@ async fn open_session(
             return None;
         }
     };
-    route.balancer.remember(client.ip(), endpoint, Instant::now());
+    route
+        .balancer
+        .remember(client.ip(), endpoint, Instant::now());
     let last_active = Arc::new(Mutex::new(Instant::now()));
-    sessions.lock().unwrap_or_else(PoisonError::into_inner).insert(
-        client,
-        Session {
-            id,
-            upstream: upstream.clone(),
-            last_active: last_active.clone(),
-        },
-    );
+    sessions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            client,
+            Session {
+                id,
+                upstream: upstream.clone(),
+                last_active: last_active.clone(),
+            },
+        );
     tokio::spawn(relay_replies(
         id,
         client,
@@ -109,7 +117,11 @@ async fn open_session(
 }
 
 async fn connected_socket(endpoint: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(SocketAddr::new(unspecified(proxy_core::IpFamily::of(&endpoint.ip())), 0)).await?;
+    let socket = UdpSocket::bind(SocketAddr::new(
+        unspecified(proxy_core::IpFamily::of(&endpoint.ip())),
+        0,
+    ))
+    .await?;
     socket.connect(endpoint).await?;
     Ok(socket)
 }

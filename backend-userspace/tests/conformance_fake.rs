@@ -20,7 +20,10 @@ impl Harness for RouteTableHarness {
     async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
         let destination = SocketAddr::new(packet.destination, packet.port);
         Ok(
-            match self.backend.trace(packet.protocol, destination, packet.origin == Origin::Host) {
+            match self
+                .backend
+                .trace(packet.protocol, destination, packet.origin == Origin::Host)
+            {
                 Verdict::NotMatched => Outcome::NotMatched,
                 Verdict::Rejected => Outcome::Rejected,
                 Verdict::Dropped => Outcome::Dropped,

@@ -100,12 +100,21 @@ async fn client_ip_affinity_sticks_to_one_endpoint() {
 #[tokio::test]
 async fn no_endpoints_refuses_connections() {
     let np = free_port();
-    let t = topology(&[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))], &[]);
+    let t = topology(
+        &[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
+        &[],
+    );
     let mut backend = UserspaceBackend::new(&context());
     synced(&mut backend, &view(&t)).await;
     let err = TcpStream::connect(localhost(np)).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
-    assert_eq!(backend.listeners().map(|(_, state)| state).collect::<Vec<_>>(), ["refusing"]);
+    assert_eq!(
+        backend
+            .listeners()
+            .map(|(_, state)| state)
+            .collect::<Vec<_>>(),
+        ["refusing"]
+    );
 }
 
 #[tokio::test]
@@ -119,7 +128,9 @@ async fn local_cluster_ip_is_served() {
     );
     let mut backend = UserspaceBackend::new(&context());
     synced(&mut backend, &view(&t)).await;
-    let (name, _) = who(SocketAddr::from(([127, 0, 0, 150], port))).await.unwrap();
+    let (name, _) = who(SocketAddr::from(([127, 0, 0, 150], port)))
+        .await
+        .unwrap();
     assert_eq!(name, "127.0.0.51");
 }
 
@@ -170,7 +181,11 @@ async fn removing_a_service_keeps_open_connections() {
     let (_, mut open) = who(localhost(np)).await.unwrap();
 
     let empty = view(&topology(&[], &[]));
-    let changes = ChangeSet::between(&view(&t), &empty, [&proxy_core::ServiceKey::new("ns", "web")]);
+    let changes = ChangeSet::between(
+        &view(&t),
+        &empty,
+        [&proxy_core::ServiceKey::new("ns", "web")],
+    );
     let stats = backend.sync(&empty, &changes).await.unwrap();
     assert!(stats.objects_written >= 2, "{stats:?}");
 
@@ -188,13 +203,23 @@ async fn endpoint_changes_apply_without_reopening_the_listener() {
     let echoes = Echoes::start(&["127.0.0.81", "127.0.0.82"]).await;
     let np = free_port();
     let svc = service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}));
-    let before = topology(&[svc.clone()], &[slice("web", "TCP", echoes.port, &echoes.addrs[..1])]);
-    let after = topology(&[svc], &[slice("web", "TCP", echoes.port, &echoes.addrs[1..])]);
+    let before = topology(
+        &[svc.clone()],
+        &[slice("web", "TCP", echoes.port, &echoes.addrs[..1])],
+    );
+    let after = topology(
+        &[svc],
+        &[slice("web", "TCP", echoes.port, &echoes.addrs[1..])],
+    );
     let mut backend = UserspaceBackend::new(&context());
     synced(&mut backend, &view(&before)).await;
     let (_, mut open) = who(localhost(np)).await.unwrap();
 
-    let changes = ChangeSet::between(&view(&before), &view(&after), [&proxy_core::ServiceKey::new("ns", "web")]);
+    let changes = ChangeSet::between(
+        &view(&before),
+        &view(&after),
+        [&proxy_core::ServiceKey::new("ns", "web")],
+    );
     let stats = backend.sync(&view(&after), &changes).await.unwrap();
     // Only the balancer changed: the listener stayed.
     assert_eq!(stats.objects_written, 1, "{stats:?}");
@@ -223,14 +248,23 @@ async fn a_port_in_use_fails_only_its_service() {
     );
     let mut backend = UserspaceBackend::new(&context());
     let stats = backend.sync(&view(&t), &ChangeSet::full()).await.unwrap();
-    assert!(stats.totals.contains(&("listener_failures".to_string(), 1)), "{stats:?}");
-    let failures: Vec<_> = backend.failures().map(|f| f.spec.port.to_string()).collect();
+    assert!(
+        stats.totals.contains(&("listener_failures".to_string(), 1)),
+        "{stats:?}"
+    );
+    let failures: Vec<_> = backend
+        .failures()
+        .map(|f| f.spec.port.to_string())
+        .collect();
     assert_eq!(failures, ["ns/busy:p"]);
     assert_eq!(who(localhost(np)).await.unwrap().0, "127.0.0.91");
 
     // Once the port is free, the next sync (even with no changes) opens it.
     drop(busy);
-    let stats = backend.sync(&view(&t), &ChangeSet::default()).await.unwrap();
+    let stats = backend
+        .sync(&view(&t), &ChangeSet::default())
+        .await
+        .unwrap();
     assert_eq!(stats.objects_written, 1, "{stats:?}");
     assert_eq!(backend.failures().count(), 0);
     assert_eq!(who(localhost(busy_port)).await.unwrap().0, "127.0.0.91");
@@ -240,10 +274,18 @@ async fn bulk_transfer_with_half_close(forwarding: backend_userspace::Forwarding
     let echoes = Echoes::start(&["127.0.0.101"]).await;
     let np = free_port();
     let t = topology(
-        &[service("bulk", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
+        &[service(
+            "bulk",
+            "10.96.0.10",
+            "TCP",
+            80,
+            Some(np),
+            json!({}),
+        )],
         &[slice("bulk", "TCP", echoes.port, &echoes.addrs)],
     );
-    let mut backend = UserspaceBackend::with_options(&context(), Options::default().with_forwarding(forwarding));
+    let mut backend =
+        UserspaceBackend::with_options(&context(), Options::default().with_forwarding(forwarding));
     synced(&mut backend, &view(&t)).await;
 
     let (name, conn) = who(localhost(np)).await.unwrap();

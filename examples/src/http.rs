@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 
 /// Serves `body` to every request on `addr` until the task is aborted.
 pub async fn serve(addr: SocketAddr, body: String) -> anyhow::Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
     Ok(tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let body = body.clone();
@@ -40,7 +42,9 @@ pub async fn get(addr: SocketAddr) -> anyhow::Result<String> {
     let request = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream
-            .write_all(format!("GET / HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET / HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
             .await?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await?;
@@ -53,7 +57,10 @@ pub async fn get(addr: SocketAddr) -> anyhow::Result<String> {
         bail!("malformed response from {addr}: {response:?}");
     };
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr} answered {}", head.lines().next().unwrap_or_default());
+        bail!(
+            "{addr} answered {}",
+            head.lines().next().unwrap_or_default()
+        );
     }
     Ok(body.to_string())
 }

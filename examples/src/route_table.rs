@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use proxy_core::backend::BackendContext;
 use proxy_core::{
-    Backend, BackendError, Capabilities, ChangeSet, NodeView, Protocol, ProxyMode, ServicePortName, ServicePortView,
-    SyncStats,
+    Backend, BackendError, Capabilities, ChangeSet, NodeView, Protocol, ProxyMode, ServicePortName,
+    ServicePortView, SyncStats,
 };
 
 /// Where a service address leads: a service port, and whether the address
@@ -41,7 +41,10 @@ pub struct RouteTableBackend {
 impl RouteTableBackend {
     /// An empty table for `ctx`.
     pub fn new(ctx: &BackendContext) -> Self {
-        RouteTableBackend { ctx: Some(ctx.clone()), ..Self::default() }
+        RouteTableBackend {
+            ctx: Some(ctx.clone()),
+            ..Self::default()
+        }
     }
 
     fn remove(&mut self, name: &ServicePortName) -> usize {
@@ -53,13 +56,18 @@ impl RouteTableBackend {
 
     fn insert(&mut self, view: &Arc<ServicePortView>) -> usize {
         let p = &view.port;
-        let route = |internal| Route { port: view.clone(), internal };
-        self.vips.insert((p.protocol, p.cluster_ip, p.port), route(true));
+        let route = |internal| Route {
+            port: view.clone(),
+            internal,
+        };
+        self.vips
+            .insert((p.protocol, p.cluster_ip, p.port), route(true));
         for ip in p.external_ips.iter().chain(&p.load_balancer_ips) {
             self.vips.insert((p.protocol, *ip, p.port), route(false));
         }
         if let Some(node_port) = p.node_port {
-            self.node_ports.insert((p.protocol, node_port), view.clone());
+            self.node_ports
+                .insert((p.protocol, node_port), view.clone());
         }
         1 + p.external_ips.len() + p.load_balancer_ips.len() + usize::from(p.node_port.is_some())
     }
@@ -69,10 +77,18 @@ impl RouteTableBackend {
         let mut out = String::new();
         for ((proto, ip, port), r) in &self.vips {
             let v = &r.port;
-            let _ = writeln!(out, "{proto} {ip}:{port} -> {} internal={} {:?}/{:?} {:?}", v.port.name, r.internal, v.internal, v.external, v.cluster);
+            let _ = writeln!(
+                out,
+                "{proto} {ip}:{port} -> {} internal={} {:?}/{:?} {:?}",
+                v.port.name, r.internal, v.internal, v.external, v.cluster
+            );
         }
         for ((proto, port), v) in &self.node_ports {
-            let _ = writeln!(out, "{proto} node-port {port} -> {} {:?} {:?} {:?}", v.port.name, v.external, v.cluster, v.local);
+            let _ = writeln!(
+                out,
+                "{proto} node-port {port} -> {} {:?} {:?} {:?}",
+                v.port.name, v.external, v.cluster, v.local
+            );
         }
         out
     }
@@ -86,17 +102,32 @@ impl Backend for RouteTableBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::ALL;
-        (caps.source_ranges, caps.preserves_client_ip, caps.detect_local) = (false, false, false);
+        (
+            caps.source_ranges,
+            caps.preserves_client_ip,
+            caps.detect_local,
+        ) = (false, false, false);
         caps
     }
 
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
-        let mut stats = SyncStats { full: changes.is_full(), ..SyncStats::default() };
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
+        let mut stats = SyncStats {
+            full: changes.is_full(),
+            ..SyncStats::default()
+        };
         if changes.is_full() {
             self.vips.clear();
             self.node_ports.clear();
         }
-        let names: Vec<ServicePortName> = if changes.is_full() { view.iter().map(|(n, _)| n.clone()).collect() } else { changes.ports().cloned().collect() };
+        let names: Vec<ServicePortName> = if changes.is_full() {
+            view.iter().map(|(n, _)| n.clone()).collect()
+        } else {
+            changes.ports().cloned().collect()
+        };
         for name in &names {
             let written = self.remove(name) + view.get(name).map_or(0, |v| self.insert(v));
             stats.objects_written += written;

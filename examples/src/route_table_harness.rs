@@ -36,7 +36,11 @@ impl RouteTableHarness {
         let loopback = self.ctx.family.loopback_net().contains(ip);
         self.is_local(ip)
             && !(loopback && !self.ctx.localhost_node_ports)
-            && self.ctx.node_port_cidrs.as_ref().is_none_or(|c| c.iter().any(|n| n.contains(ip)))
+            && self
+                .ctx
+                .node_port_cidrs
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|n| n.contains(ip)))
     }
 
     /// Where `packet` goes under the table the backend last wrote.
@@ -56,7 +60,11 @@ impl RouteTableHarness {
         let Some(view) = self.backend.node_ports.get(&(packet.protocol, packet.port)) else {
             return Outcome::NotMatched;
         };
-        match (self.serves_node_ports(&packet.destination), self.is_local(&packet.destination), view.external) {
+        match (
+            self.serves_node_ports(&packet.destination),
+            self.is_local(&packet.destination),
+            view.external,
+        ) {
             (true, _, _) => self.external(view, packet),
             (false, true, Target::Reject) => Outcome::Rejected,
             (false, true, Target::Drop) => Outcome::Dropped,
@@ -81,7 +89,10 @@ impl RouteTableHarness {
 /// compare it).
 fn forwarded(endpoints: &[Endpoint]) -> Outcome {
     Outcome::Forwarded {
-        endpoints: endpoints.iter().map(Endpoint::socket_addr).collect::<BTreeSet<SocketAddr>>(),
+        endpoints: endpoints
+            .iter()
+            .map(Endpoint::socket_addr)
+            .collect::<BTreeSet<SocketAddr>>(),
         masqueraded: true,
     }
 }

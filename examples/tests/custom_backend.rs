@@ -9,5 +9,8 @@ async fn route_table_backend_passes_the_fake_tier() {
     report.assert_passed();
     // It models ClusterIPs, node ports and external addresses: most
     // scenarios must run, not be skipped.
-    assert!(report.passed().count() > report.skipped().count(), "{report}");
+    assert!(
+        report.passed().count() > report.skipped().count(),
+        "{report}"
+    );
 }

@@ -5,7 +5,9 @@ use std::process::Command;
 
 #[test]
 fn embed_example_syncs_and_serves() {
-    let output = Command::new(env!("CARGO_BIN_EXE_embed")).output().expect("run embed");
+    let output = Command::new(env!("CARGO_BIN_EXE_embed"))
+        .output()
+        .expect("run embed");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -14,5 +16,8 @@ fn embed_example_syncs_and_serves() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("partial sync of 1 port(s)"), "{stdout}");
-    assert!(stdout.contains("api at 127.0.0.14:8081") && stdout.contains("api at 127.0.0.15:8081"), "{stdout}");
+    assert!(
+        stdout.contains("api at 127.0.0.14:8081") && stdout.contains("api at 127.0.0.15:8081"),
+        "{stdout}"
+    );
 }

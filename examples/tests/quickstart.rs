@@ -22,8 +22,14 @@ fn run(args: &[&str]) -> String {
 #[test]
 fn quickstart_spreads_requests_over_the_three_endpoints() {
     let stdout = run(&["--in-process", "--once"]);
-    let answered: Vec<&str> = stdout.lines().filter(|l| l.starts_with("request")).collect();
+    let answered: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("request"))
+        .collect();
     assert_eq!(answered.len(), 30, "{stdout}");
     // Round robin: each endpoint answers a third of the requests.
-    assert!(stdout.contains("answers: hello-1: 10, hello-2: 10, hello-3: 10"), "{stdout}");
+    assert!(
+        stdout.contains("answers: hello-1: 10, hello-2: 10, hello-3: 10"),
+        "{stdout}"
+    );
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use proxy_core::backend::{BackendContext, BackendFactory, Registry};
 use proxy_core::config::KubeProxyConfiguration;
+use proxy_core::runtime::health::{HealthServer, ProxyHealth};
+use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::runtime::source::{
     KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,
 };
@@ -123,9 +125,13 @@ async fn init_only(options: &Options, registry: &Registry) -> anyhow::Result<Exi
             tracing::error!(mode = %factory.mode(), family = %ctx.family, %error, "privileged initialisation failed");
         }
     }
-    // TODO(conntrack sysctls): call
-    // `proxy_core::runtime::sysctl::apply_conntrack_sysctls(&options.config)`
-    // here once the runtime's sysctl module lands.
+    match proxy_core::runtime::sysctl::apply_conntrack_sysctls(&options.config) {
+        Ok(changes) => tracing::info!(changed = changes.len(), "conntrack sysctls applied"),
+        Err(error) => {
+            failed = true;
+            tracing::error!(%error, "setting the conntrack sysctls failed");
+        }
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -184,16 +190,41 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
         tracing::info!("no CAP_NET_ADMIN: not cleaning up other modes' rules");
     }
     let source = source(&options, &node.info.name).await?;
-    // TODO(health, metrics, conntrack): add the health and metrics servers and
-    // the conntrack cleanup as observers once the runtime's `health`,
-    // `metrics` and `conntrack` modules land.
-    let observers: Vec<Arc<dyn SyncObserver>> = Vec::new();
+    let metrics = Arc::new(ProxyMetrics::new());
+    let health = Arc::new(ProxyHealth::from_config(&config).with_metrics(metrics.clone()));
+    // TODO(conntrack, service health checks): add the stale-UDP conntrack
+    // cleanup and the per-service health-check servers as observers once
+    // their constructors are settled.
+    let observers: Vec<Arc<dyn SyncObserver>> = vec![health.clone(), metrics.clone()];
+    let hard_fail = config.bind_address_hard_fail;
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = config.healthz_socket_addr()? {
+        servers.spawn(HealthServer::new(health).serve_retrying(addr, hard_fail));
+    }
+    if let Some(addr) = config.metrics_socket_addr()? {
+        servers.spawn(MetricsServer::new(metrics, &config).serve_retrying(addr, hard_fail));
+    }
     let runtime = Runtime::new(
         config.clone(),
         factory,
         observers,
         RuntimeOptions::new(&config, node.info.name.clone()),
     );
-    runtime.run(source, shutdown_signal()).await?;
+    let servers_failed = async {
+        while let Some(result) = servers.join_next().await {
+            match result {
+                Ok(Err(error)) => {
+                    return anyhow::Error::from(error).context("bindAddressHardFail is set");
+                }
+                Err(error) => return anyhow::anyhow!("a server task failed: {error}"),
+                Ok(Ok(())) => {}
+            }
+        }
+        std::future::pending().await
+    };
+    tokio::select! {
+        result = runtime.run(source, shutdown_signal()) => result?,
+        error = servers_failed => return Err(error),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
 //! The binary end to end: usage errors, `--write-config-to`, `--dry-run`.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -72,9 +72,18 @@ fn slice(i: usize, generation: usize) -> discoveryv1::EndpointSlice {
         .map(|j| {
             let idx = i * ENDPOINTS + j + if j == 0 { generation * 7919 } else { 0 };
             // Endpoint 3 of every service runs on this node: 10% local.
-            let node = if j == 3 { THIS_NODE } else { 1 + (idx * 7) % (NODES - 1) };
+            let node = if j == 3 {
+                THIS_NODE
+            } else {
+                1 + (idx * 7) % (NODES - 1)
+            };
             discoveryv1::Endpoint {
-                addresses: vec![format!("10.{}.{}.{}", 64 + (idx >> 16) % 64, (idx >> 8) & 255, idx & 255)],
+                addresses: vec![format!(
+                    "10.{}.{}.{}",
+                    64 + (idx >> 16) % 64,
+                    (idx >> 8) & 255,
+                    idx & 255
+                )],
                 conditions: Some(discoveryv1::EndpointConditions {
                     ready: Some(true),
                     serving: Some(true),
@@ -115,7 +124,8 @@ fn topology() -> ServiceTopology {
 
 fn this_node() -> Arc<NodeInfo> {
     let mut node = NodeInfo::named(node_name(THIS_NODE));
-    node.labels.insert("topology.kubernetes.io/zone".into(), zone(THIS_NODE));
+    node.labels
+        .insert("topology.kubernetes.io/zone".into(), zone(THIS_NODE));
     node.shared()
 }
 
@@ -182,7 +192,10 @@ fn bench_change(c: &mut Criterion) {
     // One endpoint of one service changes.
     let changed = 4321;
     let applied = topo.apply_endpoint_slice(&slice(changed, 1));
-    assert_eq!(applied.changed, [ServiceKey::new(namespace(changed), service_name(changed))]);
+    assert_eq!(
+        applied.changed,
+        [ServiceKey::new(namespace(changed), service_name(changed))]
+    );
     let mut pending = PendingChanges::new();
     pending.touch_all(applied.changed);
     let (_, changes) = pending.prepare(&topo, &synced, &node);

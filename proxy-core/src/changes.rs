@@ -40,7 +40,11 @@ impl ChangeSet {
 
     /// The ports of `services` that differ between `old` and `new`
     /// (added, removed or changed).
-    pub fn between<'a>(old: &NodeView, new: &NodeView, services: impl IntoIterator<Item = &'a ServiceKey>) -> Self {
+    pub fn between<'a>(
+        old: &NodeView,
+        new: &NodeView,
+        services: impl IntoIterator<Item = &'a ServiceKey>,
+    ) -> Self {
         let mut ports = BTreeSet::new();
         for key in services {
             for (name, view) in old.service_ports(key) {
@@ -148,7 +152,10 @@ impl PendingChanges {
         node: &std::sync::Arc<crate::NodeInfo>,
     ) -> (NodeView, ChangeSet) {
         if self.full || synced.node() != node {
-            return (NodeView::build(topology, node.clone(), synced.family()), ChangeSet::full());
+            return (
+                NodeView::build(topology, node.clone(), synced.family()),
+                ChangeSet::full(),
+            );
         }
         let mut view = synced.clone();
         for key in &self.services {

@@ -3,13 +3,17 @@
 //! the same-node hint cases of `topologyModeFromHints` and the decision
 //! (Cluster / Local / Drop / Reject, local ready count) the proxiers take.
 
+#![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use proxy_core::model::{EndpointHints, SessionAffinity, TrafficPolicy};
 use proxy_core::view::{TopologyMode, categorize, categorize::topology_mode};
-use proxy_core::{Endpoint, IpFamily, Protocol, ServicePort, ServicePortName, ServicePortView, Target};
+use proxy_core::{
+    Endpoint, IpFamily, Protocol, ServicePort, ServicePortName, ServicePortView, Target,
+};
 
 const NODE: &str = "test-node";
 
@@ -84,7 +88,13 @@ const CLUSTER: Svc = Svc {
 };
 
 fn service_port(svc: Svc) -> ServicePort {
-    let policy = |local| if local { TrafficPolicy::Local } else { TrafficPolicy::Cluster };
+    let policy = |local| {
+        if local {
+            TrafficPolicy::Local
+        } else {
+            TrafficPolicy::Cluster
+        }
+    };
     ServicePort {
         name: ServicePortName::new("ns1", "svc1", "p80", Protocol::Tcp),
         family: IpFamily::V4,
@@ -118,7 +128,11 @@ struct Case {
 
 fn set(endpoints: &[Endpoint]) -> BTreeSet<String> {
     let set: BTreeSet<String> = endpoints.iter().map(ToString::to_string).collect();
-    assert_eq!(set.len(), endpoints.len(), "duplicate endpoints in {endpoints:?}");
+    assert_eq!(
+        set.len(),
+        endpoints.len(),
+        "duplicate endpoints in {endpoints:?}"
+    );
     set
 }
 
@@ -134,21 +148,37 @@ fn check(case: &Case) {
 
     match case.cluster {
         None => {
-            assert!(!port.uses_cluster_endpoints(), "{name}: expected no cluster endpoints");
+            assert!(
+                !port.uses_cluster_endpoints(),
+                "{name}: expected no cluster endpoints"
+            );
             assert!(got.cluster.is_empty(), "{name}: cluster {:?}", got.cluster);
         }
         Some(want) => {
-            assert!(port.uses_cluster_endpoints(), "{name}: expected cluster endpoints to be used");
-            assert_eq!(set(&got.cluster), strings(want), "{name}: cluster endpoints");
+            assert!(
+                port.uses_cluster_endpoints(),
+                "{name}: expected cluster endpoints to be used"
+            );
+            assert_eq!(
+                set(&got.cluster),
+                strings(want),
+                "{name}: cluster endpoints"
+            );
         }
     }
     match case.local {
         None => {
-            assert!(!port.uses_local_endpoints(), "{name}: expected no local endpoints");
+            assert!(
+                !port.uses_local_endpoints(),
+                "{name}: expected no local endpoints"
+            );
             assert!(got.local.is_empty(), "{name}: local {:?}", got.local);
         }
         Some(want) => {
-            assert!(port.uses_local_endpoints(), "{name}: expected local endpoints to be used");
+            assert!(
+                port.uses_local_endpoints(),
+                "{name}: expected local endpoints to be used"
+            );
             assert_eq!(set(&got.local), strings(want), "{name}: local endpoints");
         }
     }
@@ -157,7 +187,11 @@ fn check(case: &Case) {
         (None, Some(l)) => strings(l),
         _ => strings(case.all.unwrap_or(&[])),
     };
-    assert_eq!(set(&got.all_reachable), want_all, "{name}: all reachable endpoints");
+    assert_eq!(
+        set(&got.all_reachable),
+        want_all,
+        "{name}: all reachable endpoints"
+    );
     let want_any = !want_all.is_empty() || case.only_remote;
     assert_eq!(got.has_any, want_any, "{name}: has any endpoints");
 
@@ -303,7 +337,9 @@ fn upstream_cases() -> Vec<Case> {
             zone: Some("zone-c"),
             svc: CLUSTER,
             endpoints: vec![
-                ep("10.1.2.3:80").zones(&["zone-a", "zone-b", "zone-c"]).ready(),
+                ep("10.1.2.3:80")
+                    .zones(&["zone-a", "zone-b", "zone-c"])
+                    .ready(),
                 ep("10.1.2.4:80").zones(&["zone-b", "zone-c"]).ready(),
                 ep("10.1.2.5:80").zones(&["zone-b", "zone-d"]).ready(),
                 ep("10.1.2.6:80").zones(&["zone-c"]).ready(),
@@ -365,7 +401,10 @@ fn upstream_cases() -> Vec<Case> {
                 itp_local: true,
                 ..CLUSTER
             },
-            endpoints: vec![ep("10.0.0.0:80").ready().local(), ep("10.0.0.1:80").ready().local()],
+            endpoints: vec![
+                ep("10.0.0.0:80").ready().local(),
+                ep("10.0.0.1:80").ready().local(),
+            ],
             cluster: None,
             local: Some(&["10.0.0.0:80", "10.0.0.1:80"]),
             all: None,
@@ -541,7 +580,11 @@ fn upstream_cases() -> Vec<Case> {
 #[test]
 fn categorize_endpoints_upstream_cases() {
     let cases = upstream_cases();
-    assert_eq!(cases.len(), 26, "every case of upstream's TestCategorizeEndpoints");
+    assert_eq!(
+        cases.len(),
+        26,
+        "every case of upstream's TestCategorizeEndpoints"
+    );
     for case in &cases {
         check(case);
     }
@@ -558,8 +601,14 @@ fn node_hint_cases() -> Vec<Case> {
             svc: CLUSTER,
             endpoints: vec![
                 ep("10.1.2.3:80").nodes(&[NODE]).zones(&["zone-a"]).ready(),
-                ep("10.1.2.4:80").nodes(&["other-node"]).zones(&["zone-a"]).ready(),
-                ep("10.1.2.5:80").nodes(&["third-node"]).zones(&["zone-b"]).ready(),
+                ep("10.1.2.4:80")
+                    .nodes(&["other-node"])
+                    .zones(&["zone-a"])
+                    .ready(),
+                ep("10.1.2.5:80")
+                    .nodes(&["third-node"])
+                    .zones(&["zone-b"])
+                    .ready(),
             ],
             cluster: Some(&["10.1.2.3:80"]),
             local: None,
@@ -571,9 +620,18 @@ fn node_hint_cases() -> Vec<Case> {
             zone: zone_a,
             svc: CLUSTER,
             endpoints: vec![
-                ep("10.1.2.3:80").nodes(&["node-x"]).zones(&["zone-a"]).ready(),
-                ep("10.1.2.4:80").nodes(&["node-y"]).zones(&["zone-a"]).ready(),
-                ep("10.1.2.5:80").nodes(&["node-z"]).zones(&["zone-b"]).ready(),
+                ep("10.1.2.3:80")
+                    .nodes(&["node-x"])
+                    .zones(&["zone-a"])
+                    .ready(),
+                ep("10.1.2.4:80")
+                    .nodes(&["node-y"])
+                    .zones(&["zone-a"])
+                    .ready(),
+                ep("10.1.2.5:80")
+                    .nodes(&["node-z"])
+                    .zones(&["zone-b"])
+                    .ready(),
             ],
             cluster: Some(&["10.1.2.3:80", "10.1.2.4:80"]),
             local: None,
@@ -587,7 +645,10 @@ fn node_hint_cases() -> Vec<Case> {
             endpoints: vec![
                 ep("10.1.2.3:80").nodes(&[NODE]).zones(&["zone-b"]).ready(),
                 ep("10.1.2.4:80").zones(&["zone-a"]).ready(),
-                ep("10.1.2.5:80").nodes(&["node-z"]).zones(&["zone-b"]).ready(),
+                ep("10.1.2.5:80")
+                    .nodes(&["node-z"])
+                    .zones(&["zone-b"])
+                    .ready(),
             ],
             cluster: Some(&["10.1.2.4:80"]),
             local: None,
@@ -644,8 +705,16 @@ fn node_hint_cases() -> Vec<Case> {
             zone: zone_a,
             svc: CLUSTER,
             endpoints: vec![
-                ep("10.1.2.3:80").nodes(&[NODE]).zones(&["zone-a"]).serving().terminating(),
-                ep("10.1.2.4:80").nodes(&["node-y"]).zones(&["zone-b"]).serving().terminating(),
+                ep("10.1.2.3:80")
+                    .nodes(&[NODE])
+                    .zones(&["zone-a"])
+                    .serving()
+                    .terminating(),
+                ep("10.1.2.4:80")
+                    .nodes(&["node-y"])
+                    .zones(&["zone-b"])
+                    .serving()
+                    .terminating(),
                 ep("10.1.2.5:80").nodes(&["node-y"]).zones(&["zone-b"]),
             ],
             cluster: Some(&["10.1.2.3:80", "10.1.2.4:80"]),
@@ -669,8 +738,14 @@ fn topology_mode_from_hints() {
         ep("10.0.0.1:80").nodes(&[NODE]).zones(&["zone-a"]).ready(),
         ep("10.0.0.2:80").nodes(&["n2"]).zones(&["zone-b"]).ready(),
     ];
-    assert_eq!(topology_mode(&both, NODE, "zone-a"), TopologyMode::PreferSameNode);
-    assert_eq!(topology_mode(&both, "n3", "zone-b"), TopologyMode::PreferSameZone);
+    assert_eq!(
+        topology_mode(&both, NODE, "zone-a"),
+        TopologyMode::PreferSameNode
+    );
+    assert_eq!(
+        topology_mode(&both, "n3", "zone-b"),
+        TopologyMode::PreferSameZone
+    );
     assert_eq!(topology_mode(&both, "n3", "zone-c"), TopologyMode::None);
     assert_eq!(topology_mode(&both, "n3", ""), TopologyMode::None);
     assert_eq!(topology_mode(&[], NODE, "zone-a"), TopologyMode::None);
@@ -681,7 +756,10 @@ fn topology_mode_from_hints() {
 #[test]
 fn all_reachable_keeps_endpoint_order_when_merging() {
     let case = &upstream_cases()[10];
-    assert_eq!(case.name, "conflicting topology and localness require merging allEndpoints");
+    assert_eq!(
+        case.name,
+        "conflicting topology and localness require merging allEndpoints"
+    );
     let port = service_port(case.svc);
     let got = categorize(&case.endpoints, &port, NODE, "zone-a");
     let order: Vec<String> = got.all_reachable.iter().map(ToString::to_string).collect();
@@ -789,7 +867,10 @@ fn decide_targets() {
                 node_port: np,
                 ..CLUSTER
             },
-            endpoints: vec![ep("10.0.0.1:80").ready(), ep("10.0.0.2:80").serving().terminating().local()],
+            endpoints: vec![
+                ep("10.0.0.1:80").ready(),
+                ep("10.0.0.2:80").serving().terminating().local(),
+            ],
             internal: Target::Cluster,
             external: Target::Local,
             local_ready: 0,
@@ -828,7 +909,9 @@ fn decide_targets() {
         for target in targets {
             let used = view.endpoints_for(target);
             match target {
-                Target::Cluster | Target::Local => assert!(!used.is_empty(), "{name}: {target:?} has endpoints"),
+                Target::Cluster | Target::Local => {
+                    assert!(!used.is_empty(), "{name}: {target:?} has endpoints")
+                }
                 Target::Drop | Target::Reject => assert!(used.is_empty()),
             }
         }

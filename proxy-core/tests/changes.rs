@@ -1,5 +1,7 @@
 //! Change tracking: `PendingChanges::prepare` and `ChangeSet::between`.
 
+#![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service as K8sService;
@@ -7,7 +9,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
 use proxy_core::changes::PendingChanges;
-use proxy_core::{ChangeSet, IpFamily, NodeInfo, NodeView, Protocol, ServiceKey, ServicePortName, ServiceTopology};
+use proxy_core::{
+    ChangeSet, IpFamily, NodeInfo, NodeView, Protocol, ServiceKey, ServicePortName, ServiceTopology,
+};
 
 fn svc(name: &str, ip: &str) -> K8sService {
     serde_json::from_value(json!({
@@ -24,7 +28,10 @@ fn svc(name: &str, ip: &str) -> K8sService {
 }
 
 fn slice_value(svc: &str, ips: &[&str]) -> Value {
-    let endpoints: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip], "nodeName": "n2"})).collect();
+    let endpoints: Vec<Value> = ips
+        .iter()
+        .map(|ip| json!({"addresses": [ip], "nodeName": "n2"}))
+        .collect();
     json!({
         "metadata": {"namespace": "ns", "name": format!("{svc}-1"), "labels": {"kubernetes.io/service-name": svc}},
         "addressType": "IPv4",
@@ -99,13 +106,22 @@ fn no_op_update_collapses_to_an_empty_set() {
 #[test]
 fn an_endpoint_change_names_exactly_that_services_ports() {
     let mut w = World::new();
-    let applied = w.topo.apply_endpoint_slice(&slice(slice_value("a", &["10.0.0.1", "10.0.0.3"])));
+    let applied = w
+        .topo
+        .apply_endpoint_slice(&slice(slice_value("a", &["10.0.0.1", "10.0.0.3"])));
     w.pending.touch_all(applied.changed);
     let (view, changes) = w.prepare();
-    assert_eq!(World::ports(&changes), [port("a", "http"), port("a", "https")]);
+    assert_eq!(
+        World::ports(&changes),
+        [port("a", "http"), port("a", "https")]
+    );
     assert!(changes.contains(&port("a", "http")));
     assert!(!changes.contains(&port("b", "http")));
-    assert_eq!(view, NodeView::build(&w.topo, w.node.clone(), IpFamily::V4), "partial equals fresh build");
+    assert_eq!(
+        view,
+        NodeView::build(&w.topo, w.node.clone(), IpFamily::V4),
+        "partial equals fresh build"
+    );
 }
 
 #[test]
@@ -126,7 +142,10 @@ fn a_deleted_services_ports_are_named() {
     let deleted = w.topo.delete_service("ns", "b").unwrap();
     w.pending.touch(deleted);
     let (view, changes) = w.prepare();
-    assert_eq!(World::ports(&changes), [port("b", "http"), port("b", "https")]);
+    assert_eq!(
+        World::ports(&changes),
+        [port("b", "http"), port("b", "https")]
+    );
     assert!(view.get(&port("b", "http")).is_none());
     assert_eq!(view.len(), 2);
 }
@@ -137,21 +156,29 @@ fn an_added_service_port_is_named() {
     let applied = w.topo.apply_service(&svc("c", "172.30.0.3"));
     w.pending.touch_all(applied.changed);
     let (view, changes) = w.prepare();
-    assert_eq!(World::ports(&changes), [port("c", "http"), port("c", "https")]);
+    assert_eq!(
+        World::ports(&changes),
+        [port("c", "http"), port("c", "https")]
+    );
     assert_eq!(view.len(), 6);
 }
 
 #[test]
 fn pending_changes_survive_a_failed_sync() {
     let mut w = World::new();
-    let applied = w.topo.apply_endpoint_slice(&slice(slice_value("b", &["10.0.0.9"])));
+    let applied = w
+        .topo
+        .apply_endpoint_slice(&slice(slice_value("b", &["10.0.0.9"])));
     w.pending.touch_all(applied.changed);
     let first = w.prepare();
     // The backend failed: nothing is cleared, `synced` stays. The next attempt
     // sees the same partial change set.
     let second = w.prepare();
     assert_eq!(first, second);
-    assert_eq!(World::ports(&second.1), [port("b", "http"), port("b", "https")]);
+    assert_eq!(
+        World::ports(&second.1),
+        [port("b", "http"), port("b", "https")]
+    );
 
     // After a success the runtime clears and adopts the view.
     w.pending.clear();
@@ -167,9 +194,14 @@ fn a_node_change_makes_a_full_set() {
     relabelled
         .labels
         .insert("topology.kubernetes.io/zone".into(), "zone-b".into());
-    let (view, changes) = w.pending.prepare(&w.topo, &w.synced, &Arc::new(relabelled.clone()));
+    let (view, changes) = w
+        .pending
+        .prepare(&w.topo, &w.synced, &Arc::new(relabelled.clone()));
     assert!(changes.is_full());
-    assert!(changes.contains(&port("a", "http")), "a full set contains everything");
+    assert!(
+        changes.contains(&port("a", "http")),
+        "a full set contains everything"
+    );
     assert_eq!(view.node().as_ref(), &relabelled);
 
     // An equal node in another allocation is not a change.
@@ -194,7 +226,13 @@ fn between_compares_only_the_named_services() {
     let w = World::new();
     let empty = NodeView::empty(IpFamily::V4, w.node.clone());
     let changes = ChangeSet::between(&empty, &w.synced, [&key("a")]);
-    assert_eq!(World::ports(&changes), [port("a", "http"), port("a", "https")]);
+    assert_eq!(
+        World::ports(&changes),
+        [port("a", "http"), port("a", "https")]
+    );
     let changes = ChangeSet::between(&w.synced, &empty, [&key("b")]);
-    assert_eq!(World::ports(&changes), [port("b", "http"), port("b", "https")]);
+    assert_eq!(
+        World::ports(&changes),
+        [port("b", "http"), port("b", "https")]
+    );
 }

@@ -616,16 +616,28 @@ fn kernel_harness_reports_a_backend_that_cannot_be_built() {
 #[test]
 #[ignore]
 fn debug_hold() {
-    let mut topology = NodeTopology::new(&ctx(IpFamily::V4)).unwrap();
-    topology.add_endpoints(&set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]), &set([sock("10.244.2.10:8080")])).unwrap();
-    topology.add_vips(&set([ip("10.96.0.10")])).unwrap();
-    let t0 = Instant::now();
-    topology.add_endpoints(&set([sock("10.244.1.20:1")]), &BTreeSet::new()).unwrap();
-    println!("client added in {:?}", t0.elapsed());
-    let opts = SendOptions { timeout: Duration::from_millis(100), forwarded_attempts: 1, refused_attempts: 1 };
-    nft(topology.node(), NFT_SERVICES);
-    for _ in 0..30 {
-        let p = packet(Origin::LocalPod, "10.244.1.20", Protocol::Tcp, "10.96.0.10", 80);
-        println!("{:?} {:?}", t0.elapsed(), topology.send(&p, opts));
+    for (fam, pods, remote, client, dst) in [
+        (IpFamily::V6, ["[fd00:244:1::10]:8080", "[fd00:244:1::20]:8080"], "[fd00:244:2::10]:8080", "fd00:244:1::20", "fd00:96::99"),
+    ] {
+        let t0 = Instant::now();
+        let mut topology = NodeTopology::new(&ctx(fam)).unwrap();
+        topology.add_endpoints(&set(pods.map(sock)), &set([sock(remote)])).unwrap();
+        println!("built {:?}", t0.elapsed());
+        let py = "import socket,time\nfor i in range(3):\n  s=socket.socket(socket.AF_INET6); s.settimeout(0.5)\n  try: s.connect(('fd00:96::99',80)); print('ok')\n  except Exception as e: print('err', e)\n";
+        let out = topology.pod(ip(client)).unwrap().command("python3").args(["-c", py]).output().unwrap();
+        println!("python: {} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for (name, ns) in [("lan", topology.lan()), ("node", topology.node()), ("pod", topology.pod(ip(client)).unwrap())] {
+            let out = ns.command("nstat").args(["-a"]).output().unwrap();
+            println!("== {name}\n{}", String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("Icmp6In") || l.contains("TcpExt") || l.contains("Tcp")).collect::<Vec<_>>().join("\n"));
+        }
+        let out = topology.lan().command("ip").args(["-6", "route", "get", "fd00:244:1::20"]).output().unwrap();
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+        let opts = SendOptions { timeout: Duration::from_millis(50), forwarded_attempts: 1, refused_attempts: 1 };
+        for _ in 0..3 {
+            let p = packet(Origin::LocalPod, client, Protocol::Tcp, dst, 8080);
+            let r = topology.send(&p, opts);
+            println!("{:?} {:?}", t0.elapsed(), r);
+            if !matches!(r, Ok(Outcome::Dropped)) { break; }
+        }
     }
 }

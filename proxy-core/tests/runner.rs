@@ -1,6 +1,8 @@
 //! The sync runner as a deterministic state machine: the clock is the
 //! `Instant`s the test passes in.
 
+#![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
+
 use std::time::{Duration, Instant};
 
 use proxy_core::runner::{RunReason, SyncRunner};
@@ -83,9 +85,17 @@ fn min_interval_separates_run_starts() {
         }
     }
     for pair in starts.windows(2) {
-        assert!(pair[1] - pair[0] >= MIN, "runs {:?} apart", pair[1] - pair[0]);
+        assert!(
+            pair[1] - pair[0] >= MIN,
+            "runs {:?} apart",
+            pair[1] - pair[0]
+        );
     }
-    assert_eq!(starts.len(), 11, "one run per second over ten seconds: {starts:?}");
+    assert_eq!(
+        starts.len(),
+        11,
+        "one run per second over ten seconds: {starts:?}"
+    );
 }
 
 #[test]
@@ -148,7 +158,11 @@ fn failure_retries_with_doubling_backoff_up_to_max_interval() {
         let delay = next - now;
         // Once the back-off reaches max_interval the retry and the periodic
         // run coincide; the periodic reason wins.
-        let want = if delay == MAX { RunReason::Periodic } else { RunReason::Retry };
+        let want = if delay == MAX {
+            RunReason::Periodic
+        } else {
+            RunReason::Retry
+        };
         assert_eq!(r.reason(next), Some(want));
         delays.push(delay.as_secs());
         now = next;
@@ -186,7 +200,11 @@ fn requests_are_not_held_back_by_the_backoff() {
     assert!(r.due(t0 + secs(3)));
     assert_eq!(r.reason(t0 + secs(3)), Some(RunReason::Requested));
     run(&mut r, t0 + secs(3), true);
-    assert_eq!(r.retry_at(), None, "the retry is served by the requested run");
+    assert_eq!(
+        r.retry_at(),
+        None,
+        "the retry is served by the requested run"
+    );
 }
 
 #[test]

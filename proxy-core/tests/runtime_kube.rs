@@ -1,5 +1,6 @@
 //! The Kubernetes source against a fake API server over real HTTP:
 //! initial gating, add/update/delete, dropped watches, `410 Gone`, outages.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 

@@ -1,5 +1,6 @@
 //! The sync loop with a recording backend: initial gating, coalescing,
 //! retries that keep pending changes, dual-stack, relists, lost dataplanes.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 

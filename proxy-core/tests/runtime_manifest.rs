@@ -1,5 +1,6 @@
 //! The manifest source through the whole loop: files added, changed,
 //! replaced by rename, broken and deleted.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 

@@ -3,11 +3,15 @@
 //! one error naming it and the field, and a bad update never removes the
 //! version accepted before.
 
+#![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
+
 use k8s_openapi::api::core::v1::Service as K8sService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use proxy_core::{Dropped, IpFamily, NodeInfo, NodeView, ObjectKind, Protocol, ServicePortName, ServiceTopology};
+use proxy_core::{
+    Dropped, IpFamily, NodeInfo, NodeView, ObjectKind, Protocol, ServicePortName, ServiceTopology,
+};
 
 const SERVICES: usize = 1000;
 
@@ -73,24 +77,40 @@ fn service_breakages() -> Vec<(&'static str, Dropped, Mutation)> {
         ("spec.sessionAffinity", Dropped::Object, |v| {
             v["spec"]["sessionAffinity"] = json!("Sticky");
         }),
-        ("spec.sessionAffinityConfig.clientIP.timeoutSeconds", Dropped::Object, |v| {
-            v["spec"]["sessionAffinity"] = json!("ClientIP");
-            v["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 86401}});
-        }),
+        (
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            Dropped::Object,
+            |v| {
+                v["spec"]["sessionAffinity"] = json!("ClientIP");
+                v["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 86401}});
+            },
+        ),
         ("spec.loadBalancerSourceRanges[0]", Dropped::Object, |v| {
             v["spec"]["loadBalancerSourceRanges"] = json!(["10.0.0.0/40"]);
         }),
         ("spec.ports[1].port", Dropped::Port, |v| {
-            v["spec"]["ports"].as_array_mut().unwrap().push(json!({"name": "bad", "port": 0}));
+            v["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "bad", "port": 0}));
         }),
         ("spec.ports[1].protocol", Dropped::Port, |v| {
-            v["spec"]["ports"].as_array_mut().unwrap().push(json!({"name": "bad", "port": 81, "protocol": "tcp4"}));
+            v["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "bad", "port": 81, "protocol": "tcp4"}));
         }),
         ("spec.ports[1].nodePort", Dropped::Port, |v| {
-            v["spec"]["ports"].as_array_mut().unwrap().push(json!({"name": "bad", "port": 81, "nodePort": 99999}));
+            v["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "bad", "port": 81, "nodePort": 99999}));
         }),
         ("spec.ports[1].name", Dropped::Port, |v| {
-            v["spec"]["ports"].as_array_mut().unwrap().push(json!({"name": "http", "port": 81, "protocol": "TCP"}));
+            v["spec"]["ports"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "http", "port": 81, "protocol": "TCP"}));
         }),
         ("spec.externalIPs[0]", Dropped::Value, |v| {
             v["spec"]["externalIPs"] = json!(["192.168.99.x"]);
@@ -110,9 +130,13 @@ fn slice_breakages() -> Vec<(&'static str, Dropped, Mutation)> {
         ("addressType", Dropped::Object, |v| {
             v["addressType"] = json!("IPv7");
         }),
-        ("metadata.labels[kubernetes.io/service-name]", Dropped::Object, |v| {
-            v["metadata"]["labels"] = json!({"app": "x"});
-        }),
+        (
+            "metadata.labels[kubernetes.io/service-name]",
+            Dropped::Object,
+            |v| {
+                v["metadata"]["labels"] = json!({"app": "x"});
+            },
+        ),
         ("ports[1].port", Dropped::Port, |v| {
             v["ports"][1] = json!({"name": "bad", "port": -1});
         }),
@@ -213,7 +237,10 @@ fn thousand_services_and_every_kind_of_malformed_object() {
         let applied = topo.apply_service(&service(v));
         assert_eq!(applied.errors.len(), 1);
         assert_eq!(applied.errors[0].field, field);
-        assert!(applied.changed.is_empty(), "{name}: a rejected update changes nothing");
+        assert!(
+            applied.changed.is_empty(),
+            "{name}: a rejected update changes nothing"
+        );
     }
     for (i, (field, dropped, breakage)) in slice_breakages().into_iter().enumerate() {
         if dropped != Dropped::Object {

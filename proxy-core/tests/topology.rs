@@ -1,6 +1,8 @@
 //! `ServiceTopology`: validation of Services and EndpointSlices, per-object
 //! rejection, no-op detection, slice merging, and what reaches the NodeView.
 
+#![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -11,8 +13,8 @@ use serde_json::{Value, json};
 use proxy_core::model::{SessionAffinity, TrafficPolicy};
 use proxy_core::topology::Applied;
 use proxy_core::{
-    Dropped, InvalidObject, IpFamily, NodeInfo, NodeView, ObjectKind, Protocol, ServiceKey, ServicePortName,
-    ServiceTopology,
+    Dropped, InvalidObject, IpFamily, NodeInfo, NodeView, ObjectKind, Protocol, ServiceKey,
+    ServicePortName, ServiceTopology,
 };
 
 const NODE: &str = "node-a";
@@ -75,17 +77,39 @@ fn net(s: &str) -> IpNet {
 /// Applies a service expected to be accepted whole; returns the changed keys.
 fn accept(topo: &mut ServiceTopology, v: Value) -> Vec<ServiceKey> {
     let applied = topo.apply_service(&service(v));
-    assert!(applied.errors.is_empty(), "unexpected errors {:?}", applied.errors);
+    assert!(
+        applied.errors.is_empty(),
+        "unexpected errors {:?}",
+        applied.errors
+    );
     applied.changed
 }
 
 /// The single error of `applied`, checked against kind, object, field and dropped.
-fn one_error(applied: &Applied, kind: ObjectKind, object: &str, field: &str, dropped: Dropped) -> InvalidObject {
-    assert_eq!(applied.errors.len(), 1, "one error expected: {:?}", applied.errors);
+fn one_error(
+    applied: &Applied,
+    kind: ObjectKind,
+    object: &str,
+    field: &str,
+    dropped: Dropped,
+) -> InvalidObject {
+    assert_eq!(
+        applied.errors.len(),
+        1,
+        "one error expected: {:?}",
+        applied.errors
+    );
     let e = applied.errors[0].clone();
-    assert_eq!((e.kind, e.object.as_str(), e.field.as_str(), e.dropped), (kind, object, field, dropped), "{e}");
+    assert_eq!(
+        (e.kind, e.object.as_str(), e.field.as_str(), e.dropped),
+        (kind, object, field, dropped),
+        "{e}"
+    );
     let text = e.to_string();
-    assert!(text.contains(object) && text.contains(field), "message names object and field: {text}");
+    assert!(
+        text.contains(object) && text.contains(field),
+        "message names object and field: {text}"
+    );
     e
 }
 
@@ -101,7 +125,8 @@ fn services_not_proxied_are_skipped() {
     let mut no_ip = svc_json("c", "");
     no_ip["spec"]["clusterIPs"] = json!([]);
     let mut other_proxy = svc_json("d", "172.30.0.4");
-    other_proxy["metadata"]["labels"] = json!({"service.kubernetes.io/service-proxy-name": "other"});
+    other_proxy["metadata"]["labels"] =
+        json!({"service.kubernetes.io/service-proxy-name": "other"});
     let mut headless_label = svc_json("e", "172.30.0.5");
     headless_label["metadata"]["labels"] = json!({"service.kubernetes.io/headless": ""});
 
@@ -162,7 +187,11 @@ fn cluster_ips_per_family() {
     let v4only = topo.service(&key("v4only")).unwrap();
     assert_eq!(v4only.ports(IpFamily::V4).len(), 1);
     assert!(v4only.ports(IpFamily::V6).is_empty());
-    assert_eq!(view(&topo, IpFamily::V6).len(), 1, "only the dual-stack service has an IPv6 port");
+    assert_eq!(
+        view(&topo, IpFamily::V6).len(),
+        1,
+        "only the dual-stack service has an IPv6 port"
+    );
     assert_eq!(view(&topo, IpFamily::V4).len(), 2);
 }
 
@@ -172,7 +201,10 @@ fn cluster_ip_without_cluster_ips_list_is_used() {
     let mut v = svc_json("a", "172.30.0.1");
     v["spec"].as_object_mut().unwrap().remove("clusterIPs");
     accept(&mut topo, v);
-    assert_eq!(topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].cluster_ip, ip("172.30.0.1"));
+    assert_eq!(
+        topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].cluster_ip,
+        ip("172.30.0.1")
+    );
 }
 
 #[test]
@@ -180,14 +212,26 @@ fn bad_cluster_ip_rejects_the_service() {
     let mut topo = ServiceTopology::new();
     let mut v = svc_json("a", "172.30.0.300");
     let applied = topo.apply_service(&service(v.clone()));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.clusterIPs[0]", Dropped::Object);
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.clusterIPs[0]",
+        Dropped::Object,
+    );
     assert!(applied.changed.is_empty());
     assert!(topo.service(&key("a")).is_none());
 
     v["spec"]["clusterIP"] = json!("172.30.0.1");
     v["spec"]["clusterIPs"] = json!(["172.30.0.1", "172.30.0.2"]);
     let applied = topo.apply_service(&service(v));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.clusterIPs[1]", Dropped::Object);
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.clusterIPs[1]",
+        Dropped::Object,
+    );
 }
 
 // ------------------------------------------------------------------ ports
@@ -208,7 +252,11 @@ fn bad_ports_drop_only_that_port() {
     ]);
     let applied = topo.apply_service(&service(v));
     assert_eq!(applied.changed, vec![key("a")]);
-    let got: Vec<(&str, Dropped)> = applied.errors.iter().map(|e| (e.field.as_str(), e.dropped)).collect();
+    let got: Vec<(&str, Dropped)> = applied
+        .errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.dropped))
+        .collect();
     assert_eq!(
         got,
         [
@@ -219,8 +267,17 @@ fn bad_ports_drop_only_that_port() {
             ("spec.ports[5].name", Dropped::Port),
         ]
     );
-    assert!(applied.errors.iter().all(|e| e.object == "ns/a" && e.kind == ObjectKind::Service));
-    assert!(applied.errors[2].reason.contains("ICMP"), "{}", applied.errors[2]);
+    assert!(
+        applied
+            .errors
+            .iter()
+            .all(|e| e.object == "ns/a" && e.kind == ObjectKind::Service)
+    );
+    assert!(
+        applied.errors[2].reason.contains("ICMP"),
+        "{}",
+        applied.errors[2]
+    );
     let ports: Vec<(String, u16, Protocol, Option<u16>)> = topo
         .service(&key("a"))
         .unwrap()
@@ -258,7 +315,11 @@ fn bad_external_and_load_balancer_ips_drop_the_value() {
     v["spec"]["externalIPs"] = json!(["192.168.99.1", "not-an-ip"]);
     v["status"] = json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"ip": "1.2.3.999"}]}});
     let applied = topo.apply_service(&service(v));
-    let got: Vec<(&str, Dropped)> = applied.errors.iter().map(|e| (e.field.as_str(), e.dropped)).collect();
+    let got: Vec<(&str, Dropped)> = applied
+        .errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.dropped))
+        .collect();
     assert_eq!(
         got,
         [
@@ -295,24 +356,42 @@ fn source_ranges_trimmed_filtered_and_zero_mask_allows_all() {
     let mut v = svc_json("a", "172.30.0.1");
     v["spec"]["type"] = json!("LoadBalancer");
     v["spec"]["clusterIPs"] = json!(["172.30.0.1", "fd00:30::1"]);
-    v["spec"]["loadBalancerSourceRanges"] = json!([" 203.0.113.0/25 ", "10.1.2.3/8", "fd00:1::/64"]);
+    v["spec"]["loadBalancerSourceRanges"] =
+        json!([" 203.0.113.0/25 ", "10.1.2.3/8", "fd00:1::/64"]);
     accept(&mut topo, v.clone());
     let svc = topo.service(&key("a")).unwrap();
     assert_eq!(
         svc.ports(IpFamily::V4)[0].load_balancer_source_ranges,
         [net("203.0.113.0/25"), net("10.0.0.0/8")]
     );
-    assert_eq!(svc.ports(IpFamily::V6)[0].load_balancer_source_ranges, [net("fd00:1::/64")]);
+    assert_eq!(
+        svc.ports(IpFamily::V6)[0].load_balancer_source_ranges,
+        [net("fd00:1::/64")]
+    );
 
     v["spec"]["loadBalancerSourceRanges"] = json!(["203.0.113.0/25", "0.0.0.0/0", "fd00:1::/64"]);
     accept(&mut topo, v.clone());
     let svc = topo.service(&key("a")).unwrap();
-    assert!(svc.ports(IpFamily::V4)[0].load_balancer_source_ranges.is_empty(), "0.0.0.0/0 allows all");
-    assert_eq!(svc.ports(IpFamily::V6)[0].load_balancer_source_ranges, [net("fd00:1::/64")]);
+    assert!(
+        svc.ports(IpFamily::V4)[0]
+            .load_balancer_source_ranges
+            .is_empty(),
+        "0.0.0.0/0 allows all"
+    );
+    assert_eq!(
+        svc.ports(IpFamily::V6)[0].load_balancer_source_ranges,
+        [net("fd00:1::/64")]
+    );
 
     v["spec"]["loadBalancerSourceRanges"] = json!(["203.0.113.0/25", "203.0.113.0/33"]);
     let applied = topo.apply_service(&service(v));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.loadBalancerSourceRanges[1]", Dropped::Object);
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.loadBalancerSourceRanges[1]",
+        Dropped::Object,
+    );
     // The previous version stays.
     assert_eq!(
         topo.service(&key("a")).unwrap().ports(IpFamily::V6)[0].load_balancer_source_ranges,
@@ -323,18 +402,30 @@ fn source_ranges_trimmed_filtered_and_zero_mask_allows_all() {
 #[test]
 fn session_affinity() {
     let mut topo = ServiceTopology::new();
-    let affinity = |topo: &ServiceTopology| topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].session_affinity;
+    let affinity = |topo: &ServiceTopology| {
+        topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].session_affinity
+    };
     let mut v = svc_json("a", "172.30.0.1");
     accept(&mut topo, v.clone());
     assert_eq!(affinity(&topo), None);
 
     v["spec"]["sessionAffinity"] = json!("ClientIP");
     accept(&mut topo, v.clone());
-    assert_eq!(affinity(&topo), Some(SessionAffinity { timeout_seconds: 10800 }));
+    assert_eq!(
+        affinity(&topo),
+        Some(SessionAffinity {
+            timeout_seconds: 10800
+        })
+    );
 
     v["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 300}});
     accept(&mut topo, v.clone());
-    assert_eq!(affinity(&topo), Some(SessionAffinity { timeout_seconds: 300 }));
+    assert_eq!(
+        affinity(&topo),
+        Some(SessionAffinity {
+            timeout_seconds: 300
+        })
+    );
 
     v["spec"]["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 0}});
     let applied = topo.apply_service(&service(v.clone()));
@@ -345,17 +436,29 @@ fn session_affinity() {
         "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
         Dropped::Object,
     );
-    assert_eq!(affinity(&topo), Some(SessionAffinity { timeout_seconds: 300 }));
+    assert_eq!(
+        affinity(&topo),
+        Some(SessionAffinity {
+            timeout_seconds: 300
+        })
+    );
 
     v["spec"]["sessionAffinity"] = json!("Cookie");
     let applied = topo.apply_service(&service(v));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.sessionAffinity", Dropped::Object);
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.sessionAffinity",
+        Dropped::Object,
+    );
 }
 
 #[test]
 fn traffic_policies() {
     let mut topo = ServiceTopology::new();
-    let port = |topo: &ServiceTopology| topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].clone();
+    let port =
+        |topo: &ServiceTopology| topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].clone();
     let mut v = svc_json("a", "172.30.0.1");
     v["spec"]["internalTrafficPolicy"] = json!("Local");
     v["spec"]["externalTrafficPolicy"] = json!("Local");
@@ -375,14 +478,26 @@ fn traffic_policies() {
 
     v["spec"]["externalTrafficPolicy"] = json!("Nearby");
     let applied = topo.apply_service(&service(v));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.externalTrafficPolicy", Dropped::Object);
-    assert_eq!(port(&topo).external_traffic_policy, TrafficPolicy::Local, "previous version kept");
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.externalTrafficPolicy",
+        Dropped::Object,
+    );
+    assert_eq!(
+        port(&topo).external_traffic_policy,
+        TrafficPolicy::Local,
+        "previous version kept"
+    );
 }
 
 #[test]
 fn health_check_node_port_only_for_load_balancer_with_local_policy() {
     let mut topo = ServiceTopology::new();
-    let hcnp = |topo: &ServiceTopology| topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].health_check_node_port;
+    let hcnp = |topo: &ServiceTopology| {
+        topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0].health_check_node_port
+    };
     let mut v = svc_json("a", "172.30.0.1");
     v["spec"]["type"] = json!("LoadBalancer");
     v["spec"]["externalTrafficPolicy"] = json!("Local");
@@ -402,7 +517,13 @@ fn health_check_node_port_only_for_load_balancer_with_local_policy() {
     v["spec"]["type"] = json!("LoadBalancer");
     v["spec"]["healthCheckNodePort"] = json!(-1);
     let applied = topo.apply_service(&service(v));
-    one_error(&applied, ObjectKind::Service, "ns/a", "spec.healthCheckNodePort", Dropped::Value);
+    one_error(
+        &applied,
+        ObjectKind::Service,
+        "ns/a",
+        "spec.healthCheckNodePort",
+        Dropped::Value,
+    );
     assert_eq!(hcnp(&topo), None);
 }
 
@@ -438,7 +559,10 @@ fn rejected_update_keeps_the_previous_version() {
 #[test]
 fn no_op_updates_change_nothing() {
     let mut topo = ServiceTopology::new();
-    assert_eq!(accept(&mut topo, svc_json("a", "172.30.0.1")), vec![key("a")]);
+    assert_eq!(
+        accept(&mut topo, svc_json("a", "172.30.0.1")),
+        vec![key("a")]
+    );
     assert!(accept(&mut topo, svc_json("a", "172.30.0.1")).is_empty());
     // Fields kube-proxy does not use are not changes either.
     let mut annotated = svc_json("a", "172.30.0.1");
@@ -471,8 +595,15 @@ fn deletes() {
 #[test]
 fn bad_slice_fields() {
     let mut topo = ServiceTopology::new();
-    let mut v = slice_json("s", "svc", &["10.0.0.1", "fd00::1", "10.0.0.999", "10.0.0.2"]);
-    v["endpoints"].as_array_mut().unwrap().push(json!({"addresses": []}));
+    let mut v = slice_json(
+        "s",
+        "svc",
+        &["10.0.0.1", "fd00::1", "10.0.0.999", "10.0.0.2"],
+    );
+    v["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"addresses": []}));
     v["ports"] = json!([
         {"name": "http", "port": 8080, "protocol": "TCP"},
         {"name": "big", "port": 65536, "protocol": "TCP"},
@@ -480,7 +611,11 @@ fn bad_slice_fields() {
     ]);
     let applied = topo.apply_endpoint_slice(&slice(v));
     assert_eq!(applied.changed, vec![key("svc")]);
-    let got: Vec<(&str, Dropped)> = applied.errors.iter().map(|e| (e.field.as_str(), e.dropped)).collect();
+    let got: Vec<(&str, Dropped)> = applied
+        .errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.dropped))
+        .collect();
     assert_eq!(
         got,
         [
@@ -497,7 +632,11 @@ fn bad_slice_fields() {
             .iter()
             .all(|e| e.object == "ns/s" && e.kind == ObjectKind::EndpointSlice)
     );
-    assert!(applied.errors[2].reason.contains("IPv4"), "wrong family named: {}", applied.errors[2]);
+    assert!(
+        applied.errors[2].reason.contains("IPv4"),
+        "wrong family named: {}",
+        applied.errors[2]
+    );
     let stored = topo.slices(&key("svc")).next().unwrap();
     let ips: Vec<IpAddr> = stored.endpoints.iter().map(|e| e.ip).collect();
     assert_eq!(ips, [ip("10.0.0.1"), ip("10.0.0.2")]);
@@ -510,7 +649,13 @@ fn unknown_address_type_rejects_the_slice() {
     let mut v = slice_json("s", "svc", &["10.0.0.1"]);
     v["addressType"] = json!("IPv5");
     let applied = topo.apply_endpoint_slice(&slice(v));
-    one_error(&applied, ObjectKind::EndpointSlice, "ns/s", "addressType", Dropped::Object);
+    one_error(
+        &applied,
+        ObjectKind::EndpointSlice,
+        "ns/s",
+        "addressType",
+        Dropped::Object,
+    );
     assert_eq!(topo.slice_names().count(), 0);
 }
 
@@ -541,7 +686,11 @@ fn multiple_slices_are_merged_sorted_and_deduplicated() {
 
     let v = view(&topo, IpFamily::V4);
     let port = v.get(&http("a")).unwrap();
-    let got: Vec<(String, bool)> = port.cluster.iter().map(|e| (e.to_string(), e.is_local)).collect();
+    let got: Vec<(String, bool)> = port
+        .cluster
+        .iter()
+        .map(|e| (e.to_string(), e.is_local))
+        .collect();
     // Upstream sorts by the endpoint string: "10.0.0.10:8080" < "10.0.0.1:8080".
     assert_eq!(
         got,
@@ -564,7 +713,13 @@ fn endpoints_of_one_slice_follow_the_upstream_string_order() {
         &["10.0.0.9", "10.0.0.10", "10.0.0.1", "10.0.1.1", "9.0.0.1"],
     )));
     let v = view(&topo, IpFamily::V4);
-    let got: Vec<String> = v.get(&http("a")).unwrap().cluster.iter().map(ToString::to_string).collect();
+    let got: Vec<String> = v
+        .get(&http("a"))
+        .unwrap()
+        .cluster
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut want = got.clone();
     want.sort();
     assert_eq!(got, want, "sorted as strings");
@@ -581,11 +736,20 @@ fn ipv6_endpoints_follow_the_bracketed_string_order() {
     s["addressType"] = json!("IPv6");
     let _ = topo.apply_endpoint_slice(&slice(s));
     let v = view(&topo, IpFamily::V6);
-    let got: Vec<String> = v.get(&http("a")).unwrap().cluster.iter().map(ToString::to_string).collect();
+    let got: Vec<String> = v
+        .get(&http("a"))
+        .unwrap()
+        .cluster
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut want = got.clone();
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(got, ["[fd00::10]:8080", "[fd00::1]:8080", "[fd00::1a]:8080"]);
+    assert_eq!(
+        got,
+        ["[fd00::10]:8080", "[fd00::1]:8080", "[fd00::1a]:8080"]
+    );
 }
 
 #[test]
@@ -616,7 +780,10 @@ fn target_port_is_resolved_by_slice_port_name_and_protocol() {
     };
     assert_eq!(ports("http", Protocol::Tcp), [8080]);
     assert_eq!(ports("dns", Protocol::Udp), [5353]);
-    assert!(ports("dns-tcp", Protocol::Tcp).is_empty(), "protocol must match too");
+    assert!(
+        ports("dns-tcp", Protocol::Tcp).is_empty(),
+        "protocol must match too"
+    );
 }
 
 #[test]
@@ -636,14 +803,30 @@ fn locality_requires_the_node_name() {
     accept(&mut topo, svc_json("a", "172.30.0.1"));
     let mut s = slice_json("a-1", "a", &["10.0.0.1", "10.0.0.2"]);
     s["endpoints"][0]["nodeName"] = json!(NODE);
-    s["endpoints"][1].as_object_mut().unwrap().remove("nodeName");
+    s["endpoints"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("nodeName");
     let _ = topo.apply_endpoint_slice(&slice(s));
     let v = view(&topo, IpFamily::V4);
-    let local: Vec<bool> = v.get(&http("a")).unwrap().cluster.iter().map(|e| e.is_local).collect();
+    let local: Vec<bool> = v
+        .get(&http("a"))
+        .unwrap()
+        .cluster
+        .iter()
+        .map(|e| e.is_local)
+        .collect();
     assert_eq!(local, [true, false]);
     // A node without a name has no local endpoints (upstream `isLocal`).
     let unnamed = NodeView::build(&topo, NodeInfo::named("").shared(), IpFamily::V4);
-    assert!(unnamed.get(&http("a")).unwrap().cluster.iter().all(|e| !e.is_local));
+    assert!(
+        unnamed
+            .get(&http("a"))
+            .unwrap()
+            .cluster
+            .iter()
+            .all(|e| !e.is_local)
+    );
 }
 
 #[test]
@@ -667,5 +850,12 @@ fn slices_before_their_service_are_kept() {
     let _ = topo.apply_endpoint_slice(&slice(slice_json("a-1", "a", &["10.0.0.1"])));
     assert!(view(&topo, IpFamily::V4).is_empty());
     accept(&mut topo, svc_json("a", "172.30.0.1"));
-    assert_eq!(view(&topo, IpFamily::V4).get(&http("a")).unwrap().cluster.len(), 1);
+    assert_eq!(
+        view(&topo, IpFamily::V4)
+            .get(&http("a"))
+            .unwrap()
+            .cluster
+            .len(),
+        1
+    );
 }

@@ -27,7 +27,10 @@ impl Forwarding {
 
     /// Whether [`Forwarding::Splice`] is compiled in.
     pub const fn splice_available() -> bool {
-        cfg!(all(feature = "splice", any(target_os = "linux", target_os = "android")))
+        cfg!(all(
+            feature = "splice",
+            any(target_os = "linux", target_os = "android")
+        ))
     }
 
     /// The fastest forwarding this build supports.
@@ -50,12 +53,18 @@ impl Default for Forwarding {
 
 /// Forwards both directions until both sides have closed, propagating
 /// half-closes. Returns the bytes moved client→endpoint and endpoint→client.
-pub async fn forward(client: TcpStream, endpoint: TcpStream, how: Forwarding) -> std::io::Result<(u64, u64)> {
+pub async fn forward(
+    client: TcpStream,
+    endpoint: TcpStream,
+    how: Forwarding,
+) -> std::io::Result<(u64, u64)> {
     match how {
         #[cfg(all(feature = "splice", any(target_os = "linux", target_os = "android")))]
         Forwarding::Splice => splice::bidirectional(client, endpoint).await,
         #[cfg(not(all(feature = "splice", any(target_os = "linux", target_os = "android"))))]
-        Forwarding::Splice => copy::bidirectional(client, endpoint, Forwarding::DEFAULT_COPY_BUFFER).await,
+        Forwarding::Splice => {
+            copy::bidirectional(client, endpoint, Forwarding::DEFAULT_COPY_BUFFER).await
+        }
         Forwarding::Copy { buffer } => copy::bidirectional(client, endpoint, buffer).await,
     }
 }

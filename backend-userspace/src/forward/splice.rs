@@ -13,10 +13,16 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// when the user's pipe budget is spent), which only costs system calls.
 const PIPE_SIZE: i32 = 1 << 20;
 
-pub(super) async fn bidirectional(client: TcpStream, endpoint: TcpStream) -> io::Result<(u64, u64)> {
+pub(super) async fn bidirectional(
+    client: TcpStream,
+    endpoint: TcpStream,
+) -> io::Result<(u64, u64)> {
     let (client_read, client_write) = client.into_split();
     let (endpoint_read, endpoint_write) = endpoint.into_split();
-    tokio::try_join!(pump(client_read, endpoint_write), pump(endpoint_read, client_write))
+    tokio::try_join!(
+        pump(client_read, endpoint_write),
+        pump(endpoint_read, client_write)
+    )
 }
 
 struct Pipe {
@@ -31,7 +37,11 @@ impl Pipe {
         let capacity = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
             .or_else(|_| fcntl(&write, FcntlArg::F_GETPIPE_SZ))
             .map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(64 * 1024));
-        Ok(Pipe { read, write, capacity })
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
     }
 }
 
@@ -54,7 +64,14 @@ async fn pump(from: OwnedReadHalf, to: OwnedWriteHalf) -> io::Result<u64> {
         while pending > 0 {
             dst.writable().await?;
             match dst.try_io(Interest::WRITABLE, || {
-                Ok(splice(pipe.read.as_fd(), None, dst.as_fd(), None, pending, flags())?)
+                Ok(splice(
+                    pipe.read.as_fd(),
+                    None,
+                    dst.as_fd(),
+                    None,
+                    pending,
+                    flags(),
+                )?)
             }) {
                 Ok(n) => pending -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -74,7 +91,14 @@ async fn read_into_pipe(src: &TcpStream, pipe: &Pipe) -> io::Result<usize> {
     loop {
         src.readable().await?;
         match src.try_io(Interest::READABLE, || {
-            Ok(splice(src.as_fd(), None, pipe.write.as_fd(), None, pipe.capacity, flags())?)
+            Ok(splice(
+                src.as_fd(),
+                None,
+                pipe.write.as_fd(),
+                None,
+                pipe.capacity,
+                flags(),
+            )?)
         }) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

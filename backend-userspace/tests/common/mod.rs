@@ -17,7 +17,14 @@ pub const NODE: &str = "test-node";
 
 /// A NodePort Service `ns/name` with one port `p` (`protocol`, `port`,
 /// `node_port`), ClusterIP `cluster_ip`, plus `extra` merged into its spec.
-pub fn service(name: &str, cluster_ip: &str, protocol: &str, port: u16, node_port: Option<u16>, extra: serde_json::Value) -> Service {
+pub fn service(
+    name: &str,
+    cluster_ip: &str,
+    protocol: &str,
+    port: u16,
+    node_port: Option<u16>,
+    extra: serde_json::Value,
+) -> Service {
     let mut spec = json!({
         "type": if node_port.is_some() { "NodePort" } else { "ClusterIP" },
         "clusterIP": cluster_ip,
@@ -133,7 +140,9 @@ impl Echoes {
 
 async fn tcp_echo(listener: TcpListener, name: String) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let name = name.clone();
         tokio::spawn(async move {
             stream.write_all(format!("{name}\n").as_bytes()).await.ok();

@@ -10,6 +10,9 @@ use proxy_core::conformance::{self, Tier};
 async fn main() -> anyhow::Result<()> {
     let report = conformance::run(&RouteTableHarness::factory, Tier::Fake).await;
     println!("{report}");
-    anyhow::ensure!(report.is_success(), "the route-table backend failed conformance scenarios");
+    anyhow::ensure!(
+        report.is_success(),
+        "the route-table backend failed conformance scenarios"
+    );
     Ok(())
 }

@@ -65,8 +65,15 @@ async fn main() -> anyhow::Result<()> {
     // 1. The model, fed object by object; each call says what changed.
     let mut topology = ServiceTopology::new();
     let mut pending = PendingChanges::new();
-    for applied in [topology.apply_service(&service()?), topology.apply_endpoint_slice(&slice(&["127.0.0.14"])?)] {
-        anyhow::ensure!(applied.errors.is_empty(), "invalid object: {:?}", applied.errors);
+    for applied in [
+        topology.apply_service(&service()?),
+        topology.apply_endpoint_slice(&slice(&["127.0.0.14"])?),
+    ] {
+        anyhow::ensure!(
+            applied.errors.is_empty(),
+            "invalid object: {:?}",
+            applied.errors
+        );
         pending.touch_all(applied.changed);
     }
 
@@ -81,7 +88,13 @@ async fn main() -> anyhow::Result<()> {
     print!("{}", backend.render(&synced)?);
 
     let through_proxy = SocketAddr::from(([127, 0, 0, 1], NODE_PORT));
-    println!("GET {through_proxy} -> {}", http::get(through_proxy).await.context("first request")?.trim());
+    println!(
+        "GET {through_proxy} -> {}",
+        http::get(through_proxy)
+            .await
+            .context("first request")?
+            .trim()
+    );
 
     // 4. A change: a second endpoint. Only the touched service is recomputed
     // and only its port is in the change set.
@@ -94,7 +107,10 @@ async fn main() -> anyhow::Result<()> {
     println!("partial sync of {} port(s): {stats:?}", changes.len());
 
     for _ in 0..4 {
-        println!("GET {through_proxy} -> {}", http::get(through_proxy).await?.trim());
+        println!(
+            "GET {through_proxy} -> {}",
+            http::get(through_proxy).await?.trim()
+        );
     }
 
     backend.cleanup().await?;

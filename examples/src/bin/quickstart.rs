@@ -32,8 +32,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const NODE: &str = "quickstart-node";
-const NODE_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 30080);
-const ENDPOINTS: [(&str, [u8; 4]); 3] = [("hello-1", [127, 0, 0, 11]), ("hello-2", [127, 0, 0, 12]), ("hello-3", [127, 0, 0, 13])];
+const NODE_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 30080);
+const ENDPOINTS: [(&str, [u8; 4]); 3] = [
+    ("hello-1", [127, 0, 0, 11]),
+    ("hello-2", [127, 0, 0, 12]),
+    ("hello-3", [127, 0, 0, 13]),
+];
 
 struct Args {
     in_process: bool,
@@ -54,10 +59,16 @@ fn parse_args() -> anyhow::Result<Args> {
         match arg.as_str() {
             "--in-process" => args.in_process = true,
             "--once" => args.once = true,
-            "--requests" => args.requests = it.next().context("--requests needs a number")?.parse()?,
-            "--manifests" => args.manifests = it.next().context("--manifests needs a directory")?.into(),
+            "--requests" => {
+                args.requests = it.next().context("--requests needs a number")?.parse()?
+            }
+            "--manifests" => {
+                args.manifests = it.next().context("--manifests needs a directory")?.into()
+            }
             "-h" | "--help" => {
-                println!("usage: quickstart [--in-process] [--once] [--requests N] [--manifests DIR]");
+                println!(
+                    "usage: quickstart [--in-process] [--once] [--requests N] [--manifests DIR]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -70,7 +81,10 @@ fn parse_args() -> anyhow::Result<Args> {
 /// this process. Dropping it stops it.
 enum Proxy {
     Binary(Child),
-    InProcess { stop: Option<oneshot::Sender<()>>, task: JoinHandle<()> },
+    InProcess {
+        stop: Option<oneshot::Sender<()>>,
+        task: JoinHandle<()>,
+    },
 }
 
 impl Proxy {
@@ -88,7 +102,9 @@ impl Proxy {
                 Some(status) => bail!("kube-proxy exited: {status}"),
                 None => Ok(()),
             },
-            Proxy::InProcess { task, .. } if task.is_finished() => bail!("the in-process runtime stopped"),
+            Proxy::InProcess { task, .. } if task.is_finished() => {
+                bail!("the in-process runtime stopped")
+            }
             Proxy::InProcess { .. } => Ok(()),
         }
     }
@@ -126,7 +142,10 @@ async fn build_kube_proxy(path: &Path) -> bool {
         return false;
     };
     let release = path.parent().is_some_and(|d| d.ends_with("release"));
-    println!("kube-proxy is not built yet: running `cargo build -p kube-proxy{}`", if release { " --release" } else { "" });
+    println!(
+        "kube-proxy is not built yet: running `cargo build -p kube-proxy{}`",
+        if release { " --release" } else { "" }
+    );
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-p", "kube-proxy"]);
     if release {
@@ -150,7 +169,11 @@ async fn start_binary(args: &Args) -> anyhow::Result<Proxy> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", path.display()))?;
-    println!("started {} (pid {})", path.display(), child.id().unwrap_or_default());
+    println!(
+        "started {} (pid {})",
+        path.display(),
+        child.id().unwrap_or_default()
+    );
     Ok(Proxy::Binary(child))
 }
 
@@ -163,14 +186,27 @@ fn start_in_process(args: &Args) -> anyhow::Result<Proxy> {
         ..RuntimeOptions::new(&config, NODE)
     };
     let source = ManifestSource::new(&args.manifests)?;
-    let runtime = Runtime::new(Arc::new(config), Arc::new(UserspaceFactory), Vec::new(), options);
+    let runtime = Runtime::new(
+        Arc::new(config),
+        Arc::new(UserspaceFactory),
+        Vec::new(),
+        options,
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        if let Err(error) = runtime.run(Box::new(source), async { stopped.await.unwrap_or_default() }).await {
+        if let Err(error) = runtime
+            .run(Box::new(source), async {
+                stopped.await.unwrap_or_default()
+            })
+            .await
+        {
             tracing::error!(%error, "the in-process runtime failed");
         }
     });
-    Ok(Proxy::InProcess { stop: Some(stop), task })
+    Ok(Proxy::InProcess {
+        stop: Some(stop),
+        task,
+    })
 }
 
 async fn wait_until_served(proxy: &mut Proxy) -> anyhow::Result<()> {
@@ -190,7 +226,9 @@ async fn wait_until_served(proxy: &mut Proxy) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = parse_args()?;
 
@@ -208,13 +246,17 @@ async fn main() -> anyhow::Result<()> {
             Ok(mut proxy) => match wait_until_served(&mut proxy).await {
                 Ok(()) => proxy,
                 Err(error) => {
-                    println!("kube-proxy did not serve {NODE_PORT} ({error:#}); falling back to the in-process runtime");
+                    println!(
+                        "kube-proxy did not serve {NODE_PORT} ({error:#}); falling back to the in-process runtime"
+                    );
                     proxy.stop().await;
                     start_in_process(&args)?
                 }
             },
             Err(error) => {
-                println!("cannot run the kube-proxy binary ({error:#}); using the in-process runtime");
+                println!(
+                    "cannot run the kube-proxy binary ({error:#}); using the in-process runtime"
+                );
                 start_in_process(&args)?
             }
         }
@@ -225,7 +267,11 @@ async fn main() -> anyhow::Result<()> {
     let mut answers: BTreeMap<String, usize> = BTreeMap::new();
     for i in 1..=args.requests {
         let body = http::get(NODE_PORT).await?;
-        let name = body.split_whitespace().next().unwrap_or_default().to_string();
+        let name = body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         println!("request {i:>2} -> {}", body.trim());
         *answers.entry(name).or_default() += 1;
     }
@@ -233,7 +279,10 @@ async fn main() -> anyhow::Result<()> {
     println!("answers: {}", summary.join(", "));
 
     if !args.once {
-        println!("serving http://{NODE_PORT} through the {}; press Ctrl-C to stop", proxy.describe());
+        println!(
+            "serving http://{NODE_PORT} through the {}; press Ctrl-C to stop",
+            proxy.describe()
+        );
         tokio::select! {
             signal = tokio::signal::ctrl_c() => signal?,
             error = async { loop { tokio::time::sleep(Duration::from_secs(1)).await; if let Err(e) = proxy.check_running() { break e; } } } => {

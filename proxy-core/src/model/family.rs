@@ -53,8 +53,14 @@ impl IpFamily {
     /// The loopback network of this family (`127.0.0.0/8` or `::1/128`).
     pub fn loopback_net(self) -> IpNet {
         match self {
-            IpFamily::V4 => IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
-            IpFamily::V6 => IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128)),
+            IpFamily::V4 => IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(127, 0, 0, 0),
+                8,
+            )),
+            IpFamily::V6 => IpNet::V6(ipnet::Ipv6Net::new_assert(
+                std::net::Ipv6Addr::LOCALHOST,
+                128,
+            )),
         }
     }
 }

@@ -39,12 +39,18 @@ impl NodeInfo {
 
     /// The primary IP of `family`, if known.
     pub fn primary_ip(&self, family: IpFamily) -> Option<IpAddr> {
-        self.addresses.iter().copied().find(|ip| family.contains(ip))
+        self.addresses
+            .iter()
+            .copied()
+            .find(|ip| family.contains(ip))
     }
 
     /// The pod CIDR of `family`, if known.
     pub fn pod_cidr(&self, family: IpFamily) -> Option<IpNet> {
-        self.pod_cidrs.iter().copied().find(|n| IpFamily::of_net(n) == family)
+        self.pod_cidrs
+            .iter()
+            .copied()
+            .find(|n| IpFamily::of_net(n) == family)
     }
 
     /// Shared handle.

@@ -2,7 +2,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A service protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     /// TCP.
     #[serde(rename = "TCP")]

@@ -63,7 +63,9 @@ impl ServicePort {
     /// Whether traffic can reach this port from outside the cluster network:
     /// it has a node port, external IPs or load-balancer IPs.
     pub fn externally_accessible(&self) -> bool {
-        self.node_port.is_some() || !self.external_ips.is_empty() || !self.load_balancer_ips.is_empty()
+        self.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
     }
 
     /// Upstream's `UsesClusterEndpoints`: `!internalPolicyLocal || externallyAccessible`.
@@ -75,7 +77,8 @@ impl ServicePort {
     /// `internalPolicyLocal || (externalPolicyLocal && externallyAccessible)`.
     pub fn uses_local_endpoints(&self) -> bool {
         self.internal_traffic_policy == TrafficPolicy::Local
-            || (self.external_traffic_policy == TrafficPolicy::Local && self.externally_accessible())
+            || (self.external_traffic_policy == TrafficPolicy::Local
+                && self.externally_accessible())
     }
 
     /// Whether external traffic is restricted to local endpoints.

@@ -100,7 +100,12 @@ impl SyncRunner {
     /// `min_interval` is upstream's `minSyncPeriod`, `max_interval` its
     /// `syncPeriod` (or the 1 h full-sync period of the iptables mode),
     /// `retry_interval` the first delay after a failed run.
-    pub fn new(min_interval: Duration, max_interval: Duration, retry_interval: Duration, now: Instant) -> Self {
+    pub fn new(
+        min_interval: Duration,
+        max_interval: Duration,
+        retry_interval: Duration,
+        now: Instant,
+    ) -> Self {
         SyncRunner {
             min_interval,
             max_interval,
@@ -207,7 +212,10 @@ impl SyncRunner {
             self.backoff = self.retry_interval;
         } else {
             self.retry_at = Some(later(now, self.backoff));
-            self.backoff = self.backoff.saturating_mul(2).min(self.max_interval.max(self.retry_interval));
+            self.backoff = self
+                .backoff
+                .saturating_mul(2)
+                .min(self.max_interval.max(self.retry_interval));
         }
     }
 

@@ -12,7 +12,7 @@ use crate::topology::ServiceTopology;
 use crate::view::NodeView;
 
 use super::observer::{SyncObserver, SyncReport};
-use super::runtime::SyncTiming;
+use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
 pub(crate) struct FamilyState {
@@ -93,7 +93,7 @@ impl FamilyState {
         }
         let outcome = self.sync(topology, node, observers).await;
         self.runner
-            .finished(super::runtime::now(), outcome != Outcome::Failed);
+            .finished(super::sync_loop::now(), outcome != Outcome::Failed);
         Some(outcome)
     }
 
@@ -108,7 +108,7 @@ impl FamilyState {
         }
         let mode = self.backend.mode();
         let (view, changes) = self.pending.prepare(topology, &self.synced, node);
-        let started = super::runtime::now();
+        let started = super::sync_loop::now();
         let stats = if changes.is_empty() {
             // Every pending change collapsed to nothing for this family.
             Default::default()
@@ -125,7 +125,7 @@ impl FamilyState {
                 }
             }
         };
-        let duration = super::runtime::now().saturating_duration_since(started);
+        let duration = super::sync_loop::now().saturating_duration_since(started);
         if changes.is_full() {
             self.last_full = Some(started);
         }

@@ -16,16 +16,20 @@
 //! - [`SyncObserver`]: what the loop reports to health, metrics and
 //!   conntrack cleanup.
 
+pub mod conntrack;
 mod family;
+pub mod health;
+pub mod metrics;
 mod node;
 mod observer;
-mod runtime;
 mod shutdown;
 pub mod source;
+mod sync_loop;
+pub mod sysctl;
 mod world;
 
 pub use node::{NodeState, TAINT_TO_BE_DELETED};
 pub use observer::{NodeHealth, SyncObserver, SyncReport};
-pub use runtime::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
 pub use shutdown::shutdown_signal;
+pub use sync_loop::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
 pub use world::TRIGGER_TIME_ANNOTATION;

@@ -7,10 +7,12 @@
 //! object and the field; when a whole object is rejected, the version accepted
 //! before stays in effect, so a bad update never removes rules that work.
 
+mod interner;
 mod service;
 mod slice;
 mod store;
 
 pub use service::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME, Service};
 pub use slice::{LABEL_SERVICE_NAME, Slice, SliceEndpoint, SlicePort, cmp_endpoint_strings};
+pub(crate) use store::ServiceEntry;
 pub use store::{Applied, ServiceTopology};

@@ -7,7 +7,9 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1 as corev1;
 
 use crate::error::{Dropped, InvalidObject, ObjectKind};
-use crate::model::{IpFamily, Protocol, ServiceKey, ServicePort, ServicePortName, SessionAffinity, TrafficPolicy};
+use crate::model::{
+    IpFamily, Protocol, ServiceKey, ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
+};
 
 /// Any value of this label means another proxy handles the object.
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -71,7 +73,9 @@ impl Ctx<'_> {
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    s.trim().parse::<IpAddr>().map_err(|_| format!("{s:?} is not an IP address"))
+    s.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not an IP address"))
 }
 
 fn policy(value: Option<&str>, field: &str, ctx: &Ctx<'_>) -> Result<TrafficPolicy, InvalidObject> {
@@ -90,7 +94,11 @@ fn port_number(value: i32, field: String, ctx: &mut Ctx<'_>) -> Option<u16> {
     match u16::try_from(value) {
         Ok(p) if p != 0 => Some(p),
         _ => {
-            ctx.push(field, format!("{value} is not a port number (1-65535)"), Dropped::Port);
+            ctx.push(
+                field,
+                format!("{value} is not a port number (1-65535)"),
+                Dropped::Port,
+            );
             None
         }
     }
@@ -145,7 +153,10 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
         };
         match parse_ip(raw) {
             Ok(ip) => {
-                if cluster_ips.iter().any(|c| IpFamily::of(c) == IpFamily::of(&ip)) {
+                if cluster_ips
+                    .iter()
+                    .any(|c| IpFamily::of(c) == IpFamily::of(&ip))
+                {
                     return Validated::Rejected(ctx.error(
                         field,
                         format!("{raw} is a second {} ClusterIP", IpFamily::of(&ip)),
@@ -158,16 +169,31 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
         }
     }
 
-    let internal = match policy(spec.internal_traffic_policy.as_deref(), "internalTrafficPolicy", &ctx) {
+    let internal = match policy(
+        spec.internal_traffic_policy.as_deref(),
+        "internalTrafficPolicy",
+        &ctx,
+    ) {
         Ok(p) => p,
         Err(e) => return Validated::Rejected(e),
     };
-    let external_raw = match policy(spec.external_traffic_policy.as_deref(), "externalTrafficPolicy", &ctx) {
+    let external_raw = match policy(
+        spec.external_traffic_policy.as_deref(),
+        "externalTrafficPolicy",
+        &ctx,
+    ) {
         Ok(p) => p,
         Err(e) => return Validated::Rejected(e),
     };
-    // externalTrafficPolicy only applies to NodePort and LoadBalancer services.
-    let external = if matches!(svc_type, "NodePort" | "LoadBalancer") {
+    // Upstream's `ExternalPolicyLocal`: the policy applies only to externally
+    // accessible services: NodePort, LoadBalancer, or ClusterIP with externalIPs.
+    let externally_accessible = matches!(svc_type, "NodePort" | "LoadBalancer")
+        || (svc_type == "ClusterIP"
+            && spec
+                .external_ips
+                .as_ref()
+                .is_some_and(|ips| !ips.is_empty()));
+    let external = if externally_accessible {
         external_raw
     } else {
         TrafficPolicy::Cluster
@@ -184,9 +210,11 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
                 None => Some(SessionAffinity {
                     timeout_seconds: DEFAULT_AFFINITY_TIMEOUT_SECONDS,
                 }),
-                Some(t) if t > 0 && t as u32 <= MAX_AFFINITY_TIMEOUT_SECONDS => Some(SessionAffinity {
-                    timeout_seconds: t as u32,
-                }),
+                Some(t) if t > 0 && t as u32 <= MAX_AFFINITY_TIMEOUT_SECONDS => {
+                    Some(SessionAffinity {
+                        timeout_seconds: t as u32,
+                    })
+                }
                 Some(t) => {
                     return Validated::Rejected(ctx.error(
                         "spec.sessionAffinityConfig.clientIP.timeoutSeconds".into(),
@@ -209,7 +237,12 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
     // Source ranges: a bad range rejects the object, since leaving it out
     // could turn a restricted list into "allow all".
     let mut source_ranges: Vec<IpNet> = Vec::new();
-    for (i, raw) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
+    for (i, raw) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         match raw.trim().parse::<IpNet>() {
             // As Go's `net.ParseCIDR`, keep the network, not the host bits.
             Ok(net) => source_ranges.push(net.trunc()),
@@ -285,7 +318,11 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
         let protocol = match p.protocol.as_deref().unwrap_or("TCP").parse::<Protocol>() {
             Ok(proto) => proto,
             Err(e) => {
-                ctx.push(format!("spec.ports[{i}].protocol"), e.to_string(), Dropped::Port);
+                ctx.push(
+                    format!("spec.ports[{i}].protocol"),
+                    e.to_string(),
+                    Dropped::Port,
+                );
                 continue;
             }
         };
@@ -330,8 +367,16 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
                 port,
                 protocol,
                 node_port,
-                external_ips: external_ips.iter().copied().filter(|x| family.contains(x)).collect(),
-                load_balancer_ips: lb_ips.iter().copied().filter(|x| family.contains(x)).collect(),
+                external_ips: external_ips
+                    .iter()
+                    .copied()
+                    .filter(|x| family.contains(x))
+                    .collect(),
+                load_balancer_ips: lb_ips
+                    .iter()
+                    .copied()
+                    .filter(|x| family.contains(x))
+                    .collect(),
                 load_balancer_source_ranges: ranges,
                 session_affinity,
                 internal_traffic_policy: internal,

@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use crate::error::{Dropped, InvalidObject, ObjectKind};
 use crate::model::{EndpointHints, IpFamily, Protocol, ServiceKey};
 
+use super::interner::Interner;
 use super::service::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME};
 
 /// The label that joins an EndpointSlice to its Service.
@@ -68,7 +69,12 @@ pub(crate) enum ValidatedSlice {
     Rejected(InvalidObject),
 }
 
-fn error(object: &str, field: String, reason: impl Into<String>, dropped: Dropped) -> InvalidObject {
+fn error(
+    object: &str,
+    field: String,
+    reason: impl Into<String>,
+    dropped: Dropped,
+) -> InvalidObject {
     InvalidObject {
         kind: ObjectKind::EndpointSlice,
         object: object.to_string(),
@@ -81,9 +87,18 @@ fn error(object: &str, field: String, reason: impl Into<String>, dropped: Droppe
 /// Compares two endpoints by their string forms, `ip:port` or `[ip]:port`,
 /// as upstream sorts the endpoints of a service port (`byEndpoint`), without
 /// formatting them: `10.0.0.10:80` sorts before `10.0.0.1:80`.
-pub fn cmp_endpoint_strings(a_ip: &str, a_port: u16, b_ip: &str, b_port: u16) -> std::cmp::Ordering {
+pub fn cmp_endpoint_strings(
+    a_ip: &str,
+    a_port: u16,
+    b_ip: &str,
+    b_port: u16,
+) -> std::cmp::Ordering {
     fn form(ip: &str) -> (&[u8], &'static [u8]) {
-        if ip.contains(':') { (ip.as_bytes(), b"]:") } else { (ip.as_bytes(), b":") }
+        if ip.contains(':') {
+            (ip.as_bytes(), b"]:")
+        } else {
+            (ip.as_bytes(), b":")
+        }
     }
     let (a, a_end) = form(a_ip);
     let (b, b_end) = form(b_ip);
@@ -111,18 +126,16 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
     }
 }
 
-fn names(list: Option<Vec<Arc<str>>>) -> Vec<Arc<str>> {
-    list.unwrap_or_default()
-}
-
 /// Validates `slice`. Never panics, whatever the input.
-pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
+pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner) -> ValidatedSlice {
     let meta = &slice.metadata;
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let name = meta.name.as_deref().unwrap_or("<unnamed>");
     let object = format!("{namespace}/{name}");
     let labels = meta.labels.as_ref();
-    if labels.is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS)) {
+    if labels
+        .is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS))
+    {
         return ValidatedSlice::Skipped;
     }
     let family = match slice.address_type.as_str() {
@@ -138,7 +151,10 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
             ));
         }
     };
-    let Some(service_name) = labels.and_then(|l| l.get(LABEL_SERVICE_NAME)).filter(|s| !s.is_empty()) else {
+    let Some(service_name) = labels
+        .and_then(|l| l.get(LABEL_SERVICE_NAME))
+        .filter(|s| !s.is_empty())
+    else {
         return ValidatedSlice::Rejected(error(
             &object,
             format!("metadata.labels[{LABEL_SERVICE_NAME}]"),
@@ -153,7 +169,12 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
         let protocol = match p.protocol.as_deref().unwrap_or("TCP").parse::<Protocol>() {
             Ok(proto) => proto,
             Err(e) => {
-                errors.push(error(&object, format!("ports[{i}].protocol"), e.to_string(), Dropped::Port));
+                errors.push(error(
+                    &object,
+                    format!("ports[{i}].protocol"),
+                    e.to_string(),
+                    Dropped::Port,
+                ));
                 continue;
             }
         };
@@ -169,7 +190,12 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
                 continue;
             }
             None => {
-                errors.push(error(&object, format!("ports[{i}].port"), "missing", Dropped::Port));
+                errors.push(error(
+                    &object,
+                    format!("ports[{i}].port"),
+                    "missing",
+                    Dropped::Port,
+                ));
                 continue;
             }
         };
@@ -183,7 +209,12 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
     let mut endpoints = Vec::new();
     for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
         let Some(raw) = ep.addresses.first() else {
-            errors.push(error(&object, format!("endpoints[{i}].addresses"), "empty", Dropped::Endpoint));
+            errors.push(error(
+                &object,
+                format!("endpoints[{i}].addresses"),
+                "empty",
+                Dropped::Endpoint,
+            ));
             continue;
         };
         let ip = match raw.trim().parse::<IpAddr>() {
@@ -209,8 +240,18 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
         }
         let cond = ep.conditions.as_ref();
         let hints = ep.hints.as_ref().map(|h| EndpointHints {
-            for_zones: names(h.for_zones.as_ref().map(|z| z.iter().map(|z| Arc::from(z.name.as_str())).collect())),
-            for_nodes: names(h.for_nodes.as_ref().map(|n| n.iter().map(|n| Arc::from(n.name.as_str())).collect())),
+            for_zones: h
+                .for_zones
+                .iter()
+                .flatten()
+                .map(|z| names.intern(&z.name))
+                .collect(),
+            for_nodes: h
+                .for_nodes
+                .iter()
+                .flatten()
+                .map(|n| names.intern(&n.name))
+                .collect(),
         });
         endpoints.push(SliceEndpoint {
             ip,
@@ -218,8 +259,8 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice) -> ValidatedSlice {
             ready: cond.and_then(|c| c.ready).unwrap_or(true),
             serving: cond.and_then(|c| c.serving).unwrap_or(true),
             terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
-            node_name: ep.node_name.as_deref().map(Arc::from),
-            zone: ep.zone.as_deref().map(Arc::from),
+            node_name: ep.node_name.as_deref().map(|n| names.intern(n)),
+            zone: ep.zone.as_deref().map(|z| names.intern(z)),
             hints: hints
                 .filter(|h| !h.for_zones.is_empty() || !h.for_nodes.is_empty())
                 .map(Arc::new),

@@ -9,6 +9,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use crate::error::InvalidObject;
 use crate::model::ServiceKey;
 
+use super::interner::Interner;
 use super::service::{self, Service, Validated};
 use super::slice::{self, Slice, ValidatedSlice};
 
@@ -43,14 +44,19 @@ impl ServiceEntry {
 /// An update equal to what is stored changes nothing.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceTopology {
-    entries: HashMap<ServiceKey, ServiceEntry>,
+    /// Sorted, so views are built in order without a sort.
+    entries: BTreeMap<ServiceKey, ServiceEntry>,
     /// `(namespace, slice name)` → the service the slice belongs to.
     slice_owner: HashMap<(String, String), ServiceKey>,
+    /// Node names and zones, shared by the endpoints that repeat them.
+    names: Interner,
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
     (
-        meta.namespace.clone().unwrap_or_else(|| "default".to_string()),
+        meta.namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
         meta.name.clone().unwrap_or_default(),
     )
 }
@@ -109,7 +115,7 @@ impl ServiceTopology {
     /// rejected update keeps the version accepted before.
     pub fn apply_endpoint_slice(&mut self, slice: &discoveryv1::EndpointSlice) -> Applied {
         let (namespace, name) = key_of(&slice.metadata);
-        match slice::validate(slice) {
+        match slice::validate(slice, &mut self.names) {
             ValidatedSlice::Skipped => Applied {
                 changed: self.remove_slice(&namespace, &name).into_iter().collect(),
                 errors: Vec::new(),
@@ -130,9 +136,14 @@ impl ServiceTopology {
                     changed.push(old);
                 }
                 let entry = self.entries.entry(owner.clone()).or_default();
-                let same = entry.slices.get(&slice_key.1).is_some_and(|s| **s == validated);
+                let same = entry
+                    .slices
+                    .get(&slice_key.1)
+                    .is_some_and(|s| **s == validated);
                 if !same {
-                    entry.slices.insert(slice_key.1.clone(), Arc::new(validated));
+                    entry
+                        .slices
+                        .insert(slice_key.1.clone(), Arc::new(validated));
                     changed.push(owner.clone());
                 }
                 self.slice_owner.insert(slice_key, owner);
@@ -147,7 +158,9 @@ impl ServiceTopology {
     }
 
     fn remove_slice(&mut self, namespace: &str, name: &str) -> Option<ServiceKey> {
-        let owner = self.slice_owner.remove(&(namespace.to_string(), name.to_string()))?;
+        let owner = self
+            .slice_owner
+            .remove(&(namespace.to_string(), name.to_string()))?;
         let entry = self.entries.get_mut(&owner)?;
         entry.slices.remove(name);
         if entry.is_empty() {
@@ -161,24 +174,30 @@ impl ServiceTopology {
         self.entries.get(key).and_then(|e| e.service.as_ref())
     }
 
-    /// All validated services, in no particular order.
+    /// All validated services, sorted by key.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.entries.values().filter_map(|e| e.service.as_ref())
     }
 
     /// The slices of a service, by slice name.
     pub fn slices(&self, key: &ServiceKey) -> impl Iterator<Item = &Arc<Slice>> {
-        self.entries.get(key).into_iter().flat_map(|e| e.slices.values())
+        self.entries
+            .get(key)
+            .into_iter()
+            .flat_map(|e| e.slices.values())
     }
 
-    /// Keys of every service or slice owner known, in no particular order.
+    /// Keys of every service or slice owner known, sorted.
     pub fn keys(&self) -> impl Iterator<Item = &ServiceKey> {
         self.entries.keys()
     }
 
     /// Number of services.
     pub fn service_count(&self) -> usize {
-        self.entries.values().filter(|e| e.service.is_some()).count()
+        self.entries
+            .values()
+            .filter(|e| e.service.is_some())
+            .count()
     }
 
     /// Names of every stored EndpointSlice, as `(namespace, name)`.
@@ -188,5 +207,10 @@ impl ServiceTopology {
 
     pub(crate) fn entry(&self, key: &ServiceKey) -> Option<&ServiceEntry> {
         self.entries.get(key)
+    }
+
+    /// Every entry, sorted by key.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.entries.values()
     }
 }

@@ -85,7 +85,12 @@ pub(crate) struct Split {
     needs_merge: bool,
 }
 
-pub(crate) fn split(endpoints: &[Endpoint], port: &ServicePort, node_name: &str, zone: &str) -> Split {
+pub(crate) fn split(
+    endpoints: &[Endpoint],
+    port: &ServicePort,
+    node_name: &str,
+    zone: &str,
+) -> Split {
     let mut out = Split {
         cluster: Vec::new(),
         local: Vec::new(),
@@ -99,7 +104,9 @@ pub(crate) fn split(endpoints: &[Endpoint], port: &ServicePort, node_name: &str,
     let mut mode = TopologyMode::None;
     if port.uses_cluster_endpoints() {
         mode = topology_mode(endpoints, node_name, zone);
-        out.cluster = filtered(endpoints, |e| e.ready && available_for_topology(e, mode, node_name, zone));
+        out.cluster = filtered(endpoints, |e| {
+            e.ready && available_for_topology(e, mode, node_name, zone)
+        });
         // No ready endpoint for this topology means no ready endpoint at all
         // (the mode would have been None otherwise): fall back to
         // serving-terminating ones, ignoring topology.
@@ -134,7 +141,8 @@ pub(crate) fn split(endpoints: &[Endpoint], port: &ServicePort, node_name: &str,
     }
     // Without topology filtering and with only ready local endpoints,
     // `cluster` holds every ready endpoint, so it is a superset of `local`.
-    out.needs_merge = port.uses_cluster_endpoints() && (mode != TopologyMode::None || use_serving_terminating);
+    out.needs_merge =
+        port.uses_cluster_endpoints() && (mode != TopologyMode::None || use_serving_terminating);
     out
 }
 
@@ -147,7 +155,12 @@ pub(crate) fn split(endpoints: &[Endpoint], port: &ServicePort, node_name: &str,
 /// local ones ([`ServicePort::uses_local_endpoints`]); upstream returns `nil`
 /// for those. `all_reachable` keeps the order of `endpoints` (upstream's
 /// order is random when it has to merge).
-pub fn categorize(endpoints: &[Endpoint], port: &ServicePort, node_name: &str, zone: &str) -> Categorized {
+pub fn categorize(
+    endpoints: &[Endpoint],
+    port: &ServicePort,
+    node_name: &str,
+    zone: &str,
+) -> Categorized {
     let Split {
         cluster,
         local,

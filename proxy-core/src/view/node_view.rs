@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
-use crate::model::{Endpoint, IpFamily, NodeInfo, Protocol, ServiceKey, ServicePort, ServicePortName};
-use crate::topology::{ServiceTopology, Slice};
+use crate::model::{
+    Endpoint, IpFamily, NodeInfo, Protocol, ServiceKey, ServicePort, ServicePortName,
+};
+use crate::topology::{ServiceEntry, ServiceTopology, Slice};
 
 use super::port_map::PortMap;
 use super::port_view::{ServicePortView, unique_local_ready_ips};
@@ -35,10 +37,12 @@ impl NodeView {
     pub fn build(topology: &ServiceTopology, node: Arc<NodeInfo>, family: IpFamily) -> Self {
         let mut views = Vec::new();
         let mut scratch = Vec::new();
-        for service in topology.services() {
-            service_views(topology, &node, family, &service.key, &mut scratch, |v| views.push(v));
+        // Entries come sorted by service, and each service's views sorted
+        // by port name: `views` ends up sorted.
+        for entry in topology.entries() {
+            service_views(entry, &node, family, &mut scratch, |v| views.push(v));
         }
-        views.sort_unstable_by(|a, b| a.port.name.cmp(&b.port.name));
+        debug_assert!(views.windows(2).all(|w| w[0].port.name < w[1].port.name));
         NodeView {
             family,
             node,
@@ -50,7 +54,11 @@ impl NodeView {
     /// or it was deleted).
     pub fn update_service(&mut self, topology: &ServiceTopology, key: &ServiceKey) {
         let mut fresh = Vec::new();
-        service_views(topology, &self.node, self.family, key, &mut Vec::new(), |v| fresh.push(v));
+        if let Some(entry) = topology.entry(key) {
+            service_views(entry, &self.node, self.family, &mut Vec::new(), |v| {
+                fresh.push(v)
+            });
+        }
         let stale: Vec<ServicePortName> = self
             .service_ports(key)
             .filter(|(name, _)| !fresh.iter().any(|v| v.port.name == **name))
@@ -130,20 +138,31 @@ impl NodeView {
     }
 }
 
-/// Decides every port of `family` of service `key`, handing each view to `out`.
+/// Decides every port of `family` of the service of `entry`, handing each
+/// view to `out` in port name order.
 fn service_views(
-    topology: &ServiceTopology,
+    entry: &ServiceEntry,
     node: &NodeInfo,
     family: IpFamily,
-    key: &ServiceKey,
     scratch: &mut Vec<Endpoint>,
     mut out: impl FnMut(Arc<ServicePortView>),
 ) {
-    let Some(entry) = topology.entry(key) else { return };
-    let Some(service) = entry.service.as_ref() else { return };
-    for port in service.ports(family) {
+    let Some(service) = entry.service.as_ref() else {
+        return;
+    };
+    let ports = service.ports(family);
+    let mut order: Vec<&Arc<ServicePort>> = ports.iter().collect();
+    if !ports.is_sorted_by(|a, b| a.name <= b.name) {
+        order.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    for port in order {
         endpoints_of(port, entry.slices.values(), &node.name, scratch);
-        out(Arc::new(ServicePortView::decide(port.clone(), scratch, &node.name, node.zone())));
+        out(Arc::new(ServicePortView::decide(
+            port.clone(),
+            scratch,
+            &node.name,
+            node.zone(),
+        )));
     }
 }
 

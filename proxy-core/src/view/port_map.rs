@@ -130,7 +130,9 @@ impl Eq for PortMap {}
 
 impl fmt::Debug for PortMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter().map(|v| (key(v), v))).finish()
+        f.debug_map()
+            .entries(self.iter().map(|v| (key(v), v)))
+            .finish()
     }
 }
 

@@ -53,13 +53,22 @@ impl ServicePortView {
     ///   traffic classes;
     /// - else a `Local` policy with no usable local endpoint: `Drop`;
     /// - else `Local` or `Cluster` per the class's traffic policy.
-    pub fn decide(port: Arc<ServicePort>, endpoints: &[Endpoint], node_name: &str, zone: &str) -> Self {
+    pub fn decide(
+        port: Arc<ServicePort>,
+        endpoints: &[Endpoint],
+        node_name: &str,
+        zone: &str,
+    ) -> Self {
         let cat = split(endpoints, &port, node_name, zone);
         let target = |local_policy: bool| {
             if !cat.has_any {
                 Target::Reject
             } else if local_policy {
-                if cat.local.is_empty() { Target::Drop } else { Target::Local }
+                if cat.local.is_empty() {
+                    Target::Drop
+                } else {
+                    Target::Local
+                }
             } else {
                 Target::Cluster
             }

@@ -1,6 +1,6 @@
 //! Shared helpers of the runtime tests: a recording backend and factory, a
 //! recording observer, and object builders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // shared by several test crates; panics are failures
 
 pub mod fake_api;
 

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::AsyncReadExt;
 
 use super::Netns;
@@ -98,6 +99,13 @@ impl Probe {
 
     async fn udp(&self) -> io::Result<Vec<u8>> {
         let socket = tokio::net::UdpSocket::bind(SocketAddr::new(self.source, 0)).await?;
+        // Without IP_RECVERR a UDP socket reports only "hard" ICMP errors
+        // (port unreachable); host and net unreachable would look like a
+        // timeout.
+        match self.source {
+            IpAddr::V4(_) => setsockopt(&socket, sockopt::Ipv4RecvErr, &true)?,
+            IpAddr::V6(_) => setsockopt(&socket, sockopt::Ipv6RecvErr, &true)?,
+        }
         socket.connect(self.destination).await?;
         socket.send(b"ping\n").await?;
         let mut buf = vec![0u8; 2048];

@@ -40,6 +40,9 @@ pub enum Update<K> {
 }
 
 /// What a source delivers.
+// Variants differ in size (a Node is larger than a Service); events are
+// moved once from the source to the loop, never stored in bulk.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceEvent {
     /// A Service changed.

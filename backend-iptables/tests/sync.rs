@@ -1,0 +1,233 @@
+//! How the backend applies rules: partial syncs, stale chains, jump rules,
+//! canaries, failures and cleanup, observed through the fake executor.
+
+mod common;
+
+use std::sync::Arc;
+
+use backend_iptables::fake::FakeExecutor;
+use backend_iptables::{IptablesBackend, IptablesFactory};
+use proxy_core::backend::BackendFactory;
+use proxy_core::{Backend, BackendErrorKind, ChangeSet, IpFamily, NodeView, ServiceTopology};
+
+fn backend(exec: &FakeExecutor) -> IptablesBackend {
+    IptablesBackend::with_executor(&common::context(), Arc::new(exec.clone()))
+}
+
+/// Service `i` of `topo` gets new endpoint addresses; returns the new view
+/// and the change set.
+fn move_endpoints(topo: &mut ServiceTopology, old: &NodeView, i: usize) -> (NodeView, ChangeSet) {
+    let _ = topo.apply_endpoint_slice(&common::slice(i, 3, 1));
+    let mut new = old.clone();
+    new.update_service(topo, &common::key(i));
+    let changes = ChangeSet::between(old, &new, &[common::key(i)]);
+    (new, changes)
+}
+
+fn restores(exec: &FakeExecutor) -> Vec<String> {
+    exec.take_log()
+        .into_iter()
+        .filter(|c| c.program.ends_with("-restore"))
+        .filter_map(|c| c.stdin)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sync_without_changes_runs_nothing() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let view = common::view(&common::topology(3, 3));
+    let first = b.sync(&view, &ChangeSet::full()).await.unwrap();
+    assert!(first.full && first.objects_written > 0);
+    exec.take_log();
+    let stats = b.sync(&view, &ChangeSet::default()).await.unwrap();
+    assert_eq!(stats.objects_written, 0);
+    assert!(!stats.full);
+    assert_eq!(stats.totals, first.totals, "totals are still reported");
+    assert!(exec.take_log().is_empty(), "a no-op sync ran commands");
+}
+
+#[tokio::test]
+async fn a_partial_sync_writes_only_the_changed_port_and_deletes_its_stale_chains() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let mut topo = common::topology(3, 3);
+    let old = common::view(&topo);
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    let before = exec.dump(IpFamily::V4);
+    exec.take_log();
+
+    let (new, changes) = move_endpoints(&mut topo, &old, 1);
+    let stats = b.sync(&new, &changes).await.unwrap();
+    assert!(!stats.full);
+    assert_eq!(stats.ports_written, 1);
+
+    let log = exec.take_log();
+    assert_eq!(log.len(), 1, "a partial sync is one restore: {log:?}");
+    let input = log[0].stdin.clone().unwrap();
+    let svc = |i: usize| {
+        let text = b.render(&common::view(&common::topology(3, 3))).unwrap();
+        text.lines()
+            .find(|l| l.contains(&format!("bench/svc-{i}:http cluster IP")) && l.starts_with("-A KUBE-SERVICES"))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap()
+            .to_string()
+    };
+    assert!(input.contains(&format!(":{} - [0:0]", svc(1))), "changed port rewritten");
+    assert!(!input.contains(&format!(":{} - [0:0]", svc(0))), "unchanged port left out");
+    assert!(input.contains(&format!("-A KUBE-SERVICES -m comment --comment \"bench/svc-0:http cluster IP\"")));
+    // The old endpoints' chains of svc-1 are flushed and deleted.
+    let deleted: Vec<&str> = input.lines().filter(|l| l.starts_with("-X KUBE-SEP-")).collect();
+    assert_eq!(deleted.len(), 3, "{input}");
+
+    // Same state as a fresh full sync of the new view.
+    let fresh = FakeExecutor::new();
+    backend(&fresh).sync(&new, &ChangeSet::full()).await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+    assert_ne!(exec.dump(IpFamily::V4), before);
+}
+
+#[tokio::test]
+async fn a_full_sync_deletes_stale_service_chains_and_spares_foreign_ones() {
+    let exec = FakeExecutor::new();
+    exec.state()
+        .v4
+        .restore(
+            "*nat\n:KUBE-SVC-LEFTOVER0000000 - [0:0]\n:KUBE-SEP-LEFTOVER0000000 - [0:0]\n:MY-CHAIN - [0:0]\n-A KUBE-SVC-LEFTOVER0000000 -j KUBE-SEP-LEFTOVER0000000\n-A MY-CHAIN -j RETURN\nCOMMIT\n",
+            true,
+        )
+        .unwrap();
+    let mut b = backend(&exec);
+    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full()).await.unwrap();
+    let dump = exec.dump(IpFamily::V4);
+    assert!(!dump.contains("LEFTOVER"), "{dump}");
+    assert!(dump.contains("-A MY-CHAIN -j RETURN"), "{dump}");
+}
+
+#[tokio::test]
+async fn full_syncs_ensure_jump_rules_once() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let view = common::view(&common::topology(1, 1));
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    let dump = exec.dump(IpFamily::V4);
+    let jumps = |needle: &str| dump.lines().filter(|l| l.starts_with("-A PREROUTING") && l.contains(needle)).count();
+    assert_eq!(jumps("-j KUBE-SERVICES"), 1, "{dump}");
+    assert_eq!(dump.lines().filter(|l| l.starts_with("-A FORWARD")).count(), 4, "{dump}");
+    // FORWARD keeps upstream's prepend order: the last ensured jump first.
+    let first_forward = dump.lines().find(|l| l.starts_with("-A FORWARD")).unwrap();
+    assert!(first_forward.ends_with("-j KUBE-PROXY-FIREWALL"), "{first_forward}");
+}
+
+#[tokio::test]
+async fn a_failed_restore_keeps_the_old_rules_and_forces_a_full_sync() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let mut topo = common::topology(3, 3);
+    let old = common::view(&topo);
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    let before = exec.dump(IpFamily::V4);
+    let (new, changes) = move_endpoints(&mut topo, &old, 2);
+    exec.state().fail_restores = 1;
+    let err = b.sync(&new, &changes).await.unwrap_err();
+    assert_eq!(err.kind(), BackendErrorKind::Dataplane);
+    assert_eq!(exec.dump(IpFamily::V4), before);
+    let retry = b.sync(&new, &changes).await.unwrap();
+    assert!(retry.full, "the sync after a failure must be full");
+}
+
+#[tokio::test]
+async fn a_large_cluster_mode_flip_rewrites_everything() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let small = common::view(&common::topology(100, 10));
+    b.sync(&small, &ChangeSet::full()).await.unwrap();
+    let topo = common::topology(101, 10);
+    let large = common::view(&topo);
+    let changes = ChangeSet::between(&small, &large, &[common::key(100)]);
+    let stats = b.sync(&large, &changes).await.unwrap();
+    assert!(stats.full);
+    let fresh = FakeExecutor::new();
+    backend(&fresh).sync(&large, &ChangeSet::full()).await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+}
+
+#[tokio::test]
+async fn a_flushed_dataplane_is_detected_through_the_mangle_canary() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    assert!(!b.dataplane_lost().await, "nothing synced yet: nothing to lose");
+    let view = common::view(&common::topology(2, 2));
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    let synced = exec.dump(IpFamily::V4);
+    assert!(!b.dataplane_lost().await);
+    exec.flush_everything(IpFamily::V4);
+    assert!(b.dataplane_lost().await);
+    // Even a partial change set now leads to a full sync.
+    let stats = b.sync(&view, &ChangeSet::partial([])).await.unwrap();
+    assert!(stats.full);
+    assert_eq!(exec.dump(IpFamily::V4), synced);
+}
+
+const FOREIGN: &str = "*filter\n:MY-FW - [0:0]\n-A INPUT -j MY-FW\n-A MY-FW -s 192.0.2.1 -j DROP\nCOMMIT\n*nat\n-A POSTROUTING -s 10.9.0.0/16 -j MASQUERADE\nCOMMIT\n";
+
+#[tokio::test]
+async fn cleanup_removes_everything_it_installed_and_nothing_else() {
+    let exec = FakeExecutor::new();
+    exec.state().v4.restore(FOREIGN, true).unwrap();
+    let foreign = exec.dump(IpFamily::V4);
+    let mut b = backend(&exec);
+    b.sync(&common::view(&common::topology(3, 3)), &ChangeSet::full()).await.unwrap();
+    b.cleanup().await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), foreign);
+}
+
+#[tokio::test]
+async fn cleanup_keeps_kube_firewall_when_kubelet_manages_iptables() {
+    let exec = FakeExecutor::new();
+    exec.state()
+        .v4
+        .restore("*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n", true)
+        .unwrap();
+    let mut b = backend(&exec);
+    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full()).await.unwrap();
+    b.cleanup().await.unwrap();
+    let dump = exec.dump(IpFamily::V4);
+    let kube: Vec<&str> = dump.lines().filter(|l| l.contains("KUBE-") && !l.contains("KUBELET")).collect();
+    assert_eq!(
+        kube,
+        [
+            ":KUBE-FIREWALL - [0:0]",
+            "-A INPUT -j KUBE-FIREWALL",
+            "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
+            "-A OUTPUT -j KUBE-FIREWALL",
+        ],
+        "{dump}"
+    );
+    assert!(!dump.contains("KUBE-SERVICES"), "{dump}");
+}
+
+#[tokio::test]
+async fn factory_cleans_leftovers_of_both_families() {
+    let exec = FakeExecutor::new();
+    exec.state().v4.restore(FOREIGN, true).unwrap();
+    let foreign = exec.dump(IpFamily::V4);
+    let factory = IptablesFactory::with_executor(Arc::new(exec.clone()));
+    let v4 = common::context();
+    let mut v6 = proxy_core::backend::BackendContext::for_tests(IpFamily::V6, common::node());
+    v6.local_detector = proxy_core::backend::LocalTrafficDetector::None;
+    let mut b4 = factory.build(&v4).unwrap();
+    b4.sync(&common::view(&common::topology(2, 2)), &ChangeSet::full()).await.unwrap();
+    let mut b6 = factory.build(&v6).unwrap();
+    b6.sync(&NodeView::empty(IpFamily::V6, common::node()), &ChangeSet::full()).await.unwrap();
+    assert!(exec.dump(IpFamily::V6).contains("KUBE-SERVICES"));
+    assert!(
+        exec.take_log().iter().any(|c| c.program == "ip6tables-nft-restore"),
+        "IPv6 goes through ip6tables"
+    );
+    factory.cleanup_leftovers(&v4).await.unwrap();
+    factory.cleanup_leftovers(&v6).await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), foreign);
+    assert_eq!(exec.dump(IpFamily::V6), "");
+}

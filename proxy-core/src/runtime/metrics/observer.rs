@@ -1,0 +1,105 @@
+//! How the sync loop's events become metrics.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::backend::BackendError;
+use crate::config::ProxyMode;
+use crate::model::IpFamily;
+use crate::runtime::observer::{SyncObserver, SyncReport};
+use crate::view::{NodeView, Target};
+
+use super::proxy_metrics::{FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
+
+/// Seconds since the Unix epoch (0 before it).
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Upstream's `no_local_endpoints_total` counts of one view: service ports
+/// whose ClusterIP traffic (`internal`) or external traffic (`external`)
+/// is dropped because the policy is `Local` and no local endpoint exists.
+pub fn no_local_endpoints(view: &NodeView) -> (i64, i64) {
+    let (mut internal, mut external) = (0, 0);
+    for (_, port) in view.iter() {
+        if port.internal == Target::Drop {
+            internal += 1;
+        }
+        if port.external == Target::Drop && port.port.externally_accessible() {
+            external += 1;
+        }
+    }
+    (internal, external)
+}
+
+impl SyncObserver for ProxyMetrics {
+    fn queued(&self, family: IpFamily, at: SystemTime) {
+        self.last_queued_timestamp
+            .get_or_create(&FamilyLabels::of(family))
+            .set(unix_seconds(at));
+    }
+
+    fn synced(&self, report: &SyncReport<'_>) {
+        let labels = FamilyLabels::of(report.family);
+        let seconds = report.duration.as_secs_f64();
+        self.sync_duration.get_or_create(&labels).observe(seconds);
+        let by_kind = if report.full {
+            &self.sync_full_duration
+        } else {
+            &self.sync_partial_duration
+        };
+        by_kind.get_or_create(&labels).observe(seconds);
+
+        let now = self.now();
+        self.last_sync_timestamp
+            .get_or_create(&labels)
+            .set(unix_seconds(now));
+        for trigger in report.trigger_times {
+            // A trigger time in the future (clock skew with the control
+            // plane) is not a latency; upstream skips it too.
+            if let Ok(latency) = now.duration_since(*trigger) {
+                self.network_programming_duration
+                    .get_or_create(&labels)
+                    .observe(latency.as_secs_f64());
+            }
+        }
+
+        let (internal, external) = no_local_endpoints(report.view);
+        for (policy, count) in [("internal", internal), ("external", external)] {
+            self.no_local_endpoints
+                .get_or_create(&PolicyLabels {
+                    ip_family: labels.ip_family,
+                    traffic_policy: policy,
+                })
+                .set(count);
+        }
+
+        if report.mode == ProxyMode::Iptables {
+            for (table, rules) in &report.stats.totals {
+                self.iptables_rules_total
+                    .get_or_create(&TableLabels {
+                        ip_family: labels.ip_family,
+                        table: table.clone(),
+                    })
+                    .set(i64::try_from(*rules).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn failed(&self, family: IpFamily, mode: ProxyMode, _error: &BackendError) {
+        let labels = FamilyLabels::of(family);
+        match mode {
+            ProxyMode::Iptables | ProxyMode::Ipvs => {
+                self.iptables_restore_failures.get_or_create(&labels).inc();
+            }
+            ProxyMode::Nftables => {
+                self.nftables_sync_failures.get_or_create(&labels).inc();
+            }
+            ProxyMode::Userspace | ProxyMode::Kernelspace => {}
+        }
+    }
+
+    fn pending(&self, service_changes: usize, endpoint_changes: usize) {
+        self.record_pending(service_changes, endpoint_changes);
+    }
+}
