@@ -17,7 +17,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::backend::{BackendContext, LocalTrafficDetector};
 use proxy_core::conformance::netns::{Netns, check_privileges};
-use proxy_core::{Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServicePortName, ServiceTopology};
+use proxy_core::{
+    Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServicePortName, ServiceTopology,
+};
 use serde_json::json;
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
@@ -96,22 +98,39 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let (node, client, pod) = (Netns::new().unwrap(), Netns::new().unwrap(), Netns::new().unwrap());
+        let (node, client, pod) = (
+            Netns::new().unwrap(),
+            Netns::new().unwrap(),
+            Netns::new().unwrap(),
+        );
         let client_path = client.path().display().to_string();
         let pod_path = pod.path().display().to_string();
         ip(&node, &["link", "set", "lo", "up"]);
-        ip(&node, &["link", "add", "c0", "type", "veth", "peer", "name", "c1"]);
+        ip(
+            &node,
+            &["link", "add", "c0", "type", "veth", "peer", "name", "c1"],
+        );
         ip(&node, &["link", "set", "c1", "netns", &client_path]);
-        ip(&node, &["link", "add", "p0", "type", "veth", "peer", "name", "p1"]);
+        ip(
+            &node,
+            &["link", "add", "p0", "type", "veth", "peer", "name", "p1"],
+        );
         ip(&node, &["link", "set", "p1", "netns", &pod_path]);
         ip(&node, &["addr", "add", "10.1.0.1/24", "dev", "c0"]);
         ip(&node, &["addr", "add", "10.244.1.1/24", "dev", "p0"]);
         ip(&node, &["link", "set", "c0", "up"]);
         ip(&node, &["link", "set", "p0", "up"]);
-        node.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")).unwrap().unwrap();
+        node.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+            .unwrap()
+            .unwrap();
         for (ns, dev, addrs, gw) in [
             (&client, "c1", vec!["10.1.0.2/24"], "10.1.0.1"),
-            (&pod, "p1", vec!["10.244.1.10/24", "10.244.1.11/24"], "10.244.1.1"),
+            (
+                &pod,
+                "p1",
+                vec!["10.244.1.10/24", "10.244.1.11/24"],
+                "10.244.1.1",
+            ),
         ] {
             ip(ns, &["link", "set", "lo", "up"]);
             for a in addrs {
@@ -120,7 +139,10 @@ impl Lab {
             ip(ns, &["link", "set", dev, "up"]);
             ip(ns, &["route", "add", "default", "via", gw]);
         }
-        let listener = pod.run(|| TcpListener::bind("0.0.0.0:8080")).unwrap().unwrap();
+        let listener = pod
+            .run(|| TcpListener::bind("0.0.0.0:8080"))
+            .unwrap()
+            .unwrap();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 drop(conn);
@@ -137,7 +159,8 @@ impl Lab {
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     let start = Instant::now();
-                    let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+                    let s =
+                        TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
                     v.push(start.elapsed().as_secs_f64() * 1e6);
                     drop(s);
                 }
@@ -151,8 +174,14 @@ impl Lab {
 
 /// Runs `f` with `backend` on a current-thread runtime inside `ns`.
 fn in_ns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send) -> T {
-    ns.run(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f()))
-        .unwrap()
+    ns.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .unwrap()
 }
 
 fn secs(d: Duration) -> String {
@@ -169,7 +198,11 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let sizes: &[usize] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 30_000] };
+    let sizes: &[usize] = if quick {
+        &[1_000, 10_000]
+    } else {
+        &[1_000, 10_000, 30_000]
+    };
     let node = node();
     let mut rows: Vec<(String, String, &str)> = Vec::new();
 
@@ -190,8 +223,17 @@ fn main() {
                 (30_000, 2) => "≤ 20 s",
                 _ => "",
             };
-            rows.push((format!("cold start {n} × {eps} ({} objects)", stats.objects_written), secs(elapsed), target));
-            println!("{:<48} {:>12} {}", rows.last().unwrap().0, rows.last().unwrap().1, target);
+            rows.push((
+                format!("cold start {n} × {eps} ({} objects)", stats.objects_written),
+                secs(elapsed),
+                target,
+            ));
+            println!(
+                "{:<48} {:>12} {}",
+                rows.last().unwrap().0,
+                rows.last().unwrap().1,
+                target
+            );
         }
     }
 
@@ -207,30 +249,61 @@ fn main() {
             if n == *sizes.last().unwrap() {
                 // One service added.
                 let _ = topo.apply_service(&service(n));
-                let _ = topo.apply_endpoint_slice(&slice(n, &[endpoint_ip(9_000_000 % 300_000), endpoint_ip(1)]));
+                let _ = topo.apply_endpoint_slice(&slice(
+                    n,
+                    &[endpoint_ip(9_000_000 % 300_000), endpoint_ip(1)],
+                ));
                 let key = proxy_core::ServiceKey::new("bench", format!("svc{n:05}"));
                 view.update_service(&topo, &key);
-                let port = ServicePortName::new("bench", &format!("svc{n:05}"), "http", proxy_core::Protocol::Tcp);
+                let port = ServicePortName::new(
+                    "bench",
+                    &format!("svc{n:05}"),
+                    "http",
+                    proxy_core::Protocol::Tcp,
+                );
                 let start = Instant::now();
                 let stats = b.sync(&view, &ChangeSet::partial([port])).await.unwrap();
-                out.push((format!("one service added at {n} ({} objects)", stats.objects_written), start.elapsed()));
+                out.push((
+                    format!(
+                        "one service added at {n} ({} objects)",
+                        stats.objects_written
+                    ),
+                    start.elapsed(),
+                ));
                 // One endpoint changed.
-                let _ = topo.apply_endpoint_slice(&slice(7, &[endpoint_ip(14), Ipv4Addr::new(10, 250, 0, 1)]));
+                let _ = topo.apply_endpoint_slice(&slice(
+                    7,
+                    &[endpoint_ip(14), Ipv4Addr::new(10, 250, 0, 1)],
+                ));
                 let key = proxy_core::ServiceKey::new("bench", "svc00007");
                 view.update_service(&topo, &key);
-                let port = ServicePortName::new("bench", "svc00007", "http", proxy_core::Protocol::Tcp);
+                let port =
+                    ServicePortName::new("bench", "svc00007", "http", proxy_core::Protocol::Tcp);
                 let start = Instant::now();
                 let stats = b.sync(&view, &ChangeSet::partial([port])).await.unwrap();
-                out.push((format!("one endpoint changed at {n} ({} objects)", stats.objects_written), start.elapsed()));
+                out.push((
+                    format!(
+                        "one endpoint changed at {n} ({} objects)",
+                        stats.objects_written
+                    ),
+                    start.elapsed(),
+                ));
                 // No-op.
                 let start = Instant::now();
                 let stats = b.sync(&view, &ChangeSet::default()).await.unwrap();
-                out.push((format!("no-op sync at {n} ({} objects)", stats.objects_written), start.elapsed()));
+                out.push((
+                    format!("no-op sync at {n} ({} objects)", stats.objects_written),
+                    start.elapsed(),
+                ));
             }
             out
         });
         for (what, d) in timings {
-            let target = if what.starts_with("one") { "≤ 50 ms" } else { "" };
+            let target = if what.starts_with("one") {
+                "≤ 50 ms"
+            } else {
+                ""
+            };
             println!("{what:<48} {:>12} {target}", ms(d));
             rows.push((what, ms(d), target));
         }

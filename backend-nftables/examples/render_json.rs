@@ -8,17 +8,25 @@ use proxy_core::Backend;
 use proxy_core::conformance::load_scenarios;
 
 fn main() {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "clusterip-basic".to_string());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "clusterip-basic".to_string());
     let Some(scenario) = load_scenarios().into_iter().find(|s| s.name() == name) else {
         eprintln!("no scenario {name}");
         std::process::exit(2);
     };
-    let backend = NftablesBackend::with_executor(scenario.context(), Box::new(FakeExecutor::new(FakeNft::shared())));
+    let backend = NftablesBackend::with_executor(
+        scenario.context(),
+        Box::new(FakeExecutor::new(FakeNft::shared())),
+    );
     match backend.render(scenario.view()) {
         Ok(script) => eprintln!("{script}"),
         Err(e) => eprintln!("{e}"),
     }
-    match backend.full_transaction(scenario.view()).map(|tx| to_json(&tx)) {
+    match backend
+        .full_transaction(scenario.view())
+        .map(|tx| to_json(&tx))
+    {
         Some(Ok(json)) => println!("{json}"),
         _ => std::process::exit(1),
     }

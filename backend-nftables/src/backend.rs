@@ -84,9 +84,17 @@ impl NftablesBackend {
         &self.ctx
     }
 
-    fn render_all(&self, view: &NodeView) -> Vec<(Arc<proxy_core::ServicePortName>, Arc<PortObjects>)> {
+    fn render_all(
+        &self,
+        view: &NodeView,
+    ) -> Vec<(Arc<proxy_core::ServicePortName>, Arc<PortObjects>)> {
         view.iter()
-            .map(|(name, port)| (Arc::new(name.clone()), Arc::new(render_port(&self.ctx, port))))
+            .map(|(name, port)| {
+                (
+                    Arc::new(name.clone()),
+                    Arc::new(render_port(&self.ctx, port)),
+                )
+            })
             .collect()
     }
 
@@ -100,7 +108,13 @@ impl NftablesBackend {
 
     /// The single transaction of a full sync: everything rewritten, maps
     /// refilled; with `reset`, the table is deleted first (unknown state).
-    fn full_plan(&self, view: &NodeView, old: Option<&Committed>, reset: bool, now: Instant) -> (Committed, Plan) {
+    fn full_plan(
+        &self,
+        view: &NodeView,
+        old: Option<&Committed>,
+        reset: bool,
+        now: Instant,
+    ) -> (Committed, Plan) {
         let mut tx = Transaction::new(self.ctx.family);
         if reset {
             tx.push(Command::AddTable);
@@ -117,16 +131,31 @@ impl NftablesBackend {
         for (name, objects) in desired {
             seen.insert(name.clone());
             let previous = old.and_then(|o| o.ports.get(&name).cloned());
-            changes.push(PortChange { name, old: previous, new: Some(objects) });
+            changes.push(PortChange {
+                name,
+                old: previous,
+                new: Some(objects),
+            });
         }
         if let Some(o) = old {
             for (name, objects) in &o.ports {
                 if !seen.contains(name) {
-                    changes.push(PortChange { name: name.clone(), old: Some(objects.clone()), new: None });
+                    changes.push(PortChange {
+                        name: name.clone(),
+                        old: Some(objects.clone()),
+                        new: None,
+                    });
                 }
             }
         }
-        let plan = plan_ports(&mut fresh, tx, changes, now, self.stale_delay, PlanMode::Rewrite);
+        let plan = plan_ports(
+            &mut fresh,
+            tx,
+            changes,
+            now,
+            self.stale_delay,
+            PlanMode::Rewrite,
+        );
         (fresh, plan)
     }
 
@@ -137,7 +166,12 @@ impl NftablesBackend {
         }
         let old = self.committed.take();
         let (mut fresh, plan) = self.full_plan(view, old.as_ref(), old.is_none(), now);
-        let stats = SyncStats { full: true, ports_written: plan.changes.len(), objects_written: plan.tx.len(), totals: Vec::new() };
+        let stats = SyncStats {
+            full: true,
+            ports_written: plan.changes.len(),
+            objects_written: plan.tx.len(),
+            totals: Vec::new(),
+        };
         if let Err(e) = self.apply(&plan.tx).await {
             // A failed transaction changes nothing: what we had is still true.
             self.committed = old;
@@ -158,9 +192,14 @@ impl NftablesBackend {
         let now = Instant::now();
         let mut tx = Transaction::new(self.ctx.family);
         push_skeleton(&mut tx, &self.skeleton, false);
-        let mut stats = SyncStats { full: true, ..SyncStats::default() };
+        let mut stats = SyncStats {
+            full: true,
+            ..SyncStats::default()
+        };
         stats.objects_written += tx.len();
-        self.apply(&tx).await.inspect_err(|_| self.needs_full = true)?;
+        self.apply(&tx)
+            .await
+            .inspect_err(|_| self.needs_full = true)?;
         let mut committed = Committed::default();
         let desired = self.render_all(view);
         let mut chunk: Vec<PortChange> = Vec::new();
@@ -168,10 +207,21 @@ impl NftablesBackend {
         let total = desired.len();
         for (i, (name, objects)) in desired.into_iter().enumerate() {
             size += objects.object_count();
-            chunk.push(PortChange { name, old: None, new: Some(objects) });
+            chunk.push(PortChange {
+                name,
+                old: None,
+                new: Some(objects),
+            });
             if size >= self.chunk_objects || i + 1 == total {
                 let tx = Transaction::new(self.ctx.family);
-                let plan = plan_ports(&mut committed, tx, std::mem::take(&mut chunk), now, self.stale_delay, PlanMode::KeepStale);
+                let plan = plan_ports(
+                    &mut committed,
+                    tx,
+                    std::mem::take(&mut chunk),
+                    now,
+                    self.stale_delay,
+                    PlanMode::KeepStale,
+                );
                 stats.ports_written += plan.changes.len();
                 stats.objects_written += plan.tx.len();
                 if let Err(e) = self.apply(&plan.tx).await {
@@ -190,7 +240,11 @@ impl NftablesBackend {
         Ok(self.with_totals(stats))
     }
 
-    async fn partial_sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn partial_sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         let now = Instant::now();
         let Some(mut committed) = self.committed.take() else {
             return self.full_sync(view).await;
@@ -201,17 +255,33 @@ impl NftablesBackend {
                 let key = Arc::new(name.clone());
                 let old = committed.ports.get(&key).cloned();
                 let new = view.get(name).map(|p| Arc::new(render_port(&self.ctx, p)));
-                PortChange { name: key, old, new }
+                PortChange {
+                    name: key,
+                    old,
+                    new,
+                }
             })
             .collect();
-        let plan = plan_ports(&mut committed, Transaction::new(self.ctx.family), port_changes, now, self.stale_delay, PlanMode::KeepStale);
+        let plan = plan_ports(
+            &mut committed,
+            Transaction::new(self.ctx.family),
+            port_changes,
+            now,
+            self.stale_delay,
+            PlanMode::KeepStale,
+        );
         if plan.tx.is_empty() {
             self.committed = Some(committed);
             return Ok(SyncStats::default());
         }
         // Something is written anyway: piggy-back the due stale-chain deletions.
         let plan = self.with_due_deletions(&committed, plan, now);
-        let stats = SyncStats { full: false, ports_written: plan.changes.len(), objects_written: plan.tx.len(), totals: Vec::new() };
+        let stats = SyncStats {
+            full: false,
+            ports_written: plan.changes.len(),
+            objects_written: plan.tx.len(),
+            totals: Vec::new(),
+        };
         if let Err(e) = self.apply(&plan.tx).await {
             committed.elements.rollback(plan.batch);
             self.committed = Some(committed);
@@ -231,7 +301,9 @@ impl NftablesBackend {
             .flat_map(|n| n.chains.iter().map(|(c, _)| c.as_str()))
             .collect();
         for (c, since) in &committed.stale_chains {
-            if now.saturating_duration_since(*since) >= self.stale_delay && !live.contains(c.as_str()) {
+            if now.saturating_duration_since(*since) >= self.stale_delay
+                && !live.contains(c.as_str())
+            {
                 plan.tx.push(Command::DeleteChain(c.clone()));
                 plan.deleted_stale.push(c.clone());
             }
@@ -270,7 +342,11 @@ impl Backend for NftablesBackend {
         Capabilities::ALL
     }
 
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         if view.family() != self.ctx.family {
             return Err(BackendError::config(format!(
                 "view of family {} given to the {} nftables backend",

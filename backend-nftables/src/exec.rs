@@ -26,14 +26,18 @@ pub struct NftCli {
 
 impl Default for NftCli {
     fn default() -> Self {
-        NftCli { program: "nft".to_string() }
+        NftCli {
+            program: "nft".to_string(),
+        }
     }
 }
 
 impl NftCli {
     /// Runs `program` instead of `nft` from `PATH`.
     pub fn with_program(program: impl Into<String>) -> Self {
-        NftCli { program: program.into() }
+        NftCli {
+            program: program.into(),
+        }
     }
 
     /// The `nft` program this executor runs.
@@ -50,17 +54,27 @@ impl Executor for NftCli {
         }
         let json = to_json(tx)?;
         let no_args: [&str; 0] = [];
-        nftables::helper::apply_ruleset_raw_async(&json, Some(self.program.as_str()), no_args).await?;
+        nftables::helper::apply_ruleset_raw_async(&json, Some(self.program.as_str()), no_args)
+            .await?;
         Ok(())
     }
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {
         let args = ["list", "tables", family_word(family)];
-        let out = nftables::helper::get_current_ruleset_raw_async(Some(self.program.as_str()), args).await?;
+        let out =
+            nftables::helper::get_current_ruleset_raw_async(Some(self.program.as_str()), args)
+                .await?;
         let doc: serde_json::Value = serde_json::from_str(&out)?;
-        let tables = doc.get("nftables").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        let tables = doc
+            .get("nftables")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
         Ok(tables.iter().any(|o| {
-            o.get("table").and_then(|t| t.get("name")).and_then(|n| n.as_str()) == Some(TABLE)
+            o.get("table")
+                .and_then(|t| t.get("name"))
+                .and_then(|n| n.as_str())
+                == Some(TABLE)
         }))
     }
 }

@@ -45,7 +45,9 @@ impl BackendFactory for NftablesFactory {
 
     async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
         if std::env::var_os(SKIP_KERNEL_CHECK_ENV).is_none() {
-            let release = tokio::fs::read_to_string("/proc/sys/kernel/osrelease").await.unwrap_or_default();
+            let release = tokio::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .await
+                .unwrap_or_default();
             match parse_kernel_version(&release) {
                 Some(v) if v < MIN_KERNEL => {
                     return Err(BackendError::unsupported(format!(
@@ -56,17 +58,26 @@ impl BackendFactory for NftablesFactory {
                     )));
                 }
                 Some(_) => {}
-                None => tracing::warn!(release = release.trim(), "cannot parse the kernel version; not checking it"),
+                None => tracing::warn!(
+                    release = release.trim(),
+                    "cannot parse the kernel version; not checking it"
+                ),
             }
         }
         let mut nft = self.nft.clone();
         nft.table_exists(ctx.family).await.map(|_| ()).map_err(|e| {
-            e.into_backend(&format!("cannot run `{} list tables` (is nftables installed, are we privileged?)", self.nft.program()))
+            e.into_backend(&format!(
+                "cannot run `{} list tables` (is nftables installed, are we privileged?)",
+                self.nft.program()
+            ))
         })
     }
 
     fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
-        Ok(Box::new(NftablesBackend::with_executor(ctx, Box::new(self.nft.clone()))))
+        Ok(Box::new(NftablesBackend::with_executor(
+            ctx,
+            Box::new(self.nft.clone()),
+        )))
     }
 
     /// Deletes tables `ip kube-proxy` and `ip6 kube-proxy` (upstream's
@@ -77,7 +88,9 @@ impl BackendFactory for NftablesFactory {
             let mut tx = Transaction::new(family);
             tx.push(Command::AddTable);
             tx.push(Command::DeleteTable);
-            nft.apply(&tx).await.map_err(|e| e.into_backend("cannot delete the kube-proxy nftables table"))?;
+            nft.apply(&tx)
+                .await
+                .map_err(|e| e.into_backend("cannot delete the kube-proxy nftables table"))?;
         }
         Ok(())
     }

@@ -89,7 +89,10 @@ pub struct ChainDef {
 impl ChainDef {
     /// A regular chain.
     pub fn regular(name: impl Into<String>) -> Self {
-        ChainDef { name: name.into(), base: None }
+        ChainDef {
+            name: name.into(),
+            base: None,
+        }
     }
 }
 
@@ -265,7 +268,10 @@ pub struct Rule {
 impl Rule {
     /// A rule without comment.
     pub fn new(stmts: Vec<Stmt>) -> Self {
-        Rule { stmts, comment: None }
+        Rule {
+            stmts,
+            comment: None,
+        }
     }
 
     /// The same rule with `comment`.
@@ -285,9 +291,10 @@ impl Rule {
     /// Sets this rule references.
     pub fn sets(&self) -> impl Iterator<Item = &str> {
         self.stmts.iter().filter_map(|s| match s {
-            Stmt::DaddrInSet(n) | Stmt::SaddrInSet(n) | Stmt::SaddrDaddrInSet(n) | Stmt::UpdateSaddr(n) => {
-                Some(n.as_str())
-            }
+            Stmt::DaddrInSet(n)
+            | Stmt::SaddrInSet(n)
+            | Stmt::SaddrDaddrInSet(n)
+            | Stmt::UpdateSaddr(n) => Some(n.as_str()),
             Stmt::Vmap { map, .. } => Some(map.as_str()),
             _ => None,
         })
@@ -343,7 +350,10 @@ pub struct Transaction {
 impl Transaction {
     /// An empty transaction.
     pub fn new(family: IpFamily) -> Self {
-        Transaction { family, commands: Vec::new() }
+        Transaction {
+            family,
+            commands: Vec::new(),
+        }
     }
 
     /// Appends a command.
@@ -365,7 +375,13 @@ impl Transaction {
     pub fn to_script(&self) -> String {
         let mut out = String::new();
         for c in &self.commands {
-            out.push_str(&CommandDisplay { family: self.family, command: c }.to_string());
+            out.push_str(
+                &CommandDisplay {
+                    family: self.family,
+                    command: c,
+                }
+                .to_string(),
+            );
             out.push('\n');
         }
         out
@@ -385,7 +401,9 @@ impl fmt::Display for CommandDisplay<'_> {
         let fam = family_word(self.family);
         let t = format!("{fam} {TABLE}");
         match self.command {
-            Command::AddTable => write!(f, "add table {t} {{ comment \"rules for kube-proxy\" ; }}"),
+            Command::AddTable => {
+                write!(f, "add table {t} {{ comment \"rules for kube-proxy\" ; }}")
+            }
             Command::DeleteTable => write!(f, "delete table {t}"),
             Command::AddChain(c) => {
                 write!(f, "add chain {t} {}", c.name)?;
@@ -394,18 +412,35 @@ impl fmt::Display for CommandDisplay<'_> {
                         ChainType::Filter => "filter",
                         ChainType::Nat => "nat",
                     };
-                    write!(f, " {{ type {kind} hook {} priority {} ; }}", b.hook.word(), b.priority)?;
+                    write!(
+                        f,
+                        " {{ type {kind} hook {} priority {} ; }}",
+                        b.hook.word(),
+                        b.priority
+                    )?;
                 }
                 Ok(())
             }
             Command::FlushChain(c) => write!(f, "flush chain {t} {c}"),
             Command::DeleteChain(c) => write!(f, "delete chain {t} {c}"),
             Command::AddRule { chain, rule } => {
-                write!(f, "add rule {t} {chain} {}", RuleDisplay { family: self.family, rule })
+                write!(
+                    f,
+                    "add rule {t} {chain} {}",
+                    RuleDisplay {
+                        family: self.family,
+                        rule
+                    }
+                )
             }
             Command::AddSet(s) => {
                 let what = if s.verdict_map { "map" } else { "set" };
-                write!(f, "add {what} {t} {} {{ type {}", s.name, key_type_text(self.family, s.key))?;
+                write!(
+                    f,
+                    "add {what} {t} {} {{ type {}",
+                    s.name,
+                    key_type_text(self.family, s.key)
+                )?;
                 if s.verdict_map {
                     f.write_str(" : verdict")?;
                 }
@@ -418,10 +453,19 @@ impl fmt::Display for CommandDisplay<'_> {
                 }
                 f.write_str(" }")
             }
-            Command::FlushSet { name, map } => write!(f, "flush {} {t} {name}", if *map { "map" } else { "set" }),
+            Command::FlushSet { name, map } => {
+                write!(f, "flush {} {t} {name}", if *map { "map" } else { "set" })
+            }
             Command::DeleteSet(s) => write!(f, "delete set {t} {s}"),
-            Command::AddElement(e) => write!(f, "add element {t} {} {{ {} }}", e.set, ElementDisplay(e)),
-            Command::DeleteElement(e) => write!(f, "delete element {t} {} {{ {} }}", e.set, KeyDisplay(&e.key)),
+            Command::AddElement(e) => {
+                write!(f, "add element {t} {} {{ {} }}", e.set, ElementDisplay(e))
+            }
+            Command::DeleteElement(e) => write!(
+                f,
+                "delete element {t} {} {{ {} }}",
+                e.set,
+                KeyDisplay(&e.key)
+            ),
         }
     }
 }
@@ -522,7 +566,9 @@ impl fmt::Display for RuleDisplay<'_> {
                 Stmt::MarkXor(m) => write!(f, "mark set mark xor {m:#x}"),
                 Stmt::UpdateSaddr(n) => write!(f, "update @{n} {{ {ip} saddr }}"),
                 Stmt::Vmap { key, map } => match key {
-                    VmapKey::DaddrProtoPort => write!(f, "{ip} daddr . meta l4proto . th dport vmap @{map}"),
+                    VmapKey::DaddrProtoPort => {
+                        write!(f, "{ip} daddr . meta l4proto . th dport vmap @{map}")
+                    }
                     VmapKey::ProtoPort => write!(f, "meta l4proto . th dport vmap @{map}"),
                 },
                 Stmt::Dnat(to) => write!(f, "dnat to {to}"),

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use nftables::expr::{self, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Numgen};
+use nftables::expr::{
+    self, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Numgen,
+};
 use nftables::schema::{self, FlushObject, NfCmd, NfListObject, SetFlag, SetTypeValue};
 use nftables::stmt::{self, Operator, Statement};
 use nftables::types::{NfChainType, NfFamily, NfHook};
@@ -14,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::error::NftError;
 use crate::ir::{
-    ChainType, Command, ElemKey, Element, Hook, KeyType, Rule, SetDef, Stmt, TABLE, Transaction, Verdict,
-    VmapKey, addr_type, family_word,
+    ChainType, Command, ElemKey, Element, Hook, KeyType, Rule, SetDef, Stmt, TABLE, Transaction,
+    Verdict, VmapKey, addr_type, family_word,
 };
 
 /// Renders `tx` as the JSON document `nft -j -f -` reads.
@@ -37,17 +39,23 @@ fn s(text: &str) -> Expression<'static> {
 }
 
 fn payload(protocol: &str, field: &str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(expr::Payload::PayloadField(expr::PayloadField {
-        protocol: Cow::Owned(protocol.to_string()),
-        field: Cow::Owned(field.to_string()),
-    })))
+    Expression::Named(NamedExpression::Payload(expr::Payload::PayloadField(
+        expr::PayloadField {
+            protocol: Cow::Owned(protocol.to_string()),
+            field: Cow::Owned(field.to_string()),
+        },
+    )))
 }
 
 fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
     Statement::Match(stmt::Match { left, right, op })
 }
 
@@ -65,17 +73,27 @@ fn fib(flag: FibFlag) -> Expression<'static> {
     }))
 }
 
-fn mark_op(op: fn(Expression<'static>, Expression<'static>) -> expr::BinaryOperation<'static>, m: u32) -> Statement<'static> {
+fn mark_op(
+    op: fn(Expression<'static>, Expression<'static>) -> expr::BinaryOperation<'static>,
+    m: u32,
+) -> Statement<'static> {
     Statement::Mangle(stmt::Mangle {
         key: meta(MetaKey::Mark),
-        value: Expression::BinaryOperation(Box::new(op(meta(MetaKey::Mark), Expression::Number(m)))),
+        value: Expression::BinaryOperation(Box::new(op(
+            meta(MetaKey::Mark),
+            Expression::Number(m),
+        ))),
     })
 }
 
 fn verdict_stmt(v: &Verdict) -> Statement<'static> {
     match v {
-        Verdict::Jump(c) => Statement::Jump(stmt::JumpTarget { target: Cow::Owned(c.clone()) }),
-        Verdict::Goto(c) => Statement::Goto(stmt::JumpTarget { target: Cow::Owned(c.clone()) }),
+        Verdict::Jump(c) => Statement::Jump(stmt::JumpTarget {
+            target: Cow::Owned(c.clone()),
+        }),
+        Verdict::Goto(c) => Statement::Goto(stmt::JumpTarget {
+            target: Cow::Owned(c.clone()),
+        }),
         Verdict::Return => Statement::Return(None),
         Verdict::Drop => Statement::Drop(None),
     }
@@ -103,7 +121,11 @@ impl Renderer {
     }
 
     fn table(&self) -> schema::Table<'static> {
-        schema::Table { family: self.nf_family(), name: Cow::Borrowed(TABLE), handle: None }
+        schema::Table {
+            family: self.nf_family(),
+            name: Cow::Borrowed(TABLE),
+            handle: None,
+        }
     }
 
     fn chain(&self, name: &str) -> schema::Chain<'static> {
@@ -141,9 +163,15 @@ impl Renderer {
                 }
                 self.typed(NfCmd::Add(NfListObject::Chain(chain)))
             }
-            Command::FlushChain(name) => self.typed(NfCmd::Flush(FlushObject::Chain(self.chain(name)))),
-            Command::DeleteChain(name) => self.typed(NfCmd::Delete(NfListObject::Chain(self.chain(name)))),
-            Command::AddRule { chain, rule } => self.typed(NfCmd::Add(NfListObject::Rule(self.rule(chain, rule)))),
+            Command::FlushChain(name) => {
+                self.typed(NfCmd::Flush(FlushObject::Chain(self.chain(name))))
+            }
+            Command::DeleteChain(name) => {
+                self.typed(NfCmd::Delete(NfListObject::Chain(self.chain(name))))
+            }
+            Command::AddRule { chain, rule } => {
+                self.typed(NfCmd::Add(NfListObject::Rule(self.rule(chain, rule))))
+            }
             Command::AddSet(def) => Ok(self.set_def(def)),
             Command::FlushSet { name, map } => {
                 let what = if *map { "map" } else { "set" };
@@ -151,7 +179,9 @@ impl Renderer {
             }
             Command::DeleteSet(name) => Ok(json!({ "delete": { "set": self.set_ref(name) } })),
             Command::AddElement(e) => Ok(json!({ "add": { "element": self.element(e, true) } })),
-            Command::DeleteElement(e) => Ok(json!({ "delete": { "element": self.element(e, false) } })),
+            Command::DeleteElement(e) => {
+                Ok(json!({ "delete": { "element": self.element(e, false) } }))
+            }
         }
     }
 
@@ -254,19 +284,30 @@ impl Renderer {
         let set_ref = |n: &str| s(&format!("@{n}"));
         match st {
             Stmt::CtStateNew => matches(
-                Expression::Named(NamedExpression::CT(expr::CT { key: Cow::Borrowed("state"), family: None, dir: None })),
+                Expression::Named(NamedExpression::CT(expr::CT {
+                    key: Cow::Borrowed("state"),
+                    family: None,
+                    dir: None,
+                })),
                 Operator::IN,
                 s("new"),
             ),
             Stmt::CtStatusDnat => matches(
-                Expression::Named(NamedExpression::CT(expr::CT { key: Cow::Borrowed("status"), family: None, dir: None })),
+                Expression::Named(NamedExpression::CT(expr::CT {
+                    key: Cow::Borrowed("status"),
+                    family: None,
+                    dir: None,
+                })),
                 Operator::IN,
                 s("dnat"),
             ),
             Stmt::DaddrInSet(n) => matches(payload(ip, "daddr"), Operator::EQ, set_ref(n)),
             Stmt::SaddrInSet(n) => matches(payload(ip, "saddr"), Operator::EQ, set_ref(n)),
             Stmt::SaddrDaddrInSet(n) => matches(
-                Expression::Named(NamedExpression::Concat(vec![payload(ip, "saddr"), payload(ip, "daddr")])),
+                Expression::Named(NamedExpression::Concat(vec![
+                    payload(ip, "saddr"),
+                    payload(ip, "daddr"),
+                ])),
                 Operator::EQ,
                 set_ref(n),
             ),
@@ -286,7 +327,11 @@ impl Renderer {
             Stmt::FibSaddrLocal => matches(fib(FibFlag::Saddr), Operator::EQ, s("local")),
             Stmt::FibDaddrLocal => matches(fib(FibFlag::Daddr), Operator::EQ, s("local")),
             Stmt::L4proto(p) => matches(meta(MetaKey::L4proto), Operator::EQ, s(p.lower())),
-            Stmt::Dport(p, n) => matches(payload(p.lower(), "dport"), Operator::EQ, Expression::Number(u32::from(*n))),
+            Stmt::Dport(p, n) => matches(
+                payload(p.lower(), "dport"),
+                Operator::EQ,
+                Expression::Number(u32::from(*n)),
+            ),
             Stmt::MarkUnset(m) => matches(
                 Expression::BinaryOperation(Box::new(expr::BinaryOperation::AND(
                     meta(MetaKey::Mark),

@@ -98,9 +98,18 @@ mod tests {
 
     #[test]
     fn service_chain_names_match_upstream_golden_output() {
-        assert_eq!(port("ns1", "svc1").cluster, "service-ULMVA6XW-ns1/svc1/tcp/p80");
-        assert_eq!(port("ns2", "svc2").external, "external-42NFTM6N-ns2/svc2/tcp/p80");
-        assert_eq!(port("ns5", "svc5").firewall, "firewall-HVFWP5L3-ns5/svc5/tcp/p80");
+        assert_eq!(
+            port("ns1", "svc1").cluster,
+            "service-ULMVA6XW-ns1/svc1/tcp/p80"
+        );
+        assert_eq!(
+            port("ns2", "svc2").external,
+            "external-42NFTM6N-ns2/svc2/tcp/p80"
+        );
+        assert_eq!(
+            port("ns5", "svc5").firewall,
+            "firewall-HVFWP5L3-ns5/svc5/tcp/p80"
+        );
         assert_eq!(port("ns4", "svc4").local, "local-LAUZTJTB-ns4/svc4/tcp/p80");
     }
 
@@ -124,7 +133,10 @@ mod tests {
     #[test]
     fn ipv6_endpoint_colons_become_dots() {
         let name = port("ns1", "svc1").endpoint("[fd00:10:180::1]:80".parse().unwrap());
-        assert!(name.ends_with("-ns1/svc1/tcp/p80__fd00.10.180..1/80"), "{name}");
+        assert!(
+            name.ends_with("-ns1/svc1/tcp/p80__fd00.10.180..1/80"),
+            "{name}"
+        );
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool
     for s in &skeleton.sets {
         tx.push(Command::AddSet(s.clone()));
         if flush_sets {
-            tx.push(Command::FlushSet { name: s.name.clone(), map: s.verdict_map });
+            tx.push(Command::FlushSet {
+                name: s.name.clone(),
+                map: s.verdict_map,
+            });
         }
     }
     for (def, _) in &skeleton.chains {
@@ -61,7 +64,10 @@ pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool
     }
     for (def, rules) in &skeleton.chains {
         for r in rules {
-            tx.push(Command::AddRule { chain: def.name.clone(), rule: r.clone() });
+            tx.push(Command::AddRule {
+                chain: def.name.clone(),
+                rule: r.clone(),
+            });
         }
     }
     for e in &skeleton.elements {
@@ -105,7 +111,9 @@ pub fn plan_ports(
             committed.elements.release(&mut batch, &c.name, &o.elements);
         }
         if let Some(n) = &c.new {
-            committed.elements.acquire(&mut batch, &c.name, &dedup_elements(&n.elements));
+            committed
+                .elements
+                .acquire(&mut batch, &c.name, &dedup_elements(&n.elements));
         }
     }
     let (element_deletes, element_adds) = committed.elements.diff(&batch);
@@ -115,9 +123,16 @@ pub fn plan_ports(
     let mut gone_chains: Vec<String> = Vec::new();
     let mut gone_sets: Vec<String> = Vec::new();
     for c in &changes {
-        let old_chains: HashMap<&str, &Vec<crate::ir::Rule>> =
-            c.old.iter().flat_map(|o| o.chains.iter().map(|(n, r)| (n.as_str(), r))).collect();
-        let old_sets: BTreeSet<&str> = c.old.iter().flat_map(|o| o.affinity_sets.iter().map(|s| s.name.as_str())).collect();
+        let old_chains: HashMap<&str, &Vec<crate::ir::Rule>> = c
+            .old
+            .iter()
+            .flat_map(|o| o.chains.iter().map(|(n, r)| (n.as_str(), r)))
+            .collect();
+        let old_sets: BTreeSet<&str> = c
+            .old
+            .iter()
+            .flat_map(|o| o.affinity_sets.iter().map(|s| s.name.as_str()))
+            .collect();
         let mut new_sets = BTreeSet::new();
         if let Some(n) = &c.new {
             for s in &n.affinity_sets {
@@ -128,17 +143,29 @@ pub fn plan_ports(
             }
             for (name, rules) in &n.chains {
                 live_chains.insert(name);
-                if force || old_chains.get(name.as_str()) != Some(&rules) || committed.stale_chains.contains_key(name) {
+                if force
+                    || old_chains.get(name.as_str()) != Some(&rules)
+                    || committed.stale_chains.contains_key(name)
+                {
                     rewrite.push((name, rules));
                 }
             }
         }
         for name in old_chains.keys() {
-            if !c.new.iter().any(|n| n.chains.iter().any(|(x, _)| x == name)) {
+            if !c
+                .new
+                .iter()
+                .any(|n| n.chains.iter().any(|(x, _)| x == name))
+            {
                 gone_chains.push((*name).to_string());
             }
         }
-        gone_sets.extend(old_sets.iter().filter(|s| !new_sets.contains(*s)).map(|s| (*s).to_string()));
+        gone_sets.extend(
+            old_sets
+                .iter()
+                .filter(|s| !new_sets.contains(*s))
+                .map(|s| (*s).to_string()),
+        );
     }
     for (name, _) in &rewrite {
         tx.push(Command::AddChain(ChainDef::regular(*name)));
@@ -146,7 +173,10 @@ pub fn plan_ports(
     for (name, rules) in &rewrite {
         tx.push(Command::FlushChain((*name).to_string()));
         for r in *rules {
-            tx.push(Command::AddRule { chain: (*name).to_string(), rule: r.clone() });
+            tx.push(Command::AddRule {
+                chain: (*name).to_string(),
+                rule: r.clone(),
+            });
         }
     }
     for e in element_deletes {
@@ -162,18 +192,31 @@ pub fn plan_ports(
     for s in &gone_sets {
         tx.push(Command::DeleteSet(s.clone()));
     }
-    let revived: Vec<String> =
-        committed.stale_chains.keys().filter(|c| live_chains.contains(c.as_str())).cloned().collect();
+    let revived: Vec<String> = committed
+        .stale_chains
+        .keys()
+        .filter(|c| live_chains.contains(c.as_str()))
+        .cloned()
+        .collect();
     let mut deleted_stale = Vec::new();
     if mode != PlanMode::KeepStale {
         for (c, since) in &committed.stale_chains {
-            if now.saturating_duration_since(*since) >= stale_delay && !live_chains.contains(c.as_str()) {
+            if now.saturating_duration_since(*since) >= stale_delay
+                && !live_chains.contains(c.as_str())
+            {
                 tx.push(Command::DeleteChain(c.clone()));
                 deleted_stale.push(c.clone());
             }
         }
     }
-    Plan { tx, batch, changes, newly_stale: gone_chains, deleted_stale, revived }
+    Plan {
+        tx,
+        batch,
+        changes,
+        newly_stale: gone_chains,
+        deleted_stale,
+        revived,
+    }
 }
 
 /// Records a successful plan in `committed`.

@@ -51,12 +51,19 @@ impl ElementStore {
 
     fn save(&self, batch: &mut ElementBatch, key: &(String, ElemKey)) {
         if !batch.saved.contains_key(key) {
-            batch.saved.insert(key.clone(), self.entries.get(key).cloned());
+            batch
+                .saved
+                .insert(key.clone(), self.entries.get(key).cloned());
         }
     }
 
     /// `owner` no longer wants `elements`.
-    pub fn release(&mut self, batch: &mut ElementBatch, owner: &Arc<ServicePortName>, elements: &[Element]) {
+    pub fn release(
+        &mut self,
+        batch: &mut ElementBatch,
+        owner: &Arc<ServicePortName>,
+        elements: &[Element],
+    ) {
         for e in elements {
             let key = (e.set.clone(), e.key.clone());
             self.save(batch, &key);
@@ -70,7 +77,12 @@ impl ElementStore {
     }
 
     /// `owner` wants `elements`.
-    pub fn acquire(&mut self, batch: &mut ElementBatch, owner: &Arc<ServicePortName>, elements: &[Element]) {
+    pub fn acquire(
+        &mut self,
+        batch: &mut ElementBatch,
+        owner: &Arc<ServicePortName>,
+        elements: &[Element],
+    ) {
         for e in elements {
             let key = (e.set.clone(), e.key.clone());
             self.save(batch, &key);
@@ -94,7 +106,12 @@ impl ElementStore {
             if before == after {
                 continue;
             }
-            let element = |w: &Wanted| Element { set: key.0.clone(), key: key.1.clone(), value: w.0.clone(), comment: w.1.clone() };
+            let element = |w: &Wanted| Element {
+                set: key.0.clone(),
+                key: key.1.clone(),
+                value: w.0.clone(),
+                comment: w.1.clone(),
+            };
             if let Some(b) = before {
                 deletes.push(element(b));
             }

@@ -43,15 +43,26 @@ async fn every_scenario_passes_on_the_fake_dataplane() {
                 .find(|(name, port, _)| *name == s.name && *port == p.packet.port);
             match allowed {
                 Some((_, _, want)) if p.actual.as_ref() == Ok(want) => divergences_seen += 1,
-                _ => problems.push(format!("{}: {} expected {:?}, got {:?}", s.name, p.packet, p.expected, p.actual)),
+                _ => problems.push(format!(
+                    "{}: {} expected {:?}, got {:?}",
+                    s.name, p.packet, p.expected, p.actual
+                )),
             }
         }
     }
-    assert!(problems.is_empty(), "conformance failures:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "conformance failures:\n{}",
+        problems.join("\n")
+    );
     assert_eq!(
         divergences_seen,
         NFTABLES_DIVERGENCES.len(),
         "a listed nftables divergence no longer shows: update NFTABLES_DIVERGENCES"
     );
-    assert!(report.scenarios.len() >= 30, "the suite ran only {} scenarios", report.scenarios.len());
+    assert!(
+        report.scenarios.len() >= 30,
+        "the suite ran only {} scenarios",
+        report.scenarios.len()
+    );
 }

@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use backend_nftables::NftablesBackend;
-use proxy_core::conformance::netns::{Netns, check_tool, kernel_harness_factory, privileged_or_skip_with};
+use proxy_core::conformance::netns::{
+    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
+};
 use proxy_core::conformance::{Outcome, Scenario, Tier, load_scenarios, run};
 use proxy_core::{Backend, ChangeSet, NodeView, ServiceKey};
 
@@ -30,7 +32,8 @@ async fn conformance_suite_passes_in_the_kernel() {
     if !privileged_or_skip_with("conformance_suite_passes_in_the_kernel", nft_present) {
         return;
     }
-    let factory = kernel_harness_factory(|ctx| Ok(Box::new(NftablesBackend::new(ctx)?) as Box<dyn Backend>));
+    let factory =
+        kernel_harness_factory(|ctx| Ok(Box::new(NftablesBackend::new(ctx)?) as Box<dyn Backend>));
     let report = run(&factory, Tier::Kernel).await;
     println!("{report}");
     let mut problems = Vec::new();
@@ -41,22 +44,36 @@ async fn conformance_suite_passes_in_the_kernel() {
             }
         }
         for p in s.packets.iter().filter(|p| !p.passed) {
-            let allowed = NFTABLES_DIVERGENCES
-                .iter()
-                .any(|(name, port, want)| *name == s.name && *port == p.packet.port && p.actual.as_ref() == Ok(want));
+            let allowed = NFTABLES_DIVERGENCES.iter().any(|(name, port, want)| {
+                *name == s.name && *port == p.packet.port && p.actual.as_ref() == Ok(want)
+            });
             if !allowed {
-                problems.push(format!("{}: {} expected {:?}, got {:?}", s.name, p.packet, p.expected, p.actual));
+                problems.push(format!(
+                    "{}: {} expected {:?}, got {:?}",
+                    s.name, p.packet, p.expected, p.actual
+                ));
             }
         }
     }
-    assert!(problems.is_empty(), "kernel conformance failures:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "kernel conformance failures:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// Runs `f` with a fresh backend for `scenario` inside `ns`, on a
 /// current-thread runtime there (so `nft` runs in it).
-fn in_namespace<T: Send>(ns: &Netns, scenario: &Scenario, f: impl AsyncFnOnce(&mut NftablesBackend) -> T + Send) -> T {
+fn in_namespace<T: Send>(
+    ns: &Netns,
+    scenario: &Scenario,
+    f: impl AsyncFnOnce(&mut NftablesBackend) -> T + Send,
+) -> T {
     ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut backend = NftablesBackend::new(scenario.context()).unwrap();
             f(&mut backend).await
@@ -68,18 +85,30 @@ fn in_namespace<T: Send>(ns: &Netns, scenario: &Scenario, f: impl AsyncFnOnce(&m
 /// `nft list table` of our table in `ns`, with handles and set element
 /// order (hash dependent) normalised away: rules as lines, sorted.
 fn listing(ns: &Netns, family: &str) -> Option<Vec<String>> {
-    let out = ns.command("nft").args(["list", "table", family, "kube-proxy"]).output().unwrap();
+    let out = ns
+        .command("nft")
+        .args(["list", "table", family, "kube-proxy"])
+        .output()
+        .unwrap();
     if !out.status.success() {
         return None;
     }
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     lines.sort();
     Some(lines)
 }
 
 fn changes(from: &NodeView, to: &NodeView) -> ChangeSet {
-    let services: BTreeSet<ServiceKey> = from.iter().chain(to.iter()).map(|(n, _)| n.service.clone()).collect();
+    let services: BTreeSet<ServiceKey> = from
+        .iter()
+        .chain(to.iter())
+        .map(|(n, _)| n.service.clone())
+        .collect();
     ChangeSet::between(from, to, &services)
 }
 
@@ -98,12 +127,24 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         if a.config() != b.config() || a.node() != b.node() || a.family() != b.family() {
             continue;
         }
-        let fam = if a.family() == proxy_core::IpFamily::V4 { "ip" } else { "ip6" };
+        let fam = if a.family() == proxy_core::IpFamily::V4 {
+            "ip"
+        } else {
+            "ip6"
+        };
         let partial_ns = Netns::new().unwrap();
         in_namespace(&partial_ns, b, async |backend| {
             backend.sync(a.view(), &ChangeSet::full()).await.unwrap();
-            let stats = backend.sync(b.view(), &changes(a.view(), b.view())).await.unwrap();
-            assert!(!stats.full, "{} -> {}: expected a partial sync", a.name(), b.name());
+            let stats = backend
+                .sync(b.view(), &changes(a.view(), b.view()))
+                .await
+                .unwrap();
+            assert!(
+                !stats.full,
+                "{} -> {}: expected a partial sync",
+                a.name(),
+                b.name()
+            );
         });
         let full_ns = Netns::new().unwrap();
         in_namespace(&full_ns, b, async |backend| {
@@ -115,14 +156,29 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         // Stale chains of `a` remain (flushed) in the partial table until
         // their delayed deletion; compare everything but chain headers.
         let no_headers = |l: &Option<Vec<String>>| -> Vec<String> {
-            l.clone().unwrap_or_default().into_iter().filter(|x| !x.starts_with("chain ") && x != "}").collect()
+            l.clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|x| !x.starts_with("chain ") && x != "}")
+                .collect()
         };
-        assert_eq!(no_headers(&partial), no_headers(&full), "partial {} -> {} differs from a full sync", a.name(), b.name());
-        in_namespace(&partial_ns, b, async |backend| backend.cleanup().await.unwrap());
+        assert_eq!(
+            no_headers(&partial),
+            no_headers(&full),
+            "partial {} -> {} differs from a full sync",
+            a.name(),
+            b.name()
+        );
+        in_namespace(&partial_ns, b, async |backend| {
+            backend.cleanup().await.unwrap()
+        });
         assert_eq!(listing(&partial_ns, fam), None, "table left after cleanup");
         checked += 1;
     }
-    assert!(checked > 10, "only {checked} scenario pairs were compatible");
+    assert!(
+        checked > 10,
+        "only {checked} scenario pairs were compatible"
+    );
 }
 
 /// Deleting our table from outside is noticed, and a full sync restores it.
@@ -131,22 +187,37 @@ fn deleted_table_is_detected_and_restored() {
     if !privileged_or_skip_with("deleted_table_is_detected_and_restored", nft_present) {
         return;
     }
-    let scenario = load_scenarios().into_iter().find(|s| s.name() == "nodeport-cluster").unwrap();
+    let scenario = load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == "nodeport-cluster")
+        .unwrap();
     let ns = Netns::new().unwrap();
     let before = {
         in_namespace(&ns, &scenario, async |backend| {
-            backend.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
+            backend
+                .sync(scenario.view(), &ChangeSet::full())
+                .await
+                .unwrap();
         });
         listing(&ns, "ip").unwrap()
     };
     in_namespace(&ns, &scenario, async |backend| {
         // A fresh backend finds the table and resets it in one transaction.
-        backend.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
+        backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
         assert!(!backend.dataplane_lost().await);
-        let ok = std::process::Command::new("nft").args(["delete", "table", "ip", "kube-proxy"]).status().unwrap();
+        let ok = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", "kube-proxy"])
+            .status()
+            .unwrap();
         assert!(ok.success());
         assert!(backend.dataplane_lost().await);
-        let stats = backend.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
+        let stats = backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
         assert!(stats.full);
     });
     assert_eq!(listing(&ns, "ip").unwrap(), before);

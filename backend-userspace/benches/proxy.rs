@@ -12,6 +12,9 @@
 //! concurrent clients. Sizes can be changed with `BENCH_BULK_MIB`,
 //! `BENCH_ROUND_TRIPS` and `BENCH_CONN_SECS`.
 
+// A benchmark is test code: a failed set-up should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -1,6 +1,9 @@
 //! Real sockets on loopback: echo endpoints on 127.0.0.x, clients through
 //! the proxy's node port. Needs no privileges.
 
+// Helpers shared by the tests fail the test on any set-up error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -204,7 +207,7 @@ async fn endpoint_changes_apply_without_reopening_the_listener() {
     let np = free_port();
     let svc = service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}));
     let before = topology(
-        &[svc.clone()],
+        std::slice::from_ref(&svc),
         &[slice("web", "TCP", echoes.port, &echoes.addrs[..1])],
     );
     let after = topology(

@@ -23,7 +23,7 @@ impl RouteTableHarness {
     /// [`HarnessFactory`](proxy_core::conformance::HarnessFactory).
     pub fn factory(ctx: &BackendContext) -> Result<Box<dyn Harness>, BackendError> {
         Ok(Box::new(RouteTableHarness {
-            backend: RouteTableBackend::new(ctx),
+            backend: RouteTableBackend::default(),
             ctx: ctx.clone(),
         }))
     }
@@ -32,15 +32,17 @@ impl RouteTableHarness {
         self.ctx.node.addresses.contains(ip) || self.ctx.family.loopback_net().contains(ip)
     }
 
+    /// Whether node ports are served on `ip`: a local address inside the
+    /// node-port networks; loopback only with `localhostNodePorts`.
     fn serves_node_ports(&self, ip: &IpAddr) -> bool {
-        let loopback = self.ctx.family.loopback_net().contains(ip);
-        self.is_local(ip)
-            && !(loopback && !self.ctx.localhost_node_ports)
-            && self
-                .ctx
-                .node_port_cidrs
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|n| n.contains(ip)))
+        let loopback_allowed =
+            !self.ctx.family.loopback_net().contains(ip) || self.ctx.localhost_node_ports;
+        let in_networks = self
+            .ctx
+            .node_port_cidrs
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n.contains(ip)));
+        self.is_local(ip) && loopback_allowed && in_networks
     }
 
     /// Where `packet` goes under the table the backend last wrote.
@@ -48,24 +50,31 @@ impl RouteTableHarness {
         if !self.ctx.family.contains(&packet.destination) {
             return Outcome::NotMatched;
         }
-        let key = (packet.protocol, packet.destination, packet.port);
-        if let Some(route) = self.backend.vips.get(&key) {
-            return match (route.internal, route.port.internal) {
+        let key = (packet.protocol, Some(packet.destination), packet.port);
+        if let Some((view, internal)) = self.backend.routes.get(&key) {
+            return match (internal, view.internal) {
                 (true, Target::Reject) => Outcome::Rejected,
                 (true, Target::Drop) => Outcome::Dropped,
-                (true, target) => forwarded(route.port.endpoints_for(target)),
-                (false, _) => self.external(&route.port, packet),
+                (true, target) => forwarded(view.endpoints_for(target)),
+                (false, _) => self.external(view, packet),
             };
         }
-        let Some(view) = self.backend.node_ports.get(&(packet.protocol, packet.port)) else {
+        // Node ports: on local addresses only.
+        let Some((view, _)) = self
+            .backend
+            .routes
+            .get(&(packet.protocol, None, packet.port))
+        else {
             return Outcome::NotMatched;
         };
+        let local = self.is_local(&packet.destination);
         match (
             self.serves_node_ports(&packet.destination),
-            self.is_local(&packet.destination),
+            local,
             view.external,
         ) {
             (true, _, _) => self.external(view, packet),
+            // Filter rules for ports without usable endpoints match any local address.
             (false, true, Target::Reject) => Outcome::Rejected,
             (false, true, Target::Drop) => Outcome::Dropped,
             _ => Outcome::NotMatched,

@@ -1,6 +1,9 @@
 //! The embedding example runs and balances over both endpoints after its
 //! partial sync.
 
+// Test code: a failure to run the example fails the test.
+#![allow(clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

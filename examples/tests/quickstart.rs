@@ -2,6 +2,9 @@
 //! userspace mode from the manifests, 30 requests spread over the three
 //! endpoints.
 
+// Test code: a failure to run the example fails the test.
+#![allow(clippy::expect_used)]
+
 use std::process::Command;
 
 fn run(args: &[&str]) -> String {

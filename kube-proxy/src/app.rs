@@ -6,7 +6,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use proxy_core::backend::{BackendContext, BackendFactory, Registry};
 use proxy_core::config::KubeProxyConfiguration;
-use proxy_core::runtime::health::{HealthServer, ProxyHealth};
+use proxy_core::runtime::conntrack::ConntrackCleaner;
+use proxy_core::runtime::health::{
+    HealthCheckAddresses, HealthServer, ProxyHealth, ServiceHealthServer,
+};
 use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::runtime::source::{
     KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,
@@ -15,7 +18,7 @@ use proxy_core::runtime::{
     NodeState, Runtime, RuntimeOptions, SyncObserver, cleanup_other_modes, initial_state,
     shutdown_signal,
 };
-use proxy_core::{IpFamily, NodeInfo, NodeView};
+use proxy_core::{IpFamily, NodeInfo, NodeView, ProxyMode};
 
 use crate::options::{Action, Options, UsageError, node_name};
 use crate::privileges;
@@ -113,6 +116,15 @@ async fn cleanup(options: &Options, registry: &Registry) -> anyhow::Result<ExitC
     })
 }
 
+/// Sets the conntrack sysctls as upstream does at start-up; failures are
+/// logged (a read-only /proc in a container is common), never fatal.
+fn apply_sysctls(config: &KubeProxyConfiguration) {
+    match proxy_core::runtime::sysctl::apply_conntrack_sysctls(config) {
+        Ok(changes) => tracing::info!(changed = changes.len(), "conntrack sysctls applied"),
+        Err(error) => tracing::warn!(%error, "setting the conntrack sysctls failed"),
+    }
+}
+
 /// `--init-only`: the mode's privileged set-up and the conntrack sysctls.
 async fn init_only(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
     let factory = factory(options, registry)?;
@@ -181,21 +193,39 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     let node = preliminary_node(&options)?;
     let config = Arc::new(options.config.clone());
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
-    if privileges::has_net_admin() {
+    let privileged = privileges::has_net_admin();
+    if privileged {
         if let Some(adj) = config.oom_score_adj {
             privileges::set_oom_score_adj(adj);
         }
-        cleanup_other_modes(registry, mode, &contexts(&config, &node.info)?).await;
+        apply_sysctls(&config);
+        let contexts = contexts(&config, &node.info)?;
+        for ctx in &contexts {
+            if let Err(error) = factory.privileged_init(ctx).await {
+                tracing::warn!(%mode, family = %ctx.family, %error, "privileged initialisation failed");
+            }
+        }
+        cleanup_other_modes(registry, mode, &contexts).await;
     } else {
-        tracing::info!("no CAP_NET_ADMIN: not cleaning up other modes' rules");
+        tracing::info!("no CAP_NET_ADMIN: not setting sysctls nor cleaning up other modes' rules");
     }
     let source = source(&options, &node.info.name).await?;
     let metrics = Arc::new(ProxyMetrics::new());
     let health = Arc::new(ProxyHealth::from_config(&config).with_metrics(metrics.clone()));
-    // TODO(conntrack, service health checks): add the stale-UDP conntrack
-    // cleanup and the per-service health-check servers as observers once
-    // their constructors are settled.
-    let observers: Vec<Arc<dyn SyncObserver>> = vec![health.clone(), metrics.clone()];
+    let health_check_addresses = HealthCheckAddresses::from_node_port_addresses(
+        &config.node_port_addresses()?,
+        &privileges::local_addresses(),
+        &node.info,
+    );
+    let mut observers: Vec<Arc<dyn SyncObserver>> = vec![
+        health.clone(),
+        metrics.clone(),
+        Arc::new(ServiceHealthServer::new(health.clone(), health_check_addresses)),
+    ];
+    // Stale UDP flows exist only where the kernel does the NAT.
+    if privileged && mode != ProxyMode::Userspace {
+        observers.push(Arc::new(ConntrackCleaner::host().with_metrics(metrics.clone())));
+    }
     let hard_fail = config.bind_address_hard_fail;
     let mut servers = tokio::task::JoinSet::new();
     if let Some(addr) = config.healthz_socket_addr()? {

@@ -22,3 +22,23 @@ pub fn set_oom_score_adj(value: i32) {
         tracing::warn!(value, %error, "cannot set oom_score_adj");
     }
 }
+
+/// The addresses configured on this host's interfaces (for the health-check
+/// node port listeners when `nodePortAddresses` selects some of them); empty
+/// when they cannot be listed.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        tracing::warn!("cannot list the host's addresses");
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|addr| {
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(std::net::IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}

@@ -9,6 +9,7 @@
 //! attempt can still be partial.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use crate::model::{ServiceKey, ServicePortName};
 use crate::view::NodeView;
@@ -145,13 +146,16 @@ impl PendingChanges {
     /// `topology` and returns the new view with the change set to give the
     /// backend. Nothing is cleared: call [`PendingChanges::clear`] once the
     /// backend succeeded, and keep the returned view as the new `synced`.
+    ///
+    /// The cost is that of recomputing the touched services, plus a clone
+    /// of `synced` that copies one pointer per chunk of 64 ports.
     pub fn prepare(
         &self,
         topology: &crate::ServiceTopology,
         synced: &NodeView,
-        node: &std::sync::Arc<crate::NodeInfo>,
+        node: &Arc<crate::NodeInfo>,
     ) -> (NodeView, ChangeSet) {
-        if self.full || synced.node() != node {
+        if self.full || (!Arc::ptr_eq(synced.node(), node) && synced.node() != node) {
             return (
                 NodeView::build(topology, node.clone(), synced.family()),
                 ChangeSet::full(),

@@ -18,7 +18,9 @@ use proxy_core::runtime::health::{
 };
 use proxy_core::runtime::metrics::ProxyMetrics;
 use proxy_core::runtime::{NodeHealth, SyncObserver, SyncReport};
-use proxy_core::{ChangeSet, IpFamily, NodeInfo, NodeView, ProxyMode, ServiceKey, ServiceTopology, SyncStats};
+use proxy_core::{
+    ChangeSet, IpFamily, NodeInfo, NodeView, ProxyMode, ServiceKey, ServiceTopology, SyncStats,
+};
 
 const NODE: &str = "node-a";
 const T0: u64 = 1_700_000_000; // 2023-11-14T22:13:20Z
@@ -50,7 +52,10 @@ struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap()
@@ -66,7 +71,14 @@ async fn get(addr: SocketAddr, path: &str) -> Answer {
     stream.read_to_string(&mut raw).await.unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -93,7 +105,13 @@ fn eligible() -> NodeHealth {
     }
 }
 
-fn report<'a>(family: IpFamily, view: &'a NodeView, previous: &'a NodeView, changes: &'a ChangeSet, stats: &'a SyncStats) -> SyncReport<'a> {
+fn report<'a>(
+    family: IpFamily,
+    view: &'a NodeView,
+    previous: &'a NodeView,
+    changes: &'a ChangeSet,
+    stats: &'a SyncStats,
+) -> SyncReport<'a> {
     SyncReport {
         family,
         mode: ProxyMode::Iptables,
@@ -118,7 +136,8 @@ fn synced(observer: &dyn SyncObserver, family: IpFamily) {
 async fn healthz_turns_unhealthy_after_two_sync_periods_pending() {
     let clock = ManualClock::new();
     let metrics = Arc::new(ProxyMetrics::new());
-    let health = Arc::new(ProxyHealth::new(2 * SYNC_PERIOD, clock.shared()).with_metrics(metrics.clone()));
+    let health =
+        Arc::new(ProxyHealth::new(2 * SYNC_PERIOD, clock.shared()).with_metrics(metrics.clone()));
     health.node(&eligible());
     let addr = serve_health(health.clone()).await;
 
@@ -137,7 +156,10 @@ async fn healthz_turns_unhealthy_after_two_sync_periods_pending() {
     clock.advance(Duration::from_secs(1));
     synced(health.as_ref(), IpFamily::V4);
     let body = get(addr, "/healthz").await.json();
-    assert_eq!(body["status"]["IPv4"], json!({"lastUpdated": "2023-11-14T22:13:21Z", "healthy": true}));
+    assert_eq!(
+        body["status"]["IPv4"],
+        json!({"lastUpdated": "2023-11-14T22:13:21Z", "healthy": true})
+    );
 
     // Queued at T0+1s; 59s later still healthy, at 60s unhealthy.
     health.queued(IpFamily::V4, SystemTime::now());
@@ -162,9 +184,18 @@ async fn healthz_turns_unhealthy_after_two_sync_periods_pending() {
     assert_eq!(get(addr, "/healthz").await.status, 200);
 
     let text = metrics.encode();
-    assert!(text.contains(r#"kubeproxy_proxy_healthz_total{code="200"} 4"#), "{text}");
-    assert!(text.contains(r#"kubeproxy_proxy_healthz_total{code="503"} 1"#), "{text}");
-    assert!(text.contains(r#"kubeproxy_proxy_livez_total{code="503"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"kubeproxy_proxy_healthz_total{code="200"} 4"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"kubeproxy_proxy_healthz_total{code="503"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"kubeproxy_proxy_livez_total{code="503"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -182,8 +213,14 @@ async fn one_late_family_makes_the_proxy_unhealthy() {
     assert_eq!(a.status, 503);
     let body = a.json();
     assert_eq!(body["status"]["IPv4"]["healthy"], json!(true));
-    assert_eq!(body["status"]["IPv6"], json!({"lastUpdated": "0001-01-01T00:00:00Z", "healthy": false}));
-    assert!(body.get("nodeEligible").is_none(), "livez has no nodeEligible: {body}");
+    assert_eq!(
+        body["status"]["IPv6"],
+        json!({"lastUpdated": "0001-01-01T00:00:00Z", "healthy": false})
+    );
+    assert!(
+        body.get("nodeEligible").is_none(),
+        "livez has no nodeEligible: {body}"
+    );
     assert!(!health.is_healthy());
 }
 
@@ -215,7 +252,11 @@ async fn healthz_needs_an_eligible_node_and_livez_does_not() {
         let a = get(addr, "/healthz").await;
         assert_eq!(a.status, 503, "{case}");
         assert_eq!(a.json()["nodeEligible"], json!(false), "{case}");
-        assert_eq!(a.json()["healthy"], json!(true), "{case}: the proxy itself is healthy");
+        assert_eq!(
+            a.json()["healthy"],
+            json!(true),
+            "{case}: the proxy itself is healthy"
+        );
         assert_eq!(get(addr, "/livez").await.status, 200, "{case}");
     }
     health.node(&eligible());
@@ -265,7 +306,11 @@ fn slice(svc: &str, endpoints: &[(&str, &str, bool, bool)]) -> EndpointSlice {
 
 /// Asserts a fixture was accepted whole.
 fn ok(applied: proxy_core::topology::Applied) {
-    assert!(applied.errors.is_empty(), "fixture rejected: {:?}", applied.errors);
+    assert!(
+        applied.errors.is_empty(),
+        "fixture rejected: {:?}",
+        applied.errors
+    );
 }
 
 fn view(topology: &ServiceTopology) -> NodeView {
@@ -274,7 +319,11 @@ fn view(topology: &ServiceTopology) -> NodeView {
 
 /// A free loopback TCP port.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -285,7 +334,10 @@ fn loopback(port: u16) -> SocketAddr {
 async fn health_check_node_ports_answer_per_local_endpoints_and_proxy_health() {
     let clock = ManualClock::new();
     let health = Arc::new(ProxyHealth::new(2 * SYNC_PERIOD, clock.shared()));
-    let server = ServiceHealthServer::new(health.clone(), HealthCheckAddresses::Ips(vec![IpAddr::from([127, 0, 0, 1])]));
+    let server = ServiceHealthServer::new(
+        health.clone(),
+        HealthCheckAddresses::Ips(vec![IpAddr::from([127, 0, 0, 1])]),
+    );
     let (port_a, port_b) = (free_port(), free_port());
 
     let mut topology = ServiceTopology::new();
@@ -294,15 +346,32 @@ async fn health_check_node_ports_answer_per_local_endpoints_and_proxy_health() {
     // a: two local ready endpoints on one IP twice (counted once), one remote, one local terminating.
     ok(topology.apply_endpoint_slice(&slice(
         "a",
-        &[("10.0.0.1", NODE, true, false), ("10.0.0.2", NODE, true, false), ("10.0.1.1", "node-b", true, false), ("10.0.0.3", NODE, false, true)],
+        &[
+            ("10.0.0.1", NODE, true, false),
+            ("10.0.0.2", NODE, true, false),
+            ("10.0.1.1", "node-b", true, false),
+            ("10.0.0.3", NODE, false, true),
+        ],
     )));
     // b: only a local terminating endpoint.
-    ok(topology.apply_endpoint_slice(&slice("b", &[("10.0.0.9", NODE, false, true), ("10.0.1.9", "node-b", true, false)])));
+    ok(topology.apply_endpoint_slice(&slice(
+        "b",
+        &[
+            ("10.0.0.9", NODE, false, true),
+            ("10.0.1.9", "node-b", true, false),
+        ],
+    )));
     let v = view(&topology);
     let empty = NodeView::empty(IpFamily::V4, NodeInfo::named(NODE).shared());
     let (changes, stats) = (ChangeSet::full(), SyncStats::default());
     server.synced(&report(IpFamily::V4, &v, &empty, &changes, &stats));
-    assert_eq!(server.services(), vec![(ServiceKey::new("ns", "a"), port_a), (ServiceKey::new("ns", "b"), port_b)]);
+    assert_eq!(
+        server.services(),
+        vec![
+            (ServiceKey::new("ns", "a"), port_a),
+            (ServiceKey::new("ns", "b"), port_b)
+        ]
+    );
 
     let a = get(loopback(port_a), "/any/path").await;
     assert_eq!(a.status, 200);
@@ -317,20 +386,30 @@ async fn health_check_node_ports_answer_per_local_endpoints_and_proxy_health() {
     let b = get(loopback(port_b), "/").await;
     assert_eq!(b.status, 503, "only terminating local endpoints");
     assert_eq!(b.header("x-load-balancing-endpoint-weight"), Some("0"));
-    assert_eq!(b.body, health_check_body(&ServiceKey::new("ns", "b"), 0, true));
+    assert_eq!(
+        b.body,
+        health_check_body(&ServiceKey::new("ns", "b"), 0, true)
+    );
 
     // The proxy turns unhealthy: even a service with endpoints answers 503.
     health.queued(IpFamily::V4, SystemTime::now());
     clock.advance(2 * SYNC_PERIOD);
     let a = get(loopback(port_a), "/").await;
     assert_eq!(a.status, 503);
-    assert!(a.body.contains("\"serviceProxyHealthy\": false"), "{}", a.body);
+    assert!(
+        a.body.contains("\"serviceProxyHealthy\": false"),
+        "{}",
+        a.body
+    );
 
     // Service b goes away: its listener closes, a's stays.
     topology.delete_service("ns", "b");
     let v2 = view(&topology);
     server.synced(&report(IpFamily::V4, &v2, &v, &changes, &stats));
-    assert_eq!(server.services(), vec![(ServiceKey::new("ns", "a"), port_a)]);
+    assert_eq!(
+        server.services(),
+        vec![(ServiceKey::new("ns", "a"), port_a)]
+    );
     let mut closed = false;
     for _ in 0..50 {
         if TcpStream::connect(loopback(port_b)).await.is_err() {
@@ -345,7 +424,10 @@ async fn health_check_node_ports_answer_per_local_endpoints_and_proxy_health() {
 #[tokio::test]
 async fn a_failed_bind_is_counted_and_not_fatal() {
     let health = Arc::new(ProxyHealth::new(2 * SYNC_PERIOD, Arc::new(SystemTime::now)));
-    let server = ServiceHealthServer::new(health, HealthCheckAddresses::Ips(vec![IpAddr::from([127, 0, 0, 1])]));
+    let server = ServiceHealthServer::new(
+        health,
+        HealthCheckAddresses::Ips(vec![IpAddr::from([127, 0, 0, 1])]),
+    );
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port();
     let free = free_port();
@@ -358,7 +440,11 @@ async fn a_failed_bind_is_counted_and_not_fatal() {
     server.synced(&report(IpFamily::V4, &v, &v, &changes, &stats));
     server.synced(&report(IpFamily::V4, &v, &v, &changes, &stats));
 
-    assert_eq!(server.bind_failures(&ServiceKey::new("ns", "busy")), 2, "retried at every sync");
+    assert_eq!(
+        server.bind_failures(&ServiceKey::new("ns", "busy")),
+        2,
+        "retried at every sync"
+    );
     assert_eq!(server.services(), vec![(ServiceKey::new("ns", "ok"), free)]);
     assert_eq!(get(loopback(free), "/").await.status, 503, "no endpoints");
 }

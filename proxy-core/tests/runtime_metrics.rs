@@ -17,7 +17,9 @@ use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::SyncObserver;
 use proxy_core::runtime::SyncReport;
 use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics, no_local_endpoints};
-use proxy_core::{BackendError, ChangeSet, IpFamily, NodeInfo, NodeView, ProxyMode, ServiceTopology, SyncStats};
+use proxy_core::{
+    BackendError, ChangeSet, IpFamily, NodeInfo, NodeView, ProxyMode, ServiceTopology, SyncStats,
+};
 
 const NODE: &str = "node-a";
 const NOW: u64 = 1_700_000_000;
@@ -95,11 +97,17 @@ fn no_local_endpoints_counts_dropped_ports_per_policy() {
 /// A metric's `# TYPE` line is present with `kind`.
 fn assert_type(text: &str, name: &str, kind: &str) {
     let line = format!("# TYPE {name} {kind}");
-    assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing {line:?} in\n{text}"
+    );
 }
 
 fn assert_sample(text: &str, sample: &str) {
-    assert!(text.lines().any(|l| l == sample), "missing sample {sample:?} in\n{text}");
+    assert!(
+        text.lines().any(|l| l == sample),
+        "missing sample {sample:?} in\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -146,11 +154,21 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
     metrics.record_conntrack_cleanup(IpFamily::V4, 2, Duration::from_millis(7));
     metrics.record_healthz(200);
     metrics.record_livez(503);
-    metrics.failed(IpFamily::V6, ProxyMode::Nftables, &BackendError::transient("busy"));
-    metrics.failed(IpFamily::V4, ProxyMode::Iptables, &BackendError::dataplane("restore failed"));
+    metrics.failed(
+        IpFamily::V6,
+        ProxyMode::Nftables,
+        &BackendError::transient("busy"),
+    );
+    metrics.failed(
+        IpFamily::V4,
+        ProxyMode::Iptables,
+        &BackendError::dataplane("restore failed"),
+    );
 
-    let mut config = KubeProxyConfiguration::default();
-    config.mode = Some(ProxyMode::Nftables);
+    let config = KubeProxyConfiguration {
+        mode: Some(ProxyMode::Nftables),
+        ..KubeProxyConfiguration::default()
+    };
     let server = MetricsServer::new(metrics.clone(), &config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -158,7 +176,10 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
 
     let (status, content_type, text) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
 
     for name in [
         "kubeproxy_sync_proxy_rules_duration_seconds",
@@ -191,27 +212,78 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
         assert_type(&text, name, "counter");
     }
 
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 2"#);
-    assert_sample(&text, r#"kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1"#);
-    assert_sample(&text, r#"kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 2"#);
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"} 2"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 2"#,
+    );
     assert_sample(&text, r#"kubeproxy_proxy_livez_total{code="503"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.004",ip_family="IPv4"} 2"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.002",ip_family="IPv4"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} 1700000000.0"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"} 1699999998.0"#);
-    assert_sample(&text, r#"kubeproxy_network_programming_duration_seconds_bucket{le="1.0",ip_family="IPv4"} 0"#);
-    assert_sample(&text, r#"kubeproxy_network_programming_duration_seconds_bucket{le="2.0",ip_family="IPv4"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv4",table="nat"} 33"#);
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.004",ip_family="IPv4"} 2"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_duration_seconds_bucket{le="0.002",ip_family="IPv4"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"} 1700000000.0"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"} 1699999998.0"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_network_programming_duration_seconds_bucket{le="1.0",ip_family="IPv4"} 0"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_network_programming_duration_seconds_bucket{le="2.0",ip_family="IPv4"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv4",table="nat"} 33"#,
+    );
     // pending went 2/3 → 2/5 → 0/0 → 1/0: totals are the increases.
     assert_sample(&text, "kubeproxy_sync_proxy_rules_service_changes_total 3");
     assert_sample(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_total 5");
-    assert_sample(&text, "kubeproxy_sync_proxy_rules_service_changes_pending 1");
-    assert_sample(&text, "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0");
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv6"} 1"#);
-    assert_sample(&text, r#"kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"} 1"#);
+    assert_sample(
+        &text,
+        "kubeproxy_sync_proxy_rules_service_changes_pending 1",
+    );
+    assert_sample(
+        &text,
+        "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv6"} 1"#,
+    );
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"} 1"#,
+    );
 
     assert_eq!(get(addr, "/healthz").await.2, "ok");
     let (status, content_type, mode) = get(addr, "/proxyMode").await;
@@ -221,6 +293,12 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/json");
     let configz: Value = serde_json::from_str(&configz).unwrap();
-    assert_eq!(configz["kubeproxy.config.k8s.io"]["mode"], json!("nftables"));
-    assert_eq!(configz["kubeproxy.config.k8s.io"]["conntrack"]["maxPerCore"], json!(32768));
+    assert_eq!(
+        configz["kubeproxy.config.k8s.io"]["mode"],
+        json!("nftables")
+    );
+    assert_eq!(
+        configz["kubeproxy.config.k8s.io"]["conntrack"]["maxPerCore"],
+        json!(32768)
+    );
 }

@@ -344,10 +344,16 @@ fn load_balancer_ingress_ip_mode() {
         {"hostname": "lb.example.com"},
         {"ip": "2001:db8::1"},
     ]}});
-    accept(&mut topo, v);
+    accept(&mut topo, v.clone());
     let p = &topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0];
     assert_eq!(p.load_balancer_ips, [ip("1.2.3.4"), ip("1.2.3.5")]);
     assert!(p.externally_accessible());
+
+    // As upstream, ingress IPs are used whatever the type.
+    v["spec"]["type"] = json!("ClusterIP");
+    accept(&mut topo, v);
+    let p = &topo.service(&key("a")).unwrap().ports(IpFamily::V4)[0];
+    assert_eq!(p.load_balancer_ips, [ip("1.2.3.4"), ip("1.2.3.5")]);
 }
 
 #[test]
@@ -470,6 +476,13 @@ fn traffic_policies() {
         TrafficPolicy::Cluster,
         "externalTrafficPolicy applies to NodePort and LoadBalancer only"
     );
+
+    // Upstream's ExternalPolicyLocal: a ClusterIP service with externalIPs
+    // is externally accessible.
+    v["spec"]["externalIPs"] = json!(["192.168.99.1"]);
+    accept(&mut topo, v.clone());
+    assert_eq!(port(&topo).external_traffic_policy, TrafficPolicy::Local);
+    v["spec"].as_object_mut().unwrap().remove("externalIPs");
 
     v["spec"]["type"] = json!("NodePort");
     v["spec"]["ports"][0]["nodePort"] = json!(30080);

@@ -18,7 +18,8 @@ impl FakeHarness {
     /// A harness for `ctx` on a fresh fake.
     pub fn new(ctx: &BackendContext) -> Self {
         let fake = FakeNft::shared();
-        let backend = NftablesBackend::with_executor(ctx, Box::new(FakeExecutor::new(fake.clone())));
+        let backend =
+            NftablesBackend::with_executor(ctx, Box::new(FakeExecutor::new(fake.clone())));
         FakeHarness { backend, fake }
     }
 
@@ -42,7 +43,9 @@ impl Harness for FakeHarness {
     async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
         let ctx = self.backend.context();
         let fake = lock(&self.fake);
-        let Some(table) = fake.table(ctx.family) else { return Ok(Outcome::NotMatched) };
+        let Some(table) = fake.table(ctx.family) else {
+            return Ok(Outcome::NotMatched);
+        };
         Ok(Tracer::new(table, ctx.family, ctx.node.addresses.clone()).trace(packet))
     }
 

@@ -16,7 +16,8 @@ pub use tracer::Tracer;
 use crate::error::NftError;
 use crate::exec::Executor;
 use crate::ir::{
-    ChainDef, Command, CommandDisplay, ElemKey, ElementDisplay, Rule, RuleDisplay, SetDef, Transaction, Verdict,
+    ChainDef, Command, CommandDisplay, ElemKey, ElementDisplay, Rule, RuleDisplay, SetDef,
+    Transaction, Verdict,
 };
 
 /// A set or map and its elements.
@@ -48,15 +49,20 @@ pub struct FakeTable {
 
 impl FakeTable {
     fn chain_referenced(&self, name: &str) -> bool {
-        self.chains.values().any(|c| c.rules.iter().any(|r| r.targets().any(|t| t == name)))
-            || self
-                .sets
-                .values()
-                .any(|s| s.elements.values().any(|(v, _)| v.as_ref().and_then(Verdict::target) == Some(name)))
+        self.chains
+            .values()
+            .any(|c| c.rules.iter().any(|r| r.targets().any(|t| t == name)))
+            || self.sets.values().any(|s| {
+                s.elements
+                    .values()
+                    .any(|(v, _)| v.as_ref().and_then(Verdict::target) == Some(name))
+            })
     }
 
     fn set_referenced(&self, name: &str) -> bool {
-        self.chains.values().any(|c| c.rules.iter().any(|r| r.sets().any(|s| s == name)))
+        self.chains
+            .values()
+            .any(|c| c.rules.iter().any(|r| r.sets().any(|s| s == name)))
     }
 }
 
@@ -81,7 +87,10 @@ pub fn lock(fake: &SharedFake) -> MutexGuard<'_, FakeNft> {
 }
 
 fn reject(family: IpFamily, command: &Command, reason: &str) -> NftError {
-    NftError::Fake { command: CommandDisplay { family, command }.to_string(), reason: reason.to_string() }
+    NftError::Fake {
+        command: CommandDisplay { family, command }.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 impl FakeNft {
@@ -98,7 +107,10 @@ impl FakeNft {
     /// Applies `tx` atomically.
     pub fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
         if std::mem::take(&mut self.fail_next) {
-            return Err(NftError::Fake { command: "<transaction>".into(), reason: "injected failure".into() });
+            return Err(NftError::Fake {
+                command: "<transaction>".into(),
+                reason: "injected failure".into(),
+            });
         }
         let mut table = self.tables.get(&tx.family).cloned();
         let mut added: BTreeSet<(String, ElemKey)> = BTreeSet::new();
@@ -119,16 +131,29 @@ impl FakeNft {
     /// chains nothing refers to (flushed stale chains waiting for their
     /// delayed deletion) are left out: they cannot affect a packet.
     pub fn dump(&self, family: IpFamily) -> String {
-        let Some(t) = self.tables.get(&family) else { return String::new() };
+        let Some(t) = self.tables.get(&family) else {
+            return String::new();
+        };
         let mut out = String::from("table\n");
         for s in t.sets.values() {
-            out.push_str(&CommandDisplay { family, command: &Command::AddSet(s.def.clone()) }.to_string());
+            out.push_str(
+                &CommandDisplay {
+                    family,
+                    command: &Command::AddSet(s.def.clone()),
+                }
+                .to_string(),
+            );
             out.push('\n');
             let mut elems: Vec<String> = s
                 .elements
                 .iter()
                 .map(|(k, (v, c))| {
-                    let e = crate::ir::Element { set: s.def.name.clone(), key: k.clone(), value: v.clone(), comment: c.clone() };
+                    let e = crate::ir::Element {
+                        set: s.def.name.clone(),
+                        key: k.clone(),
+                        value: v.clone(),
+                        comment: c.clone(),
+                    };
                     format!("  element {}", ElementDisplay(&e))
                 })
                 .collect();
@@ -142,7 +167,13 @@ impl FakeNft {
             if c.def.base.is_none() && c.rules.is_empty() && !t.chain_referenced(name) {
                 continue;
             }
-            out.push_str(&CommandDisplay { family, command: &Command::AddChain(c.def.clone()) }.to_string());
+            out.push_str(
+                &CommandDisplay {
+                    family,
+                    command: &Command::AddChain(c.def.clone()),
+                }
+                .to_string(),
+            );
             out.push('\n');
             for r in &c.rules {
                 out.push_str(&format!("  {}\n", RuleDisplay { family, rule: r }));
@@ -163,15 +194,25 @@ fn apply_command(
         table.get_or_insert_with(FakeTable::default);
         return Ok(());
     }
-    let Some(t) = table.as_mut() else { return Err(err("No such file or directory (table)")) };
+    let Some(t) = table.as_mut() else {
+        return Err(err("No such file or directory (table)"));
+    };
     match c {
         Command::AddTable => {}
         Command::DeleteTable => *table = None,
         Command::AddChain(def) => match t.chains.get(&def.name) {
-            Some(existing) if existing.def != *def => return Err(err("File exists (chain with other type)")),
+            Some(existing) if existing.def != *def => {
+                return Err(err("File exists (chain with other type)"));
+            }
             Some(_) => {}
             None => {
-                t.chains.insert(def.name.clone(), FakeChain { def: def.clone(), rules: Vec::new() });
+                t.chains.insert(
+                    def.name.clone(),
+                    FakeChain {
+                        def: def.clone(),
+                        rules: Vec::new(),
+                    },
+                );
             }
         },
         Command::FlushChain(name) => match t.chains.get_mut(name) {
@@ -179,7 +220,9 @@ fn apply_command(
             None => return Err(err("No such file or directory (chain)")),
         },
         Command::DeleteChain(name) => {
-            let Some(ch) = t.chains.get(name) else { return Err(err("No such file or directory (chain)")) };
+            let Some(ch) = t.chains.get(name) else {
+                return Err(err("No such file or directory (chain)"));
+            };
             if !ch.rules.is_empty() || t.chain_referenced(name) {
                 return Err(err("Device or resource busy"));
             }
@@ -198,12 +241,20 @@ fn apply_command(
             }
         }
         Command::AddSet(def) => match t.sets.get(&def.name) {
-            Some(existing) if existing.def.key != def.key || existing.def.verdict_map != def.verdict_map => {
+            Some(existing)
+                if existing.def.key != def.key || existing.def.verdict_map != def.verdict_map =>
+            {
                 return Err(err("File exists (set with other type)"));
             }
             Some(_) => {}
             None => {
-                t.sets.insert(def.name.clone(), FakeSet { def: def.clone(), elements: BTreeMap::new() });
+                t.sets.insert(
+                    def.name.clone(),
+                    FakeSet {
+                        def: def.clone(),
+                        elements: BTreeMap::new(),
+                    },
+                );
             }
         },
         Command::FlushSet { name, .. } => match t.sets.get_mut(name) {
@@ -225,7 +276,9 @@ fn apply_command(
             {
                 return Err(err(&format!("No such file or directory (chain {target})")));
             }
-            let Some(s) = t.sets.get_mut(&e.set) else { return Err(err("No such file or directory (set)")) };
+            let Some(s) = t.sets.get_mut(&e.set) else {
+                return Err(err("No such file or directory (set)"));
+            };
             if s.def.verdict_map != e.value.is_some() {
                 return Err(err("Invalid argument (element value does not fit the set)"));
             }
@@ -235,12 +288,15 @@ fn apply_command(
             match s.elements.get(&e.key) {
                 Some((v, _)) if *v != e.value => return Err(err("File exists")),
                 _ => {
-                    s.elements.insert(e.key.clone(), (e.value.clone(), e.comment.clone()));
+                    s.elements
+                        .insert(e.key.clone(), (e.value.clone(), e.comment.clone()));
                 }
             }
         }
         Command::DeleteElement(e) => {
-            let Some(s) = t.sets.get_mut(&e.set) else { return Err(err("No such file or directory (set)")) };
+            let Some(s) = t.sets.get_mut(&e.set) else {
+                return Err(err("No such file or directory (set)"));
+            };
             if s.elements.remove(&e.key).is_none() {
                 return Err(err("No such file or directory (element)"));
             }

@@ -55,7 +55,11 @@ impl<'a> Tracer<'a> {
     /// A tracer for `table`; `local_addresses` are the node's own IPs
     /// (`fib … type local`); loopback is always local.
     pub fn new(table: &'a FakeTable, family: IpFamily, local_addresses: Vec<IpAddr>) -> Self {
-        Tracer { table, family, local_addresses }
+        Tracer {
+            table,
+            family,
+            local_addresses,
+        }
     }
 
     fn is_local(&self, ip: &IpAddr) -> bool {
@@ -75,7 +79,11 @@ impl<'a> Tracer<'a> {
             masqueraded: false,
         };
         let mut finals: Vec<(Flow, Pkt)> = Vec::new();
-        let first_hook = if packet.origin == Origin::Host { Hook::Output } else { Hook::Prerouting };
+        let first_hook = if packet.origin == Origin::Host {
+            Hook::Output
+        } else {
+            Hook::Prerouting
+        };
         for (flow, p) in self.run_hook(first_hook, start) {
             if matches!(flow, Flow::Drop | Flow::Reject) {
                 finals.push((flow, p));
@@ -83,7 +91,11 @@ impl<'a> Tracer<'a> {
             }
             let next = if packet.origin == Origin::Host {
                 // Host traffic to a local address loops back through INPUT.
-                if self.is_local(&p.daddr) { vec![Hook::Postrouting, Hook::Input] } else { vec![Hook::Postrouting] }
+                if self.is_local(&p.daddr) {
+                    vec![Hook::Postrouting, Hook::Input]
+                } else {
+                    vec![Hook::Postrouting]
+                }
             } else if self.is_local(&p.daddr) {
                 vec![Hook::Input]
             } else {
@@ -111,7 +123,12 @@ impl<'a> Tracer<'a> {
             .table
             .chains
             .iter()
-            .filter_map(|(n, c)| c.def.base.filter(|b| b.hook == hook).map(|b| (b.priority, n.as_str())))
+            .filter_map(|(n, c)| {
+                c.def
+                    .base
+                    .filter(|b| b.hook == hook)
+                    .map(|b| (b.priority, n.as_str()))
+            })
             .collect();
         bases.sort();
         let mut states = vec![(Flow::Accept, pkt)];
@@ -137,13 +154,20 @@ impl<'a> Tracer<'a> {
     }
 
     fn run_rules(&self, chain: &str, index: usize, pkt: Pkt, depth: usize) -> Vec<(Flow, Pkt)> {
-        let Some(rule) = self.table.chains.get(chain).and_then(|c| c.rules.get(index)) else {
+        let Some(rule) = self
+            .table
+            .chains
+            .get(chain)
+            .and_then(|c| c.rules.get(index))
+        else {
             return vec![(Flow::Continue, pkt)];
         };
         let mut out = Vec::new();
         for (end, p) in self.run_stmts(&rule.stmts, pkt) {
             match end {
-                RuleEnd::NoMatch | RuleEnd::Done => out.extend(self.run_rules(chain, index + 1, p, depth)),
+                RuleEnd::NoMatch | RuleEnd::Done => {
+                    out.extend(self.run_rules(chain, index + 1, p, depth))
+                }
                 RuleEnd::Accept => out.push((Flow::Accept, p)),
                 RuleEnd::Reject => out.push((Flow::Reject, p)),
                 RuleEnd::Verdict(Verdict::Drop) => out.push((Flow::Drop, p)),
@@ -174,7 +198,9 @@ impl<'a> Tracer<'a> {
                 Stmt::SaddrIs(a) => pkt.saddr == *a,
                 Stmt::SaddrInNet { net, negate } => net.contains(&pkt.saddr) != *negate,
                 Stmt::DaddrNotInNet(net) => !net.contains(&pkt.daddr),
-                Stmt::Iifname { name, negate } => iifname_matches(pkt.origin.in_interface().unwrap_or(""), name) != *negate,
+                Stmt::Iifname { name, negate } => {
+                    iifname_matches(pkt.origin.in_interface().unwrap_or(""), name) != *negate
+                }
                 Stmt::FibSaddrLocal => pkt.origin == Origin::Host || self.is_local(&pkt.saddr),
                 Stmt::FibDaddrLocal => self.is_local(&pkt.daddr),
                 Stmt::L4proto(p) => pkt.proto == *p,
@@ -207,10 +233,17 @@ impl<'a> Tracer<'a> {
                 Stmt::UpdateSaddr(_) => true,
                 Stmt::Vmap { key, map } => {
                     let k = match key {
-                        VmapKey::DaddrProtoPort => ElemKey::AddrProtoPort(pkt.daddr, pkt.proto, pkt.dport),
+                        VmapKey::DaddrProtoPort => {
+                            ElemKey::AddrProtoPort(pkt.daddr, pkt.proto, pkt.dport)
+                        }
                         VmapKey::ProtoPort => ElemKey::ProtoPort(pkt.proto, pkt.dport),
                     };
-                    let verdict = self.table.sets.get(map).and_then(|s| s.elements.get(&k)).and_then(|(v, _)| v.clone());
+                    let verdict = self
+                        .table
+                        .sets
+                        .get(map)
+                        .and_then(|s| s.elements.get(&k))
+                        .and_then(|(v, _)| v.clone());
                     return match verdict {
                         Some(v) => vec![(RuleEnd::Verdict(v), pkt)],
                         None => vec![(RuleEnd::NoMatch, pkt)],
@@ -238,7 +271,10 @@ impl<'a> Tracer<'a> {
     }
 
     fn has(&self, set: &str, key: &ElemKey) -> bool {
-        self.table.sets.get(set).is_some_and(|s| s.elements.contains_key(key))
+        self.table
+            .sets
+            .get(set)
+            .is_some_and(|s| s.elements.contains_key(key))
     }
 }
 
@@ -270,7 +306,10 @@ fn summarize(finals: Vec<(Flow, Pkt)>) -> Outcome {
         }
     }
     if !endpoints.is_empty() {
-        Outcome::Forwarded { endpoints, masqueraded }
+        Outcome::Forwarded {
+            endpoints,
+            masqueraded,
+        }
     } else if rejected {
         Outcome::Rejected
     } else if dropped {

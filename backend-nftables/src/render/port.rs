@@ -32,7 +32,9 @@ pub struct PortObjects {
 impl PortObjects {
     /// Number of objects (chains, rules, sets, elements).
     pub fn object_count(&self) -> usize {
-        self.chains.iter().map(|(_, r)| 1 + r.len()).sum::<usize>() + self.affinity_sets.len() + self.elements.len()
+        self.chains.iter().map(|(_, r)| 1 + r.len()).sum::<usize>()
+            + self.affinity_sets.len()
+            + self.elements.len()
     }
 }
 
@@ -50,8 +52,14 @@ fn detect_local(detector: &LocalTrafficDetector, negate: bool) -> Option<Stmt> {
     match detector {
         LocalTrafficDetector::None => None,
         LocalTrafficDetector::Cidr(net) => Some(Stmt::SaddrInNet { net: *net, negate }),
-        LocalTrafficDetector::BridgeInterface(name) => Some(Stmt::Iifname { name: name.clone(), negate }),
-        LocalTrafficDetector::InterfaceNamePrefix(prefix) => Some(Stmt::Iifname { name: format!("{prefix}*"), negate }),
+        LocalTrafficDetector::BridgeInterface(name) => Some(Stmt::Iifname {
+            name: name.clone(),
+            negate,
+        }),
+        LocalTrafficDetector::InterfaceNamePrefix(prefix) => Some(Stmt::Iifname {
+            name: format!("{prefix}*"),
+            negate,
+        }),
     }
 }
 
@@ -79,7 +87,12 @@ pub fn render_port(ctx: &BackendContext, view: &ServicePortView) -> PortObjects 
 impl Builder<'_> {
     fn element(&mut self, set: &str, key: ElemKey, value: Option<Verdict>, comment: bool) {
         let comment = comment.then(|| self.comment.clone());
-        self.out.elements.push(Element { set: set.to_string(), key, value, comment });
+        self.out.elements.push(Element {
+            set: set.to_string(),
+            key,
+            value,
+            comment,
+        });
     }
 
     /// The verdict of the no-endpoint maps for `target`, if it needs one.
@@ -109,17 +122,31 @@ impl Builder<'_> {
         self.element(CLUSTER_IPS, ElemKey::Addr(port.cluster_ip), None, false);
         let cip_key = ElemKey::AddrProtoPort(port.cluster_ip, proto, port.port);
         match (&internal_chain, Self::filter_verdict(self.view.internal)) {
-            (Some(chain), _) => self.element(SERVICE_IPS, cip_key, Some(Verdict::Goto(chain.clone())), false),
+            (Some(chain), _) => self.element(
+                SERVICE_IPS,
+                cip_key,
+                Some(Verdict::Goto(chain.clone())),
+                false,
+            ),
             (None, Some(v)) => self.element(NO_ENDPOINT_SERVICES, cip_key, Some(v), true),
             (None, None) => {}
         }
 
         // External IPs, then load-balancer IPs.
         let ext_filter = Self::filter_verdict(self.view.external);
-        for ip in port.external_ips.iter().chain(port.load_balancer_ips.iter()) {
+        for ip in port
+            .external_ips
+            .iter()
+            .chain(port.load_balancer_ips.iter())
+        {
             let key = ElemKey::AddrProtoPort(*ip, proto, port.port);
             if has_any {
-                self.element(SERVICE_IPS, key.clone(), Some(Verdict::Goto(external_chain.clone())), false);
+                self.element(
+                    SERVICE_IPS,
+                    key.clone(),
+                    Some(Verdict::Goto(external_chain.clone())),
+                    false,
+                );
             }
             if let Some(v) = &ext_filter {
                 self.element(NO_ENDPOINT_SERVICES, key, Some(v.clone()), true);
@@ -130,21 +157,41 @@ impl Builder<'_> {
         if !port.load_balancer_ips.is_empty() && !port.load_balancer_source_ranges.is_empty() {
             let fw = self.names.firewall.clone();
             let node_ip = self.ctx.node.primary_ip(self.ctx.family);
-            let allow_node = node_ip.is_some_and(|ip| port.load_balancer_source_ranges.iter().any(|r| r.contains(&ip)));
+            let allow_node = node_ip.is_some_and(|ip| {
+                port.load_balancer_source_ranges
+                    .iter()
+                    .any(|r| r.contains(&ip))
+            });
             let mut rules: Vec<Rule> = port
                 .load_balancer_source_ranges
                 .iter()
-                .map(|net| Rule::new(vec![Stmt::SaddrInNet { net: *net, negate: false }, Stmt::Verdict(Verdict::Return)]))
+                .map(|net| {
+                    Rule::new(vec![
+                        Stmt::SaddrInNet {
+                            net: *net,
+                            negate: false,
+                        },
+                        Stmt::Verdict(Verdict::Return),
+                    ])
+                })
                 .collect();
             if allow_node {
                 for lb in &port.load_balancer_ips {
-                    rules.push(Rule::new(vec![Stmt::SaddrIs(*lb), Stmt::Verdict(Verdict::Return)]));
+                    rules.push(Rule::new(vec![
+                        Stmt::SaddrIs(*lb),
+                        Stmt::Verdict(Verdict::Return),
+                    ]));
                 }
             }
             rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Drop)]));
             self.out.chains.push((fw.clone(), rules));
             for lb in port.load_balancer_ips.clone() {
-                self.element(FIREWALL_IPS, ElemKey::AddrProtoPort(lb, proto, port.port), Some(Verdict::Goto(fw.clone())), true);
+                self.element(
+                    FIREWALL_IPS,
+                    ElemKey::AddrProtoPort(lb, proto, port.port),
+                    Some(Verdict::Goto(fw.clone())),
+                    true,
+                );
             }
         }
 
@@ -152,7 +199,12 @@ impl Builder<'_> {
         if let Some(np) = port.node_port {
             let key = ElemKey::ProtoPort(proto, np);
             if has_any {
-                self.element(SERVICE_NODEPORTS, key.clone(), Some(Verdict::Goto(external_chain.clone())), false);
+                self.element(
+                    SERVICE_NODEPORTS,
+                    key.clone(),
+                    Some(Verdict::Goto(external_chain.clone())),
+                    false,
+                );
             }
             if let Some(v) = &ext_filter {
                 self.element(NO_ENDPOINT_NODEPORTS, key, Some(v.clone()), true);
@@ -163,12 +215,20 @@ impl Builder<'_> {
         if uses_cluster {
             let chain = self.names.cluster.clone();
             let eps = self.view.cluster.clone();
-            self.policy_chain(&chain, &eps, internal_chain.as_deref() == Some(chain.as_str()));
+            self.policy_chain(
+                &chain,
+                &eps,
+                internal_chain.as_deref() == Some(chain.as_str()),
+            );
         }
         if uses_local {
             let chain = self.names.local.clone();
             let eps = self.view.local.clone();
-            self.policy_chain(&chain, &eps, internal_chain.as_deref() == Some(chain.as_str()));
+            self.policy_chain(
+                &chain,
+                &eps,
+                internal_chain.as_deref() == Some(chain.as_str()),
+            );
         }
 
         // External chain.
@@ -179,10 +239,18 @@ impl Builder<'_> {
             } else if uses_cluster {
                 let cluster = self.names.cluster.clone();
                 if let Some(m) = detect_local(&self.ctx.local_detector, false) {
-                    rules.push(Rule::new(vec![m, goto(&cluster)]).comment("short-circuit pod traffic"));
+                    rules.push(
+                        Rule::new(vec![m, goto(&cluster)]).comment("short-circuit pod traffic"),
+                    );
                 }
-                rules.push(Rule::new(vec![Stmt::FibSaddrLocal, jump(MARK_MASQ)]).comment("masquerade local traffic"));
-                rules.push(Rule::new(vec![Stmt::FibSaddrLocal, goto(&cluster)]).comment("short-circuit local traffic"));
+                rules.push(
+                    Rule::new(vec![Stmt::FibSaddrLocal, jump(MARK_MASQ)])
+                        .comment("masquerade local traffic"),
+                );
+                rules.push(
+                    Rule::new(vec![Stmt::FibSaddrLocal, goto(&cluster)])
+                        .comment("short-circuit local traffic"),
+                );
             }
             let policy_chain = match self.view.external {
                 Target::Cluster if uses_cluster => Some(self.names.cluster.clone()),
@@ -204,7 +272,10 @@ impl Builder<'_> {
         let proto = port.protocol;
         let mut rules = Vec::new();
         if internal {
-            let head = vec![Stmt::DaddrIs(port.cluster_ip), Stmt::Dport(proto, port.port)];
+            let head = vec![
+                Stmt::DaddrIs(port.cluster_ip),
+                Stmt::Dport(proto, port.port),
+            ];
             if self.ctx.masquerade_all {
                 rules.push(Rule::new([head, vec![jump(MARK_MASQ)]].concat()));
             } else if let Some(m) = detect_local(&self.ctx.local_detector, true) {
@@ -216,7 +287,10 @@ impl Builder<'_> {
         if let Some(aff) = affinity {
             for ep in eps {
                 let addr = ep.socket_addr();
-                rules.push(Rule::new(vec![Stmt::SaddrInSet(self.names.affinity(addr)), goto(&self.names.endpoint(addr))]));
+                rules.push(Rule::new(vec![
+                    Stmt::SaddrInSet(self.names.affinity(addr)),
+                    goto(&self.names.endpoint(addr)),
+                ]));
                 self.endpoint_chain(addr, proto, aff.timeout_seconds);
             }
         }
@@ -225,14 +299,22 @@ impl Builder<'_> {
             let remaining = n - u32::try_from(i).unwrap_or(0);
             let mut stmts = Vec::new();
             if remaining > 1 {
-                stmts.push(Stmt::Numgen { modulus: remaining, value: 0 });
+                stmts.push(Stmt::Numgen {
+                    modulus: remaining,
+                    value: 0,
+                });
             }
             if affinity.is_some() {
                 stmts.push(goto(&self.names.endpoint(addr)));
             } else {
                 stmts.push(Stmt::L4proto(proto));
                 stmts.push(Stmt::Dnat(addr));
-                self.element(HAIRPIN, ElemKey::AddrPair(addr.ip(), addr.ip()), None, false);
+                self.element(
+                    HAIRPIN,
+                    ElemKey::AddrPair(addr.ip(), addr.ip()),
+                    None,
+                    false,
+                );
             }
             rules.push(Rule::new(stmts));
         }

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use proxy_core::IpFamily;
 use proxy_core::backend::BackendContext;
 
-use crate::ir::{BaseChain, ChainDef, ChainType, Element, ElemKey, Hook, KeyType, Rule, SetDef, Stmt, Verdict, VmapKey};
+use crate::ir::{
+    BaseChain, ChainDef, ChainType, ElemKey, Element, Hook, KeyType, Rule, SetDef, Stmt, Verdict,
+    VmapKey,
+};
 
 /// Names of the fixed objects.
 pub mod names {
@@ -51,11 +54,24 @@ pub struct Skeleton {
 }
 
 fn set(name: &str, key: KeyType, verdict_map: bool, comment: &str) -> SetDef {
-    SetDef { name: name.into(), key, verdict_map, timeout: None, comment: Some(comment.into()) }
+    SetDef {
+        name: name.into(),
+        key,
+        verdict_map,
+        timeout: None,
+        comment: Some(comment.into()),
+    }
 }
 
 fn base(name: &str, kind: ChainType, hook: Hook, priority: i32) -> ChainDef {
-    ChainDef { name: name.into(), base: Some(BaseChain { kind, hook, priority }) }
+    ChainDef {
+        name: name.into(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        }),
+    }
 }
 
 fn jump(c: &str) -> Stmt {
@@ -73,49 +89,129 @@ impl Skeleton {
         let mark = ctx.masquerade_mark;
         let mut sets = vec![
             set(CLUSTER_IPS, KeyType::Addr, false, "Active ClusterIPs"),
-            set(HAIRPIN, KeyType::AddrPair, false, "Endpoint IPs that masquerade when they reach themselves"),
-            set(FIREWALL_IPS, KeyType::AddrProtoPort, true, "destinations that are subject to LoadBalancerSourceRanges"),
-            set(NO_ENDPOINT_NODEPORTS, KeyType::ProtoPort, true, "vmap to drop or reject packets to service nodeports with no endpoints"),
-            set(NO_ENDPOINT_SERVICES, KeyType::AddrProtoPort, true, "vmap to drop or reject packets to services with no endpoints"),
-            set(SERVICE_IPS, KeyType::AddrProtoPort, true, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
-            set(SERVICE_NODEPORTS, KeyType::ProtoPort, true, "NodePort traffic"),
+            set(
+                HAIRPIN,
+                KeyType::AddrPair,
+                false,
+                "Endpoint IPs that masquerade when they reach themselves",
+            ),
+            set(
+                FIREWALL_IPS,
+                KeyType::AddrProtoPort,
+                true,
+                "destinations that are subject to LoadBalancerSourceRanges",
+            ),
+            set(
+                NO_ENDPOINT_NODEPORTS,
+                KeyType::ProtoPort,
+                true,
+                "vmap to drop or reject packets to service nodeports with no endpoints",
+            ),
+            set(
+                NO_ENDPOINT_SERVICES,
+                KeyType::AddrProtoPort,
+                true,
+                "vmap to drop or reject packets to services with no endpoints",
+            ),
+            set(
+                SERVICE_IPS,
+                KeyType::AddrProtoPort,
+                true,
+                "ClusterIP, ExternalIP and LoadBalancer IP traffic",
+            ),
+            set(
+                SERVICE_NODEPORTS,
+                KeyType::ProtoPort,
+                true,
+                "NodePort traffic",
+            ),
         ];
         let mut elements = Vec::new();
         // Where node ports are accepted: every local address (fib), or the
         // node IPs inside `nodePortAddresses` (`primary` by default).
         let nodeport_match: Vec<Stmt> = match &ctx.node_port_cidrs {
-            None => vec![Stmt::FibDaddrLocal, Stmt::DaddrNotInNet(family.loopback_net())],
+            None => vec![
+                Stmt::FibDaddrLocal,
+                Stmt::DaddrNotInNet(family.loopback_net()),
+            ],
             Some(cidrs) => {
-                sets.push(set(NODEPORT_IPS, KeyType::Addr, false, "IPs that accept NodePort traffic"));
+                sets.push(set(
+                    NODEPORT_IPS,
+                    KeyType::Addr,
+                    false,
+                    "IPs that accept NodePort traffic",
+                ));
                 for ip in node_port_ips(ctx.node.addresses.iter().copied(), cidrs, family) {
-                    elements.push(Element { set: NODEPORT_IPS.into(), key: ElemKey::Addr(ip), value: None, comment: None });
+                    elements.push(Element {
+                        set: NODEPORT_IPS.into(),
+                        key: ElemKey::Addr(ip),
+                        value: None,
+                        comment: None,
+                    });
                 }
                 vec![Stmt::DaddrInSet(NODEPORT_IPS.into())]
             }
         };
-        let vmap = |key, map: &str| Stmt::Vmap { key, map: map.into() };
+        let vmap = |key, map: &str| Stmt::Vmap {
+            key,
+            map: map.into(),
+        };
         let with = |mut pre: Vec<Stmt>, last: Stmt| {
             pre.push(last);
             Rule::new(pre)
         };
         let chains = vec![
-            (base("filter-prerouting-pre-dnat", ChainType::Filter, Hook::Prerouting, -110), vec![new_jump("firewall-check")]),
-            (base("filter-output-pre-dnat", ChainType::Filter, Hook::Output, -110), vec![new_jump("firewall-check")]),
+            (
+                base(
+                    "filter-prerouting-pre-dnat",
+                    ChainType::Filter,
+                    Hook::Prerouting,
+                    -110,
+                ),
+                vec![new_jump("firewall-check")],
+            ),
+            (
+                base(
+                    "filter-output-pre-dnat",
+                    ChainType::Filter,
+                    Hook::Output,
+                    -110,
+                ),
+                vec![new_jump("firewall-check")],
+            ),
             (
                 base("filter-forward", ChainType::Filter, Hook::Forward, 0),
-                vec![new_jump("service-endpoints-check"), new_jump("cluster-ips-check")],
+                vec![
+                    new_jump("service-endpoints-check"),
+                    new_jump("cluster-ips-check"),
+                ],
             ),
             (
                 base("filter-input", ChainType::Filter, Hook::Input, 0),
-                vec![new_jump("nodeport-endpoints-check"), new_jump("service-endpoints-check")],
+                vec![
+                    new_jump("nodeport-endpoints-check"),
+                    new_jump("service-endpoints-check"),
+                ],
             ),
             (
                 base("filter-output", ChainType::Filter, Hook::Output, 0),
-                vec![new_jump("service-endpoints-check"), new_jump("cluster-ips-check")],
+                vec![
+                    new_jump("service-endpoints-check"),
+                    new_jump("cluster-ips-check"),
+                ],
             ),
-            (base("nat-output", ChainType::Nat, Hook::Output, -100), vec![Rule::new(vec![jump(SERVICES)])]),
-            (base("nat-postrouting", ChainType::Nat, Hook::Postrouting, 100), vec![Rule::new(vec![jump(MASQUERADING)])]),
-            (base("nat-prerouting", ChainType::Nat, Hook::Prerouting, -100), vec![Rule::new(vec![jump(SERVICES)])]),
+            (
+                base("nat-output", ChainType::Nat, Hook::Output, -100),
+                vec![Rule::new(vec![jump(SERVICES)])],
+            ),
+            (
+                base("nat-postrouting", ChainType::Nat, Hook::Postrouting, 100),
+                vec![Rule::new(vec![jump(MASQUERADING)])],
+            ),
+            (
+                base("nat-prerouting", ChainType::Nat, Hook::Prerouting, -100),
+                vec![Rule::new(vec![jump(SERVICES)])],
+            ),
             (
                 ChainDef::regular("cluster-ips-check"),
                 vec![
@@ -123,13 +219,23 @@ impl Skeleton {
                         .comment("Reject traffic to invalid ports of ClusterIPs"),
                 ],
             ),
-            (ChainDef::regular("firewall-check"), vec![Rule::new(vec![vmap(VmapKey::DaddrProtoPort, FIREWALL_IPS)])]),
-            (ChainDef::regular(MARK_MASQ), vec![Rule::new(vec![Stmt::MarkOr(mark)])]),
+            (
+                ChainDef::regular("firewall-check"),
+                vec![Rule::new(vec![vmap(VmapKey::DaddrProtoPort, FIREWALL_IPS)])],
+            ),
+            (
+                ChainDef::regular(MARK_MASQ),
+                vec![Rule::new(vec![Stmt::MarkOr(mark)])],
+            ),
             (
                 ChainDef::regular(MASQUERADING),
                 vec![
-                    Rule::new(vec![Stmt::CtStatusDnat, Stmt::SaddrDaddrInSet(HAIRPIN.into()), jump(MARK_MASQ)])
-                        .comment("hairpin: an endpoint reached itself"),
+                    Rule::new(vec![
+                        Stmt::CtStatusDnat,
+                        Stmt::SaddrDaddrInSet(HAIRPIN.into()),
+                        jump(MARK_MASQ),
+                    ])
+                    .comment("hairpin: an endpoint reached itself"),
                     Rule::new(vec![Stmt::MarkUnset(mark), Stmt::Verdict(Verdict::Return)]),
                     Rule::new(vec![Stmt::MarkXor(mark)]),
                     Rule::new(vec![Stmt::Masquerade]),
@@ -137,9 +243,15 @@ impl Skeleton {
             ),
             (
                 ChainDef::regular("nodeport-endpoints-check"),
-                vec![with(nodeport_match.clone(), vmap(VmapKey::ProtoPort, NO_ENDPOINT_NODEPORTS))],
+                vec![with(
+                    nodeport_match.clone(),
+                    vmap(VmapKey::ProtoPort, NO_ENDPOINT_NODEPORTS),
+                )],
             ),
-            (ChainDef::regular(REJECT_CHAIN), vec![Rule::new(vec![Stmt::Reject])]),
+            (
+                ChainDef::regular(REJECT_CHAIN),
+                vec![Rule::new(vec![Stmt::Reject])],
+            ),
             (
                 ChainDef::regular(SERVICES),
                 vec![
@@ -149,18 +261,31 @@ impl Skeleton {
             ),
             (
                 ChainDef::regular("service-endpoints-check"),
-                vec![Rule::new(vec![vmap(VmapKey::DaddrProtoPort, NO_ENDPOINT_SERVICES)])],
+                vec![Rule::new(vec![vmap(
+                    VmapKey::DaddrProtoPort,
+                    NO_ENDPOINT_SERVICES,
+                )])],
             ),
         ];
-        Skeleton { sets, chains, elements }
+        Skeleton {
+            sets,
+            chains,
+            elements,
+        }
     }
 }
 
 /// The node IPs of `family` inside `cidrs`, loopback excluded (upstream
 /// logs an error for it: nftables mode has no localhost node ports).
-fn node_port_ips(addresses: impl Iterator<Item = IpAddr>, cidrs: &[ipnet::IpNet], family: IpFamily) -> Vec<IpAddr> {
+fn node_port_ips(
+    addresses: impl Iterator<Item = IpAddr>,
+    cidrs: &[ipnet::IpNet],
+    family: IpFamily,
+) -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = addresses
-        .filter(|ip| family.contains(ip) && !ip.is_loopback() && cidrs.iter().any(|c| c.contains(ip)))
+        .filter(|ip| {
+            family.contains(ip) && !ip.is_loopback() && cidrs.iter().any(|c| c.contains(ip))
+        })
         .collect();
     ips.sort();
     ips.dedup();

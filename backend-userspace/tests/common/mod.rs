@@ -1,5 +1,6 @@
 //! Shared test support: Kubernetes objects, views, echo servers.
-#![allow(dead_code)]
+// Test support: set-up failures should fail the test loudly.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -178,8 +178,10 @@ async fn start_binary(args: &Args) -> anyhow::Result<Proxy> {
 }
 
 fn start_in_process(args: &Args) -> anyhow::Result<Proxy> {
-    let mut config = KubeProxyConfiguration::default();
-    config.mode = Some(ProxyMode::Userspace);
+    let mut config = KubeProxyConfiguration {
+        mode: Some(ProxyMode::Userspace),
+        ..KubeProxyConfiguration::default()
+    };
     config.apply_defaults();
     let options = RuntimeOptions {
         families: Some(vec![IpFamily::V4]),

@@ -271,15 +271,14 @@ mod tests {
         }
     }
 
-    fn write(roots: &SysctlRoots, file: &Path, value: &str) {
-        let _ = roots;
+    fn write(file: &Path, value: &str) {
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(file, value).unwrap();
     }
 
     fn host(dir: &TempDir, cpus: &str) -> SysctlRoots {
         let roots = SysctlRoots::under(&dir.0);
-        write(&roots, &roots.sys.join("devices/system/cpu/online"), cpus);
+        write(&roots.sys.join("devices/system/cpu/online"), cpus);
         for name in [
             NF_CONNTRACK_MAX,
             NF_CONNTRACK_TCP_TIMEOUT_ESTABLISHED,
@@ -288,9 +287,9 @@ mod tests {
             NF_CONNTRACK_UDP_TIMEOUT,
             NF_CONNTRACK_UDP_TIMEOUT_STREAM,
         ] {
-            write(&roots, &roots.proc_sys.join(name), "0\n");
+            write(&roots.proc_sys.join(name), "0\n");
         }
-        write(&roots, &roots.sys.join(NF_CONNTRACK_HASHSIZE), "1024\n");
+        write(&roots.sys.join(NF_CONNTRACK_HASHSIZE), "1024\n");
         roots
     }
 
@@ -335,7 +334,7 @@ mod tests {
     fn min_wins_on_small_hosts_and_large_hashsize_is_kept() {
         let dir = TempDir::new("min");
         let roots = host(&dir, "0");
-        write(&roots, &roots.sys.join(NF_CONNTRACK_HASHSIZE), "500000");
+        write(&roots.sys.join(NF_CONNTRACK_HASHSIZE), "500000");
         roots
             .apply_conntrack(&KubeProxyConfiguration::default())
             .unwrap();
@@ -369,21 +368,39 @@ mod tests {
     }
 
     #[test]
-    fn read_only_files_are_skipped_with_a_warning() {
+    fn read_only_and_permission_errors_are_warnings() {
+        for (errno, read_only) in [(30, true), (13, true), (1, true), (5, false), (28, false)] {
+            // EROFS, EACCES, EPERM; EIO, ENOSPC
+            assert_eq!(
+                is_read_only(&io::Error::from_raw_os_error(errno)),
+                read_only,
+                "errno {errno}"
+            );
+        }
+    }
+
+    #[test]
+    fn read_only_files_are_skipped() {
         use std::os::unix::fs::PermissionsExt;
         let dir = TempDir::new("readonly");
         let roots = host(&dir, "0-7");
         let max = roots.proc_sys.join(NF_CONNTRACK_MAX);
         std::fs::set_permissions(&max, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let writable = std::fs::OpenOptions::new().write(true).open(&max).is_ok();
+        if std::fs::OpenOptions::new().write(true).open(&max).is_ok() {
+            println!(
+                "NOTE: read_only_files_are_skipped: running as root, file modes do not apply; covered by the errno test"
+            );
+            return;
+        }
         let changes = roots
             .apply_conntrack(&KubeProxyConfiguration::default())
             .unwrap();
-        if !writable {
-            // (root ignores file modes; the check is meaningful unprivileged)
-            assert_eq!(read(max), "0");
-            assert_eq!(read(roots.sys.join(NF_CONNTRACK_HASHSIZE)), "1024");
-            assert_eq!(changes.len(), 2, "only the TCP timeouts: {changes:?}");
-        }
+        assert_eq!(read(max), "0");
+        assert_eq!(
+            read(roots.sys.join(NF_CONNTRACK_HASHSIZE)),
+            "1024",
+            "hashsize follows a successful max only"
+        );
+        assert_eq!(changes.len(), 2, "only the TCP timeouts: {changes:?}");
     }
 }

@@ -264,30 +264,30 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
         }
     }
 
+    // As upstream, whatever the type: the service controller clears the
+    // status of services that stop being load balancers.
     let mut lb_ips: Vec<IpAddr> = Vec::new();
-    if svc_type == "LoadBalancer" {
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        for (i, ing) in ingress.into_iter().flatten().enumerate() {
-            let Some(raw) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
-                continue;
-            };
-            // Only `ipMode: VIP` (or unset) is a VIP this node handles;
-            // `Proxy` means the load balancer delivers to the node itself.
-            if ing.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
-                continue;
-            }
-            match parse_ip(raw) {
-                Ok(ip) => lb_ips.push(ip),
-                Err(reason) => ctx.push(
-                    format!("status.loadBalancer.ingress[{i}].ip"),
-                    reason,
-                    Dropped::Value,
-                ),
-            }
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for (i, ing) in ingress.into_iter().flatten().enumerate() {
+        let Some(raw) = ing.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
+        // Only `ipMode: VIP` (or unset) is a VIP this node handles;
+        // `Proxy` means the load balancer delivers to the node itself.
+        if ing.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
+            continue;
+        }
+        match parse_ip(raw) {
+            Ok(ip) => lb_ips.push(ip),
+            Err(reason) => ctx.push(
+                format!("status.loadBalancer.ingress[{i}].ip"),
+                reason,
+                Dropped::Value,
+            ),
         }
     }
 

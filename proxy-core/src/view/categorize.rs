@@ -85,6 +85,30 @@ pub(crate) struct Split {
     needs_merge: bool,
 }
 
+/// [`split`] taking the endpoints by value: when the port uses only cluster
+/// endpoints, every endpoint is ready and no hint filters, the list is the
+/// cluster set as it is, and is moved instead of copied (the common case).
+pub(crate) fn split_owned(
+    endpoints: Vec<Endpoint>,
+    port: &ServicePort,
+    node_name: &str,
+    zone: &str,
+) -> Split {
+    if port.uses_cluster_endpoints()
+        && !port.uses_local_endpoints()
+        && endpoints.iter().all(|e| e.ready)
+        && topology_mode(&endpoints, node_name, zone) == TopologyMode::None
+    {
+        return Split {
+            has_any: !endpoints.is_empty(),
+            cluster: endpoints,
+            local: Vec::new(),
+            needs_merge: false,
+        };
+    }
+    split(&endpoints, port, node_name, zone)
+}
+
 pub(crate) fn split(
     endpoints: &[Endpoint],
     port: &ServicePort,

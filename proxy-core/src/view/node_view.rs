@@ -157,9 +157,10 @@ fn service_views(
     }
     for port in order {
         endpoints_of(port, entry.slices.values(), &node.name, scratch);
-        out(Arc::new(ServicePortView::decide(
+        let endpoints = std::mem::take(scratch);
+        out(Arc::new(ServicePortView::decide_owned(
             port.clone(),
-            scratch,
+            endpoints,
             &node.name,
             node.zone(),
         )));
@@ -173,41 +174,43 @@ fn service_views(
 /// IPv6), which sets the order of load-balancing rules.
 fn endpoints_of<'a>(
     port: &ServicePort,
-    slices: impl Iterator<Item = &'a Arc<Slice>>,
+    slices: impl Iterator<Item = &'a Arc<Slice>> + Clone,
     node_name: &str,
     out: &mut Vec<Endpoint>,
 ) {
     out.clear();
-    // Upstream: a node with no name has no local endpoints.
-    let is_local = |name: Option<&str>| !node_name.is_empty() && name == Some(node_name);
-    let mut text: Vec<&'a str> = Vec::new();
-    let mut matched_slices = 0;
-    for slice in slices.filter(|s| s.family == port.family) {
-        let Some(sp) = slice
+    // The slices of the port's family that carry the port, with its number.
+    let matching = slices.filter(|s| s.family == port.family).filter_map(|s| {
+        let sp = s
             .ports
             .iter()
-            .find(|sp| sp.name == port.name.port && sp.protocol == port.protocol)
-        else {
-            continue;
-        };
+            .find(|sp| sp.name == port.name.port && sp.protocol == port.protocol)?;
+        Some((s, sp.port))
+    });
+    // The list usually becomes the view's own: size it exactly.
+    out.reserve_exact(matching.clone().map(|(s, _)| s.endpoints.len()).sum());
+    // Upstream: a node with no name has no local endpoints.
+    let is_local = |name: Option<&str>| !node_name.is_empty() && name == Some(node_name);
+    let mut matched_slices = 0;
+    for (slice, target_port) in matching.clone() {
         matched_slices += 1;
-        for ep in &slice.endpoints {
-            text.push(&ep.ip_text);
-            out.push(Endpoint {
-                ip: ep.ip,
-                port: sp.port,
-                ready: ep.ready,
-                serving: ep.serving,
-                terminating: ep.terminating,
-                is_local: is_local(ep.node_name.as_deref()),
-                node_name: ep.node_name.clone(),
-                zone: ep.zone.clone(),
-                hints: ep.hints.clone(),
-            });
-        }
+        out.extend(slice.endpoints.iter().map(|ep| Endpoint {
+            ip: ep.ip,
+            port: target_port,
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+            is_local: is_local(ep.node_name.as_deref()),
+            node_name: ep.node_name.clone(),
+            zone: ep.zone.clone(),
+            hints: ep.hints.clone(),
+        }));
     }
     // One slice is already in order (see `Slice::endpoints`); several need a sort.
     if matched_slices > 1 {
+        let text: Vec<&str> = matching
+            .flat_map(|(s, _)| s.endpoints.iter().map(|e| &*e.ip_text))
+            .collect();
         let mut order: Vec<usize> = (0..out.len()).collect();
         order.sort_by(|&a, &b| {
             crate::topology::cmp_endpoint_strings(text[a], out[a].port, text[b], out[b].port)

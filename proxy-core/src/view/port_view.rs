@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use crate::model::{Endpoint, ServicePort};
 
-use super::categorize::split;
+use super::categorize::{Split, split, split_owned};
 
 /// Where traffic of one class (internal or external) goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,7 +59,25 @@ impl ServicePortView {
         node_name: &str,
         zone: &str,
     ) -> Self {
+        let local_ready = unique_local_ready_ips(endpoints);
         let cat = split(endpoints, &port, node_name, zone);
+        Self::from_split(port, cat, local_ready)
+    }
+
+    /// [`ServicePortView::decide`] taking the endpoints by value, which
+    /// saves copying them in the common case.
+    pub(crate) fn decide_owned(
+        port: Arc<ServicePort>,
+        endpoints: Vec<Endpoint>,
+        node_name: &str,
+        zone: &str,
+    ) -> Self {
+        let local_ready = unique_local_ready_ips(&endpoints);
+        let cat = split_owned(endpoints, &port, node_name, zone);
+        Self::from_split(port, cat, local_ready)
+    }
+
+    fn from_split(port: Arc<ServicePort>, cat: Split, local_ready: u32) -> Self {
         let target = |local_policy: bool| {
             if !cat.has_any {
                 Target::Reject
@@ -75,7 +93,6 @@ impl ServicePortView {
         };
         let internal = target(port.internal_policy_local());
         let external = target(port.external_policy_local());
-        let local_ready = unique_local_ready_ips(endpoints);
         ServicePortView {
             port,
             cluster: cat.cluster,
@@ -111,6 +128,9 @@ pub(crate) fn unique_local_ready_ips<'a>(endpoints: impl IntoIterator<Item = &'a
         .filter(|e| e.is_local && e.ready)
         .map(|e| e.ip)
         .collect();
+    if ips.len() < 2 {
+        return ips.len() as u32;
+    }
     ips.sort_unstable();
     ips.dedup();
     u32::try_from(ips.len()).unwrap_or(u32::MAX)

@@ -36,6 +36,13 @@ pub(crate) const FALLBACK_POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0,
 pub(crate) const BRIDGE_MAC: &str = "02:00:00:00:00:01";
 /// The routing table that makes unmatched forwarded traffic fail fast.
 pub(crate) const UNREACHABLE_TABLE: u32 = 100;
+/// The routing table of `lan` that sends what remote endpoints answer
+/// through the node.
+pub(crate) const REMOTE_REPLY_TABLE: u32 = 200;
+/// The priority of the per-remote-endpoint rules in `lan`.
+pub(crate) const REMOTE_REPLY_RULE_PREF: u32 = 50;
+/// Where `lan`'s local table moves to (from 0), behind those rules.
+pub(crate) const LOCAL_RULE_PREF: u32 = 60;
 
 /// The pod gateway of `cidr`: its first address (`10.244.1.1` for
 /// `10.244.1.0/24`).

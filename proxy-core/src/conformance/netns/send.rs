@@ -25,7 +25,11 @@ pub struct SendOptions {
     /// Attempts when the first one is refused (checks that every one is).
     pub refused_attempts: usize,
     /// How long one attempt waits for a connection and its reply; no
-    /// answer in this time is [`Outcome::Dropped`].
+    /// answer in this time is [`Outcome::Dropped`]. Keep it above 1 s: an
+    /// ICMP error that comes back while `connect` still holds the socket
+    /// lock (the whole namespace round trip runs in the sender's softirq)
+    /// is only a soft error, and the hard one arrives with the SYN
+    /// retransmission after 1 s (seen for IPv6 unreachables).
     pub timeout: Duration,
 }
 
@@ -34,7 +38,7 @@ impl Default for SendOptions {
         SendOptions {
             forwarded_attempts: 64,
             refused_attempts: 3,
-            timeout: Duration::from_secs(1),
+            timeout: Duration::from_millis(1500),
         }
     }
 }

@@ -12,8 +12,9 @@ use crate::view::NodeView;
 
 use super::Netns;
 use super::addressing::{
-    BRIDGE_MAC, FALLBACK_POD_GATEWAY_V4, FALLBACK_POD_GATEWAY_V6, NODE_LINK_V6, ROUTER_V4,
-    ROUTER_V6, UNREACHABLE_TABLE, default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
+    BRIDGE_MAC, FALLBACK_POD_GATEWAY_V4, FALLBACK_POD_GATEWAY_V6, LOCAL_RULE_PREF, NODE_LINK_V6,
+    REMOTE_REPLY_RULE_PREF, REMOTE_REPLY_TABLE, ROUTER_V4, ROUTER_V6, UNREACHABLE_TABLE,
+    default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
 };
 use super::echo::{EchoServers, Transport};
 use super::ip::{BASELINE_SYSCTLS, IpBatch, NODE_SYSCTLS, ip_line, set_sysctls};
@@ -49,6 +50,7 @@ pub struct NodeTopology {
     node_addresses: Vec<IpAddr>,
     pod_cidrs: Vec<IpNet>,
     lan_addresses: BTreeSet<IpAddr>,
+    replies_via_node: BTreeSet<IpAddr>,
     vips: BTreeSet<IpAddr>,
     next_veth: usize,
 }
@@ -107,6 +109,7 @@ impl NodeTopology {
             node_addresses: ctx.node.addresses.clone(),
             pod_cidrs: ctx.node.pod_cidrs.clone(),
             lan_addresses: BTreeSet::new(),
+            replies_via_node: BTreeSet::new(),
             vips: BTreeSet::new(),
             next_veth: 0,
         };
@@ -145,20 +148,32 @@ impl NodeTopology {
         // own clients (iif lo) still follows main towards the node.
         ip_line!(
             lan,
-            "rule add pref 100 iif node0 lookup {UNREACHABLE_TABLE}"
-        );
-        ip_line!(
-            lan,
             "route add unreachable 0.0.0.0/0 table {UNREACHABLE_TABLE}"
         );
         ip_line!(lan, "route add unreachable ::/0 table {UNREACHABLE_TABLE}");
-        lan.run(&self.lan, "lan")?;
-        let mut lan6 = IpBatch::ipv6();
+        // Remote endpoints answer through the node (see `add_endpoints`):
+        // their own rule, ahead of the local table, which moves behind it.
+        if let Some(via) = self.node_gateway_for(IpAddr::V4(ROUTER_V4)) {
+            ip_line!(
+                lan,
+                "route add default via {via} dev node0 table {REMOTE_REPLY_TABLE}"
+            );
+        }
         ip_line!(
-            lan6,
-            "rule add pref 100 iif node0 lookup {UNREACHABLE_TABLE}"
+            lan,
+            "route add ::/0 via {NODE_LINK_V6} dev node0 table {REMOTE_REPLY_TABLE}"
         );
-        lan6.run(&self.lan, "lan")?;
+        lan.run(&self.lan, "lan")?;
+        for family in [IpBatch::new(), IpBatch::ipv6()] {
+            let mut rules = family;
+            ip_line!(
+                rules,
+                "rule add pref 100 iif node0 lookup {UNREACHABLE_TABLE}"
+            );
+            ip_line!(rules, "rule add pref {LOCAL_RULE_PREF} lookup local");
+            ip_line!(rules, "rule del pref 0 lookup local");
+            rules.run(&self.lan, "lan")?;
+        }
 
         // The node routes like a real one: everything it does not hold goes
         // to the default gateway. (An `unreachable` route here would stop
@@ -248,6 +263,12 @@ impl NodeTopology {
     /// address): `local` ones in a pod namespace per IP (or in the node
     /// namespace when the IP is a node address: host-network endpoints),
     /// `remote` ones on `lan`'s `lo`. Known ones are skipped.
+    ///
+    /// What a remote endpoint sends goes through the node, even to a client
+    /// that `lan` holds itself: a reply to a connection the node DNATed
+    /// without masquerading must pass the node's conntrack to be un-DNATed,
+    /// as it would when the client, the remote node and the node under
+    /// test are three machines behind one router.
     pub fn add_endpoints(
         &mut self,
         local: &BTreeSet<SocketAddr>,
@@ -265,6 +286,7 @@ impl NodeTopology {
             .filter(|ip| !self.is_node_address(*ip) && !self.pods.contains_key(ip))
             .collect();
         self.ensure_lan_addresses(&lan_ips)?;
+        self.route_replies_through_node(&lan_ips)?;
         for &addr in local.iter().chain(remote) {
             self.ensure_echo(addr)?;
         }
@@ -428,6 +450,27 @@ impl NodeTopology {
             let (g, _, in_cidr) = self.pod_addressing(ip);
             !in_cidr && g == gateway
         })
+    }
+
+    fn route_replies_through_node(&mut self, ips: &[IpAddr]) -> Result<(), BackendError> {
+        let mut v4 = IpBatch::new();
+        let mut v6 = IpBatch::ipv6();
+        let mut added = Vec::new();
+        for &ip in ips {
+            if self.replies_via_node.contains(&ip) || added.contains(&ip) {
+                continue;
+            }
+            let rules = if ip.is_ipv4() { &mut v4 } else { &mut v6 };
+            ip_line!(
+                rules,
+                "rule add pref {REMOTE_REPLY_RULE_PREF} from {ip} iif lo lookup {REMOTE_REPLY_TABLE}"
+            );
+            added.push(ip);
+        }
+        v4.run(&self.lan, "lan")?;
+        v6.run(&self.lan, "lan")?;
+        self.replies_via_node.extend(added);
+        Ok(())
     }
 
     fn ensure_lan_addresses(&mut self, ips: &[IpAddr]) -> Result<(), BackendError> {

@@ -1,7 +1,6 @@
 //! Serving an axum router on a TCP address: the plumbing shared by the
 //! health and metrics servers.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -38,25 +37,23 @@ pub async fn serve_on(listener: TcpListener, router: Router, what: &str) -> Resu
 /// and serve; when binding or serving fails, return the error if
 /// `hard_fail` (`bindAddressHardFail`), otherwise log it and retry every
 /// [`RETRY_INTERVAL`]. Never returns `Ok` unless serving ends cleanly.
-pub fn serve_retrying(
+pub async fn serve_retrying(
     addr: SocketAddr,
     hard_fail: bool,
     router: Router,
     what: &'static str,
-) -> impl Future<Output = Result<(), Error>> + Send + 'static {
-    async move {
-        loop {
-            let result = match bind(addr, what).await {
-                Ok(listener) => serve_on(listener, router.clone(), what).await,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(error) if hard_fail => return Err(error),
-                Err(error) => {
-                    tracing::error!(server = what, %error, "server failed; retrying in 5s");
-                    tokio::time::sleep(RETRY_INTERVAL).await;
-                }
+) -> Result<(), Error> {
+    loop {
+        let result = match bind(addr, what).await {
+            Ok(listener) => serve_on(listener, router.clone(), what).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(error) if hard_fail => return Err(error),
+            Err(error) => {
+                tracing::error!(server = what, %error, "server failed; retrying in 5s");
+                tokio::time::sleep(RETRY_INTERVAL).await;
             }
         }
     }

@@ -323,3 +323,61 @@ impl SyncObserver for ServiceHealthServer {
         self.sync_view(report.view);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_follow_node_port_addresses() {
+        let node = NodeInfo {
+            addresses: vec![ip("192.168.0.2"), ip("2001:db8::1")],
+            ..NodeInfo::named("n")
+        };
+        let local = [
+            ip("192.168.0.2"),
+            ip("192.168.1.2"),
+            ip("10.0.0.1"),
+            ip("2001:db8::1"),
+        ];
+
+        let all = NodePortAddresses::parse::<&str>(&[]).unwrap();
+        assert_eq!(
+            HealthCheckAddresses::from_node_port_addresses(&all, &local, &node),
+            HealthCheckAddresses::All
+        );
+
+        let cidrs = NodePortAddresses::parse(&["192.168.0.0/16", "2001:db8::/64"]).unwrap();
+        assert_eq!(
+            HealthCheckAddresses::from_node_port_addresses(&cidrs, &local, &node),
+            HealthCheckAddresses::Ips(vec![
+                ip("192.168.0.2"),
+                ip("192.168.1.2"),
+                ip("2001:db8::1")
+            ])
+        );
+
+        let primary = NodePortAddresses::parse(&["primary"]).unwrap();
+        assert_eq!(
+            HealthCheckAddresses::from_node_port_addresses(&primary, &local, &node),
+            HealthCheckAddresses::Ips(vec![ip("192.168.0.2"), ip("2001:db8::1")])
+        );
+    }
+
+    #[test]
+    fn body_is_upstreams_dedented_template() {
+        let body = health_check_body(&ServiceKey::new("ns", "svc"), 3, false);
+        assert_eq!(
+            body,
+            "{\n\t\"service\": {\n\t\t\"namespace\": \"ns\",\n\t\t\"name\": \"svc\"\n\t},\n\t\"localEndpoints\": 3,\n\t\"serviceProxyHealthy\": false\n}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["localEndpoints"], 3);
+    }
+}
