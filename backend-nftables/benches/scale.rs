@@ -8,6 +8,8 @@
 //! - first-packet latency (TCP connect from a client namespace through a
 //!   ClusterIP) at 1k, 10k, 30k services, against a direct connection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Prints the `nft -j` document of a full sync of one conformance scenario
 //! (`cargo run -p backend-nftables --example render_json -- clusterip-basic`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
+
 use backend_nftables::fake::FakeExecutor;
 use backend_nftables::fake::FakeNft;
 use backend_nftables::{NftablesBackend, to_json};

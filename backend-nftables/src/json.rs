@@ -172,7 +172,7 @@ impl Renderer {
             Command::AddRule { chain, rule } => {
                 self.typed(NfCmd::Add(NfListObject::Rule(self.rule(chain, rule))))
             }
-            Command::AddSet(def) => Ok(self.set_def(def)),
+            Command::AddSet(def) => self.set_def(def),
             Command::FlushSet { name, map } => {
                 let what = if *map { "map" } else { "set" };
                 Ok(json!({ "flush": { what: self.set_ref(name) } }))
@@ -201,7 +201,7 @@ impl Renderer {
 
     /// Sets go through the typed schema; verdict maps cannot (no
     /// `SetType::Verdict`), so they are written as raw JSON.
-    fn set_def(&self, def: &SetDef) -> Value {
+    fn set_def(&self, def: &SetDef) -> Result<Value, NftError> {
         if def.verdict_map {
             let mut map = json!({
                 "family": self.ip(), "table": TABLE, "name": def.name,
@@ -210,7 +210,7 @@ impl Renderer {
             if let (Some(c), Some(obj)) = (&def.comment, map.as_object_mut()) {
                 obj.insert("comment".into(), json!(c));
             }
-            return json!({ "add": { "map": map } });
+            return Ok(json!({ "add": { "map": map } }));
         }
         let single = match self.family {
             IpFamily::V4 => schema::SetType::Ipv4Addr,
@@ -242,7 +242,9 @@ impl Renderer {
             comment: def.comment.clone().map(Cow::Owned),
             ..Default::default()
         };
-        serde_json::to_value(NfCmd::Add(NfListObject::Set(Box::new(set)))).unwrap_or(Value::Null)
+        Ok(serde_json::to_value(NfCmd::Add(NfListObject::Set(
+            Box::new(set),
+        )))?)
     }
 
     fn key_value(&self, key: &ElemKey) -> Value {

@@ -12,6 +12,8 @@
 //!   in the node-port rule; upstream logs an error for loopback
 //!   `nodePortAddresses`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
+
 use backend_nftables::fake::fake_harness_factory;
 use proxy_core::conformance::{self, Outcome, Tier};
 

@@ -161,6 +161,30 @@ fn connections_per_second(rt: &Runtime, addr: SocketAddr, clients: usize, secs: 
     (rate, failed.load(Ordering::Relaxed))
 }
 
+/// Where the proxy's listeners run.
+enum ProxyRuntime {
+    Pool(Runtime),
+    Dedicated(tokio::runtime::Handle),
+}
+
+impl ProxyRuntime {
+    /// Syncs `backend` to `view` on this runtime, so its listeners run here.
+    fn sync(&self, mut backend: UserspaceBackend, view: proxy_core::NodeView) -> UserspaceBackend {
+        let sync = async move {
+            backend.sync(&view, &ChangeSet::full()).await.unwrap();
+            backend
+        };
+        match self {
+            ProxyRuntime::Pool(rt) => rt.block_on(sync),
+            ProxyRuntime::Dedicated(handle) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                handle.spawn(async move { tx.send(sync.await).unwrap() });
+                rx.recv().unwrap()
+            }
+        }
+    }
+}
+
 struct Socat(Child);
 
 impl Drop for Socat {
@@ -203,7 +227,20 @@ fn main() {
     server_rt.spawn(serve(listener));
 
     // The proxies: one backend per forwarding mode, each with its node port.
-    let proxy_rt = runtime(2);
+    // The proxy's runtime: `BENCH_PROXY_WORKERS` threads, 0 for a
+    // current-thread runtime driven by one dedicated thread.
+    let proxy_workers = env_num("BENCH_PROXY_WORKERS", 2) as usize;
+    let proxy_rt = if proxy_workers == 0 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+        ProxyRuntime::Dedicated(handle)
+    } else {
+        ProxyRuntime::Pool(runtime(proxy_workers))
+    };
     let mut variants: Vec<(String, SocketAddr)> = vec![("direct".into(), server)];
     let mut backends = Vec::new();
     let mut modes = vec![(

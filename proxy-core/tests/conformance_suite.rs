@@ -23,6 +23,9 @@ struct Flaws {
     writes_on_noop: bool,
     /// Leaves a rule behind on cleanup.
     leaks_on_cleanup: bool,
+    /// Not a flaw: answers like real connections from one client do, so
+    /// ClientIP affinity reaches one endpoint only (the kernel tier).
+    sticky_affinity: bool,
 }
 
 /// A backend whose "dataplane" is the list of service ports it was told
@@ -122,7 +125,25 @@ impl Harness for ReferenceHarness {
         if b.ports.is_none() {
             return Ok(Outcome::NotMatched);
         }
-        let outcome = match oracle::expected(&b.view, &b.ctx, packet) {
+        let trace = oracle::trace(&b.view, &b.ctx, packet);
+        // Like real connections from one client: ClientIP affinity makes
+        // them all reach one endpoint.
+        let sticky = trace
+            .service_port
+            .as_ref()
+            .and_then(|name| b.view.get(name))
+            .is_some_and(|v| v.port.session_affinity.is_some());
+        let outcome = match trace.outcome {
+            Outcome::Forwarded {
+                endpoints,
+                masqueraded,
+            } if sticky && b.flaws.sticky_affinity => Outcome::Forwarded {
+                endpoints: endpoints.into_iter().take(1).collect(),
+                masqueraded,
+            },
+            other => other,
+        };
+        let outcome = match outcome {
             Outcome::Forwarded { endpoints, .. } if b.flaws.never_masquerade => {
                 Outcome::Forwarded {
                     endpoints,
@@ -192,8 +213,11 @@ async fn the_reference_backend_passes_every_scenario_and_check() {
 
 #[tokio::test]
 async fn the_kernel_tier_sends_packets_only() {
-    let report =
-        conformance::run(&factory(Capabilities::ALL, Flaws::default()), Tier::Kernel).await;
+    let flaws = Flaws {
+        sticky_affinity: true,
+        ..Flaws::default()
+    };
+    let report = conformance::run(&factory(Capabilities::ALL, flaws), Tier::Kernel).await;
     report.assert_passed();
     for s in &report.scenarios {
         assert_eq!(
@@ -260,6 +284,7 @@ async fn masquerading_is_not_compared_without_client_ip_preservation() {
     caps.preserves_client_ip = false;
     let flaws = Flaws {
         never_masquerade: true,
+        sticky_affinity: true,
         ..Flaws::default()
     };
     conformance::run(&factory(caps, flaws), Tier::Kernel)

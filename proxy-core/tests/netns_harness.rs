@@ -652,12 +652,13 @@ fn an_nft_dnat_in_the_node_takes_clients_to_endpoints_through_a_vip() {
             Outcome::NotMatched,
         ),
     ];
+    let count = cases.len();
     for (p, expected) in cases {
         assert_eq!(topology.send(&p, options).unwrap(), expected, "{p}");
     }
     println!(
         "{} packets with up to 64 connections each: {:?}",
-        8,
+        count,
         started.elapsed()
     );
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::discovery::v1 as discoveryv1;
 use serde::Deserialize;
 
 use crate::backend::{BackendContext, Capability, LocalTrafficDetector};
-use crate::config::{API_VERSION, KIND, KubeProxyConfiguration};
+use crate::config::{API_VERSION, KIND, KubeProxyConfiguration, ProxyMode};
 use crate::error::Error;
 use crate::model::{IpFamily, NodeInfo, Protocol, ServiceKey};
 use crate::topology::ServiceTopology;
@@ -28,11 +28,20 @@ pub struct ScenarioPacket {
     pub packet: Packet,
     /// What upstream iptables-mode kube-proxy does with it.
     pub expect: Outcome,
+    /// Where upstream's other modes differ on purpose (nftables rejects a
+    /// known ClusterIP on a port it does not serve; it has no localhost
+    /// node ports): the outcome in that mode.
+    pub expect_in_mode: BTreeMap<ProxyMode, Outcome>,
     /// The tiers that send it; `None` means every tier.
     pub tiers: Option<Vec<Tier>>,
 }
 
 impl ScenarioPacket {
+    /// The outcome upstream's `mode` gives the packet.
+    pub fn expected_in(&self, mode: ProxyMode) -> &Outcome {
+        self.expect_in_mode.get(&mode).unwrap_or(&self.expect)
+    }
+
     /// Whether `tier` sends this packet.
     pub fn runs_in(&self, tier: Tier) -> bool {
         self.tiers.as_ref().is_none_or(|t| t.contains(&tier))
@@ -70,6 +79,8 @@ impl ScenarioPacket {
 ///     port: 30080
 ///     expect:                          # or: dropped | rejected | not_matched
 ///       forwarded: {endpoints: ["10.244.1.10:8080"], masqueraded: false}
+///     expect_in_mode:                  # optional: where upstream's modes differ
+///       nftables: rejected
 ///     tiers: [fake]                    # optional, with a comment saying why
 /// ```
 ///
@@ -148,6 +159,8 @@ struct PacketSpec {
     destination: IpAddr,
     port: u16,
     expect: Outcome,
+    #[serde(default)]
+    expect_in_mode: BTreeMap<ProxyMode, Outcome>,
     #[serde(default)]
     tiers: Option<Vec<Tier>>,
 }
@@ -255,6 +268,7 @@ impl Scenario {
                     port: p.port,
                 },
                 expect: p.expect,
+                expect_in_mode: p.expect_in_mode,
                 tiers: p.tiers,
             })
             .collect();

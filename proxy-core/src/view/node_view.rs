@@ -114,9 +114,21 @@ impl NodeView {
     /// Upstream's per-service count for the health-check node port: the
     /// number of unique IPs of local ready endpoints over all ports of the
     /// service (of this family).
+    ///
+    /// A one-port service gives its port's exact [`ServicePortView::local_ready`].
+    /// With several ports the IPs are collected from the ports' `cluster` and
+    /// `local` lists, which hold every local ready endpoint whenever the port
+    /// uses local endpoints, as every port with a health-check node port does.
     pub fn local_ready_endpoints(&self, key: &ServiceKey) -> u32 {
-        let mut endpoints = Vec::new();
-        for (_, view) in self.service_ports(key) {
+        let mut ports = self.service_ports(key);
+        let Some((_, first)) = ports.next() else {
+            return 0;
+        };
+        let Some((_, second)) = ports.next() else {
+            return first.local_ready;
+        };
+        let mut endpoints: Vec<&Endpoint> = Vec::new();
+        for view in [first, second].into_iter().chain(ports.map(|(_, v)| v)) {
             endpoints.extend(view.cluster.iter().chain(view.local.iter()));
         }
         unique_local_ready_ips(endpoints)

@@ -16,6 +16,26 @@
 //! - [`check_privileges`] and [`privileged_or_skip`]: tests skip with a
 //!   reason, or fail when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1` (CI).
 //!
+//! # Running the suite against a backend in the real kernel
+//!
+//! ```ignore
+//! use proxy_core::conformance::{self, Tier, netns};
+//! use proxy_core::{Backend, BackendContext, BackendError};
+//!
+//! #[tokio::test]
+//! async fn conformance_in_the_kernel() {
+//!     if !netns::privileged_or_skip_with("conformance_in_the_kernel", || {
+//!         netns::check_tool("nft", &["--version"], "nftables")
+//!     }) {
+//!         return;
+//!     }
+//!     let factory = netns::kernel_harness_factory(|ctx: &BackendContext| {
+//!         Ok(Box::new(MyBackend::new(ctx)?) as Box<dyn Backend>)
+//!     });
+//!     conformance::run(&factory, Tier::Kernel).await.assert_passed();
+//! }
+//! ```
+//!
 //! # Comparing outcomes
 //!
 //! [`Outcome::Forwarded`](crate::conformance::Outcome::Forwarded) carries
