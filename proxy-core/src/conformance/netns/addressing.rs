@@ -21,6 +21,10 @@ pub fn service_cidrs() -> [IpNet; 2] {
 /// The `lan` end of the node's uplink, the node's IPv4 default gateway
 /// (link-local, so it never collides with a scenario address).
 pub(crate) const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
+/// The node's own uplink address, its first (primary) IPv4 address on
+/// `eth0`: MASQUERADE picks it, so a masqueraded packet that the node itself
+/// sent from a node address is told apart from an unmasqueraded one.
+pub(crate) const NODE_UPLINK_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
 /// The `lan` end of the node's uplink for IPv6, the node's IPv6 default gateway.
 pub(crate) const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The node end of the uplink for IPv6 (`lan` routes IPv6 pod CIDRs and

@@ -13,8 +13,8 @@ use crate::view::NodeView;
 use super::Netns;
 use super::addressing::{
     BRIDGE_MAC, FALLBACK_POD_GATEWAY_V4, FALLBACK_POD_GATEWAY_V6, LOCAL_RULE_PREF, NODE_LINK_V6,
-    REMOTE_REPLY_RULE_PREF, REMOTE_REPLY_TABLE, ROUTER_V4, ROUTER_V6, UNREACHABLE_TABLE,
-    default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
+    NODE_UPLINK_V4, REMOTE_REPLY_RULE_PREF, REMOTE_REPLY_TABLE, ROUTER_V4, ROUTER_V6,
+    UNREACHABLE_TABLE, default_prefix, host_prefix, nodad, pod_gateway, service_cidrs,
 };
 use super::echo::{EchoServers, Transport};
 use super::ip::{BASELINE_SYSCTLS, IpBatch, NODE_SYSCTLS, ip_line, set_sysctls};
@@ -129,6 +129,7 @@ impl NodeTopology {
         ip_line!(lan, "addr add {ROUTER_V4}/32 dev node0");
         ip_line!(lan, "addr add {ROUTER_V6}/64 dev node0 nodad");
         ip_line!(lan, "link set node0 up");
+        ip_line!(lan, "route add {NODE_UPLINK_V4}/32 dev node0");
         for &ip in &self.node_addresses {
             ip_line!(lan, "route add {} dev node0", host_prefix(ip));
         }
@@ -181,6 +182,8 @@ impl NodeTopology {
         // ones before the FORWARD REJECT of services without endpoints.)
         let mut node = IpBatch::new();
         ip_line!(node, "link set lo up");
+        // First, so that it is the primary address MASQUERADE picks.
+        ip_line!(node, "addr add {NODE_UPLINK_V4}/32 dev eth0");
         for &ip in &self.node_addresses {
             ip_line!(node, "addr add {} dev eth0{}", host_prefix(ip), nodad(ip));
         }
