@@ -270,13 +270,11 @@ fn main() {
                 &[SERVER_IP.into()],
             )],
         );
-        let mut backend = UserspaceBackend::with_options(
+        let backend = UserspaceBackend::with_options(
             &context(),
             Options::default().with_forwarding(forwarding),
         );
-        proxy_rt
-            .block_on(backend.sync(&view(&t), &ChangeSet::full()))
-            .unwrap();
+        let backend = proxy_rt.sync(backend, view(&t));
         backends.push(backend);
         variants.push((label.to_string(), SocketAddr::from(([127, 0, 0, 1], np))));
     }

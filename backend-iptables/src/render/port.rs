@@ -218,38 +218,69 @@ pub(super) fn render_port(
         );
     }
 
-    let mut sep_names = Vec::with_capacity(view.cluster.len().max(view.local.len()));
-    let mut endpoint_rules = |chain: &str, endpoints: &[Endpoint], rules: &mut Lines| {
-        sep_names.clear();
-        sep_names.extend(endpoints.iter().map(|ep| (ep.to_string(), chains.endpoint_chain(p.name, ep))));
-        service_to_endpoint_rules(p, probabilities, name, chain, &sep_names, rules);
+    // Every endpoint's `ip:port` text and chain, hashed once.
+    let all: Vec<(&Endpoint, String, String)> = view
+        .all_endpoints()
+        .map(|ep| {
+            let text = ep.to_string();
+            let sep = chains.endpoint_chain_of(p.name, &text);
+            (ep, text, sep)
+        })
+        .collect();
+    let lookup = |endpoints: &[Endpoint]| -> Vec<(&str, &str)> {
+        endpoints
+            .iter()
+            .filter_map(|ep| all.iter().find(|(e, _, _)| *e == ep))
+            .map(|(_, text, sep)| (text.as_str(), sep.as_str()))
+            .collect()
     };
     if uses_cluster_chain {
         own.chains.push(chains.svc.clone());
-        endpoint_rules(&chains.svc, &view.cluster, rules);
+        service_to_endpoint_rules(p, probabilities, name, &chains.svc, &lookup(&view.cluster), rules);
     }
     if uses_local_chain {
         own.chains.push(chains.svl.clone());
-        endpoint_rules(&chains.svl, &view.local, rules);
+        service_to_endpoint_rules(p, probabilities, name, &chains.svl, &lookup(&view.local), rules);
     }
 
     // One chain per endpoint.
-    for ep in view.all_endpoints() {
-        let sep = chains.endpoint_chain(p.name, ep);
-        let comment = if p.large_cluster {
-            String::new()
-        } else {
-            format!(" -m comment --comment {name}")
-        };
+    let comment = Comment {
+        on: !p.large_cluster,
+        quoted: false,
+        name,
+        endpoint: "",
+    };
+    for (ep, text, sep) in &all {
         // Hairpin: an endpoint reaching itself through the service is masqueraded.
         line!(rules, "-A {sep}{comment} -s {} -j {KUBE_MARK_MASQ}", ep.ip);
-        let affinity = if port.session_affinity.is_some() {
-            format!(" -m recent --name {sep} --set")
+        if port.session_affinity.is_some() {
+            line!(
+                rules,
+                "-A {sep}{comment} -m recent --name {sep} --set -m {proto} -p {proto} -j DNAT --to-destination {text}"
+            );
         } else {
-            String::new()
-        };
-        line!(rules, "-A {sep}{comment}{affinity} -m {proto} -p {proto} -j DNAT --to-destination {ep}");
-        own.chains.push(sep);
+            line!(rules, "-A {sep}{comment} -m {proto} -p {proto} -j DNAT --to-destination {text}");
+        }
+    }
+    own.chains.extend(all.into_iter().map(|(_, _, sep)| sep));
+}
+
+/// ` -m comment --comment …` without allocating: the port name, or
+/// `"name -> endpoint"`; nothing in large-cluster mode.
+struct Comment<'a> {
+    on: bool,
+    quoted: bool,
+    name: &'a str,
+    endpoint: &'a str,
+}
+
+impl std::fmt::Display for Comment<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.on, self.quoted) {
+            (false, _) => Ok(()),
+            (true, false) => write!(f, " -m comment --comment {}", self.name),
+            (true, true) => write!(f, " -m comment --comment \"{} -> {}\"", self.name, self.endpoint),
+        }
     }
 }
 
@@ -260,15 +291,21 @@ fn service_to_endpoint_rules(
     probabilities: &mut Probabilities,
     name: &str,
     chain: &str,
-    endpoints: &[(String, String)],
+    endpoints: &[(&str, &str)],
     rules: &mut Lines,
 ) {
-    let comment = |ep: &str| {
-        if p.large_cluster {
-            String::new()
-        } else {
-            format!(" -m comment --comment \"{name} -> {ep}\"")
-        }
+    let comment = |endpoint: &'static str| Comment {
+        on: !p.large_cluster,
+        quoted: true,
+        name,
+        endpoint,
+    };
+    let _ = comment;
+    let comment = |endpoint| Comment {
+        on: !p.large_cluster,
+        quoted: true,
+        name,
+        endpoint,
     };
     if let Some(affinity) = p.view.port.session_affinity {
         let seconds = affinity.timeout_seconds;
