@@ -5,6 +5,12 @@
 //! cargo bench -p backend-iptables --bench sync -- [SIZES] [--no-apply] [--chunk N]
 //! ```
 //!
+//! `--chunk N` sets the ports per restore of a full sync (`0`: one restore;
+//! default: the backend's, 500 with iptables-nft).
+//!
+//! ```text
+//! ```
+//!
 //! `SIZES` is a comma-separated list of service counts (default
 //! `1000,10000,30000`), each service with one TCP port and 10 endpoints.
 //! For each size it prints: render time (render + assemble, median), the
@@ -84,7 +90,7 @@ fn in_ns<T: Send>(ns: &Netns, chunk: Option<usize>, f: impl AsyncFnOnce(&mut Ipt
         rt.block_on(async {
             let mut b = IptablesBackend::new(&common::context()).expect("backend");
             if let Some(n) = chunk {
-                b = b.max_ports_per_restore(n);
+                b = b.max_ports_per_restore((n > 0).then_some(n));
             }
             f(&mut b).await
         })

@@ -7,7 +7,7 @@ use proxy_core::backend::{Backend, BackendContext, BackendError, Capabilities, S
 use proxy_core::{ChangeSet, NodeView, ProxyMode, ServicePortName};
 
 use crate::exec::{Executor, SystemExecutor};
-use crate::iptables::Iptables;
+use crate::iptables::{Iptables, Variant};
 use crate::names::{
     KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
     KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
@@ -46,8 +46,22 @@ pub struct IptablesBackend {
     probe_host: bool,
     ipt: Option<Iptables>,
     synced: Option<Synced>,
-    max_ports_per_restore: Option<usize>,
+    chunking: Chunking,
 }
+
+/// How many service ports one restore of a full sync may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunking {
+    /// [`NFT_PORTS_PER_RESTORE`] with `iptables-nft`, unlimited with legacy
+    /// iptables (whose every restore rewrites the whole table).
+    Auto,
+    /// At most this many (`None`: unlimited).
+    Fixed(Option<usize>),
+}
+
+/// Ports per restore for `iptables-nft`, whose `--noflush` restore time grows
+/// super-linearly with the chains of one input (measured: BENCHMARKS.md).
+pub const NFT_PORTS_PER_RESTORE: usize = 500;
 
 impl std::fmt::Debug for IptablesBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +97,7 @@ impl IptablesBackend {
             probe_host: false,
             ipt: None,
             synced: None,
-            max_ports_per_restore: None,
+            chunking: Chunking::Auto,
         }
     }
 
@@ -93,8 +107,11 @@ impl IptablesBackend {
     /// the stale-chain deletions. Each restore stays atomic. Works around
     /// `iptables-nft-restore --noflush` being super-linear in the chains of
     /// one input (see the README).
-    pub fn max_ports_per_restore(mut self, ports: usize) -> Self {
-        self.max_ports_per_restore = Some(ports.max(1));
+    ///
+    /// By default [`NFT_PORTS_PER_RESTORE`] with `iptables-nft` and
+    /// unlimited with legacy iptables; `None` always writes one restore.
+    pub fn max_ports_per_restore(mut self, ports: Option<usize>) -> Self {
+        self.chunking = Chunking::Fixed(ports.map(|n| n.max(1)));
         self
     }
 
@@ -223,9 +240,16 @@ impl Backend for IptablesBackend {
         }
 
         let mut objects = 0;
-        let chunk = self.max_ports_per_restore.filter(|n| full && ruleset.ports.len() > *n);
+        let limit = match self.chunking {
+            Chunking::Fixed(limit) => limit,
+            Chunking::Auto => (ipt.variant() == Variant::Nft).then_some(NFT_PORTS_PER_RESTORE),
+        };
+        let chunk = limit.filter(|n| full && ruleset.ports.len() > *n);
         let input = match chunk {
             Some(n) => {
+                // Endpoint chains jump to KUBE-MARK-MASQ, which only the last
+                // restore fills: make sure it exists (empty on a cold start).
+                ipt.ensure_chain("nat", KUBE_MARK_MASQ).await?;
                 for ports in ruleset.ports.chunks(n) {
                     let part = assemble_ports(ports);
                     ipt.restore(&part.text).await?;

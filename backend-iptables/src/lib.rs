@@ -28,6 +28,6 @@ pub mod restore;
 pub mod tables;
 pub mod trace;
 
-pub use backend::IptablesBackend;
+pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};
 pub use error::IptablesError;
 pub use factory::IptablesFactory;

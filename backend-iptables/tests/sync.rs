@@ -231,3 +231,23 @@ async fn factory_cleans_leftovers_of_both_families() {
     assert_eq!(exec.dump(IpFamily::V4), foreign);
     assert_eq!(exec.dump(IpFamily::V6), "");
 }
+
+#[tokio::test]
+async fn a_chunked_cold_start_ends_like_one_restore_with_the_top_level_chains_last() {
+    let view = common::view(&common::topology(5, 2));
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec).max_ports_per_restore(Some(2));
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    let inputs = restores(&exec);
+    assert_eq!(inputs.len(), 4, "3 chunks of at most 2 ports, then the top-level chains");
+    assert!(inputs[..3].iter().all(|i| !i.contains("KUBE-SERVICES") && !i.contains("*filter")));
+    assert!(inputs[3].contains(":KUBE-SERVICES - [0:0]") && !inputs[3].contains(":KUBE-SEP-"));
+    let single = FakeExecutor::new();
+    backend(&single)
+        .max_ports_per_restore(None)
+        .sync(&view, &ChangeSet::full())
+        .await
+        .unwrap();
+    assert_eq!(restores(&single).len(), 1);
+    assert_eq!(exec.dump(IpFamily::V4), single.dump(IpFamily::V4));
+}

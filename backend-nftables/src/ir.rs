@@ -107,6 +107,10 @@ pub enum KeyType {
     AddrProtoPort,
     /// `inet_proto . inet_service`.
     ProtoPort,
+    /// The load-balancing map: `addr . inet_proto . inet_service . index :
+    /// addr . inet_service`, declared with `typeof` (the index is what
+    /// `numgen` yields, an integer no named nft type matches).
+    LoadBalance,
 }
 
 /// A named set (`verdict_map == false`) or verdict map.
@@ -122,6 +126,13 @@ pub struct SetDef {
     pub timeout: Option<u32>,
     /// Comment.
     pub comment: Option<String>,
+}
+
+impl SetDef {
+    /// Whether this is a map (`: verdict` or the load-balancing map).
+    pub fn is_map(&self) -> bool {
+        self.verdict_map || self.key == KeyType::LoadBalance
+    }
 }
 
 /// A verdict.
@@ -147,6 +158,33 @@ impl Verdict {
     }
 }
 
+/// The value of a map element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ElemValue {
+    /// A verdict (verdict maps).
+    Verdict(Verdict),
+    /// A DNAT destination `addr . port` (the load-balancing map).
+    Endpoint(SocketAddr),
+}
+
+impl ElemValue {
+    /// The chain this value enters, if any.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ElemValue::Verdict(v) => v.target(),
+            ElemValue::Endpoint(_) => None,
+        }
+    }
+
+    /// The verdict, for verdict-map values.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        match self {
+            ElemValue::Verdict(v) => Some(v),
+            ElemValue::Endpoint(_) => None,
+        }
+    }
+}
+
 /// The key of a set or map element.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ElemKey {
@@ -158,6 +196,9 @@ pub enum ElemKey {
     AddrProtoPort(IpAddr, Protocol, u16),
     /// `proto . port`.
     ProtoPort(Protocol, u16),
+    /// `addr . proto . port . index`: endpoint `index` of a service port
+    /// in the load-balancing map.
+    LoadBalance(IpAddr, Protocol, u16, u32),
 }
 
 /// One element of a named set or map.
@@ -167,8 +208,8 @@ pub struct Element {
     pub set: String,
     /// Key.
     pub key: ElemKey,
-    /// The verdict, for verdict maps.
-    pub value: Option<Verdict>,
+    /// The value, for maps.
+    pub value: Option<ElemValue>,
     /// Comment (upstream puts the service port name on no-endpoint elements).
     pub comment: Option<String>,
 }
@@ -248,6 +289,15 @@ pub enum Stmt {
     },
     /// `dnat to ip:port`
     Dnat(SocketAddr),
+    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @map`:
+    /// endpoint `numgen` of the destination service port, from the
+    /// load-balancing map (no element: the rule does not match).
+    DnatLoadBalance {
+        /// The load-balancing map.
+        map: String,
+        /// Number of endpoints (`N`).
+        modulus: u32,
+    },
     /// `masquerade fully-random`
     Masquerade,
     /// `reject`
@@ -295,7 +345,7 @@ impl Rule {
             | Stmt::SaddrInSet(n)
             | Stmt::SaddrDaddrInSet(n)
             | Stmt::UpdateSaddr(n) => Some(n.as_str()),
-            Stmt::Vmap { map, .. } => Some(map.as_str()),
+            Stmt::Vmap { map, .. } | Stmt::DnatLoadBalance { map, .. } => Some(map.as_str()),
             _ => None,
         })
     }
@@ -434,13 +484,16 @@ impl fmt::Display for CommandDisplay<'_> {
                 )
             }
             Command::AddSet(s) => {
-                let what = if s.verdict_map { "map" } else { "set" };
-                write!(
-                    f,
-                    "add {what} {t} {} {{ type {}",
-                    s.name,
-                    key_type_text(self.family, s.key)
-                )?;
+                let what = if s.is_map() { "map" } else { "set" };
+                write!(f, "add {what} {t} {} {{ ", s.name)?;
+                if s.key == KeyType::LoadBalance {
+                    write!(
+                        f,
+                        "typeof {fam} daddr . meta l4proto . th dport . numgen random mod 1 : {fam} daddr . th dport"
+                    )?;
+                } else {
+                    write!(f, "type {}", key_type_text(self.family, s.key))?;
+                }
                 if s.verdict_map {
                     f.write_str(" : verdict")?;
                 }
@@ -477,6 +530,7 @@ fn key_type_text(family: IpFamily, key: KeyType) -> String {
         KeyType::AddrPair => format!("{a} . {a}"),
         KeyType::AddrProtoPort => format!("{a} . inet_proto . inet_service"),
         KeyType::ProtoPort => "inet_proto . inet_service".to_string(),
+        KeyType::LoadBalance => format!("{a} . inet_proto . inet_service . integer"),
     }
 }
 
@@ -490,6 +544,7 @@ impl fmt::Display for KeyDisplay<'_> {
             ElemKey::AddrPair(a, b) => write!(f, "{a} . {b}"),
             ElemKey::AddrProtoPort(a, p, n) => write!(f, "{a} . {} . {n}", p.lower()),
             ElemKey::ProtoPort(p, n) => write!(f, "{} . {n}", p.lower()),
+            ElemKey::LoadBalance(a, p, n, i) => write!(f, "{a} . {} . {n} . {i}", p.lower()),
         }
     }
 }
@@ -503,8 +558,10 @@ impl fmt::Display for ElementDisplay<'_> {
         if let Some(c) = &self.0.comment {
             write!(f, " comment \"{c}\"")?;
         }
-        if let Some(v) = &self.0.value {
-            write!(f, " : {}", VerdictDisplay(v))?;
+        match &self.0.value {
+            Some(ElemValue::Verdict(v)) => write!(f, " : {}", VerdictDisplay(v))?,
+            Some(ElemValue::Endpoint(to)) => write!(f, " : {} . {}", to.ip(), to.port())?,
+            None => {}
         }
         Ok(())
     }
@@ -572,6 +629,10 @@ impl fmt::Display for RuleDisplay<'_> {
                     VmapKey::ProtoPort => write!(f, "meta l4proto . th dport vmap @{map}"),
                 },
                 Stmt::Dnat(to) => write!(f, "dnat to {to}"),
+                Stmt::DnatLoadBalance { map, modulus } => write!(
+                    f,
+                    "dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {modulus} map @{map}"
+                ),
                 Stmt::Masquerade => f.write_str("masquerade fully-random"),
                 Stmt::Reject => f.write_str("reject"),
                 Stmt::Verdict(v) => write!(f, "{}", VerdictDisplay(v)),

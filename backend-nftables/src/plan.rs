@@ -54,7 +54,7 @@ pub fn push_skeleton(tx: &mut Transaction, skeleton: &Skeleton, flush_sets: bool
         if flush_sets {
             tx.push(Command::FlushSet {
                 name: s.name.clone(),
-                map: s.verdict_map,
+                map: s.is_map(),
             });
         }
     }

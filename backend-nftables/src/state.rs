@@ -3,17 +3,17 @@
 //! waiting to be deleted. Partial syncs diff against it instead of listing
 //! the kernel's table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use proxy_core::ServicePortName;
 
-use crate::ir::{ElemKey, Element, Verdict};
+use crate::ir::{ElemKey, ElemValue, Element, Rule};
 use crate::render::PortObjects;
 
 /// The value an owner wants for an element.
-type Wanted = (Option<Verdict>, Option<String>);
+type Wanted = (Option<ElemValue>, Option<String>);
 
 /// Elements of the shared sets and maps with the ports that want them.
 /// Several ports may want one element (a multi-port service's ClusterIP in
@@ -148,4 +148,17 @@ pub struct Committed {
     /// a second later (kernels before 6.2 release a map element's chain
     /// reference lazily, so an immediate delete fails with EBUSY).
     pub stale_chains: BTreeMap<String, Instant>,
+    /// Chains shared by many ports (`load-balance-N`), with their users.
+    pub shared_chains: BTreeMap<String, SharedChain>,
+}
+
+/// A chain several service ports use (`load-balance-N`): written when its
+/// first user appears, flushed (then deleted like a stale service chain)
+/// when its last user goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedChain {
+    /// Its rules (a function of the chain's name and the configuration).
+    pub rules: Vec<Rule>,
+    /// The ports that use it.
+    pub users: BTreeSet<Arc<ServicePortName>>,
 }

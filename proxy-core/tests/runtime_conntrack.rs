@@ -201,6 +201,19 @@ fn serving_terminating_endpoints_keep_their_flows() {
     assert!(StaleFlowFilter::from_view(&view(&[("10.244.0.4", false, false, true)])).is_empty());
 }
 
+#[test]
+fn flows_to_serving_terminating_endpoints_survive_while_ready_ones_exist() {
+    // Traffic goes to the ready endpoint only, but the terminating one still
+    // serves its existing flows: upstream ignores terminating status here.
+    let filter = StaleFlowFilter::from_view(&view(&[
+        ("10.244.0.3", true, true, false),
+        ("10.244.0.5", false, true, true),
+    ]));
+    assert!(!filter.is_stale(&udp("10.0.0.5:1", "10.96.0.10:53", "10.244.0.3:5353")));
+    assert!(!filter.is_stale(&udp("10.0.0.5:1", "10.96.0.10:53", "10.244.0.5:5353")));
+    assert!(filter.is_stale(&udp("10.0.0.5:1", "10.96.0.10:53", "10.244.0.9:5353")));
+}
+
 /// A table in memory, shared with the test.
 #[derive(Clone, Default)]
 struct FakeTable {

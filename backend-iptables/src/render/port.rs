@@ -227,20 +227,22 @@ pub(super) fn render_port(
             (ep, text, sep)
         })
         .collect();
-    let lookup = |endpoints: &[Endpoint]| -> Vec<(&str, &str)> {
-        endpoints
-            .iter()
-            .filter_map(|ep| all.iter().find(|(e, _, _)| *e == ep))
-            .map(|(_, text, sep)| (text.as_str(), sep.as_str()))
-            .collect()
-    };
     if uses_cluster_chain {
+        // `all_endpoints` starts with the cluster endpoints, in order.
+        let cluster: Vec<_> = all.iter().take(view.cluster.len()).collect();
         own.chains.push(chains.svc.clone());
-        service_to_endpoint_rules(p, probabilities, name, &chains.svc, &lookup(&view.cluster), rules);
+        service_to_endpoint_rules(p, probabilities, name, &chains.svc, &pairs(&cluster), rules);
     }
     if uses_local_chain {
+        let index: std::collections::HashMap<std::net::SocketAddr, usize> =
+            all.iter().enumerate().map(|(i, (ep, _, _))| (ep.socket_addr(), i)).collect();
+        let local: Vec<_> = view
+            .local
+            .iter()
+            .filter_map(|ep| index.get(&ep.socket_addr()).map(|&i| &all[i]))
+            .collect();
         own.chains.push(chains.svl.clone());
-        service_to_endpoint_rules(p, probabilities, name, &chains.svl, &lookup(&view.local), rules);
+        service_to_endpoint_rules(p, probabilities, name, &chains.svl, &pairs(&local), rules);
     }
 
     // One chain per endpoint.
@@ -263,6 +265,11 @@ pub(super) fn render_port(
         }
     }
     own.chains.extend(all.into_iter().map(|(_, _, sep)| sep));
+}
+
+/// `(ip:port, KUBE-SEP-…)` of endpoints.
+fn pairs<'a>(list: &[&'a (&Endpoint, String, String)]) -> Vec<(&'a str, &'a str)> {
+    list.iter().map(|(_, text, sep)| (text.as_str(), sep.as_str())).collect()
 }
 
 /// ` -m comment --comment …` without allocating: the port name, or
@@ -294,13 +301,6 @@ fn service_to_endpoint_rules(
     endpoints: &[(&str, &str)],
     rules: &mut Lines,
 ) {
-    let comment = |endpoint: &'static str| Comment {
-        on: !p.large_cluster,
-        quoted: true,
-        name,
-        endpoint,
-    };
-    let _ = comment;
     let comment = |endpoint| Comment {
         on: !p.large_cluster,
         quoted: true,

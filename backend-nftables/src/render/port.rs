@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use proxy_core::backend::{BackendContext, LocalTrafficDetector};
 use proxy_core::{Endpoint, Protocol, ServicePortView, Target};
 
-use crate::ir::{ElemKey, Element, KeyType, Rule, SetDef, Stmt, Verdict};
+use crate::ir::{ElemKey, ElemValue, Element, KeyType, Rule, SetDef, Stmt, Verdict};
 use crate::names::PortNames;
 use crate::render::skeleton::names::*;
 
@@ -23,14 +23,23 @@ use crate::render::skeleton::names::*;
 pub struct PortObjects {
     /// Per-service chains (names contain `/`) and their rules.
     pub chains: Vec<(String, Vec<Rule>)>,
+    /// Shared chains this port uses (`load-balance-N`), and their rules.
+    pub shared_chains: Vec<(String, Vec<Rule>)>,
     /// Per-endpoint affinity sets.
     pub affinity_sets: Vec<SetDef>,
     /// Elements of the shared sets and maps.
     pub elements: Vec<Element>,
 }
 
+/// The shared chain load-balancing over `n` endpoints of the
+/// load-balancing map.
+pub fn load_balance_chain(n: u32) -> String {
+    format!("{LOAD_BALANCE_CHAIN_PREFIX}{n}")
+}
+
 impl PortObjects {
-    /// Number of objects (chains, rules, sets, elements).
+    /// Number of objects (chains, rules, sets, elements; shared chains
+    /// are written once for all their users and not counted).
     pub fn object_count(&self) -> usize {
         self.chains.iter().map(|(_, r)| 1 + r.len()).sum::<usize>()
             + self.affinity_sets.len()
@@ -90,7 +99,7 @@ impl Builder<'_> {
         self.out.elements.push(Element {
             set: set.to_string(),
             key,
-            value,
+            value: value.map(ElemValue::Verdict),
             comment,
         });
     }
@@ -117,6 +126,20 @@ impl Builder<'_> {
         };
         let uses_external = has_any && port.externally_accessible();
         let external_chain = self.names.external.clone();
+        // Only ClusterIP traffic enters the internal policy chain and no
+        // affinity is kept: the shared `load-balance-N` chain and the
+        // load-balancing map replace the per-service chain.
+        let shared_eps = match self.view.internal {
+            Target::Cluster => self.view.cluster.clone(),
+            Target::Local => self.view.local.clone(),
+            Target::Drop | Target::Reject => Vec::new(),
+        };
+        let shared_lb = !uses_external && port.session_affinity.is_none() && !shared_eps.is_empty();
+        let internal_chain = if shared_lb {
+            Some(self.load_balance(&shared_eps))
+        } else {
+            internal_chain
+        };
 
         // ClusterIP.
         self.element(CLUSTER_IPS, ElemKey::Addr(port.cluster_ip), None, false);
@@ -212,7 +235,9 @@ impl Builder<'_> {
         }
 
         // Policy chains.
-        if uses_cluster {
+        let cluster_shared = shared_lb && self.view.internal == Target::Cluster;
+        let local_shared = shared_lb && self.view.internal == Target::Local;
+        if uses_cluster && !cluster_shared {
             let chain = self.names.cluster.clone();
             let eps = self.view.cluster.clone();
             self.policy_chain(
@@ -221,7 +246,7 @@ impl Builder<'_> {
                 internal_chain.as_deref() == Some(chain.as_str()),
             );
         }
-        if uses_local {
+        if uses_local && !local_shared {
             let chain = self.names.local.clone();
             let eps = self.view.local.clone();
             self.policy_chain(
@@ -262,6 +287,45 @@ impl Builder<'_> {
             }
             self.out.chains.push((external_chain, rules));
         }
+    }
+
+    /// ClusterIP-only load balancing over `eps`: the endpoints go into the
+    /// load-balancing map at indices `0..N`, and the shared chain
+    /// `load-balance-N` (masquerade check, then `dnat` to map entry
+    /// `numgen random mod N`) is used; returns its name. Every endpoint is
+    /// chosen with probability 1/N, as by upstream's `numgen … vmap`.
+    fn load_balance(&mut self, eps: &[Endpoint]) -> String {
+        let port = self.view.port.clone();
+        let n = u32::try_from(eps.len()).unwrap_or(u32::MAX);
+        let chain = load_balance_chain(n);
+        let mut rules = Vec::new();
+        if self.ctx.masquerade_all {
+            rules.push(Rule::new(vec![jump(MARK_MASQ)]));
+        } else if let Some(m) = detect_local(&self.ctx.local_detector, true) {
+            rules.push(Rule::new(vec![m, jump(MARK_MASQ)]));
+        }
+        rules.push(Rule::new(vec![Stmt::DnatLoadBalance {
+            map: LOAD_BALANCE.to_string(),
+            modulus: n,
+        }]));
+        self.out.shared_chains.push((chain.clone(), rules));
+        for (i, ep) in eps.iter().enumerate() {
+            let addr = ep.socket_addr();
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            self.out.elements.push(Element {
+                set: LOAD_BALANCE.to_string(),
+                key: ElemKey::LoadBalance(port.cluster_ip, port.protocol, port.port, index),
+                value: Some(ElemValue::Endpoint(addr)),
+                comment: None,
+            });
+            self.element(
+                HAIRPIN,
+                ElemKey::AddrPair(addr.ip(), addr.ip()),
+                None,
+                false,
+            );
+        }
+        chain
     }
 
     /// A `service-`/`local-` chain load-balancing over `eps`; `internal`

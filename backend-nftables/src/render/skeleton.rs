@@ -38,6 +38,11 @@ pub mod names {
     pub const MASQUERADING: &str = "masquerading";
     /// Service dispatch chain.
     pub const SERVICES: &str = "services";
+    /// The load-balancing map: `ClusterIP . proto . port . index :
+    /// endpoint IP . port`, read by the `load-balance-N` chains.
+    pub const LOAD_BALANCE: &str = "load-balance-endpoints";
+    /// Prefix of the shared chains `load-balance-N` (N endpoints).
+    pub const LOAD_BALANCE_CHAIN_PREFIX: &str = "load-balance-";
 }
 
 use names::*;
@@ -124,6 +129,12 @@ impl Skeleton {
                 KeyType::ProtoPort,
                 true,
                 "NodePort traffic",
+            ),
+            set(
+                LOAD_BALANCE,
+                KeyType::LoadBalance,
+                false,
+                "ClusterIP . protocol . port . index : endpoint, for the load-balance chains",
             ),
         ];
         let mut elements = Vec::new();

@@ -83,6 +83,8 @@ pub(crate) struct Split {
     /// `cluster` may miss some of `local` (topology filtering, or local
     /// serving-terminating endpoints): the union must be merged.
     needs_merge: bool,
+    /// Serving endpoints in neither list.
+    pub(crate) other_serving: Vec<std::net::SocketAddr>,
 }
 
 /// [`split`] taking the endpoints by value: when the port uses only cluster
@@ -104,22 +106,41 @@ pub(crate) fn split_owned(
             cluster: endpoints,
             local: Vec::new(),
             needs_merge: false,
+            other_serving: Vec::new(),
         };
     }
     split(&endpoints, port, node_name, zone)
 }
 
+/// [`split_lists`], plus the serving endpoints neither list selected.
 pub(crate) fn split(
     endpoints: &[Endpoint],
     port: &ServicePort,
     node_name: &str,
     zone: &str,
 ) -> Split {
+    let mut out = split_lists(endpoints, port, node_name, zone);
+    // Both lists are ordered subsequences of `endpoints`: one walk finds the rest.
+    let (mut c, mut l) = (0, 0);
+    for e in endpoints {
+        let in_cluster = out.cluster.get(c) == Some(e);
+        let in_local = out.local.get(l) == Some(e);
+        c += usize::from(in_cluster);
+        l += usize::from(in_local);
+        if e.serving && !in_cluster && !in_local {
+            out.other_serving.push(e.socket_addr());
+        }
+    }
+    out
+}
+
+fn split_lists(endpoints: &[Endpoint], port: &ServicePort, node_name: &str, zone: &str) -> Split {
     let mut out = Split {
         cluster: Vec::new(),
         local: Vec::new(),
         has_any: false,
         needs_merge: false,
+        other_serving: Vec::new(),
     };
     if endpoints.is_empty() {
         return out;
@@ -190,7 +211,8 @@ pub fn categorize(
         local,
         has_any,
         needs_merge,
-    } = split(endpoints, port, node_name, zone);
+        ..
+    } = split_lists(endpoints, port, node_name, zone);
     let all_reachable = if !port.uses_local_endpoints() {
         cluster.clone()
     } else if !port.uses_cluster_endpoints() {

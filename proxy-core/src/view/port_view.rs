@@ -42,6 +42,11 @@ pub struct ServicePortView {
     /// Unique IPs of local ready endpoints: the health-check node port answers
     /// 200 only when this is non-zero.
     pub local_ready: u32,
+    /// Serving endpoints in neither list (left out by topology hints or a
+    /// traffic policy, or terminating while ready ones exist). Traffic is
+    /// never sent to them, but the stale-UDP conntrack cleanup keeps flows
+    /// to them, as upstream does. Usually empty.
+    pub other_serving: Vec<std::net::SocketAddr>,
 }
 
 impl ServicePortView {
@@ -97,6 +102,7 @@ impl ServicePortView {
             port,
             cluster: cat.cluster,
             local: cat.local,
+            other_serving: cat.other_serving,
             internal,
             external,
             local_ready,

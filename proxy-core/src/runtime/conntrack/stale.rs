@@ -22,12 +22,11 @@ use super::entry::{ConntrackEntry, IPPROTO_UDP};
 /// are skipped (their traffic is rejected; entries go when endpoints come
 /// back).
 ///
-/// Differences from upstream, both deliberate: keys and endpoints are
-/// `ip:port`, not IPs alone (upstream's per-IP map lets the last UDP port
-/// of a multi-port service decide for all of them); and the endpoints are
-/// those the view holds (cluster and local lists), so a serving endpoint
-/// that topology or terminating-fallback left out of both lists counts as
-/// stale.
+/// The endpoints are every serving endpoint of the port: the cluster and
+/// local lists plus [`ServicePortView::other_serving`](crate::ServicePortView::other_serving).
+/// One deliberate difference from upstream: keys and endpoints are
+/// `ip:port`, not IPs alone (upstream's per-IP map lets the last UDP port of
+/// a multi-port service decide for all of them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StaleFlowFilter {
     by_address: HashMap<SocketAddr, HashSet<SocketAddr>>,
@@ -47,6 +46,7 @@ impl StaleFlowFilter {
                 .all_endpoints()
                 .filter(|e| e.serving)
                 .map(|e| e.socket_addr())
+                .chain(port.other_serving.iter().copied())
                 .collect();
             if serving.is_empty() {
                 continue;
