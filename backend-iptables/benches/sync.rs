@@ -19,6 +19,7 @@
 //! `iptables-nft-restore --noflush` of the identical text into another
 //! fresh namespace (the kernel floor), and a partial sync after one endpoint
 //! change. Peak RSS of this process is printed at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -29,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use backend_iptables::IptablesBackend;
 use backend_iptables::render::{RenderConfig, render};
-use backend_iptables::restore::assemble;
+use backend_iptables::restore::{TopLevel, assemble, assemble_ports, assemble_with};
 use proxy_core::conformance::netns::Netns;
 use proxy_core::{Backend, ChangeSet, NodeView};
 
 const ENDPOINTS: usize = 10;
 /// A bare restore slower than this is stopped and reported as such.
-const BARE_LIMIT: Duration = Duration::from_secs(300);
+const BARE_LIMIT: Duration = Duration::from_secs(180);
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -84,9 +85,16 @@ fn bare_restore(ns: &Netns, text: &str) -> Option<Duration> {
 }
 
 /// Runs `f` with a fresh backend in `ns` (current-thread runtime there).
-fn in_ns<T: Send>(ns: &Netns, chunk: Option<usize>, f: impl AsyncFnOnce(&mut IptablesBackend) -> T + Send) -> T {
+fn in_ns<T: Send>(
+    ns: &Netns,
+    chunk: Option<usize>,
+    f: impl AsyncFnOnce(&mut IptablesBackend) -> T + Send,
+) -> T {
     ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async {
             let mut b = IptablesBackend::new(&common::context()).expect("backend");
             if let Some(n) = chunk {
@@ -99,22 +107,34 @@ fn in_ns<T: Send>(ns: &Netns, chunk: Option<usize>, f: impl AsyncFnOnce(&mut Ipt
 }
 
 fn fmt(d: Option<Duration>) -> String {
-    d.map_or(format!("> {} s", BARE_LIMIT.as_secs()), |d| format!("{:.3} s", d.as_secs_f64()))
+    d.map_or(format!("> {} s", BARE_LIMIT.as_secs()), |d| {
+        format!("{:.3} s", d.as_secs_f64())
+    })
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let sizes: Vec<usize> = args
         .iter()
         .find(|a| a.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map_or(vec![1000, 10_000, 30_000], |s| s.split(',').filter_map(|n| n.parse().ok()).collect());
+        .map_or(vec![1000, 10_000, 30_000], |s| {
+            s.split(',').filter_map(|n| n.parse().ok()).collect()
+        });
     let no_apply = args.iter().any(|a| a == "--no-apply");
     let chunk: Option<usize> = args
         .iter()
         .position(|a| a == "--chunk")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
-    let can_apply = !no_apply && nix_is_root() && Command::new("iptables-nft-restore").arg("--version").output().is_ok();
+    let can_apply = !no_apply
+        && nix_is_root()
+        && Command::new("iptables-nft-restore")
+            .arg("--version")
+            .output()
+            .is_ok();
     if !no_apply && !can_apply {
         println!("apply runs skipped: need root and iptables-nft-restore");
     }
@@ -146,7 +166,10 @@ fn main() {
             let stats = b.sync(&view, &ChangeSet::full()).await.expect("full sync");
             (start.elapsed(), stats)
         });
-        println!("  backend full sync (cold, fresh netns): {:.3} s", full.0.as_secs_f64());
+        println!(
+            "  backend full sync (cold, fresh netns): {:.3} s",
+            full.0.as_secs_f64()
+        );
 
         // One endpoint of one service moves.
         let _ = topo.apply_endpoint_slice(&common::slice(n / 2, ENDPOINTS, 1));
@@ -169,13 +192,58 @@ fn main() {
             median(times)
         });
         drop(changes);
-        println!("  partial sync after one endpoint change (end to end, median of 5): {:.1} ms", partial.as_secs_f64() * 1e3);
+        println!(
+            "  partial sync after one endpoint change (end to end, median of 5): {:.1} ms",
+            partial.as_secs_f64() * 1e3
+        );
 
-        let bare_ns = Netns::new().expect("netns");
-        let bare = bare_restore(&bare_ns, &text);
-        println!("  bare iptables-nft-restore --noflush of the same text: {}", fmt(bare));
-        if let Some(b) = bare {
-            println!("  backend / bare: {:.2}", full.0.as_secs_f64() / b.as_secs_f64());
+        // The kernel floor: the identical restore inputs the backend wrote
+        // (its chunks, then the top-level restore), piped to
+        // iptables-nft-restore directly.
+        let per = match chunk {
+            Some(0) => usize::MAX,
+            Some(n) => n,
+            None => backend_iptables::NFT_PORTS_PER_RESTORE,
+        };
+        let ruleset = render(&cfg, &view, |_| true);
+        let mut inputs: Vec<String> = Vec::new();
+        if ruleset.ports.len() > per {
+            inputs.extend(ruleset.ports.chunks(per).map(|c| assemble_ports(c).text));
+            inputs.push(assemble_with(&ruleset, &[], &[], TopLevel::ALL).text);
+        } else {
+            inputs.push(text.clone());
+        }
+        let floor_ns = Netns::new().expect("netns");
+        // KUBE-MARK-MASQ must exist before the chunks, as the backend ensures.
+        let _ = floor_ns
+            .command("iptables-nft")
+            .args(["-t", "nat", "-N", "KUBE-MARK-MASQ"])
+            .status();
+        let start = Instant::now();
+        let floor: Option<Duration> = inputs
+            .iter()
+            .try_fold(Duration::ZERO, |acc, input| {
+                bare_restore(&floor_ns, input).map(|d| acc + d)
+            })
+            .map(|_| start.elapsed());
+        println!(
+            "  bare iptables-nft-restore of the identical {} input(s): {}",
+            inputs.len(),
+            fmt(floor)
+        );
+        if let Some(f) = floor {
+            println!(
+                "  backend / bare (same inputs): {:.2}",
+                full.0.as_secs_f64() / f.as_secs_f64()
+            );
+        }
+        if n <= 10_000 && inputs.len() > 1 {
+            let single_ns = Netns::new().expect("netns");
+            let single = bare_restore(&single_ns, &text);
+            println!(
+                "  bare iptables-nft-restore of the whole text as one input (upstream's way): {}",
+                fmt(single)
+            );
         }
     }
     println!("peak RSS of this process: {:.0} MiB", peak_rss_mib());

@@ -8,13 +8,13 @@ use proxy_core::{ChangeSet, NodeView, ProxyMode, ServicePortName};
 
 use crate::exec::{Executor, SystemExecutor};
 use crate::iptables::{Iptables, Variant};
+use crate::jumps;
 use crate::names::{
-    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
-    KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
 };
 use crate::render::{RenderConfig, Ruleset, render};
-use crate::restore::{assemble, assemble_ports, assemble_with, delete_chains};
-use crate::jumps;
+use crate::restore::{TopLevel, assemble, assemble_ports, assemble_with, delete_chains};
 
 /// Where upstream reads whether conntrack is liberal about TCP windows.
 const TCP_BE_LIBERAL: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
@@ -30,6 +30,10 @@ struct PortState {
 #[derive(Debug, Clone)]
 struct Synced {
     ports: HashMap<ServicePortName, PortState>,
+    /// The filter rules and top-level nat rules last applied: a partial sync
+    /// leaves them out when they did not change.
+    filter_rules: String,
+    nat_rules: String,
     large_cluster: bool,
     totals: Vec<(String, u64)>,
 }
@@ -130,7 +134,9 @@ impl IptablesBackend {
             if let Ok(text) = std::fs::read_to_string(TCP_BE_LIBERAL)
                 && text.trim() != "0"
             {
-                tracing::info!("nf_conntrack_tcp_be_liberal set, not installing DROP rules for INVALID packets");
+                tracing::info!(
+                    "nf_conntrack_tcp_be_liberal set, not installing DROP rules for INVALID packets"
+                );
                 self.cfg.drop_invalid = false;
             }
             self.cfg.random_fully = ipt.has_random_fully().await;
@@ -152,7 +158,10 @@ impl IptablesBackend {
     }
 
     /// The per-service nat chains in the kernel that `active` does not hold.
-    async fn stale_in_kernel(ipt: &Iptables, active: &HashSet<&str>) -> Result<Vec<String>, BackendError> {
+    async fn stale_in_kernel(
+        ipt: &Iptables,
+        active: &HashSet<&str>,
+    ) -> Result<Vec<String>, BackendError> {
         let mut stale: Vec<String> = ipt
             .chains("nat")
             .await?
@@ -168,7 +177,10 @@ fn totals(ruleset: &Ruleset, skipped_nat_rules: usize) -> Vec<(String, u64)> {
     let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
     vec![
         ("filter".to_string(), as_u64(ruleset.filter_rules.len())),
-        ("nat".to_string(), as_u64(ruleset.nat_rule_count() + skipped_nat_rules)),
+        (
+            "nat".to_string(),
+            as_u64(ruleset.nat_rule_count() + skipped_nat_rules),
+        ),
     ]
 }
 
@@ -182,11 +194,18 @@ impl Backend for IptablesBackend {
         Capabilities::ALL
     }
 
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         let large_cluster = view.endpoint_count() > crate::render::LARGE_CLUSTER_ENDPOINTS;
         // Comments of unchanged ports depend on large-cluster mode: a flip
         // rewrites everything.
-        let previous = self.synced.take().filter(|s| !changes.is_full() && s.large_cluster == large_cluster);
+        let previous = self
+            .synced
+            .take()
+            .filter(|s| !changes.is_full() && s.large_cluster == large_cluster);
         if let Some(prev) = &previous
             && changes.is_empty()
         {
@@ -203,7 +222,9 @@ impl Backend for IptablesBackend {
             self.ensure_base(&ipt).await?;
         }
 
-        let mut prev_ports = previous.map(|p| p.ports).unwrap_or_default();
+        let (mut prev_ports, prev_filter, prev_nat) = previous
+            .map(|p| (p.ports, Some(p.filter_rules), Some(p.nat_rules)))
+            .unwrap_or_default();
         let ruleset = render(&self.cfg, view, |name| {
             full || changes.contains(name) || !prev_ports.contains_key(name)
         });
@@ -233,7 +254,10 @@ impl Backend for IptablesBackend {
         // Ports gone from the view.
         stale.extend(prev_ports.into_values().flat_map(|p| p.chains));
         if full {
-            let active: HashSet<&str> = ports.values().flat_map(|p| p.chains.iter().map(String::as_str)).collect();
+            let active: HashSet<&str> = ports
+                .values()
+                .flat_map(|p| p.chains.iter().map(String::as_str))
+                .collect();
             stale = Self::stale_in_kernel(&ipt, &active).await?;
         } else {
             stale.sort();
@@ -255,9 +279,17 @@ impl Backend for IptablesBackend {
                     ipt.restore(&part.text).await?;
                     objects += part.objects;
                 }
-                assemble_with(&ruleset, &[], &stale)
+                assemble_with(&ruleset, &[], &stale, TopLevel::ALL)
             }
-            None => assemble(&ruleset, &stale),
+            // Upstream rewrites the top-level chains on every sync; unchanged
+            // ones are left out here (they are thousands of rules at scale).
+            None => {
+                let top = TopLevel {
+                    filter: prev_filter.as_deref() != Some(ruleset.filter_rules.as_str()),
+                    nat: prev_nat.as_deref() != Some(ruleset.nat_rules.as_str()),
+                };
+                assemble_with(&ruleset, &ruleset.ports, &stale, top)
+            }
         };
         ipt.restore(&input.text).await?;
         objects += input.objects;
@@ -271,6 +303,8 @@ impl Backend for IptablesBackend {
         );
         self.synced = Some(Synced {
             ports,
+            filter_rules: ruleset.filter_rules.as_str().to_string(),
+            nat_rules: ruleset.nat_rules.as_str().to_string(),
             large_cluster,
             totals: totals.clone(),
         });
@@ -332,7 +366,13 @@ pub(crate) async fn cleanup_family(ipt: &Iptables) -> Result<(), BackendError> {
         // Delete every copy (a crashed run may have left duplicates).
         while ipt.delete_rule(jump.table, jump.from, &jump.args()).await? {}
     }
-    let nat_fixed = [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ, KUBE_PROXY_CANARY];
+    let nat_fixed = [
+        KUBE_SERVICES,
+        KUBE_NODEPORTS,
+        KUBE_POSTROUTING,
+        KUBE_MARK_MASQ,
+        KUBE_PROXY_CANARY,
+    ];
     let mut filter_fixed = vec![
         KUBE_SERVICES,
         KUBE_EXTERNAL_SERVICES,

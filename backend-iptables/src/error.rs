@@ -51,7 +51,9 @@ impl IptablesError {
     /// The kind the runtime acts on.
     pub fn into_backend_error(self) -> BackendError {
         let err = match &self {
-            IptablesError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            IptablesError::Spawn { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 BackendError::unsupported(self.to_string())
             }
             IptablesError::MissingTool(_) => BackendError::unsupported(self.to_string()),
@@ -61,9 +63,9 @@ impl IptablesError {
             {
                 BackendError::transient(self.to_string())
             }
-            IptablesError::Command { .. } | IptablesError::Restore { .. } | IptablesError::Parse(_) => {
-                BackendError::dataplane(self.to_string())
-            }
+            IptablesError::Command { .. }
+            | IptablesError::Restore { .. }
+            | IptablesError::Parse(_) => BackendError::dataplane(self.to_string()),
         };
         err.with_source(self)
     }

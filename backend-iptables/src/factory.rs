@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
 use proxy_core::ProxyMode;
+use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
 
 use crate::backend::{IptablesBackend, cleanup_family};
 use crate::exec::{Executor, SystemExecutor};

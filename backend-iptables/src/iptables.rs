@@ -65,7 +65,11 @@ fn count_rules(save: &str) -> usize {
 impl Iptables {
     /// The tools of `variant` for `family`.
     pub fn new(exec: Arc<dyn Executor>, family: IpFamily, variant: Variant) -> Self {
-        Iptables { exec, family, variant }
+        Iptables {
+            exec,
+            family,
+            variant,
+        }
     }
 
     /// Picks the variant like kubelet's iptables wrapper: a kubelet hint
@@ -78,12 +82,18 @@ impl Iptables {
         let variant = match (has_nft, has_legacy) {
             (true, false) => Variant::Nft,
             (false, true) => Variant::Legacy,
-            (false, false) if exec.has_program(&restore(Variant::Unsuffixed)) => Variant::Unsuffixed,
+            (false, false) if exec.has_program(&restore(Variant::Unsuffixed)) => {
+                Variant::Unsuffixed
+            }
             (false, false) => return Err(IptablesError::MissingTool(restore(Variant::Unsuffixed))),
             (true, true) => {
                 let nft = Self::save_all(&exec, Variant::Nft).await;
                 let legacy = Self::save_all(&exec, Variant::Legacy).await;
-                let hinted = |s: &str| HINT_CHAINS.iter().any(|h| s.lines().any(|l| l.starts_with(h)));
+                let hinted = |s: &str| {
+                    HINT_CHAINS
+                        .iter()
+                        .any(|h| s.lines().any(|l| l.starts_with(h)))
+                };
                 if hinted(&nft) {
                     Variant::Nft
                 } else if hinted(&legacy) || count_rules(&legacy) > count_rules(&nft) {
@@ -101,7 +111,10 @@ impl Iptables {
     async fn save_all(exec: &Arc<dyn Executor>, variant: Variant) -> String {
         let mut out = String::new();
         for family in [IpFamily::V4, IpFamily::V6] {
-            let cmd = Command::new(format!("{}{}-save", base(family), variant.suffix()), Vec::<String>::new());
+            let cmd = Command::new(
+                format!("{}{}-save", base(family), variant.suffix()),
+                Vec::<String>::new(),
+            );
             if let Ok(o) = exec.run(&cmd).await
                 && o.success()
             {
@@ -127,10 +140,13 @@ impl Iptables {
 
     async fn run(&self, cmd: Command) -> Result<Output, IptablesError> {
         tracing::trace!(%cmd, "running");
-        self.exec.run(&cmd).await.map_err(|source| IptablesError::Spawn {
-            program: cmd.program.clone(),
-            source,
-        })
+        self.exec
+            .run(&cmd)
+            .await
+            .map_err(|source| IptablesError::Spawn {
+                program: cmd.program.clone(),
+                source,
+            })
     }
 
     /// Runs `iptables -w … -t table <args>`; exit code 1 is returned as
@@ -172,7 +188,9 @@ impl Iptables {
         let tool = self.tool("-restore");
         let mut args: Vec<&str> = WAIT.to_vec();
         args.extend(["--noflush", "--counters"]);
-        let out = self.run(Command::new(&tool, args).with_stdin(input.to_string())).await?;
+        let out = self
+            .run(Command::new(&tool, args).with_stdin(input.to_string()))
+            .await?;
         if out.success() {
             return Ok(());
         }
@@ -230,7 +248,12 @@ impl Iptables {
 
     /// Prepends the rule `args` to `chain` unless present (`-C`, then `-I`);
     /// returns whether it was present.
-    pub async fn ensure_rule(&self, table: &str, chain: &str, args: &[String]) -> Result<bool, IptablesError> {
+    pub async fn ensure_rule(
+        &self,
+        table: &str,
+        chain: &str,
+        args: &[String],
+    ) -> Result<bool, IptablesError> {
         let mut check: Vec<&str> = vec!["-C", chain];
         check.extend(args.iter().map(String::as_str));
         if self.iptables(table, &check).await? {
@@ -248,7 +271,12 @@ impl Iptables {
     }
 
     /// Deletes the rule `args` from `chain`; returns whether it was there.
-    pub async fn delete_rule(&self, table: &str, chain: &str, args: &[String]) -> Result<bool, IptablesError> {
+    pub async fn delete_rule(
+        &self,
+        table: &str,
+        chain: &str,
+        args: &[String],
+    ) -> Result<bool, IptablesError> {
         let mut del: Vec<&str> = vec!["-D", chain];
         del.extend(args.iter().map(String::as_str));
         self.iptables(table, &del).await

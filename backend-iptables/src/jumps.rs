@@ -1,8 +1,8 @@
 //! The rules that link built-in chains to kube-proxy's chains.
 
 use crate::names::{
-    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_PROXY_FIREWALL,
-    KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_POSTROUTING,
+    KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 
 /// One jump from a built-in chain into one of ours; ensured (prepended) on
@@ -25,18 +25,90 @@ const NEW: &[&str] = &["-m", "conntrack", "--ctstate", "NEW"];
 
 /// Upstream's `iptablesJumpChains`, in its order.
 pub const JUMPS: &[Jump] = &[
-    jump("filter", "INPUT", KUBE_EXTERNAL_SERVICES, "kubernetes externally-visible service portals", NEW),
-    jump("filter", "FORWARD", KUBE_EXTERNAL_SERVICES, "kubernetes externally-visible service portals", NEW),
-    jump("filter", "INPUT", KUBE_NODEPORTS, "kubernetes health check service ports", &[]),
-    jump("filter", "FORWARD", KUBE_SERVICES, "kubernetes service portals", NEW),
-    jump("filter", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", NEW),
-    jump("filter", "FORWARD", KUBE_FORWARD, "kubernetes forwarding rules", &[]),
-    jump("filter", "INPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", NEW),
-    jump("filter", "OUTPUT", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", NEW),
-    jump("filter", "FORWARD", KUBE_PROXY_FIREWALL, "kubernetes load balancer firewall", NEW),
-    jump("nat", "OUTPUT", KUBE_SERVICES, "kubernetes service portals", &[]),
-    jump("nat", "PREROUTING", KUBE_SERVICES, "kubernetes service portals", &[]),
-    jump("nat", "POSTROUTING", KUBE_POSTROUTING, "kubernetes postrouting rules", &[]),
+    jump(
+        "filter",
+        "INPUT",
+        KUBE_EXTERNAL_SERVICES,
+        "kubernetes externally-visible service portals",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        KUBE_EXTERNAL_SERVICES,
+        "kubernetes externally-visible service portals",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "INPUT",
+        KUBE_NODEPORTS,
+        "kubernetes health check service ports",
+        &[],
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        KUBE_SERVICES,
+        "kubernetes service portals",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "OUTPUT",
+        KUBE_SERVICES,
+        "kubernetes service portals",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        KUBE_FORWARD,
+        "kubernetes forwarding rules",
+        &[],
+    ),
+    jump(
+        "filter",
+        "INPUT",
+        KUBE_PROXY_FIREWALL,
+        "kubernetes load balancer firewall",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "OUTPUT",
+        KUBE_PROXY_FIREWALL,
+        "kubernetes load balancer firewall",
+        NEW,
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        KUBE_PROXY_FIREWALL,
+        "kubernetes load balancer firewall",
+        NEW,
+    ),
+    jump(
+        "nat",
+        "OUTPUT",
+        KUBE_SERVICES,
+        "kubernetes service portals",
+        &[],
+    ),
+    jump(
+        "nat",
+        "PREROUTING",
+        KUBE_SERVICES,
+        "kubernetes service portals",
+        &[],
+    ),
+    jump(
+        "nat",
+        "POSTROUTING",
+        KUBE_POSTROUTING,
+        "kubernetes postrouting rules",
+        &[],
+    ),
 ];
 
 /// Upstream's duplicates of kubelet's `KUBE-FIREWALL` jumps: ensured, but

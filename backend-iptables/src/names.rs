@@ -49,9 +49,8 @@ fn hash16(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
     }
     let digest = hasher.finalize();
-    let mut encoded = BASE32.encode(&digest);
-    encoded.truncate(16);
-    encoded
+    // 10 bytes are exactly 16 base32 characters: the prefix of the full encoding.
+    BASE32.encode(&digest[..10])
 }
 
 /// The hashed chain names of one service port.
@@ -90,7 +89,10 @@ impl PortChains {
 
     /// `KUBE-SEP-…` of the endpoint printed as `endpoint` (`ip:port`).
     pub fn endpoint_chain_of(&self, port: &ServicePortName, endpoint: &str) -> String {
-        format!("{SEP_PREFIX}{}", hash16(&[&self.name, port.protocol.lower(), endpoint]))
+        format!(
+            "{SEP_PREFIX}{}",
+            hash16(&[&self.name, port.protocol.lower(), endpoint])
+        )
     }
 }
 
@@ -106,18 +108,36 @@ mod tests {
 
     #[test]
     fn service_chain_hash_matches_upstream_examples() {
-        assert_eq!(PortChains::new(&port("ns1", "svc1", "p80")).svc, "KUBE-SVC-XPGD46QRK7WJZT7O");
-        assert_eq!(PortChains::new(&port("ns2", "svc2", "p80")).svc, "KUBE-SVC-GNZBNJ2PO5MGZ6GT");
-        assert_eq!(PortChains::new(&port("ns5", "svc5", "p80")).fw, "KUBE-FW-NUKIZ6OKUXPJNT4C");
-        assert_eq!(PortChains::new(&port("ns3", "svc3", "p80")).ext, "KUBE-EXT-X27LE4BHSL4DOUIK");
+        assert_eq!(
+            PortChains::new(&port("ns1", "svc1", "p80")).svc,
+            "KUBE-SVC-XPGD46QRK7WJZT7O"
+        );
+        assert_eq!(
+            PortChains::new(&port("ns2", "svc2", "p80")).svc,
+            "KUBE-SVC-GNZBNJ2PO5MGZ6GT"
+        );
+        assert_eq!(
+            PortChains::new(&port("ns5", "svc5", "p80")).fw,
+            "KUBE-FW-NUKIZ6OKUXPJNT4C"
+        );
+        assert_eq!(
+            PortChains::new(&port("ns3", "svc3", "p80")).ext,
+            "KUBE-EXT-X27LE4BHSL4DOUIK"
+        );
     }
 
     #[test]
     fn endpoint_chain_hash_matches_upstream_examples() {
         let p = port("ns1", "svc1", "p80");
         let chains = PortChains::new(&p);
-        assert_eq!(chains.endpoint_chain_of(&p, "10.180.0.1:80"), "KUBE-SEP-SXIVWICOYRO3J4NJ");
-        assert_eq!(chains.endpoint_chain_of(&p, "10.180.2.1:80"), "KUBE-SEP-ZX7GRIZKSNUQ3LAJ");
+        assert_eq!(
+            chains.endpoint_chain_of(&p, "10.180.0.1:80"),
+            "KUBE-SEP-SXIVWICOYRO3J4NJ"
+        );
+        assert_eq!(
+            chains.endpoint_chain_of(&p, "10.180.2.1:80"),
+            "KUBE-SEP-ZX7GRIZKSNUQ3LAJ"
+        );
     }
 
     #[test]

@@ -19,10 +19,24 @@ fn chain_line(out: &mut String, chain: &str) {
     let _ = writeln!(out, ":{chain} - [0:0]");
 }
 
+/// Which top-level parts a restore input rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopLevel {
+    /// The filter table (all its chains are top-level).
+    pub filter: bool,
+    /// `KUBE-SERVICES`, `KUBE-NODEPORTS`, `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`.
+    pub nat: bool,
+}
+
+impl TopLevel {
+    /// Both.
+    pub const ALL: TopLevel = TopLevel { filter: true, nat: true };
+}
+
 /// The restore input writing `ruleset` (the top-level chains, and the own
 /// chains of the ports it holds) and deleting the `stale` chains.
 pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
-    assemble_with(ruleset, &ruleset.ports, stale)
+    assemble_with(ruleset, &ruleset.ports, stale, TopLevel::ALL)
 }
 
 /// The restore input writing only the own chains of `ports` (nat table):
@@ -44,8 +58,9 @@ pub fn assemble_ports(ports: &[PortRules]) -> RestoreInput {
 }
 
 /// [`assemble`] with the own chains of `ports` instead of all of the
-/// ruleset's (an empty slice writes the top-level chains only).
-pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String]) -> RestoreInput {
+/// ruleset's (an empty slice writes the top-level chains only), and only the
+/// `top` parts of the top-level chains.
+pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String], top: TopLevel) -> RestoreInput {
     let port_chains: usize = ports.iter().map(|p| p.chains.len()).sum();
     let port_bytes: usize = ports.iter().map(|p| p.rules.as_str().len()).sum();
     let mut text = String::with_capacity(
@@ -55,14 +70,22 @@ pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String]) -
             + (port_chains + stale.len() * 2) * 32
             + 512,
     );
-    text.push_str("*filter\n");
-    for chain in &ruleset.filter_chains {
-        chain_line(&mut text, chain);
+    let mut objects = 0;
+    if top.filter {
+        text.push_str("*filter\n");
+        for chain in &ruleset.filter_chains {
+            chain_line(&mut text, chain);
+        }
+        text.push_str(ruleset.filter_rules.as_str());
+        text.push_str("COMMIT\n");
+        objects += ruleset.filter_chains.len() + ruleset.filter_rules.len();
     }
-    text.push_str(ruleset.filter_rules.as_str());
-    text.push_str("COMMIT\n*nat\n");
-    for chain in &ruleset.nat_chains {
-        chain_line(&mut text, chain);
+    text.push_str("*nat\n");
+    if top.nat {
+        for chain in &ruleset.nat_chains {
+            chain_line(&mut text, chain);
+        }
+        objects += ruleset.nat_chains.len() + ruleset.nat_rules.len();
     }
     for port in ports {
         for chain in &port.chains {
@@ -72,7 +95,9 @@ pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String]) -
     for chain in stale {
         chain_line(&mut text, chain);
     }
-    text.push_str(ruleset.nat_rules.as_str());
+    if top.nat {
+        text.push_str(ruleset.nat_rules.as_str());
+    }
     for port in ports {
         text.push_str(port.rules.as_str());
     }
@@ -80,13 +105,7 @@ pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String]) -
         let _ = writeln!(text, "-X {chain}");
     }
     text.push_str("COMMIT\n");
-    let objects = ruleset.filter_chains.len()
-        + ruleset.filter_rules.len()
-        + ruleset.nat_chains.len()
-        + port_chains
-        + ruleset.nat_rules.len()
-        + ports.iter().map(|p| p.rules.len()).sum::<usize>()
-        + stale.len();
+    objects += port_chains + ports.iter().map(|p| p.rules.len()).sum::<usize>() + stale.len();
     RestoreInput { text, objects }
 }
 

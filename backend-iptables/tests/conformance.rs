@@ -2,6 +2,7 @@
 //! scenario's packets traced through the rendered rules, plus the state
 //! checks (partial sync equals full sync, no-op sync writes nothing,
 //! cleanup leaves nothing).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use backend_iptables::fake::FakeHarness;
 use proxy_core::conformance::{Tier, run};

@@ -2,6 +2,7 @@
 //! `TestOverallIPTablesRules`, and one golden file per conformance scenario
 //! (each scenario exercises one feature). Run with `UPDATE_GOLDEN=1` to
 //! rewrite the scenario files after an intended change, then review the diff.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 mod common;
 
@@ -92,9 +93,19 @@ fn renders_upstream_overall_iptables_rules() {
     let want = std::fs::read_to_string(dir.join("upstream_overall.rules")).unwrap();
     let got = sort_rules(&rendered(&scenario, &cfg));
     if got != want {
-        let missing: Vec<&str> = want.lines().filter(|l| !got.lines().any(|g| g == *l)).collect();
-        let extra: Vec<&str> = got.lines().filter(|l| !want.lines().any(|w| w == *l)).collect();
-        panic!("rules differ from upstream\nmissing:\n{}\nextra:\n{}\nfull:\n{got}", missing.join("\n"), extra.join("\n"));
+        let missing: Vec<&str> = want
+            .lines()
+            .filter(|l| !got.lines().any(|g| g == *l))
+            .collect();
+        let extra: Vec<&str> = got
+            .lines()
+            .filter(|l| !want.lines().any(|w| w == *l))
+            .collect();
+        panic!(
+            "rules differ from upstream\nmissing:\n{}\nextra:\n{}\nfull:\n{got}",
+            missing.join("\n"),
+            extra.join("\n")
+        );
     }
 }
 
@@ -114,8 +125,15 @@ fn every_scenario_renders_its_golden_rules() {
         }
         match std::fs::read_to_string(&path) {
             Ok(want) if want == got => {}
-            Ok(_) => failures.push(format!("{} differs from {}", scenario.name(), path.display())),
-            Err(e) => failures.push(format!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display())),
+            Ok(_) => failures.push(format!(
+                "{} differs from {}",
+                scenario.name(),
+                path.display()
+            )),
+            Err(e) => failures.push(format!(
+                "{}: {e} (run with UPDATE_GOLDEN=1)",
+                path.display()
+            )),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -127,15 +145,33 @@ fn every_scenario_renders_its_golden_rules() {
 fn large_cluster_mode_drops_endpoint_comments() {
     let ctx = common::context();
     let cfg = RenderConfig::from_context(&ctx);
-    let small = assemble(&render(&cfg, &common::view(&common::topology(100, 10)), |_| true), &[]).text;
-    assert!(small.lines().any(|l| l.starts_with("-A KUBE-SEP-") && l.contains("--comment")));
-    let large = assemble(&render(&cfg, &common::view(&common::topology(101, 10)), |_| true), &[]).text;
+    let small = assemble(
+        &render(&cfg, &common::view(&common::topology(100, 10)), |_| true),
+        &[],
+    )
+    .text;
+    assert!(
+        small
+            .lines()
+            .any(|l| l.starts_with("-A KUBE-SEP-") && l.contains("--comment"))
+    );
+    let large = assemble(
+        &render(&cfg, &common::view(&common::topology(101, 10)), |_| true),
+        &[],
+    )
+    .text;
     for line in large.lines() {
-        if line.starts_with("-A KUBE-SEP-") || (line.starts_with("-A KUBE-SVC-") && line.contains("KUBE-SEP-")) {
+        if line.starts_with("-A KUBE-SEP-")
+            || (line.starts_with("-A KUBE-SVC-") && line.contains("KUBE-SEP-"))
+        {
             assert!(!line.contains("--comment"), "{line}");
         }
     }
-    assert!(large.lines().any(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("cluster IP")));
+    assert!(
+        large
+            .lines()
+            .any(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("cluster IP"))
+    );
 }
 
 /// `nodePortAddresses` as networks: a host address is matched exactly, a
@@ -144,13 +180,31 @@ fn large_cluster_mode_drops_endpoint_comments() {
 #[test]
 fn node_port_addresses_render_one_jump_per_network() {
     let mut ctx = common::context();
-    ctx.node_port_cidrs = Some(vec!["10.0.0.1/32".parse().unwrap(), "192.168.0.0/16".parse().unwrap()]);
+    ctx.node_port_cidrs = Some(vec![
+        "10.0.0.1/32".parse().unwrap(),
+        "192.168.0.0/16".parse().unwrap(),
+    ]);
     let cfg = RenderConfig::from_context(&ctx);
-    let text = assemble(&render(&cfg, &common::view(&common::topology(1, 1)), |_| true), &[]).text;
-    let jumps: Vec<&str> = text.lines().filter(|l| l.ends_with("-j KUBE-NODEPORTS")).collect();
+    let text = assemble(
+        &render(&cfg, &common::view(&common::topology(1, 1)), |_| true),
+        &[],
+    )
+    .text;
+    let jumps: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with("-j KUBE-NODEPORTS"))
+        .collect();
     assert_eq!(jumps.len(), 2, "{jumps:?}");
-    assert!(jumps[0].contains("-d 10.0.0.1 -j KUBE-NODEPORTS"), "{}", jumps[0]);
-    assert!(jumps[1].contains("-d 192.168.0.0/16 -m addrtype --dst-type LOCAL"), "{}", jumps[1]);
+    assert!(
+        jumps[0].contains("-d 10.0.0.1 -j KUBE-NODEPORTS"),
+        "{}",
+        jumps[0]
+    );
+    assert!(
+        jumps[1].contains("-d 192.168.0.0/16 -m addrtype --dst-type LOCAL"),
+        "{}",
+        jumps[1]
+    );
     // No loopback network: no localhost node ports, no KUBE-FIREWALL guard.
     assert!(!text.contains("KUBE-FIREWALL"));
 }

@@ -1,11 +1,14 @@
 //! The iptables mode against the real kernel, inside throw-away network
 //! namespaces (needs root and the iptables package; skips with the reason
 //! otherwise, fails instead when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use backend_iptables::IptablesBackend;
-use proxy_core::conformance::netns::{Netns, check_tool, kernel_harness_factory, privileged_or_skip_with};
+use proxy_core::conformance::netns::{
+    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
+};
 use proxy_core::conformance::{Scenario, Tier, load_scenarios, run};
 use proxy_core::{Backend, ChangeSet, NodeView, ServiceKey};
 
@@ -19,7 +22,8 @@ async fn conformance_suite_passes_in_the_kernel() {
     if !privileged_or_skip_with("conformance_suite_passes_in_the_kernel", iptables_present) {
         return;
     }
-    let factory = kernel_harness_factory(|ctx| Ok(Box::new(IptablesBackend::new(ctx)?) as Box<dyn Backend>));
+    let factory =
+        kernel_harness_factory(|ctx| Ok(Box::new(IptablesBackend::new(ctx)?) as Box<dyn Backend>));
     let report = run(&factory, Tier::Kernel).await;
     println!("{report}");
     report.assert_passed();
@@ -29,17 +33,32 @@ async fn conformance_suite_passes_in_the_kernel() {
 /// the chains kube-proxy owns (the kernel normalises rule text, so the
 /// shape is what two syncs are compared by).
 fn kube_shape(ns: &Netns, table: &str) -> BTreeMap<String, usize> {
-    let out = ns.command("iptables-save").args(["-t", table]).output().unwrap();
-    assert!(out.status.success(), "iptables-save failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = ns
+        .command("iptables-save")
+        .args(["-t", table])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "iptables-save failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut shape = BTreeMap::new();
     for line in text.lines() {
-        if let Some(chain) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next()) {
+        if let Some(chain) = line
+            .strip_prefix(':')
+            .and_then(|l| l.split_whitespace().next())
+        {
             if chain.starts_with("KUBE-") {
                 shape.entry(chain.to_string()).or_insert(0);
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
-            let chain = rule.split_whitespace().next().unwrap_or_default().to_string();
+            let chain = rule
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             *shape.entry(chain).or_insert(0) += 1;
         }
     }
@@ -54,7 +73,10 @@ fn in_namespace<T: Send>(
     f: impl AsyncFnOnce(&mut IptablesBackend) -> T + Send,
 ) -> T {
     ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut backend = IptablesBackend::new(scenario.context()).unwrap();
             f(&mut backend).await
@@ -64,7 +86,11 @@ fn in_namespace<T: Send>(
 }
 
 fn changes(from: &NodeView, to: &NodeView) -> ChangeSet {
-    let services: BTreeSet<ServiceKey> = from.iter().chain(to.iter()).map(|(n, _)| n.service.clone()).collect();
+    let services: BTreeSet<ServiceKey> = from
+        .iter()
+        .chain(to.iter())
+        .map(|(n, _)| n.service.clone())
+        .collect();
     ChangeSet::between(from, to, &services)
 }
 
@@ -89,8 +115,16 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         let partial_ns = Netns::new().unwrap();
         in_namespace(&partial_ns, b, async |backend| {
             backend.sync(a.view(), &ChangeSet::full()).await.unwrap();
-            let stats = backend.sync(b.view(), &changes(a.view(), b.view())).await.unwrap();
-            assert!(!stats.full, "{} -> {}: expected a partial sync", a.name(), b.name());
+            let stats = backend
+                .sync(b.view(), &changes(a.view(), b.view()))
+                .await
+                .unwrap();
+            assert!(
+                !stats.full,
+                "{} -> {}: expected a partial sync",
+                a.name(),
+                b.name()
+            );
         });
         let full_ns = Netns::new().unwrap();
         in_namespace(&full_ns, b, async |backend| {
@@ -105,13 +139,22 @@ fn partial_sync_and_cleanup_in_the_kernel() {
                 b.name()
             );
         }
-        in_namespace(&partial_ns, b, async |backend| backend.cleanup().await.unwrap());
+        in_namespace(&partial_ns, b, async |backend| {
+            backend.cleanup().await.unwrap()
+        });
         for table in ["nat", "filter", "mangle"] {
-            assert_eq!(kube_shape(&partial_ns, table), BTreeMap::new(), "{table} after cleanup");
+            assert_eq!(
+                kube_shape(&partial_ns, table),
+                BTreeMap::new(),
+                "{table} after cleanup"
+            );
         }
         checked += 1;
     }
-    assert!(checked > 10, "only {checked} scenario pairs were compatible");
+    assert!(
+        checked > 10,
+        "only {checked} scenario pairs were compatible"
+    );
 }
 
 /// After `iptables -F`/`-X` of every table (a firewall reload), the backend
@@ -121,24 +164,39 @@ fn flushed_rules_are_detected_and_restored() {
     if !privileged_or_skip_with("flushed_rules_are_detected_and_restored", iptables_present) {
         return;
     }
-    let scenario = load_scenarios().into_iter().find(|s| s.name() == "nodeport-cluster").unwrap();
+    let scenario = load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == "nodeport-cluster")
+        .unwrap();
     let ns = Netns::new().unwrap();
     ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut backend = IptablesBackend::new(scenario.context()).unwrap();
-            backend.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
+            backend
+                .sync(scenario.view(), &ChangeSet::full())
+                .await
+                .unwrap();
             assert!(!backend.dataplane_lost().await);
             let before = (kube_shape_here("nat"), kube_shape_here("filter"));
             for table in ["mangle", "nat", "filter"] {
                 for flag in ["-F", "-X"] {
-                    let ok = std::process::Command::new("iptables").args(["-t", table, flag]).status().unwrap();
+                    let ok = std::process::Command::new("iptables")
+                        .args(["-t", table, flag])
+                        .status()
+                        .unwrap();
                     assert!(ok.success());
                 }
             }
             assert!(backend.dataplane_lost().await);
             // The runtime answers with a full change set.
-            let stats = backend.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
+            let stats = backend
+                .sync(scenario.view(), &ChangeSet::full())
+                .await
+                .unwrap();
             assert!(stats.full);
             assert_eq!((kube_shape_here("nat"), kube_shape_here("filter")), before);
             assert!(!backend.dataplane_lost().await);
@@ -149,16 +207,26 @@ fn flushed_rules_are_detected_and_restored() {
 
 /// [`kube_shape`] of the calling thread's namespace.
 fn kube_shape_here(table: &str) -> BTreeMap<String, usize> {
-    let out = std::process::Command::new("iptables-save").args(["-t", table]).output().unwrap();
+    let out = std::process::Command::new("iptables-save")
+        .args(["-t", table])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut shape = BTreeMap::new();
     for line in text.lines() {
-        if let Some(chain) = line.strip_prefix(':').and_then(|l| l.split_whitespace().next()) {
+        if let Some(chain) = line
+            .strip_prefix(':')
+            .and_then(|l| l.split_whitespace().next())
+        {
             if chain.starts_with("KUBE-") {
                 shape.entry(chain.to_string()).or_insert(0);
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
-            let chain = rule.split_whitespace().next().unwrap_or_default().to_string();
+            let chain = rule
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             *shape.entry(chain).or_insert(0) += 1;
         }
     }

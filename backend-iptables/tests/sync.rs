@@ -1,5 +1,6 @@
 //! How the backend applies rules: partial syncs, stale chains, jump rules,
 //! canaries, failures and cleanup, observed through the fake executor.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 mod common;
 
@@ -68,23 +69,61 @@ async fn a_partial_sync_writes_only_the_changed_port_and_deletes_its_stale_chain
     let svc = |i: usize| {
         let text = b.render(&common::view(&common::topology(3, 3))).unwrap();
         text.lines()
-            .find(|l| l.contains(&format!("bench/svc-{i}:http cluster IP")) && l.starts_with("-A KUBE-SERVICES"))
+            .find(|l| {
+                l.contains(&format!("bench/svc-{i}:http cluster IP"))
+                    && l.starts_with("-A KUBE-SERVICES")
+            })
             .and_then(|l| l.rsplit(' ').next())
             .unwrap()
             .to_string()
     };
-    assert!(input.contains(&format!(":{} - [0:0]", svc(1))), "changed port rewritten");
-    assert!(!input.contains(&format!(":{} - [0:0]", svc(0))), "unchanged port left out");
-    assert!(input.contains(&format!("-A KUBE-SERVICES -m comment --comment \"bench/svc-0:http cluster IP\"")));
+    assert!(
+        input.contains(&format!(":{} - [0:0]", svc(1))),
+        "changed port rewritten"
+    );
+    assert!(
+        !input.contains(&format!(":{} - [0:0]", svc(0))),
+        "unchanged port left out"
+    );
+    // The top-level chains did not change (same ClusterIP jumps): left out.
+    assert!(
+        !input.contains("KUBE-SERVICES") && !input.contains("*filter"),
+        "{input}"
+    );
     // The old endpoints' chains of svc-1 are flushed and deleted.
-    let deleted: Vec<&str> = input.lines().filter(|l| l.starts_with("-X KUBE-SEP-")).collect();
+    let deleted: Vec<&str> = input
+        .lines()
+        .filter(|l| l.starts_with("-X KUBE-SEP-"))
+        .collect();
     assert_eq!(deleted.len(), 3, "{input}");
 
     // Same state as a fresh full sync of the new view.
     let fresh = FakeExecutor::new();
-    backend(&fresh).sync(&new, &ChangeSet::full()).await.unwrap();
+    backend(&fresh)
+        .sync(&new, &ChangeSet::full())
+        .await
+        .unwrap();
     assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
     assert_ne!(exec.dump(IpFamily::V4), before);
+}
+
+#[tokio::test]
+async fn a_partial_sync_rewrites_the_top_level_chains_when_they_change() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let old = common::view(&common::topology(2, 2));
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    exec.take_log();
+    let new = common::view(&common::topology(3, 2));
+    let stats = b.sync(&new, &ChangeSet::between(&old, &new, &[common::key(2)])).await.unwrap();
+    assert!(!stats.full);
+    let inputs = restores(&exec);
+    assert_eq!(inputs.len(), 1);
+    assert!(inputs[0].contains(":KUBE-SERVICES - [0:0]"), "{}", inputs[0]);
+    assert!(inputs[0].contains("bench/svc-0:http cluster IP"), "the whole chain is rewritten");
+    let fresh = FakeExecutor::new();
+    backend(&fresh).sync(&new, &ChangeSet::full()).await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
 }
 
 #[tokio::test]
@@ -98,7 +137,9 @@ async fn a_full_sync_deletes_stale_service_chains_and_spares_foreign_ones() {
         )
         .unwrap();
     let mut b = backend(&exec);
-    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full()).await.unwrap();
+    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full())
+        .await
+        .unwrap();
     let dump = exec.dump(IpFamily::V4);
     assert!(!dump.contains("LEFTOVER"), "{dump}");
     assert!(dump.contains("-A MY-CHAIN -j RETURN"), "{dump}");
@@ -112,12 +153,23 @@ async fn full_syncs_ensure_jump_rules_once() {
     b.sync(&view, &ChangeSet::full()).await.unwrap();
     b.sync(&view, &ChangeSet::full()).await.unwrap();
     let dump = exec.dump(IpFamily::V4);
-    let jumps = |needle: &str| dump.lines().filter(|l| l.starts_with("-A PREROUTING") && l.contains(needle)).count();
+    let jumps = |needle: &str| {
+        dump.lines()
+            .filter(|l| l.starts_with("-A PREROUTING") && l.contains(needle))
+            .count()
+    };
     assert_eq!(jumps("-j KUBE-SERVICES"), 1, "{dump}");
-    assert_eq!(dump.lines().filter(|l| l.starts_with("-A FORWARD")).count(), 4, "{dump}");
+    assert_eq!(
+        dump.lines().filter(|l| l.starts_with("-A FORWARD")).count(),
+        4,
+        "{dump}"
+    );
     // FORWARD keeps upstream's prepend order: the last ensured jump first.
     let first_forward = dump.lines().find(|l| l.starts_with("-A FORWARD")).unwrap();
-    assert!(first_forward.ends_with("-j KUBE-PROXY-FIREWALL"), "{first_forward}");
+    assert!(
+        first_forward.ends_with("-j KUBE-PROXY-FIREWALL"),
+        "{first_forward}"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +201,10 @@ async fn a_large_cluster_mode_flip_rewrites_everything() {
     let stats = b.sync(&large, &changes).await.unwrap();
     assert!(stats.full);
     let fresh = FakeExecutor::new();
-    backend(&fresh).sync(&large, &ChangeSet::full()).await.unwrap();
+    backend(&fresh)
+        .sync(&large, &ChangeSet::full())
+        .await
+        .unwrap();
     assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
 }
 
@@ -157,7 +212,10 @@ async fn a_large_cluster_mode_flip_rewrites_everything() {
 async fn a_flushed_dataplane_is_detected_through_the_mangle_canary() {
     let exec = FakeExecutor::new();
     let mut b = backend(&exec);
-    assert!(!b.dataplane_lost().await, "nothing synced yet: nothing to lose");
+    assert!(
+        !b.dataplane_lost().await,
+        "nothing synced yet: nothing to lose"
+    );
     let view = common::view(&common::topology(2, 2));
     b.sync(&view, &ChangeSet::full()).await.unwrap();
     let synced = exec.dump(IpFamily::V4);
@@ -178,7 +236,9 @@ async fn cleanup_removes_everything_it_installed_and_nothing_else() {
     exec.state().v4.restore(FOREIGN, true).unwrap();
     let foreign = exec.dump(IpFamily::V4);
     let mut b = backend(&exec);
-    b.sync(&common::view(&common::topology(3, 3)), &ChangeSet::full()).await.unwrap();
+    b.sync(&common::view(&common::topology(3, 3)), &ChangeSet::full())
+        .await
+        .unwrap();
     b.cleanup().await.unwrap();
     assert_eq!(exec.dump(IpFamily::V4), foreign);
 }
@@ -191,10 +251,15 @@ async fn cleanup_keeps_kube_firewall_when_kubelet_manages_iptables() {
         .restore("*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n", true)
         .unwrap();
     let mut b = backend(&exec);
-    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full()).await.unwrap();
+    b.sync(&common::view(&common::topology(1, 1)), &ChangeSet::full())
+        .await
+        .unwrap();
     b.cleanup().await.unwrap();
     let dump = exec.dump(IpFamily::V4);
-    let kube: Vec<&str> = dump.lines().filter(|l| l.contains("KUBE-") && !l.contains("KUBELET")).collect();
+    let kube: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.contains("KUBE-") && !l.contains("KUBELET"))
+        .collect();
     assert_eq!(
         kube,
         [
@@ -218,12 +283,21 @@ async fn factory_cleans_leftovers_of_both_families() {
     let mut v6 = proxy_core::backend::BackendContext::for_tests(IpFamily::V6, common::node());
     v6.local_detector = proxy_core::backend::LocalTrafficDetector::None;
     let mut b4 = factory.build(&v4).unwrap();
-    b4.sync(&common::view(&common::topology(2, 2)), &ChangeSet::full()).await.unwrap();
+    b4.sync(&common::view(&common::topology(2, 2)), &ChangeSet::full())
+        .await
+        .unwrap();
     let mut b6 = factory.build(&v6).unwrap();
-    b6.sync(&NodeView::empty(IpFamily::V6, common::node()), &ChangeSet::full()).await.unwrap();
+    b6.sync(
+        &NodeView::empty(IpFamily::V6, common::node()),
+        &ChangeSet::full(),
+    )
+    .await
+    .unwrap();
     assert!(exec.dump(IpFamily::V6).contains("KUBE-SERVICES"));
     assert!(
-        exec.take_log().iter().any(|c| c.program == "ip6tables-nft-restore"),
+        exec.take_log()
+            .iter()
+            .any(|c| c.program == "ip6tables-nft-restore"),
         "IPv6 goes through ip6tables"
     );
     factory.cleanup_leftovers(&v4).await.unwrap();
@@ -239,8 +313,16 @@ async fn a_chunked_cold_start_ends_like_one_restore_with_the_top_level_chains_la
     let mut b = backend(&exec).max_ports_per_restore(Some(2));
     b.sync(&view, &ChangeSet::full()).await.unwrap();
     let inputs = restores(&exec);
-    assert_eq!(inputs.len(), 4, "3 chunks of at most 2 ports, then the top-level chains");
-    assert!(inputs[..3].iter().all(|i| !i.contains("KUBE-SERVICES") && !i.contains("*filter")));
+    assert_eq!(
+        inputs.len(),
+        4,
+        "3 chunks of at most 2 ports, then the top-level chains"
+    );
+    assert!(
+        inputs[..3]
+            .iter()
+            .all(|i| !i.contains("KUBE-SERVICES") && !i.contains("*filter"))
+    );
     assert!(inputs[3].contains(":KUBE-SERVICES - [0:0]") && !inputs[3].contains(":KUBE-SEP-"));
     let single = FakeExecutor::new();
     backend(&single)

@@ -186,6 +186,30 @@ fn in_ns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send) -> T {
     .unwrap()
 }
 
+/// One first-packet round: (p50, p90) via the ClusterIP, then direct.
+type Round = [(f64, f64); 2];
+
+/// Partial-sync measurements repeated this many times.
+const REPEATS: usize = 9;
+/// First-packet rounds (alternating via-service and direct) and connects per round.
+const ROUNDS: usize = 9;
+const PER_ROUND: usize = 400;
+
+fn port_name(i: usize) -> ServicePortName {
+    ServicePortName::new(
+        "bench",
+        &format!("svc{i:05}"),
+        "http",
+        proxy_core::Protocol::Tcp,
+    )
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
@@ -205,6 +229,7 @@ fn main() {
     } else {
         &[1_000, 10_000, 30_000]
     };
+    println!("load average at start: {}", load_average());
     let node = node();
     let mut rows: Vec<(String, String, &str)> = Vec::new();
 
@@ -249,77 +274,114 @@ fn main() {
             b.sync(&view, &ChangeSet::full()).await.unwrap();
             let mut out = Vec::new();
             if n == *sizes.last().unwrap() {
-                // One service added.
-                let _ = topo.apply_service(&service(n));
-                let _ = topo.apply_endpoint_slice(&slice(
-                    n,
-                    &[endpoint_ip(9_000_000 % 300_000), endpoint_ip(1)],
-                ));
-                let key = proxy_core::ServiceKey::new("bench", format!("svc{n:05}"));
-                view.update_service(&topo, &key);
-                let port = ServicePortName::new(
-                    "bench",
-                    &format!("svc{n:05}"),
-                    "http",
-                    proxy_core::Protocol::Tcp,
-                );
-                let start = Instant::now();
-                let stats = b.sync(&view, &ChangeSet::partial([port])).await.unwrap();
+                // One service added, REPEATS times (median and worst).
+                let mut added = Vec::new();
+                let mut objects = 0;
+                for k in 0..REPEATS {
+                    let i = n + k;
+                    let _ = topo.apply_service(&service(i));
+                    let _ = topo.apply_endpoint_slice(&slice(
+                        i,
+                        &[endpoint_ip(2 * i), endpoint_ip(2 * i + 1)],
+                    ));
+                    let key = proxy_core::ServiceKey::new("bench", format!("svc{i:05}"));
+                    view.update_service(&topo, &key);
+                    let start = Instant::now();
+                    let stats = b
+                        .sync(&view, &ChangeSet::partial([port_name(i)]))
+                        .await
+                        .unwrap();
+                    added.push(start.elapsed());
+                    objects = stats.objects_written;
+                }
                 out.push((
-                    format!(
-                        "one service added at {n} ({} objects)",
-                        stats.objects_written
-                    ),
-                    start.elapsed(),
+                    format!("one service added at {n} ({objects} objects)"),
+                    added,
                 ));
-                // One endpoint changed.
-                let _ = topo.apply_endpoint_slice(&slice(
-                    7,
-                    &[endpoint_ip(14), Ipv4Addr::new(10, 250, 0, 1)],
-                ));
-                let key = proxy_core::ServiceKey::new("bench", "svc00007");
-                view.update_service(&topo, &key);
-                let port =
-                    ServicePortName::new("bench", "svc00007", "http", proxy_core::Protocol::Tcp);
-                let start = Instant::now();
-                let stats = b.sync(&view, &ChangeSet::partial([port])).await.unwrap();
+                // One endpoint changed, REPEATS times.
+                let mut changed = Vec::new();
+                for k in 0..REPEATS {
+                    let i = 7 + k;
+                    let _ = topo.apply_endpoint_slice(&slice(
+                        i,
+                        &[endpoint_ip(2 * i), Ipv4Addr::new(10, 250, 0, k as u8)],
+                    ));
+                    let key = proxy_core::ServiceKey::new("bench", format!("svc{i:05}"));
+                    view.update_service(&topo, &key);
+                    let start = Instant::now();
+                    let stats = b
+                        .sync(&view, &ChangeSet::partial([port_name(i)]))
+                        .await
+                        .unwrap();
+                    changed.push(start.elapsed());
+                    objects = stats.objects_written;
+                }
                 out.push((
-                    format!(
-                        "one endpoint changed at {n} ({} objects)",
-                        stats.objects_written
-                    ),
-                    start.elapsed(),
+                    format!("one endpoint changed at {n} ({objects} objects)"),
+                    changed,
                 ));
                 // No-op.
                 let start = Instant::now();
                 let stats = b.sync(&view, &ChangeSet::default()).await.unwrap();
                 out.push((
                     format!("no-op sync at {n} ({} objects)", stats.objects_written),
-                    start.elapsed(),
+                    vec![start.elapsed()],
                 ));
             }
             out
         });
-        for (what, d) in timings {
+        for (what, mut d) in timings {
             let target = if what.starts_with("one") {
                 "≤ 50 ms"
             } else {
                 ""
             };
-            println!("{what:<48} {:>12} {target}", ms(d));
-            rows.push((what, ms(d), target));
+            d.sort();
+            let value = if d.len() > 1 {
+                format!(
+                    "{} (max {}, {} runs)",
+                    ms(d[d.len() / 2]),
+                    ms(d[d.len() - 1]),
+                    d.len()
+                )
+            } else {
+                ms(d[0])
+            };
+            println!("{what:<48} {value:>12} {target}");
+            rows.push((what, value, target));
         }
         let vip = SocketAddr::new(IpAddr::V4(cluster_ip(n - 1)), 80);
         let direct = SocketAddr::new(IpAddr::V4(POD_IPS[0]), 8080);
-        // Warm up, then interleave so both see the same machine load.
-        let _ = lab.connect_latency(vip, 50);
-        let _ = lab.connect_latency(direct, 50);
-        let (vp50, vp90) = lab.connect_latency(vip, 1000);
-        let (dp50, dp90) = lab.connect_latency(direct, 1000);
+        // Warm up, then alternate via-service and direct rounds from the
+        // same client namespace, so both see the same machine load.
+        let _ = lab.connect_latency(vip, 100);
+        let _ = lab.connect_latency(direct, 100);
+        let mut rounds: Vec<Round> = Vec::with_capacity(ROUNDS);
+        for r in 0..ROUNDS {
+            let (v, d) = if r % 2 == 0 {
+                let v = lab.connect_latency(vip, PER_ROUND);
+                (v, lab.connect_latency(direct, PER_ROUND))
+            } else {
+                let d = lab.connect_latency(direct, PER_ROUND);
+                (lab.connect_latency(vip, PER_ROUND), d)
+            };
+            rounds.push([v, d]);
+        }
+        let median = |f: &dyn Fn(&Round) -> f64| {
+            let mut x: Vec<f64> = rounds.iter().map(f).collect();
+            x.sort_by(|a, b| a.total_cmp(b));
+            x[x.len() / 2]
+        };
+        let (vp50, dp50) = (median(&|r| r[0].0), median(&|r| r[1].0));
+        let (vp90, dp90) = (median(&|r| r[0].1), median(&|r| r[1].1));
+        let delta = median(&|r| r[0].0 - r[1].0);
         let what = format!("first packet at {n}: ClusterIP / direct p50, p90");
-        let value = format!("{vp50:.0}/{dp50:.0} µs, {vp90:.0}/{dp90:.0} µs");
+        let value = format!(
+            "{vp50:.0}/{dp50:.0} µs, {vp90:.0}/{dp90:.0} µs (p50 +{delta:.1} µs; median of {ROUNDS} rounds × {PER_ROUND})"
+        );
         println!("{what:<48} {value:>12} p50 within 10 µs of direct");
         rows.push((what, value, "p50 within 10 µs"));
         drop(lab.pod);
     }
+    println!("load average at end: {}", load_average());
 }

@@ -123,6 +123,7 @@ impl NftablesBackend {
         push_skeleton(&mut tx, &self.skeleton, true);
         let mut fresh = Committed {
             stale_chains: old.map(|o| o.stale_chains.clone()).unwrap_or_default(),
+            shared_chains: old.map(|o| o.shared_chains.clone()).unwrap_or_default(),
             ..Committed::default()
         };
         let desired = self.render_all(view);
@@ -294,12 +295,13 @@ impl NftablesBackend {
     }
 
     fn with_due_deletions(&self, committed: &Committed, mut plan: Plan, now: Instant) -> Plan {
-        let live: std::collections::HashSet<&str> = plan
+        let mut live: std::collections::HashSet<&str> = plan
             .changes
             .iter()
             .filter_map(|c| c.new.as_ref())
             .flat_map(|n| n.chains.iter().map(|(c, _)| c.as_str()))
             .collect();
+        live.extend(plan.revived.iter().map(String::as_str));
         for (c, since) in &committed.stale_chains {
             if now.saturating_duration_since(*since) >= self.stale_delay
                 && !live.contains(c.as_str())
@@ -313,7 +315,8 @@ impl NftablesBackend {
 
     fn with_totals(&self, mut stats: SyncStats) -> SyncStats {
         if let Some(c) = &self.committed {
-            let chains: usize = c.ports.values().map(|p| p.chains.len()).sum();
+            let chains: usize =
+                c.ports.values().map(|p| p.chains.len()).sum::<usize>() + c.shared_chains.len();
             stats.totals = vec![
                 ("service_ports".to_string(), c.ports.len() as u64),
                 ("chains".to_string(), chains as u64),

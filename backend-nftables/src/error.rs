@@ -3,12 +3,28 @@ use proxy_core::BackendError;
 /// Errors of the nftables backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    /// `nft` could not be run or rejected the transaction.
+    /// `nft` failed listing tables.
     #[error("nft failed: {0}")]
     Nft(#[from] nftables::helper::NftablesError),
-    /// The transaction could not be serialised to JSON.
-    #[error("cannot serialise the nft transaction: {0}")]
+    /// `nft`'s table listing was not the JSON expected.
+    #[error("cannot parse nft's output: {0}")]
     Json(#[from] serde_json::Error),
+    /// `nft` could not be run, or its input could not be written.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `nft` rejected the transaction (nothing was applied).
+    #[error("nft rejected the transaction ({status}): {stderr}")]
+    Rejected {
+        /// The exit status.
+        status: String,
+        /// nft's error output.
+        stderr: String,
+    },
     /// The in-memory fake rejected a command, as the kernel would.
     #[error("fake nft rejected `{command}`: {reason}")]
     Fake {
@@ -27,7 +43,8 @@ impl NftError {
     pub fn into_backend(self, what: &str) -> BackendError {
         let base = match &self {
             NftError::Unsupported(m) => BackendError::unsupported(format!("{what}: {m}")),
-            NftError::Nft(nftables::helper::NftablesError::NftExecution { .. }) => {
+            NftError::Nft(nftables::helper::NftablesError::NftExecution { .. })
+            | NftError::Spawn { .. } => {
                 BackendError::unsupported(format!("{what}: cannot run nft"))
             }
             _ => BackendError::dataplane(what.to_string()),

@@ -1,10 +1,13 @@
 //! Where transactions go: the real `nft` binary, or a fake.
 
+use std::process::Stdio;
+
 use proxy_core::IpFamily;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 
 use crate::error::NftError;
 use crate::ir::{TABLE, Transaction, family_word};
-use crate::json::to_json;
 
 /// Applies transactions to one dataplane.
 #[async_trait::async_trait]
@@ -17,8 +20,13 @@ pub trait Executor: Send {
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError>;
 }
 
-/// The real dataplane: the `nftables` crate's helpers spawn `nft -j -f -`,
-/// which inherits the calling thread's network namespace.
+/// The real dataplane: transactions go to `nft -f -` as nft's own syntax
+/// (as upstream's knftables does); the table list is read through the
+/// `nftables` crate (`nft -j list tables`). `nft` inherits the calling
+/// thread's network namespace.
+///
+/// Text, not JSON: the load-balancing map is declared with `typeof … numgen
+/// …`, which nft 1.0.6's JSON parser cannot read (see the crate README).
 #[derive(Debug, Clone)]
 pub struct NftCli {
     program: String,
@@ -52,11 +60,7 @@ impl Executor for NftCli {
         if tx.is_empty() {
             return Ok(());
         }
-        let json = to_json(tx)?;
-        let no_args: [&str; 0] = [];
-        nftables::helper::apply_ruleset_raw_async(&json, Some(self.program.as_str()), no_args)
-            .await?;
-        Ok(())
+        run_script(&self.program, &tx.to_script()).await
     }
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {
@@ -77,4 +81,39 @@ impl Executor for NftCli {
                 == Some(TABLE)
         }))
     }
+}
+
+/// Runs `program -f -` with `script` on its standard input; a non-zero exit
+/// is the transaction being rejected (nothing applied: nft transactions are
+/// atomic), with nft's error message.
+async fn run_script(program: &str, script: &str) -> Result<(), NftError> {
+    let spawn_error = |source| NftError::Spawn {
+        program: program.to_string(),
+        source,
+    };
+    let t0 = std::time::Instant::now();
+    let mut child = Command::new(program)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(script.as_bytes()).await,
+        None => Ok(()),
+    };
+    let t1 = t0.elapsed();
+    // The pipe is closed here (stdin dropped): nft sees the end of input.
+    let output = child.wait_with_output().await.map_err(spawn_error)?;
+    if script.len() < 2000 { eprintln!("TIMING spawn+write {:?} total {:?} len {}", t1, t0.elapsed(), script.len()); }
+    if !output.status.success() {
+        return Err(NftError::Rejected {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    // nft exited 0 but did not read everything: treat as a failure.
+    written.map_err(spawn_error)
 }

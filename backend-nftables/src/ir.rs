@@ -107,10 +107,10 @@ pub enum KeyType {
     AddrProtoPort,
     /// `inet_proto . inet_service`.
     ProtoPort,
-    /// The load-balancing map: `addr . inet_proto . inet_service . index :
-    /// addr . inet_service`, declared with `typeof` (the index is what
-    /// `numgen` yields, an integer no named nft type matches).
-    LoadBalance,
+    /// A protocol's load-balancing map: `addr . port . index : addr . port`,
+    /// declared with `typeof` (the index is what `numgen` yields, an
+    /// integer no named nft type matches).
+    LoadBalance(Protocol),
 }
 
 /// A named set (`verdict_map == false`) or verdict map.
@@ -131,7 +131,7 @@ pub struct SetDef {
 impl SetDef {
     /// Whether this is a map (`: verdict` or the load-balancing map).
     pub fn is_map(&self) -> bool {
-        self.verdict_map || self.key == KeyType::LoadBalance
+        self.verdict_map || matches!(self.key, KeyType::LoadBalance(_))
     }
 }
 
@@ -196,9 +196,9 @@ pub enum ElemKey {
     AddrProtoPort(IpAddr, Protocol, u16),
     /// `proto . port`.
     ProtoPort(Protocol, u16),
-    /// `addr . proto . port . index`: endpoint `index` of a service port
-    /// in the load-balancing map.
-    LoadBalance(IpAddr, Protocol, u16, u32),
+    /// `addr . port . index`: endpoint `index` of a service port in its
+    /// protocol's load-balancing map.
+    LoadBalance(IpAddr, u16, u32),
 }
 
 /// One element of a named set or map.
@@ -289,10 +289,13 @@ pub enum Stmt {
     },
     /// `dnat to ip:port`
     Dnat(SocketAddr),
-    /// `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @map`:
-    /// endpoint `numgen` of the destination service port, from the
-    /// load-balancing map (no element: the rule does not match).
+    /// `dnat ip to ip daddr . P dport . numgen random mod N map @map`:
+    /// endpoint `numgen` of the destination service port, from protocol
+    /// `P`'s load-balancing map (another protocol or no element: the rule
+    /// does not match).
     DnatLoadBalance {
+        /// The protocol (nft adds the `meta l4proto P` dependency).
+        proto: Protocol,
         /// The load-balancing map.
         map: String,
         /// Number of endpoints (`N`).
@@ -486,10 +489,15 @@ impl fmt::Display for CommandDisplay<'_> {
             Command::AddSet(s) => {
                 let what = if s.is_map() { "map" } else { "set" };
                 write!(f, "add {what} {t} {} {{ ", s.name)?;
-                if s.key == KeyType::LoadBalance {
+                if let KeyType::LoadBalance(p) = s.key {
+                    // `P dport`, not `th dport`: nft 1.0.6 re-reads a map's
+                    // `typeof` from the kernel in later runs and rejects
+                    // `ip daddr . th dport` there ("conflicting protocols
+                    // specified: ip vs. th"); hence one map per protocol.
+                    let p = p.lower();
                     write!(
                         f,
-                        "typeof {fam} daddr . meta l4proto . th dport . numgen random mod 1 : {fam} daddr . th dport"
+                        "typeof {fam} daddr . {p} dport . numgen random mod 1 : {fam} daddr . {p} dport"
                     )?;
                 } else {
                     write!(f, "type {}", key_type_text(self.family, s.key))?;
@@ -530,7 +538,7 @@ fn key_type_text(family: IpFamily, key: KeyType) -> String {
         KeyType::AddrPair => format!("{a} . {a}"),
         KeyType::AddrProtoPort => format!("{a} . inet_proto . inet_service"),
         KeyType::ProtoPort => "inet_proto . inet_service".to_string(),
-        KeyType::LoadBalance => format!("{a} . inet_proto . inet_service . integer"),
+        KeyType::LoadBalance(_) => format!("{a} . inet_service . integer"),
     }
 }
 
@@ -544,7 +552,7 @@ impl fmt::Display for KeyDisplay<'_> {
             ElemKey::AddrPair(a, b) => write!(f, "{a} . {b}"),
             ElemKey::AddrProtoPort(a, p, n) => write!(f, "{a} . {} . {n}", p.lower()),
             ElemKey::ProtoPort(p, n) => write!(f, "{} . {n}", p.lower()),
-            ElemKey::LoadBalance(a, p, n, i) => write!(f, "{a} . {} . {n} . {i}", p.lower()),
+            ElemKey::LoadBalance(a, n, i) => write!(f, "{a} . {n} . {i}"),
         }
     }
 }
@@ -629,9 +637,14 @@ impl fmt::Display for RuleDisplay<'_> {
                     VmapKey::ProtoPort => write!(f, "meta l4proto . th dport vmap @{map}"),
                 },
                 Stmt::Dnat(to) => write!(f, "dnat to {to}"),
-                Stmt::DnatLoadBalance { map, modulus } => write!(
+                Stmt::DnatLoadBalance {
+                    proto,
+                    map,
+                    modulus,
+                } => write!(
                     f,
-                    "dnat {ip} to {ip} daddr . meta l4proto . th dport . numgen random mod {modulus} map @{map}"
+                    "dnat {ip} to {ip} daddr . {} dport . numgen random mod {modulus} map @{map}",
+                    proto.lower()
                 ),
                 Stmt::Masquerade => f.write_str("masquerade fully-random"),
                 Stmt::Reject => f.write_str("reject"),

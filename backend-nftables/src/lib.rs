@@ -2,7 +2,7 @@
 //!
 //! Upstream kube-proxy's nftables mode: tables `ip kube-proxy` and
 //! `ip6 kube-proxy` with upstream's sets, verdict maps and chain names,
-//! programmed through the `nftables` crate (`nft -j -f -`).
+//! programmed as nft transactions (`nft -f -`).
 //!
 //! - [`NftablesBackend`]: the [`Backend`](proxy_core::Backend) for one family.
 //!   It keeps a model of what it committed, so a partial sync sends only the
@@ -20,7 +20,6 @@ mod exec;
 mod factory;
 pub mod fake;
 pub mod ir;
-mod json;
 pub mod names;
 mod plan;
 pub mod render;
@@ -30,4 +29,3 @@ pub use backend::{CHUNK_OBJECTS, NftablesBackend, STALE_CHAIN_DELAY};
 pub use error::NftError;
 pub use exec::{Executor, NftCli};
 pub use factory::{MIN_KERNEL, NftablesFactory, SKIP_KERNEL_CHECK_ENV, parse_kernel_version};
-pub use json::to_json;

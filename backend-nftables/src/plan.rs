@@ -1,7 +1,7 @@
 //! Turning "these ports changed" into a transaction against our model of
 //! the kernel. Pure: nothing here runs `nft`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use proxy_core::ServicePortName;
 
 use crate::ir::{ChainDef, Command, Element, Transaction};
 use crate::render::{PortObjects, Skeleton};
-use crate::state::{Committed, ElementBatch};
+use crate::state::{Committed, ElementBatch, SharedChain};
 
 /// One service port whose objects may change.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct Plan {
     pub deleted_stale: Vec<String>,
     /// Stale chains that are live again.
     pub revived: Vec<String>,
+    /// Shared chains whose users changed, as they are after the plan.
+    pub shared: BTreeMap<String, SharedChain>,
 }
 
 fn dedup_elements(elements: &[Element]) -> Vec<Element> {
@@ -118,6 +120,28 @@ pub fn plan_ports(
     }
     let (element_deletes, element_adds) = committed.elements.diff(&batch);
 
+    // Shared chains: users after the plan, starting from the committed ones.
+    let mut shared: BTreeMap<String, SharedChain> = BTreeMap::new();
+    for c in &changes {
+        for (objects, acquire) in [(&c.old, false), (&c.new, true)] {
+            for (name, rules) in objects.iter().flat_map(|o| o.shared_chains.iter()) {
+                let entry = shared.entry(name.clone()).or_insert_with(|| {
+                    committed
+                        .shared_chains
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_default()
+                });
+                if acquire {
+                    entry.rules.clone_from(rules);
+                    entry.users.insert(c.name.clone());
+                } else {
+                    entry.users.remove(&c.name);
+                }
+            }
+        }
+    }
+
     let mut live_chains: BTreeSet<&str> = BTreeSet::new();
     let mut rewrite: Vec<(&str, &[crate::ir::Rule])> = Vec::new();
     let mut gone_chains: Vec<String> = Vec::new();
@@ -166,6 +190,20 @@ pub fn plan_ports(
                 .filter(|s| !new_sets.contains(*s))
                 .map(|s| (*s).to_string()),
         );
+    }
+    for (name, after) in &shared {
+        let used_before = committed
+            .shared_chains
+            .get(name)
+            .is_some_and(|s| !s.users.is_empty());
+        if !after.users.is_empty() {
+            live_chains.insert(name);
+            if force || !used_before || committed.stale_chains.contains_key(name) {
+                rewrite.push((name, &after.rules));
+            }
+        } else if used_before {
+            gone_chains.push(name.clone());
+        }
     }
     for (name, _) in &rewrite {
         tx.push(Command::AddChain(ChainDef::regular(*name)));
@@ -216,6 +254,7 @@ pub fn plan_ports(
         newly_stale: gone_chains,
         deleted_stale,
         revived,
+        shared,
     }
 }
 
@@ -239,5 +278,12 @@ pub fn commit(committed: &mut Committed, plan: Plan, now: Instant) {
     }
     for c in plan.newly_stale {
         committed.stale_chains.insert(c, now);
+    }
+    for (name, chain) in plan.shared {
+        if chain.users.is_empty() {
+            committed.shared_chains.remove(&name);
+        } else {
+            committed.shared_chains.insert(name, chain);
+        }
     }
 }

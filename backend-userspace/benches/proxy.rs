@@ -9,8 +9,10 @@
 //! Measures bulk throughput (one connection, client → server), request/
 //! response latency (64-byte ping-pong on one connection, p50/p99) and
 //! connections per second (connect, 1-byte exchange, close) at 64 and 1,024
-//! concurrent clients. Sizes can be changed with `BENCH_BULK_MIB`,
-//! `BENCH_ROUND_TRIPS` and `BENCH_CONN_SECS`.
+//! concurrent clients. Bulk and latency run `BENCH_ROUNDS` (5) interleaved
+//! rounds and report medians. Sizes: `BENCH_BULK_MIB` (1024),
+//! `BENCH_ROUND_TRIPS` (10,000), `BENCH_CONN_SECS` (2); the proxy's Tokio
+//! workers: `BENCH_PROXY_WORKERS` (2; 0 = a current-thread runtime).
 
 // A benchmark is test code: a failed set-up should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -83,8 +85,11 @@ async fn serve(listener: tokio::net::TcpListener) {
     }
 }
 
-/// Gbit/s of one bulk transfer of `mib` MiB to `addr`.
-fn bulk(addr: SocketAddr, mib: u64) -> f64 {
+/// Gbit/s of one bulk transfer of `mib` MiB to `addr`, and the CPU time
+/// this process spent per GiB meanwhile (client, server and, when it is the
+/// path, the proxy: all run in this process; socat does not).
+fn bulk(addr: SocketAddr, mib: u64) -> (f64, f64) {
+    let cpu_before = process_cpu_seconds();
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"b").unwrap();
     let chunk = vec![7u8; 256 * 1024];
@@ -100,7 +105,11 @@ fn bulk(addr: SocketAddr, mib: u64) -> f64 {
     s.read_exact(&mut count).unwrap();
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(u64::from_be_bytes(count), total);
-    (total as f64 * 8.0) / secs / 1e9
+    let cpu = process_cpu_seconds() - cpu_before;
+    (
+        (total as f64 * 8.0) / secs / 1e9,
+        cpu / (mib as f64 / 1024.0),
+    )
 }
 
 /// p50 and p99 of 64-byte round trips, in µs.
@@ -185,6 +194,31 @@ impl ProxyRuntime {
     }
 }
 
+/// CPU seconds (user + system) this process used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms); 0 where unavailable.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
 struct Socat(Child);
 
 impl Drop for Socat {
@@ -214,8 +248,8 @@ fn start_socat(listen: u16, target: SocketAddr) -> Option<Socat> {
 }
 
 fn main() {
-    let bulk_mib = env_num("BENCH_BULK_MIB", 2048);
-    let round_trips = env_num("BENCH_ROUND_TRIPS", 20_000);
+    let bulk_mib = env_num("BENCH_BULK_MIB", 1024);
+    let round_trips = env_num("BENCH_ROUND_TRIPS", 10_000);
     let conn_secs = env_num("BENCH_CONN_SECS", 2);
 
     let server_rt = runtime(1);
@@ -294,26 +328,62 @@ fn main() {
     };
 
     let client_rt = runtime(2);
-    println!(
-        "| path | bulk Gbit/s | vs direct | RTT p50 µs | RTT p99 µs | p50 overhead µs | conn/s @64 | conn/s @1024 |"
+    let rounds = env_num("BENCH_ROUNDS", 5) as usize;
+    let n = variants.len();
+    // Rounds interleave the paths, so a burst of load on this shared machine
+    // hits them alike; each cell is the median over the rounds.
+    let (mut gbps, mut p50, mut p99) = (
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
+        vec![Vec::new(); n],
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut direct: Option<(f64, f64)> = None;
-    for (label, addr) in &variants {
-        let gbps = bulk(*addr, bulk_mib);
-        let (p50, p99) = latency(*addr, round_trips);
-        let (c64, f64_) = connections_per_second(&client_rt, *addr, 64, conn_secs);
-        let (c1024, f1024) = connections_per_second(&client_rt, *addr, 1024, conn_secs);
-        let (base_gbps, base_p50) = *direct.get_or_insert((gbps, p50));
+    let mut cpu = vec![Vec::new(); n];
+    for _ in 0..rounds {
+        for (i, (_, addr)) in variants.iter().enumerate() {
+            let (g, c) = bulk(*addr, bulk_mib);
+            gbps[i].push(g);
+            cpu[i].push(c);
+            let (a, b) = latency(*addr, round_trips);
+            p50[i].push(a);
+            p99[i].push(b);
+        }
+    }
+    let mut conns = Vec::new();
+    for (_, addr) in &variants {
+        conns.push((
+            connections_per_second(&client_rt, *addr, 64, conn_secs),
+            connections_per_second(&client_rt, *addr, 1024, conn_secs),
+        ));
+    }
+    println!(
+        "rounds: {rounds}; bulk: {bulk_mib} MiB per transfer; round trips: {round_trips} per round; connections: {conn_secs} s per cell; proxy workers: {proxy_workers}"
+    );
+    println!(
+        "| path | bulk Gbit/s | vs direct | CPU s/GiB (in-process) | RTT p50 µs | RTT p99 µs | p50 overhead µs | conn/s @64 | conn/s @1024 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let (base_gbps, base_p50) = (median(&mut gbps[0]), median(&mut p50[0]));
+    for (i, (label, _)) in variants.iter().enumerate() {
+        let (g, a, b) = (
+            median(&mut gbps[i]),
+            median(&mut p50[i]),
+            median(&mut p99[i]),
+        );
+        let c = if label == "socat" {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", median(&mut cpu[i]))
+        };
+        let ((c64, f64_), (c1024, f1024)) = conns[i];
         let failures = if f64_ + f1024 > 0 {
             format!(" ({} failed)", f64_ + f1024)
         } else {
             String::new()
         };
         println!(
-            "| {label} | {gbps:.1} | {:.2}× | {p50:.1} | {p99:.1} | {:+.1} | {c64:.0} | {c1024:.0}{failures} |",
-            gbps / base_gbps,
-            p50 - base_p50
+            "| {label} | {g:.1} | {:.2}× | {c} | {a:.1} | {b:.1} | {:+.1} | {c64:.0} | {c1024:.0}{failures} |",
+            g / base_gbps,
+            a - base_p50
         );
     }
     drop(backends);

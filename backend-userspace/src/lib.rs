@@ -12,8 +12,9 @@
 //! - **Balancing**: round robin over the endpoints the
 //!   [`NodeView`](proxy_core::NodeView) chose ([`ServicePortView`](proxy_core::ServicePortView)
 //!   targets), the next endpoint when a connect fails, ClientIP affinity;
-//!   `Reject` targets are not listened on (the kernel refuses), `Drop`
-//!   targets are accepted and closed.
+//!   `Reject` targets reset each TCP connection at once (UDP: nothing
+//!   listens, the kernel answers port unreachable); `Drop` targets hold the
+//!   connection unanswered, like a dropped SYN.
 //! - **UDP**: a session per client address, ended after
 //!   `userspace.udpIdleTimeout` (250 ms by default) without traffic.
 //! - **Speed**: `splice(2)` on Linux with the `splice` feature, otherwise

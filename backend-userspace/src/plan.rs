@@ -63,8 +63,10 @@ pub struct ListenerSpec {
     pub port: ServicePortName,
     /// Which target it uses.
     pub class: TrafficClass,
-    /// The target is [`Target::Reject`]: nothing listens, so the kernel
-    /// refuses connections (TCP reset, ICMP port unreachable).
+    /// A UDP port whose target is [`Target::Reject`]: nothing listens, so
+    /// the kernel answers ICMP port unreachable. (A TCP listener stays open
+    /// and resets each connection at once: the port stays ours, and the
+    /// client sees a refusal either way.)
     pub refuse: bool,
 }
 
@@ -101,9 +103,22 @@ impl NodePortAddresses {
         }
     }
 
-    fn bind_addresses(&self, family: IpFamily, host: &HostAddresses) -> Vec<IpAddr> {
+    /// The addresses a node port of `protocol` binds. UDP never binds the
+    /// unspecified address: a reply must leave from the address the client
+    /// sent to, and on a wildcard socket routing may pick another one (there
+    /// is no `IP_PKTINFO` here); so for UDP "every address" means each local
+    /// address known at the last full sync, plus loopback.
+    fn bind_addresses(
+        &self,
+        family: IpFamily,
+        protocol: Protocol,
+        host: &HostAddresses,
+    ) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = match self {
-            NodePortAddresses::All => return vec![unspecified(family)],
+            NodePortAddresses::All if protocol != Protocol::Udp => {
+                return vec![unspecified(family)];
+            }
+            NodePortAddresses::All => host.of_family(family).chain(loopback(family)).collect(),
             NodePortAddresses::AllButLoopback => host
                 .of_family(family)
                 .filter(|ip| !ip.is_loopback())
@@ -114,6 +129,9 @@ impl NodePortAddresses {
                 .filter(|ip| nets.iter().any(|n| n.contains(ip)))
                 .collect(),
         };
+        // IPv6 link-local addresses need a scope to bind; they never carry
+        // node-port traffic.
+        ips.retain(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()));
         ips.sort_unstable();
         ips.dedup();
         ips
@@ -154,7 +172,7 @@ pub fn listeners_of(
         },
         port: port.name.clone(),
         class,
-        refuse: class.target(view) == Target::Reject,
+        refuse: port.protocol == Protocol::Udp && class.target(view) == Target::Reject,
     };
     let mut out = Vec::new();
     if host.contains(&port.cluster_ip) && !port.cluster_ip.is_unspecified() {
@@ -166,7 +184,7 @@ pub fn listeners_of(
         }
     }
     if let Some(node_port) = port.node_port {
-        for ip in node_ports.bind_addresses(port.family, host) {
+        for ip in node_ports.bind_addresses(port.family, port.protocol, host) {
             out.push(spec(ip, node_port, TrafficClass::External));
         }
     }
@@ -222,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn local_service_addresses_get_listeners_and_reject_targets_refuse() {
+    fn local_service_addresses_get_listeners_and_only_udp_reject_targets_refuse() {
         let mut p = port("127.0.0.100", None);
         p.external_ips = vec![
             "192.168.1.5".parse().unwrap(),
@@ -234,7 +252,31 @@ mod tests {
             keys(&specs),
             ["tcp 127.0.0.100:80 internal", "tcp 192.168.1.5:80 external"]
         );
-        assert!(specs.iter().all(|s| s.refuse));
+        // TCP keeps listening and resets each connection itself.
+        assert!(specs.iter().all(|s| !s.refuse));
+        let mut udp = port("127.0.0.100", None);
+        udp.protocol = Protocol::Udp;
+        let specs = listeners_of(&view(udp, &[]), &NodePortAddresses::All, &host);
+        assert!(!specs.is_empty() && specs.iter().all(|s| s.refuse));
+    }
+
+    #[test]
+    fn udp_node_ports_bind_each_local_address() {
+        let mut p = port("10.96.0.1", Some(30053));
+        p.protocol = Protocol::Udp;
+        let host = HostAddresses::new(["192.168.1.5".parse().unwrap(), "fe80::1".parse().unwrap()]);
+        let specs = listeners_of(
+            &view(p, &[endpoint("10.1.0.1", false)]),
+            &NodePortAddresses::All,
+            &host,
+        );
+        assert_eq!(
+            keys(&specs),
+            [
+                "udp 127.0.0.1:30053 external",
+                "udp 192.168.1.5:30053 external"
+            ]
+        );
     }
 
     #[test]

@@ -194,7 +194,9 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     let config = Arc::new(options.config.clone());
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
     let privileged = privileges::has_net_admin();
-    if privileged {
+    // The userspace proxy programs no kernel rules: it neither needs the
+    // conntrack sysctls nor removes other modes' rules (use --cleanup).
+    if privileged && mode != ProxyMode::Userspace {
         if let Some(adj) = config.oom_score_adj {
             privileges::set_oom_score_adj(adj);
         }
@@ -207,7 +209,7 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
         }
         cleanup_other_modes(registry, mode, &contexts).await;
     } else {
-        tracing::info!("no CAP_NET_ADMIN: not setting sysctls nor cleaning up other modes' rules");
+        tracing::info!(%mode, privileged, "not setting sysctls nor cleaning up other modes' rules");
     }
     let source = source(&options, &node.info.name).await?;
     let metrics = Arc::new(ProxyMetrics::new());

@@ -18,7 +18,10 @@ pub struct Command {
 
 impl Command {
     /// `program` with `args` and no input.
-    pub fn new(program: impl Into<String>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        program: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         Command {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),

@@ -18,7 +18,11 @@ impl Executor for SystemExecutor {
     async fn run(&self, cmd: &Command) -> std::io::Result<Output> {
         let mut child = tokio::process::Command::new(&cmd.program)
             .args(&cmd.args)
-            .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -43,7 +47,9 @@ impl Executor for SystemExecutor {
         if program.contains('/') {
             return Path::new(program).is_file();
         }
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let path = std::env::var_os("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
         std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
     }
 }

@@ -112,17 +112,29 @@ impl FakeExecutor {
         if program.ends_with("-restore") {
             if state.fail_restores > 0 {
                 state.fail_restores -= 1;
-                return out(1, String::new(), "iptables-restore: line 1 failed (injected)");
+                return out(
+                    1,
+                    String::new(),
+                    "iptables-restore: line 1 failed (injected)",
+                );
             }
             let input = cmd.stdin.clone().unwrap_or_default();
             return match state.tables_mut(family).restore(&input, noflush) {
                 Ok(()) => out(0, String::new(), ""),
-                Err(e) => out(1, String::new(), &format!("{program}: line {} failed: {}", e.line, e.reason)),
+                Err(e) => out(
+                    1,
+                    String::new(),
+                    &format!("{program}: line {} failed: {}", e.line, e.reason),
+                ),
             };
         }
         if program.ends_with("-save") {
             let tables = state.tables_mut(family);
-            let only = cmd.args.iter().position(|a| a == "-t").map(|_| table.as_str());
+            let only = cmd
+                .args
+                .iter()
+                .position(|a| a == "-t")
+                .map(|_| table.as_str());
             if let Some(t) = only {
                 tables.table_mut(t);
             }
@@ -139,12 +151,20 @@ impl FakeExecutor {
                     }
                     out(0, text, "")
                 }
-                None => out(1, String::new(), "iptables: No chain/target/match by that name."),
+                None => out(
+                    1,
+                    String::new(),
+                    "iptables: No chain/target/match by that name.",
+                ),
             };
         }
         match tables.command(&table, &rest) {
             Ok(true) => out(0, String::new(), ""),
-            Ok(false) => out(1, String::new(), "iptables: Bad rule (does a matching rule exist in that chain?)."),
+            Ok(false) => out(
+                1,
+                String::new(),
+                "iptables: Bad rule (does a matching rule exist in that chain?).",
+            ),
             Err(e) => out(1, String::new(), &format!("iptables: {e}.")),
         }
     }

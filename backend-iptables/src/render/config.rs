@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn node_port_cidrs_without_loopback_disable_localhost_node_ports() {
         let mut ctx = BackendContext::for_tests(IpFamily::V4, Arc::new(NodeInfo::named("n")));
-        ctx.node_port_cidrs = Some(vec!["192.168.0.2/32".parse().unwrap(), "127.0.0.0/8".parse().unwrap()]);
+        ctx.node_port_cidrs = Some(vec![
+            "192.168.0.2/32".parse().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ]);
         assert!(RenderConfig::from_context(&ctx).localhost_node_ports);
         ctx.node_port_cidrs = Some(vec!["192.168.0.2/32".parse().unwrap()]);
         assert!(!RenderConfig::from_context(&ctx).localhost_node_ports);

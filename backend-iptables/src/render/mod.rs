@@ -9,14 +9,14 @@ mod config;
 mod port;
 mod top;
 
-use std::fmt::Write as _;
 use proxy_core::{NodeView, ServicePortName};
+use std::fmt::Write as _;
 
 pub use config::{NodePortDestinations, RenderConfig};
 
 use crate::names::{
-    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING,
-    KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
+    KUBE_POSTROUTING, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
 };
 
 /// Above this many endpoints in total, upstream's "large cluster mode" drops
@@ -37,6 +37,21 @@ impl Lines {
         let _ = self.text.write_fmt(args);
         self.text.push('\n');
         self.count += 1;
+    }
+
+    /// Appends one line made of `parts` (faster than formatting for the
+    /// hottest rules).
+    pub fn push_parts(&mut self, parts: &[&str]) {
+        for part in parts {
+            self.text.push_str(part);
+        }
+        self.text.push('\n');
+        self.count += 1;
+    }
+
+    /// Reserves room for `bytes` more bytes.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.text.reserve(bytes);
     }
 
     /// The text, one line per entry, each ending in `\n`.
@@ -102,17 +117,33 @@ impl Ruleset {
 /// Renders `view`. The own chains of a port are rendered only when
 /// `full_port(name)` is true; the others contribute only their top-level
 /// rules (their chains are assumed to be in place already).
-pub fn render(cfg: &RenderConfig, view: &NodeView, mut full_port: impl FnMut(&ServicePortName) -> bool) -> Ruleset {
+pub fn render(
+    cfg: &RenderConfig,
+    view: &NodeView,
+    mut full_port: impl FnMut(&ServicePortName) -> bool,
+) -> Ruleset {
     let large_cluster = view.endpoint_count() > LARGE_CLUSTER_ENDPOINTS;
     let mut out = Ruleset {
-        filter_chains: vec![KUBE_NODEPORTS, KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL],
-        nat_chains: vec![KUBE_NODEPORTS, KUBE_SERVICES, KUBE_MARK_MASQ, KUBE_POSTROUTING],
+        filter_chains: vec![
+            KUBE_NODEPORTS,
+            KUBE_SERVICES,
+            KUBE_EXTERNAL_SERVICES,
+            KUBE_FORWARD,
+            KUBE_PROXY_FIREWALL,
+        ],
+        nat_chains: vec![
+            KUBE_NODEPORTS,
+            KUBE_SERVICES,
+            KUBE_MARK_MASQ,
+            KUBE_POSTROUTING,
+        ],
         large_cluster,
         ..Ruleset::default()
     };
     if cfg.localhost_node_ports {
         out.filter_chains.push(KUBE_FIREWALL);
     }
+    out.nat_rules.reserve(view.len() * 160);
     top::masquerade_rules(cfg, &mut out.nat_rules);
     let mut probabilities = port::Probabilities::default();
     for (name, spv) in view.iter() {
@@ -139,4 +170,3 @@ pub fn render(cfg: &RenderConfig, view: &NodeView, mut full_port: impl FnMut(&Se
     top::filter_rules(cfg, &mut out.filter_rules);
     out
 }
-

@@ -3,7 +3,10 @@
 use proxy_core::{Endpoint, ServicePortName, ServicePortView, Target};
 
 use super::{Lines, PortRules, RenderConfig, line};
-use crate::names::{KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_SERVICES, PortChains};
+use crate::names::{
+    KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
+    PortChains,
+};
 
 /// Upstream's cached `%0.10f` probabilities `1/n`.
 #[derive(Debug, Default)]
@@ -55,14 +58,27 @@ pub(super) fn render_port(
     let has_endpoints = view.internal != Target::Reject;
     let internal_verdict = filter_verdict(view.internal, name);
     let external_verdict = filter_verdict(view.external, name);
-    let internal_chain = if port.internal_policy_local() { &chains.svl } else { &chains.svc };
-    let external_policy_chain = if port.external_policy_local() { &chains.svl } else { &chains.svc };
+    let internal_chain = if port.internal_policy_local() {
+        &chains.svl
+    } else {
+        &chains.svc
+    };
+    let external_policy_chain = if port.external_policy_local() {
+        &chains.svl
+    } else {
+        &chains.svc
+    };
     let uses_cluster_chain = !view.cluster.is_empty();
     let uses_local_chain = !view.local.is_empty();
     let uses_ext_chain = has_endpoints && port.externally_accessible();
-    let uses_fw_chain =
-        has_endpoints && !port.load_balancer_ips.is_empty() && !port.load_balancer_source_ranges.is_empty();
-    let lb_chain = if uses_fw_chain { &chains.fw } else { &chains.ext };
+    let uses_fw_chain = has_endpoints
+        && !port.load_balancer_ips.is_empty()
+        && !port.load_balancer_source_ranges.is_empty();
+    let lb_chain = if uses_fw_chain {
+        &chains.fw
+    } else {
+        &chains.ext
+    };
 
     // ClusterIP.
     let cluster_ip = port.cluster_ip;
@@ -234,8 +250,11 @@ pub(super) fn render_port(
         service_to_endpoint_rules(p, probabilities, name, &chains.svc, &pairs(&cluster), rules);
     }
     if uses_local_chain {
-        let index: std::collections::HashMap<std::net::SocketAddr, usize> =
-            all.iter().enumerate().map(|(i, (ep, _, _))| (ep.socket_addr(), i)).collect();
+        let index: std::collections::HashMap<std::net::SocketAddr, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, (ep, _, _))| (ep.socket_addr(), i))
+            .collect();
         let local: Vec<_> = view
             .local
             .iter()
@@ -245,49 +264,53 @@ pub(super) fn render_port(
         service_to_endpoint_rules(p, probabilities, name, &chains.svl, &pairs(&local), rules);
     }
 
-    // One chain per endpoint.
-    let comment = Comment {
-        on: !p.large_cluster,
-        quoted: false,
-        name,
-        endpoint: "",
-    };
-    for (ep, text, sep) in &all {
+    // One chain per endpoint: the hottest rules, written without formatting.
+    rules.reserve(all.len() * 220);
+    let comment: [&str; 2] = if p.large_cluster { ["", ""] } else { [" -m comment --comment ", name] };
+    for (_, text, sep) in &all {
+        let ip = endpoint_ip(text);
         // Hairpin: an endpoint reaching itself through the service is masqueraded.
-        line!(rules, "-A {sep}{comment} -s {} -j {KUBE_MARK_MASQ}", ep.ip);
-        if port.session_affinity.is_some() {
-            line!(
-                rules,
-                "-A {sep}{comment} -m recent --name {sep} --set -m {proto} -p {proto} -j DNAT --to-destination {text}"
-            );
+        rules.push_parts(&["-A ", sep, comment[0], comment[1], " -s ", ip, " -j ", KUBE_MARK_MASQ]);
+        let affinity: [&str; 3] = if port.session_affinity.is_some() {
+            [" -m recent --name ", sep, " --set"]
         } else {
-            line!(rules, "-A {sep}{comment} -m {proto} -p {proto} -j DNAT --to-destination {text}");
-        }
+            ["", "", ""]
+        };
+        rules.push_parts(&[
+            "-A ", sep, comment[0], comment[1], affinity[0], affinity[1], affinity[2], " -m ", proto, " -p ", proto,
+            " -j DNAT --to-destination ", text,
+        ]);
     }
     own.chains.extend(all.into_iter().map(|(_, _, sep)| sep));
 }
 
-/// `(ip:port, KUBE-SEP-…)` of endpoints.
-fn pairs<'a>(list: &[&'a (&Endpoint, String, String)]) -> Vec<(&'a str, &'a str)> {
-    list.iter().map(|(_, text, sep)| (text.as_str(), sep.as_str())).collect()
+/// The IP of an `ip:port` / `[ip]:port` text.
+fn endpoint_ip(text: &str) -> &str {
+    let host = text.rsplit_once(':').map_or(text, |(host, _)| host);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
-/// ` -m comment --comment …` without allocating: the port name, or
-/// `"name -> endpoint"`; nothing in large-cluster mode.
-struct Comment<'a> {
+/// `(ip:port, KUBE-SEP-…)` of endpoints.
+fn pairs<'a>(list: &[&'a (&Endpoint, String, String)]) -> Vec<(&'a str, &'a str)> {
+    list.iter()
+        .map(|(_, text, sep)| (text.as_str(), sep.as_str()))
+        .collect()
+}
+
+/// ` -m comment --comment "name -> ip:port"` without allocating; nothing
+/// in large-cluster mode.
+struct EndpointComment<'a> {
     on: bool,
-    quoted: bool,
     name: &'a str,
     endpoint: &'a str,
 }
 
-impl std::fmt::Display for Comment<'_> {
+impl std::fmt::Display for EndpointComment<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.on, self.quoted) {
-            (false, _) => Ok(()),
-            (true, false) => write!(f, " -m comment --comment {}", self.name),
-            (true, true) => write!(f, " -m comment --comment \"{} -> {}\"", self.name, self.endpoint),
+        if self.on {
+            write!(f, " -m comment --comment \"{} -> {}\"", self.name, self.endpoint)?;
         }
+        Ok(())
     }
 }
 
@@ -301,9 +324,8 @@ fn service_to_endpoint_rules(
     endpoints: &[(&str, &str)],
     rules: &mut Lines,
 ) {
-    let comment = |endpoint| Comment {
+    let comment = |endpoint| EndpointComment {
         on: !p.large_cluster,
-        quoted: true,
         name,
         endpoint,
     };
@@ -319,15 +341,28 @@ fn service_to_endpoint_rules(
     }
     let n = endpoints.len();
     for (i, (ep, sep)) in endpoints.iter().enumerate() {
-        if i + 1 < n {
-            line!(
-                rules,
-                "-A {chain}{} -m statistic --mode random --probability {} -j {sep}",
-                comment(ep),
-                probabilities.get(n - i)
-            );
+        let quoted: [&str; 5] = if p.large_cluster {
+            ["", "", "", "", ""]
         } else {
-            line!(rules, "-A {chain}{} -j {sep}", comment(ep));
+            [" -m comment --comment \"", name, " -> ", ep, "\""]
+        };
+        let [q0, q1, q2, q3, q4] = quoted;
+        if i + 1 < n {
+            rules.push_parts(&[
+                "-A ",
+                chain,
+                q0,
+                q1,
+                q2,
+                q3,
+                q4,
+                " -m statistic --mode random --probability ",
+                probabilities.get(n - i),
+                " -j ",
+                sep,
+            ]);
+        } else {
+            rules.push_parts(&["-A ", chain, q0, q1, q2, q3, q4, " -j ", sep]);
         }
     }
 }

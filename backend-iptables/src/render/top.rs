@@ -1,25 +1,35 @@
 //! The fixed rules of the top-level chains.
 
 use super::{Lines, NodePortDestinations, RenderConfig, line};
-use crate::names::{KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES};
+use crate::names::{
+    KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_SERVICES,
+};
 
 /// `KUBE-POSTROUTING` and `KUBE-MARK-MASQ`.
 pub(super) fn masquerade_rules(cfg: &RenderConfig, nat: &mut Lines) {
     let mark = &cfg.mark;
-    line!(nat, "-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN");
+    line!(
+        nat,
+        "-A {KUBE_POSTROUTING} -m mark ! --mark {mark}/{mark} -j RETURN"
+    );
     // Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
     line!(nat, "-A {KUBE_POSTROUTING} -j MARK --xor-mark {mark}");
     line!(
         nat,
         "-A {KUBE_POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}",
-        if cfg.random_fully { " --random-fully" } else { "" }
+        if cfg.random_fully {
+            " --random-fully"
+        } else {
+            ""
+        }
     );
     line!(nat, "-A {KUBE_MARK_MASQ} -j MARK --or-mark {mark}");
 }
 
 /// The last rule(s) of nat `KUBE-SERVICES`: jump to `KUBE-NODEPORTS`.
 pub(super) fn node_port_jump(cfg: &RenderConfig, nat: &mut Lines) {
-    const COMMENT: &str = "\"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+    const COMMENT: &str =
+        "\"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
     match &cfg.node_ports {
         NodePortDestinations::AllLocal { exclude } => match exclude {
             Some(net) => line!(
@@ -34,7 +44,11 @@ pub(super) fn node_port_jump(cfg: &RenderConfig, nat: &mut Lines) {
         NodePortDestinations::Networks(nets) => {
             for net in nets {
                 if net.prefix_len() == net.max_prefix_len() {
-                    line!(nat, "-A {KUBE_SERVICES} -m comment --comment {COMMENT} -d {} -j {KUBE_NODEPORTS}", net.addr());
+                    line!(
+                        nat,
+                        "-A {KUBE_SERVICES} -m comment --comment {COMMENT} -d {} -j {KUBE_NODEPORTS}",
+                        net.addr()
+                    );
                 } else {
                     line!(
                         nat,
@@ -57,7 +71,10 @@ pub(super) fn filter_rules(cfg: &RenderConfig, filter: &mut Lines) {
         );
     }
     if cfg.drop_invalid {
-        line!(filter, "-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP");
+        line!(
+            filter,
+            "-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP"
+        );
     }
     let mark = &cfg.mark;
     line!(

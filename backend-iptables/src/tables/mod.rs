@@ -168,7 +168,9 @@ impl Tables {
 
     /// The table `name`, created with its built-in chains if needed.
     pub fn table_mut(&mut self, name: &str) -> &mut Table {
-        self.tables.entry(name.to_string()).or_insert_with(|| Table::new(name))
+        self.tables
+            .entry(name.to_string())
+            .or_insert_with(|| Table::new(name))
     }
 
     /// Number of rules over every table.
@@ -188,7 +190,10 @@ impl Tables {
         let mut work = self.clone();
         let mut current: Option<String> = None;
         for (i, raw) in text.lines().enumerate() {
-            let err = |reason: String| RestoreError { line: i + 1, reason };
+            let err = |reason: String| RestoreError {
+                line: i + 1,
+                reason,
+            };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -252,7 +257,11 @@ impl Tables {
     pub fn dump(&self) -> String {
         let mut out = String::new();
         for (name, table) in &self.tables {
-            if table.chains.values().all(|c| c.builtin && c.rules.is_empty()) {
+            if table
+                .chains
+                .values()
+                .all(|c| c.builtin && c.rules.is_empty())
+            {
                 continue;
             }
             out.push_str(&self.save(Some(name)));
@@ -288,12 +297,17 @@ impl Tables {
 /// Applies one command (tokens starting with the flag) to `table`.
 fn apply_command(table: &mut Table, tokens: &[String]) -> Result<bool, String> {
     let (flag, rest) = tokens.split_first().ok_or("empty command")?;
-    let (chain, spec) = rest.split_first().map(|(c, s)| (c.as_str(), s)).unwrap_or(("", &[]));
+    let (chain, spec) = rest
+        .split_first()
+        .map(|(c, s)| (c.as_str(), s))
+        .unwrap_or(("", &[]));
     let missing = || format!("chain {chain:?} does not exist");
     match flag.as_str() {
         "-A" | "--append" => {
             let c = table.chains.get_mut(chain).ok_or_else(missing)?;
-            c.rules.push(Rule { args: spec.to_vec() });
+            c.rules.push(Rule {
+                args: spec.to_vec(),
+            });
         }
         "-I" | "--insert" => {
             let c = table.chains.get_mut(chain).ok_or_else(missing)?;
@@ -304,7 +318,12 @@ fn apply_command(table: &mut Table, tokens: &[String]) -> Result<bool, String> {
             if pos > c.rules.len() {
                 return Err(format!("index {} too big for {chain}", pos + 1));
             }
-            c.rules.insert(pos, Rule { args: spec.to_vec() });
+            c.rules.insert(
+                pos,
+                Rule {
+                    args: spec.to_vec(),
+                },
+            );
         }
         "-D" | "--delete" => {
             let c = table.chains.get_mut(chain).ok_or_else(missing)?;
@@ -329,7 +348,12 @@ fn apply_command(table: &mut Table, tokens: &[String]) -> Result<bool, String> {
             if chain.is_empty() {
                 table.chains.values_mut().for_each(|c| c.rules.clear());
             } else {
-                table.chains.get_mut(chain).ok_or_else(missing)?.rules.clear();
+                table
+                    .chains
+                    .get_mut(chain)
+                    .ok_or_else(missing)?
+                    .rules
+                    .clear();
             }
         }
         "-X" | "--delete-chain" => {
@@ -359,10 +383,16 @@ mod tests {
     #[test]
     fn noflush_keeps_chains_not_named_in_the_input() {
         let mut t = Tables::parse(BASE).unwrap();
-        t.restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-A\nCOMMIT\n", true)
-            .unwrap();
+        t.restore(
+            "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-A\nCOMMIT\n",
+            true,
+        )
+        .unwrap();
         assert_eq!(t.chain("nat", "KUBE-SVC-A").unwrap().rules.len(), 1);
-        assert_eq!(t.chain("nat", "KUBE-SERVICES").unwrap().rules[0].args, ["-j", "KUBE-SVC-A"]);
+        assert_eq!(
+            t.chain("nat", "KUBE-SERVICES").unwrap().rules[0].args,
+            ["-j", "KUBE-SVC-A"]
+        );
     }
 
     #[test]
@@ -370,7 +400,10 @@ mod tests {
         let mut t = Tables::parse(BASE).unwrap();
         let before = t.clone();
         let err = t
-            .restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-MISSING\nCOMMIT\n", true)
+            .restore(
+                "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j KUBE-SVC-MISSING\nCOMMIT\n",
+                true,
+            )
             .unwrap_err();
         assert!(err.reason.contains("missing chain"), "{err}");
         assert_eq!(t, before);
@@ -379,10 +412,15 @@ mod tests {
     #[test]
     fn deleting_a_referenced_chain_fails() {
         let mut t = Tables::parse(BASE).unwrap();
-        let err = t.restore("*nat\n:KUBE-SVC-A - [0:0]\n-X KUBE-SVC-A\nCOMMIT\n", true).unwrap_err();
+        let err = t
+            .restore("*nat\n:KUBE-SVC-A - [0:0]\n-X KUBE-SVC-A\nCOMMIT\n", true)
+            .unwrap_err();
         assert!(err.reason.contains("still referenced"), "{err}");
-        t.restore("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-X KUBE-SVC-A\nCOMMIT\n", true)
-            .unwrap();
+        t.restore(
+            "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n-X KUBE-SVC-A\nCOMMIT\n",
+            true,
+        )
+        .unwrap();
         assert!(t.chain("nat", "KUBE-SVC-A").is_none());
     }
 
@@ -390,7 +428,10 @@ mod tests {
     fn save_quotes_arguments_with_spaces_and_roundtrips() {
         let t = Tables::parse(BASE).unwrap();
         let saved = t.save(Some("nat"));
-        assert!(saved.contains("-A KUBE-SERVICES -m comment --comment \"a b\" -j KUBE-SVC-A"), "{saved}");
+        assert!(
+            saved.contains("-A KUBE-SERVICES -m comment --comment \"a b\" -j KUBE-SVC-A"),
+            "{saved}"
+        );
         assert_eq!(Tables::parse(&saved).unwrap(), t);
     }
 
@@ -399,9 +440,16 @@ mod tests {
         let mut t = Tables::new();
         let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
         t.command("filter", &args("-N KUBE-FORWARD")).unwrap();
-        assert!(!t.command("filter", &args("-C FORWARD -j KUBE-FORWARD")).unwrap());
-        t.command("filter", &args("-I FORWARD -j KUBE-FORWARD")).unwrap();
-        assert!(t.command("filter", &args("-C FORWARD -j KUBE-FORWARD")).unwrap());
+        assert!(
+            !t.command("filter", &args("-C FORWARD -j KUBE-FORWARD"))
+                .unwrap()
+        );
+        t.command("filter", &args("-I FORWARD -j KUBE-FORWARD"))
+            .unwrap();
+        assert!(
+            t.command("filter", &args("-C FORWARD -j KUBE-FORWARD"))
+                .unwrap()
+        );
         assert!(t.command("filter", &args("-N KUBE-FORWARD")).is_err());
     }
 }

@@ -57,7 +57,16 @@ mod tests {
     fn quoted_comments_are_one_argument() {
         assert_eq!(
             tokenize(r#"-A X -m comment --comment "ns1/svc1:p80 cluster IP" -j Y"#).unwrap(),
-            ["-A", "X", "-m", "comment", "--comment", "ns1/svc1:p80 cluster IP", "-j", "Y"]
+            [
+                "-A",
+                "X",
+                "-m",
+                "comment",
+                "--comment",
+                "ns1/svc1:p80 cluster IP",
+                "-j",
+                "Y"
+            ]
         );
         assert!(tokenize("-A X \"open").is_err());
     }

@@ -99,18 +99,25 @@ impl Walk<'_> {
                 Cond::Protocol(p, neg) => (p == "all" || p == s.protocol, *neg),
                 Cond::DestPort(lo, hi, neg) => ((*lo..=*hi).contains(&s.port), *neg),
                 Cond::InInterface(name, neg) => {
-                    let ok = s.in_interface.as_deref().is_some_and(|i| match name.strip_suffix('+') {
-                        Some(prefix) => i.starts_with(prefix),
-                        None => i == name,
-                    });
+                    let ok =
+                        s.in_interface
+                            .as_deref()
+                            .is_some_and(|i| match name.strip_suffix('+') {
+                                Some(prefix) => i.starts_with(prefix),
+                                None => i == name,
+                            });
                     (ok, *neg)
                 }
-                Cond::AddrTypeLocal { source, negated } => {
-                    (self.node.is_local(if *source { s.source } else { s.destination }), *negated)
-                }
+                Cond::AddrTypeLocal { source, negated } => (
+                    self.node
+                        .is_local(if *source { s.source } else { s.destination }),
+                    *negated,
+                ),
                 Cond::Mark(value, mask, neg) => (s.mark & mask == *value, *neg),
                 Cond::CtState(states, neg) => {
-                    let ok = states.iter().any(|st| st == "NEW" || (st == "DNAT" && s.dnat));
+                    let ok = states
+                        .iter()
+                        .any(|st| st == "NEW" || (st == "DNAT" && s.dnat));
                     (ok, *neg)
                 }
                 Cond::Maybe => {
@@ -136,7 +143,8 @@ impl Walk<'_> {
         }
         let mut flow = Flow::Continue;
         for r in &c.rules {
-            let parsed = parse(&r.args).map_err(|e| Self::err(table, chain, format!("{e} in `{}`", r.text())))?;
+            let parsed = parse(&r.args)
+                .map_err(|e| Self::err(table, chain, format!("{e} in `{}`", r.text())))?;
             let hit = self.matches(&parsed.conds, s);
             if hit == Hit::No {
                 continue;
@@ -206,7 +214,11 @@ pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, T
         depth: 0,
     };
     let has = |table: &str, chain: &str| tables.chain(table, chain).is_some();
-    let nat_in = if packet.origin == Origin::Host { "OUTPUT" } else { "PREROUTING" };
+    let nat_in = if packet.origin == Origin::Host {
+        "OUTPUT"
+    } else {
+        "PREROUTING"
+    };
     if has("nat", nat_in) {
         walk.run("nat", nat_in, &mut s)?;
     }

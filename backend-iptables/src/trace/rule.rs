@@ -58,7 +58,8 @@ pub struct ParsedRule {
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
     if s.contains('/') {
-        s.parse::<IpNet>().map_err(|e| format!("bad network {s:?}: {e}"))
+        s.parse::<IpNet>()
+            .map_err(|e| format!("bad network {s:?}: {e}"))
     } else {
         s.parse::<IpAddr>()
             .map(IpNet::from)
@@ -82,7 +83,9 @@ fn parse_mark(s: &str) -> Result<(u32, u32), String> {
 }
 
 fn next_value<'a>(it: &mut impl Iterator<Item = &'a str>, opt: &str) -> Result<String, String> {
-    it.next().map(str::to_string).ok_or_else(|| format!("{opt} needs a value"))
+    it.next()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{opt} needs a value"))
 }
 
 /// Parses the arguments of one rule.
@@ -98,10 +101,20 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
         let neg = std::mem::take(&mut negated);
         match arg {
             "!" => negated = true,
-            "-s" | "--source" | "--src" => conds.push(Cond::Source(parse_net(&next_value(&mut it, arg)?)?, neg)),
-            "-d" | "--destination" | "--dst" => conds.push(Cond::Destination(parse_net(&next_value(&mut it, arg)?)?, neg)),
-            "-p" | "--protocol" => conds.push(Cond::Protocol(next_value(&mut it, arg)?.to_lowercase(), neg)),
-            "-i" | "--in-interface" => conds.push(Cond::InInterface(next_value(&mut it, arg)?, neg)),
+            "-s" | "--source" | "--src" => {
+                conds.push(Cond::Source(parse_net(&next_value(&mut it, arg)?)?, neg))
+            }
+            "-d" | "--destination" | "--dst" => conds.push(Cond::Destination(
+                parse_net(&next_value(&mut it, arg)?)?,
+                neg,
+            )),
+            "-p" | "--protocol" => conds.push(Cond::Protocol(
+                next_value(&mut it, arg)?.to_lowercase(),
+                neg,
+            )),
+            "-i" | "--in-interface" => {
+                conds.push(Cond::InInterface(next_value(&mut it, arg)?, neg))
+            }
             "-m" | "--match" => {
                 next_value(&mut it, arg)?;
             }
@@ -126,7 +139,10 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
                 conds.push(Cond::Mark(v, m, neg));
             }
             "--ctstate" | "--state" => {
-                let states = next_value(&mut it, arg)?.split(',').map(str::to_string).collect();
+                let states = next_value(&mut it, arg)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
                 conds.push(Cond::CtState(states, neg));
             }
             "--probability" | "--every" | "--rcheck" | "--update" => {
@@ -135,14 +151,18 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
                 }
                 conds.push(Cond::Maybe);
             }
-            "--comment" | "--mode" | "--name" | "--seconds" | "--nfacct-name" | "--packet" | "--hitcount" => {
+            "--comment" | "--mode" | "--name" | "--seconds" | "--nfacct-name" | "--packet"
+            | "--hitcount" => {
                 next_value(&mut it, arg)?;
             }
             "--set" | "--reap" | "--rsource" | "--random-fully" | "--random" => {}
             "-j" | "--jump" | "-g" | "--goto" => target = Some(next_value(&mut it, arg)?),
             "--to-destination" => {
                 let v = next_value(&mut it, arg)?;
-                dnat = Some(v.parse().map_err(|e| format!("bad DNAT destination {v:?}: {e}"))?);
+                dnat = Some(
+                    v.parse()
+                        .map_err(|e| format!("bad DNAT destination {v:?}: {e}"))?,
+                );
             }
             "--or-mark" => or |= parse_u32(&next_value(&mut it, arg)?)?,
             "--xor-mark" => xor ^= parse_u32(&next_value(&mut it, arg)?)?,
@@ -179,8 +199,13 @@ mod tests {
 
     #[test]
     fn parses_negated_source_and_mark_target() {
-        let r = p("-m comment --comment \"x y\" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ");
-        assert!(r.conds.contains(&Cond::Source("10.0.0.0/8".parse().unwrap(), true)));
+        let r = p(
+            "-m comment --comment \"x y\" -m tcp -p tcp -d 172.30.0.41 --dport 80 ! -s 10.0.0.0/8 -j KUBE-MARK-MASQ",
+        );
+        assert!(
+            r.conds
+                .contains(&Cond::Source("10.0.0.0/8".parse().unwrap(), true))
+        );
         assert!(r.conds.contains(&Cond::DestPort(80, 80, false)));
         assert_eq!(r.action, Action::Jump("KUBE-MARK-MASQ".into()));
         assert_eq!(

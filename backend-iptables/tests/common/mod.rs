@@ -1,6 +1,6 @@
 //! Synthetic topologies for tests and benchmarks: `services` ClusterIP
 //! services with one TCP port and `endpoints` ready endpoints each.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

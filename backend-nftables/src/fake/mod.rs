@@ -16,8 +16,8 @@ pub use tracer::Tracer;
 use crate::error::NftError;
 use crate::exec::Executor;
 use crate::ir::{
-    ChainDef, Command, CommandDisplay, ElemKey, ElementDisplay, Rule, RuleDisplay, SetDef,
-    Transaction, Verdict,
+    ChainDef, Command, CommandDisplay, ElemKey, ElemValue, ElementDisplay, KeyType, Rule,
+    RuleDisplay, SetDef, Transaction,
 };
 
 /// A set or map and its elements.
@@ -26,7 +26,7 @@ pub struct FakeSet {
     /// Declaration.
     pub def: SetDef,
     /// Elements: value and comment.
-    pub elements: BTreeMap<ElemKey, (Option<Verdict>, Option<String>)>,
+    pub elements: BTreeMap<ElemKey, (Option<ElemValue>, Option<String>)>,
 }
 
 /// A chain and its rules.
@@ -55,7 +55,7 @@ impl FakeTable {
             || self.sets.values().any(|s| {
                 s.elements
                     .values()
-                    .any(|(v, _)| v.as_ref().and_then(Verdict::target) == Some(name))
+                    .any(|(v, _)| v.as_ref().and_then(ElemValue::target) == Some(name))
             })
     }
 
@@ -271,7 +271,7 @@ fn apply_command(
             t.sets.remove(name);
         }
         Command::AddElement(e) => {
-            if let Some(target) = e.value.as_ref().and_then(Verdict::target)
+            if let Some(target) = e.value.as_ref().and_then(ElemValue::target)
                 && !t.chains.contains_key(target)
             {
                 return Err(err(&format!("No such file or directory (chain {target})")));
@@ -279,7 +279,12 @@ fn apply_command(
             let Some(s) = t.sets.get_mut(&e.set) else {
                 return Err(err("No such file or directory (set)"));
             };
-            if s.def.verdict_map != e.value.is_some() {
+            let fits = match &e.value {
+                None => !s.def.is_map(),
+                Some(ElemValue::Verdict(_)) => s.def.verdict_map,
+                Some(ElemValue::Endpoint(_)) => matches!(s.def.key, KeyType::LoadBalance(_)),
+            };
+            if !fits {
                 return Err(err("Invalid argument (element value does not fit the set)"));
             }
             if !added.insert((e.set.clone(), e.key.clone())) {

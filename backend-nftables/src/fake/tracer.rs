@@ -10,7 +10,7 @@ use proxy_core::conformance::{Origin, Outcome, Packet};
 use proxy_core::{IpFamily, Protocol};
 
 use super::FakeTable;
-use crate::ir::{ElemKey, Hook, Stmt, Verdict, VmapKey};
+use crate::ir::{ElemKey, ElemValue, Hook, Stmt, Verdict, VmapKey};
 
 /// Chains deeper than this are a loop.
 const MAX_DEPTH: usize = 32;
@@ -243,7 +243,7 @@ impl<'a> Tracer<'a> {
                         .sets
                         .get(map)
                         .and_then(|s| s.elements.get(&k))
-                        .and_then(|(v, _)| v.clone());
+                        .and_then(|(v, _)| v.as_ref().and_then(ElemValue::verdict).cloned());
                     return match verdict {
                         Some(v) => vec![(RuleEnd::Verdict(v), pkt)],
                         None => vec![(RuleEnd::NoMatch, pkt)],
@@ -254,6 +254,45 @@ impl<'a> Tracer<'a> {
                     pkt.daddr = to.ip();
                     pkt.dport = to.port();
                     return vec![(RuleEnd::Accept, pkt)];
+                }
+                Stmt::DnatLoadBalance {
+                    proto,
+                    map,
+                    modulus,
+                } => {
+                    if pkt.proto != *proto {
+                        return vec![(RuleEnd::NoMatch, pkt)];
+                    }
+                    // Every index `numgen` may yield: fork. No element: the
+                    // rule does not match (the kernel's NFT_BREAK).
+                    let (daddr, dport) = (pkt.daddr, pkt.dport);
+                    let mut out = Vec::new();
+                    for index in 0..*modulus {
+                        let key = ElemKey::LoadBalance(daddr, dport, index);
+                        let to = self
+                            .table
+                            .sets
+                            .get(map)
+                            .and_then(|s| s.elements.get(&key))
+                            .and_then(|(v, _)| match v {
+                                Some(ElemValue::Endpoint(to)) => Some(*to),
+                                _ => None,
+                            });
+                        match to {
+                            Some(to) => {
+                                let mut p = pkt.clone();
+                                p.dnat = Some(to);
+                                p.daddr = to.ip();
+                                p.dport = to.port();
+                                out.push((RuleEnd::Accept, p));
+                            }
+                            None => out.push((RuleEnd::NoMatch, pkt.clone())),
+                        }
+                    }
+                    if out.is_empty() {
+                        out.push((RuleEnd::NoMatch, pkt));
+                    }
+                    return out;
                 }
                 Stmt::Masquerade => {
                     pkt.masqueraded = true;

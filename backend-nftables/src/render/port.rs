@@ -31,12 +31,6 @@ pub struct PortObjects {
     pub elements: Vec<Element>,
 }
 
-/// The shared chain load-balancing over `n` endpoints of the
-/// load-balancing map.
-pub fn load_balance_chain(n: u32) -> String {
-    format!("{LOAD_BALANCE_CHAIN_PREFIX}{n}")
-}
-
 impl PortObjects {
     /// Number of objects (chains, rules, sets, elements; shared chains
     /// are written once for all their users and not counted).
@@ -291,13 +285,14 @@ impl Builder<'_> {
 
     /// ClusterIP-only load balancing over `eps`: the endpoints go into the
     /// load-balancing map at indices `0..N`, and the shared chain
-    /// `load-balance-N` (masquerade check, then `dnat` to map entry
+    /// `load-balance-PROTO-N` (masquerade check, then `dnat` to map entry
     /// `numgen random mod N`) is used; returns its name. Every endpoint is
     /// chosen with probability 1/N, as by upstream's `numgen … vmap`.
     fn load_balance(&mut self, eps: &[Endpoint]) -> String {
         let port = self.view.port.clone();
         let n = u32::try_from(eps.len()).unwrap_or(u32::MAX);
-        let chain = load_balance_chain(n);
+        let chain = load_balance_chain(port.protocol, n);
+        let map = load_balance_map(port.protocol);
         let mut rules = Vec::new();
         if self.ctx.masquerade_all {
             rules.push(Rule::new(vec![jump(MARK_MASQ)]));
@@ -305,7 +300,8 @@ impl Builder<'_> {
             rules.push(Rule::new(vec![m, jump(MARK_MASQ)]));
         }
         rules.push(Rule::new(vec![Stmt::DnatLoadBalance {
-            map: LOAD_BALANCE.to_string(),
+            proto: port.protocol,
+            map: map.clone(),
             modulus: n,
         }]));
         self.out.shared_chains.push((chain.clone(), rules));
@@ -313,8 +309,8 @@ impl Builder<'_> {
             let addr = ep.socket_addr();
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             self.out.elements.push(Element {
-                set: LOAD_BALANCE.to_string(),
-                key: ElemKey::LoadBalance(port.cluster_ip, port.protocol, port.port, index),
+                set: map.clone(),
+                key: ElemKey::LoadBalance(port.cluster_ip, port.port, index),
                 value: Some(ElemValue::Endpoint(addr)),
                 comment: None,
             });

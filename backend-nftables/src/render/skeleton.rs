@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use proxy_core::IpFamily;
 use proxy_core::backend::BackendContext;
+use proxy_core::{IpFamily, Protocol};
 
 use crate::ir::{
     BaseChain, ChainDef, ChainType, ElemKey, Element, Hook, KeyType, Rule, SetDef, Stmt, Verdict,
@@ -38,11 +38,22 @@ pub mod names {
     pub const MASQUERADING: &str = "masquerading";
     /// Service dispatch chain.
     pub const SERVICES: &str = "services";
-    /// The load-balancing map: `ClusterIP . proto . port . index :
-    /// endpoint IP . port`, read by the `load-balance-N` chains.
-    pub const LOAD_BALANCE: &str = "load-balance-endpoints";
-    /// Prefix of the shared chains `load-balance-N` (N endpoints).
-    pub const LOAD_BALANCE_CHAIN_PREFIX: &str = "load-balance-";
+    /// Prefix of the load-balancing maps (`load-balance-tcp-endpoints`:
+    /// `ClusterIP . port . index : endpoint IP . port`) and of the shared
+    /// chains reading them (`load-balance-tcp-N`, N endpoints).
+    pub const LOAD_BALANCE_PREFIX: &str = "load-balance-";
+
+    use proxy_core::Protocol;
+
+    /// The load-balancing map of `proto`.
+    pub fn load_balance_map(proto: Protocol) -> String {
+        format!("{LOAD_BALANCE_PREFIX}{}-endpoints", proto.lower())
+    }
+
+    /// The shared chain load-balancing `proto` over `n` endpoints.
+    pub fn load_balance_chain(proto: Protocol, n: u32) -> String {
+        format!("{LOAD_BALANCE_PREFIX}{}-{n}", proto.lower())
+    }
 }
 
 use names::*;
@@ -130,13 +141,15 @@ impl Skeleton {
                 true,
                 "NodePort traffic",
             ),
-            set(
-                LOAD_BALANCE,
-                KeyType::LoadBalance,
-                false,
-                "ClusterIP . protocol . port . index : endpoint, for the load-balance chains",
-            ),
         ];
+        for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+            sets.push(set(
+                &load_balance_map(proto),
+                KeyType::LoadBalance(proto),
+                false,
+                "ClusterIP . port . index : endpoint, read by the load-balance chains",
+            ));
+        }
         let mut elements = Vec::new();
         // Where node ports are accepted: every local address (fib), or the
         // node IPs inside `nodePortAddresses` (`primary` by default).

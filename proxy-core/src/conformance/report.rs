@@ -50,6 +50,8 @@ pub struct ScenarioReport {
     pub packets: Vec<PacketResult>,
     /// Packets not sent in this tier.
     pub packets_skipped: usize,
+    /// Packets not sent because the backend lacks a capability, with why.
+    pub packets_unsupported: Vec<(Packet, String)>,
     /// State checks, in the order they ran.
     pub checks: Vec<CheckResult>,
 }
@@ -61,6 +63,7 @@ impl ScenarioReport {
             status: ScenarioStatus::Passed,
             packets: Vec::new(),
             packets_skipped: 0,
+            packets_unsupported: Vec::new(),
             checks: Vec::new(),
         }
     }
@@ -107,6 +110,9 @@ impl ScenarioReport {
                     self.checks.len() - bad_checks,
                     self.checks.len()
                 );
+                for (packet, why) in &self.packets_unsupported {
+                    s.push_str(&format!("; skipped {packet}: {why}"));
+                }
                 if self.packets_skipped > 0 {
                     s.push_str(&format!(
                         ", {} packets not in this tier",

@@ -341,50 +341,70 @@ impl Scenario {
         &self.requires
     }
 
-    /// Every capability a backend needs to run this scenario: the declared
-    /// ones plus those the packets imply (IPv6 family, SCTP, the kind of
-    /// address each packet is captured on, source ranges, session affinity,
-    /// a `rejected` expectation, an outcome that depends on local-traffic
-    /// detection).
+    /// Every capability a backend needs to run all of this scenario: the
+    /// [scenario-wide](Self::scenario_requirements) ones plus those of every
+    /// packet.
     pub fn requirements(&self) -> Vec<Capability> {
+        let mut caps = self.scenario_requirements();
+        for p in &self.packets {
+            for c in self.packet_requirements(p) {
+                if !caps.contains(&c) {
+                    caps.push(c);
+                }
+            }
+        }
+        caps
+    }
+
+    /// What a backend needs to run the scenario at all: the declared
+    /// capabilities and the IP family.
+    pub fn scenario_requirements(&self) -> Vec<Capability> {
         let mut caps = self.requires.clone();
+        if self.family == IpFamily::V6 && !caps.contains(&Capability::Ipv6) {
+            caps.push(Capability::Ipv6);
+        }
+        caps
+    }
+
+    /// What a backend needs to send `packet` (beyond the scenario's own
+    /// requirements): SCTP, the kind of address it is captured on, source
+    /// ranges, session affinity, a `rejected` expectation, an outcome that
+    /// depends on local-traffic detection.
+    pub fn packet_requirements(&self, packet: &ScenarioPacket) -> Vec<Capability> {
+        let mut caps = Vec::new();
         let mut add = |c: Capability| {
             if !caps.contains(&c) {
                 caps.push(c);
             }
         };
-        if self.family == IpFamily::V6 {
-            add(Capability::Ipv6);
+        let p = packet;
+        if p.packet.protocol == Protocol::Sctp {
+            add(Capability::Sctp);
         }
-        let mut undetected = self.context.clone();
-        undetected.local_detector = LocalTrafficDetector::None;
-        for p in &self.packets {
-            if p.packet.protocol == Protocol::Sctp {
-                add(Capability::Sctp);
-            }
-            if p.expect == Outcome::Rejected {
-                add(Capability::Reject);
-            }
-            let trace = oracle::trace(&self.view, &self.context, &p.packet);
-            let port = trace.service_port.as_ref().and_then(|n| self.view.get(n));
-            match trace.destination {
-                Some(Destination::ClusterIp) => add(Capability::ClusterIp),
-                Some(Destination::NodePort) => add(Capability::NodePort),
-                Some(Destination::ExternalIp) => add(Capability::ExternalIp),
-                Some(Destination::LoadBalancerIp) => {
-                    add(Capability::ExternalIp);
-                    if port.is_some_and(|p| !p.port.load_balancer_source_ranges.is_empty()) {
-                        add(Capability::SourceRanges);
-                    }
+        if p.expect == Outcome::Rejected {
+            add(Capability::Reject);
+        }
+        let trace = oracle::trace(&self.view, &self.context, &p.packet);
+        let port = trace.service_port.as_ref().and_then(|n| self.view.get(n));
+        match trace.destination {
+            Some(Destination::ClusterIp) => add(Capability::ClusterIp),
+            Some(Destination::NodePort) => add(Capability::NodePort),
+            Some(Destination::ExternalIp) => add(Capability::ExternalIp),
+            Some(Destination::LoadBalancerIp) => {
+                add(Capability::ExternalIp);
+                if port.is_some_and(|p| !p.port.load_balancer_source_ranges.is_empty()) {
+                    add(Capability::SourceRanges);
                 }
-                None => {}
             }
-            if port.is_some_and(|p| p.port.session_affinity.is_some()) {
-                add(Capability::SessionAffinity);
-            }
-            if trace.used_detector
-                && oracle::expected(&self.view, &undetected, &p.packet) != trace.outcome
-            {
+            None => {}
+        }
+        if port.is_some_and(|p| p.port.session_affinity.is_some()) {
+            add(Capability::SessionAffinity);
+        }
+        if trace.used_detector {
+            let mut undetected = self.context.clone();
+            undetected.local_detector = LocalTrafficDetector::None;
+            if oracle::expected(&self.view, &undetected, &p.packet) != trace.outcome {
                 add(Capability::DetectLocal);
             }
         }

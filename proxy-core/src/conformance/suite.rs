@@ -68,9 +68,8 @@ fn compatible(a: &Scenario, b: &Scenario) -> bool {
     a.family() == b.family() && a.node() == b.node() && a.config() == b.config()
 }
 
-fn missing(caps: &Capabilities, scenario: &Scenario) -> Vec<String> {
-    scenario
-        .requirements()
+fn missing(caps: &Capabilities, required: Vec<Capability>) -> Vec<String> {
+    required
         .into_iter()
         .filter(|c| !caps.supports(*c))
         .map(capability_name)
@@ -102,9 +101,20 @@ async fn run_one(
         }
     };
     let caps = harness.capabilities();
-    let missing = missing(&caps, scenario);
-    if !missing.is_empty() {
-        return ScenarioReport::skipped(name, format!("requires {}", missing.join(", ")));
+    let missing_here = missing(&caps, scenario.scenario_requirements());
+    if !missing_here.is_empty() {
+        return ScenarioReport::skipped(name, format!("requires {}", missing_here.join(", ")));
+    }
+    // Packets needing what the backend lacks are skipped one by one; a
+    // scenario with none left is skipped as a whole.
+    let unsupported: Vec<Vec<String>> = scenario
+        .packets()
+        .iter()
+        .map(|p| missing(&caps, scenario.packet_requirements(p)))
+        .collect();
+    if unsupported.iter().all(|m| !m.is_empty()) {
+        let all = missing(&caps, scenario.requirements());
+        return ScenarioReport::skipped(name, format!("requires {}", all.join(", ")));
     }
 
     let mut report = ScenarioReport::new(name);
@@ -118,6 +128,7 @@ async fn run_one(
             harness.as_mut(),
             tier,
             scenario,
+            &unsupported,
             caps.preserves_client_ip,
             &mut report,
         )
@@ -134,12 +145,19 @@ async fn send_packets(
     harness: &mut dyn Harness,
     tier: Tier,
     scenario: &Scenario,
+    unsupported: &[Vec<String>],
     compare_masquerade: bool,
     report: &mut ScenarioReport,
 ) {
-    for p in scenario.packets() {
+    for (p, missing) in scenario.packets().iter().zip(unsupported) {
         if !p.runs_in(tier) {
             report.packets_skipped += 1;
+            continue;
+        }
+        if !missing.is_empty() {
+            report
+                .packets_unsupported
+                .push((p.packet.clone(), format!("requires {}", missing.join(", "))));
             continue;
         }
         let expected = p.expected_in(harness.backend().mode());

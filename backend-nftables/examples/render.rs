@@ -1,11 +1,11 @@
-//! Prints the `nft -j` document of a full sync of one conformance scenario
-//! (`cargo run -p backend-nftables --example render_json -- clusterip-basic`).
+//! Prints the nft script of a full sync of one conformance scenario, as the
+//! backend would send it to `nft -f -`
+//! (`cargo run -p backend-nftables --example render -- clusterip-basic`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
 
-use backend_nftables::fake::FakeExecutor;
-use backend_nftables::fake::FakeNft;
-use backend_nftables::{NftablesBackend, to_json};
+use backend_nftables::NftablesBackend;
+use backend_nftables::fake::{FakeExecutor, FakeNft};
 use proxy_core::Backend;
 use proxy_core::conformance::load_scenarios;
 
@@ -22,14 +22,10 @@ fn main() {
         Box::new(FakeExecutor::new(FakeNft::shared())),
     );
     match backend.render(scenario.view()) {
-        Ok(script) => eprintln!("{script}"),
-        Err(e) => eprintln!("{e}"),
-    }
-    match backend
-        .full_transaction(scenario.view())
-        .map(|tx| to_json(&tx))
-    {
-        Some(Ok(json)) => println!("{json}"),
-        _ => std::process::exit(1),
+        Ok(script) => print!("{script}"),
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
     }
 }
