@@ -91,7 +91,6 @@ async fn run_script(program: &str, script: &str) -> Result<(), NftError> {
         program: program.to_string(),
         source,
     };
-    let t0 = std::time::Instant::now();
     let mut child = Command::new(program)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -104,10 +103,8 @@ async fn run_script(program: &str, script: &str) -> Result<(), NftError> {
         Some(mut stdin) => stdin.write_all(script.as_bytes()).await,
         None => Ok(()),
     };
-    let t1 = t0.elapsed();
     // The pipe is closed here (stdin dropped): nft sees the end of input.
     let output = child.wait_with_output().await.map_err(spawn_error)?;
-    if script.len() < 2000 { eprintln!("TIMING spawn+write {:?} total {:?} len {}", t1, t0.elapsed(), script.len()); }
     if !output.status.success() {
         return Err(NftError::Rejected {
             status: output.status.to_string(),

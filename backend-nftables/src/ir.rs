@@ -1,9 +1,9 @@
 //! The subset of nftables this backend writes, as typed values.
 //!
-//! One vocabulary for three consumers: [`crate::json`] turns it into the
-//! `nft -j` document the kernel gets, the fake applies it to an in-memory
-//! table, and the tracer walks packets through it. `Display` prints nft's
-//! own syntax (for `--dry-run`, dumps and logs).
+//! One vocabulary for three consumers: `Display` prints it in nft's own
+//! syntax, the script `nft -f -` applies ([`Transaction::to_script`], also
+//! `--dry-run` output, dumps and logs); the fake applies it to an
+//! in-memory table; and the tracer walks packets through it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

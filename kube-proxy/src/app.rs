@@ -222,11 +222,16 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     let mut observers: Vec<Arc<dyn SyncObserver>> = vec![
         health.clone(),
         metrics.clone(),
-        Arc::new(ServiceHealthServer::new(health.clone(), health_check_addresses)),
+        Arc::new(ServiceHealthServer::new(
+            health.clone(),
+            health_check_addresses,
+        )),
     ];
     // Stale UDP flows exist only where the kernel does the NAT.
     if privileged && mode != ProxyMode::Userspace {
-        observers.push(Arc::new(ConntrackCleaner::host().with_metrics(metrics.clone())));
+        observers.push(Arc::new(
+            ConntrackCleaner::host().with_metrics(metrics.clone()),
+        ));
     }
     let hard_fail = config.bind_address_hard_fail;
     let mut servers = tokio::task::JoinSet::new();

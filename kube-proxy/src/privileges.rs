@@ -37,7 +37,8 @@ pub fn local_addresses() -> Vec<std::net::IpAddr> {
             if let Some(v4) = addr.as_sockaddr_in() {
                 Some(std::net::IpAddr::V4(v4.ip()))
             } else {
-                addr.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+                addr.as_sockaddr_in6()
+                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
             }
         })
         .collect()

@@ -49,6 +49,14 @@ impl Lines {
         self.count += 1;
     }
 
+    /// Empty, with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Lines {
+            text: String::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
     /// Reserves room for `bytes` more bytes.
     pub fn reserve(&mut self, bytes: usize) {
         self.text.reserve(bytes);
@@ -147,10 +155,15 @@ pub fn render(
     top::masquerade_rules(cfg, &mut out.nat_rules);
     let mut probabilities = port::Probabilities::default();
     for (name, spv) in view.iter() {
-        let mut own = full_port(name).then(|| PortRules {
-            name: name.clone(),
-            chains: Vec::new(),
-            rules: Lines::default(),
+        let mut own = full_port(name).then(|| {
+            // About 200 bytes per rule: two rules per endpoint chain, one or
+            // two per endpoint in each policy chain, a few per port.
+            let endpoints = spv.cluster.len() + spv.local.len();
+            PortRules {
+                name: name.clone(),
+                chains: Vec::with_capacity(endpoints + 3),
+                rules: Lines::with_capacity(600 + endpoints * 450),
+            }
         });
         port::render_port(
             &port::PortCtx {

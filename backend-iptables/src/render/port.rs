@@ -265,7 +265,6 @@ pub(super) fn render_port(
     }
 
     // One chain per endpoint: the hottest rules, written without formatting.
-    rules.reserve(all.len() * 220);
     let comment: [&str; 2] = if p.large_cluster { ["", ""] } else { [" -m comment --comment ", name] };
     for (_, text, sep) in &all {
         let ip = endpoint_ip(text);

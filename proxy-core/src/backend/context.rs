@@ -54,10 +54,17 @@ pub struct BackendContext {
 
 impl BackendContext {
     /// Derives the context of `family` from `config` and `node`.
-    pub fn new(config: Arc<KubeProxyConfiguration>, node: Arc<NodeInfo>, family: IpFamily) -> Result<Self, Error> {
+    pub fn new(
+        config: Arc<KubeProxyConfiguration>,
+        node: Arc<NodeInfo>,
+        family: IpFamily,
+    ) -> Result<Self, Error> {
         let bit = config.masquerade_bit();
         if bit > 31 {
-            return Err(Error::config("iptables.masqueradeBit", format!("{bit} is not in [0, 31]")));
+            return Err(Error::config(
+                "iptables.masqueradeBit",
+                format!("{bit} is not in [0, 31]"),
+            ));
         }
         let local_detector = match config.detect_local()? {
             DetectLocal::ClusterCidr(cidrs) => cidrs
@@ -68,14 +75,21 @@ impl BackendContext {
                 .pod_cidr(family)
                 .map_or(LocalTrafficDetector::None, LocalTrafficDetector::Cidr),
             DetectLocal::BridgeInterface(name) => LocalTrafficDetector::BridgeInterface(name),
-            DetectLocal::InterfaceNamePrefix(prefix) => LocalTrafficDetector::InterfaceNamePrefix(prefix),
+            DetectLocal::InterfaceNamePrefix(prefix) => {
+                LocalTrafficDetector::InterfaceNamePrefix(prefix)
+            }
             DetectLocal::None => LocalTrafficDetector::None,
         };
         let npa = config.node_port_addresses()?;
         let node_port_cidrs = if npa.matches_all_for(family) {
             None
         } else {
-            let mut cidrs: Vec<IpNet> = npa.cidrs.iter().copied().filter(|n| IpFamily::of_net(n) == family).collect();
+            let mut cidrs: Vec<IpNet> = npa
+                .cidrs
+                .iter()
+                .copied()
+                .filter(|n| IpFamily::of_net(n) == family)
+                .collect();
             if npa.primary
                 && let Some(ip) = node.primary_ip(family)
             {

@@ -56,7 +56,11 @@ pub trait Backend: Send {
     /// about the dataplane and rewrite everything. A failed sync must leave
     /// rules that worked in place where the dataplane allows (atomic
     /// transactions); the runtime retries with a full change set.
-    async fn sync(&mut self, view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError>;
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError>;
 
     /// Removes everything this backend could have installed (mode switch,
     /// `--cleanup`), and nothing else.
