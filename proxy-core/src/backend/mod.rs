@@ -4,7 +4,7 @@
 //!
 //! # Writing a backend
 //!
-//! A backend turns a [`NodeView`](crate::NodeView) into dataplane state for
+//! A backend turns a [`NodeView`] into dataplane state for
 //! one IP family. Everything about *which* endpoints to use is already decided
 //! in the view ([`ServicePortView`](crate::ServicePortView): the cluster and
 //! local endpoint lists and the [`Target`](crate::Target) of internal and

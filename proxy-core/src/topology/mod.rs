@@ -2,7 +2,7 @@
 //! EndpointSlices.
 //!
 //! Objects come in as `k8s-openapi` values and are validated one by one
-//! ([`service`] and [`slice`]). A bad field drops that object, port, endpoint
+//! (`service.rs` and `slice.rs`). A bad field drops that object, port, endpoint
 //! or value with an [`InvalidObject`](crate::InvalidObject) error naming the
 //! object and the field; when a whole object is rejected, the version accepted
 //! before stays in effect, so a bad update never removes rules that work.

@@ -90,7 +90,7 @@ fn histogram_family(constructor: fn() -> Histogram) -> HistogramFamily {
 /// `_total` (the prometheus-client encoder adds both), so the exposition
 /// shows upstream's names, e.g. `kubeproxy_sync_proxy_rules_endpoint_changes_total`.
 /// The [`SyncObserver`](crate::runtime::SyncObserver) implementation
-/// (see [`super::observer`]) feeds most of them; [`ProxyHealth`](crate::runtime::health::ProxyHealth)
+/// (see [`SyncObserver`](crate::runtime::SyncObserver)) feeds most of them; [`ProxyHealth`](crate::runtime::health::ProxyHealth)
 /// and the conntrack cleaner feed the rest.
 pub struct ProxyMetrics {
     registry: Registry,
