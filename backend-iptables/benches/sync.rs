@@ -5,7 +5,9 @@
 //! cargo bench -p backend-iptables --bench sync -- [SIZES] [--no-apply] [--chunk N]
 //! ```
 //!
-//! `--chunk N` sets the ports per restore of a full sync (`0`: one restore;
+//! `--upstream-partial` rewrites the top-level chains in every partial sync,
+//! as upstream. `--single` also times upstream's one-input restore above 1000 services
+//! (minutes: it is super-linear). `--chunk N` sets the ports per restore of a full sync (`0`: one restore;
 //! default: the backend's, 500 with iptables-nft).
 //!
 //! ```text
@@ -87,7 +89,7 @@ fn bare_restore(ns: &Netns, text: &str) -> Option<Duration> {
 /// Runs `f` with a fresh backend in `ns` (current-thread runtime there).
 fn in_ns<T: Send>(
     ns: &Netns,
-    chunk: Option<usize>,
+    (chunk, upstream_partial): (Option<usize>, bool),
     f: impl AsyncFnOnce(&mut IptablesBackend) -> T + Send,
 ) -> T {
     ns.run(|| {
@@ -97,6 +99,9 @@ fn in_ns<T: Send>(
             .expect("runtime");
         rt.block_on(async {
             let mut b = IptablesBackend::new(&common::context()).expect("backend");
+            if upstream_partial {
+                b = b.rewrite_unchanged_top_level(true);
+            }
             if let Some(n) = chunk {
                 b = b.max_ports_per_restore((n > 0).then_some(n));
             }
@@ -124,6 +129,8 @@ fn main() {
             s.split(',').filter_map(|n| n.parse().ok()).collect()
         });
     let no_apply = args.iter().any(|a| a == "--no-apply");
+    let single = args.iter().any(|a| a == "--single");
+    let upstream_partial = args.iter().any(|a| a == "--upstream-partial");
     let chunk: Option<usize> = args
         .iter()
         .position(|a| a == "--chunk")
@@ -161,7 +168,7 @@ fn main() {
             continue;
         }
         let ns = Netns::new().expect("netns");
-        let full = in_ns(&ns, chunk, async |b| {
+        let full = in_ns(&ns, (chunk, upstream_partial), async |b| {
             let start = Instant::now();
             let stats = b.sync(&view, &ChangeSet::full()).await.expect("full sync");
             (start.elapsed(), stats)
@@ -177,7 +184,7 @@ fn main() {
         new.update_service(&topo, &common::key(n / 2));
         let changes = ChangeSet::between(&view, &new, &[common::key(n / 2)]);
         let ns2 = Netns::new().expect("netns");
-        let partial = in_ns(&ns2, chunk, async |b| {
+        let partial = in_ns(&ns2, (chunk, upstream_partial), async |b| {
             b.sync(&view, &ChangeSet::full()).await.expect("full sync");
             let mut times = Vec::new();
             let (mut from, mut to) = (&view, &new);
@@ -237,7 +244,7 @@ fn main() {
                 full.0.as_secs_f64() / f.as_secs_f64()
             );
         }
-        if n <= 10_000 && inputs.len() > 1 {
+        if inputs.len() > 1 && (n <= 1000 || single) {
             let single_ns = Netns::new().expect("netns");
             let single = bare_restore(&single_ns, &text);
             println!(

@@ -30,7 +30,10 @@ pub struct TopLevel {
 
 impl TopLevel {
     /// Both.
-    pub const ALL: TopLevel = TopLevel { filter: true, nat: true };
+    pub const ALL: TopLevel = TopLevel {
+        filter: true,
+        nat: true,
+    };
 }
 
 /// The restore input writing `ruleset` (the top-level chains, and the own
@@ -60,7 +63,12 @@ pub fn assemble_ports(ports: &[PortRules]) -> RestoreInput {
 /// [`assemble`] with the own chains of `ports` instead of all of the
 /// ruleset's (an empty slice writes the top-level chains only), and only the
 /// `top` parts of the top-level chains.
-pub fn assemble_with(ruleset: &Ruleset, ports: &[PortRules], stale: &[String], top: TopLevel) -> RestoreInput {
+pub fn assemble_with(
+    ruleset: &Ruleset,
+    ports: &[PortRules],
+    stale: &[String],
+    top: TopLevel,
+) -> RestoreInput {
     let port_chains: usize = ports.iter().map(|p| p.chains.len()).sum();
     let port_bytes: usize = ports.iter().map(|p| p.rules.as_str().len()).sum();
     let mut text = String::with_capacity(

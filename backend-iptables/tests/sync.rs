@@ -115,14 +115,27 @@ async fn a_partial_sync_rewrites_the_top_level_chains_when_they_change() {
     b.sync(&old, &ChangeSet::full()).await.unwrap();
     exec.take_log();
     let new = common::view(&common::topology(3, 2));
-    let stats = b.sync(&new, &ChangeSet::between(&old, &new, &[common::key(2)])).await.unwrap();
+    let stats = b
+        .sync(&new, &ChangeSet::between(&old, &new, &[common::key(2)]))
+        .await
+        .unwrap();
     assert!(!stats.full);
     let inputs = restores(&exec);
     assert_eq!(inputs.len(), 1);
-    assert!(inputs[0].contains(":KUBE-SERVICES - [0:0]"), "{}", inputs[0]);
-    assert!(inputs[0].contains("bench/svc-0:http cluster IP"), "the whole chain is rewritten");
+    assert!(
+        inputs[0].contains(":KUBE-SERVICES - [0:0]"),
+        "{}",
+        inputs[0]
+    );
+    assert!(
+        inputs[0].contains("bench/svc-0:http cluster IP"),
+        "the whole chain is rewritten"
+    );
     let fresh = FakeExecutor::new();
-    backend(&fresh).sync(&new, &ChangeSet::full()).await.unwrap();
+    backend(&fresh)
+        .sync(&new, &ChangeSet::full())
+        .await
+        .unwrap();
     assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
 }
 
@@ -332,4 +345,24 @@ async fn a_chunked_cold_start_ends_like_one_restore_with_the_top_level_chains_la
         .unwrap();
     assert_eq!(restores(&single).len(), 1);
     assert_eq!(exec.dump(IpFamily::V4), single.dump(IpFamily::V4));
+}
+
+#[tokio::test]
+async fn upstreams_way_rewrites_the_top_level_chains_on_every_partial_sync() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec).rewrite_unchanged_top_level(true);
+    let mut topo = common::topology(3, 3);
+    let old = common::view(&topo);
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    exec.take_log();
+    let (new, changes) = move_endpoints(&mut topo, &old, 1);
+    b.sync(&new, &changes).await.unwrap();
+    let inputs = restores(&exec);
+    assert!(inputs[0].contains("*filter") && inputs[0].contains(":KUBE-SERVICES - [0:0]"));
+    let fresh = FakeExecutor::new();
+    backend(&fresh)
+        .sync(&new, &ChangeSet::full())
+        .await
+        .unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
 }

@@ -43,9 +43,12 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn runtime(workers: usize) -> Runtime {
+/// A Tokio runtime of `workers` threads named `name` (so that `perf` and
+/// `top` tell the server, the proxy and the clients apart).
+fn runtime(name: &str, workers: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .thread_name(name)
         .enable_all()
         .build()
         .unwrap()
@@ -252,7 +255,7 @@ fn main() {
     let round_trips = env_num("BENCH_ROUND_TRIPS", 10_000);
     let conn_secs = env_num("BENCH_CONN_SECS", 2);
 
-    let server_rt = runtime(1);
+    let server_rt = runtime("server", 1);
     let server_port = free_port();
     let server = SocketAddr::from((SERVER_IP, server_port));
     let listener = server_rt
@@ -270,10 +273,13 @@ fn main() {
             .build()
             .unwrap();
         let handle = rt.handle().clone();
-        std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+        std::thread::Builder::new()
+            .name("userspace-proxy".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .unwrap();
         ProxyRuntime::Dedicated(handle)
     } else {
-        ProxyRuntime::Pool(runtime(proxy_workers))
+        ProxyRuntime::Pool(runtime("userspace-proxy", proxy_workers))
     };
     let mut variants: Vec<(String, SocketAddr)> = vec![("direct".into(), server)];
     let mut backends = Vec::new();
@@ -327,7 +333,17 @@ fn main() {
         }
     };
 
-    let client_rt = runtime(2);
+    // `BENCH_PATHS=direct,splice` keeps only the paths whose label contains
+    // one of the words (for profiling one path; ratios need `direct`).
+    if let Ok(wanted) = std::env::var("BENCH_PATHS") {
+        variants.retain(|(label, _)| {
+            wanted
+                .split(',')
+                .any(|w| !w.is_empty() && label.contains(w))
+        });
+    }
+
+    let client_rt = runtime("clients", 2);
     let rounds = env_num("BENCH_ROUNDS", 5) as usize;
     let n = variants.len();
     // Rounds interleave the paths, so a burst of load on this shared machine
@@ -340,16 +356,28 @@ fn main() {
     let mut cpu = vec![Vec::new(); n];
     for _ in 0..rounds {
         for (i, (_, addr)) in variants.iter().enumerate() {
-            let (g, c) = bulk(*addr, bulk_mib);
+            let (g, c) = if bulk_mib > 0 {
+                bulk(*addr, bulk_mib)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
             gbps[i].push(g);
             cpu[i].push(c);
-            let (a, b) = latency(*addr, round_trips);
+            let (a, b) = if round_trips > 0 {
+                latency(*addr, round_trips)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
             p50[i].push(a);
             p99[i].push(b);
         }
     }
     let mut conns = Vec::new();
     for (_, addr) in &variants {
+        if conn_secs == 0 {
+            conns.push(((0.0, 0), (0.0, 0)));
+            continue;
+        }
         conns.push((
             connections_per_second(&client_rt, *addr, 64, conn_secs),
             connections_per_second(&client_rt, *addr, 1024, conn_secs),
@@ -362,7 +390,10 @@ fn main() {
         "| path | bulk Gbit/s | vs direct | CPU s/GiB (in-process) | RTT p50 µs | RTT p99 µs | p50 overhead µs | conn/s @64 | conn/s @1024 |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    let (base_gbps, base_p50) = (median(&mut gbps[0]), median(&mut p50[0]));
+    let (base_gbps, base_p50) = match variants.iter().position(|(l, _)| l == "direct") {
+        Some(i) => (median(&mut gbps[i]), median(&mut p50[i])),
+        None => (f64::NAN, f64::NAN),
+    };
     for (i, (label, _)) in variants.iter().enumerate() {
         let (g, a, b) = (
             median(&mut gbps[i]),

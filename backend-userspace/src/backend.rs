@@ -15,17 +15,31 @@ use crate::error::UserspaceError;
 use crate::host::HostAddresses;
 use crate::listener::{Listener, Sockets};
 use crate::options::Options;
-use crate::plan::{ListenerKey, ListenerSpec, NodePortAddresses, listeners_of};
+use crate::plan::{
+    ListenerKey, ListenerSpec, NodePortAddresses, RedirectSpec, TrafficClass, listeners_of,
+    redirects_of,
+};
+use crate::redirect::RedirectMode;
+use crate::redirect::Vip;
+use crate::redirect::state::RedirectState;
+use crate::redirect::text::{ElementLine, script};
 use crate::route::{Route, SharedHost};
 
-/// What the userspace mode can express.
+/// What the userspace mode can express without redirect rules.
 pub const CAPABILITIES: Capabilities = {
-    let mut c = Capabilities::ALL;
-    c.sctp = false;
+    let mut c = CAPABILITIES_WITH_REDIRECT;
     // Only ClusterIPs, external IPs and load-balancer IPs that are assigned
-    // to this host are served: there are no redirect rules.
+    // to this host are served.
     c.cluster_ip = false;
     c.external_ip = false;
+    c
+};
+
+/// What the userspace mode can express with redirect rules
+/// ([`RedirectMode`]): every VIP is captured.
+pub const CAPABILITIES_WITH_REDIRECT: Capabilities = {
+    let mut c = Capabilities::ALL;
+    c.sctp = false;
     c.source_ranges = false;
     // The proxy opens its own connection: endpoints see a node address.
     c.preserves_client_ip = false;
@@ -60,6 +74,8 @@ pub struct UserspaceBackend {
     wanted: BTreeMap<ServicePortName, Vec<ListenerSpec>>,
     listeners: BTreeMap<ListenerKey, Listener>,
     failures: BTreeMap<ListenerKey, ListenerFailure>,
+    /// Redirect mode's VIPs, listeners and rules; `None` when off.
+    redirect: Option<RedirectState>,
 }
 
 impl UserspaceBackend {
@@ -69,28 +85,42 @@ impl UserspaceBackend {
         Self::with_options(ctx, Options::from_context(ctx))
     }
 
-    /// A backend for `ctx` with explicit settings.
+    /// A backend for `ctx` with explicit settings. Redirect mode is decided
+    /// here ([`RedirectMode::enabled`]).
     pub fn with_options(ctx: &BackendContext, options: Options) -> Self {
+        Self::build(ctx, options, Sockets::Real)
+    }
+
+    fn build(ctx: &BackendContext, options: Options, sockets: Sockets) -> Self {
+        let redirect = options
+            .redirect
+            .enabled()
+            .then(|| RedirectState::new(ctx.family, sockets));
         UserspaceBackend {
             family: ctx.family,
             node_ports: NodePortAddresses::from_context(ctx),
             options,
-            sockets: Sockets::Real,
+            sockets,
             host: Arc::default(),
             host_known: false,
             balancers: BTreeMap::new(),
             wanted: BTreeMap::new(),
             listeners: BTreeMap::new(),
             failures: BTreeMap::new(),
+            redirect,
         }
     }
 
-    /// A backend that computes and records its listeners without opening
-    /// any socket, taking `host` as the host's addresses: for tracers,
-    /// tests and dry runs.
-    pub fn dry_run(ctx: &BackendContext, host: HostAddresses) -> Self {
-        let mut backend = Self::new(ctx);
-        backend.sockets = Sockets::Dry;
+    /// A backend that computes and records its listeners (and redirect
+    /// rules, when `options` ask for them) without opening any socket or
+    /// running `nft`, taking `host` as the host's addresses: for tracers,
+    /// tests and dry runs. [`RedirectMode::Auto`] is off here.
+    pub fn dry_run(ctx: &BackendContext, host: HostAddresses, options: Options) -> Self {
+        let options = match options.redirect {
+            RedirectMode::Auto => options.with_redirect(RedirectMode::Off),
+            _ => options,
+        };
+        let mut backend = Self::build(ctx, options, Sockets::Dry);
         backend.host = Arc::new(RwLock::new(Arc::new(host)));
         backend.host_known = true;
         backend
@@ -101,9 +131,16 @@ impl UserspaceBackend {
         self.options
     }
 
+    /// Whether redirect rules capture VIP traffic.
+    pub fn redirecting(&self) -> bool {
+        self.redirect.is_some()
+    }
+
     /// Listeners that could not be opened (port in use, address conflict).
     pub fn failures(&self) -> impl Iterator<Item = &ListenerFailure> {
-        self.failures.values()
+        self.failures
+            .values()
+            .chain(self.redirect.iter().flat_map(|r| r.failures()))
     }
 
     /// The listeners held, with their state (`serving`, `refusing`,
@@ -118,6 +155,23 @@ impl UserspaceBackend {
 
     pub(crate) fn balancer(&self, port: &ServicePortName) -> Option<&Arc<Balancer>> {
         self.balancers.get(port)
+    }
+
+    pub(crate) fn redirect_state(&self) -> Option<&RedirectState> {
+        self.redirect.as_ref()
+    }
+
+    /// The route of a listener of `port` with `class`, if the port has a
+    /// balancer.
+    fn route(&self, port: &ServicePortName, class: TrafficClass) -> Option<Route> {
+        let balancer = self.balancers.get(port)?;
+        Some(Route {
+            port: port.clone(),
+            class,
+            balancer: balancer.clone(),
+            host: self.host.clone(),
+            options: self.options,
+        })
     }
 
     pub(crate) fn host_addresses(&self) -> Arc<HostAddresses> {
@@ -154,8 +208,16 @@ impl UserspaceBackend {
             }
             (None, None) => {}
         }
+        if let Some(mut redirect) = self.redirect.take() {
+            written +=
+                redirect.sync_port(name, view.map(|v| &**v), |class| self.route(name, class));
+            self.redirect = Some(redirect);
+        }
         let host = self.host_addresses();
-        let specs = view.map_or_else(Vec::new, |v| listeners_of(v, &self.node_ports, &host));
+        let local_vips = self.redirect.is_none();
+        let specs = view.map_or_else(Vec::new, |v| {
+            listeners_of(v, &self.node_ports, &host, local_vips)
+        });
         let previous = self.wanted.remove(name).unwrap_or_default();
         for old in previous.iter().filter(|old| !specs.contains(old)) {
             if self.listeners.get(&old.key).is_some_and(|l| l.spec == *old) {
@@ -188,13 +250,9 @@ impl UserspaceBackend {
                 owner: Box::new(holder.spec.port.clone()),
             }),
             (None, None) => return false,
-            (None, Some(balancer)) => {
-                let route = Route {
-                    port: spec.port.clone(),
-                    class: spec.class,
-                    balancer: balancer.clone(),
-                    host: self.host.clone(),
-                    options: self.options,
+            (None, Some(_)) => {
+                let Some(route) = self.route(&spec.port, spec.class) else {
+                    return false;
                 };
                 Listener::open(spec.clone(), route, self.sockets).map_err(|source| {
                     UserspaceError::Bind {
@@ -262,10 +320,37 @@ impl UserspaceBackend {
             let s = &failure.spec;
             let _ = writeln!(out, "failed {} {} {}", s.key, s.port, s.class.as_str());
         }
+        if let Some(redirect) = &self.redirect {
+            redirect.dump(&mut out);
+        }
         for (name, balancer) in &self.balancers {
             let _ = writeln!(out, "balancer {name} {}", describe(&balancer.view()));
         }
         out
+    }
+
+    /// The redirect table for `view` as an nft script, with the ports of
+    /// the listeners open now.
+    fn render_redirects(&self, view: &NodeView, redirect: &RedirectState) -> String {
+        let mut owners: BTreeMap<Vip, RedirectSpec> = BTreeMap::new();
+        for (_, port) in view.iter() {
+            for spec in redirects_of(port) {
+                owners.entry(spec.vip).or_insert(spec);
+            }
+        }
+        let lines: Vec<ElementLine> = owners
+            .into_values()
+            .map(|spec| ElementLine {
+                vip: spec.vip,
+                redirect: (!spec.reject).then(|| {
+                    redirect
+                        .listener_port(&(spec.port.clone(), spec.class))
+                        .filter(|p| *p != 0)
+                }),
+                owner: format!("{} {}", spec.port, spec.class.as_str()),
+            })
+            .collect();
+        script(self.family, &lines)
     }
 }
 
@@ -295,7 +380,11 @@ impl Backend for UserspaceBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        if self.redirect.is_some() {
+            CAPABILITIES_WITH_REDIRECT
+        } else {
+            CAPABILITIES
+        }
     }
 
     async fn sync(
@@ -327,14 +416,29 @@ impl Backend for UserspaceBackend {
             stats.ports_written += usize::from(written > 0);
         }
         stats.objects_written += self.retry_failures();
+        if let Some(mut redirect) = self.redirect.take() {
+            stats.objects_written +=
+                redirect.retry_failures(|(port, class)| self.route(port, *class));
+            let elements = redirect.elements();
+            let written = redirect.rules.write(elements, changes.is_full()).await;
+            let listeners = redirect.listener_count();
+            self.redirect = Some(redirect);
+            stats.objects_written += written?;
+            stats
+                .totals
+                .push(("redirect_listeners".to_string(), listeners as u64));
+        }
         if changes.is_full() {
             let now = std::time::Instant::now();
             self.balancers.values().for_each(|b| b.expire(now));
         }
-        stats.totals = vec![
+        stats.totals.extend([
             ("listeners".to_string(), self.listeners.len() as u64),
-            ("listener_failures".to_string(), self.failures.len() as u64),
-        ];
+            (
+                "listener_failures".to_string(),
+                self.failures().count() as u64,
+            ),
+        ]);
         Ok(stats)
     }
 
@@ -343,6 +447,10 @@ impl Backend for UserspaceBackend {
         self.failures.clear();
         self.wanted.clear();
         self.balancers.clear();
+        if let Some(redirect) = &mut self.redirect {
+            redirect.clear();
+            redirect.rules.delete().await?;
+        }
         Ok(())
     }
 
@@ -354,7 +462,7 @@ impl Backend for UserspaceBackend {
         };
         let mut out = format!("# userspace listeners ({})\n", self.family);
         for (name, port) in view.iter() {
-            for spec in listeners_of(port, &self.node_ports, &host) {
+            for spec in listeners_of(port, &self.node_ports, &host, self.redirect.is_none()) {
                 let action = if spec.refuse {
                     "refuse".to_string()
                 } else {
@@ -367,6 +475,10 @@ impl Backend for UserspaceBackend {
                     spec.class.as_str()
                 );
             }
+        }
+        if let Some(redirect) = &self.redirect {
+            let _ = writeln!(out, "# redirect rules ({}, nft)", self.family);
+            out.push_str(&self.render_redirects(view, redirect));
         }
         Ok(out)
     }

@@ -31,6 +31,13 @@ pub enum UserspaceError {
     /// The host's addresses could not be listed.
     #[error("cannot list the host's addresses: {0}")]
     LocalAddresses(#[source] std::io::Error),
+    /// `nft` failed to apply a redirect table transaction (or could not be
+    /// run); nothing of that transaction was applied.
+    #[error("nft: {0}")]
+    Nft(#[source] nftables::helper::NftablesError),
+    /// A transaction could not be encoded as JSON.
+    #[error("cannot encode an nft transaction: {0}")]
+    Encode(#[source] serde_json::Error),
     /// `sync` ran outside a Tokio runtime, which the listeners need.
     #[error("the userspace backend must run inside a Tokio runtime")]
     NoRuntime,
@@ -43,6 +50,9 @@ impl From<UserspaceError> for BackendError {
                 BackendError::dataplane(e.to_string())
             }
             UserspaceError::LocalAddresses(_) => BackendError::transient(e.to_string()),
+            UserspaceError::Nft(_) | UserspaceError::Encode(_) => {
+                BackendError::dataplane(e.to_string())
+            }
             UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
         };
         error.with_source(e)

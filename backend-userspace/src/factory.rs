@@ -1,12 +1,17 @@
 //! [`UserspaceFactory`]: builds [`UserspaceBackend`]s for the registry.
 
 use proxy_core::backend::{BackendContext, BackendFactory};
-use proxy_core::{Backend, BackendError, ProxyMode};
+use proxy_core::{Backend, BackendError, IpFamily, ProxyMode};
 
 use crate::backend::UserspaceBackend;
+use crate::redirect::mode::can_program_nftables;
+use crate::redirect::rules::delete_table;
 
-/// The factory of the userspace mode. It needs no privileges and installs
-/// nothing in the kernel, so there is nothing to check and nothing to clean.
+/// The factory of the userspace mode. It needs no privileges; with
+/// `CAP_NET_ADMIN` and `nft` its backends also install redirect rules
+/// ([`RedirectMode::Auto`](crate::RedirectMode::Auto)), the tables `ip
+/// kube-proxy-userspace` and `ip6 kube-proxy-userspace`, which
+/// [`cleanup_leftovers`](BackendFactory::cleanup_leftovers) deletes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserspaceFactory;
 
@@ -21,11 +26,25 @@ impl BackendFactory for UserspaceFactory {
     }
 
     fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
-        Ok(Box::new(UserspaceBackend::new(ctx)))
+        let backend = UserspaceBackend::new(ctx);
+        tracing::info!(
+            family = %ctx.family,
+            redirect_rules = backend.redirecting(),
+            "userspace backend built"
+        );
+        Ok(Box::new(backend))
     }
 
     async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
-        // Listeners live in the process that opened them and die with it.
+        // Listeners live in the process that opened them and die with it;
+        // the redirect tables stay until deleted.
+        if !can_program_nftables() {
+            tracing::debug!("cannot program nftables: no redirect tables to delete");
+            return Ok(());
+        }
+        for family in [IpFamily::V4, IpFamily::V6] {
+            delete_table(family).await?;
+        }
         Ok(())
     }
 }

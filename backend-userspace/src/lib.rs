@@ -2,13 +2,20 @@
 //!
 //! The `userspace` proxy mode: kube-proxy itself listens on the service
 //! addresses it can serve and forwards each connection to an endpoint. It
-//! needs no privileges and no kernel rules, so it runs where the other modes
-//! cannot: unprivileged hosts, laptops, tests, localhost node ports.
+//! needs no privileges and no kernel rules for node ports, so it runs where
+//! the other modes cannot: unprivileged hosts, laptops, tests, localhost
+//! node ports; with `CAP_NET_ADMIN` it also captures VIP traffic.
 //!
 //! - **Listeners**: a Tokio TCP listener or UDP socket per service address:
 //!   the node port on every node-port address (the unspecified address when
 //!   `nodePortAddresses` is empty), and ClusterIPs, external IPs and
 //!   load-balancer IPs when they are assigned to this host.
+//! - **Redirect rules** ([`RedirectMode`]): with `CAP_NET_ADMIN` and `nft`,
+//!   the tables `ip`/`ip6 kube-proxy-userspace` redirect every ClusterIP,
+//!   external IP and load-balancer IP to a listener per service port
+//!   (an ephemeral port on the unspecified address), as upstream's old
+//!   userspace mode did with iptables; VIPs of services without endpoints
+//!   are rejected by the rules.
 //! - **Balancing**: round robin over the endpoints the
 //!   [`NodeView`](proxy_core::NodeView) chose ([`ServicePortView`](proxy_core::ServicePortView)
 //!   targets), the next endpoint when a connect fails, ClientIP affinity;
@@ -30,20 +37,27 @@ mod forward;
 mod host;
 mod listener;
 mod options;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod pktinfo;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[path = "pktinfo_unsupported.rs"]
+mod pktinfo;
 mod plan;
+mod redirect;
 mod route;
 mod sockets;
 mod tcp;
 mod trace;
 mod udp;
 
-pub use backend::{CAPABILITIES, ListenerFailure, UserspaceBackend};
+pub use backend::{CAPABILITIES, CAPABILITIES_WITH_REDIRECT, ListenerFailure, UserspaceBackend};
 pub use error::UserspaceError;
 pub use factory::UserspaceFactory;
 pub use forward::Forwarding;
 pub use host::HostAddresses;
 pub use options::Options;
-pub use plan::{ListenerKey, ListenerSpec, NodePortAddresses, TrafficClass};
+pub use plan::{ListenerKey, ListenerSpec, NodePortAddresses, RedirectSpec, TrafficClass};
+pub use redirect::{RedirectMode, Vip};
 pub use trace::Verdict;
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 use proxy_core::backend::BackendContext;
 
 use crate::forward::Forwarding;
+use crate::redirect::RedirectMode;
 
 /// Settings of a [`UserspaceBackend`](crate::UserspaceBackend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,10 @@ pub struct Options {
     pub udp_idle_timeout: Duration,
     /// How TCP payload is moved.
     pub forwarding: Forwarding,
+    /// Whether nftables redirect rules capture ClusterIP, external IP and
+    /// load-balancer IP traffic ([`RedirectMode::Auto`]: when the process
+    /// can program nftables).
+    pub redirect: RedirectMode,
 }
 
 impl Options {
@@ -30,15 +35,29 @@ impl Options {
         } else {
             configured.to_std()
         };
+        // `userspace.redirectServiceIPs: false` keeps the kernel's rules untouched.
+        let redirect = if ctx.config.userspace.redirect_service_ips == Some(false) {
+            RedirectMode::Off
+        } else {
+            RedirectMode::Auto
+        };
         Options {
             udp_idle_timeout,
             forwarding: Forwarding::best(),
+            redirect,
         }
     }
 
     /// With `forwarding` instead.
     pub fn with_forwarding(mut self, forwarding: Forwarding) -> Self {
         self.forwarding = forwarding;
+        self
+    }
+
+    /// With redirect rules `mode` (tests force [`RedirectMode::On`] or
+    /// [`RedirectMode::Off`]).
+    pub fn with_redirect(mut self, mode: RedirectMode) -> Self {
+        self.redirect = mode;
         self
     }
 
@@ -49,11 +68,16 @@ impl Options {
     }
 }
 
+/// The library default touches no kernel rules ([`RedirectMode::Off`]);
+/// [`Options::from_context`], which the daemon uses, follows the
+/// configuration (redirect when privileged, unless
+/// `userspace.redirectServiceIPs: false`).
 impl Default for Options {
     fn default() -> Self {
         Options {
             udp_idle_timeout: Self::DEFAULT_UDP_IDLE_TIMEOUT,
             forwarding: Forwarding::best(),
+            redirect: RedirectMode::Off,
         }
     }
 }

@@ -9,6 +9,7 @@ use proxy_core::backend::BackendContext;
 use proxy_core::{IpFamily, Protocol, ServicePortName, ServicePortView, Target};
 
 use crate::host::HostAddresses;
+use crate::redirect::Vip;
 
 /// A socket the backend listens on: protocol and local address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -153,13 +154,15 @@ fn loopback(family: IpFamily) -> Option<IpAddr> {
     })
 }
 
-/// The listeners `view` needs, in a stable order: the ClusterIP, external
-/// IPs and load-balancer IPs that are local to the host, and the node port on
-/// every node-port address. SCTP ports get none (not supported).
+/// The listeners `view` needs, in a stable order: the node port on every
+/// node-port address and, when `local_vips` (no redirect rules), the
+/// ClusterIP, external IPs and load-balancer IPs that are local to the host.
+/// SCTP ports get none (not supported).
 pub fn listeners_of(
     view: &ServicePortView,
     node_ports: &NodePortAddresses,
     host: &HostAddresses,
+    local_vips: bool,
 ) -> Vec<ListenerSpec> {
     let port = &view.port;
     if port.protocol == Protocol::Sctp {
@@ -175,12 +178,11 @@ pub fn listeners_of(
         refuse: port.protocol == Protocol::Udp && class.target(view) == Target::Reject,
     };
     let mut out = Vec::new();
-    if host.contains(&port.cluster_ip) && !port.cluster_ip.is_unspecified() {
-        out.push(spec(port.cluster_ip, port.port, TrafficClass::Internal));
-    }
-    for ip in port.external_ips.iter().chain(&port.load_balancer_ips) {
-        if host.contains(ip) && !ip.is_unspecified() {
-            out.push(spec(*ip, port.port, TrafficClass::External));
+    if local_vips {
+        for (ip, class) in vips(view) {
+            if host.contains(&ip) {
+                out.push(spec(ip, port.port, class));
+            }
         }
     }
     if let Some(node_port) = port.node_port {
@@ -190,6 +192,58 @@ pub fn listeners_of(
     }
     out.sort_by_key(|a| a.key);
     out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+/// The service addresses of `view` with the traffic class each one uses:
+/// the ClusterIP (internal), then external and load-balancer IPs
+/// (external). Unspecified addresses (headless) are left out.
+fn vips(view: &ServicePortView) -> impl Iterator<Item = (IpAddr, TrafficClass)> + '_ {
+    let port = &view.port;
+    std::iter::once((port.cluster_ip, TrafficClass::Internal))
+        .chain(
+            port.external_ips
+                .iter()
+                .chain(&port.load_balancer_ips)
+                .map(|ip| (*ip, TrafficClass::External)),
+        )
+        .filter(|(ip, _)| !ip.is_unspecified())
+}
+
+/// One VIP the redirect rules handle for a service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectSpec {
+    /// The VIP matched.
+    pub vip: Vip,
+    /// The service port it belongs to.
+    pub port: ServicePortName,
+    /// Which target it uses (and so which redirect listener).
+    pub class: TrafficClass,
+    /// The target is [`Target::Reject`]: the rules reject it, no listener.
+    pub reject: bool,
+}
+
+/// The VIPs of `view` the redirect rules handle, sorted: its ClusterIP,
+/// external IPs and load-balancer IPs (TCP and UDP; SCTP is not proxied).
+pub fn redirects_of(view: &ServicePortView) -> Vec<RedirectSpec> {
+    let port = &view.port;
+    if port.protocol == Protocol::Sctp {
+        return Vec::new();
+    }
+    let mut out: Vec<RedirectSpec> = vips(view)
+        .map(|(ip, class)| RedirectSpec {
+            vip: Vip {
+                ip,
+                protocol: port.protocol,
+                port: port.port,
+            },
+            port: port.name.clone(),
+            class,
+            reject: class.target(view) == Target::Reject,
+        })
+        .collect();
+    out.sort_by_key(|r| r.vip);
+    out.dedup_by(|a, b| a.vip == b.vip);
     out
 }
 
@@ -211,7 +265,7 @@ mod tests {
             port("10.96.0.1", Some(30080)),
             &[endpoint("10.1.0.1", false)],
         );
-        let specs = listeners_of(&v, &NodePortAddresses::All, &HostAddresses::new([]));
+        let specs = listeners_of(&v, &NodePortAddresses::All, &HostAddresses::new([]), true);
         // The ClusterIP is not local: no listener for it.
         assert_eq!(keys(&specs), ["tcp 0.0.0.0:30080 external"]);
         assert!(!specs[0].refuse);
@@ -229,7 +283,7 @@ mod tests {
             "192.168.0.0/16".parse().unwrap(),
             "127.0.0.1/32".parse().unwrap(),
         ]);
-        let specs = listeners_of(&v, &within, &host);
+        let specs = listeners_of(&v, &within, &host, true);
         assert_eq!(
             keys(&specs),
             [
@@ -247,7 +301,7 @@ mod tests {
             "203.0.113.9".parse().unwrap(),
         ];
         let host = HostAddresses::new(["192.168.1.5".parse().unwrap()]);
-        let specs = listeners_of(&view(p, &[]), &NodePortAddresses::All, &host);
+        let specs = listeners_of(&view(p, &[]), &NodePortAddresses::All, &host, true);
         assert_eq!(
             keys(&specs),
             ["tcp 127.0.0.100:80 internal", "tcp 192.168.1.5:80 external"]
@@ -256,7 +310,7 @@ mod tests {
         assert!(specs.iter().all(|s| !s.refuse));
         let mut udp = port("127.0.0.100", None);
         udp.protocol = Protocol::Udp;
-        let specs = listeners_of(&view(udp, &[]), &NodePortAddresses::All, &host);
+        let specs = listeners_of(&view(udp, &[]), &NodePortAddresses::All, &host, true);
         assert!(!specs.is_empty() && specs.iter().all(|s| s.refuse));
     }
 
@@ -269,6 +323,7 @@ mod tests {
             &view(p, &[endpoint("10.1.0.1", false)]),
             &NodePortAddresses::All,
             &host,
+            true,
         );
         assert_eq!(
             keys(&specs),
@@ -287,9 +342,50 @@ mod tests {
             listeners_of(
                 &view(p, &[]),
                 &NodePortAddresses::All,
-                &HostAddresses::new([])
+                &HostAddresses::new([]),
+                true
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn local_vips_are_not_listened_on_when_redirect_rules_serve_them() {
+        let p = port("127.0.0.100", Some(30080));
+        let specs = listeners_of(
+            &view(p, &[]),
+            &NodePortAddresses::All,
+            &HostAddresses::new([]),
+            false,
+        );
+        assert_eq!(keys(&specs), ["tcp 0.0.0.0:30080 external"]);
+    }
+
+    #[test]
+    fn redirects_cover_every_vip_with_its_class_and_reject_targets() {
+        let mut p = port("10.96.0.1", Some(30080));
+        p.external_ips = vec!["198.51.100.10".parse().unwrap()];
+        p.load_balancer_ips = vec!["192.0.2.10".parse().unwrap()];
+        let with_endpoints = redirects_of(&view(p.clone(), &[endpoint("10.1.0.1", false)]));
+        let shown: Vec<String> = with_endpoints
+            .iter()
+            .map(|r| format!("{} {} {}", r.vip, r.class.as_str(), r.reject))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "tcp 10.96.0.1:80 internal false",
+                "tcp 192.0.2.10:80 external false",
+                "tcp 198.51.100.10:80 external false"
+            ]
+        );
+        // No endpoints: every VIP is rejected by the rules.
+        assert!(redirects_of(&view(p.clone(), &[])).iter().all(|r| r.reject));
+        // Headless (no ClusterIP) and SCTP give nothing.
+        let mut headless = port("0.0.0.0", None);
+        headless.cluster_ip = "0.0.0.0".parse().unwrap();
+        assert!(redirects_of(&view(headless, &[])).is_empty());
+        p.protocol = Protocol::Sctp;
+        assert!(redirects_of(&view(p, &[])).is_empty());
     }
 }

@@ -59,7 +59,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
             return;
         }
     };
-    let Some(upstream) = connect(&candidates, peer, &route).await else {
+    let Some((upstream, endpoint)) = connect(&candidates, peer, &route).await else {
         tracing::warn!(service = %route.port, %peer, attempts = DIAL_TIMEOUTS.len(), "no endpoint answered");
         reset(client);
         return;
@@ -67,12 +67,20 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
     // Small writes (request/response protocols) must not wait for Nagle.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    if let Err(error) = forward::forward(client, upstream, route.options.forwarding).await {
+    let same_host = from_host && route.is_host(&endpoint.ip());
+    if let Err(error) =
+        forward::forward(client, upstream, route.options.forwarding, same_host).await
+    {
         tracing::debug!(service = %route.port, %peer, %error, "connection ended with an error");
     }
 }
 
-async fn connect(candidates: &[SocketAddr], peer: SocketAddr, route: &Route) -> Option<TcpStream> {
+/// The first endpoint that accepts, with its address.
+async fn connect(
+    candidates: &[SocketAddr],
+    peer: SocketAddr,
+    route: &Route,
+) -> Option<(TcpStream, SocketAddr)> {
     // As upstream: four attempts with growing timeouts, each on the next
     // endpoint (wrapping around, so one endpoint gets four tries).
     let attempts = candidates.iter().cycle().zip(DIAL_TIMEOUTS);
@@ -82,7 +90,7 @@ async fn connect(candidates: &[SocketAddr], peer: SocketAddr, route: &Route) -> 
                 route
                     .balancer
                     .remember(peer.ip(), *endpoint, Instant::now());
-                return Some(stream);
+                return Some((stream, *endpoint));
             }
             Ok(Err(error)) => {
                 tracing::debug!(service = %route.port, %endpoint, %error, "connect failed, trying the next endpoint");

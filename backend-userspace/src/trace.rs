@@ -4,11 +4,12 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use proxy_core::{IpFamily, Protocol, Target};
+use proxy_core::{IpFamily, Protocol, ServicePortName, Target};
 
 use crate::backend::UserspaceBackend;
 use crate::balancer::Balancer;
-use crate::plan::{ListenerKey, unspecified};
+use crate::plan::{ListenerKey, TrafficClass, unspecified};
+use crate::redirect::Vip;
 
 /// What the backend does with a new connection or first datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +29,32 @@ pub enum Verdict {
 impl UserspaceBackend {
     /// Traces a connection to `destination` over `protocol`; `from_host`
     /// says whether the client is the node itself.
+    ///
+    /// With redirect rules on, a connection to a VIP is decided by the rules
+    /// first (they run at prerouting and output, before any local socket
+    /// is looked up): rejected, or sent to the redirect listener of its
+    /// service port and traffic class.
     pub fn trace(&self, protocol: Protocol, destination: SocketAddr, from_host: bool) -> Verdict {
+        if let Some(redirect) = self.redirect_state() {
+            let vip = Vip {
+                ip: destination.ip(),
+                protocol,
+                port: destination.port(),
+            };
+            if let Some(spec) = redirect.owners().get(&vip) {
+                if spec.reject {
+                    return Verdict::Rejected;
+                }
+                if redirect
+                    .listener_port(&(spec.port.clone(), spec.class))
+                    .is_none()
+                {
+                    // No listener: the rules have no element for it.
+                    return Verdict::NotMatched;
+                }
+                return self.decide(&spec.port, spec.class, from_host);
+            }
+        }
         let exact = ListenerKey {
             protocol,
             addr: destination,
@@ -52,10 +78,15 @@ impl UserspaceBackend {
         if spec.refuse {
             return Verdict::Rejected;
         }
-        let Some(view) = self.balancer(&spec.port).map(|b| b.view()) else {
+        self.decide(&spec.port, spec.class, from_host)
+    }
+
+    /// What the balancer of `port` does with a new connection of `class`.
+    fn decide(&self, port: &ServicePortName, class: TrafficClass, from_host: bool) -> Verdict {
+        let Some(view) = self.balancer(port).map(|b| b.view()) else {
             return Verdict::NotMatched;
         };
-        match Balancer::target(&view, spec.class, from_host) {
+        match Balancer::target(&view, class, from_host) {
             Target::Reject => Verdict::Rejected,
             Target::Drop => Verdict::Dropped,
             target => Verdict::Forwarded(

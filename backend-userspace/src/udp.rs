@@ -4,13 +4,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
 use crate::balancer::Decision;
+use crate::pktinfo;
 use crate::plan::unspecified;
 use crate::route::Route;
 
@@ -23,17 +24,35 @@ struct Session {
     last_active: Arc<Mutex<Instant>>,
 }
 
-type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+/// A client as a session knows it: its address, and the local address it
+/// sent to when the socket reports it (redirect listeners).
+type Peer = (SocketAddr, Option<IpAddr>);
+
+type Sessions = Arc<Mutex<HashMap<Peer, Session>>>;
+
+/// How the listening socket learns where a datagram was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalAddress {
+    /// The socket is bound to it: replies leave from it anyway.
+    Bound,
+    /// The socket is bound to the unspecified address with `IP_PKTINFO`
+    /// on: each datagram says, and its replies leave from that address.
+    PacketInfo,
+}
 
 /// Relays datagrams until the task is aborted (listener removed). Sessions
 /// already open keep relaying replies until they go idle.
-pub(crate) async fn serve(socket: UdpSocket, route: Route) {
+pub(crate) async fn serve(socket: UdpSocket, route: Route, local: LocalAddress) {
     let socket = Arc::new(socket);
     let sessions: Sessions = Arc::default();
     let mut next_id = 0u64;
     let mut buf = vec![0u8; DATAGRAM];
     loop {
-        let (len, client) = match socket.recv_from(&mut buf).await {
+        let received = match local {
+            LocalAddress::Bound => socket.recv_from(&mut buf).await.map(|(n, c)| (n, c, None)),
+            LocalAddress::PacketInfo => pktinfo::recv(&socket, &mut buf).await,
+        };
+        let (len, client, to) = match received {
             Ok(received) => received,
             Err(error) => {
                 // ICMP errors of earlier replies surface here; keep serving.
@@ -43,7 +62,7 @@ pub(crate) async fn serve(socket: UdpSocket, route: Route) {
         };
         let existing = {
             let map = sessions.lock().unwrap_or_else(PoisonError::into_inner);
-            map.get(&client).map(|s| {
+            map.get(&(client, to)).map(|s| {
                 *s.last_active.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 s.upstream.clone()
             })
@@ -52,7 +71,7 @@ pub(crate) async fn serve(socket: UdpSocket, route: Route) {
             Some(upstream) => upstream,
             None => {
                 next_id += 1;
-                match open_session(next_id, client, &socket, &sessions, &route).await {
+                match open_session(next_id, (client, to), &socket, &sessions, &route).await {
                     Some(upstream) => upstream,
                     None => continue,
                 }
@@ -66,11 +85,12 @@ pub(crate) async fn serve(socket: UdpSocket, route: Route) {
 
 async fn open_session(
     id: u64,
-    client: SocketAddr,
+    peer: Peer,
     listener: &Arc<UdpSocket>,
     sessions: &Sessions,
     route: &Route,
 ) -> Option<Arc<UdpSocket>> {
+    let client = peer.0;
     let from_host = route.is_host(&client.ip());
     let endpoint = match route
         .balancer
@@ -97,7 +117,7 @@ async fn open_session(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(
-            client,
+            peer,
             Session {
                 id,
                 upstream: upstream.clone(),
@@ -106,7 +126,7 @@ async fn open_session(
         );
     tokio::spawn(relay_replies(
         id,
-        client,
+        peer,
         upstream.clone(),
         listener.clone(),
         last_active,
@@ -130,13 +150,14 @@ async fn connected_socket(endpoint: SocketAddr) -> io::Result<UdpSocket> {
 /// been idle for `udpIdleTimeout`, then forgets it.
 async fn relay_replies(
     id: u64,
-    client: SocketAddr,
+    peer: Peer,
     upstream: Arc<UdpSocket>,
     listener: Arc<UdpSocket>,
     last_active: Arc<Mutex<Instant>>,
     sessions: Sessions,
     route: Route,
 ) {
+    let (client, from) = peer;
     let idle = route.options.udp_idle_timeout;
     let mut buf = vec![0u8; DATAGRAM];
     loop {
@@ -144,7 +165,11 @@ async fn relay_replies(
         match tokio::time::timeout_at(deadline.into(), upstream.recv(&mut buf)).await {
             Ok(Ok(len)) => {
                 *last_active.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-                if let Err(error) = listener.send_to(&buf[..len], client).await {
+                let sent = match from {
+                    Some(from) => pktinfo::send(&listener, &buf[..len], from, client).await,
+                    None => listener.send_to(&buf[..len], client).await,
+                };
+                if let Err(error) = sent {
                     tracing::debug!(service = %route.port, %client, %error, "reply to client dropped");
                 }
             }
@@ -163,7 +188,7 @@ async fn relay_replies(
         }
     }
     let mut map = sessions.lock().unwrap_or_else(PoisonError::into_inner);
-    if map.get(&client).is_some_and(|s| s.id == id) {
-        map.remove(&client);
+    if map.get(&peer).is_some_and(|s| s.id == id) {
+        map.remove(&peer);
     }
 }

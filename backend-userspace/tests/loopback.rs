@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backend_userspace::{Options, UserspaceBackend};
+use backend_userspace::{Options, RedirectMode, UserspaceBackend};
 use common::{Echoes, context, free_port, service, slice, topology, view};
 use proxy_core::{Backend, ChangeSet, NodeView};
 use serde_json::json;
@@ -33,6 +33,12 @@ async fn who(addr: SocketAddr) -> std::io::Result<(String, BufReader<TcpStream>)
     Ok((line.trim().to_string(), reader))
 }
 
+/// These tests run in the root network namespace: never install redirect
+/// rules there, even as root.
+fn no_redirect() -> Options {
+    Options::default().with_redirect(RedirectMode::Off)
+}
+
 async fn synced(backend: &mut UserspaceBackend, view: &NodeView) {
     backend.sync(view, &ChangeSet::full()).await.unwrap();
 }
@@ -45,7 +51,7 @@ async fn tcp_node_port_round_robins_over_endpoints() {
         &[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
         &[slice("web", "TCP", echoes.port, &echoes.addrs)],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
 
     let mut counts = BTreeMap::new();
@@ -75,7 +81,7 @@ async fn a_dead_endpoint_is_skipped() {
         &[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
         &[slice("web", "TCP", echoes.port, &[echoes.addrs[0], dead])],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
     for _ in 0..6 {
         let (name, _) = who(localhost(np)).await.unwrap();
@@ -92,7 +98,7 @@ async fn client_ip_affinity_sticks_to_one_endpoint() {
         &[service("web", "10.96.0.10", "TCP", 80, Some(np), affinity)],
         &[slice("web", "TCP", echoes.port, &echoes.addrs)],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
     let (first, _) = who(localhost(np)).await.unwrap();
     for _ in 0..9 {
@@ -107,7 +113,7 @@ async fn no_endpoints_refuses_connections() {
         &[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
         &[],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
     // The listener accepts and resets at once: the client sees a reset, never data.
     use tokio::io::AsyncReadExt;
@@ -126,7 +132,7 @@ async fn local_cluster_ip_is_served() {
         &[service("web", "127.0.0.150", "TCP", port, None, json!({}))],
         &[slice("web", "TCP", echoes.port, &echoes.addrs)],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
     let (name, _) = who(SocketAddr::from(([127, 0, 0, 150], port)))
         .await
@@ -142,7 +148,7 @@ async fn udp_sessions_stick_per_client_and_end_when_idle() {
         &[service("dns", "10.96.0.10", "UDP", 53, Some(np), json!({}))],
         &[slice("dns", "UDP", echoes.port, &echoes.addrs)],
     );
-    let options = Options::default().with_udp_idle_timeout(Duration::from_millis(150));
+    let options = no_redirect().with_udp_idle_timeout(Duration::from_millis(150));
     let mut backend = UserspaceBackend::with_options(&context(), options);
     synced(&mut backend, &view(&t)).await;
 
@@ -176,7 +182,7 @@ async fn removing_a_service_keeps_open_connections() {
         &[service("web", "10.96.0.10", "TCP", 80, Some(np), json!({}))],
         &[slice("web", "TCP", echoes.port, &echoes.addrs)],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&t)).await;
     let (_, mut open) = who(localhost(np)).await.unwrap();
 
@@ -211,7 +217,7 @@ async fn endpoint_changes_apply_without_reopening_the_listener() {
         &[svc],
         &[slice("web", "TCP", echoes.port, &echoes.addrs[1..])],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     synced(&mut backend, &view(&before)).await;
     let (_, mut open) = who(localhost(np)).await.unwrap();
 
@@ -246,7 +252,7 @@ async fn a_port_in_use_fails_only_its_service() {
             slice("web", "TCP", echoes.port, &echoes.addrs),
         ],
     );
-    let mut backend = UserspaceBackend::new(&context());
+    let mut backend = UserspaceBackend::with_options(&context(), no_redirect());
     let stats = backend.sync(&view(&t), &ChangeSet::full()).await.unwrap();
     assert!(
         stats.totals.contains(&("listener_failures".to_string(), 1)),
@@ -285,7 +291,7 @@ async fn bulk_transfer_with_half_close(forwarding: backend_userspace::Forwarding
         &[slice("bulk", "TCP", echoes.port, &echoes.addrs)],
     );
     let mut backend =
-        UserspaceBackend::with_options(&context(), Options::default().with_forwarding(forwarding));
+        UserspaceBackend::with_options(&context(), no_redirect().with_forwarding(forwarding));
     synced(&mut backend, &view(&t)).await;
 
     let (name, conn) = who(localhost(np)).await.unwrap();

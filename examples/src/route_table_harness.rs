@@ -33,10 +33,11 @@ impl RouteTableHarness {
     }
 
     /// Whether node ports are served on `ip`: a local address inside the
-    /// node-port networks; loopback only with `localhostNodePorts`.
+    /// node-port networks; loopback too (IPv6 included), as the userspace
+    /// proxy does, unless `localhostNodePorts: false`.
     fn serves_node_ports(&self, ip: &IpAddr) -> bool {
-        let loopback_allowed =
-            !self.ctx.family.loopback_net().contains(ip) || self.ctx.localhost_node_ports;
+        let loopback_allowed = !self.ctx.family.loopback_net().contains(ip)
+            || self.ctx.config.localhost_node_ports();
         let in_networks = self
             .ctx
             .node_port_cidrs

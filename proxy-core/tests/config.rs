@@ -166,7 +166,7 @@ fn default_to_yaml_is_upstreams_write_config_to_plus_userspace() {
     assert_eq!(ours_value, yaml_value(&golden));
     assert_eq!(
         userspace,
-        serde_json::json!({"minSyncPeriod": "1s", "syncPeriod": "30s", "udpIdleTimeout": "250ms"})
+        serde_json::json!({"minSyncPeriod": "1s", "redirectServiceIPs": true, "syncPeriod": "30s", "udpIdleTimeout": "250ms"})
     );
 
     // ... with the keys in upstream's order.
@@ -177,15 +177,19 @@ fn default_to_yaml_is_upstreams_write_config_to_plus_userspace() {
     let ours_keys: Vec<String> = ours_keys
         .into_iter()
         .filter(|k| {
-            !matches!(k.trim(), "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout")
-                || !k.starts_with("  ")
+            !matches!(
+                k.trim(),
+                "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout" | "redirectServiceIPs"
+            ) || !k.starts_with("  ")
         })
         .collect();
     let golden_keys: Vec<String> = keys(&golden)
         .into_iter()
         .filter(|k| {
-            !matches!(k.trim(), "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout")
-                || !k.starts_with("  ")
+            !matches!(
+                k.trim(),
+                "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout" | "redirectServiceIPs"
+            ) || !k.starts_with("  ")
         })
         .collect();
     assert_eq!(ours_keys, golden_keys);

@@ -7,6 +7,7 @@
 
 mod config;
 mod port;
+mod text;
 mod top;
 
 use proxy_core::{NodeView, ServicePortName};

@@ -238,7 +238,7 @@ pub(super) fn render_port(
     let all: Vec<(&Endpoint, String, String)> = view
         .all_endpoints()
         .map(|ep| {
-            let text = ep.to_string();
+            let text = super::text::socket_addr(ep.socket_addr());
             let sep = chains.endpoint_chain_of(p.name, &text);
             (ep, text, sep)
         })
@@ -265,19 +265,43 @@ pub(super) fn render_port(
     }
 
     // One chain per endpoint: the hottest rules, written without formatting.
-    let comment: [&str; 2] = if p.large_cluster { ["", ""] } else { [" -m comment --comment ", name] };
+    let comment: [&str; 2] = if p.large_cluster {
+        ["", ""]
+    } else {
+        [" -m comment --comment ", name]
+    };
     for (_, text, sep) in &all {
         let ip = endpoint_ip(text);
         // Hairpin: an endpoint reaching itself through the service is masqueraded.
-        rules.push_parts(&["-A ", sep, comment[0], comment[1], " -s ", ip, " -j ", KUBE_MARK_MASQ]);
+        rules.push_parts(&[
+            "-A ",
+            sep,
+            comment[0],
+            comment[1],
+            " -s ",
+            ip,
+            " -j ",
+            KUBE_MARK_MASQ,
+        ]);
         let affinity: [&str; 3] = if port.session_affinity.is_some() {
             [" -m recent --name ", sep, " --set"]
         } else {
             ["", "", ""]
         };
         rules.push_parts(&[
-            "-A ", sep, comment[0], comment[1], affinity[0], affinity[1], affinity[2], " -m ", proto, " -p ", proto,
-            " -j DNAT --to-destination ", text,
+            "-A ",
+            sep,
+            comment[0],
+            comment[1],
+            affinity[0],
+            affinity[1],
+            affinity[2],
+            " -m ",
+            proto,
+            " -p ",
+            proto,
+            " -j DNAT --to-destination ",
+            text,
         ]);
     }
     own.chains.extend(all.into_iter().map(|(_, _, sep)| sep));
@@ -286,7 +310,9 @@ pub(super) fn render_port(
 /// The IP of an `ip:port` / `[ip]:port` text.
 fn endpoint_ip(text: &str) -> &str {
     let host = text.rsplit_once(':').map_or(text, |(host, _)| host);
-    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// `(ip:port, KUBE-SEP-…)` of endpoints.
@@ -307,7 +333,11 @@ struct EndpointComment<'a> {
 impl std::fmt::Display for EndpointComment<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.on {
-            write!(f, " -m comment --comment \"{} -> {}\"", self.name, self.endpoint)?;
+            write!(
+                f,
+                " -m comment --comment \"{} -> {}\"",
+                self.name, self.endpoint
+            )?;
         }
         Ok(())
     }

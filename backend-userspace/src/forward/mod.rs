@@ -1,5 +1,7 @@
 //! Moving bytes between an accepted client connection and its endpoint.
 
+#[cfg(all(feature = "splice", any(target_os = "linux", target_os = "android")))]
+mod buffers;
 mod copy;
 #[cfg(all(feature = "splice", any(target_os = "linux", target_os = "android")))]
 mod splice;
@@ -53,16 +55,21 @@ impl Default for Forwarding {
 
 /// Forwards both directions until both sides have closed, propagating
 /// half-closes. Returns the bytes moved client→endpoint and endpoint→client.
+/// `same_host`: both the client and the endpoint are on this host, so a
+/// bulk direction may bound its socket buffers (the splice path does; see
+/// `forward/buffers.rs`).
 pub async fn forward(
     client: TcpStream,
     endpoint: TcpStream,
     how: Forwarding,
+    same_host: bool,
 ) -> std::io::Result<(u64, u64)> {
     match how {
         #[cfg(all(feature = "splice", any(target_os = "linux", target_os = "android")))]
-        Forwarding::Splice => splice::bidirectional(client, endpoint).await,
+        Forwarding::Splice => splice::bidirectional(client, endpoint, same_host).await,
         #[cfg(not(all(feature = "splice", any(target_os = "linux", target_os = "android"))))]
         Forwarding::Splice => {
+            let _ = same_host;
             copy::bidirectional(client, endpoint, Forwarding::DEFAULT_COPY_BUFFER).await
         }
         Forwarding::Copy { buffer } => copy::bidirectional(client, endpoint, buffer).await,

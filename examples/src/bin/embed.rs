@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use backend_userspace::UserspaceBackend;
+use backend_userspace::{Options, RedirectMode, UserspaceBackend};
 use examples::http;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -80,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
     // 2. + 3. This node's view, and a first full sync.
     let node = Arc::new(NodeInfo::named(NODE));
     let ctx = BackendContext::for_tests(IpFamily::V4, node.clone());
-    let mut backend = UserspaceBackend::new(&ctx);
+    // Serve the node port only: no nftables redirect rules, even as root.
+    let options = Options::from_context(&ctx).with_redirect(RedirectMode::Off);
+    let mut backend = UserspaceBackend::with_options(&ctx, options);
     let mut synced = NodeView::build(&topology, node.clone(), IpFamily::V4);
     let stats = backend.sync(&synced, &ChangeSet::full()).await?;
     pending.clear();

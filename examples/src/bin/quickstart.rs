@@ -26,7 +26,7 @@ use examples::http;
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::source::ManifestSource;
 use proxy_core::runtime::{Runtime, RuntimeOptions};
-use proxy_core::{IpFamily, ProxyMode};
+use proxy_core::IpFamily;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -160,11 +160,10 @@ async fn start_binary(args: &Args) -> anyhow::Result<Proxy> {
         bail!("{} does not exist", path.display());
     }
     let child = Command::new(&path)
-        .args(["--proxy-mode=userspace", "--manifests"])
+        .arg("--config")
+        .arg(config_path())
+        .arg("--manifests")
         .arg(&args.manifests)
-        .args(["--hostname-override", NODE])
-        .args(["--healthz-bind-address", "127.0.0.1:10256"])
-        .args(["--metrics-bind-address", "127.0.0.1:10249"])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -177,11 +176,14 @@ async fn start_binary(args: &Args) -> anyhow::Result<Proxy> {
     Ok(Proxy::Binary(child))
 }
 
+/// `examples/config/quickstart.yaml`: userspace mode, loopback servers, no
+/// kernel rules.
+fn config_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.yaml")
+}
+
 fn start_in_process(args: &Args) -> anyhow::Result<Proxy> {
-    let mut config = KubeProxyConfiguration {
-        mode: Some(ProxyMode::Userspace),
-        ..KubeProxyConfiguration::default()
-    };
+    let mut config = KubeProxyConfiguration::load(&config_path())?;
     config.apply_defaults();
     let options = RuntimeOptions {
         families: Some(vec![IpFamily::V4]),

@@ -98,6 +98,14 @@ pub struct UserspaceConfiguration {
     /// (default 250ms, as upstream's old userspace proxier).
     #[serde(deserialize_with = "fields::userspace_udp_idle_timeout")]
     pub udp_idle_timeout: Duration,
+    /// `redirectServiceIPs` (default true): when the process has
+    /// `CAP_NET_ADMIN` and `nft` is installed, install nftables redirect
+    /// rules (tables `ip/ip6 kube-proxy-userspace`) so that traffic to
+    /// ClusterIPs, external IPs and load-balancer IPs reaches the proxy.
+    /// False serves only node ports and addresses local to the host, and
+    /// never changes the kernel's rules.
+    #[serde(rename = "redirectServiceIPs")]
+    pub redirect_service_ips: Option<bool>,
 }
 
 /// `winkernel`: Windows HNS settings. Parsed and kept; unused on Linux.
