@@ -3,7 +3,7 @@
 //! `socat` (when installed).
 //!
 //! ```text
-//! cargo bench -p backend-userspace --features splice --bench proxy
+//! cargo bench -p backend-userspace --bench proxy
 //! ```
 //!
 //! Measures bulk throughput (one connection, client → server), request/
@@ -11,8 +11,13 @@
 //! connections per second (connect, 1-byte exchange, close) at 64 and 1,024
 //! concurrent clients. Bulk and latency run `BENCH_ROUNDS` (5) interleaved
 //! rounds and report medians. Sizes: `BENCH_BULK_MIB` (1024),
-//! `BENCH_ROUND_TRIPS` (10,000), `BENCH_CONN_SECS` (2); the proxy's Tokio
-//! workers: `BENCH_PROXY_WORKERS` (2; 0 = a current-thread runtime).
+//! `BENCH_ROUND_TRIPS` (10,000), `BENCH_CONN_SECS` (2); 0 skips that part.
+//! `BENCH_PATHS=direct,splice` runs only the paths whose label holds one of
+//! the words (to profile one path). The proxy's Tokio workers:
+//! `BENCH_PROXY_WORKERS` (2; 0 = a current-thread runtime). Threads are
+//! named `server`, `userspace-proxy` and `clients` (the bulk and latency
+//! client is the main thread), so `perf report --sort comm` splits the CPU
+//! time by role.
 
 // A benchmark is test code: a failed set-up should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -36,8 +36,8 @@ impl RouteTableHarness {
     /// node-port networks; loopback too (IPv6 included), as the userspace
     /// proxy does, unless `localhostNodePorts: false`.
     fn serves_node_ports(&self, ip: &IpAddr) -> bool {
-        let loopback_allowed = !self.ctx.family.loopback_net().contains(ip)
-            || self.ctx.config.localhost_node_ports();
+        let loopback_allowed =
+            !self.ctx.family.loopback_net().contains(ip) || self.ctx.config.localhost_node_ports();
         let in_networks = self
             .ctx
             .node_port_cidrs

@@ -11,9 +11,11 @@ use tokio::net::TcpStream;
 /// How TCP payload is moved between the two sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Forwarding {
-    /// `splice(2)` through a pipe: the payload never enters user space.
-    /// Linux only, with the crate feature `splice`; elsewhere it falls back
-    /// to [`Forwarding::Copy`].
+    /// `splice(2)` through a pipe for bulk data, which then never enters
+    /// user space; reads under 16 KiB (requests, responses) are copied
+    /// through a small buffer, which takes fewer system calls. Linux only,
+    /// with the crate feature `splice` (on by default); elsewhere it falls
+    /// back to [`Forwarding::Copy`].
     Splice,
     /// `tokio::io::copy_bidirectional` with buffers of the given size.
     Copy {
