@@ -24,8 +24,9 @@
 //!   connection unanswered, like a dropped SYN.
 //! - **UDP**: a session per client address, ended after
 //!   `userspace.udpIdleTimeout` (250 ms by default) without traffic.
-//! - **Speed**: `splice(2)` on Linux with the `splice` feature, otherwise
-//!   `copy_bidirectional` with 64 KiB buffers; `TCP_NODELAY` on both sides.
+//! - **Speed**: `splice(2)` for bulk on Linux (default feature `splice`),
+//!   otherwise `copy_bidirectional` with 64 KiB buffers; `TCP_NODELAY` on
+//!   both sides.
 //!
 //! See the crate README for what it cannot do ([`CAPABILITIES`]).
 

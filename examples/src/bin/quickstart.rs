@@ -183,7 +183,7 @@ fn config_path() -> PathBuf {
 }
 
 fn start_in_process(args: &Args) -> anyhow::Result<Proxy> {
-    let mut config = KubeProxyConfiguration::load(&config_path())?;
+    let mut config = KubeProxyConfiguration::load(config_path())?;
     config.apply_defaults();
     let options = RuntimeOptions {
         families: Some(vec![IpFamily::V4]),

@@ -94,6 +94,7 @@ pub struct Scenario {
     family: IpFamily,
     requires: Vec<Capability>,
     context: BackendContext,
+    objects: Vec<serde_json::Value>,
     topology: ServiceTopology,
     view: NodeView,
     packets: Vec<ScenarioPacket>,
@@ -252,7 +253,7 @@ impl Scenario {
         let config = Arc::new(configuration(file, raw.config)?);
         let context = BackendContext::new(config, node.clone(), family)?;
         let mut topology = ServiceTopology::new();
-        for (i, object) in raw.objects.into_iter().enumerate() {
+        for (i, object) in raw.objects.iter().cloned().enumerate() {
             apply_object(file, i, object, &mut topology)?;
         }
         let view = NodeView::build(&topology, node, family);
@@ -278,6 +279,7 @@ impl Scenario {
             family,
             requires: raw.requires,
             context,
+            objects: raw.objects,
             topology,
             view,
             packets,
@@ -317,6 +319,13 @@ impl Scenario {
     /// The Services and EndpointSlices.
     pub fn topology(&self) -> &ServiceTopology {
         &self.topology
+    }
+
+    /// The Services and EndpointSlices as the file gives them (plain
+    /// Kubernetes objects, in file order): what a manifest directory or an
+    /// API server would hold for this scenario.
+    pub fn objects(&self) -> &[serde_json::Value] {
+        &self.objects
     }
 
     /// The node view the backend is synced to.

@@ -1,0 +1,128 @@
+//! A scenario written out as the binary reads it: a manifest directory
+//! (one YAML file per Service or EndpointSlice) and a
+//! `KubeProxyConfiguration` file.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use proxy_core::config::KubeProxyConfiguration;
+use proxy_core::conformance::Scenario;
+use proxy_core::{IpFamily, ProxyMode};
+
+/// `healthzBindAddress`: the node namespace's own loopback.
+pub const HEALTHZ_ADDRESS: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 10256);
+/// `metricsBindAddress`: the node namespace's own loopback.
+pub const METRICS_ADDRESS: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 10249);
+
+/// A temporary directory holding `config.yaml`, `manifests/` and the
+/// binary's logs; removed on drop.
+#[derive(Debug)]
+pub struct ScenarioFiles {
+    dir: PathBuf,
+}
+
+impl ScenarioFiles {
+    /// Writes `scenario` for the binary in `mode`.
+    pub fn write(mode: ProxyMode, scenario: &Scenario) -> io::Result<ScenarioFiles> {
+        let dir = std::env::temp_dir().join(format!(
+            "kube-proxy-e2e-{}-{mode}-{}",
+            std::process::id(),
+            scenario.name()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests"))?;
+        let files = ScenarioFiles { dir };
+        for (index, object) in scenario.objects().iter().enumerate() {
+            let text = serde_saphyr::to_string(object).map_err(io::Error::other)?;
+            std::fs::write(files.manifests().join(manifest_name(index, object)), text)?;
+        }
+        let config = binary_config(mode, scenario)
+            .to_yaml()
+            .map_err(io::Error::other)?;
+        std::fs::write(files.config(), config)?;
+        Ok(files)
+    }
+
+    /// The configuration file (`--config`).
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// The manifest directory (`--manifests`).
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    /// A file for a log of the binary (`stderr-run.log`).
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for ScenarioFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `03-endpointslice-web-1.yaml`.
+fn manifest_name(index: usize, object: &serde_json::Value) -> String {
+    let field = |path: &[&str]| {
+        let mut value = object;
+        for key in path {
+            value = value.get(key).unwrap_or(&serde_json::Value::Null);
+        }
+        value.as_str().unwrap_or("unnamed").to_ascii_lowercase()
+    };
+    format!(
+        "{index:02}-{}-{}.yaml",
+        field(&["kind"]),
+        field(&["metadata", "name"])
+    )
+}
+
+/// The scenario's configuration (upstream's defaults plus its overrides)
+/// as the binary in `mode` on the scenario's node gets it:
+///
+/// - `mode`, and `hostnameOverride` = the scenario's node, so that the
+///   EndpointSlices' `nodeName`s make endpoints local as in the library
+///   run;
+/// - `bindAddress` = the node's first address of the scenario's family:
+///   with `--manifests` no Node object tells the binary its addresses, and
+///   a specific `bindAddress` is upstream's way to name the node IP
+///   (`nodePortAddresses: [primary]`, nftables' default, resolves to it);
+/// - health and metrics servers on the node namespace's loopback;
+/// - `conntrack.maxPerCore: 0`: `nf_conntrack_max` cannot be set from a
+///   network namespace, and the hash size it would adjust
+///   (`/sys/module/nf_conntrack/parameters/hashsize`) is host-wide.
+pub fn binary_config(mode: ProxyMode, scenario: &Scenario) -> KubeProxyConfiguration {
+    let mut config = KubeProxyConfiguration::clone(scenario.config());
+    config.mode = Some(mode);
+    config.hostname_override = scenario.node().name.clone();
+    if let Some(ip) = primary_address(scenario) {
+        config.bind_address = ip.to_string();
+    }
+    config.healthz_bind_address = HEALTHZ_ADDRESS.to_string();
+    config.metrics_bind_address = METRICS_ADDRESS.to_string();
+    config.conntrack.max_per_core = Some(0);
+    config
+}
+
+/// The node's first address of the scenario's family.
+fn primary_address(scenario: &Scenario) -> Option<IpAddr> {
+    let family = scenario.family();
+    scenario
+        .node()
+        .addresses
+        .iter()
+        .copied()
+        .find(|ip| IpFamily::of(ip) == family)
+}
