@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::conformance::Scenario;
@@ -22,6 +22,16 @@ pub const METRICS_ADDRESS: SocketAddr =
 #[derive(Debug)]
 pub struct ScenarioFiles {
     dir: PathBuf,
+    manifests: Vec<Manifest>,
+}
+
+/// One object's file in the manifest directory.
+#[derive(Debug, Clone)]
+struct Manifest {
+    file: PathBuf,
+    kind: String,
+    namespace: String,
+    name: String,
 }
 
 impl ScenarioFiles {
@@ -34,10 +44,24 @@ impl ScenarioFiles {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("manifests"))?;
-        let files = ScenarioFiles { dir };
+        let mut files = ScenarioFiles {
+            dir,
+            manifests: Vec::new(),
+        };
         for (index, object) in scenario.objects().iter().enumerate() {
             let text = serde_saphyr::to_string(object).map_err(io::Error::other)?;
-            std::fs::write(files.manifests().join(manifest_name(index, object)), text)?;
+            let manifest = Manifest {
+                file: files.manifests().join(manifest_name(index, object)),
+                kind: field(object, &["kind"]).unwrap_or_default().to_string(),
+                namespace: field(object, &["metadata", "namespace"])
+                    .unwrap_or("default")
+                    .to_string(),
+                name: field(object, &["metadata", "name"])
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            std::fs::write(&manifest.file, text)?;
+            files.manifests.push(manifest);
         }
         let config = binary_config(mode, scenario)
             .to_yaml()
@@ -56,14 +80,26 @@ impl ScenarioFiles {
         self.dir.join("manifests")
     }
 
+    /// Deletes the files of every EndpointSlice; returns their
+    /// `(namespace, name)`.
+    pub fn remove_endpoint_slices(&mut self) -> io::Result<Vec<(String, String)>> {
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for manifest in std::mem::take(&mut self.manifests) {
+            if manifest.kind == "EndpointSlice" {
+                std::fs::remove_file(&manifest.file)?;
+                removed.push((manifest.namespace, manifest.name));
+            } else {
+                kept.push(manifest);
+            }
+        }
+        self.manifests = kept;
+        Ok(removed)
+    }
+
     /// A file for a log of the binary (`stderr-run.log`).
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
-    }
-
-    /// The directory itself.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -73,19 +109,24 @@ impl Drop for ScenarioFiles {
     }
 }
 
+/// The string at `path` in `object`.
+fn field<'a>(object: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(object, |value, key| value.get(key))?
+        .as_str()
+}
+
 /// `03-endpointslice-web-1.yaml`.
 fn manifest_name(index: usize, object: &serde_json::Value) -> String {
-    let field = |path: &[&str]| {
-        let mut value = object;
-        for key in path {
-            value = value.get(key).unwrap_or(&serde_json::Value::Null);
-        }
-        value.as_str().unwrap_or("unnamed").to_ascii_lowercase()
+    let part = |path: &[&str]| {
+        field(object, path)
+            .unwrap_or("unnamed")
+            .to_ascii_lowercase()
     };
     format!(
         "{index:02}-{}-{}.yaml",
-        field(&["kind"]),
-        field(&["metadata", "name"])
+        part(&["kind"]),
+        part(&["metadata", "name"])
     )
 }
 

@@ -81,35 +81,7 @@ impl KubeProxyProcess {
         family: IpFamily,
         timeout: Duration,
     ) -> Result<Duration, String> {
-        let start = Instant::now();
-        let mut last_error = String::from("nothing tried yet");
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Err(format!(
-                    "kube-proxy exited ({status}) before its first sync; its log:\n{}",
-                    self.log()
-                ));
-            }
-            match ns.run(|| http::get(METRICS_ADDRESS, "/metrics", HTTP_TIMEOUT)) {
-                Ok(Ok(response)) if response.status == 200 => {
-                    match last_sync(&response.body, family) {
-                        Some(seconds) if seconds > 0.0 => break,
-                        seen => last_error = format!("{LAST_SYNC_METRIC} for {family}: {seen:?}"),
-                    }
-                }
-                Ok(Ok(response)) => last_error = format!("/metrics answered {}", response.status),
-                Ok(Err(e)) => last_error = format!("GET /metrics: {e}"),
-                Err(e) => last_error = format!("entering the node namespace: {e}"),
-            }
-            if start.elapsed() > timeout {
-                return Err(format!(
-                    "kube-proxy did not sync {family} within {timeout:?} (last: {last_error}); its log:\n{}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
-        let synced_after = start.elapsed();
+        let synced_after = self.wait_synced_after(ns, family, 0.0, timeout)?;
         let healthz = ns
             .run(|| http::get(HEALTHZ_ADDRESS, "/healthz", HTTP_TIMEOUT))
             .map_err(|e| format!("entering the node namespace: {e}"))?
@@ -121,6 +93,40 @@ impl KubeProxyProcess {
             ));
         }
         Ok(synced_after)
+    }
+
+    /// Waits until the binary's last sync of `family` is later than
+    /// `after` (a [`LAST_SYNC_METRIC`] value; `0.0`: any sync); returns how
+    /// long that took. Fails early when the process exits, and at
+    /// `timeout`, with the log.
+    pub fn wait_synced_after(
+        &mut self,
+        ns: &Netns,
+        family: IpFamily,
+        after: f64,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Err(format!(
+                    "kube-proxy exited ({status}) while waiting for a sync; its log:\n{}",
+                    self.log()
+                ));
+            }
+            let last_error = match last_sync_in(ns, family) {
+                Ok(Some(seconds)) if seconds > after => return Ok(start.elapsed()),
+                Ok(seen) => format!("{LAST_SYNC_METRIC} for {family}: {seen:?}"),
+                Err(e) => e,
+            };
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "kube-proxy did not sync {family} within {timeout:?} (last: {last_error}); its log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
@@ -175,6 +181,17 @@ impl Drop for KubeProxyProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The binary's [`LAST_SYNC_METRIC`] for `family`, read from `/metrics`
+/// inside `ns`.
+pub fn last_sync_in(ns: &Netns, family: IpFamily) -> Result<Option<f64>, String> {
+    match ns.run(|| http::get(METRICS_ADDRESS, "/metrics", HTTP_TIMEOUT)) {
+        Ok(Ok(response)) if response.status == 200 => Ok(last_sync(&response.body, family)),
+        Ok(Ok(response)) => Err(format!("/metrics answered {}", response.status)),
+        Ok(Err(e)) => Err(format!("GET /metrics: {e}")),
+        Err(e) => Err(format!("entering the node namespace: {e}")),
     }
 }
 
