@@ -8,8 +8,14 @@
 //! started inside the node namespace with `--config FILE --manifests DIR`,
 //! waited for until `/metrics` shows its first sync and `/healthz` answers
 //! 200, every packet of the scenario sent as real connections and compared
-//! with the outcome upstream's mode gives it, SIGTERM (exit 0, rules left
-//! in place), then `kube-proxy --cleanup` (no table or chain left).
+//! with the outcome upstream's mode gives it; then the EndpointSlice files
+//! are deleted, and after the binary's next sync the packets it forwarded
+//! must be rejected (the manifest watch, end to end); SIGTERM (exit 0, the
+//! mode's rules left in place), then `kube-proxy --cleanup` (no table or
+//! chain of any mode left).
+//!
+//! The binary learns the node's IP from `bindAddress` (no Node object
+//! comes with `--manifests`), see `e2e::files::binary_config`.
 //!
 //! The library-level kernel tier (`kernel_harness_factory`, see
 //! `backend-*/tests/`) runs the same scenarios with the backend in-process;

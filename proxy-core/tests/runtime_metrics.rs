@@ -157,11 +157,13 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
     metrics.failed(
         IpFamily::V6,
         ProxyMode::Nftables,
+        true,
         &BackendError::transient("busy"),
     );
     metrics.failed(
         IpFamily::V4,
         ProxyMode::Iptables,
+        false,
         &BackendError::dataplane("restore failed"),
     );
 
@@ -283,6 +285,11 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
     assert_sample(
         &text,
         r#"kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"} 1"#,
+    );
+    // The failed iptables sync was partial.
+    assert_sample(
+        &text,
+        r#"kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total{ip_family="IPv4"} 1"#,
     );
 
     assert_eq!(get(addr, "/healthz").await.2, "ok");

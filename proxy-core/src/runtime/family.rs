@@ -119,7 +119,7 @@ impl FamilyState {
                     tracing::error!(family = %self.family, %mode, full = changes.is_full(), error = %error_chain(&error), "sync failed; changes stay pending and the retry is a full sync");
                     self.pending.require_full();
                     for observer in observers {
-                        observer.failed(self.family, mode, &error);
+                        observer.failed(self.family, mode, changes.is_full(), &error);
                     }
                     return Outcome::Failed;
                 }

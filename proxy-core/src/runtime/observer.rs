@@ -61,9 +61,10 @@ pub trait SyncObserver: Send + Sync {
     /// A sync of one family succeeded.
     fn synced(&self, _report: &SyncReport<'_>) {}
 
-    /// A sync of one family failed; the loop keeps the pending changes and
-    /// retries with a full sync.
-    fn failed(&self, _family: IpFamily, _mode: ProxyMode, _error: &BackendError) {}
+    /// A sync of one family failed; `full` says whether it was a full sync
+    /// (`..._iptables_partial_restore_failures_total` counts the others).
+    /// The loop keeps the pending changes and retries with a full sync.
+    fn failed(&self, _family: IpFamily, _mode: ProxyMode, _full: bool, _error: &BackendError) {}
 
     /// Changes not yet programmed: services and EndpointSlices changed since
     /// the last successful sync (`sync_proxy_rules_{service,endpoint}_changes_pending`).

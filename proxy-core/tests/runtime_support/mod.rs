@@ -194,7 +194,7 @@ impl SyncObserver for RecordingObserver {
             report.trigger_times.len()
         ));
     }
-    fn failed(&self, family: IpFamily, _mode: ProxyMode, error: &BackendError) {
+    fn failed(&self, family: IpFamily, _mode: ProxyMode, _full: bool, error: &BackendError) {
         self.push(format!("failed {family}: {}", error.message()));
     }
     fn pending(&self, services: usize, slices: usize) {

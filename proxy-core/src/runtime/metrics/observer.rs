@@ -86,11 +86,16 @@ impl SyncObserver for ProxyMetrics {
         }
     }
 
-    fn failed(&self, family: IpFamily, mode: ProxyMode, _error: &BackendError) {
+    fn failed(&self, family: IpFamily, mode: ProxyMode, full: bool, _error: &BackendError) {
         let labels = FamilyLabels::of(family);
         match mode {
             ProxyMode::Iptables | ProxyMode::Ipvs => {
                 self.iptables_restore_failures.get_or_create(&labels).inc();
+                if !full && mode == ProxyMode::Iptables {
+                    self.iptables_partial_restore_failures
+                        .get_or_create(&labels)
+                        .inc();
+                }
             }
             ProxyMode::Nftables => {
                 self.nftables_sync_failures.get_or_create(&labels).inc();
