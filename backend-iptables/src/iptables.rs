@@ -149,8 +149,11 @@ impl Iptables {
             })
     }
 
-    /// Runs `iptables -w … -t table <args>`; exit code 1 is returned as
-    /// `Ok(false)` (rule/chain not found, or chain exists), others are errors.
+    /// Runs `iptables -w … -t table <args>`; "not found" (exit code 1: rule
+    /// or chain not found, or chain exists; or, like upstream's
+    /// `IsNotFoundError`, a message that a chain or rule does not exist,
+    /// which iptables-nft reports with exit code 2) is returned as
+    /// `Ok(false)`; anything else is an error.
     async fn iptables(&self, table: &str, args: &[&str]) -> Result<bool, IptablesError> {
         let mut all: Vec<&str> = WAIT.to_vec();
         all.extend(["-t", table]);
@@ -160,6 +163,7 @@ impl Iptables {
         match out.code {
             Some(0) => Ok(true),
             Some(1) => Ok(false),
+            _ if is_not_found(&out.stderr) => Ok(false),
             code => Err(IptablesError::Command {
                 command: cmd.to_string(),
                 code,
@@ -288,5 +292,36 @@ impl Iptables {
             return Ok(false);
         }
         self.iptables(table, &["-X", chain]).await
+    }
+}
+
+/// Upstream's `IsNotFoundError`: the messages iptables (legacy and nft)
+/// prints when a chain, rule or target does not exist.
+fn is_not_found(stderr: &str) -> bool {
+    stderr.contains("does not exist")
+        || stderr.contains("No chain/target/match by that name")
+        || stderr.contains("Bad rule (does a matching rule exist in that chain?)")
+}
+
+#[cfg(test)]
+mod not_found_tests {
+    use super::is_not_found;
+
+    #[test]
+    fn missing_chains_and_rules_are_not_found_in_both_variants() {
+        // iptables-nft 1.8.9, exit code 2.
+        assert!(is_not_found(
+            "iptables v1.8.9 (nf_tables): Chain 'KUBE-EXTERNAL-SERVICES' does not exist"
+        ));
+        // iptables-legacy.
+        assert!(is_not_found(
+            "iptables: No chain/target/match by that name."
+        ));
+        assert!(is_not_found(
+            "iptables: Bad rule (does a matching rule exist in that chain?)."
+        ));
+        assert!(!is_not_found(
+            "iptables: Permission denied (you must be root)."
+        ));
     }
 }

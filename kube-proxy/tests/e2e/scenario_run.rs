@@ -417,19 +417,10 @@ impl<'a> Run<'a> {
         let cleanup = run_to_completion(ns, &["--config", path_str(&config)?, "--cleanup"])?;
         let cleanup_log = String::from_utf8_lossy(&cleanup.stderr);
         if !cleanup.status.success() {
-            if only_missing_iptables_chains(&cleanup_log) {
-                println!(
-                    "KNOWN BUG ({} mode, {}): kube-proxy --cleanup exits with {} because the iptables cleanup fails on chains that do not exist",
-                    self.mode,
-                    self.scenario.name(),
-                    cleanup.status
-                );
-            } else {
-                return Err(format!(
-                    "kube-proxy --cleanup failed ({}): {cleanup_log}",
-                    cleanup.status
-                ));
-            }
+            return Err(format!(
+                "kube-proxy --cleanup failed ({}): {cleanup_log}",
+                cleanup.status
+            ));
         }
         let cleaned = KubeRules::read(ns)?;
         if !cleaned.is_empty() {
@@ -467,22 +458,6 @@ fn matches(expected: &Outcome, actual: &Outcome, sticky: bool, compare_masquerad
         }
         _ => expected.accepts(actual, compare_masquerade),
     }
-}
-
-/// Whether every error `kube-proxy --cleanup` logged is the iptables
-/// mode's cleanup failing on a chain that does not exist: iptables-nft
-/// exits 2 with "Chain 'KUBE-EXTERNAL-SERVICES' does not exist" for
-/// `-D INPUT … -j KUBE-EXTERNAL-SERVICES` when iptables mode never ran,
-/// which `backend-iptables` takes for a failure where upstream's
-/// `IsNotFoundError` matches "does not exist". Tolerated (and printed)
-/// until `backend-iptables` treats it as "not found"; delete this then.
-fn only_missing_iptables_chains(log: &str) -> bool {
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
-    !errors.is_empty()
-        && errors
-            .iter()
-            .all(|l| l.contains("cleanup failed mode=iptables"))
-        && log.contains("does not exist")
 }
 
 /// Whether a REJECT of `packet` fails the client's `send` itself: a UDP
