@@ -111,6 +111,26 @@ pub enum KeyType {
     /// declared with `typeof` (the index is what `numgen` yields, an
     /// integer no named nft type matches).
     LoadBalance(Protocol),
+    /// Networks of the table's family: an address set with `flags
+    /// interval`, whose elements are prefixes ([`ElemKey::Net`]; nft also
+    /// takes a plain address as a one-address prefix). An address matches
+    /// when a prefix contains it; prefixes must not overlap.
+    Net,
+}
+
+impl KeyType {
+    /// Whether `key` is an element key of this type.
+    pub fn accepts(self, key: &ElemKey) -> bool {
+        matches!(
+            (self, key),
+            (KeyType::Addr | KeyType::Net, ElemKey::Addr(_))
+                | (KeyType::Net, ElemKey::Net(_))
+                | (KeyType::AddrPair, ElemKey::AddrPair(..))
+                | (KeyType::AddrProtoPort, ElemKey::AddrProtoPort(..))
+                | (KeyType::ProtoPort, ElemKey::ProtoPort(..))
+                | (KeyType::LoadBalance(_), ElemKey::LoadBalance(..))
+        )
+    }
 }
 
 /// A named set (`verdict_map == false`) or verdict map.
@@ -199,6 +219,8 @@ pub enum ElemKey {
     /// `addr . port . index`: endpoint `index` of a service port in its
     /// protocol's load-balancing map.
     LoadBalance(IpAddr, u16, u32),
+    /// A prefix, in an interval set ([`KeyType::Net`]).
+    Net(IpNet),
 }
 
 /// One element of a named set or map.
@@ -506,6 +528,9 @@ impl fmt::Display for CommandDisplay<'_> {
                     f.write_str(" : verdict")?;
                 }
                 f.write_str(" ;")?;
+                if s.key == KeyType::Net {
+                    f.write_str(" flags interval ;")?;
+                }
                 if let Some(timeout) = s.timeout {
                     write!(f, " flags dynamic,timeout ; timeout {timeout}s ;")?;
                 }
@@ -534,7 +559,7 @@ impl fmt::Display for CommandDisplay<'_> {
 fn key_type_text(family: IpFamily, key: KeyType) -> String {
     let a = addr_type(family);
     match key {
-        KeyType::Addr => a.to_string(),
+        KeyType::Addr | KeyType::Net => a.to_string(),
         KeyType::AddrPair => format!("{a} . {a}"),
         KeyType::AddrProtoPort => format!("{a} . inet_proto . inet_service"),
         KeyType::ProtoPort => "inet_proto . inet_service".to_string(),
@@ -553,6 +578,7 @@ impl fmt::Display for KeyDisplay<'_> {
             ElemKey::AddrProtoPort(a, p, n) => write!(f, "{a} . {} . {n}", p.lower()),
             ElemKey::ProtoPort(p, n) => write!(f, "{} . {n}", p.lower()),
             ElemKey::LoadBalance(a, n, i) => write!(f, "{a} . {n} . {i}"),
+            ElemKey::Net(n) => write!(f, "{n}"),
         }
     }
 }

@@ -7,11 +7,12 @@
 use std::collections::BTreeSet;
 
 use backend_nftables::NftablesBackend;
+use proxy_core::backend::BackendContext;
 use proxy_core::conformance::netns::{
     Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
 };
-use proxy_core::conformance::{Scenario, Tier, load_scenarios, run};
-use proxy_core::{Backend, ChangeSet, NodeView, ServiceKey};
+use proxy_core::conformance::{Scenario, Tier, load_scenarios, run, run_scenarios};
+use proxy_core::{Backend, ChangeSet, NodeInfo, NodeView, ServiceKey};
 
 fn nft_present() -> Result<(), String> {
     check_tool("nft", &["--version"], "nftables")
@@ -33,6 +34,56 @@ async fn conformance_suite_passes_in_the_kernel() {
         "only {} scenarios ran",
         report.scenarios.len()
     );
+}
+
+/// Runs the `nodeport-addresses` scenario (`nodePortAddresses:
+/// [10.0.0.0/24]`, node IP 10.0.0.1 on the node namespace's uplink) with
+/// the backend built from `adjust(ctx)`.
+async fn nodeport_addresses_with(adjust: fn(&mut BackendContext)) {
+    let scenario = load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == "nodeport-addresses")
+        .unwrap();
+    let factory = kernel_harness_factory(move |ctx| {
+        let mut ctx = ctx.clone();
+        adjust(&mut ctx);
+        Ok(Box::new(NftablesBackend::new(&ctx)?) as Box<dyn Backend>)
+    });
+    let report = run_scenarios(&factory, Tier::Kernel, &[scenario]).await;
+    report.assert_passed();
+    assert_eq!(report.scenarios.len(), 1);
+}
+
+/// Node ports are served on the local addresses inside `nodePortAddresses`,
+/// as upstream (`GetNodeIPs` over the interfaces): a Node object that lists
+/// no address (`--manifests` without a Node) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_follow_local_addresses_not_the_node_object() {
+    if !privileged_or_skip_with(
+        "node_ports_follow_local_addresses_not_the_node_object",
+        nft_present,
+    ) {
+        return;
+    }
+    nodeport_addresses_with(|ctx| {
+        ctx.node = NodeInfo::named(ctx.node.name.clone()).shared();
+    })
+    .await;
+}
+
+/// Overlapping networks (`primary` inside a configured CIDR) are merged
+/// before they reach the interval set, which the kernel requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_node_port_networks_are_accepted() {
+    if !privileged_or_skip_with("overlapping_node_port_networks_are_accepted", nft_present) {
+        return;
+    }
+    nodeport_addresses_with(|ctx| {
+        if let Some(cidrs) = ctx.node_port_cidrs.as_mut() {
+            cidrs.push("10.0.0.1/32".parse().unwrap());
+        }
+    })
+    .await;
 }
 
 fn in_namespace<T: Send>(

@@ -14,8 +14,11 @@
 //! mode's rules left in place), then `kube-proxy --cleanup` (no table or
 //! chain of any mode left).
 //!
-//! The binary learns the node's IP from `bindAddress` (no Node object
-//! comes with `--manifests`), see `e2e::files::binary_config`.
+//! The scenario's node is a `kind: Node` in the manifests: the binary
+//! learns the node's IPs (`nodePortAddresses: [primary]`, nftables'
+//! default), pod CIDRs (`detectLocalMode: NodeCIDR`) and zone (topology
+//! hints) from it, as from the API server in a cluster; see
+//! `e2e::files::node_object`.
 //!
 //! The library-level kernel tier (`kernel_harness_factory`, see
 //! `backend-*/tests/`) runs the same scenarios with the backend in-process;
@@ -37,9 +40,12 @@ use e2e::scenario_run::run_mode;
 
 /// A representative subset of the conformance scenarios: ClusterIP over
 /// TCP and UDP, NodePort, externalTrafficPolicy Local, no endpoints
-/// (reject), load-balancer source ranges, a detect-local mode,
+/// (reject), load-balancer source ranges, two detect-local modes,
 /// masqueradeAll and ClientIP session affinity. A mode skips those it
-/// lacks the capabilities for.
+/// lacks the capabilities for. Three need the Node object of the
+/// manifests: `nodeport-cluster` its IPs (nftables serves node ports on
+/// the primary IPs), `topology-prefer-same-zone` its zone and
+/// `detect-local-node-cidr` its pod CIDRs.
 const SCENARIOS: &[&str] = &[
     "clusterip-tcp-udp",
     "clusterip-session-affinity",
@@ -48,6 +54,8 @@ const SCENARIOS: &[&str] = &[
     "clusterip-no-endpoints",
     "loadbalancer-source-ranges",
     "detect-local-bridge",
+    "detect-local-node-cidr",
+    "topology-prefer-same-zone",
     "masquerade-all",
 ];
 

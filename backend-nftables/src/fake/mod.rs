@@ -6,8 +6,10 @@ mod harness;
 mod tracer;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ipnet::IpNet;
 use proxy_core::IpFamily;
 
 pub use harness::{FakeHarness, fake_harness_factory};
@@ -27,6 +29,43 @@ pub struct FakeSet {
     pub def: SetDef,
     /// Elements: value and comment.
     pub elements: BTreeMap<ElemKey, (Option<ElemValue>, Option<String>)>,
+}
+
+impl FakeSet {
+    /// Whether an element of this set matches `addr`: an equal address, or
+    /// a prefix containing it (interval sets).
+    pub fn matches_addr(&self, addr: &IpAddr) -> bool {
+        if self.elements.contains_key(&ElemKey::Addr(*addr)) {
+            return true;
+        }
+        self.def.key == KeyType::Net
+            && self
+                .elements
+                .keys()
+                .any(|k| matches!(k, ElemKey::Net(n) if n.contains(addr)))
+    }
+
+    /// Whether `key` overlaps an element other than itself, as the
+    /// kernel checks for interval sets ("interval overlaps with an
+    /// existing one").
+    fn overlaps(&self, key: &ElemKey) -> bool {
+        let Some(new) = as_net(key) else {
+            return false;
+        };
+        self.elements.keys().filter(|k| *k != key).any(|k| {
+            as_net(k)
+                .is_some_and(|old| old.contains(&new.network()) || new.contains(&old.network()))
+        })
+    }
+}
+
+/// An address or prefix key as a prefix.
+fn as_net(key: &ElemKey) -> Option<IpNet> {
+    match key {
+        ElemKey::Net(n) => Some(*n),
+        ElemKey::Addr(a) => Some(IpNet::from(*a)),
+        _ => None,
+    }
 }
 
 /// A chain and its rules.
@@ -287,6 +326,12 @@ fn apply_command(
             if !fits {
                 return Err(err("Invalid argument (element value does not fit the set)"));
             }
+            if !s.def.key.accepts(&e.key) {
+                return Err(err("Invalid argument (element key does not fit the set)"));
+            }
+            if s.def.key == KeyType::Net && s.overlaps(&e.key) {
+                return Err(err("File exists (interval overlaps with an existing one)"));
+            }
             if !added.insert((e.set.clone(), e.key.clone())) {
                 return Err(err("File exists (duplicate element in one transaction)"));
             }
@@ -332,5 +377,101 @@ impl Executor for FakeExecutor {
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {
         Ok(lock(&self.fake).table(family).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ir::Element;
+
+    fn interval_set() -> SetDef {
+        SetDef {
+            name: "nets".into(),
+            key: KeyType::Net,
+            verdict_map: false,
+            timeout: None,
+            comment: None,
+        }
+    }
+
+    fn add(fake: &mut FakeNft, set: &str, key: ElemKey) -> Result<(), NftError> {
+        let mut tx = Transaction::new(IpFamily::V4);
+        tx.push(Command::AddElement(Element {
+            set: set.into(),
+            key,
+            value: None,
+            comment: None,
+        }));
+        fake.apply(&tx)
+    }
+
+    fn net(s: &str) -> ElemKey {
+        ElemKey::Net(s.parse().unwrap())
+    }
+
+    fn fake_with_sets() -> FakeNft {
+        let mut fake = FakeNft::default();
+        let mut tx = Transaction::new(IpFamily::V4);
+        tx.push(Command::AddTable);
+        tx.push(Command::AddSet(interval_set()));
+        tx.push(Command::AddSet(SetDef {
+            name: "addrs".into(),
+            key: KeyType::Addr,
+            ..interval_set()
+        }));
+        fake.apply(&tx).unwrap();
+        fake
+    }
+
+    #[test]
+    fn interval_sets_match_addresses_inside_their_prefixes() {
+        let mut fake = fake_with_sets();
+        add(&mut fake, "nets", net("10.0.0.0/24")).unwrap();
+        add(
+            &mut fake,
+            "nets",
+            ElemKey::Addr("192.168.1.1".parse().unwrap()),
+        )
+        .unwrap();
+        let set = &fake.table(IpFamily::V4).unwrap().sets["nets"];
+        for (addr, inside) in [
+            ("10.0.0.0", true),
+            ("10.0.0.255", true),
+            ("10.0.1.0", false),
+            ("192.168.1.1", true),
+            ("192.168.1.2", false),
+        ] {
+            assert_eq!(set.matches_addr(&addr.parse().unwrap()), inside, "{addr}");
+        }
+    }
+
+    #[test]
+    fn overlapping_intervals_are_rejected_like_the_kernel() {
+        let mut fake = fake_with_sets();
+        add(&mut fake, "nets", net("10.0.0.0/24")).unwrap();
+        // The same prefix again is not an overlap (`add` is idempotent).
+        add(&mut fake, "nets", net("10.0.0.0/24")).unwrap();
+        assert!(add(&mut fake, "nets", net("10.0.0.1/32")).is_err());
+        assert!(add(&mut fake, "nets", net("10.0.0.0/8")).is_err());
+        assert!(
+            add(
+                &mut fake,
+                "nets",
+                ElemKey::Addr("10.0.0.7".parse().unwrap())
+            )
+            .is_err()
+        );
+        add(&mut fake, "nets", net("10.0.1.0/24")).unwrap();
+    }
+
+    #[test]
+    fn a_prefix_needs_an_interval_set() {
+        let mut fake = fake_with_sets();
+        assert!(add(&mut fake, "addrs", net("10.0.0.0/24")).is_err());
+        let set = &fake.table(IpFamily::V4).unwrap().sets["addrs"];
+        assert!(set.elements.is_empty());
     }
 }

@@ -192,7 +192,7 @@ impl<'a> Tracer<'a> {
             let matched = match st {
                 Stmt::CtStateNew => true,
                 Stmt::CtStatusDnat => pkt.dnat.is_some(),
-                Stmt::DaddrInSet(s) => self.has(s, &ElemKey::Addr(pkt.daddr)),
+                Stmt::DaddrInSet(s) => self.has_addr(s, &pkt.daddr),
                 Stmt::SaddrDaddrInSet(s) => self.has(s, &ElemKey::AddrPair(pkt.saddr, pkt.daddr)),
                 Stmt::DaddrIs(a) => pkt.daddr == *a,
                 Stmt::SaddrIs(a) => pkt.saddr == *a,
@@ -307,6 +307,15 @@ impl<'a> Tracer<'a> {
         }
         let _ = self.family;
         vec![(RuleEnd::Done, pkt)]
+    }
+
+    /// `ip daddr @set`: exact for address sets, a prefix lookup for
+    /// interval sets.
+    fn has_addr(&self, set: &str, addr: &IpAddr) -> bool {
+        self.table
+            .sets
+            .get(set)
+            .is_some_and(|s| s.matches_addr(addr))
     }
 
     fn has(&self, set: &str, key: &ElemKey) -> bool {

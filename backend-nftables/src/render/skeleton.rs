@@ -1,21 +1,20 @@
 //! The table's fixed objects: sets, verdict maps, base chains and the
 //! top-level regular chains, as in upstream's golden `baseRules`.
 
-use std::net::IpAddr;
-
+use proxy_core::Protocol;
 use proxy_core::backend::BackendContext;
-use proxy_core::{IpFamily, Protocol};
 
+use super::nodeport_ips::NodePortMatch;
 use crate::ir::{
-    BaseChain, ChainDef, ChainType, ElemKey, Element, Hook, KeyType, Rule, SetDef, Stmt, Verdict,
-    VmapKey,
+    BaseChain, ChainDef, ChainType, Element, Hook, KeyType, Rule, SetDef, Stmt, Verdict, VmapKey,
 };
 
 /// Names of the fixed objects.
 pub mod names {
     /// Set of active ClusterIPs.
     pub const CLUSTER_IPS: &str = "cluster-ips";
-    /// Set of node IPs that accept node ports.
+    /// Interval set of the `nodePortAddresses` networks: a local address
+    /// inside one accepts node ports (absent when all addresses do).
     pub const NODEPORT_IPS: &str = "nodeport-ips";
     /// `ip . ip` pairs of endpoint IPs: a DNATed packet whose source and
     /// destination form a pair reached itself through a service (hairpin).
@@ -65,7 +64,7 @@ pub struct Skeleton {
     pub sets: Vec<SetDef>,
     /// Chains, base chains first.
     pub chains: Vec<(ChainDef, Vec<Rule>)>,
-    /// Elements of fixed sets (`nodeport-ips`).
+    /// Elements of fixed sets (the networks of `nodeport-ips`).
     pub elements: Vec<Element>,
 }
 
@@ -101,7 +100,6 @@ fn new_jump(c: &str) -> Rule {
 impl Skeleton {
     /// The skeleton for `ctx`.
     pub fn new(ctx: &BackendContext) -> Self {
-        let family = ctx.family;
         let mark = ctx.masquerade_mark;
         let mut sets = vec![
             set(CLUSTER_IPS, KeyType::Addr, false, "Active ClusterIPs"),
@@ -150,31 +148,18 @@ impl Skeleton {
                 "ClusterIP . port . index : endpoint, read by the load-balance chains",
             ));
         }
-        let mut elements = Vec::new();
-        // Where node ports are accepted: every local address (fib), or the
-        // node IPs inside `nodePortAddresses` (`primary` by default).
-        let nodeport_match: Vec<Stmt> = match &ctx.node_port_cidrs {
-            None => vec![
-                Stmt::FibDaddrLocal,
-                Stmt::DaddrNotInNet(family.loopback_net()),
-            ],
-            Some(cidrs) => {
-                sets.push(set(
-                    NODEPORT_IPS,
-                    KeyType::Addr,
-                    false,
-                    "IPs that accept NodePort traffic",
-                ));
-                for ip in node_port_ips(ctx.node.addresses.iter().copied(), cidrs, family) {
-                    elements.push(Element {
-                        set: NODEPORT_IPS.into(),
-                        key: ElemKey::Addr(ip),
-                        value: None,
-                        comment: None,
-                    });
-                }
-                vec![Stmt::DaddrInSet(NODEPORT_IPS.into())]
+        // Where node ports are accepted: local addresses, all of them or
+        // those inside `nodePortAddresses` (`primary` by default).
+        let NodePortMatch {
+            set: nodeport_set,
+            stmts: nodeport_match,
+        } = NodePortMatch::new(ctx);
+        let elements = match nodeport_set {
+            Some((def, elements)) => {
+                sets.push(def);
+                elements
             }
+            None => Vec::new(),
         };
         let vmap = |key, map: &str| Stmt::Vmap {
             key,
@@ -297,21 +282,4 @@ impl Skeleton {
             elements,
         }
     }
-}
-
-/// The node IPs of `family` inside `cidrs`, loopback excluded (upstream
-/// logs an error for it: nftables mode has no localhost node ports).
-fn node_port_ips(
-    addresses: impl Iterator<Item = IpAddr>,
-    cidrs: &[ipnet::IpNet],
-    family: IpFamily,
-) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = addresses
-        .filter(|ip| {
-            family.contains(ip) && !ip.is_loopback() && cidrs.iter().any(|c| c.contains(ip))
-        })
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
 }

@@ -1,6 +1,6 @@
 //! A scenario written out as the binary reads it: a manifest directory
-//! (one YAML file per Service or EndpointSlice) and a
-//! `KubeProxyConfiguration` file.
+//! (one YAML file per Service or EndpointSlice, and the node's `kind: Node`)
+//! and a `KubeProxyConfiguration` file.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::conformance::Scenario;
-use proxy_core::{IpFamily, ProxyMode};
+use proxy_core::{NodeInfo, ProxyMode};
 
 /// `healthzBindAddress`: the node namespace's own loopback.
 pub const HEALTHZ_ADDRESS: SocketAddr =
@@ -48,7 +48,9 @@ impl ScenarioFiles {
             dir,
             manifests: Vec::new(),
         };
-        for (index, object) in scenario.objects().iter().enumerate() {
+        let node = node_object(scenario.node());
+        let objects = std::iter::once(&node).skip(1).chain(scenario.objects());
+        for (index, object) in objects.enumerate() {
             let text = serde_saphyr::to_string(object).map_err(io::Error::other)?;
             let manifest = Manifest {
                 file: files.manifests().join(manifest_name(index, object)),
@@ -116,6 +118,25 @@ fn field<'a>(object: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
         .as_str()
 }
 
+/// The scenario's node as the Node object a cluster would hold: name,
+/// labels (its zone), `spec.podCIDRs` and `status.addresses` (InternalIPs,
+/// in order: the first of each family is its primary IP).
+fn node_object(node: &NodeInfo) -> serde_json::Value {
+    let addresses: Vec<serde_json::Value> = node
+        .addresses
+        .iter()
+        .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()}))
+        .collect();
+    let pod_cidrs: Vec<String> = node.pod_cidrs.iter().map(ToString::to_string).collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": node.labels},
+        "spec": {"podCIDRs": pod_cidrs},
+        "status": {"addresses": addresses},
+    })
+}
+
 /// `03-endpointslice-web-1.yaml`.
 fn manifest_name(index: usize, object: &serde_json::Value) -> String {
     let part = |path: &[&str]| {
@@ -135,11 +156,10 @@ fn manifest_name(index: usize, object: &serde_json::Value) -> String {
 ///
 /// - `mode`, and `hostnameOverride` = the scenario's node, so that the
 ///   EndpointSlices' `nodeName`s make endpoints local as in the library
-///   run;
-/// - `bindAddress` = the node's first address of the scenario's family:
-///   with `--manifests` no Node object tells the binary its addresses, and
-///   a specific `bindAddress` is upstream's way to name the node IP
-///   (`nodePortAddresses: [primary]`, nftables' default, resolves to it);
+///   run, and the manifests' Node object is this node's;
+/// - `bindAddress` left unspecified: the node's IPs, pod CIDRs and zone
+///   come from the Node object in the manifests (see [`node_object`]), as
+///   they come from the API server in a cluster;
 /// - health and metrics servers on the node namespace's loopback;
 /// - `conntrack.maxPerCore: 0`: `nf_conntrack_max` cannot be set from a
 ///   network namespace, and the hash size it would adjust
@@ -148,22 +168,8 @@ pub fn binary_config(mode: ProxyMode, scenario: &Scenario) -> KubeProxyConfigura
     let mut config = KubeProxyConfiguration::clone(scenario.config());
     config.mode = Some(mode);
     config.hostname_override = scenario.node().name.clone();
-    if let Some(ip) = primary_address(scenario) {
-        config.bind_address = ip.to_string();
-    }
     config.healthz_bind_address = HEALTHZ_ADDRESS.to_string();
     config.metrics_bind_address = METRICS_ADDRESS.to_string();
     config.conntrack.max_per_core = Some(0);
     config
-}
-
-/// The node's first address of the scenario's family.
-fn primary_address(scenario: &Scenario) -> Option<IpAddr> {
-    let family = scenario.family();
-    scenario
-        .node()
-        .addresses
-        .iter()
-        .copied()
-        .find(|ip| IpFamily::of(ip) == family)
 }

@@ -1,11 +1,14 @@
 //! This node: its [`NodeInfo`] for the views and its [`NodeHealth`] for
-//! `/healthz`, derived from the Node object when a source delivers one.
+//! `/healthz`, derived from the Node object when a source delivers one, and
+//! the settings that need what the Node says but find nothing.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::config::{DetectLocal, KubeProxyConfiguration};
 use crate::model::{IpFamily, NodeInfo};
 
 use super::observer::NodeHealth;
@@ -85,6 +88,76 @@ impl NodeState {
         }
     }
 
+    /// Logs (warning) each configured setting that needs something of the
+    /// node that is not known, as upstream does at start-up: a
+    /// `detectLocalMode: NodeCIDR` without a pod CIDR, a `primary` in
+    /// `nodePortAddresses` without a node IP, no node IP at all. `families`
+    /// are the families served.
+    ///
+    /// Call it at start with `previous: None`, and with the former state
+    /// whenever the node changes: a condition the former state already had
+    /// is not logged again, so each is logged once per occurrence, never per
+    /// sync.
+    pub fn warn_unresolved_settings(
+        &self,
+        config: &KubeProxyConfiguration,
+        families: &[IpFamily],
+        previous: Option<&NodeState>,
+    ) {
+        let before = previous
+            .map(|p| p.missing_node_info(config, families))
+            .unwrap_or_default();
+        for setting in self.missing_node_info(config, families) {
+            if !before.contains(&setting) {
+                match setting.family() {
+                    Some(family) => {
+                        tracing::warn!(node = %self.info.name, ip_family = %family, "{setting}")
+                    }
+                    None => tracing::warn!(node = %self.info.name, "{setting}"),
+                }
+            }
+        }
+    }
+
+    /// The configured settings of `families` that need something of the
+    /// node that is not known.
+    pub(crate) fn missing_node_info(
+        &self,
+        config: &KubeProxyConfiguration,
+        families: &[IpFamily],
+    ) -> Vec<MissingNodeInfo> {
+        let mut unresolved = Vec::new();
+        if self.info.addresses.is_empty() {
+            unresolved.push(MissingNodeInfo::NodeIp);
+        }
+        // An invalid configuration is reported by its validation.
+        if let Ok(DetectLocal::NodeCidr) = config.detect_local() {
+            unresolved.extend(
+                families
+                    .iter()
+                    .filter(|f| self.info.pod_cidr(**f).is_none())
+                    .map(|f| MissingNodeInfo::PodCidr(*f)),
+            );
+        }
+        if let Ok(addresses) = config.node_port_addresses()
+            && addresses.primary
+        {
+            for family in families {
+                if self.info.primary_ip(*family).is_none() {
+                    let other_addresses = addresses
+                        .cidrs
+                        .iter()
+                        .any(|net| IpFamily::of_net(net) == *family);
+                    unresolved.push(MissingNodeInfo::PrimaryIp {
+                        family: *family,
+                        other_addresses,
+                    });
+                }
+            }
+        }
+        unresolved
+    }
+
     /// The families this node has an address of, primary family first;
     /// both when nothing is known (the host decides).
     pub fn families(&self) -> Vec<IpFamily> {
@@ -101,6 +174,71 @@ impl NodeState {
             }
         }
         families
+    }
+}
+
+/// What a configured setting needs of the node but is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissingNodeInfo {
+    /// No node IP at all: neither `bindAddress` nor the Node names one.
+    NodeIp,
+    /// `detectLocalMode: NodeCIDR`, but the Node has no pod CIDR of this
+    /// family: local traffic of the family is not detected.
+    PodCidr(IpFamily),
+    /// `nodePortAddresses` contains `primary`, but no node IP of `family`
+    /// is known; `other_addresses` when the list has CIDRs of the family.
+    PrimaryIp {
+        /// The family without a node IP.
+        family: IpFamily,
+        /// The list names other addresses of the family.
+        other_addresses: bool,
+    },
+}
+
+impl MissingNodeInfo {
+    /// The family it is about, if one.
+    fn family(&self) -> Option<IpFamily> {
+        match self {
+            MissingNodeInfo::NodeIp => None,
+            MissingNodeInfo::PodCidr(family) | MissingNodeInfo::PrimaryIp { family, .. } => {
+                Some(*family)
+            }
+        }
+    }
+}
+
+impl fmt::Display for MissingNodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissingNodeInfo::NodeIp => f.write_str(
+                "No node IP is known: set bindAddress to the node's IP, or give the node's \
+                 Node object status.addresses (with --manifests, a kind: Node named like this \
+                 node in the manifests); node-IP-based settings resolve to nothing",
+            ),
+            MissingNodeInfo::PodCidr(family) => write!(
+                f,
+                "Detect-local-mode set to NodeCIDR, but no PodCIDR defined at node for \
+                 {family}: traffic from local pods is not detected (the Node object's \
+                 spec.podCIDRs sets it)"
+            ),
+            MissingNodeInfo::PrimaryIp {
+                family,
+                other_addresses,
+            } => {
+                write!(
+                    f,
+                    "nodePortAddresses contains \"primary\", but no {family} node IP is known: "
+                )?;
+                if *other_addresses {
+                    write!(
+                        f,
+                        "node ports are served on {family} only on the other nodePortAddresses"
+                    )
+                } else {
+                    write!(f, "node ports are not served on {family}")
+                }
+            }
+        }
     }
 }
 
@@ -165,5 +303,92 @@ mod tests {
             "unspecified bind address is not a node IP"
         );
         assert!(!NodeState::new("n1", None, None).health.known);
+    }
+
+    fn config(yaml: &str) -> KubeProxyConfiguration {
+        let mut config: KubeProxyConfiguration = serde_saphyr::from_str(yaml).unwrap();
+        config.apply_defaults();
+        config
+    }
+
+    #[test]
+    fn unresolved_settings_name_what_is_missing_per_family() {
+        let both = [IpFamily::V4, IpFamily::V6];
+        let nft = config("mode: nftables\ndetectLocalMode: NodeCIDR\n");
+        let nothing = NodeState::new("n1", None, None);
+        assert_eq!(
+            nothing.missing_node_info(&nft, &both),
+            [
+                MissingNodeInfo::NodeIp,
+                MissingNodeInfo::PodCidr(IpFamily::V4),
+                MissingNodeInfo::PodCidr(IpFamily::V6),
+                MissingNodeInfo::PrimaryIp {
+                    family: IpFamily::V4,
+                    other_addresses: false
+                },
+                MissingNodeInfo::PrimaryIp {
+                    family: IpFamily::V6,
+                    other_addresses: false
+                },
+            ]
+        );
+
+        let v4_only = node(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDRs": ["10.0.1.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.2"}]}
+        }));
+        let state = NodeState::new("n1", None, Some(&v4_only));
+        assert_eq!(state.missing_node_info(&nft, &[IpFamily::V4]), []);
+        assert_eq!(
+            state.missing_node_info(&nft, &both),
+            [
+                MissingNodeInfo::PodCidr(IpFamily::V6),
+                MissingNodeInfo::PrimaryIp {
+                    family: IpFamily::V6,
+                    other_addresses: false
+                },
+            ]
+        );
+
+        // iptables serves node ports on every local IP by default, and the
+        // default detect-local mode needs no Node.
+        let ipt = config("mode: iptables\n");
+        assert_eq!(
+            nothing.missing_node_info(&ipt, &both),
+            [MissingNodeInfo::NodeIp]
+        );
+        let listed = config("mode: iptables\nnodePortAddresses: [primary, localhost]\n");
+        assert_eq!(
+            NodeState::new("n1", Some("192.168.1.2".parse().unwrap()), None)
+                .missing_node_info(&listed, &both),
+            [MissingNodeInfo::PrimaryIp {
+                family: IpFamily::V6,
+                other_addresses: true
+            }]
+        );
+    }
+
+    #[test]
+    fn unresolved_settings_say_what_is_not_served() {
+        let text = MissingNodeInfo::PrimaryIp {
+            family: IpFamily::V6,
+            other_addresses: false,
+        }
+        .to_string();
+        assert!(
+            text.contains("IPv6") && text.contains("not served"),
+            "{text}"
+        );
+        let text = MissingNodeInfo::PodCidr(IpFamily::V4).to_string();
+        assert!(
+            text.starts_with("Detect-local-mode set to NodeCIDR, but no PodCIDR defined"),
+            "{text}"
+        );
+        let text = MissingNodeInfo::NodeIp.to_string();
+        assert!(
+            text.contains("bindAddress") && text.contains("kind: Node"),
+            "{text}"
+        );
     }
 }

@@ -101,9 +101,12 @@ impl World {
         self.required.is_subset(&self.listed)
     }
 
-    /// Whether the sources deliver the Node.
+    /// Whether the node's health follows its Node object: the sources must
+    /// deliver it (`Node` is among the required kinds: the API server), or
+    /// a source that may deliver one did (a manifest directory holding this
+    /// node's Node). Otherwise there is no Node to be ineligible by.
     pub(crate) fn watches_node(&self) -> bool {
-        self.required.contains(&ObjectKind::Node)
+        self.required.contains(&ObjectKind::Node) || self.node.is_some()
     }
 
     /// This node's object, if known.
@@ -221,25 +224,37 @@ impl World {
             },
             Update::InitDone => {
                 let listed = self.nodes.objects.take().unwrap_or_default();
-                let mine = listed
-                    .into_iter()
-                    .find(|n| n.metadata.name.as_deref() == Some(self.node_name.as_str()));
+                let mut mine = None;
+                for node in listed {
+                    if self.is_mine(&node) {
+                        mine = Some(node);
+                    }
+                }
                 self.set_node(mine, delta);
                 self.listed.insert(ObjectKind::Node);
             }
             Update::Apply(node) => self.set_node(Some(node), delta),
             Update::Delete(node) => {
-                if node.metadata.name.as_deref() == Some(self.node_name.as_str()) {
+                if self.is_mine(&node) {
                     self.set_node(None, delta);
                 }
             }
         }
     }
 
+    /// Whether `node` is this node's object; logs (debug) the others, which
+    /// a manifest directory may hold.
+    fn is_mine(&self, node: &Node) -> bool {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let mine = name == self.node_name;
+        if !mine {
+            tracing::debug!(node = name, this_node = %self.node_name, "ignoring the Node object of another node");
+        }
+        mine
+    }
+
     fn set_node(&mut self, node: Option<Node>, delta: &mut Delta) {
-        if let Some(n) = &node
-            && n.metadata.name.as_deref() != Some(self.node_name.as_str())
-        {
+        if node.as_ref().is_some_and(|n| !self.is_mine(n)) {
             return;
         }
         // Compare what matters, not the resourceVersion or status heartbeats.
@@ -489,7 +504,40 @@ mod tests {
         let other: Node =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "n2"}})).unwrap();
         let mut delta = Delta::default();
-        world.apply(SourceEvent::Node(Update::Apply(other)), &mut delta);
+        world.apply(SourceEvent::Node(Update::Apply(other.clone())), &mut delta);
         assert!(!delta.node && world.node().is_some());
+        world.apply(SourceEvent::Node(Update::Delete(other)), &mut delta);
+        assert!(!delta.node && world.node().is_some());
+    }
+
+    #[test]
+    fn an_optional_node_governs_health_only_while_present() {
+        // A manifest source: Node is not a required kind, but may come.
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let node = |name: &str| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+        };
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Init), &mut delta);
+        world.apply(SourceEvent::Node(Update::InitApply(node("n2"))), &mut delta);
+        world.apply(SourceEvent::Node(Update::InitDone), &mut delta);
+        assert!(!delta.node && world.node().is_none() && !world.watches_node());
+        assert!(
+            !world.is_ready(),
+            "the Node list does not make the world ready"
+        );
+
+        world.apply(SourceEvent::Node(Update::Apply(node("n1"))), &mut delta);
+        assert!(delta.node && world.watches_node());
+
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Delete(node("n1"))), &mut delta);
+        assert!(delta.node && world.node().is_none() && !world.watches_node());
+
+        let required = World::new("n1", [ObjectKind::Node]);
+        assert!(
+            required.watches_node(),
+            "a required Node is watched while unknown"
+        );
     }
 }

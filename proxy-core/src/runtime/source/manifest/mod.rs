@@ -1,7 +1,8 @@
-//! [`ManifestSource`]: Services and EndpointSlices from YAML files, watched
-//! for changes.
+//! [`ManifestSource`]: Services, EndpointSlices and the Node from YAML
+//! files, watched for changes.
 
 mod files;
+mod node;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -19,8 +20,19 @@ use super::{Source, SourceEvent, Update};
 use files::Files;
 pub use parse::{ManifestObject, ObjectError, ObjectId, ParsedManifests, parse_manifests};
 
-/// Reads Services and EndpointSlices from a manifest file or a directory of
-/// them (`*.yaml`, `*.yml`, `*.json`; multi-document, `kind: List`).
+/// Reads Services, EndpointSlices and Nodes from a manifest file or a
+/// directory of them (`*.yaml`, `*.yml`, `*.json`; multi-document,
+/// `kind: List`).
+///
+/// A `kind: Node` stands for the Node object of a cluster: the one named
+/// like this node (`hostnameOverride`) gives kube-proxy the node's IPs
+/// (`status.addresses`), pod CIDRs (`spec.podCIDRs`) and zone (labels), and
+/// deleting it from the files is the Node's deletion. The runtime ignores
+/// Nodes of other names. A Node is optional, so [`Source::kinds`] does not
+/// list it: without one, kube-proxy knows only its name and `bindAddress`,
+/// and `/healthz` does not wait for a Node. Nodes are delivered ahead of
+/// the Services and EndpointSlices, so the first sync already knows the
+/// node.
 ///
 /// The directory (or the file's directory) is watched with inotify, which
 /// also sees editors' rename-on-save and ConfigMap symlink swaps; a periodic
@@ -133,37 +145,68 @@ impl ManifestSource {
     }
 }
 
-fn apply_event(object: &ManifestObject, initial: bool) -> SourceEvent {
-    match (object.clone(), initial) {
-        (ManifestObject::Service(s), true) => SourceEvent::Service(Update::InitApply(s)),
-        (ManifestObject::Service(s), false) => SourceEvent::Service(Update::Apply(s)),
-        (ManifestObject::EndpointSlice(s), true) => {
-            SourceEvent::EndpointSlice(Update::InitApply(s))
+/// What happened to one object.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// Part of the initial list.
+    Listed,
+    /// Added or modified.
+    Applied,
+    /// Deleted.
+    Deleted,
+}
+
+/// The event that tells `change` of `object`.
+fn object_event(object: &ManifestObject, change: Change) -> SourceEvent {
+    fn update<K>(object: K, change: Change) -> Update<K> {
+        match change {
+            Change::Listed => Update::InitApply(object),
+            Change::Applied => Update::Apply(object),
+            Change::Deleted => Update::Delete(object),
         }
-        (ManifestObject::EndpointSlice(s), false) => SourceEvent::EndpointSlice(Update::Apply(s)),
+    }
+    match object.clone() {
+        ManifestObject::Service(s) => SourceEvent::Service(update(s, change)),
+        ManifestObject::EndpointSlice(s) => SourceEvent::EndpointSlice(update(s, change)),
+        ManifestObject::Node(n) => SourceEvent::Node(update(n, change)),
     }
 }
 
+/// `Init` (or `InitDone` when `done`) of `kind`.
+fn list_event(kind: ObjectKind, done: bool) -> SourceEvent {
+    fn update<K>(done: bool) -> Update<K> {
+        if done { Update::InitDone } else { Update::Init }
+    }
+    match kind {
+        ObjectKind::Service => SourceEvent::Service(update(done)),
+        ObjectKind::EndpointSlice => SourceEvent::EndpointSlice(update(done)),
+        ObjectKind::Node => SourceEvent::Node(update(done)),
+    }
+}
+
+/// The initial list of each kind, Nodes first: the runtime is ready once
+/// the Services and EndpointSlices are listed, and then knows the Node.
 fn initial_events(objects: &BTreeMap<ObjectId, ManifestObject>) -> Vec<SourceEvent> {
-    let mut events = vec![SourceEvent::Service(Update::Init)];
-    events.extend(
-        objects
-            .values()
-            .filter(|o| matches!(o, ManifestObject::Service(_)))
-            .map(|o| apply_event(o, true)),
-    );
-    events.push(SourceEvent::Service(Update::InitDone));
-    events.push(SourceEvent::EndpointSlice(Update::Init));
-    events.extend(
-        objects
-            .values()
-            .filter(|o| matches!(o, ManifestObject::EndpointSlice(_)))
-            .map(|o| apply_event(o, true)),
-    );
-    events.push(SourceEvent::EndpointSlice(Update::InitDone));
+    let mut events = Vec::new();
+    for kind in [
+        ObjectKind::Node,
+        ObjectKind::Service,
+        ObjectKind::EndpointSlice,
+    ] {
+        events.push(list_event(kind, false));
+        events.extend(
+            objects
+                .iter()
+                .filter(|(id, _)| id.kind == kind)
+                .map(|(_, o)| object_event(o, Change::Listed)),
+        );
+        events.push(list_event(kind, true));
+    }
     events
 }
 
+/// The events that turn `old` into `new`: `Apply` per added or changed
+/// object, `Delete` per removed one.
 fn diff_events(
     old: &BTreeMap<ObjectId, ManifestObject>,
     new: &BTreeMap<ObjectId, ManifestObject>,
@@ -171,15 +214,12 @@ fn diff_events(
     let mut events = Vec::new();
     for (id, object) in new {
         if old.get(id) != Some(object) {
-            events.push(apply_event(object, false));
+            events.push(object_event(object, Change::Applied));
         }
     }
     for (id, object) in old {
         if !new.contains_key(id) {
-            events.push(match object.clone() {
-                ManifestObject::Service(s) => SourceEvent::Service(Update::Delete(s)),
-                ManifestObject::EndpointSlice(s) => SourceEvent::EndpointSlice(Update::Delete(s)),
-            });
+            events.push(object_event(object, Change::Deleted));
         }
     }
     events
@@ -194,5 +234,92 @@ impl Source for ManifestSource {
         let (sender, mut receiver) = mpsc::unbounded_channel();
         tokio::spawn(self.run(sender));
         futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects(text: &str) -> BTreeMap<ObjectId, ManifestObject> {
+        let parsed = parse_manifests(text).unwrap();
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        parsed.objects.into_iter().map(|o| (o.id(), o)).collect()
+    }
+
+    fn describe(events: &[SourceEvent]) -> Vec<String> {
+        fn name<
+            K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+        >(
+            kind: ObjectKind,
+            update: &Update<K>,
+        ) -> String {
+            let named = |what: &str, o: &K| {
+                format!(
+                    "{kind} {what} {}",
+                    o.metadata().name.clone().unwrap_or_default()
+                )
+            };
+            match update {
+                Update::Init => format!("{kind} Init"),
+                Update::InitDone => format!("{kind} InitDone"),
+                Update::InitApply(o) => named("InitApply", o),
+                Update::Apply(o) => named("Apply", o),
+                Update::Delete(o) => named("Delete", o),
+            }
+        }
+        events
+            .iter()
+            .map(|e| match e {
+                SourceEvent::Service(u) => name(ObjectKind::Service, u),
+                SourceEvent::EndpointSlice(u) => name(ObjectKind::EndpointSlice, u),
+                SourceEvent::Node(u) => name(ObjectKind::Node, u),
+            })
+            .collect()
+    }
+
+    const WORLD: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 172.30.0.1, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+";
+
+    #[test]
+    fn the_initial_list_delivers_nodes_first() {
+        let events = initial_events(&objects(WORLD));
+        assert_eq!(
+            describe(&events),
+            [
+                "Node Init",
+                "Node InitApply node-a",
+                "Node InitDone",
+                "Service Init",
+                "Service InitApply web",
+                "Service InitDone",
+                "EndpointSlice Init",
+                "EndpointSlice InitDone",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_node_removed_from_the_files_is_deleted() {
+        let before = objects(WORLD);
+        let changed = objects(&WORLD.replace("10.0.0.1", "10.0.0.2"));
+        assert_eq!(
+            describe(&diff_events(&before, &changed)),
+            ["Node Apply node-a"]
+        );
+        let without = objects(WORLD.split("---").next().unwrap());
+        assert_eq!(
+            describe(&diff_events(&changed, &without)),
+            ["Node Delete node-a"]
+        );
     }
 }

@@ -1,15 +1,17 @@
 //! Parsing manifest files: multi-document YAML (or JSON) holding Services,
-//! EndpointSlices and `kind: List`s of them.
+//! EndpointSlices, Nodes and `kind: List`s of them.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
 
 use crate::error::ObjectKind;
 
+use super::node::decode_node;
+
 /// One object of a manifest file.
-// A Service is larger than an EndpointSlice; boxing would not pay for
-// the few objects a manifest directory holds.
+// Variants differ in size; boxing would not pay for the few objects a
+// manifest directory holds.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ManifestObject {
@@ -17,22 +19,36 @@ pub enum ManifestObject {
     Service(Service),
     /// A `discovery.k8s.io/v1` EndpointSlice.
     EndpointSlice(EndpointSlice),
+    /// A `v1` Node: the one named like this node describes it (its IPs,
+    /// pod CIDRs, zone), as the Node object does in a cluster.
+    Node(Node),
 }
 
 impl ManifestObject {
-    /// `(kind, namespace, name)`; the namespace defaults to `default`.
+    /// `(kind, namespace, name)`; the namespace defaults to `default`, and
+    /// is empty for a Node (cluster-scoped).
     pub fn id(&self) -> ObjectId {
         let (kind, meta) = match self {
             ManifestObject::Service(s) => (ObjectKind::Service, &s.metadata),
             ManifestObject::EndpointSlice(s) => (ObjectKind::EndpointSlice, &s.metadata),
+            ManifestObject::Node(n) => (ObjectKind::Node, &n.metadata),
         };
         ObjectId {
             kind,
-            namespace: meta
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_string()),
+            namespace: namespace_of(kind, meta.namespace.as_deref()),
             name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// The namespace an object of `kind` is identified by: none for a Node
+/// (cluster-scoped, a `metadata.namespace` is ignored), else the given one
+/// or `default`.
+fn namespace_of(kind: ObjectKind, namespace: Option<&str>) -> String {
+    match kind {
+        ObjectKind::Node => String::new(),
+        ObjectKind::Service | ObjectKind::EndpointSlice => {
+            namespace.unwrap_or("default").to_string()
         }
     }
 }
@@ -42,7 +58,7 @@ impl ManifestObject {
 pub struct ObjectId {
     /// Its kind.
     pub kind: ObjectKind,
-    /// Its namespace (`default` when unset).
+    /// Its namespace (`default` when unset; empty for a Node).
     pub namespace: String,
     /// Its name.
     pub name: String,
@@ -50,7 +66,11 @@ pub struct ObjectId {
 
 impl std::fmt::Display for ObjectId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -102,8 +122,8 @@ pub struct ParsedManifests {
 /// Parses the text of one manifest file. A YAML syntax error fails the
 /// whole file (`Err`, with the parser's line and column); an unusable object
 /// is reported in [`ParsedManifests::errors`] and the others are kept.
-/// Kinds other than Service, EndpointSlice and List are skipped with an error
-/// entry.
+/// Kinds other than Service, EndpointSlice, Node and List are skipped with an
+/// error entry.
 pub fn parse_manifests(text: &str) -> Result<ParsedManifests, String> {
     let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
     let mut parsed = ParsedManifests::default();
@@ -160,12 +180,11 @@ fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
         .to_string();
     let namespace = metadata
         .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
+        .and_then(Value::as_str);
     let (object_kind, expected_api) = match kind.as_str() {
         "Service" => (ObjectKind::Service, "v1"),
         "EndpointSlice" => (ObjectKind::EndpointSlice, "discovery.k8s.io/v1"),
+        "Node" => (ObjectKind::Node, "v1"),
         "" => {
             parsed.errors.push(ObjectError {
                 object: label,
@@ -175,17 +194,20 @@ fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
             return;
         }
         other => {
+            let namespace = namespace.unwrap_or("default");
             parsed.errors.push(ObjectError {
                 object: format!("{other} {namespace}/{name}"),
                 id: None,
-                reason: format!("kind {other} is not supported (only Service and EndpointSlice)"),
+                reason: format!(
+                    "kind {other} is not supported (only Service, EndpointSlice and Node)"
+                ),
             });
             return;
         }
     };
     let id = ObjectId {
         kind: object_kind,
-        namespace,
+        namespace: namespace_of(object_kind, namespace),
         name,
     };
     let fail = |reason: String, parsed: &mut ParsedManifests| {
@@ -211,12 +233,17 @@ fn object(value: Value, label: String, parsed: &mut ParsedManifests) {
         return;
     }
     let result = match object_kind {
-        ObjectKind::Service => serde_json::from_value(value).map(ManifestObject::Service),
-        _ => serde_json::from_value(value).map(ManifestObject::EndpointSlice),
+        ObjectKind::Service => serde_json::from_value(value)
+            .map(ManifestObject::Service)
+            .map_err(|e| e.to_string()),
+        ObjectKind::EndpointSlice => serde_json::from_value(value)
+            .map(ManifestObject::EndpointSlice)
+            .map_err(|e| e.to_string()),
+        ObjectKind::Node => decode_node(value).map(ManifestObject::Node),
     };
     match result {
         Ok(object) => parsed.objects.push(object),
-        Err(error) => fail(error.to_string(), parsed),
+        Err(reason) => fail(reason, parsed),
     }
 }
 
@@ -257,6 +284,39 @@ items:
         assert!(parsed.errors[0].reason.contains("ConfigMap"));
         assert_eq!(parsed.errors[1].object, "EndpointSlice default/bad");
         assert!(parsed.errors[1].id.is_some());
+    }
+
+    #[test]
+    fn nodes_are_cluster_scoped_and_errors_name_the_field() {
+        let text = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: node-a, namespace: ignored}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+spec: {podCIDRs: [10.244.2.0/33]}
+---
+apiVersion: v2
+kind: Node
+metadata: {name: node-c}
+"#;
+        let parsed = parse_manifests(text).unwrap();
+        let ids: Vec<String> = parsed.objects.iter().map(|o| o.id().to_string()).collect();
+        assert_eq!(ids, ["Node node-a"]);
+        assert_eq!(parsed.errors.len(), 2, "{:?}", parsed.errors);
+        assert_eq!(parsed.errors[0].object, "Node node-b");
+        assert_eq!(
+            parsed.errors[0].reason,
+            "spec.podCIDRs[0]: \"10.244.2.0/33\" is not a valid CIDR"
+        );
+        assert!(
+            parsed.errors[0].id.is_some(),
+            "its last good version is kept"
+        );
+        assert_eq!(parsed.errors[1].reason, "apiVersion must be v1, not \"v2\"");
     }
 
     #[test]
