@@ -49,7 +49,7 @@ impl ScenarioFiles {
             manifests: Vec::new(),
         };
         let node = node_object(scenario.node());
-        let objects = std::iter::once(&node).skip(1).chain(scenario.objects());
+        let objects = std::iter::once(&node).chain(scenario.objects());
         for (index, object) in objects.enumerate() {
             let text = serde_saphyr::to_string(object).map_err(io::Error::other)?;
             let manifest = Manifest {

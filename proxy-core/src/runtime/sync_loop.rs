@@ -186,6 +186,8 @@ impl Runtime {
                         if world.is_ready() {
                             node = self.node_state(&world);
                             families = self.build_families(&node).await?;
+                            let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
+                            node.warn_unresolved_settings(&self.config, &served, None);
                             self.report_node(&node);
                         }
                     } else {
@@ -241,6 +243,8 @@ impl Runtime {
     ) {
         if delta.node {
             let new = self.node_state(world);
+            let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
+            new.warn_unresolved_settings(&self.config, &served, Some(node));
             if new.health != node.health {
                 self.report_node(&new);
             }
