@@ -20,6 +20,7 @@ use proxy_core::runtime::{
 };
 use proxy_core::{IpFamily, NodeInfo, NodeView, ProxyMode};
 
+use crate::config_watch::ConfigWatch;
 use crate::options::{Action, Options, UsageError, node_name};
 use crate::privileges;
 
@@ -28,6 +29,7 @@ pub const EXIT_USAGE: u8 = 64;
 
 /// Runs `options.action`.
 pub async fn execute(options: Options, registry: Registry) -> anyhow::Result<ExitCode> {
+    tracing::debug!(action = ?options.action, config = ?options.config_file.as_ref().map(|f| &f.path), "executing");
     match &options.action {
         Action::WriteConfig(path) => {
             let text = options.config_to_write.to_yaml()?;
@@ -186,12 +188,42 @@ async fn dry_run(options: &Options, registry: &Registry) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// The proxy.
+/// Why the proxy stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT: exit 0.
+    Signal,
+    /// The `--config` file changed: exit 1, to be restarted with it.
+    ConfigChanged,
+}
+
+/// Completes when kube-proxy should stop, saying why: a signal, or (with
+/// `--config`) a change of the configuration file, as upstream.
+async fn stop_requested(watch: Option<ConfigWatch>) -> Stop {
+    let config_changed = async {
+        match watch {
+            Some(watch) => {
+                let path = watch.path().to_path_buf();
+                watch.changed().await;
+                tracing::warn!(path = %path.display(), "the configuration file changed; exiting so that kube-proxy is restarted with it");
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal() => Stop::Signal,
+        () = config_changed => Stop::ConfigChanged,
+    }
+}
+
+/// The proxy. Exits 0 on SIGTERM/SIGINT and 1 when the `--config` file
+/// changed; both leave the rules in place.
 async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> {
     let factory = factory(&options, registry)?;
     let mode = factory.mode();
     let node = preliminary_node(&options)?;
     let config = Arc::new(options.config.clone());
+    let watch = options.config_file.clone().map(ConfigWatch::new);
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
     let privileged = privileges::has_net_admin();
     // The userspace proxy programs no kernel rules: it neither needs the
@@ -259,9 +291,16 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
         }
         std::future::pending().await
     };
+    let (stopped_tx, mut stopped) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        let _ = stopped_tx.send(stop_requested(watch).await);
+    };
     tokio::select! {
-        result = runtime.run(source, shutdown_signal()) => result?,
+        result = runtime.run(source, shutdown) => result?,
         error = servers_failed => return Err(error),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(match stopped.try_recv() {
+        Ok(Stop::ConfigChanged) => ExitCode::FAILURE,
+        Ok(Stop::Signal) | Err(_) => ExitCode::SUCCESS,
+    })
 }

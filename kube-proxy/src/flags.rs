@@ -94,10 +94,12 @@ pub struct Flags {
     /// Log level verbosity (0: info; 2-3: debug; 4+: trace; 6+: also libraries).
     #[arg(short = 'v', long = "v", value_name = "LEVEL")]
     pub verbosity: Option<u32>,
-    /// Comma-separated pattern=N settings for file-filtered logging (accepted, not applied per file).
+    /// Comma-separated pattern=N settings for file-filtered logging: N applies
+    /// to the Rust source files whose base name (without .rs) matches the
+    /// pattern (`*` and `?` allowed), with -v's level mapping.
     #[arg(long, value_name = "PATTERN=N,...")]
     pub vmodule: Option<String>,
-    /// Log format; only "text" is supported.
+    /// Sets the log format: "text" (default) or "json".
     #[arg(long, value_name = "FORMAT")]
     pub logging_format: Option<String>,
 

@@ -6,6 +6,7 @@
 //! [`options`].
 
 pub mod app;
+pub mod config_watch;
 pub mod flags;
 pub mod logging;
 pub mod options;
@@ -48,7 +49,11 @@ pub fn main() -> ExitCode {
         Ok(options) => options,
         Err(error) => return usage(&error.0),
     };
-    logging::init(options.config.logging.verbosity);
+    logging::init(
+        options.log_format,
+        options.config.logging.verbosity,
+        &options.config.logging.vmodule,
+    );
     if !options.ignored_flags.is_empty() {
         tracing::warn!(flags = %options.ignored_flags.join(", "), "--config is set: these flags are ignored (as upstream)");
     }

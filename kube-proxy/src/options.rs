@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use proxy_core::ProxyMode;
 use proxy_core::config::{Duration, KubeProxyConfiguration};
 
+use crate::config_watch::ConfigFile;
 use crate::flags::{Flags, split_list};
+use crate::logging::LogFormat;
 
 /// A usage problem: bad flags or configuration. The binary prints it on one
 /// line and exits with 64 (`EX_USAGE`).
@@ -52,6 +54,10 @@ pub struct Options {
     pub manifests: Option<PathBuf>,
     /// Configuration flags ignored because of `--config`.
     pub ignored_flags: Vec<&'static str>,
+    /// The `--config` file as it was loaded, to notice when it changes.
+    pub config_file: Option<ConfigFile>,
+    /// The log format (`logging.format`).
+    pub log_format: LogFormat,
 }
 
 /// Sets `field` from `flag` and records the flag's name.
@@ -298,9 +304,10 @@ fn apply_logging_flags(
         config.logging.verbosity = v;
     }
     if let Some(format) = &flags.logging_format {
-        if format != "text" {
+        if LogFormat::from_name(format).is_none() {
             return Err(UsageError(format!(
-                "invalid flag --logging-format: \"{format}\" is not supported; supported: text"
+                "invalid flag --logging-format: \"{format}\" is not supported; supported: {}",
+                LogFormat::NAMES.join(", ")
             )));
         }
         config.logging.format = format.clone();
@@ -347,18 +354,22 @@ pub fn node_name(config: &KubeProxyConfiguration) -> Result<String, UsageError> 
 impl Options {
     /// Resolves `flags` (and the `--config` file they name).
     pub fn resolve(flags: &Flags) -> Result<Options, UsageError> {
-        let (mut config, ignored_flags) = match &flags.config {
+        let (mut config, ignored_flags, config_file) = match &flags.config {
             Some(path) => {
+                // Read before loading: a change in between then shows as a
+                // change of the file, never goes unnoticed.
+                let file = ConfigFile::read(path)
+                    .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
                 let config =
                     KubeProxyConfiguration::load(path).map_err(|e| UsageError(e.to_string()))?;
                 let mut scratch = KubeProxyConfiguration::default();
                 let ignored = apply_config_flags(flags, &mut scratch);
-                (config, ignored)
+                (config, ignored, Some(file))
             }
             None => {
                 let mut config = KubeProxyConfiguration::default();
                 apply_config_flags(flags, &mut config);
-                (config, Vec::new())
+                (config, Vec::new(), None)
             }
         };
         apply_logging_flags(flags, &mut config)?;
@@ -372,6 +383,13 @@ impl Options {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(UsageError(text.join("; ")));
         }
+        let log_format = LogFormat::from_name(&config.logging.format).ok_or_else(|| {
+            UsageError(format!(
+                "invalid configuration: logging.format: \"{}\" is not supported; supported: {}",
+                config.logging.format,
+                LogFormat::NAMES.join(", ")
+            ))
+        })?;
         if config.effective_mode() == ProxyMode::Kernelspace {
             return Err(UsageError(
                 "invalid configuration: mode: kernelspace is the Windows mode; valid on Linux: iptables, ipvs, nftables, userspace"
@@ -408,6 +426,8 @@ impl Options {
             master: flags.master.clone(),
             manifests: flags.manifests.clone(),
             ignored_flags,
+            config_file,
+            log_format,
         })
     }
 

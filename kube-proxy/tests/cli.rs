@@ -1,8 +1,12 @@
-//! The binary end to end: usage errors, `--write-config-to`, `--dry-run`.
+//! The binary end to end: usage errors, `--write-config-to`, `--dry-run`,
+//! logging formats and `--vmodule`, exiting when `--config` changes.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_core::conformance::netns::Netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
 
@@ -63,7 +67,7 @@ fn bad_flags_exit_64_naming_the_flag() {
     );
     assert_usage_error(&run(&["--iptables-masquerade-bit=32"]), "masqueradeBit");
     assert_usage_error(&run(&["--oom-score-adj=-2000"]), "oomScoreAdj");
-    assert_usage_error(&run(&["--logging-format=json"]), "--logging-format");
+    assert_usage_error(&run(&["--logging-format=xml"]), "--logging-format");
 }
 
 #[test]
@@ -254,5 +258,243 @@ fn dry_run_prints_each_built_modes_rules_for_both_families() {
         stderr(&ipvs).contains("IPVS mode is not implemented yet"),
         "{}",
         stderr(&ipvs)
+    );
+}
+
+/// The JSON objects of `text`'s lines; panics on a line that is not one.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn logging_format_json_logs_one_json_object_per_line() {
+    let dir = TempDir::new("json");
+    let out = run(&[
+        "--logging-format=json",
+        "--write-config-to",
+        &dir.str("out.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&stderr(&out));
+    let wrote = lines
+        .iter()
+        .find(|line| line["message"] == "wrote the configuration")
+        .unwrap_or_else(|| panic!("no 'wrote the configuration' in {lines:?}"));
+    assert_eq!(wrote["level"], "INFO");
+    assert_eq!(wrote["path"], dir.str("out.yaml"));
+    let written = std::fs::read_to_string(dir.path("out.yaml")).unwrap();
+    assert!(written.contains("format: json"), "{written}");
+
+    // The same from the configuration file.
+    let config = dir.path("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nlogging: {format: json}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "--config",
+        &dir.str("config.yaml"),
+        "--write-config-to",
+        &dir.str("out2.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json_lines(&stderr(&out))
+            .iter()
+            .any(|line| line["message"] == "wrote the configuration"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn vmodule_sets_the_level_of_matching_files_both_ways() {
+    let dir = TempDir::new("vmodule");
+    let out = dir.str("out.yaml");
+    // app.rs logs "executing" at debug (-v=2).
+    let executing = |args: &[&str]| {
+        let output = run(&[args, &["--write-config-to", &out]].concat());
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stderr(&output).contains("executing")
+    };
+    assert!(!executing(&[]), "hidden at -v=0");
+    assert!(executing(&["-v=2"]), "shown at -v=2");
+    assert!(executing(&["--vmodule=app=2"]), "raised for app.rs");
+    assert!(executing(&["--vmodule=a?p=3,options=0"]), "a glob");
+    assert!(!executing(&["--vmodule=options=4"]), "other files only");
+    assert!(!executing(&["-v=4", "--vmodule=app=1"]), "lowered for app.rs");
+    assert_usage_error(&run(&["--vmodule=app"]), "--vmodule");
+    assert_usage_error(
+        &run(&["--vmodule=app=2", "--logging-format=json"]),
+        "logging.vmodule",
+    );
+}
+
+/// Whether this process has `CAP_NET_ADMIN`, with which the binary would
+/// program rules in its network namespace.
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// A running `kube-proxy`, in a network namespace of its own whenever it
+/// could program rules; killed if still running when dropped.
+struct Running {
+    child: Child,
+    log: PathBuf,
+    _netns: Option<Netns>,
+}
+
+impl Running {
+    /// Starts `kube-proxy args…` with its output in `log`. With
+    /// `CAP_NET_ADMIN` it runs in a fresh network namespace (its loopback
+    /// up), so that nothing it does reaches the host's; without, it can
+    /// program nothing and runs here.
+    fn start(args: &[&str], log: &Path) -> Running {
+        let output = std::fs::File::create(log).unwrap();
+        let errors = output.try_clone().unwrap();
+        let (child, netns) = if has_net_admin() {
+            let netns = Netns::new().unwrap_or_else(|e| {
+                panic!("cannot create a network namespace for kube-proxy (needs CAP_SYS_ADMIN): {e}")
+            });
+            let lo = netns
+                .command("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap();
+            assert!(lo.success(), "ip link set lo up: {lo}");
+            let mut command = netns.command(BIN);
+            command
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(output)
+                .stderr(errors);
+            command.configure().env_remove("RUST_LOG");
+            (command.spawn().unwrap(), Some(netns))
+        } else {
+            let child = Command::new(BIN)
+                .args(args)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(output)
+                .stderr(errors)
+                .spawn()
+                .unwrap();
+            (child, None)
+        };
+        Running {
+            child,
+            log: log.to_path_buf(),
+            _netns: netns,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for `needle` in the log.
+    fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_changed_config_file_makes_kube_proxy_exit_1_after_a_graceful_stop() {
+    let dir = TempDir::new("configchange");
+    std::fs::create_dir(dir.path("manifests")).unwrap();
+    let config = dir.path("config.yaml");
+    let text = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: userspace
+hostnameOverride: node-a
+healthzBindAddress: 127.0.0.1:0
+metricsBindAddress: 127.0.0.1:0
+";
+    std::fs::write(&config, text).unwrap();
+    let mut proxy = Running::start(
+        &[
+            "--config",
+            &dir.str("config.yaml"),
+            "--manifests",
+            &dir.str("manifests"),
+        ],
+        &dir.path("kube-proxy.log"),
+    );
+    assert!(
+        proxy.wait_for_log("waiting for the initial lists", Duration::from_secs(10)),
+        "kube-proxy did not start:\n{}",
+        proxy.log()
+    );
+
+    // The same content again (a touch, an unrelated ConfigMap key) is no change.
+    std::fs::write(&config, text).unwrap();
+    assert_eq!(
+        proxy.wait_exit(Duration::from_secs(1)),
+        None,
+        "exited on an unchanged file:\n{}",
+        proxy.log()
+    );
+
+    std::fs::write(&config, format!("{text}configSyncPeriod: 16m\n")).unwrap();
+    let status = proxy.wait_exit(Duration::from_secs(5));
+    let log = proxy.log();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "exit within 5s, code 1:\n{log}"
+    );
+    let changed = log
+        .lines()
+        .find(|line| line.contains("the configuration file changed"))
+        .unwrap_or_else(|| panic!("no change logged:\n{log}"));
+    assert!(changed.contains(&dir.str("config.yaml")), "{changed}");
+    assert_eq!(
+        log.matches("the configuration file changed").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("shutting down; the dataplane is left in place"),
+        "a graceful stop:\n{log}"
     );
 }

@@ -115,6 +115,12 @@ pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(String),
 
+    /// Something kube-proxy read at start-up changed (the node's IPs, or its
+    /// pod CIDRs with `detectLocalMode: NodeCIDR`): it exits so that it is
+    /// restarted with the new value, as upstream does.
+    #[error("restart required: {0}")]
+    Restart(String),
+
     /// A backend reported an error.
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),

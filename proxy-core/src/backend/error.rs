@@ -1,11 +1,12 @@
 use std::fmt;
 
-/// What kind of failure a [`BackendError`] is; the runtime decides what to
-/// do from it.
+/// What kind of failure a [`BackendError`] is: for logs and metrics (only
+/// failed writes to the dataplane count as restore/sync failures). Whatever
+/// the kind, the runtime keeps the pending changes and retries with back-off
+/// as a full sync, as upstream does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendErrorKind {
-    /// May succeed if retried (lock contention, a busy kernel): retry with
-    /// back-off and a full sync.
+    /// May succeed if retried (lock contention, a busy kernel).
     Transient,
     /// This host cannot run the backend (missing tool, kernel feature or
     /// privilege).

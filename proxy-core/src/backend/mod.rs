@@ -18,7 +18,7 @@
 //! 3. Implement [`BackendFactory`] and add it to the binary's [`Registry`].
 //!
 //! The runtime owns retries, health and metrics: a backend only reports
-//! errors, with a [`BackendErrorKind`] that tells the runtime what to do.
+//! errors, with a [`BackendErrorKind`] saying what kind of failure it was.
 
 mod capabilities;
 mod context;

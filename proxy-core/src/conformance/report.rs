@@ -160,9 +160,10 @@ impl Report {
         self.with_status(|s| matches!(s, ScenarioStatus::Skipped(_)))
     }
 
-    /// Whether no scenario failed.
+    /// Whether no scenario failed and at least one passed (a run where
+    /// everything was skipped proves nothing).
     pub fn is_success(&self) -> bool {
-        self.failed().next().is_none()
+        self.failed().next().is_none() && self.passed().next().is_some()
     }
 
     /// Prints the report and panics with it if any scenario failed.

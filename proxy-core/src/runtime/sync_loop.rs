@@ -8,7 +8,7 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 
 use crate::backend::{BackendContext, BackendError, BackendFactory, Registry};
-use crate::config::{KubeProxyConfiguration, ProxyMode};
+use crate::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 use crate::error::Error;
 use crate::model::IpFamily;
 use crate::topology::ServiceTopology;
@@ -191,7 +191,7 @@ impl Runtime {
                             self.report_node(&node);
                         }
                     } else {
-                        self.absorb(&mut world, &mut node, &mut families, delta, started_at);
+                        self.absorb(&mut world, &mut node, &mut families, delta, started_at)?;
                     }
                     let (services, slices) = world.change_counts();
                     for observer in &self.observers {
@@ -240,7 +240,7 @@ impl Runtime {
         families: &mut [FamilyState],
         delta: Delta,
         started_at: SystemTime,
-    ) {
+    ) -> Result<(), Error> {
         if delta.node {
             let new = self.node_state(world);
             let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
@@ -249,10 +249,22 @@ impl Runtime {
                 self.report_node(&new);
             }
             if new.info != node.info {
-                if new.info.addresses != node.info.addresses
-                    || new.info.pod_cidrs != node.info.pod_cidrs
-                {
-                    tracing::warn!(node = %new.info.name, "node IPs or pod CIDRs changed; backends keep the ones they started with until kube-proxy restarts");
+                // Backends are built from the node's IPs and pod CIDRs: like
+                // upstream's NodeManager, exit so that the restart (the
+                // DaemonSet's) programs the new ones.
+                let pod_cidrs_matter =
+                    self.config.effective_detect_local_mode() == LocalMode::NodeCidr;
+                if new.info.addresses != node.info.addresses {
+                    return Err(Error::Restart(format!(
+                        "the IPs of node {} changed from {:?} to {:?}",
+                        new.info.name, node.info.addresses, new.info.addresses
+                    )));
+                }
+                if pod_cidrs_matter && new.info.pod_cidrs != node.info.pod_cidrs {
+                    return Err(Error::Restart(format!(
+                        "the pod CIDRs of node {} changed from {:?} to {:?} (detectLocalMode: NodeCIDR)",
+                        new.info.name, node.info.pod_cidrs, new.info.pod_cidrs
+                    )));
                 }
                 for family in families.iter_mut() {
                     family.pending.require_full();
@@ -277,6 +289,7 @@ impl Runtime {
                 observer.queued(family.family, wall);
             }
         }
+        Ok(())
     }
 
     /// Builds one backend per servable family, primary first.

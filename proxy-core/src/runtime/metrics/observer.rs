@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ProxyMode;
 use crate::model::IpFamily;
 use crate::runtime::observer::{SyncObserver, SyncReport};
@@ -86,12 +86,20 @@ impl SyncObserver for ProxyMetrics {
         }
     }
 
-    fn failed(&self, family: IpFamily, mode: ProxyMode, full: bool, _error: &BackendError) {
+    fn failed(&self, family: IpFamily, mode: ProxyMode, full: bool, error: &BackendError) {
+        // Upstream counts failed writes to the kernel; a host that cannot run
+        // the mode or a configuration it cannot express is not one.
+        if matches!(
+            error.kind(),
+            BackendErrorKind::Config | BackendErrorKind::Unsupported
+        ) {
+            return;
+        }
         let labels = FamilyLabels::of(family);
         match mode {
-            ProxyMode::Iptables | ProxyMode::Ipvs => {
+            ProxyMode::Iptables => {
                 self.iptables_restore_failures.get_or_create(&labels).inc();
-                if !full && mode == ProxyMode::Iptables {
+                if !full {
                     self.iptables_partial_restore_failures
                         .get_or_create(&labels)
                         .inc();
@@ -100,7 +108,7 @@ impl SyncObserver for ProxyMetrics {
             ProxyMode::Nftables => {
                 self.nftables_sync_failures.get_or_create(&labels).inc();
             }
-            ProxyMode::Userspace | ProxyMode::Kernelspace => {}
+            ProxyMode::Ipvs | ProxyMode::Userspace | ProxyMode::Kernelspace => {}
         }
     }
 
