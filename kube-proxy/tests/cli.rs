@@ -346,6 +346,16 @@ fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << 12) != 0)
 }
 
+/// A loopback port that was free a moment ago (port 0 is not a valid
+/// `healthzBindAddress`).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `kube-proxy`, in a network namespace of its own whenever it
 /// could program rules; killed if still running when dropped.
 struct Running {
@@ -402,12 +412,15 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits up to `timeout` for `needle` in the log.
-    fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for `needle` in the log, while the process runs.
+    fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.log().contains(needle) {
                 return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return self.log().contains(needle);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -443,14 +456,18 @@ fn a_changed_config_file_makes_kube_proxy_exit_1_after_a_graceful_stop() {
     let dir = TempDir::new("configchange");
     std::fs::create_dir(dir.path("manifests")).unwrap();
     let config = dir.path("config.yaml");
-    let text = "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+    let text = format!(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: userspace
 hostnameOverride: node-a
-healthzBindAddress: 127.0.0.1:0
-metricsBindAddress: 127.0.0.1:0
-";
-    std::fs::write(&config, text).unwrap();
+healthzBindAddress: 127.0.0.1:{}
+metricsBindAddress: 127.0.0.1:{}
+",
+        free_port(),
+        free_port()
+    );
+    std::fs::write(&config, &text).unwrap();
     let mut proxy = Running::start(
         &[
             "--config",
@@ -467,7 +484,7 @@ metricsBindAddress: 127.0.0.1:0
     );
 
     // The same content again (a touch, an unrelated ConfigMap key) is no change.
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, &text).unwrap();
     assert_eq!(
         proxy.wait_exit(Duration::from_secs(1)),
         None,

@@ -484,6 +484,10 @@ mod kernel {
         if let Some(cli) = cli {
             assert_eq!(flows(&cli), all, "the conntrack tool sees the same entries");
         } else {
+            assert!(
+                !proxy_core::conformance::netns::PrivilegeGate::required_by_env(),
+                "{test}: `conntrack` is not installed (apt-get install conntrack), and privileged tests must run"
+            );
             println!("NOTE: {test}: `conntrack` not installed, CLI cross-check skipped");
         }
         assert_eq!(outcome.deleted, 2, "{outcome:?}");

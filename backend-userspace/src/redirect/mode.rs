@@ -10,11 +10,12 @@ pub enum RedirectMode {
     /// On when the process can program nftables: `CAP_NET_ADMIN` in its
     /// effective set and an `nft` program on `PATH`. Decided when the
     /// backend is built.
-    #[default]
     Auto,
     /// Always on (the sync fails if `nft` cannot be run).
     On,
     /// Never: only node ports and VIPs assigned to this host are served.
+    /// The default: a library user opts in to kernel rules.
+    #[default]
     Off,
 }
 

@@ -135,19 +135,20 @@ fn kube_proxy_path() -> Option<PathBuf> {
     Some(dir.join(format!("kube-proxy{}", std::env::consts::EXE_SUFFIX)))
 }
 
-/// Builds kube-proxy with the cargo that runs this example, in the same
-/// profile, when it is missing.
+/// Makes sure `path` holds an up-to-date kube-proxy: under `cargo run`,
+/// builds it with the same cargo and profile (a no-op when it is up to
+/// date); run directly, uses the binary if it is there.
 async fn build_kube_proxy(path: &Path) -> bool {
     let Ok(cargo) = std::env::var("CARGO") else {
-        return false;
+        return path.exists();
     };
     let release = path.parent().is_some_and(|d| d.ends_with("release"));
     println!(
-        "kube-proxy is not built yet: running `cargo build -p kube-proxy{}`",
+        "building kube-proxy: `cargo build -p kube-proxy{}`",
         if release { " --release" } else { "" }
     );
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "kube-proxy"]);
+    cmd.args(["build", "-q", "-p", "kube-proxy"]);
     if release {
         cmd.arg("--release");
     }
@@ -156,8 +157,9 @@ async fn build_kube_proxy(path: &Path) -> bool {
 
 async fn start_binary(args: &Args) -> anyhow::Result<Proxy> {
     let path = kube_proxy_path().context("cannot locate this executable")?;
-    if !path.exists() && !build_kube_proxy(&path).await {
-        bail!("{} does not exist", path.display());
+    // Always (a no-op when it is up to date): never run a stale binary.
+    if !build_kube_proxy(&path).await {
+        bail!("cannot build {}", path.display());
     }
     let child = Command::new(&path)
         .arg("--config")
