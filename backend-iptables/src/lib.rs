@@ -10,7 +10,7 @@
 //! - [`IptablesFactory`]: its [`BackendFactory`](proxy_core::backend::BackendFactory).
 //! - [`render`]: the pure `NodeView` → rules step; [`restore`] assembles
 //!   the restore input.
-//! - [`tables`], [`trace`], [`fake`]: an in-memory iptables, a packet tracer
+//! - [`tables`], `trace`, `fake` (feature `fake`): an in-memory iptables, a packet tracer
 //!   and the conformance harness built from them.
 //!
 //! See the crate README for the layout, kernel quirks and what is not done.
@@ -19,6 +19,7 @@ mod backend;
 mod error;
 pub mod exec;
 mod factory;
+#[cfg(feature = "fake")]
 pub mod fake;
 pub mod iptables;
 pub mod jumps;
@@ -26,6 +27,7 @@ pub mod names;
 pub mod render;
 pub mod restore;
 pub mod tables;
+#[cfg(feature = "fake")]
 pub mod trace;
 
 pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};

@@ -9,7 +9,7 @@
 //!   objects of changed service ports and never lists the kernel's table.
 //! - [`NftablesFactory`]: the mode's [`BackendFactory`](proxy_core::backend::BackendFactory).
 //! - [`fake`]: an in-memory nftables with a packet tracer and a conformance
-//!   [`Harness`](proxy_core::conformance::Harness) (feature-free; used by tests).
+//!   [`Harness`](proxy_core::conformance::Harness) (feature `fake`; used by tests).
 //!
 //! The layout, why it programs 30k services in seconds, and kernel quirks
 //! are in the crate README.
@@ -18,6 +18,7 @@ mod backend;
 mod error;
 mod exec;
 mod factory;
+#[cfg(feature = "fake")]
 pub mod fake;
 pub mod ir;
 pub mod names;

@@ -29,7 +29,12 @@ pub const EXIT_USAGE: u8 = 64;
 
 /// Runs `options.action`.
 pub async fn execute(options: Options, registry: Registry) -> anyhow::Result<ExitCode> {
-    tracing::debug!(action = ?options.action, config = ?options.config_file.as_ref().map(|f| &f.path), "executing");
+    match &options.config_file {
+        Some(file) => {
+            tracing::debug!(action = ?options.action, config = %file.path.display(), "executing")
+        }
+        None => tracing::debug!(action = ?options.action, "executing"),
+    }
     match &options.action {
         Action::WriteConfig(path) => {
             let text = options.config_to_write.to_yaml()?;

@@ -175,7 +175,8 @@ mod tests {
 
     /// Starts watching `path`, whose content now is the baseline.
     fn start(path: &Path, recheck: Duration) -> tokio::task::JoinHandle<()> {
-        let watch = ConfigWatch::new(ConfigFile::read(path).unwrap()).with_recheck_interval(recheck);
+        let watch =
+            ConfigWatch::new(ConfigFile::read(path).unwrap()).with_recheck_interval(recheck);
         tokio::spawn(watch.changed())
     }
 
@@ -216,8 +217,7 @@ mod tests {
         let second = dir.0.join("..2025_01_01_00_00_01.2");
         std::fs::create_dir(&second).unwrap();
         std::fs::write(second.join("config.conf"), "mode: nftables\n").unwrap();
-        std::os::unix::fs::symlink(second.file_name().unwrap(), dir.0.join("..data_tmp"))
-            .unwrap();
+        std::os::unix::fs::symlink(second.file_name().unwrap(), dir.0.join("..data_tmp")).unwrap();
         std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
         assert!(completes(task).await, "the swap is noticed");
     }

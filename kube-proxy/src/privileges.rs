@@ -28,7 +28,9 @@ pub fn has_net_admin() -> bool {
 fn is_user_namespace_map(uid_map: &str) -> bool {
     let identity = ["0", "0", "4294967295"];
     let mut lines = uid_map.lines().filter(|line| !line.trim().is_empty());
-    let first = lines.next().map(|line| line.split_whitespace().collect::<Vec<_>>());
+    let first = lines
+        .next()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>());
     !(first.as_deref() == Some(identity.as_slice()) && lines.next().is_none())
 }
 
@@ -91,9 +93,7 @@ mod tests {
 
     #[test]
     fn the_initial_user_namespace_maps_every_id_onto_itself() {
-        assert!(!is_user_namespace_map(
-            "         0          0 4294967295\n"
-        ));
+        assert!(!is_user_namespace_map("         0          0 4294967295\n"));
         assert!(is_user_namespace_map("         0     100000      65536\n"));
         assert!(is_user_namespace_map("0 0 4294967295\n1 1 1\n"));
         assert!(is_user_namespace_map(""), "an unmapped namespace");

@@ -327,7 +327,10 @@ fn vmodule_sets_the_level_of_matching_files_both_ways() {
     assert!(executing(&["--vmodule=app=2"]), "raised for app.rs");
     assert!(executing(&["--vmodule=a?p=3,options=0"]), "a glob");
     assert!(!executing(&["--vmodule=options=4"]), "other files only");
-    assert!(!executing(&["-v=4", "--vmodule=app=1"]), "lowered for app.rs");
+    assert!(
+        !executing(&["-v=4", "--vmodule=app=1"]),
+        "lowered for app.rs"
+    );
     assert_usage_error(&run(&["--vmodule=app"]), "--vmodule");
     assert_usage_error(
         &run(&["--vmodule=app=2", "--logging-format=json"]),
@@ -374,7 +377,9 @@ impl Running {
         let errors = output.try_clone().unwrap();
         let (child, netns) = if has_net_admin() {
             let netns = Netns::new().unwrap_or_else(|e| {
-                panic!("cannot create a network namespace for kube-proxy (needs CAP_SYS_ADMIN): {e}")
+                panic!(
+                    "cannot create a network namespace for kube-proxy (needs CAP_SYS_ADMIN): {e}"
+                )
             });
             let lo = netns
                 .command("ip")

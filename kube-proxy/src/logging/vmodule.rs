@@ -176,7 +176,11 @@ impl<S> Filter<S> for LogFilter {
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
         let env = Filter::<S>::max_level_hint(&self.env)?;
-        Some(self.vmodule.max_level().map_or(env, |vmodule| env.max(vmodule)))
+        Some(
+            self.vmodule
+                .max_level()
+                .map_or(env, |vmodule| env.max(vmodule)),
+        )
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, cx: Context<'_, S>) {
