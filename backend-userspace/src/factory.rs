@@ -1,7 +1,7 @@
 //! [`UserspaceFactory`]: builds [`UserspaceBackend`]s for the registry.
 
 use proxy_core::backend::{BackendContext, BackendFactory};
-use proxy_core::{Backend, BackendError, IpFamily, ProxyMode};
+use proxy_core::{Backend, BackendError, ProxyMode};
 
 use crate::backend::UserspaceBackend;
 use crate::redirect::mode::can_program_nftables;
@@ -35,16 +35,13 @@ impl BackendFactory for UserspaceFactory {
         Ok(Box::new(backend))
     }
 
-    async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
+    async fn cleanup_leftovers(&self, ctx: &BackendContext) -> Result<(), BackendError> {
         // Listeners live in the process that opened them and die with it;
-        // the redirect tables stay until deleted.
+        // the redirect table of `ctx.family` stays until deleted.
         if !can_program_nftables() {
             tracing::debug!("cannot program nftables: no redirect tables to delete");
             return Ok(());
         }
-        for family in [IpFamily::V4, IpFamily::V6] {
-            delete_table(family).await?;
-        }
-        Ok(())
+        Ok(delete_table(ctx.family).await?)
     }
 }
