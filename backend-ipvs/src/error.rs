@@ -70,9 +70,10 @@ impl IpvsError {
     pub(crate) fn command(command: &Command, output: &Output) -> Self {
         IpvsError::Command {
             command: command.to_string(),
-            status: output
-                .code
-                .map_or_else(|| "killed by a signal".to_string(), |c| format!("exit code {c}")),
+            status: output.code.map_or_else(
+                || "killed by a signal".to_string(),
+                |c| format!("exit code {c}"),
+            ),
             stderr: output.stderr.trim().to_string(),
         }
     }
@@ -144,6 +145,9 @@ mod tests {
         );
         let both = BackendError::from(IpvsError::Several(vec![missing(), failed()]));
         assert_eq!(both.kind(), BackendErrorKind::Dataplane);
-        assert!(both.message().starts_with("cleaning up IPVS leftovers: 2 cleanup steps failed: "));
+        assert!(
+            both.message()
+                .starts_with("cleaning up IPVS leftovers: 2 cleanup steps failed: ")
+        );
     }
 }

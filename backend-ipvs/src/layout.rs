@@ -42,15 +42,60 @@ const fn jump(
 
 /// Upstream's `iptablesJumpChain`, in its order.
 pub(crate) const JUMPS: [Jump; 9] = [
-    jump("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals"),
-    jump("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals"),
-    jump("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules"),
-    jump("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules"),
-    jump("filter", "INPUT", "KUBE-NODE-PORT", "kubernetes health check rules"),
-    jump("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
-    jump("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
-    jump("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
-    jump("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"),
+    jump(
+        "nat",
+        "OUTPUT",
+        "KUBE-SERVICES",
+        "kubernetes service portals",
+    ),
+    jump(
+        "nat",
+        "PREROUTING",
+        "KUBE-SERVICES",
+        "kubernetes service portals",
+    ),
+    jump(
+        "nat",
+        "POSTROUTING",
+        "KUBE-POSTROUTING",
+        "kubernetes postrouting rules",
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        "KUBE-FORWARD",
+        "kubernetes forwarding rules",
+    ),
+    jump(
+        "filter",
+        "INPUT",
+        "KUBE-NODE-PORT",
+        "kubernetes health check rules",
+    ),
+    jump(
+        "filter",
+        "INPUT",
+        "KUBE-PROXY-FIREWALL",
+        "kube-proxy firewall rules",
+    ),
+    jump(
+        "filter",
+        "FORWARD",
+        "KUBE-PROXY-FIREWALL",
+        "kube-proxy firewall rules",
+    ),
+    jump(
+        "filter",
+        "INPUT",
+        "KUBE-IPVS-FILTER",
+        "kubernetes ipvs access filter",
+    ),
+    jump(
+        "filter",
+        "OUTPUT",
+        "KUBE-IPVS-OUT-FILTER",
+        "kubernetes ipvs access filter",
+    ),
 ];
 
 /// Upstream's `iptablesCleanupChains` as `(table, chain)`, in its order.
@@ -116,8 +161,14 @@ mod tests {
 
     #[test]
     fn ipv4_set_names_are_upstreams_and_ipv6_ones_are_prefixed_and_cut() {
-        assert_eq!(ipset_name("KUBE-CLUSTER-IP", IpFamily::V4), "KUBE-CLUSTER-IP");
-        assert_eq!(ipset_name("KUBE-CLUSTER-IP", IpFamily::V6), "KUBE-6-CLUSTER-IP");
+        assert_eq!(
+            ipset_name("KUBE-CLUSTER-IP", IpFamily::V4),
+            "KUBE-CLUSTER-IP"
+        );
+        assert_eq!(
+            ipset_name("KUBE-CLUSTER-IP", IpFamily::V6),
+            "KUBE-6-CLUSTER-IP"
+        );
         // 32 characters with the prefix: upstream keeps the first 31.
         assert_eq!(
             ipset_name("KUBE-NODE-PORT-LOCAL-SCTP-HASH", IpFamily::V6),
@@ -125,7 +176,10 @@ mod tests {
         );
         for name in IPSETS {
             assert!(name.len() <= IPSET_NAME_MAX, "{name}");
-            assert!(ipset_name(name, IpFamily::V6).len() <= IPSET_NAME_MAX, "{name}");
+            assert!(
+                ipset_name(name, IpFamily::V6).len() <= IPSET_NAME_MAX,
+                "{name}"
+            );
         }
     }
 

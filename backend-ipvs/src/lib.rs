@@ -1,60 +1,35 @@
-//! ipvs mode for the pluggable kube-proxy: **not implemented yet**.
+//! The `ipvs` mode of the pluggable kube-proxy: **only the cleanup of
+//! upstream's IPVS state is implemented**; the mode itself is not.
 //!
 //! [`IpvsFactory`] is registered so that `--proxy-mode=ipvs` is recognised
-//! and fails with a clear message instead of "unknown mode". Upstream
-//! deprecated the IPVS mode in v1.35 (KEP-5495); this kernel build also has no
-//! `CONFIG_IP_VS`, so a real backend could not be tested here.
+//! and fails with a clear message ([`NOT_IMPLEMENTED`]) instead of "unknown
+//! mode". Upstream deprecated the IPVS mode in v1.35 (KEP-5495), and this
+//! kernel build has no `CONFIG_IP_VS` to test a real backend against.
+//!
+//! What is implemented is
+//! [`cleanup_leftovers`](proxy_core::BackendFactory::cleanup_leftovers), run
+//! by `kube-proxy --cleanup` and when another mode starts (never when the
+//! iptables mode starts: the two share chain names). It removes what
+//! upstream kube-proxy's IPVS mode leaves on a node, in upstream's order:
+//!
+//! 1. every IPVS virtual server (`ipvsadm -C`), if the kernel has IPVS
+//!    loaded and any virtual server exists;
+//! 2. the `kube-ipvs0` link;
+//! 3. the mode's iptables jump rules and chains, in every installed
+//!    iptables variant (`-nft`, `-legacy`) of the family;
+//! 4. the mode's ipsets of the family (`KUBE-6-` names for IPv6).
+//!
+//! Each step looks first and acts only on what exists, and takes "not
+//! found" as done: a node that never ran the IPVS mode sees no change and
+//! no error. Commands go through the [`Host`] trait ([`SystemHost`] in
+//! production), so tests can record them.
 
-use proxy_core::ProxyMode;
-use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
+mod cleanup;
+mod error;
+mod factory;
+mod host;
+mod layout;
 
-/// The message every operation of [`IpvsFactory`] fails with.
-pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet";
-
-/// The factory of the ipvs mode; it reports
-/// [`Unsupported`](proxy_core::BackendErrorKind::Unsupported) for everything.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IpvsFactory;
-
-impl IpvsFactory {
-    /// The factory.
-    pub fn new() -> Self {
-        IpvsFactory
-    }
-}
-
-#[async_trait::async_trait]
-impl BackendFactory for IpvsFactory {
-    fn mode(&self) -> ProxyMode {
-        ProxyMode::Ipvs
-    }
-
-    async fn check(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
-        Err(BackendError::unsupported(NOT_IMPLEMENTED))
-    }
-
-    fn build(&self, _ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
-        Err(BackendError::unsupported(NOT_IMPLEMENTED))
-    }
-
-    /// Nothing to remove: this mode never installs anything.
-    async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proxy_core::{BackendErrorKind, IpFamily, NodeInfo};
-
-    #[tokio::test]
-    async fn reports_unsupported_with_a_clear_message() {
-        let ctx = BackendContext::for_tests(IpFamily::V4, NodeInfo::named("n").shared());
-        let error = IpvsFactory::new().check(&ctx).await.unwrap_err();
-        assert_eq!(error.kind(), BackendErrorKind::Unsupported);
-        assert_eq!(error.message(), NOT_IMPLEMENTED);
-        assert!(IpvsFactory::new().build(&ctx).is_err());
-        assert!(IpvsFactory::new().cleanup_leftovers(&ctx).await.is_ok());
-    }
-}
+pub use error::IpvsError;
+pub use factory::{IpvsFactory, NOT_IMPLEMENTED};
+pub use host::{Command, Host, Output, SystemHost};

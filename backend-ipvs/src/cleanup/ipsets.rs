@@ -105,7 +105,11 @@ mod tests {
             );
         let failures = destroy(&host, IpFamily::V4).await;
         assert_eq!(failures.len(), 1);
-        assert!(failures[0].to_string().contains("ipset destroy KUBE-NODE-PORT-TCP"));
+        assert!(
+            failures[0]
+                .to_string()
+                .contains("ipset destroy KUBE-NODE-PORT-TCP")
+        );
     }
 
     #[tokio::test]

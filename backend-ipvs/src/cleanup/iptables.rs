@@ -100,10 +100,7 @@ async fn remove_with(host: &dyn Host, tools: &Tools) -> Vec<IpvsError> {
         return Vec::new();
     }
     let mut failures = Vec::new();
-    for jump in JUMPS
-        .iter()
-        .filter(|j| existing.contains(&(j.table, j.to)))
-    {
+    for jump in JUMPS.iter().filter(|j| existing.contains(&(j.table, j.to))) {
         if let Err(error) = delete_jump(host, tools, jump).await {
             failures.push(error);
         }
@@ -231,13 +228,21 @@ COMMIT
             .respond("iptables-nft-save", FakeHost::ok(CLEAN_SAVE))
             .respond("iptables-legacy-save", FakeHost::ok(CLEAN_SAVE));
         assert!(remove_chains(&host, IpFamily::V4).await.is_empty());
-        assert_eq!(host.commands(), ["iptables-nft-save", "iptables-legacy-save"]);
+        assert_eq!(
+            host.commands(),
+            ["iptables-nft-save", "iptables-legacy-save"]
+        );
     }
 
     #[tokio::test]
     async fn ipv6_uses_ip6tables_and_falls_back_to_the_unsuffixed_tools() {
         let host = FakeHost::new()
-            .with_programs(&["ip6tables", "ip6tables-save", "iptables-nft", "iptables-nft-save"])
+            .with_programs(&[
+                "ip6tables",
+                "ip6tables-save",
+                "iptables-nft",
+                "iptables-nft-save",
+            ])
             .respond("ip6tables-save", FakeHost::ok(CLEAN_SAVE));
         assert!(remove_chains(&host, IpFamily::V6).await.is_empty());
         assert_eq!(host.commands(), ["ip6tables-save"]);
@@ -276,13 +281,19 @@ COMMIT
             format!("iptables-nft -w 5 -t nat -D {from} -m comment --comment \"{comment}\" -j {to}")
         };
         let filter_jump = |from: &str, comment: &str, to: &str| {
-            format!("iptables-nft -w 5 -t filter -D {from} -m comment --comment \"{comment}\" -j {to}")
+            format!(
+                "iptables-nft -w 5 -t filter -D {from} -m comment --comment \"{comment}\" -j {to}"
+            )
         };
         let mut expected = vec!["iptables-nft-save".to_string()];
         for (from, comment, to) in [
             ("OUTPUT", "kubernetes service portals", "KUBE-SERVICES"),
             ("PREROUTING", "kubernetes service portals", "KUBE-SERVICES"),
-            ("POSTROUTING", "kubernetes postrouting rules", "KUBE-POSTROUTING"),
+            (
+                "POSTROUTING",
+                "kubernetes postrouting rules",
+                "KUBE-POSTROUTING",
+            ),
         ] {
             // Deleted, then tried again until "not found".
             expected.push(nat_jump(from, comment, to));
@@ -292,9 +303,17 @@ COMMIT
             ("FORWARD", "kubernetes forwarding rules", "KUBE-FORWARD"),
             ("INPUT", "kubernetes health check rules", "KUBE-NODE-PORT"),
             ("INPUT", "kube-proxy firewall rules", "KUBE-PROXY-FIREWALL"),
-            ("FORWARD", "kube-proxy firewall rules", "KUBE-PROXY-FIREWALL"),
+            (
+                "FORWARD",
+                "kube-proxy firewall rules",
+                "KUBE-PROXY-FIREWALL",
+            ),
             ("INPUT", "kubernetes ipvs access filter", "KUBE-IPVS-FILTER"),
-            ("OUTPUT", "kubernetes ipvs access filter", "KUBE-IPVS-OUT-FILTER"),
+            (
+                "OUTPUT",
+                "kubernetes ipvs access filter",
+                "KUBE-IPVS-OUT-FILTER",
+            ),
         ] {
             expected.push(filter_jump(from, comment, to));
         }
@@ -374,6 +393,9 @@ COMMIT
             .respond("iptables-legacy-save", FakeHost::ok(CLEAN_SAVE));
         let failures = remove_chains(&host, IpFamily::V4).await;
         assert_eq!(failures.len(), 1);
-        assert_eq!(host.commands(), ["iptables-nft-save", "iptables-legacy-save"]);
+        assert_eq!(
+            host.commands(),
+            ["iptables-nft-save", "iptables-legacy-save"]
+        );
     }
 }

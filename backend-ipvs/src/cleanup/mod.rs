@@ -48,7 +48,13 @@ mod tests {
         TCP  0A600001:0050 rr\n";
     const DEV: &str = "Inter-|   Receive\n face |bytes\n    lo: 0 0\nkube-ipvs0: 0 0\n";
     const SAVE: &str = "*nat\n:POSTROUTING ACCEPT [0:0]\n:KUBE-POSTROUTING - [0:0]\nCOMMIT\n";
-    const TOOLS: [&str; 5] = ["ipvsadm", "ip", "iptables-nft", "iptables-nft-save", "ipset"];
+    const TOOLS: [&str; 5] = [
+        "ipvsadm",
+        "ip",
+        "iptables-nft",
+        "iptables-nft-save",
+        "ipset",
+    ];
 
     fn host_after_ipvs_mode() -> FakeHost {
         FakeHost::new()
@@ -58,7 +64,10 @@ mod tests {
             .respond("iptables-nft-save", FakeHost::ok(SAVE))
             .default_for(
                 "iptables-nft -w 5 -t nat -D",
-                FakeHost::fail(1, "iptables: Bad rule (does a matching rule exist in that chain?)."),
+                FakeHost::fail(
+                    1,
+                    "iptables: Bad rule (does a matching rule exist in that chain?).",
+                ),
             )
             .respond("ipset list -n", FakeHost::ok("KUBE-LOOP-BACK\nOTHER\n"))
     }
@@ -87,7 +96,10 @@ mod tests {
         let host = FakeHost::new()
             .with_programs(&TOOLS)
             .with_proc_net("dev", "    lo: 0 0\n  eth0: 0 0\n")
-            .respond("iptables-nft-save", FakeHost::ok("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"))
+            .respond(
+                "iptables-nft-save",
+                FakeHost::ok("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"),
+            )
             .respond("ipset list -n", FakeHost::ok(""));
         cleanup_leftovers(&host, IpFamily::V4).await.unwrap();
         assert_eq!(host.commands(), ["iptables-nft-save", "ipset list -n"]);
@@ -99,14 +111,24 @@ mod tests {
             .respond("ipvsadm -C", FakeHost::fail(1, "Permission denied"))
             .respond(
                 "ipset destroy KUBE-LOOP-BACK",
-                FakeHost::fail(1, "Set cannot be destroyed: it is in use by a kernel component"),
+                FakeHost::fail(
+                    1,
+                    "Set cannot be destroyed: it is in use by a kernel component",
+                ),
             );
         let error = cleanup_leftovers(&host, IpFamily::V4).await.unwrap_err();
         let IpvsError::Several(failures) = &error else {
             panic!("expected several failures, got {error}");
         };
         assert_eq!(failures.len(), 2);
-        assert!(host.commands().contains(&"ip link del kube-ipvs0".to_string()));
-        assert!(error.to_string().starts_with("2 cleanup steps failed: `ipvsadm -C` failed"));
+        assert!(
+            host.commands()
+                .contains(&"ip link del kube-ipvs0".to_string())
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("2 cleanup steps failed: `ipvsadm -C` failed")
+        );
     }
 }

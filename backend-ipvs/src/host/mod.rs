@@ -164,8 +164,18 @@ mod tests {
     #[tokio::test]
     async fn a_not_found_failure_is_not_an_error_but_another_failure_is() {
         let host = FakeHost::new()
-            .respond("ipset destroy A", FakeHost::fail(1, "The set with the given name does not exist"))
-            .respond("ipset destroy B", FakeHost::fail(1, "Set cannot be destroyed: it is in use by a kernel component"));
+            .with_programs(&["ipset"])
+            .respond(
+                "ipset destroy A",
+                FakeHost::fail(1, "The set with the given name does not exist"),
+            )
+            .respond(
+                "ipset destroy B",
+                FakeHost::fail(
+                    1,
+                    "Set cannot be destroyed: it is in use by a kernel component",
+                ),
+            );
         let not_found = ["does not exist"];
         let a = run_idempotent(&host, Command::new("ipset", ["destroy", "A"]), &not_found).await;
         assert_eq!(a.unwrap(), Applied::NotFound);

@@ -83,8 +83,12 @@ impl ManifestSource {
 
     async fn run(self, events: mpsc::UnboundedSender<SourceEvent>) {
         let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            let _ = changed_tx.send(());
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Our own reads of the files are events too: only what may change
+            // a file's content (or a failed watch) triggers a rescan.
+            if event.is_err() || event.is_ok_and(|e| may_change_content(&e.kind)) {
+                let _ = changed_tx.send(());
+            }
         })
         .and_then(|mut watcher| {
             notify::Watcher::watch(
@@ -157,6 +161,17 @@ enum Change {
 }
 
 /// The event that tells `change` of `object`.
+/// Whether a watch event may have changed a file: anything but opening,
+/// reading, or closing a file that was only read.
+fn may_change_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 fn object_event(object: &ManifestObject, change: Change) -> SourceEvent {
     fn update<K>(object: K, change: Change) -> Update<K> {
         match change {
