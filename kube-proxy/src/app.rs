@@ -123,6 +123,20 @@ async fn cleanup(options: &Options, registry: &Registry) -> anyhow::Result<ExitC
     })
 }
 
+/// Says which settings of `config` this implementation accepts but does not
+/// act on (see docs/running-in-a-cluster.md), so nobody relies on them.
+fn warn_unused_settings(config: &KubeProxyConfiguration) {
+    if config.enable_profiling {
+        tracing::warn!("enableProfiling/--profiling is accepted but /debug/pprof is not served");
+    }
+    if !config.feature_gates.is_empty() {
+        tracing::warn!(gates = ?config.feature_gates, "featureGates are accepted and ignored: every feature this implementation has is on");
+    }
+    if !config.show_hidden_metrics_for_version.is_empty() {
+        tracing::warn!("showHiddenMetricsForVersion is accepted and ignored: no metric is hidden");
+    }
+}
+
 /// Sets the conntrack sysctls as upstream does at start-up; failures are
 /// logged (a read-only /proc in a container is common), never fatal.
 fn apply_sysctls(config: &KubeProxyConfiguration) {
@@ -230,6 +244,7 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     let config = Arc::new(options.config.clone());
     let watch = options.config_file.clone().map(ConfigWatch::new);
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
+    warn_unused_settings(&config);
     let privileged = privileges::has_net_admin();
     // The userspace proxy programs no kernel rules: it neither needs the
     // conntrack sysctls nor removes other modes' rules (use --cleanup).
