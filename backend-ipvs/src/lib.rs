@@ -7,7 +7,7 @@
 //! kernel build has no `CONFIG_IP_VS` to test a real backend against.
 //!
 //! What is implemented is
-//! [`cleanup_leftovers`](proxy_core::BackendFactory::cleanup_leftovers), run
+//! [`cleanup_leftovers`](proxy_core::backend::BackendFactory::cleanup_leftovers), run
 //! by `kube-proxy --cleanup` and when another mode starts (never when the
 //! iptables mode starts: the two share chain names). It removes what
 //! upstream kube-proxy's IPVS mode leaves on a node, in upstream's order:
