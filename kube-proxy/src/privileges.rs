@@ -1,27 +1,8 @@
 //! Whether this process may change the network configuration.
 
-/// `CAP_NET_ADMIN`'s bit in the capability sets.
-const CAP_NET_ADMIN: u32 = 12;
-/// `CAP_SYS_RESOURCE`'s bit in the capability sets.
-const CAP_SYS_RESOURCE: u32 = 24;
+use proxy_core::backend::privileges::{CAP_SYS_RESOURCE, has_capability};
 
-/// Whether the effective capability set holds capability `bit` (read from
-/// `/proc/self/status`; false when it cannot be read).
-fn has_capability(bit: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << bit) != 0)
-}
-
-/// Whether the effective capability set holds `CAP_NET_ADMIN`.
-pub fn has_net_admin() -> bool {
-    has_capability(CAP_NET_ADMIN)
-}
+pub use proxy_core::backend::privileges::has_net_admin;
 
 /// Whether a `/proc/self/uid_map` text is that of a user namespace other
 /// than the initial one, which maps all 2³²-1 ids onto themselves.

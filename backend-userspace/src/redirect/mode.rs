@@ -19,9 +19,6 @@ pub enum RedirectMode {
     Off,
 }
 
-/// `CAP_NET_ADMIN` (linux/capability.h).
-const CAP_NET_ADMIN: u32 = 12;
-
 impl RedirectMode {
     /// Whether redirect rules are to be used, probing the process for
     /// [`RedirectMode::Auto`].
@@ -37,17 +34,7 @@ impl RedirectMode {
 /// Whether this process may program nftables: `CAP_NET_ADMIN` is effective
 /// and `nft` is on `PATH`.
 pub fn can_program_nftables() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    has_net_admin(&status) && nft_on_path()
-}
-
-/// Whether a `/proc/<pid>/status` text has `CAP_NET_ADMIN` in `CapEff`.
-fn has_net_admin(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+    proxy_core::backend::privileges::has_net_admin() && nft_on_path()
 }
 
 fn nft_on_path() -> bool {
@@ -69,18 +56,6 @@ fn is_executable(_path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn net_admin_is_bit_12_of_the_effective_set() {
-        let root = "Name:\tx\nCapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\n";
-        assert!(has_net_admin(root));
-        // CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13) only.
-        let without = "CapPrm:\t0000000000003000\nCapEff:\t0000000000002400\n";
-        assert!(!has_net_admin(without));
-        assert!(has_net_admin("CapEff:\t0000000000001000\n"));
-        assert!(!has_net_admin("CapEff:\tgarbage\n"));
-        assert!(!has_net_admin(""));
-    }
 
     #[test]
     fn forced_modes_do_not_probe() {

@@ -24,6 +24,7 @@ mod capabilities;
 mod context;
 mod error;
 mod factory;
+pub mod privileges;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
