@@ -17,9 +17,11 @@
 //! # Running the suite against your backend
 //!
 //! Implement [`Harness`] for your backend plus a dataplane you can send
-//! packets through, and call [`run`] from a test of your crate:
+//! packets through, and call [`run`] from a test of your crate (in outline
+//! below; a complete, compiled one is `examples/src/route_table_harness.rs`
+//! with `examples/tests/custom_backend.rs`):
 //!
-//! ```ignore
+//! ```text
 //! use proxy_core::conformance::{self, Harness, Outcome, Packet, Tier};
 //! use proxy_core::{Backend, BackendContext, BackendError};
 //!

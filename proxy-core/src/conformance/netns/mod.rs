@@ -18,7 +18,7 @@
 //!
 //! # Running the suite against a backend in the real kernel
 //!
-//! ```ignore
+//! ```text
 //! use proxy_core::conformance::{self, Tier, netns};
 //! use proxy_core::{Backend, BackendContext, BackendError};
 //!
@@ -41,11 +41,10 @@
 //! [`Outcome::Forwarded`](crate::conformance::Outcome::Forwarded) carries
 //! the set of endpoints that *answered* over
 //! [`SendOptions::forwarded_attempts`] connections (64 by default), not the
-//! set that may answer. The suite should assert `answered ⊆ expected`, and
-//! equality when the expected set has at most 4 endpoints and no session
-//! affinity: a uniformly balanced endpoint is then missed with probability
-//! at most `k·(1−1/k)^64` ≈ 4e-8 for k = 4. With session affinity only one
-//! endpoint answers. `masqueraded` is the same over every answer, except
+//! set that may answer. The suite asserts equality with the expected set
+//! (a uniformly balanced endpoint is missed with probability at most
+//! `k·(1−1/k)^64` ≈ 4e-8 for k = 4 endpoints), and, for a port with session
+//! affinity, that exactly one expected endpoint answers. `masqueraded` is the same over every answer, except
 //! that a hairpin answer (the client is the endpoint) is masqueraded by
 //! upstream's rules while the others are not; such answers are left out of
 //! the check when other endpoints answered too.
