@@ -42,5 +42,8 @@ pub use view::{NodeView, ServicePortView, Target};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+#[cfg(feature = "exec")]
+pub mod exec;
+
 #[cfg(feature = "runtime")]
 pub mod runtime;

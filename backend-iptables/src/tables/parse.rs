@@ -40,14 +40,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Quotes `arg` the way `iptables-save` does when it holds spaces or quotes.
-pub fn quote(arg: &str) -> std::borrow::Cow<'_, str> {
-    if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '"') {
-        format!("\"{}\"", arg.replace('"', "\\\"")).into()
-    } else {
-        arg.into()
-    }
-}
+pub use proxy_core::exec::quote;
 
 #[cfg(test)]
 mod tests {

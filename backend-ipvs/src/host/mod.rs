@@ -9,71 +9,11 @@ mod system;
 
 pub use system::SystemHost;
 
-use std::borrow::Cow;
-use std::fmt;
 use std::io;
 
+pub use proxy_core::exec::{Command, Output};
+
 use crate::error::IpvsError;
-
-/// One command line, without input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// The program (`ipvsadm`, `iptables-nft`), looked up in `PATH`.
-    pub program: String,
-    /// Its arguments.
-    pub args: Vec<String>,
-}
-
-impl Command {
-    /// `program` with `args`.
-    pub fn new(
-        program: impl Into<String>,
-        args: impl IntoIterator<Item = impl Into<String>>,
-    ) -> Self {
-        Command {
-            program: program.into(),
-            args: args.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-/// Prints the command as a shell would read it: arguments holding blanks
-/// or quotes are double-quoted (`--comment "kubernetes service portals"`).
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.program)?;
-        for arg in &self.args {
-            write!(f, " {}", quote(arg))?;
-        }
-        Ok(())
-    }
-}
-
-fn quote(arg: &str) -> Cow<'_, str> {
-    if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '"') {
-        format!("\"{}\"", arg.replace('"', "\\\"")).into()
-    } else {
-        arg.into()
-    }
-}
-
-/// What a command did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Output {
-    /// The exit code (`None` if a signal killed it).
-    pub code: Option<i32>,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
-}
-
-impl Output {
-    /// Whether it exited with 0.
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-}
 
 /// The host the cleanup runs on, seen from the calling thread's network
 /// namespace.

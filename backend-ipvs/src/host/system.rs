@@ -1,12 +1,13 @@
 //! [`SystemHost`]: real processes and the real `/proc`.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
+
+use proxy_core::exec::{Executor, SystemExecutor};
 
 use super::{Command, Host, Output};
 
-/// Spawns real processes with `tokio::process` and reads the real `/proc`.
+/// Runs real processes ([`SystemExecutor`]) and reads the real `/proc`.
 ///
 /// Both happen on the calling thread (the fork in the first poll of
 /// [`Host::run`], the read in [`Host::read_proc_net`]), so they see that
@@ -18,27 +19,11 @@ pub struct SystemHost;
 #[async_trait::async_trait]
 impl Host for SystemHost {
     async fn run(&self, command: &Command) -> io::Result<Output> {
-        let output = tokio::process::Command::new(&command.program)
-            .args(&command.args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await?;
-        Ok(Output {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        SystemExecutor.run(command).await
     }
 
     fn has_program(&self, program: &str) -> bool {
-        if program.contains('/') {
-            return Path::new(program).is_file();
-        }
-        let path = std::env::var_os("PATH").unwrap_or_else(|| {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-        });
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+        SystemExecutor.has_program(program)
     }
 
     /// Reads `/proc/thread-self/net/<name>`: `/proc/net` would show the
