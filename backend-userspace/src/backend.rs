@@ -1,6 +1,6 @@
 //! [`UserspaceBackend`]: the [`Backend`] that proxies in-process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -398,14 +398,7 @@ impl Backend for UserspaceBackend {
         if changes.is_full() || !self.host_known {
             self.refresh_host()?;
         }
-        let names: BTreeSet<ServicePortName> = if changes.is_full() {
-            view.iter()
-                .map(|(n, _)| n.clone())
-                .chain(self.balancers.keys().cloned())
-                .collect()
-        } else {
-            changes.ports().cloned().collect()
-        };
+        let names = changes.ports_to_visit(view, self.balancers.keys());
         let mut stats = SyncStats {
             full: changes.is_full(),
             ..SyncStats::default()

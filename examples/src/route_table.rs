@@ -2,7 +2,7 @@
 //! sync rewrites every port, a partial one only the ports in the
 //! [`ChangeSet`]; the tracer is in [`crate::route_table_harness`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -69,12 +69,12 @@ impl Backend for RouteTableBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, BackendError> {
-        let names: BTreeSet<ServicePortName> = if changes.is_full() {
-            let old = self.routes.values().map(|(v, _)| v.port.name.clone());
-            view.iter().map(|(n, _)| n.clone()).chain(old).collect()
-        } else {
-            changes.ports().cloned().collect()
-        };
+        let held: Vec<ServicePortName> = self
+            .routes
+            .values()
+            .map(|(v, _)| v.port.name.clone())
+            .collect();
+        let names = changes.ports_to_visit(view, &held);
         let mut stats = SyncStats {
             full: changes.is_full(),
             ..SyncStats::default()

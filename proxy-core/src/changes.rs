@@ -86,6 +86,24 @@ impl ChangeSet {
     pub fn len(&self) -> usize {
         self.ports.len()
     }
+
+    /// The ports a sync must visit: the changed ones; for a full set, every
+    /// port of `view` plus every port the backend still holds (`held`), so
+    /// that ports gone from the view are removed too.
+    pub fn ports_to_visit<'a>(
+        &self,
+        view: &NodeView,
+        held: impl IntoIterator<Item = &'a ServicePortName>,
+    ) -> BTreeSet<ServicePortName> {
+        if self.full {
+            let mut ports: BTreeSet<ServicePortName> =
+                view.iter().map(|(name, _)| name.clone()).collect();
+            ports.extend(held.into_iter().cloned());
+            ports
+        } else {
+            self.ports.clone()
+        }
+    }
 }
 
 /// Services touched since the last successful sync.
@@ -167,5 +185,25 @@ impl PendingChanges {
         }
         let changes = ChangeSet::between(synced, &view, &self.services);
         (view, changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::ChangeSet;
+    use crate::model::{IpFamily, NodeInfo, Protocol, ServicePortName};
+    use crate::view::NodeView;
+
+    #[test]
+    fn a_full_set_visits_every_held_port_a_partial_one_only_the_changed() {
+        let view = NodeView::empty(IpFamily::V4, Arc::new(NodeInfo::named("n")));
+        let gone = ServicePortName::new("ns", "gone", "http", Protocol::Tcp);
+        let changed = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
+        let full = ChangeSet::full().ports_to_visit(&view, [&gone]);
+        assert_eq!(full.into_iter().collect::<Vec<_>>(), [gone.clone()]);
+        let partial = ChangeSet::partial([changed.clone()]).ports_to_visit(&view, [&gone]);
+        assert_eq!(partial.into_iter().collect::<Vec<_>>(), [changed]);
     }
 }
