@@ -202,7 +202,7 @@ mod tests {
         let gone = ServicePortName::new("ns", "gone", "http", Protocol::Tcp);
         let changed = ServicePortName::new("ns", "web", "http", Protocol::Tcp);
         let full = ChangeSet::full().ports_to_visit(&view, [&gone]);
-        assert_eq!(full.into_iter().collect::<Vec<_>>(), [gone.clone()]);
+        assert!(full.len() == 1 && full.contains(&gone), "{full:?}");
         let partial = ChangeSet::partial([changed.clone()]).ports_to_visit(&view, [&gone]);
         assert_eq!(partial.into_iter().collect::<Vec<_>>(), [changed]);
     }
