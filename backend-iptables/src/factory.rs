@@ -17,14 +17,15 @@ const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
 /// [`Registry`](proxy_core::backend::Registry).
 #[derive(Clone)]
 pub struct IptablesFactory {
-    exec: Arc<dyn Executor>,
+    /// `None`: the host's tools, under the context's command limits.
+    exec: Option<Arc<dyn Executor>>,
     probe_host: bool,
 }
 
 impl Default for IptablesFactory {
     fn default() -> Self {
         IptablesFactory {
-            exec: Arc::new(SystemExecutor),
+            exec: None,
             probe_host: true,
         }
     }
@@ -45,8 +46,15 @@ impl IptablesFactory {
     /// A factory whose backends run their commands through `exec` (tests).
     pub fn with_executor(exec: Arc<dyn Executor>) -> Self {
         IptablesFactory {
-            exec,
+            exec: Some(exec),
             probe_host: false,
+        }
+    }
+
+    fn exec(&self, ctx: &BackendContext) -> Arc<dyn Executor> {
+        match &self.exec {
+            Some(exec) => Arc::clone(exec),
+            None => Arc::new(SystemExecutor::new(ctx.commands.clone())),
         }
     }
 }
@@ -58,7 +66,7 @@ impl BackendFactory for IptablesFactory {
     }
 
     async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
-        let ipt = Iptables::detect(Arc::clone(&self.exec), ctx.family).await?;
+        let ipt = Iptables::detect(self.exec(ctx), ctx.family).await?;
         // Reading the nat table needs CAP_NET_ADMIN: a cheap privilege check.
         ipt.save("nat").await.map_err(|e| {
             BackendError::unsupported(format!(
@@ -86,12 +94,12 @@ impl BackendFactory for IptablesFactory {
 
     fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
         Ok(Box::new(
-            IptablesBackend::with_executor(ctx, Arc::clone(&self.exec)).probe_host(self.probe_host),
+            IptablesBackend::with_executor(ctx, self.exec(ctx)).probe_host(self.probe_host),
         ))
     }
 
     async fn cleanup_leftovers(&self, ctx: &BackendContext) -> Result<(), BackendError> {
-        let ipt = match Iptables::detect(Arc::clone(&self.exec), ctx.family).await {
+        let ipt = match Iptables::detect(self.exec(ctx), ctx.family).await {
             Ok(ipt) => ipt,
             // Without iptables there is nothing to clean.
             Err(crate::IptablesError::MissingTool(_)) => return Ok(()),

@@ -21,18 +21,26 @@ pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet; use iptable
 /// node (see the crate documentation).
 #[derive(Clone)]
 pub struct IpvsFactory {
-    host: Arc<dyn Host>,
+    /// `None`: the real host, under the context's command limits.
+    host: Option<Arc<dyn Host>>,
 }
 
 impl IpvsFactory {
     /// The factory, acting on the real host.
     pub fn new() -> Self {
-        Self::with_host(Arc::new(SystemHost))
+        IpvsFactory { host: None }
     }
 
     /// The factory, running its commands through `host`.
     pub fn with_host(host: Arc<dyn Host>) -> Self {
-        IpvsFactory { host }
+        IpvsFactory { host: Some(host) }
+    }
+
+    fn host(&self, ctx: &BackendContext) -> Arc<dyn Host> {
+        match &self.host {
+            Some(host) => host.clone(),
+            None => Arc::new(SystemHost::new(ctx.commands.clone())),
+        }
     }
 }
 
@@ -67,7 +75,7 @@ impl BackendFactory for IpvsFactory {
     /// its ipsets of `ctx.family`. Idempotent; every step runs even when an
     /// earlier one failed, and the error lists every failure.
     async fn cleanup_leftovers(&self, ctx: &BackendContext) -> Result<(), BackendError> {
-        cleanup::cleanup_leftovers(self.host.as_ref(), ctx.family)
+        cleanup::cleanup_leftovers(self.host(ctx).as_ref(), ctx.family)
             .await
             .map_err(BackendError::from)
     }

@@ -44,7 +44,10 @@ impl NftablesBackend {
     /// A backend that runs `nft` from `PATH` (in the caller's network
     /// namespace). Touches nothing until the first sync.
     pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
-        Ok(Self::with_executor(ctx, Box::new(NftCli::default())))
+        Ok(Self::with_executor(
+            ctx,
+            Box::new(NftCli::default().with_limits(ctx.commands.clone())),
+        ))
     }
 
     /// A backend applying its transactions through `exec` (a fake in tests).

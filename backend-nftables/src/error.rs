@@ -25,6 +25,14 @@ pub enum NftError {
         /// nft's error output.
         stderr: String,
     },
+    /// `nft list tables` failed.
+    #[error("nft failed listing tables ({status}): {stderr}")]
+    Listing {
+        /// The exit status.
+        status: String,
+        /// nft's error output.
+        stderr: String,
+    },
     /// The in-memory fake rejected a command, as the kernel would.
     #[error("fake nft rejected `{command}`: {reason}")]
     Fake {
@@ -43,8 +51,13 @@ impl NftError {
     pub fn into_backend(self, what: &str) -> BackendError {
         let base = match &self {
             NftError::Unsupported(m) => BackendError::unsupported(format!("{what}: {m}")),
+            // A hung nft, killed after the timeout: try again later.
+            NftError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+                BackendError::transient(format!("{what}: nft timed out"))
+            }
             NftError::Nft(nftables::helper::NftablesError::NftExecution { .. })
-            | NftError::Spawn { .. } => {
+            | NftError::Spawn { .. }
+            | NftError::Listing { .. } => {
                 BackendError::unsupported(format!("{what}: cannot run nft"))
             }
             _ => BackendError::dataplane(what.to_string()),

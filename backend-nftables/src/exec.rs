@@ -1,10 +1,9 @@
 //! Where transactions go: the real `nft` binary, or a fake.
 
-use std::process::Stdio;
-
 use proxy_core::IpFamily;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use proxy_core::exec::{
+    Command as ExecCommand, CommandLimits, Executor as _, Output, SystemExecutor,
+};
 
 use crate::error::NftError;
 use crate::ir::{TABLE, Transaction, family_word};
@@ -21,21 +20,23 @@ pub trait Executor: Send {
 }
 
 /// The real dataplane: transactions go to `nft -f -` as nft's own syntax
-/// (as upstream's knftables does); the table list is read through the
-/// `nftables` crate (`nft -j list tables`). `nft` inherits the calling
-/// thread's network namespace.
+/// (as upstream's knftables does); the table list is read with `nft -j
+/// list tables`. `nft` inherits the calling thread's network namespace, and
+/// is killed when it outlives the [`CommandLimits`] (the context's).
 ///
 /// Text, not JSON: the load-balancing map is declared with `typeof … numgen
 /// …`, which nft 1.0.6's JSON parser cannot read (see the crate README).
 #[derive(Debug, Clone)]
 pub struct NftCli {
     program: String,
+    exec: SystemExecutor,
 }
 
 impl Default for NftCli {
     fn default() -> Self {
         NftCli {
             program: "nft".to_string(),
+            exec: SystemExecutor::default(),
         }
     }
 }
@@ -45,30 +46,68 @@ impl NftCli {
     pub fn with_program(program: impl Into<String>) -> Self {
         NftCli {
             program: program.into(),
+            ..Self::default()
         }
+    }
+
+    /// The same executor, killing `nft` when it outlives `limits`.
+    pub fn with_limits(mut self, limits: CommandLimits) -> Self {
+        self.exec = SystemExecutor::new(limits);
+        self
     }
 
     /// The `nft` program this executor runs.
     pub fn program(&self) -> &str {
         &self.program
     }
+
+    /// Runs `nft args…` (with `stdin`); a timeout or a failure to start is
+    /// [`NftError::Spawn`].
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<Output, NftError> {
+        let mut command = ExecCommand::new(&self.program, args.iter().copied());
+        if let Some(input) = stdin {
+            command = command.with_stdin(input.to_string());
+        }
+        self.exec
+            .run(&command)
+            .await
+            .map_err(|source| NftError::Spawn {
+                program: self.program.clone(),
+                source,
+            })
+    }
 }
 
 #[async_trait::async_trait]
 impl Executor for NftCli {
+    /// Runs `nft -f -` with the transaction's script on its standard input;
+    /// a non-zero exit is the transaction being rejected (nothing applied:
+    /// nft transactions are atomic), with nft's error message.
     async fn apply(&mut self, tx: &Transaction) -> Result<(), NftError> {
         if tx.is_empty() {
             return Ok(());
         }
-        run_script(&self.program, &tx.to_script()).await
+        let output = self.run(&["-f", "-"], Some(&tx.to_script())).await?;
+        if !output.success() {
+            return Err(NftError::Rejected {
+                status: exit_status(&output),
+                stderr: output.stderr.trim().to_string(),
+            });
+        }
+        Ok(())
     }
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {
-        let args = ["list", "tables", family_word(family)];
-        let out =
-            nftables::helper::get_current_ruleset_raw_async(Some(self.program.as_str()), args)
-                .await?;
-        let doc: serde_json::Value = serde_json::from_str(&out)?;
+        let output = self
+            .run(&["-j", "list", "tables", family_word(family)], None)
+            .await?;
+        if !output.success() {
+            return Err(NftError::Listing {
+                status: exit_status(&output),
+                stderr: output.stderr.trim().to_string(),
+            });
+        }
+        let doc: serde_json::Value = serde_json::from_str(&output.stdout)?;
         let tables = doc
             .get("nftables")
             .and_then(|v| v.as_array())
@@ -83,34 +122,10 @@ impl Executor for NftCli {
     }
 }
 
-/// Runs `program -f -` with `script` on its standard input; a non-zero exit
-/// is the transaction being rejected (nothing applied: nft transactions are
-/// atomic), with nft's error message.
-async fn run_script(program: &str, script: &str) -> Result<(), NftError> {
-    let spawn_error = |source| NftError::Spawn {
-        program: program.to_string(),
-        source,
-    };
-    let mut child = Command::new(program)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(spawn_error)?;
-    let written = match child.stdin.take() {
-        Some(mut stdin) => stdin.write_all(script.as_bytes()).await,
-        None => Ok(()),
-    };
-    // The pipe is closed here (stdin dropped): nft sees the end of input.
-    let output = child.wait_with_output().await.map_err(spawn_error)?;
-    if !output.status.success() {
-        return Err(NftError::Rejected {
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
+/// `exit status: 1`, as `std::process::ExitStatus` prints it.
+fn exit_status(output: &Output) -> String {
+    match output.code {
+        Some(code) => format!("exit status: {code}"),
+        None => "killed by a signal".to_string(),
     }
-    // nft exited 0 but did not read everything: treat as a failure.
-    written.map_err(spawn_error)
 }

@@ -64,7 +64,7 @@ impl BackendFactory for NftablesFactory {
                 ),
             }
         }
-        let mut nft = self.nft.clone();
+        let mut nft = self.nft.clone().with_limits(ctx.commands.clone());
         nft.table_exists(ctx.family).await.map(|_| ()).map_err(|e| {
             e.into_backend(&format!(
                 "cannot run `{} list tables` (is nftables installed, are we privileged?)",
@@ -76,14 +76,14 @@ impl BackendFactory for NftablesFactory {
     fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
         Ok(Box::new(NftablesBackend::with_executor(
             ctx,
-            Box::new(self.nft.clone()),
+            Box::new(self.nft.clone().with_limits(ctx.commands.clone())),
         )))
     }
 
     /// Deletes tables `ip kube-proxy` and `ip6 kube-proxy` (upstream's
     /// `CleanupLeftovers` does both whatever the family).
-    async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
-        let mut nft = self.nft.clone();
+    async fn cleanup_leftovers(&self, ctx: &BackendContext) -> Result<(), BackendError> {
+        let mut nft = self.nft.clone().with_limits(ctx.commands.clone());
         for family in IpFamily::ALL {
             let mut tx = Transaction::new(family);
             tx.push(Command::AddTable);

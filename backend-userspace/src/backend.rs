@@ -95,7 +95,7 @@ impl UserspaceBackend {
         let redirect = options
             .redirect
             .enabled()
-            .then(|| RedirectState::new(ctx.family, sockets));
+            .then(|| RedirectState::new(ctx.family, sockets, ctx.commands.clone()));
         UserspaceBackend {
             family: ctx.family,
             node_ports: NodePortAddresses::from_context(ctx),

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use proxy_core::backend::{BackendContext, BackendFactory, Registry};
+use proxy_core::backend::{BackendContext, BackendFactory, CommandLimits, Registry};
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::conntrack::ConntrackCleaner;
 use proxy_core::runtime::health::{
@@ -246,6 +246,22 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
     warn_unused_settings(&config);
     let privileged = privileges::has_net_admin();
+    let metrics = Arc::new(ProxyMetrics::new());
+    // Every external command (nft, iptables-restore, conntrack, ...) is
+    // killed after the timeout and counted in the metrics.
+    let commands = CommandLimits::default().with_recorder(metrics.clone());
+    let health = Arc::new(ProxyHealth::from_config(&config).with_metrics(metrics.clone()));
+    // The servers come first: a start-up step that hangs (a hung tool is
+    // killed only after the command timeout) must not keep /healthz and
+    // /metrics from answering.
+    let hard_fail = config.bind_address_hard_fail;
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = config.healthz_socket_addr()? {
+        servers.spawn(HealthServer::new(health.clone()).serve_retrying(addr, hard_fail));
+    }
+    if let Some(addr) = config.metrics_socket_addr()? {
+        servers.spawn(MetricsServer::new(metrics.clone(), &config).serve_retrying(addr, hard_fail));
+    }
     // The userspace proxy programs no kernel rules: it neither needs the
     // conntrack sysctls nor removes other modes' rules (use --cleanup).
     if privileged && mode != ProxyMode::Userspace {
@@ -253,7 +269,10 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
             privileges::set_oom_score_adj(adj);
         }
         apply_sysctls(&config);
-        let contexts = contexts(&config, &node.info)?;
+        let contexts: Vec<BackendContext> = contexts(&config, &node.info)?
+            .into_iter()
+            .map(|ctx| ctx.with_commands(commands.clone()))
+            .collect();
         for ctx in &contexts {
             if let Err(error) = factory.privileged_init(ctx).await {
                 tracing::warn!(%mode, family = %ctx.family, %error, "privileged initialisation failed");
@@ -264,8 +283,6 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
         tracing::info!(%mode, privileged, "not setting sysctls nor cleaning up other modes' rules");
     }
     let source = source(&options, &node.info.name).await?;
-    let metrics = Arc::new(ProxyMetrics::new());
-    let health = Arc::new(ProxyHealth::from_config(&config).with_metrics(metrics.clone()));
     let health_check_addresses = HealthCheckAddresses::from_node_port_addresses(
         &config.node_port_addresses()?,
         &privileges::local_addresses(),
@@ -282,22 +299,17 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
     // Stale UDP flows exist only where the kernel does the NAT.
     if privileged && mode != ProxyMode::Userspace {
         observers.push(Arc::new(
-            ConntrackCleaner::host().with_metrics(metrics.clone()),
+            ConntrackCleaner::host_with_limits(commands.clone()).with_metrics(metrics.clone()),
         ));
-    }
-    let hard_fail = config.bind_address_hard_fail;
-    let mut servers = tokio::task::JoinSet::new();
-    if let Some(addr) = config.healthz_socket_addr()? {
-        servers.spawn(HealthServer::new(health).serve_retrying(addr, hard_fail));
-    }
-    if let Some(addr) = config.metrics_socket_addr()? {
-        servers.spawn(MetricsServer::new(metrics, &config).serve_retrying(addr, hard_fail));
     }
     let runtime = Runtime::new(
         config.clone(),
         factory,
         observers,
-        RuntimeOptions::new(&config, node.info.name.clone()),
+        RuntimeOptions {
+            commands,
+            ..RuntimeOptions::new(&config, node.info.name.clone())
+        },
     );
     let servers_failed = async {
         while let Some(result) = servers.join_next().await {

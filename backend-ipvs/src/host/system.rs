@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use proxy_core::exec::{Executor, SystemExecutor};
+use proxy_core::exec::{CommandLimits, Executor, SystemExecutor};
 
 use super::{Command, Host, Output};
 
@@ -12,18 +12,30 @@ use super::{Command, Host, Output};
 /// Both happen on the calling thread (the fork in the first poll of
 /// [`Host::run`], the read in [`Host::read_proc_net`]), so they see that
 /// thread's network namespace: a test that runs the cleanup on a thread
-/// inside a throw-away namespace never touches the host's.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemHost;
+/// inside a throw-away namespace never touches the host's. Commands are
+/// killed when they outlive the [`CommandLimits`].
+#[derive(Debug, Clone, Default)]
+pub struct SystemHost {
+    exec: SystemExecutor,
+}
+
+impl SystemHost {
+    /// The host, running commands under `limits`.
+    pub fn new(limits: CommandLimits) -> Self {
+        SystemHost {
+            exec: SystemExecutor::new(limits),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Host for SystemHost {
     async fn run(&self, command: &Command) -> io::Result<Output> {
-        SystemExecutor.run(command).await
+        self.exec.run(command).await
     }
 
     fn has_program(&self, program: &str) -> bool {
-        SystemExecutor.has_program(program)
+        self.exec.has_program(program)
     }
 
     /// Reads `/proc/thread-self/net/<name>`: `/proc/net` would show the

@@ -1,9 +1,9 @@
 //! [`RedirectRules`]: our table of one family, as last written, and the
 //! writes that bring it to what a sync wants.
 
-use nftables::helper::{DEFAULT_ARGS, DEFAULT_NFT, apply_ruleset_raw_async};
 use nftables::schema::Nftables;
 use proxy_core::IpFamily;
+use proxy_core::exec::{Command, CommandLimits, Executor, SystemExecutor};
 
 use super::json;
 use super::table::{Elements, diff};
@@ -15,17 +15,20 @@ pub(crate) struct RedirectRules {
     family: IpFamily,
     /// Whether writes reach the kernel (`false`: dry run, state kept only).
     live: bool,
+    /// Runs `nft`, killing it when it outlives its limits.
+    exec: SystemExecutor,
     /// The elements the table holds; `None` when unknown (never written,
     /// or a write failed): the next write re-creates the table.
     applied: Option<Elements>,
 }
 
 impl RedirectRules {
-    /// Rules for `family`; `live` ones run `nft`.
-    pub fn new(family: IpFamily, live: bool) -> Self {
+    /// Rules for `family`; `live` ones run `nft` under `limits`.
+    pub fn new(family: IpFamily, live: bool, limits: CommandLimits) -> Self {
         RedirectRules {
             family,
             live,
+            exec: SystemExecutor::new(limits),
             applied: None,
         }
     }
@@ -46,7 +49,7 @@ impl RedirectRules {
             // Until the write is known to have landed, the state is unknown.
             self.applied = None;
             if self.live {
-                apply(&transaction).await?;
+                apply(&self.exec, &transaction).await?;
             }
         }
         self.applied = Some(wanted);
@@ -57,22 +60,31 @@ impl RedirectRules {
     pub async fn delete(&mut self) -> Result<(), UserspaceError> {
         self.applied = None;
         if self.live {
-            delete_table(self.family).await?;
+            delete_table(&self.exec, self.family).await?;
         }
         Ok(())
     }
 }
 
-/// Deletes our table of `family`, if it exists.
-pub(crate) async fn delete_table(family: IpFamily) -> Result<(), UserspaceError> {
-    apply(&json::delete(family)).await
+/// Deletes our table of `family`, if it exists, running `nft` with `exec`.
+pub(crate) async fn delete_table(
+    exec: &SystemExecutor,
+    family: IpFamily,
+) -> Result<(), UserspaceError> {
+    apply(exec, &json::delete(family)).await
 }
 
 /// Runs `nft -j -f -` with `transaction` (atomic: all of it or nothing).
-async fn apply(transaction: &Nftables<'_>) -> Result<(), UserspaceError> {
+async fn apply(exec: &SystemExecutor, transaction: &Nftables<'_>) -> Result<(), UserspaceError> {
     let text = serde_json::to_string(transaction).map_err(UserspaceError::Encode)?;
-    apply_ruleset_raw_async(&text, DEFAULT_NFT, DEFAULT_ARGS)
-        .await
-        .map(drop)
-        .map_err(UserspaceError::Nft)
+    let command = Command::new("nft", ["-j", "-f", "-"]).with_stdin(text);
+    let output = exec.run(&command).await.map_err(UserspaceError::NftRun)?;
+    if output.success() {
+        Ok(())
+    } else {
+        Err(UserspaceError::NftRejected {
+            code: output.code,
+            stderr: output.stderr.trim().to_string(),
+        })
+    }
 }

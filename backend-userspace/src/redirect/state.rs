@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use proxy_core::{IpFamily, ServicePortName, ServicePortView};
 
 use super::rules::RedirectRules;
+use proxy_core::backend::CommandLimits;
 use super::table::{Action, Elements, Vip};
 use crate::backend::ListenerFailure;
 use crate::listener::{Listener, Sockets};
@@ -35,11 +36,11 @@ pub(crate) struct RedirectState {
 impl RedirectState {
     /// Nothing redirected yet; `sockets` says whether listeners and rules
     /// are real.
-    pub fn new(family: IpFamily, sockets: Sockets) -> Self {
+    pub fn new(family: IpFamily, sockets: Sockets, limits: CommandLimits) -> Self {
         RedirectState {
             family,
             sockets,
-            rules: RedirectRules::new(family, sockets == Sockets::Real),
+            rules: RedirectRules::new(family, sockets == Sockets::Real, limits),
             wanted: BTreeMap::new(),
             listeners: BTreeMap::new(),
             failures: BTreeMap::new(),

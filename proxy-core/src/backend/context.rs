@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::CommandLimits;
 use crate::config::{DetectLocal, KubeProxyConfiguration};
 use crate::error::Error;
 use crate::model::{IpFamily, NodeInfo};
@@ -50,6 +51,10 @@ pub struct BackendContext {
     pub node_port_cidrs: Option<Vec<IpNet>>,
     /// iptables `localhostNodePorts` (IPv4 only).
     pub localhost_node_ports: bool,
+    /// How long an external command may run (the default: 30 s), and who
+    /// counts the ones killed for running longer. The runtime sets it from
+    /// `RuntimeOptions::commands` (feature `runtime`).
+    pub commands: CommandLimits,
 }
 
 impl BackendContext {
@@ -109,7 +114,14 @@ impl BackendContext {
             node_port_cidrs,
             node,
             config,
+            commands: CommandLimits::default(),
         })
+    }
+
+    /// The same context with `commands` as the limits of external commands.
+    pub fn with_commands(mut self, commands: CommandLimits) -> Self {
+        self.commands = commands;
+        self
     }
 
     /// The context of the default configuration, for tests and examples.
@@ -123,6 +135,7 @@ impl BackendContext {
             local_detector: LocalTrafficDetector::None,
             node_port_cidrs: None,
             localhost_node_ports: family == IpFamily::V4,
+            commands: CommandLimits::default(),
         }
     }
 }

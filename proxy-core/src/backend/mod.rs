@@ -21,6 +21,7 @@
 //! errors, with a [`BackendErrorKind`] saying what kind of failure it was.
 
 mod capabilities;
+mod commands;
 mod context;
 mod error;
 mod factory;
@@ -28,6 +29,7 @@ pub mod privileges;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
+pub use commands::{CommandLimits, TimeoutRecorder};
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
 pub use factory::{BackendFactory, Registry};

@@ -2,10 +2,16 @@
 //! trait so unit tests use a fake, and [`SystemExecutor`], which spawns
 //! processes from the calling thread (so they run in its network
 //! namespace). Shared by the backends that drive command-line tools.
+//!
+//! Every command runs under the [`CommandLimits`] it is given (the
+//! [`BackendContext`](crate::backend::BackendContext)'s): one still running
+//! after the timeout is killed and counted. [`run_blocking`] does the same
+//! for callers without a Tokio runtime.
 
 mod system;
 
-pub use system::SystemExecutor;
+pub use crate::backend::CommandLimits;
+pub use system::{SystemExecutor, run_blocking};
 
 /// One command line, with optional input on stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]

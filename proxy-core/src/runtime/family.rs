@@ -113,6 +113,9 @@ impl FamilyState {
             // Every pending change collapsed to nothing for this family.
             Default::default()
         } else {
+            for observer in observers {
+                observer.sync_started(self.family);
+            }
             match self.backend.sync(&view, &changes).await {
                 Ok(stats) => stats,
                 Err(error) => {

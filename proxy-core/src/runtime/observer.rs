@@ -74,4 +74,10 @@ pub trait SyncObserver: Send + Sync {
 
     /// The node's own object changed (or became known).
     fn node(&self, _node: &NodeHealth) {}
+
+    /// The backend of `family` was just called to sync; [`synced`](Self::synced)
+    /// or [`failed`](Self::failed) follows when it returns. The loop runs
+    /// syncs inline, so nothing else is reported meanwhile: this is how
+    /// health notices a sync stuck in the backend (a hung tool).
+    fn sync_started(&self, _family: IpFamily) {}
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Node;
 
-use crate::backend::{BackendContext, BackendError, BackendFactory, Registry};
+use crate::backend::{BackendContext, BackendError, BackendFactory, CommandLimits, Registry};
 use crate::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 use crate::error::Error;
 use crate::model::IpFamily;
@@ -80,6 +80,9 @@ pub struct RuntimeOptions {
     pub families: Option<Vec<IpFamily>>,
     /// When to sync.
     pub timing: SyncTiming,
+    /// The time limit of the backends' external commands, and who counts
+    /// the ones killed (set in every [`BackendContext`]).
+    pub commands: CommandLimits,
 }
 
 impl RuntimeOptions {
@@ -95,6 +98,7 @@ impl RuntimeOptions {
             bind_ip,
             families: None,
             timing: SyncTiming::from_config(config),
+            commands: CommandLimits::default(),
         }
     }
 }
@@ -344,7 +348,8 @@ impl Runtime {
         family: IpFamily,
     ) -> Result<FamilyState, BackendError> {
         let ctx = BackendContext::new(self.config.clone(), node.info.clone(), family)
-            .map_err(|e| BackendError::config(e.to_string()))?;
+            .map_err(|e| BackendError::config(e.to_string()))?
+            .with_commands(self.options.commands.clone());
         self.factory.check(&ctx).await?;
         let backend = self.factory.build(&ctx)?;
         Ok(FamilyState::new(

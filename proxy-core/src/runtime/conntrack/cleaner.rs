@@ -5,6 +5,7 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::backend::CommandLimits;
 use crate::model::{IpFamily, Protocol};
 use crate::runtime::metrics::ProxyMetrics;
 use crate::runtime::observer::{SyncObserver, SyncReport};
@@ -56,6 +57,12 @@ impl ConntrackCleaner {
     /// A cleaner of the host's table (netlink, `conntrack` tool as fallback).
     pub fn host() -> Self {
         Self::new(HostConntrack::new())
+    }
+
+    /// A cleaner of the host's table whose `conntrack` runs are killed when
+    /// they outlive `limits`.
+    pub fn host_with_limits(limits: CommandLimits) -> Self {
+        Self::new(HostConntrack::with_limits(limits))
     }
 
     /// Records rounds in `metrics`.

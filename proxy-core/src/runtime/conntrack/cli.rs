@@ -3,23 +3,27 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 
+use crate::backend::CommandLimits;
+use crate::exec::{Command, Output, run_blocking};
 use crate::model::IpFamily;
 
 use super::entry::{ConntrackEntry, FlowTuple, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use super::table::ConntrackTable;
 
-/// The `conntrack` binary, run once per list and once per delete.
+/// The `conntrack` binary, run once per list and once per delete, each
+/// run killed when it outlives its [`CommandLimits`].
 #[derive(Debug, Clone)]
 pub struct CliConntrack {
     program: String,
+    limits: CommandLimits,
 }
 
 impl Default for CliConntrack {
     fn default() -> Self {
         CliConntrack {
             program: "conntrack".to_string(),
+            limits: CommandLimits::default(),
         }
     }
 }
@@ -41,11 +45,18 @@ impl CliConntrack {
     pub fn with_program(program: impl Into<String>) -> Self {
         CliConntrack {
             program: program.into(),
+            ..Self::default()
         }
     }
 
-    fn run(&self, args: &[String]) -> io::Result<std::process::Output> {
-        Command::new(&self.program).args(args).output()
+    /// The same tool, killed when a run outlives `limits`.
+    pub fn with_limits(mut self, limits: CommandLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    fn run(&self, args: &[String]) -> io::Result<Output> {
+        run_blocking(&Command::new(&self.program, args.iter()), &self.limits)
     }
 }
 
@@ -53,14 +64,15 @@ impl ConntrackTable for CliConntrack {
     fn list(&mut self, family: IpFamily) -> io::Result<Vec<ConntrackEntry>> {
         let args = ["-L", "-f", family_arg(family)].map(String::from);
         let output = self.run(&args)?;
-        if !output.status.success() {
+        if !output.success() {
             return Err(io::Error::other(format!(
                 "{} -L failed: {}",
                 self.program,
-                String::from_utf8_lossy(&output.stderr).trim()
+                output.stderr.trim()
             )));
         }
-        Ok(String::from_utf8_lossy(&output.stdout)
+        Ok(output
+            .stdout
             .lines()
             .filter_map(parse_line)
             .collect())
@@ -84,9 +96,9 @@ impl ConntrackTable for CliConntrack {
             o.dst.port().to_string(),
         ];
         let output = self.run(&args)?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = &output.stderr;
         // "0 flow entries have been deleted" (exit 1): already gone.
-        if output.status.success() || stderr.contains("0 flow entries") {
+        if output.success() || stderr.contains("0 flow entries") {
             Ok(())
         } else {
             Err(io::Error::other(format!(

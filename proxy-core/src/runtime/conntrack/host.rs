@@ -2,6 +2,7 @@
 
 use std::io;
 
+use crate::backend::CommandLimits;
 use crate::model::IpFamily;
 
 use super::cli::CliConntrack;
@@ -23,6 +24,14 @@ impl HostConntrack {
     /// Netlink with the `conntrack` tool on `PATH` as fallback.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Netlink, with the `conntrack` tool killed when a run outlives `limits`.
+    pub fn with_limits(limits: CommandLimits) -> Self {
+        HostConntrack {
+            cli: CliConntrack::new().with_limits(limits),
+            ..Self::default()
+        }
     }
 }
 

@@ -20,6 +20,8 @@ struct FamilyState {
     last_updated: Option<SystemTime>,
     /// The oldest change queued since then (`oldestPendingQueuedMap`).
     oldest_pending: Option<SystemTime>,
+    /// When the sync now running started; `None` between syncs.
+    sync_started: Option<SystemTime>,
 }
 
 #[derive(Debug, Default)]
@@ -34,7 +36,7 @@ pub struct FamilyHealth {
     /// The last successful sync; `None` before the first.
     pub last_updated: Option<SystemTime>,
     /// Whether the family keeps up: no change has waited for a sync for
-    /// the health timeout or longer.
+    /// the health timeout or longer, and no sync has been running that long.
     pub healthy: bool,
 }
 
@@ -65,6 +67,16 @@ pub struct Health {
 /// `/healthz` also needs the node to be eligible: known, not being deleted
 /// and not tainted `ToBeDeletedByClusterAutoscaler`. Until the first
 /// [`sync_node`](Self::sync_node) the node is unknown, hence ineligible.
+///
+/// Beyond upstream, two more things make a family unhealthy, so that a
+/// hung tool shows even when no change was queued (the loop runs syncs
+/// inline: while one is stuck, no change is even seen):
+///
+/// - a sync that has been running for the health timeout or longer
+///   ([`sync_started`](Self::sync_started) without an end since);
+/// - a failed sync leaves its changes pending, as if queued when it
+///   started, until a sync succeeds: syncs failing for the health timeout
+///   (each killed hung command, say) turn the family unhealthy.
 ///
 /// Times come from the injected [`Clock`] only (the `at` of
 /// [`SyncObserver::queued`] is ignored) so that both ends of the timeout
@@ -136,6 +148,26 @@ impl ProxyHealth {
         let entry = state.families.entry(family).or_default();
         entry.last_updated = Some(now);
         entry.oldest_pending = None;
+        entry.sync_started = None;
+    }
+
+    /// A sync of `family` started: until [`updated`](Self::updated) or
+    /// [`sync_failed`](Self::sync_failed), the family turns unhealthy once
+    /// it has been running for the health timeout.
+    pub fn sync_started(&self, family: IpFamily) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.families.entry(family).or_default().sync_started = Some(now);
+    }
+
+    /// A sync of `family` failed: its changes stay pending, counted from
+    /// when that sync started (or from now).
+    pub fn sync_failed(&self, family: IpFamily) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let entry = state.families.entry(family).or_default();
+        let started = entry.sync_started.take().unwrap_or(now);
+        entry.oldest_pending.get_or_insert(started);
     }
 
     /// Records the node's eligibility.
@@ -156,9 +188,12 @@ impl ProxyHealth {
         let state = self.lock();
         let mut families = BTreeMap::new();
         for (family, s) in &state.families {
-            let late = s.oldest_pending.is_some_and(|queued| {
-                now.duration_since(queued).unwrap_or_default() >= self.health_timeout
-            });
+            let too_old = |since: Option<SystemTime>| {
+                since.is_some_and(|at| {
+                    now.duration_since(at).unwrap_or_default() >= self.health_timeout
+                })
+            };
+            let late = too_old(s.oldest_pending) || too_old(s.sync_started);
             families.insert(
                 *family,
                 FamilyHealth {
@@ -207,5 +242,19 @@ impl SyncObserver for ProxyHealth {
 
     fn node(&self, node: &NodeHealth) {
         self.sync_node(node);
+    }
+
+    fn sync_started(&self, family: IpFamily) {
+        ProxyHealth::sync_started(self, family);
+    }
+
+    fn failed(
+        &self,
+        family: IpFamily,
+        _mode: crate::config::ProxyMode,
+        _full: bool,
+        _error: &crate::backend::BackendError,
+    ) {
+        self.sync_failed(family);
     }
 }

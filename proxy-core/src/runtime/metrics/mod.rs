@@ -30,6 +30,6 @@ mod server;
 
 pub use observer::no_local_endpoints;
 pub use proxy_metrics::{
-    CodeLabels, FamilyLabels, PREFIX, PolicyLabels, ProxyMetrics, TableLabels,
+    CodeLabels, FamilyLabels, PREFIX, PolicyLabels, ProgramLabels, ProxyMetrics, TableLabels,
 };
 pub use server::{CONFIGZ_KEY, MetricsServer, OPENMETRICS_CONTENT_TYPE};

@@ -59,6 +59,13 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// `{program}` of `kubeproxy_command_timeouts_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ProgramLabels {
+    /// The program's file name (`nft`, `iptables-nft-restore`, `conntrack`).
+    pub program: String,
+}
+
 type HistogramFamily = Family<FamilyLabels, Histogram, fn() -> Histogram>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -132,6 +139,10 @@ pub struct ProxyMetrics {
     pub healthz_total: Family<CodeLabels, Counter>,
     /// `kubeproxy_proxy_livez_total{code}`.
     pub livez_total: Family<CodeLabels, Counter>,
+    /// **Ours**: `kubeproxy_command_timeouts_total{program}`, external
+    /// commands killed for outliving their time limit
+    /// ([`CommandLimits`](crate::backend::CommandLimits)).
+    pub command_timeouts: Family<ProgramLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
 }
@@ -178,6 +189,7 @@ impl ProxyMetrics {
             conntrack_sync_duration: histogram_family(sync_duration_histogram),
             healthz_total: Family::default(),
             livez_total: Family::default(),
+            command_timeouts: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
             registry: Registry::default(),
             clock,
@@ -278,6 +290,11 @@ impl ProxyMetrics {
             "Cumulative proxy livez HTTP status",
             m.livez_total.clone(),
         );
+        r.register(
+            "command_timeouts",
+            "External commands (nft, iptables-restore, ipset, conntrack, ...) killed for running longer than their timeout",
+            m.command_timeouts.clone(),
+        );
         ProxyMetrics { registry, ..m }
     }
 
@@ -323,6 +340,15 @@ impl ProxyMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts one external command killed after its timeout.
+    pub fn record_command_timeout(&self, program: &str) {
+        self.command_timeouts
+            .get_or_create(&ProgramLabels {
+                program: program.to_string(),
+            })
+            .inc();
+    }
+
     /// The current time of this value's clock.
     pub(super) fn now(&self) -> SystemTime {
         self.clock.now()
@@ -343,5 +369,13 @@ impl ProxyMetrics {
             .inc_by(services.saturating_sub(previous_services));
         self.endpoint_changes_total
             .inc_by(endpoints.saturating_sub(previous_endpoints));
+    }
+}
+
+/// Counts the external commands killed after their timeout: hand the
+/// metrics to [`CommandLimits::with_recorder`](crate::backend::CommandLimits::with_recorder).
+impl crate::backend::TimeoutRecorder for ProxyMetrics {
+    fn command_timed_out(&self, program: &str) {
+        self.record_command_timeout(program);
     }
 }
