@@ -343,6 +343,84 @@ async fn as_an_observer_it_cleans_on_a_blocking_task() {
     panic!("the stale entry was not deleted");
 }
 
+/// A table whose first `list` waits until the test opens the gate, and
+/// that counts its `list` calls.
+#[derive(Clone, Default)]
+struct GatedTable {
+    inner: FakeTable,
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    lists: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GatedTable {
+    fn open_gate(&self) {
+        *self.open.0.lock().unwrap() = true;
+        self.open.1.notify_all();
+    }
+    fn lists(&self) -> usize {
+        self.lists.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ConntrackTable for GatedTable {
+    fn list(&mut self, family: IpFamily) -> io::Result<Vec<ConntrackEntry>> {
+        self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (open, changed) = &*self.open;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = changed.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.list(family)
+    }
+
+    fn delete(&mut self, entry: &ConntrackEntry) -> io::Result<()> {
+        self.inner.delete(entry)
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn rounds_queued_while_one_runs_coalesce_and_the_latest_wins() {
+    let ips: Vec<String> = (1..=50).map(|i| format!("10.244.0.{i}")).collect();
+    let entries: Vec<ConntrackEntry> = (1..=50)
+        .map(|i| udp(&format!("10.0.0.5:{i}"), "10.96.0.10:53", &format!("10.244.0.{i}:5353")))
+        .collect();
+    let table = GatedTable::default();
+    table.inner.entries.lock().unwrap().extend(entries.iter());
+    let cleaner = ConntrackCleaner::new(table.clone());
+
+    // Round 1: every endpoint serves, nothing is stale; it blocks in `list`.
+    let all: Vec<(&str, bool, bool, bool)> =
+        ips.iter().map(|ip| (ip.as_str(), true, true, false)).collect();
+    cleaner.schedule(IpFamily::V4, StaleFlowFilter::from_view(&view(&all)));
+    wait_until("the first round lists", || table.lists() == 1).await;
+
+    // 50 more rounds while it is stuck, each with one endpoint left.
+    for ip in &ips {
+        let filter = StaleFlowFilter::from_view(&view(&[(ip.as_str(), true, true, false)]));
+        cleaner.schedule(IpFamily::V4, filter);
+        assert_eq!(cleaner.backlog(), (1, true), "one round waits per family");
+    }
+    assert_eq!(cleaner.superseded(), 49);
+
+    table.open_gate();
+    wait_until("the queue drains", || cleaner.backlog() == (0, false)).await;
+    assert_eq!(table.lists(), 2, "the stuck round and the latest one, nothing else");
+    // Only the latest round (endpoint .50) deleted anything: an intermediate
+    // one would have deleted the flow answered by .50.
+    assert_eq!(*table.inner.entries.lock().unwrap(), vec![entries[49]]);
+}
+
 #[cfg(feature = "netns")]
 mod kernel {
     use std::net::UdpSocket;

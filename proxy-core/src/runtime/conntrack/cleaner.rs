@@ -1,5 +1,6 @@
 //! [`ConntrackCleaner`]: the stale-UDP cleanup after successful syncs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,11 +33,25 @@ pub struct CleanupOutcome {
 ///
 /// As a [`SyncObserver`] it computes the filter on the loop's task (cheap)
 /// and hands listing and deleting to a blocking task; rounds run one at a
-/// time. Counts go to `kubeproxy_conntrack_reconciler_deleted_entries_total`
+/// time. Rounds wanted while one runs coalesce: at most one waits per
+/// family, the latest (its filter is of the newest view, which is what
+/// upstream's cleanup after each sync looks at too), so memory stays
+/// bounded however fast syncs come and however slow the table is. Counts go to `kubeproxy_conntrack_reconciler_deleted_entries_total`
 /// and `kubeproxy_conntrack_reconciler_sync_duration_seconds`.
 pub struct ConntrackCleaner {
     table: Arc<Mutex<Box<dyn ConntrackTable>>>,
     metrics: Option<Arc<ProxyMetrics>>,
+    queue: Arc<Mutex<RoundQueue>>,
+}
+
+/// The rounds waiting for the table: the latest filter of each family, and
+/// whether a worker is draining them.
+#[derive(Debug, Default)]
+struct RoundQueue {
+    waiting: BTreeMap<IpFamily, StaleFlowFilter>,
+    worker_running: bool,
+    /// Rounds replaced by a later one before they ran.
+    superseded: u64,
 }
 
 impl fmt::Debug for ConntrackCleaner {
@@ -51,6 +66,7 @@ impl ConntrackCleaner {
         ConntrackCleaner {
             table: Arc::new(Mutex::new(Box::new(table))),
             metrics: None,
+            queue: Arc::default(),
         }
     }
 
@@ -130,19 +146,68 @@ impl SyncObserver for ConntrackCleaner {
         if filter.is_empty() {
             return;
         }
+        self.schedule(report.family, filter);
+    }
+}
+
+impl ConntrackCleaner {
+    /// Queues a round of `family` with `filter`, replacing one of the same
+    /// family still waiting, and starts a worker if none runs. Needs a Tokio
+    /// runtime (the worker is a blocking task).
+    pub fn schedule(&self, family: IpFamily, filter: StaleFlowFilter) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("conntrack cleanup needs a Tokio runtime; skipped");
             return;
         };
-        let family = report.family;
+        {
+            let mut queue = lock(&self.queue);
+            if queue.waiting.insert(family, filter).is_some() {
+                queue.superseded += 1;
+                tracing::debug!(%family, "a waiting conntrack cleanup was replaced by a newer one");
+            }
+            if queue.worker_running {
+                return;
+            }
+            queue.worker_running = true;
+        }
+        let queue = self.queue.clone();
         let table = self.table.clone();
         let metrics = self.metrics.clone();
         runtime.spawn_blocking(move || {
-            if let Err(error) = clean(&table, metrics.as_deref(), family, &filter) {
-                tracing::error!(%family, %error, "failed to list conntrack entries");
+            loop {
+                let next = {
+                    let mut queue = lock(&queue);
+                    let next = queue.waiting.pop_first();
+                    if next.is_none() {
+                        queue.worker_running = false;
+                    }
+                    next
+                };
+                let Some((family, filter)) = next else {
+                    return;
+                };
+                if let Err(error) = clean(&table, metrics.as_deref(), family, &filter) {
+                    tracing::error!(%family, %error, "failed to list conntrack entries");
+                }
             }
         });
     }
+
+    /// Rounds waiting (at most one per family) and whether one runs.
+    pub fn backlog(&self) -> (usize, bool) {
+        let queue = lock(&self.queue);
+        (queue.waiting.len(), queue.worker_running)
+    }
+
+    /// How many waiting rounds were replaced by a later one of their family
+    /// before they ran.
+    pub fn superseded(&self) -> u64 {
+        lock(&self.queue).superseded
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs `f` with the table, for tests and tools that want to look at it.
