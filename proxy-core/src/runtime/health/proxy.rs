@@ -258,3 +258,66 @@ impl SyncObserver for ProxyHealth {
         self.sync_failed(family);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    /// A health tracker with a 60 s timeout on a clock moved by `advance`.
+    fn tracker() -> (ProxyHealth, impl Fn(u64)) {
+        let now = Arc::new(Mutex::new(UNIX_EPOCH + Duration::from_secs(1_000)));
+        let clock = now.clone();
+        let health = ProxyHealth::new(
+            Duration::from_secs(60),
+            Arc::new(move || *clock.lock().unwrap_or_else(PoisonError::into_inner)),
+        );
+        let advance = move |secs| {
+            *now.lock().unwrap_or_else(PoisonError::into_inner) += Duration::from_secs(secs);
+        };
+        (health, advance)
+    }
+
+    #[test]
+    fn a_sync_running_for_the_health_timeout_is_unhealthy_until_it_ends() {
+        let (health, advance) = tracker();
+        health.updated(IpFamily::V4);
+        health.sync_started(IpFamily::V4);
+        advance(59);
+        assert!(health.is_healthy(), "running, not for long yet");
+        advance(1);
+        assert!(!health.is_healthy(), "stuck for the health timeout");
+        health.updated(IpFamily::V4);
+        assert!(health.is_healthy(), "it ended well");
+    }
+
+    #[test]
+    fn failed_syncs_keep_changes_pending_since_the_first_failure_started() {
+        let (health, advance) = tracker();
+        health.updated(IpFamily::V4);
+        health.sync_started(IpFamily::V4);
+        advance(30);
+        health.sync_failed(IpFamily::V4);
+        assert!(health.is_healthy());
+        advance(10);
+        health.sync_started(IpFamily::V4);
+        advance(10);
+        health.sync_failed(IpFamily::V4);
+        advance(10);
+        assert!(
+            !health.is_healthy(),
+            "60 s since the first failed sync started"
+        );
+        health.sync_started(IpFamily::V4);
+        health.updated(IpFamily::V4);
+        assert!(health.is_healthy());
+        // A failure without a start on record counts from now.
+        health.sync_failed(IpFamily::V4);
+        advance(59);
+        assert!(health.is_healthy());
+        advance(1);
+        assert!(!health.is_healthy());
+    }
+}
