@@ -14,6 +14,9 @@ pub struct Options {
     /// How long a UDP session without traffic in either direction is kept
     /// (`userspace.udpIdleTimeout`).
     pub udp_idle_timeout: Duration,
+    /// The most UDP sessions one UDP listener keeps; a new client beyond
+    /// it closes the least recently active ones (`userspace.maxUDPSessions`).
+    pub max_udp_sessions: usize,
     /// How TCP payload is moved.
     pub forwarding: Forwarding,
     /// Whether nftables redirect rules capture ClusterIP, external IP and
@@ -26,8 +29,15 @@ impl Options {
     /// Upstream's old userspace proxier default for `udpIdleTimeout`.
     pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_millis(250);
 
+    /// The default `userspace.maxUDPSessions`: at the default 250 ms idle
+    /// timeout, room for 16,000 new client ports a second on one listener
+    /// (DNS clients use a new port per query), while a flood of distinct
+    /// source ports holds at most 4096 sockets and tasks per listener.
+    pub const DEFAULT_MAX_UDP_SESSIONS: usize = 4096;
+
     /// The settings `ctx.config` asks for; an unset (zero) or negative
-    /// `userspace.udpIdleTimeout` means the 250 ms default.
+    /// `userspace.udpIdleTimeout` means the 250 ms default, an unset or
+    /// non-positive `userspace.maxUDPSessions` the 4096 default.
     pub fn from_context(ctx: &BackendContext) -> Self {
         let configured = ctx.config.userspace.udp_idle_timeout;
         let udp_idle_timeout = if configured.is_zero() || configured.is_negative() {
@@ -41,8 +51,16 @@ impl Options {
         } else {
             RedirectMode::Auto
         };
+        let max_udp_sessions = ctx
+            .config
+            .userspace
+            .max_udp_sessions
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(Self::DEFAULT_MAX_UDP_SESSIONS);
         Options {
             udp_idle_timeout,
+            max_udp_sessions,
             forwarding: Forwarding::best(),
             redirect,
         }
@@ -61,6 +79,12 @@ impl Options {
         self
     }
 
+    /// With at most `max` UDP sessions per listener (at least 1).
+    pub fn with_max_udp_sessions(mut self, max: usize) -> Self {
+        self.max_udp_sessions = max.max(1);
+        self
+    }
+
     /// With `timeout` as the UDP idle timeout.
     pub fn with_udp_idle_timeout(mut self, timeout: Duration) -> Self {
         self.udp_idle_timeout = timeout;
@@ -76,6 +100,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             udp_idle_timeout: Self::DEFAULT_UDP_IDLE_TIMEOUT,
+            max_udp_sessions: Self::DEFAULT_MAX_UDP_SESSIONS,
             forwarding: Forwarding::best(),
             redirect: RedirectMode::Off,
         }

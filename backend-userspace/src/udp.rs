@@ -1,6 +1,8 @@
 //! The UDP listener: one session per client address, each with its own
 //! socket connected to the chosen endpoint, ended after
-//! `udpIdleTimeout` without traffic in either direction.
+//! `udpIdleTimeout` without traffic in either direction. A listener keeps
+//! at most `maxUDPSessions`: a new client beyond it first closes the
+//! sessions idle the longest.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,6 +24,9 @@ struct Session {
     id: u64,
     upstream: Arc<UdpSocket>,
     last_active: Arc<Mutex<Instant>>,
+    /// The task relaying the endpoint's replies; aborted on eviction, which
+    /// closes the session's socket.
+    relay: tokio::task::AbortHandle,
 }
 
 /// A client as a session knows it: its address, and the local address it
@@ -113,27 +118,60 @@ async fn open_session(
         .balancer
         .remember(client.ip(), endpoint, Instant::now());
     let last_active = Arc::new(Mutex::new(Instant::now()));
-    sessions
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
-            peer,
-            Session {
-                id,
-                upstream: upstream.clone(),
-                last_active: last_active.clone(),
-            },
-        );
-    tokio::spawn(relay_replies(
+    // Evict, spawn and insert under one lock: the relay task cannot end
+    // (and try to remove its session) before the session is in the map.
+    let mut map = sessions.lock().unwrap_or_else(PoisonError::into_inner);
+    let evicted = evict_least_recent(&mut map, route.options.max_udp_sessions);
+    if evicted > 0 {
+        tracing::debug!(service = %route.port, evicted, max = route.options.max_udp_sessions, "UDP session limit reached: closed the sessions idle the longest");
+    }
+    let relay = tokio::spawn(relay_replies(
         id,
         peer,
         upstream.clone(),
         listener.clone(),
-        last_active,
+        last_active.clone(),
         sessions.clone(),
         route.clone(),
     ));
+    map.insert(
+        peer,
+        Session {
+            id,
+            upstream: upstream.clone(),
+            last_active,
+            relay: relay.abort_handle(),
+        },
+    );
     Some(upstream)
+}
+
+/// Makes room for one more session in `map` (at most `max`): closes the
+/// sessions whose last datagram, either way, is the oldest. At least one,
+/// and up to `max / 16` at once, so that under a flood of new clients the
+/// scan costs constant time per session. Returns how many were closed.
+fn evict_least_recent(map: &mut HashMap<Peer, Session>, max: usize) -> usize {
+    let max = max.max(1);
+    if map.len() < max {
+        return 0;
+    }
+    let count = (map.len() + 1 - max).max(max / 16).min(map.len());
+    let mut ages: Vec<(Instant, Peer)> = map
+        .iter()
+        .map(|(peer, s)| {
+            let last = *s.last_active.lock().unwrap_or_else(PoisonError::into_inner);
+            (last, *peer)
+        })
+        .collect();
+    if count < ages.len() {
+        ages.select_nth_unstable_by_key(count - 1, |(last, _)| *last);
+    }
+    for (_, peer) in &ages[..count] {
+        if let Some(session) = map.remove(peer) {
+            session.relay.abort();
+        }
+    }
+    count
 }
 
 async fn connected_socket(endpoint: SocketAddr) -> io::Result<UdpSocket> {

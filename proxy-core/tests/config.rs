@@ -166,7 +166,7 @@ fn default_to_yaml_is_upstreams_write_config_to_plus_userspace() {
     assert_eq!(ours_value, yaml_value(&golden));
     assert_eq!(
         userspace,
-        serde_json::json!({"minSyncPeriod": "1s", "redirectServiceIPs": true, "syncPeriod": "30s", "udpIdleTimeout": "250ms"})
+        serde_json::json!({"maxUDPSessions": 4096, "minSyncPeriod": "1s", "redirectServiceIPs": true, "syncPeriod": "30s", "udpIdleTimeout": "250ms"})
     );
 
     // ... with the keys in upstream's order.
@@ -179,7 +179,11 @@ fn default_to_yaml_is_upstreams_write_config_to_plus_userspace() {
         .filter(|k| {
             !matches!(
                 k.trim(),
-                "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout" | "redirectServiceIPs"
+                "minSyncPeriod"
+                    | "syncPeriod"
+                    | "udpIdleTimeout"
+                    | "redirectServiceIPs"
+                    | "maxUDPSessions"
             ) || !k.starts_with("  ")
         })
         .collect();
@@ -188,7 +192,11 @@ fn default_to_yaml_is_upstreams_write_config_to_plus_userspace() {
         .filter(|k| {
             !matches!(
                 k.trim(),
-                "minSyncPeriod" | "syncPeriod" | "udpIdleTimeout" | "redirectServiceIPs"
+                "minSyncPeriod"
+                    | "syncPeriod"
+                    | "udpIdleTimeout"
+                    | "redirectServiceIPs"
+                    | "maxUDPSessions"
             ) || !k.starts_with("  ")
         })
         .collect();
@@ -276,6 +284,7 @@ fn every_field_loads() {
     assert_eq!(c.userspace.sync_period, Duration::from_secs(20));
     assert_eq!(c.userspace.min_sync_period, Duration::from_millis(500));
     assert_eq!(c.userspace.udp_idle_timeout, Duration::from_secs(1));
+    assert_eq!(c.userspace.max_udp_sessions, Some(100));
     assert_eq!(c.winkernel.network_name, "l2bridge");
     assert_eq!(c.winkernel.source_vip, "10.0.0.100");
     assert!(c.winkernel.enable_dsr && c.winkernel.forward_health_check_vip);
@@ -798,6 +807,10 @@ const RULES: &[(&str, Mutation)] = &[
     ("userspace.udpIdleTimeout", |c| {
         c.mode = Some(ProxyMode::Userspace);
         c.userspace.udp_idle_timeout = Duration::ZERO;
+    }),
+    ("userspace.maxUDPSessions", |c| {
+        c.mode = Some(ProxyMode::Userspace);
+        c.userspace.max_udp_sessions = Some(0);
     }),
     ("conntrack.maxPerCore", |c| {
         c.conntrack.max_per_core = Some(-1)

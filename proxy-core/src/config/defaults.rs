@@ -108,6 +108,7 @@ impl KubeProxyConfiguration {
         or_default(&mut userspace.min_sync_period, Duration::from_secs(1));
         or_default(&mut userspace.udp_idle_timeout, Duration::from_millis(250));
         userspace.redirect_service_ips.get_or_insert(true);
+        userspace.max_udp_sessions.get_or_insert(4096);
 
         let conntrack = &mut self.conntrack;
         conntrack.max_per_core.get_or_insert(32 * 1024);

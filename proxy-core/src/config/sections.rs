@@ -88,6 +88,15 @@ pub struct NftablesConfiguration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserspaceConfiguration {
+    /// `maxUDPSessions` (default 4096): the most UDP sessions one UDP
+    /// listener (a service port on one address) keeps. A new client beyond
+    /// it first closes the sessions idle the longest (up to 1/16 of the cap
+    /// at once, so that a flood of new clients costs constant time each).
+    /// Each session holds a socket and a task; the cap bounds them however
+    /// many client ports a flood uses, and per listener, so that one
+    /// flooded service never evicts another's sessions.
+    #[serde(rename = "maxUDPSessions")]
+    pub max_udp_sessions: Option<i32>,
     /// `minSyncPeriod`: the minimum time between syncs (default 1s).
     #[serde(deserialize_with = "fields::userspace_min_sync_period")]
     pub min_sync_period: Duration,

@@ -153,6 +153,13 @@ impl KubeProxyConfiguration {
                     "userspace.udpIdleTimeout",
                     format!("{idle} must be greater than 0"),
                 );
+                if let Some(max) = self.userspace.max_udp_sessions {
+                    errs.check(
+                        max > 0,
+                        "userspace.maxUDPSessions",
+                        format!("{max} must be greater than 0"),
+                    );
+                }
             }
             ProxyMode::Iptables | ProxyMode::Kernelspace => {}
         }
