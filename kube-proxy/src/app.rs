@@ -278,7 +278,13 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
                 tracing::warn!(%mode, family = %ctx.family, %error, "privileged initialisation failed");
             }
         }
-        cleanup_other_modes(registry, mode, &contexts).await;
+        // Other modes' leftovers live in tables and chains of their own
+        // (iptables and ipvs, which share chains, never clean each other),
+        // so removing them need not hold up this mode's first sync: a hung
+        // tool there (killed only after the command timeout, per command)
+        // would otherwise delay it by minutes.
+        let registry = registry.clone();
+        tokio::spawn(async move { cleanup_other_modes(&registry, mode, &contexts).await });
     } else {
         tracing::info!(%mode, privileged, "not setting sysctls nor cleaning up other modes' rules");
     }

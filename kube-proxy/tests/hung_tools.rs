@@ -1,0 +1,151 @@
+//! The binary with a hung `nft` (a script that sleeps forever, first in
+//! its `PATH`) in iptables mode: removing nftables and userspace leftovers
+//! runs `nft`, which hangs, yet `/healthz` and `/metrics` answer at once and
+//! the iptables rules are synced (`/healthz` 200) while `nft` still hangs.
+//! Before, start-up waited for `nft` before it even served `/healthz`.
+//!
+//! Needs root, iproute2 and iptables; skips with the reason otherwise, and
+//! fails instead when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`. Runs in an
+//! anonymous network namespace.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+#[path = "e2e/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_core::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the binary (and so lets the namespace go) however the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether process `pid` runs (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
+    let test = "a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync";
+    if !privileged_or_skip_with(test, || {
+        check_tool("iptables-restore", &["--version"], "iptables")
+    }) {
+        return;
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("kube-proxy-hung-nft-{}", std::process::id())));
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
+    let pids = dir.0.join("nft-pids");
+    write_executable(
+        &bin.join("nft"),
+        &format!("#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n", pids.display()),
+    );
+    std::fs::write(
+        dir.0.join("config.yaml"),
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+hostnameOverride: node-a
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+",
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+
+    let ns = Netns::new().unwrap();
+    assert!(ns.command("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+    let log = dir.0.join("kube-proxy.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut command = ns.command(BIN);
+    command
+        .args(["--config", &dir.0.join("config.yaml").to_string_lossy()])
+        .args(["--manifests", &dir.0.join("manifests").to_string_lossy()])
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    command.configure().env_remove("RUST_LOG");
+    let started = Instant::now();
+    let mut child = Killed(command.spawn().unwrap());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let get = |path: &'static str| {
+        ns.run(move || http::get("127.0.0.1:10256".parse().unwrap(), path, Duration::from_secs(2)))
+            .unwrap()
+    };
+    let metrics = || {
+        ns.run(|| http::get("127.0.0.1:10249".parse().unwrap(), "/metrics", Duration::from_secs(2)))
+            .unwrap()
+    };
+    // Synced (the first sync's timestamp in /metrics) and healthy.
+    let synced = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
+    let mut healthy_at = None;
+    while started.elapsed() < Duration::from_secs(20) {
+        assert!(child.0.try_wait().unwrap().is_none(), "kube-proxy exited:\n{}", log_text());
+        if let Ok(answer) = metrics()
+            && answer.body.contains(synced)
+            && get("/healthz").is_ok_and(|a| a.status == 200)
+        {
+            healthy_at = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let healthy_at =
+        healthy_at.unwrap_or_else(|| panic!("never synced and healthy:\n{}", log_text()));
+    let nft: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(!nft.is_empty(), "nft was never run:\n{}", log_text());
+    assert!(
+        running(nft[0]),
+        "nft {} should still hang (the default timeout is 30 s), yet kube-proxy synced after {healthy_at:?}",
+        nft[0]
+    );
+    drop(child);
+    for pid in nft {
+        // The hung nft belongs to kube-proxy's process tree; `exec sleep`
+        // survives its parent being killed, so end it here.
+        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
