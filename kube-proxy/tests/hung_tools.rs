@@ -40,6 +40,31 @@ impl Drop for Killed {
     }
 }
 
+/// The hung `nft`s, listed by PID in a file: `exec sleep` outlives
+/// kube-proxy when the test kills it, so they are killed on drop, however
+/// the test ends.
+struct HungTools(PathBuf);
+
+impl HungTools {
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for HungTools {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 /// Whether process `pid` runs (not gone, not a zombie).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -69,6 +94,7 @@ fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
     let pids = dir.0.join("nft-pids");
+    let hung = HungTools(pids.clone());
     write_executable(
         &bin.join("nft"),
         &format!("#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n", pids.display()),
@@ -131,21 +157,13 @@ metricsBindAddress: 127.0.0.1:10249
     }
     let healthy_at =
         healthy_at.unwrap_or_else(|| panic!("never synced and healthy:\n{}", log_text()));
-    let nft: Vec<u32> = std::fs::read_to_string(&pids)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let nft = hung.pids();
     assert!(!nft.is_empty(), "nft was never run:\n{}", log_text());
     assert!(
         running(nft[0]),
         "nft {} should still hang (the default timeout is 30 s), yet kube-proxy synced after {healthy_at:?}",
         nft[0]
     );
+    // Kill kube-proxy first, then its hung nft (`hung` is dropped last).
     drop(child);
-    for pid in nft {
-        // The hung nft belongs to kube-proxy's process tree; `exec sleep`
-        // survives its parent being killed, so end it here.
-        let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
-    }
 }
