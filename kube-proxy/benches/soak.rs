@@ -1,0 +1,339 @@
+//! Soak benchmark: the real binary fed by a manifest directory of 1,000
+//! Services (each with an EndpointSlice), one of which changes every
+//! 0.5 s, for an hour; its resident memory (RSS) is sampled throughout and
+//! must stay within 10 % of its value at the end of the warm-up.
+//!
+//! ```text
+//! cargo bench -p kube-proxy --bench soak -- --duration 1h      # the full run
+//! cargo bench -p kube-proxy --bench soak -- --duration 60s     # a quick check
+//! ```
+//!
+//! Options: `--duration D` (default 1h), `--warmup D` (default a sixth of the
+//! duration, at most 5m), `--services N` (1000), `--rate R` changes per second
+//! (2), `--sample D` (10s), `--mode nftables|userspace` (nftables as root,
+//! userspace otherwise). Durations are `90s`, `5m`, `1h`. As root the binary
+//! runs in a network namespace of its own (nothing touches the host's
+//! rules); without root only userspace mode can run (it then installs no
+//! rules). Exits 1 when the RSS grew more than 10 %.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
+
+#[path = "../tests/e2e/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use proxy_core::conformance::netns::Netns;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
+const METRICS: &str = "127.0.0.1:10249";
+const SYNCS: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}";
+
+struct Args {
+    duration: Duration,
+    warmup: Option<Duration>,
+    services: usize,
+    rate: f64,
+    sample: Duration,
+    mode: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Duration {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let n: f64 = number.parse().unwrap_or_else(|_| panic!("bad duration {text:?}"));
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => panic!("bad duration unit in {text:?} (s, m, h, ms)"),
+    };
+    Duration::from_secs_f64(secs)
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        duration: Duration::from_secs(3600),
+        warmup: None,
+        services: 1000,
+        rate: 2.0,
+        sample: Duration::from_secs(10),
+        mode: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--duration" => args.duration = parse_duration(&value()),
+            "--warmup" => args.warmup = Some(parse_duration(&value())),
+            "--services" => args.services = value().parse().unwrap(),
+            "--rate" => args.rate = value().parse().unwrap(),
+            "--sample" => args.sample = parse_duration(&value()),
+            "--mode" => args.mode = Some(value()),
+            // `cargo bench` passes `--bench`.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// Service `i` and its EndpointSlice, at change `generation`: the
+/// endpoints move with the generation, so every write is a real change.
+fn manifest(i: usize, generation: u64) -> String {
+    let (hi, lo) = (i / 250, i % 250 + 1);
+    let endpoints: String = (0..2)
+        .map(|k| {
+            let third = (generation as usize * 2 + k) % 250;
+            format!(
+                "  - addresses: [\"10.{}.{third}.{lo}\"]\n    conditions: {{ready: true}}\n    nodeName: node-b\n",
+                200 + hi
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{namespace: soak, name: svc-{i}}}
+spec:
+  type: ClusterIP
+  clusterIP: 10.96.{hi}.{lo}
+  clusterIPs: [10.96.{hi}.{lo}]
+  ports:
+  - {{name: http, port: 80, protocol: TCP, targetPort: 8080}}
+  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  namespace: soak
+  name: svc-{i}-1
+  labels: {{kubernetes.io/service-name: svc-{i}}}
+addressType: IPv4
+ports:
+- {{name: http, port: 8080, protocol: TCP}}
+- {{name: dns, port: 5353, protocol: UDP}}
+endpoints:
+{endpoints}"
+    )
+}
+
+/// Writes `text` to `path` atomically (a rename from `scratch`), so the
+/// watch never sees half a file.
+fn write_atomically(scratch: &Path, path: &Path, text: &str) {
+    std::fs::write(scratch, text).unwrap();
+    std::fs::rename(scratch, path).unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Proxy {
+    child: Child,
+    ns: Option<Netns>,
+}
+
+impl Proxy {
+    fn metric(&self, name: &str) -> Option<f64> {
+        let addr: SocketAddr = METRICS.parse().unwrap();
+        let get = move || http::get(addr, "/metrics", Duration::from_secs(5));
+        let answer = match &self.ns {
+            Some(ns) => ns.run(get).ok()?.ok()?,
+            None => get().ok()?,
+        };
+        answer
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, mode: &str, root: bool) -> Proxy {
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {mode}
+hostnameOverride: node-a
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: {METRICS}
+userspace:
+  redirectServiceIPs: false
+"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
+    let config = dir.join("config.yaml").to_string_lossy().into_owned();
+    let manifests = dir.join("manifests").to_string_lossy().into_owned();
+    let args = ["--config", &config, "--manifests", &manifests];
+    if root {
+        let ns = Netns::new().expect("a network namespace");
+        assert!(ns.command("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        let mut command = ns.command(BIN);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command.configure().env_remove("RUST_LOG");
+        let child = command.spawn().unwrap();
+        Proxy { child, ns: Some(ns) }
+    } else {
+        let child = std::process::Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proxy { child, ns: None }
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn main() {
+    let args = args();
+    let root = is_root();
+    let mode = args
+        .mode
+        .clone()
+        .unwrap_or_else(|| if root { "nftables" } else { "userspace" }.to_string());
+    assert!(root || mode == "userspace", "{mode} mode needs root (it runs in a network namespace)");
+    let warmup = args
+        .warmup
+        .unwrap_or_else(|| (args.duration / 6).min(Duration::from_secs(300)));
+    let dir = std::env::temp_dir().join(format!("kube-proxy-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let manifests = dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let scratch = dir.join("scratch.yaml");
+    for i in 0..args.services {
+        std::fs::write(manifests.join(format!("svc-{i}.yaml")), manifest(i, 0)).unwrap();
+    }
+    println!(
+        "soak: {mode} mode, {} Services (2 ports, 2 endpoints each), {} changes/s, {:?} after a {:?} warm-up, RSS every {:?}",
+        args.services, args.rate, args.duration, warmup, args.sample
+    );
+    let mut proxy = start(&dir, &mode, root);
+    let pid = proxy.child.id();
+    let started = Instant::now();
+    while proxy.metric(SYNCS).unwrap_or(0.0) < 1.0 {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(dir.join("kube-proxy.log")).unwrap_or_default();
+            panic!("kube-proxy exited ({status}):\n{log}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "no first sync within 2 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("first sync after {:?}; RSS {}", started.elapsed(), mib(rss_kib(pid)));
+
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    let begin = Instant::now();
+    let end = begin + warmup + args.duration;
+    let mut next_change = begin;
+    let mut next_sample = begin;
+    let mut changes = 0u64;
+    let mut baseline = None;
+    let mut samples: Vec<(Duration, u64, f64)> = Vec::new();
+    let mut report = String::new();
+    println!("{:>8}  {:>10}  {:>8}  {:>7}", "t", "RSS", "changes", "syncs");
+    while Instant::now() < end {
+        let now = Instant::now();
+        if now >= next_change {
+            let i = (changes as usize * 7919) % args.services;
+            write_atomically(
+                &scratch,
+                &manifests.join(format!("svc-{i}.yaml")),
+                &manifest(i, changes + 1),
+            );
+            changes += 1;
+            next_change += interval;
+        }
+        if now >= next_sample {
+            let rss = rss_kib(pid);
+            let syncs = proxy.metric(SYNCS).unwrap_or(f64::NAN);
+            let t = now - begin;
+            println!("{:>7.0}s  {:>10}  {changes:>8}  {syncs:>7}", t.as_secs_f64(), mib(rss));
+            if baseline.is_none() && t >= warmup {
+                baseline = Some(rss);
+                println!("-- warm-up over: baseline RSS {}", mib(rss));
+            }
+            if baseline.is_some() {
+                samples.push((t, rss, syncs));
+            }
+            next_sample += args.sample;
+        }
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            panic!("kube-proxy exited during the soak: {status}");
+        }
+        let wake = next_change.min(next_sample);
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+    }
+    let baseline = baseline.expect("the run ended before the warm-up did");
+    let (max_t, max) = samples
+        .iter()
+        .map(|(t, rss, _)| (*t, *rss))
+        .max_by_key(|(_, rss)| *rss)
+        .unwrap();
+    let last = samples.last().unwrap();
+    let growth = |rss: u64| (rss as f64 / baseline as f64 - 1.0) * 100.0;
+    let pass = growth(max) <= 10.0;
+    let _ = writeln!(
+        report,
+        "soak result: {mode}, {} Services, {changes} changes in {:?} ({} changes/s), {} syncs",
+        args.services,
+        begin.elapsed(),
+        args.rate,
+        last.2
+    );
+    let _ = writeln!(
+        report,
+        "RSS: warm-up {} | max after warm-up {} at {:.0}s ({:+.1} %) | end {} ({:+.1} %) -> {}",
+        mib(baseline),
+        mib(max),
+        max_t.as_secs_f64(),
+        growth(max),
+        mib(last.1),
+        growth(last.1),
+        if pass { "PASS (within 10 %)" } else { "FAIL (grew more than 10 %)" }
+    );
+    print!("{report}");
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !pass {
+        std::process::exit(1);
+    }
+}
