@@ -82,7 +82,10 @@ impl IptablesBackend {
     /// A backend running the host's iptables tools. Touches nothing until
     /// the first sync.
     pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
-        Ok(Self::with_executor(ctx, Arc::new(SystemExecutor::new(ctx.commands.clone()))).probe_host(true))
+        Ok(
+            Self::with_executor(ctx, Arc::new(SystemExecutor::new(ctx.commands.clone())))
+                .probe_host(true),
+        )
     }
 
     /// Whether to read the host's `nf_conntrack_tcp_be_liberal` and the

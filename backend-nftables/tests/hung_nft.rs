@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backend_nftables::{Executor, NftCli};

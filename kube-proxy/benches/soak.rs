@@ -43,8 +43,11 @@ struct Args {
 }
 
 fn parse_duration(text: &str) -> Duration {
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
-    let n: f64 = number.parse().unwrap_or_else(|_| panic!("bad duration {text:?}"));
+    let (number, unit) =
+        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
+    let n: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("bad duration {text:?}"));
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -197,7 +200,13 @@ userspace:
     let args = ["--config", &config, "--manifests", &manifests];
     if root {
         let ns = Netns::new().expect("a network namespace");
-        assert!(ns.command("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+        assert!(
+            ns.command("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
         let mut command = ns.command(BIN);
         command
             .args(args)
@@ -206,7 +215,10 @@ userspace:
             .stderr(log);
         command.configure().env_remove("RUST_LOG");
         let child = command.spawn().unwrap();
-        Proxy { child, ns: Some(ns) }
+        Proxy {
+            child,
+            ns: Some(ns),
+        }
     } else {
         let child = std::process::Command::new(BIN)
             .args(args)
@@ -231,7 +243,10 @@ fn main() {
         .mode
         .clone()
         .unwrap_or_else(|| if root { "nftables" } else { "userspace" }.to_string());
-    assert!(root || mode == "userspace", "{mode} mode needs root (it runs in a network namespace)");
+    assert!(
+        root || mode == "userspace",
+        "{mode} mode needs root (it runs in a network namespace)"
+    );
     let warmup = args
         .warmup
         .unwrap_or_else(|| (args.duration / 6).min(Duration::from_secs(300)));
@@ -255,10 +270,17 @@ fn main() {
             let log = std::fs::read_to_string(dir.join("kube-proxy.log")).unwrap_or_default();
             panic!("kube-proxy exited ({status}):\n{log}");
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "no first sync within 2 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no first sync within 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("first sync after {:?}; RSS {}", started.elapsed(), mib(rss_kib(pid)));
+    println!(
+        "first sync after {:?}; RSS {}",
+        started.elapsed(),
+        mib(rss_kib(pid))
+    );
 
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     let begin = Instant::now();
@@ -269,7 +291,10 @@ fn main() {
     let mut baseline = None;
     let mut samples: Vec<(Duration, u64, f64)> = Vec::new();
     let mut report = String::new();
-    println!("{:>8}  {:>10}  {:>8}  {:>7}", "t", "RSS", "changes", "syncs");
+    println!(
+        "{:>8}  {:>10}  {:>8}  {:>7}",
+        "t", "RSS", "changes", "syncs"
+    );
     while Instant::now() < end {
         let now = Instant::now();
         if now >= next_change {
@@ -286,7 +311,11 @@ fn main() {
             let rss = rss_kib(pid);
             let syncs = proxy.metric(SYNCS).unwrap_or(f64::NAN);
             let t = now - begin;
-            println!("{:>7.0}s  {:>10}  {changes:>8}  {syncs:>7}", t.as_secs_f64(), mib(rss));
+            println!(
+                "{:>7.0}s  {:>10}  {changes:>8}  {syncs:>7}",
+                t.as_secs_f64(),
+                mib(rss)
+            );
             if baseline.is_none() && t >= warmup {
                 baseline = Some(rss);
                 println!("-- warm-up over: baseline RSS {}", mib(rss));
@@ -300,7 +329,10 @@ fn main() {
             panic!("kube-proxy exited during the soak: {status}");
         }
         let wake = next_change.min(next_sample);
-        std::thread::sleep(wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100)));
+        std::thread::sleep(
+            wake.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100)),
+        );
     }
     let baseline = baseline.expect("the run ended before the warm-up did");
     let (max_t, max) = samples
@@ -328,7 +360,11 @@ fn main() {
         growth(max),
         mib(last.1),
         growth(last.1),
-        if pass { "PASS (within 10 %)" } else { "FAIL (grew more than 10 %)" }
+        if pass {
+            "PASS (within 10 %)"
+        } else {
+            "FAIL (grew more than 10 %)"
+        }
     );
     print!("{report}");
     drop(proxy);

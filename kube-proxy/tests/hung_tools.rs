@@ -89,7 +89,8 @@ fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
     }) {
         return;
     }
-    let dir = TempDir(std::env::temp_dir().join(format!("kube-proxy-hung-nft-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("kube-proxy-hung-nft-{}", std::process::id())));
     let bin = dir.0.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
@@ -97,7 +98,10 @@ fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
     let hung = HungTools(pids.clone());
     write_executable(
         &bin.join("nft"),
-        &format!("#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n", pids.display()),
+        &format!(
+            "#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n",
+            pids.display()
+        ),
     );
     std::fs::write(
         dir.0.join("config.yaml"),
@@ -117,7 +121,13 @@ metricsBindAddress: 127.0.0.1:10249
     );
 
     let ns = Netns::new().unwrap();
-    assert!(ns.command("ip").args(["link", "set", "lo", "up"]).status().unwrap().success());
+    assert!(
+        ns.command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success()
+    );
     let log = dir.0.join("kube-proxy.log");
     let out = std::fs::File::create(&log).unwrap();
     let mut command = ns.command(BIN);
@@ -134,18 +144,34 @@ metricsBindAddress: 127.0.0.1:10249
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let get = |path: &'static str| {
-        ns.run(move || http::get("127.0.0.1:10256".parse().unwrap(), path, Duration::from_secs(2)))
-            .unwrap()
+        ns.run(move || {
+            http::get(
+                "127.0.0.1:10256".parse().unwrap(),
+                path,
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap()
     };
     let metrics = || {
-        ns.run(|| http::get("127.0.0.1:10249".parse().unwrap(), "/metrics", Duration::from_secs(2)))
-            .unwrap()
+        ns.run(|| {
+            http::get(
+                "127.0.0.1:10249".parse().unwrap(),
+                "/metrics",
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap()
     };
     // Synced (the first sync's timestamp in /metrics) and healthy.
     let synced = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
     let mut healthy_at = None;
     while started.elapsed() < Duration::from_secs(20) {
-        assert!(child.0.try_wait().unwrap().is_none(), "kube-proxy exited:\n{}", log_text());
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "kube-proxy exited:\n{}",
+            log_text()
+        );
         if let Ok(answer) = metrics()
             && answer.body.contains(synced)
             && get("/healthz").is_ok_and(|a| a.status == 200)

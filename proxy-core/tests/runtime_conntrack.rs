@@ -393,15 +393,23 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 async fn rounds_queued_while_one_runs_coalesce_and_the_latest_wins() {
     let ips: Vec<String> = (1..=50).map(|i| format!("10.244.0.{i}")).collect();
     let entries: Vec<ConntrackEntry> = (1..=50)
-        .map(|i| udp(&format!("10.0.0.5:{i}"), "10.96.0.10:53", &format!("10.244.0.{i}:5353")))
+        .map(|i| {
+            udp(
+                &format!("10.0.0.5:{i}"),
+                "10.96.0.10:53",
+                &format!("10.244.0.{i}:5353"),
+            )
+        })
         .collect();
     let table = GatedTable::default();
     table.inner.entries.lock().unwrap().extend(entries.iter());
     let cleaner = ConntrackCleaner::new(table.clone());
 
     // Round 1: every endpoint serves, nothing is stale; it blocks in `list`.
-    let all: Vec<(&str, bool, bool, bool)> =
-        ips.iter().map(|ip| (ip.as_str(), true, true, false)).collect();
+    let all: Vec<(&str, bool, bool, bool)> = ips
+        .iter()
+        .map(|ip| (ip.as_str(), true, true, false))
+        .collect();
     cleaner.schedule(IpFamily::V4, StaleFlowFilter::from_view(&view(&all)));
     wait_until("the first round lists", || table.lists() == 1).await;
 
@@ -415,7 +423,11 @@ async fn rounds_queued_while_one_runs_coalesce_and_the_latest_wins() {
 
     table.open_gate();
     wait_until("the queue drains", || cleaner.backlog() == (0, false)).await;
-    assert_eq!(table.lists(), 2, "the stuck round and the latest one, nothing else");
+    assert_eq!(
+        table.lists(),
+        2,
+        "the stuck round and the latest one, nothing else"
+    );
     // Only the latest round (endpoint .50) deleted anything: an intermediate
     // one would have deleted the flow answered by .50.
     assert_eq!(*table.inner.entries.lock().unwrap(), vec![entries[49]]);

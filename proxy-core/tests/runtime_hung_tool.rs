@@ -98,10 +98,17 @@ async fn a_hung_command_is_killed_after_the_timeout_and_counted() {
         .await
         .unwrap_err();
     assert!(CommandLimits::is_timeout(&error), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(timeouts_counted(&metrics, "tool"), 1);
     let pid = tool.pids()[0];
-    wait_for("the killed tool is gone", Duration::from_secs(2), || dead(pid)).await;
+    wait_for("the killed tool is gone", Duration::from_secs(2), || {
+        dead(pid)
+    })
+    .await;
 
     // The blocking runner (conntrack cleanup) does the same.
     let error = run_blocking(&Command::new(tool.program(), [] as [&str; 0]), &limits).unwrap_err();
@@ -115,7 +122,12 @@ async fn a_hung_command_is_killed_after_the_timeout_and_counted() {
     let echo = Command::new("cat", [] as [&str; 0]).with_stdin("hello".to_string());
     assert_eq!(exec.run(&echo).await.unwrap().stdout, "hello");
     assert_eq!(run_blocking(&echo, &limits).unwrap().stdout, "hello");
-    assert!(exec.run(&Command::new(tool.program(), ["x"])).await.unwrap().success());
+    assert!(
+        exec.run(&Command::new(tool.program(), ["x"]))
+            .await
+            .unwrap()
+            .success()
+    );
     assert_eq!(timeouts_counted(&metrics, "tool"), 2);
 }
 
@@ -134,12 +146,18 @@ impl Backend for ToolBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::ALL
     }
-    async fn sync(&mut self, _view: &NodeView, changes: &ChangeSet) -> Result<SyncStats, BackendError> {
+    async fn sync(
+        &mut self,
+        _view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
         let output = self
             .exec
             .run(&Command::new(&self.program, ["-f", "-"]))
             .await
-            .map_err(|e| BackendError::transient(format!("cannot run {}", self.program)).with_source(e))?;
+            .map_err(|e| {
+                BackendError::transient(format!("cannot run {}", self.program)).with_source(e)
+            })?;
         if !output.success() {
             return Err(BackendError::dataplane("rejected"));
         }
@@ -209,7 +227,12 @@ async fn a_hung_tool_fails_the_sync_turns_healthz_503_and_the_retry_recovers() {
         ..RuntimeOptions::new(&config, "node-a")
     };
     let observers: Vec<Arc<dyn SyncObserver>> = vec![health.clone(), metrics.clone()];
-    let runtime = Runtime::new(config, Arc::new(ToolFactory(tool.program())), observers, options);
+    let runtime = Runtime::new(
+        config,
+        Arc::new(ToolFactory(tool.program())),
+        observers,
+        options,
+    );
     let (source, events) = ChannelSource::new(vec![ObjectKind::Service, ObjectKind::EndpointSlice]);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(runtime.run(Box::new(source), async move {
@@ -225,30 +248,46 @@ async fn a_hung_tool_fails_the_sync_turns_healthz_503_and_the_retry_recovers() {
     }
 
     // The first sync runs the tool, which hangs.
-    wait_for("the first sync starts", Duration::from_secs(5), || !tool.pids().is_empty()).await;
+    wait_for("the first sync starts", Duration::from_secs(5), || {
+        !tool.pids().is_empty()
+    })
+    .await;
     let first = Instant::now();
     assert_eq!(health.healthz().code, 200, "not stuck yet");
     // Stuck longer than the health timeout, before the command timeout.
-    wait_for("healthz turns 503 while the sync is stuck", command_timeout, || {
-        health.healthz().code == 503
-    })
+    wait_for(
+        "healthz turns 503 while the sync is stuck",
+        command_timeout,
+        || health.healthz().code == 503,
+    )
     .await;
     assert!(first.elapsed() >= health_timeout - Duration::from_millis(50));
     assert_eq!(timeouts_counted(&metrics, "tool"), 0, "not killed yet");
 
     // Killed at the timeout, counted; the sync failed and is retried.
-    wait_for("the hung tool is killed and counted", Duration::from_secs(3), || {
-        timeouts_counted(&metrics, "tool") >= 1
-    })
+    wait_for(
+        "the hung tool is killed and counted",
+        Duration::from_secs(3),
+        || timeouts_counted(&metrics, "tool") >= 1,
+    )
     .await;
     let pid = tool.pids()[0];
-    wait_for("the killed tool is gone", Duration::from_secs(2), || dead(pid)).await;
-    wait_for("the sync is retried", Duration::from_secs(3), || tool.pids().len() >= 2).await;
+    wait_for("the killed tool is gone", Duration::from_secs(2), || {
+        dead(pid)
+    })
+    .await;
+    wait_for("the sync is retried", Duration::from_secs(3), || {
+        tool.pids().len() >= 2
+    })
+    .await;
     assert_eq!(health.healthz().code, 503, "still failing");
 
     // The tool works again: the next retry succeeds and health recovers.
     tool.hang(false);
-    wait_for("healthz recovers", Duration::from_secs(6), || health.healthz().code == 200).await;
+    wait_for("healthz recovers", Duration::from_secs(6), || {
+        health.healthz().code == 200
+    })
+    .await;
     assert!(timeouts_counted(&metrics, "tool") >= 1);
     let text = metrics.encode();
     assert!(

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use proxy_core::{IpFamily, ServicePortName, ServicePortView};
 
 use super::rules::RedirectRules;
-use proxy_core::backend::CommandLimits;
 use super::table::{Action, Elements, Vip};
 use crate::backend::ListenerFailure;
 use crate::listener::{Listener, Sockets};
@@ -17,6 +16,7 @@ use crate::plan::{
     ListenerKey, ListenerSpec, RedirectSpec, TrafficClass, redirects_of, unspecified,
 };
 use crate::route::Route;
+use proxy_core::backend::CommandLimits;
 
 /// A redirect listener's identity: a service port and a traffic class.
 pub(crate) type ListenerId = (ServicePortName, TrafficClass);

@@ -71,11 +71,7 @@ impl ConntrackTable for CliConntrack {
                 output.stderr.trim()
             )));
         }
-        Ok(output
-            .stdout
-            .lines()
-            .filter_map(parse_line)
-            .collect())
+        Ok(output.stdout.lines().filter_map(parse_line).collect())
     }
 
     fn delete(&mut self, entry: &ConntrackEntry) -> io::Result<()> {
