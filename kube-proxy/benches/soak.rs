@@ -17,13 +17,10 @@
 //! rules). Exits 1 when the RSS grew more than 10 %.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
 
-#[path = "../tests/e2e/http.rs"]
-#[allow(dead_code)]
-mod http;
-
 use std::fmt::Write as _;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,6 +147,18 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The body of `GET /metrics` on `addr`, over HTTP/1.0 (no chunking).
+fn get_metrics(addr: SocketAddr) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string()))
+}
+
 struct Proxy {
     child: Child,
     ns: Option<Netns>,
@@ -158,14 +167,12 @@ struct Proxy {
 impl Proxy {
     fn metric(&self, name: &str) -> Option<f64> {
         let addr: SocketAddr = METRICS.parse().unwrap();
-        let get = move || http::get(addr, "/metrics", Duration::from_secs(5));
-        let answer = match &self.ns {
+        let get = move || get_metrics(addr);
+        let body = match &self.ns {
             Some(ns) => ns.run(get).ok()?.ok()?,
             None => get().ok()?,
         };
-        answer
-            .body
-            .lines()
+        body.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse().ok())
     }
