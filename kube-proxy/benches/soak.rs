@@ -297,6 +297,8 @@ fn main() {
     let mut changes = 0u64;
     let mut baseline = None;
     let mut samples: Vec<(Duration, u64, f64)> = Vec::new();
+    // Changes keep coming, so syncs must too.
+    let (mut last_syncs, mut last_progress) = (0.0, Instant::now());
     let mut report = String::new();
     println!(
         "{:>8}  {:>10}  {:>8}  {:>7}",
@@ -309,7 +311,9 @@ fn main() {
             write_atomically(
                 &scratch,
                 &manifests.join(format!("svc-{i}.yaml")),
-                &manifest(i, changes + 1),
+                // A new generation per round over the Services: every
+                // write changes the file.
+                &manifest(i, changes / args.services as u64 + 1),
             );
             changes += 1;
             next_change += interval;
@@ -317,6 +321,13 @@ fn main() {
         if now >= next_sample {
             let rss = rss_kib(pid);
             let syncs = proxy.metric(SYNCS).unwrap_or(f64::NAN);
+            if syncs > last_syncs {
+                (last_syncs, last_progress) = (syncs, now);
+            } else if now - last_progress > Duration::from_secs(90) {
+                println!("FAIL: no sync for 90 s while changes kept coming");
+                drop(proxy);
+                std::process::exit(1);
+            }
             let t = now - begin;
             println!(
                 "{:>7.0}s  {:>10}  {changes:>8}  {syncs:>7}",
