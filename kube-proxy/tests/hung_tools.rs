@@ -1,8 +1,10 @@
 //! The binary with a hung `nft` (a script that sleeps forever, first in
-//! its `PATH`) in iptables mode: removing nftables and userspace leftovers
+//! its `PATH`). In iptables mode, removing nftables and userspace leftovers
 //! runs `nft`, which hangs, yet `/healthz` and `/metrics` answer at once and
 //! the iptables rules are synced (`/healthz` 200) while `nft` still hangs.
-//! Before, start-up waited for `nft` before it even served `/healthz`.
+//! In nftables mode, `/healthz` answers (503: nothing synced) while the
+//! start-up check's `nft` hangs. Before, start-up waited for `nft` before it
+//! even served `/healthz`.
 //!
 //! Needs root, iproute2 and iptables; skips with the reason otherwise, and
 //! fails instead when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`. Runs in an
@@ -81,6 +83,108 @@ fn write_executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// kube-proxy in `mode`, in a network namespace of its own, with a hung
+/// `nft` first in its `PATH` and an empty manifest directory.
+struct Run {
+    // Dropped in this order: kube-proxy, its hung nft, the namespace, the files.
+    child: Killed,
+    hung: HungTools,
+    ns: Netns,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Run {
+    fn start(test: &str, mode: &str) -> Run {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("kube-proxy-{test}-{}", std::process::id())));
+        let bin = dir.0.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
+        let pids = dir.0.join("nft-pids");
+        let hung = HungTools(pids.clone());
+        write_executable(
+            &bin.join("nft"),
+            &format!(
+                "#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n",
+                pids.display()
+            ),
+        );
+        std::fs::write(
+            dir.0.join("config.yaml"),
+            format!(
+                "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {mode}
+hostnameOverride: node-a
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+"
+            ),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+        );
+        let ns = Netns::new().unwrap();
+        assert!(
+            ns.command("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let log = dir.0.join("kube-proxy.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = ns.command(BIN);
+        command
+            .args(["--config", &dir.0.join("config.yaml").to_string_lossy()])
+            .args(["--manifests", &dir.0.join("manifests").to_string_lossy()])
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        command.configure().env_remove("RUST_LOG");
+        let child = Killed(command.spawn().unwrap());
+        Run {
+            child,
+            hung,
+            ns,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test if kube-proxy exited.
+    fn assert_running(&mut self) {
+        assert!(
+            self.child.0.try_wait().unwrap().is_none(),
+            "kube-proxy exited:\n{}",
+            self.log()
+        );
+    }
+
+    fn get(&self, addr: &'static str, path: &'static str) -> std::io::Result<http::Response> {
+        self.ns
+            .run(move || http::get(addr.parse().unwrap(), path, Duration::from_secs(2)))
+            .unwrap()
+    }
+
+    /// The first hung nft, which must still run.
+    fn hung_nft(&self) -> u32 {
+        let nft = self.hung.pids();
+        assert!(!nft.is_empty(), "nft was never run:\n{}", self.log());
+        assert!(running(nft[0]), "nft {} no longer hangs", nft[0]);
+        nft[0]
+    }
+}
+
 #[test]
 fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
     let test = "a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync";
@@ -89,92 +193,18 @@ fn a_hung_nft_neither_blocks_healthz_nor_the_iptables_sync() {
     }) {
         return;
     }
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("kube-proxy-hung-nft-{}", std::process::id())));
-    let bin = dir.0.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
-    let pids = dir.0.join("nft-pids");
-    let hung = HungTools(pids.clone());
-    write_executable(
-        &bin.join("nft"),
-        &format!(
-            "#!/bin/sh\necho $$ >> '{}'\nexec sleep 3600\n",
-            pids.display()
-        ),
-    );
-    std::fs::write(
-        dir.0.join("config.yaml"),
-        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-mode: iptables
-hostnameOverride: node-a
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-",
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-    );
-
-    let ns = Netns::new().unwrap();
-    assert!(
-        ns.command("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let log = dir.0.join("kube-proxy.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut command = ns.command(BIN);
-    command
-        .args(["--config", &dir.0.join("config.yaml").to_string_lossy()])
-        .args(["--manifests", &dir.0.join("manifests").to_string_lossy()])
-        .env("PATH", &path)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-    command.configure().env_remove("RUST_LOG");
     let started = Instant::now();
-    let mut child = Killed(command.spawn().unwrap());
-    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-
-    let get = |path: &'static str| {
-        ns.run(move || {
-            http::get(
-                "127.0.0.1:10256".parse().unwrap(),
-                path,
-                Duration::from_secs(2),
-            )
-        })
-        .unwrap()
-    };
-    let metrics = || {
-        ns.run(|| {
-            http::get(
-                "127.0.0.1:10249".parse().unwrap(),
-                "/metrics",
-                Duration::from_secs(2),
-            )
-        })
-        .unwrap()
-    };
+    let mut run = Run::start("hung-nft-iptables", "iptables");
     // Synced (the first sync's timestamp in /metrics) and healthy.
     let synced = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
     let mut healthy_at = None;
     while started.elapsed() < Duration::from_secs(20) {
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "kube-proxy exited:\n{}",
-            log_text()
-        );
-        if let Ok(answer) = metrics()
+        run.assert_running();
+        if let Ok(answer) = run.get("127.0.0.1:10249", "/metrics")
             && answer.body.contains(synced)
-            && get("/healthz").is_ok_and(|a| a.status == 200)
+            && run
+                .get("127.0.0.1:10256", "/healthz")
+                .is_ok_and(|a| a.status == 200)
         {
             healthy_at = Some(started.elapsed());
             break;
@@ -182,14 +212,34 @@ metricsBindAddress: 127.0.0.1:10249
         std::thread::sleep(Duration::from_millis(100));
     }
     let healthy_at =
-        healthy_at.unwrap_or_else(|| panic!("never synced and healthy:\n{}", log_text()));
-    let nft = hung.pids();
-    assert!(!nft.is_empty(), "nft was never run:\n{}", log_text());
-    assert!(
-        running(nft[0]),
-        "nft {} should still hang (the default timeout is 30 s), yet kube-proxy synced after {healthy_at:?}",
-        nft[0]
-    );
-    // Kill kube-proxy first, then its hung nft (`hung` is dropped last).
-    drop(child);
+        healthy_at.unwrap_or_else(|| panic!("never synced and healthy:\n{}", run.log()));
+    // The default command timeout is 30 s: nft still hangs.
+    run.hung_nft();
+    assert!(healthy_at < Duration::from_secs(15), "{healthy_at:?}");
+}
+
+#[test]
+fn a_hung_nft_at_start_up_does_not_keep_healthz_from_answering() {
+    let test = "a_hung_nft_at_start_up_does_not_keep_healthz_from_answering";
+    if !privileged_or_skip_with(test, || Ok(())) {
+        return;
+    }
+    let started = Instant::now();
+    let mut run = Run::start("hung-nft-nftables", "nftables");
+    let mut answered = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        run.assert_running();
+        if let Ok(answer) = run.get("127.0.0.1:10256", "/healthz") {
+            answered = Some(answer);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answer = answered.unwrap_or_else(|| panic!("/healthz never answered:\n{}", run.log()));
+    // Nothing could be synced: not ready.
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(run.get("127.0.0.1:10249", "/metrics").unwrap().status, 200);
+    // Answered while nft hangs (killed only after the 30 s command timeout).
+    run.hung_nft();
+    run.assert_running();
 }
