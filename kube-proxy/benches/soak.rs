@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Options: `--duration D` (default 1h), `--warmup D` (default a sixth of the
-//! duration, at most 5m), `--services N` (1000), `--rate R` changes per second
+//! duration, at most 10m: at 2 changes/s one round of changes over 1,000
+//! Services takes 500 s, and the RSS settles after about that), `--services N` (1000), `--rate R` changes per second
 //! (2), `--sample D` (10s), `--mode nftables|userspace` (nftables as root,
 //! userspace otherwise). Durations are `90s`, `5m`, `1h`. As root the binary
 //! runs in a network namespace of its own (nothing touches the host's
@@ -256,7 +257,7 @@ fn main() {
     );
     let warmup = args
         .warmup
-        .unwrap_or_else(|| (args.duration / 6).min(Duration::from_secs(300)));
+        .unwrap_or_else(|| (args.duration / 6).min(Duration::from_secs(600)));
     let dir = std::env::temp_dir().join(format!("kube-proxy-soak-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let manifests = dir.join("manifests");
