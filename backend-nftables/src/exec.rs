@@ -68,19 +68,25 @@ impl Executor for NftCli {
         let out =
             nftables::helper::get_current_ruleset_raw_async(Some(self.program.as_str()), args)
                 .await?;
-        let doc: serde_json::Value = serde_json::from_str(&out)?;
-        let tables = doc
-            .get("nftables")
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default();
-        Ok(tables.iter().any(|o| {
-            o.get("table")
-                .and_then(|t| t.get("name"))
-                .and_then(|n| n.as_str())
-                == Some(TABLE)
-        }))
+        lists_table(&out)
     }
+}
+
+/// Whether `json`, the output of `nft -j list tables <family>`, lists our
+/// table ([`TABLE`]); output that is not JSON is an error.
+pub fn lists_table(json: &str) -> Result<bool, NftError> {
+    let doc: serde_json::Value = serde_json::from_str(json)?;
+    let tables = doc
+        .get("nftables")
+        .and_then(|v| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(tables.iter().any(|o| {
+        o.get("table")
+            .and_then(|t| t.get("name"))
+            .and_then(|n| n.as_str())
+            == Some(TABLE)
+    }))
 }
 
 /// Runs `program -f -` with `script` on its standard input; a non-zero exit

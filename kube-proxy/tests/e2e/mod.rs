@@ -8,6 +8,7 @@
 //! - [`http`]: a blocking HTTP GET, for `/healthz` and `/metrics`.
 //! - [`rules`]: what kube-proxy left in the node namespace's kernel.
 //! - [`scenario_run`]: one scenario end to end, and the report of a mode.
+//! - [`load`]: new TCP connections at a bounded rate, counted (`chaos_netns.rs`).
 //!
 //! [`NodeTopology`]: proxy_core::conformance::netns::NodeTopology
 
@@ -16,3 +17,6 @@ pub mod http;
 pub mod process;
 pub mod rules;
 pub mod scenario_run;
+// Used by chaos_netns.rs only.
+#[allow(dead_code)]
+pub mod load;

@@ -159,6 +159,15 @@ impl KubeProxyProcess {
         }
     }
 
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) -> Result<ExitStatus, String> {
+        let mut child = self.child.take().ok_or("kube-proxy was already reaped")?;
+        child
+            .kill()
+            .map_err(|e| format!("killing kube-proxy: {e}"))?;
+        child.wait().map_err(|e| format!("reaping kube-proxy: {e}"))
+    }
+
     /// The exit status, once the process exited (then it is reaped).
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, String> {
         let Some(child) = self.child.as_mut() else {
