@@ -263,7 +263,8 @@ fn decode(value: Value) -> Option<ManifestObject> {
 }
 
 /// Manifest parsing: [`parse_manifests`] on the text, then every good
-/// object applied to a topology (see [`topology`] for the checks).
+/// object applied to a topology and the node's views built (the
+/// incremental checks are the [`topology`] target's).
 pub fn manifest(data: &[u8]) {
     let Ok(parsed) = parse_manifests(&text(data)) else {
         return;
@@ -271,10 +272,21 @@ pub fn manifest(data: &[u8]) {
     for error in &parsed.errors {
         let _ = error.object.len() + error.reason.len();
     }
-    let mut cluster = Cluster::new();
+    let mut topology = ServiceTopology::new();
+    let mut node = default_node();
     for object in &parsed.objects {
         let _ = object.id().to_string();
-        cluster.apply(object);
+        match object {
+            ManifestObject::Service(s) => drop(topology.apply_service(s)),
+            ManifestObject::EndpointSlice(s) => drop(topology.apply_endpoint_slice(s)),
+            ManifestObject::Node(n) => {
+                let name = n.metadata.name.clone().unwrap_or_default();
+                node = NodeState::new(&name, None, Some(n)).info;
+            }
+        }
+    }
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let _ = NodeView::build(&topology, node.clone(), family);
     }
 }
 

@@ -28,7 +28,7 @@ pub struct Attempt {
 #[derive(Debug)]
 pub struct Load {
     stop: Arc<Mutex<bool>>,
-    thread: Option<JoinHandle<std::io::Result<Vec<Attempt>>>>,
+    thread: Option<JoinHandle<std::io::Result<std::io::Result<Vec<Attempt>>>>>,
     /// When the load started.
     pub start: Instant,
 }
