@@ -83,3 +83,55 @@ fn seeds_are_meaningful() {
         .count();
     assert!(tables > 20, "only {tables} iptables seeds parse");
 }
+
+/// Mutated inputs mostly still parse, so the fuzzer reaches the code
+/// behind the parsers: the share of 1,000 mutated inputs that get past
+/// each target's parser.
+#[test]
+fn mutated_inputs_reach_past_the_parsers() {
+    let past: [(&str, fn(&[u8]) -> bool, usize); 4] = [
+        (
+            "manifest",
+            |d| {
+                proxy_core::runtime::source::parse_manifests(&String::from_utf8_lossy(d))
+                    .is_ok_and(|p| !p.objects.is_empty())
+            },
+            30,
+        ),
+        (
+            "topology",
+            |d| serde_json::from_slice::<serde_json::Value>(d).is_ok(),
+            50,
+        ),
+        (
+            "config",
+            |d| {
+                proxy_core::config::KubeProxyConfiguration::from_yaml(&String::from_utf8_lossy(d))
+                    .is_ok()
+            },
+            20,
+        ),
+        (
+            "iptables_save",
+            |d| backend_iptables::tables::Tables::parse(&String::from_utf8_lossy(d)).is_ok(),
+            10,
+        ),
+    ];
+    for (name, parses, min_percent) in past {
+        let t = target(name).unwrap();
+        let corpus = seeds(name);
+        let mut rng = Rng::new(42);
+        let n = 1_000;
+        let ok = (0..n)
+            .filter(|_| {
+                let seed = rng.pick(&corpus).unwrap();
+                parses(&mutate(seed, t.json, t.dict, &mut rng))
+            })
+            .count();
+        println!("{name}: {ok} of {n} mutated inputs get past the parser");
+        assert!(
+            ok * 100 >= min_percent * n,
+            "{name}: only {ok} of {n} mutated inputs get past the parser"
+        );
+    }
+}

@@ -160,6 +160,7 @@ impl KubeProxyProcess {
     }
 
     /// Sends SIGKILL and reaps the process.
+    #[allow(dead_code)] // used by chaos_netns.rs only
     pub fn kill(&mut self) -> Result<ExitStatus, String> {
         let mut child = self.child.take().ok_or("kube-proxy was already reaped")?;
         child
