@@ -1,5 +1,7 @@
 //! `nodePortAddresses`: which node IPs serve NodePorts.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use super::mode::ProxyMode;
@@ -116,6 +118,66 @@ impl NodePortAddresses {
                 .iter()
                 .any(|n| n.contains(&lo.network()) || lo.contains(n))
     }
+}
+
+impl NodePortAddresses {
+    /// The networks whose local addresses serve node ports of `family`, or
+    /// `None` when every local address of the family does
+    /// ([`matches_all_for`](Self::matches_all_for)).
+    ///
+    /// The list's CIDRs of the family, plus `primary_ip` as a host network
+    /// when the list has `primary` (upstream rewrites `primary` into the
+    /// node IPs' `/32` and `/128`, leaving out a loopback node IP). The
+    /// backends match packets against these networks; the health-check
+    /// node ports bind the host's addresses inside them.
+    pub fn networks_for(&self, family: IpFamily, primary_ip: Option<IpAddr>) -> Option<Vec<IpNet>> {
+        if self.matches_all_for(family) {
+            return None;
+        }
+        let mut networks: Vec<IpNet> = self
+            .cidrs
+            .iter()
+            .copied()
+            .filter(|n| IpFamily::of_net(n) == family)
+            .collect();
+        if self.primary
+            && let Some(ip) = primary_ip.filter(|ip| family.contains(ip) && !ip.is_loopback())
+        {
+            networks.push(IpNet::from(ip));
+        }
+        Some(networks)
+    }
+
+    /// The addresses among `local` (the host's) that serve node ports of
+    /// `family`: those inside [`networks_for`](Self::networks_for), or all
+    /// of the family when it matches all. IPv6 link-local addresses are
+    /// left out: they need an interface to be bound.
+    pub fn select_local(
+        &self,
+        family: IpFamily,
+        primary_ip: Option<IpAddr>,
+        local: &[IpAddr],
+    ) -> Vec<IpAddr> {
+        let networks = self.networks_for(family, primary_ip);
+        let mut selected: Vec<IpAddr> = local
+            .iter()
+            .copied()
+            .filter(|ip| family.contains(ip) && !is_ipv6_link_local(ip))
+            .filter(|ip| {
+                networks
+                    .as_ref()
+                    .is_none_or(|nets| nets.iter().any(|n| n.contains(ip)))
+            })
+            .collect();
+        selected.sort_unstable();
+        selected.dedup();
+        selected
+    }
+}
+
+/// `fe80::/10`.
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// `0.0.0.0/0` or `::/0`.
