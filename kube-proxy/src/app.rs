@@ -7,9 +7,7 @@ use anyhow::Context as _;
 use proxy_core::backend::{BackendContext, BackendFactory, Registry};
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::conntrack::ConntrackCleaner;
-use proxy_core::runtime::health::{
-    HealthServer, ProxyHealth, ServiceHealthServer,
-};
+use proxy_core::runtime::health::{HealthServer, ProxyHealth, ServiceHealthServer};
 use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::runtime::source::{
     KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,

@@ -360,6 +360,104 @@ mod tests {
         assert_eq!(bound.families()[0], IpFamily::V4);
     }
 
+    fn with_ips(internal: &[&str], cidrs: &[&str]) -> Node {
+        let addresses: Vec<serde_json::Value> = internal
+            .iter()
+            .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip}))
+            .collect();
+        node(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDRs": cidrs},
+            "status": {"addresses": addresses}
+        }))
+    }
+
+    fn change(before: &[&str], after: &[&str], watch_pod_cidrs: bool) -> NodeChange {
+        let old = NodeState::new("n1", None, Some(&with_ips(before, &["10.0.1.0/24"])));
+        let new = NodeState::new("n1", None, Some(&with_ips(after, &["10.0.1.0/24"])));
+        old.change_to(&new, watch_pod_cidrs)
+    }
+
+    #[test]
+    fn only_a_primary_ip_change_asks_for_a_restart() {
+        let dual = ["192.168.0.2", "2001:db8::2"];
+        assert_eq!(change(&dual, &dual, false), NodeChange::Unchanged);
+        // Secondary IPs come and go in place.
+        assert_eq!(
+            change(&dual, &["192.168.0.2", "2001:db8::2", "192.168.0.3"], false),
+            NodeChange::FullSync
+        );
+        assert_eq!(
+            change(&["192.168.0.2", "192.168.0.3", "2001:db8::2"], &dual, false),
+            NodeChange::FullSync
+        );
+        // A family's primary moved, appeared or went; the primary family swapped.
+        for after in [
+            &["192.168.0.3", "192.168.0.2", "2001:db8::2"][..],
+            &["192.168.0.2"][..],
+            &["2001:db8::2", "192.168.0.2"][..],
+        ] {
+            match change(&dual, after, false) {
+                NodeChange::Restart(why) => {
+                    assert!(why.contains("n1") && why.contains("primary IPs"), "{why}")
+                }
+                other => panic!("{after:?}: expected a restart, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            change(&["192.168.0.2"], &dual, false),
+            NodeChange::Restart(_)
+        ));
+    }
+
+    #[test]
+    fn bind_address_holds_its_familys_primary_ip() {
+        let bind = Some("192.168.9.9".parse().unwrap());
+        let old = NodeState::new("n1", bind, Some(&with_ips(&["192.168.0.2"], &[])));
+        let new = NodeState::new("n1", bind, Some(&with_ips(&["192.168.0.3"], &[])));
+        assert_eq!(old.change_to(&new, false), NodeChange::FullSync);
+        assert_eq!(
+            old.primary_ips(),
+            ["192.168.9.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn pod_cidrs_restart_only_under_node_cidr() {
+        let old = NodeState::new(
+            "n1",
+            None,
+            Some(&with_ips(&["192.168.0.2"], &["10.0.1.0/24"])),
+        );
+        let new = NodeState::new(
+            "n1",
+            None,
+            Some(&with_ips(&["192.168.0.2"], &["10.0.2.0/24"])),
+        );
+        assert_eq!(old.change_to(&new, false), NodeChange::FullSync);
+        match old.change_to(&new, true) {
+            NodeChange::Restart(why) => assert!(why.contains("NodeCIDR"), "{why}"),
+            other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_node_listing_no_ip_keeps_the_former_ones_and_a_deleted_one_does_not() {
+        let old = NodeState::new("n1", None, Some(&with_ips(&["192.168.0.2"], &[])));
+        let mut unlisted = NodeState::new("n1", None, Some(&with_ips(&[], &[])));
+        unlisted.keep_ips_of_unlisted(&old);
+        assert_eq!(unlisted.info.addresses, old.info.addresses);
+        assert_eq!(old.change_to(&unlisted, false), NodeChange::Unchanged);
+
+        let mut deleted = NodeState::new("n1", None, None);
+        deleted.keep_ips_of_unlisted(&old);
+        assert!(deleted.info.addresses.is_empty());
+        assert!(matches!(
+            old.change_to(&deleted, false),
+            NodeChange::Restart(_)
+        ));
+    }
+
     #[test]
     fn health_reports_deletion_and_autoscaler_taint() {
         let n = node(serde_json::json!({

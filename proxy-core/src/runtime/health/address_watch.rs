@@ -21,7 +21,10 @@ const ENOBUFS: i32 = 105;
 /// The messages are not parsed: the caller lists the addresses again.
 pub(crate) async fn watch_address_changes(mut on_change: impl FnMut()) -> io::Result<()> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind(&NetlinkAddr::new(0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))?;
+    socket.bind(&NetlinkAddr::new(
+        0,
+        RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+    ))?;
     socket.set_non_blocking(true)?;
     // `AsyncFd::register` is the non-deprecated spelling but `unsafe`; the
     // soundness concern (the descriptor closed while registered) cannot

@@ -358,7 +358,9 @@ impl ServiceHealthServer {
         if state.addresses.as_ref() != Some(&addresses) {
             match &addresses {
                 HealthCheckAddresses::Ips(ips) if ips.is_empty() => {
-                    tracing::warn!("nodePortAddresses selects no address of this host: health check node ports are not served")
+                    tracing::warn!(
+                        "nodePortAddresses selects no address of this host: health check node ports are not served"
+                    )
                 }
                 _ => tracing::info!(?addresses, "health check node ports listen here"),
             }
