@@ -218,6 +218,7 @@ fn health_check_node_ports_follow_node_port_addresses(test: &str, mode: ProxyMod
         format!("{ADDED}:{LOCAL_HCNP}"),
         format!("{SECONDARY}:{LOCAL_HCNP}"),
     ];
+    expected.sort();
     node.wait_listeners(LOCAL_HCNP, &expected, rebind).unwrap();
     node.ip(&format!("address del {SECONDARY}/24 dev hc0\n"))
         .unwrap();
