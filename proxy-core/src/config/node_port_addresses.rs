@@ -246,6 +246,50 @@ mod tests {
     }
 
     #[test]
+    fn networks_and_local_addresses_per_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let npa = parse(&["primary", "10.0.0.0/8"]);
+        assert_eq!(
+            npa.networks_for(IpFamily::V4, Some(ip("192.168.0.2"))),
+            Some(vec![net("10.0.0.0/8"), net("192.168.0.2/32")])
+        );
+        assert_eq!(
+            npa.networks_for(IpFamily::V6, Some(ip("2001:db8::1"))),
+            Some(vec![net("2001:db8::1/128")])
+        );
+        // No IPv6 node IP: `primary` selects nothing of IPv6.
+        assert_eq!(npa.networks_for(IpFamily::V6, None), Some(vec![]));
+        // A loopback node IP is left out, as upstream.
+        assert_eq!(
+            parse(&["primary"]).networks_for(IpFamily::V4, Some(ip("127.0.0.1"))),
+            Some(vec![])
+        );
+        assert_eq!(
+            parse(&["10.0.0.0/8"]).networks_for(IpFamily::V6, None),
+            None
+        );
+
+        let local = [
+            ip("10.1.2.3"),
+            ip("192.168.0.2"),
+            ip("192.168.0.3"),
+            ip("2001:db8::1"),
+            ip("fe80::1"),
+            ip("10.1.2.3"),
+        ];
+        assert_eq!(
+            npa.select_local(IpFamily::V4, Some(ip("192.168.0.2")), &local),
+            [ip("10.1.2.3"), ip("192.168.0.2")]
+        );
+        assert_eq!(
+            parse(&["10.0.0.0/8"]).select_local(IpFamily::V6, None, &local),
+            [ip("2001:db8::1")],
+            "all of IPv6 but link-local"
+        );
+    }
+
+    #[test]
     fn bad_entry_names_its_index() {
         let err = NodePortAddresses::parse(&["10.0.0.0/8", "1.2.3"]).unwrap_err();
         assert!(

@@ -17,9 +17,10 @@ const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const ENOBUFS: i32 = 105;
 
 /// Calls `on_change` after each burst of address notifications of the
-/// network namespace the calling task runs in, until the socket fails.
-/// The messages are not parsed: the caller lists the addresses again.
-pub(crate) async fn watch_address_changes(mut on_change: impl FnMut()) -> io::Result<()> {
+/// network namespace the socket is opened in (the calling thread's), until
+/// it returns `false` (then `Ok`) or the socket fails. The messages are not
+/// parsed: the caller lists the addresses again.
+pub(crate) async fn watch_address_changes(mut on_change: impl FnMut() -> bool) -> io::Result<()> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind(&NetlinkAddr::new(
         0,
@@ -45,6 +46,8 @@ pub(crate) async fn watch_address_changes(mut on_change: impl FnMut()) -> io::Re
                 Err(e) => return Err(e),
             }
         }
-        on_change();
+        if !on_change() {
+            return Ok(());
+        }
     }
 }

@@ -270,16 +270,15 @@ impl ServiceHealthServer {
         self.reconcile(&mut state);
     }
 
-    /// Lists the host's addresses again and rebinds if the selection
-    /// changed (called on the kernel's address notifications).
+    /// Lists the host's addresses again and rebinds to match (called on
+    /// the kernel's address notifications). Also retries the binds that
+    /// failed: an IPv6 address cannot be bound until its duplicate address
+    /// detection is done, which the kernel notifies with the same address.
     pub fn refresh_host_addresses(&self) {
         let Some(host) = self.list_host() else {
             return;
         };
         let mut state = lock(&self.state);
-        if state.host.as_ref() == Some(&host) {
-            return;
-        }
         state.host = Some(host);
         if state.node.is_some() {
             self.reconcile(&mut state);
@@ -291,8 +290,9 @@ impl ServiceHealthServer {
     /// kernel reports an address added or removed (rtnetlink), so that
     /// listeners follow the host's addresses between syncs. `None` when
     /// the addresses do not depend on the host's (fixed, or every
-    /// address), or outside a runtime. A watch that cannot start or fails
-    /// is logged; the addresses are still listed at every sync.
+    /// address), or outside a runtime. The task ends with the server. A
+    /// watch that cannot start or fails is logged; the addresses are still
+    /// listed at every sync.
     pub fn watch_host_addresses(self: &Arc<Self>) -> Option<JoinHandle<()>> {
         let Selection::NodePortAddresses { npa, .. } = &self.selection else {
             return None;
@@ -304,9 +304,11 @@ impl ServiceHealthServer {
         let server = Arc::downgrade(self);
         Some(runtime.spawn(async move {
             let watched = super::address_watch::watch_address_changes(|| {
-                if let Some(server) = server.upgrade() {
-                    server.refresh_host_addresses();
-                }
+                let Some(server) = server.upgrade() else {
+                    return false;
+                };
+                server.refresh_host_addresses();
+                true
             })
             .await;
             if let Err(error) = watched {
