@@ -89,7 +89,9 @@ fn seeds_are_meaningful() {
 /// each target's parser.
 #[test]
 fn mutated_inputs_reach_past_the_parsers() {
-    let past: [(&str, fn(&[u8]) -> bool, usize); 4] = [
+    // (target, whether an input gets past its parser, minimum percent)
+    type Past = (&'static str, fn(&[u8]) -> bool, usize);
+    let past: [Past; 4] = [
         (
             "manifest",
             |d| {
