@@ -13,10 +13,11 @@
 //!   and the check that every partial sync ends where a full sync from
 //!   scratch does (`tests/partial_equals_full*.rs`).
 //!
-//! The toolchain here is stable only, so coverage-guided `cargo fuzz`
-//! (libFuzzer, nightly flags) is not used: the `fuzz` binary is a
-//! mutation-based fuzzer with a seeded RNG, so every run is reproducible
-//! from its seed. See `README.md`.
+//! Two drivers run the targets: the `fuzz` binary, a mutation-based fuzzer
+//! with a seeded RNG that builds on stable (every run is reproducible from
+//! its seed), and coverage-guided `cargo fuzz` (libFuzzer) through the
+//! entry points in `libfuzzer/` (`RUSTC_BOOTSTRAP=1` on stable). See
+//! `README.md`.
 
 pub mod churn;
 pub mod mutate;

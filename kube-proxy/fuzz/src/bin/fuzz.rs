@@ -1,4 +1,6 @@
-//! The fuzzer: `fuzz <target|all> [--iterations N] [--seed S]`.
+//! The fuzzer: `fuzz <target|all> [--iterations N] [--seed S]`, or
+//! `fuzz <target|all> --write-seeds DIR` (the seeds as files under
+//! `DIR/<target>/`, a starting corpus for `cargo fuzz`).
 //!
 //! Runs the seeds of the target, then `N` mutated inputs (1,000,000 by
 //! default), each through the target function under `catch_unwind`. A
@@ -19,12 +21,13 @@ struct Args {
     targets: Vec<&'static Target>,
     iterations: u64,
     seed: u64,
+    write_seeds: Option<String>,
 }
 
 fn usage() -> String {
     let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
     format!(
-        "usage: fuzz <{}|all> [--iterations N] [--seed S]",
+        "usage: fuzz <{}|all> [--iterations N] [--seed S] | --write-seeds DIR",
         names.join("|")
     )
 }
@@ -41,9 +44,14 @@ fn parse_args() -> Result<Args, String> {
         targets,
         iterations: 1_000_000,
         seed: 1,
+        write_seeds: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--write-seeds" {
+            parsed.write_seeds = Some(value);
+            continue;
+        }
         let number = value
             .parse::<u64>()
             .map_err(|e| format!("{flag} {value}: {e}"))?;
@@ -112,6 +120,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(dir) = &args.write_seeds {
+        for t in &args.targets {
+            let dir = std::path::Path::new(dir).join(t.name);
+            let written = std::fs::create_dir_all(&dir).and_then(|()| {
+                seeds(t.name)
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(i, s)| std::fs::write(dir.join(format!("seed-{i:03}")), s))
+            });
+            if let Err(e) = written {
+                eprintln!("writing the seeds of {} to {}: {e}", t.name, dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let mut panics = 0;
     for t in &args.targets {
         panics += fuzz(t, args.iterations, args.seed);
