@@ -9,7 +9,22 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+use proxy_core::model::rule_comment;
 use proxy_core::{IpFamily, Protocol};
+
+use crate::names::COMMENT_MAX;
+
+/// A comment as nft reads it: `"text"`, the text made safe and cut to
+/// [`COMMENT_MAX`] (a no-op for the comments the renderers make; a second
+/// line of defence, since nft strings have no escapes and nft refuses a
+/// longer comment, and with it the whole transaction).
+struct CommentText<'a>(&'a str);
+
+impl fmt::Display for CommentText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", rule_comment(self.0, COMMENT_MAX))
+    }
+}
 
 /// Our table's name (both families).
 pub const TABLE: &str = "kube-proxy";
@@ -535,7 +550,7 @@ impl fmt::Display for CommandDisplay<'_> {
                     write!(f, " flags dynamic,timeout ; timeout {timeout}s ;")?;
                 }
                 if let Some(c) = &s.comment {
-                    write!(f, " comment \"{c}\" ;")?;
+                    write!(f, " comment {} ;", CommentText(c))?;
                 }
                 f.write_str(" }")
             }
@@ -590,7 +605,7 @@ impl fmt::Display for ElementDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", KeyDisplay(&self.0.key))?;
         if let Some(c) = &self.0.comment {
-            write!(f, " comment \"{c}\"")?;
+            write!(f, " comment {}", CommentText(c))?;
         }
         match &self.0.value {
             Some(ElemValue::Verdict(v)) => write!(f, " : {}", VerdictDisplay(v))?,
@@ -678,7 +693,7 @@ impl fmt::Display for RuleDisplay<'_> {
             }?;
         }
         if let Some(c) = &self.rule.comment {
-            write!(f, " comment \"{c}\"")?;
+            write!(f, " comment {}", CommentText(c))?;
         }
         Ok(())
     }
