@@ -184,7 +184,8 @@ mod tests {
             Protocol::Sctp,
         ));
         let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
-        for name in [p.cluster, p.local, p.external, p.firewall, p.endpoint(ep), p.affinity(ep)] {
+        let (endpoint, affinity) = (p.endpoint(ep), p.affinity(ep));
+        for name in [p.cluster, p.local, p.external, p.firewall, endpoint, affinity] {
             assert!(name.len() <= NAME_LENGTH_MAX - 1, "{} bytes: {name}", name.len());
         }
     }
