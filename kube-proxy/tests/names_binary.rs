@@ -84,7 +84,7 @@ fn manifest() -> String {
     .join("---\n")
 }
 
-fn config(mode: ProxyMode) -> String {
+fn config_yaml(mode: ProxyMode) -> String {
     format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
          mode: {mode}\nhostnameOverride: node-a\n\
@@ -149,7 +149,7 @@ fn binary_programs_valid_services_next_to_bad_and_long_names(mode: ProxyMode) {
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
     std::fs::write(dir.0.join("manifests/objects.yaml"), manifest()).unwrap();
-    std::fs::write(dir.0.join("config.yaml"), config(mode)).unwrap();
+    std::fs::write(dir.0.join("config.yaml"), config_yaml(mode)).unwrap();
 
     let ns = node();
     let listener = ns
@@ -162,11 +162,12 @@ fn binary_programs_valid_services_next_to_bad_and_long_names(mode: ProxyMode) {
         }
     });
 
+    let (config, manifests) = (dir.0.join("config.yaml"), dir.0.join("manifests"));
     let args = [
         "--config",
-        dir.0.join("config.yaml").to_str().unwrap(),
+        config.to_str().unwrap(),
         "--manifests",
-        dir.0.join("manifests").to_str().unwrap(),
+        manifests.to_str().unwrap(),
     ];
     let mut process = KubeProxyProcess::start(&ns, &args, &dir.0.join("run.log")).unwrap();
     process
