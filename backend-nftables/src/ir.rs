@@ -698,3 +698,55 @@ impl fmt::Display for RuleDisplay<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(command: Command) -> String {
+        let mut t = Transaction::new(IpFamily::V4);
+        t.push(command);
+        t.to_script()
+    }
+
+    /// The text between `comment "` and the next `"`, and what follows it.
+    fn comment_of(line: &str) -> (&str, &str) {
+        let rest = line.split_once("comment \"").unwrap().1;
+        rest.split_once('"').unwrap()
+    }
+
+    #[test]
+    fn comments_are_printed_safe_and_within_nfts_limit() {
+        let hostile = format!("ns/we\"b\nadd rule ip kube-proxy x drop ; {}", "é".repeat(100));
+        let element = Element {
+            set: "no-endpoint-services".into(),
+            key: ElemKey::AddrProtoPort("10.96.0.1".parse().unwrap(), Protocol::Tcp, 80),
+            value: Some(ElemValue::Verdict(Verdict::Drop)),
+            comment: Some(hostile.clone()),
+        };
+        let rule = Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment(&hostile);
+        for text in [
+            script(Command::AddElement(element)),
+            script(Command::AddRule {
+                chain: "c".into(),
+                rule,
+            }),
+        ] {
+            assert_eq!(text.lines().count(), 1, "one line: {text}");
+            let (comment, after) = comment_of(&text);
+            assert!(comment.len() <= COMMENT_MAX, "{} bytes", comment.len());
+            assert!(comment.starts_with("ns/we_b_add rule ip kube-proxy x drop _ "));
+            assert!(!after.contains('"'), "{text}");
+        }
+    }
+
+    #[test]
+    fn valid_comments_are_printed_as_they_are() {
+        let rule = Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment("ns/web:http");
+        let text = script(Command::AddRule {
+            chain: "c".into(),
+            rule,
+        });
+        assert_eq!(text, "add rule ip kube-proxy c drop comment \"ns/web:http\"\n");
+    }
+}

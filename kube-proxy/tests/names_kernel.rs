@@ -292,6 +292,9 @@ fn program(mode: ProxyMode, family: IpFamily, view: &NodeView) -> Result<(), Str
                 .build(&context(mode, family))
                 .map_err(|e| format!("building: {e}"))?;
             let text = backend.render(view).map_err(|e| format!("render: {e}"))?;
+            if mode == ProxyMode::Userspace && !text.contains("kube-proxy-userspace") {
+                return Err(format!("the userspace backend writes no redirect rules:\n{text}"));
+            }
             for c in comments(&text) {
                 if c.len() > comment_max || c.contains('\n') {
                     return Err(format!("comment of {} bytes: {c:?}", c.len()));
