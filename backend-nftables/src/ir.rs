@@ -717,7 +717,10 @@ mod tests {
 
     #[test]
     fn comments_are_printed_safe_and_within_nfts_limit() {
-        let hostile = format!("ns/we\"b\nadd rule ip kube-proxy x drop ; {}", "é".repeat(100));
+        let hostile = format!(
+            "ns/we\"b\nadd rule ip kube-proxy x drop ; {}",
+            "é".repeat(100)
+        );
         let element = Element {
             set: "no-endpoint-services".into(),
             key: ElemKey::AddrProtoPort("10.96.0.1".parse().unwrap(), Protocol::Tcp, 80),
@@ -747,6 +750,9 @@ mod tests {
             chain: "c".into(),
             rule,
         });
-        assert_eq!(text, "add rule ip kube-proxy c drop comment \"ns/web:http\"\n");
+        assert_eq!(
+            text,
+            "add rule ip kube-proxy c drop comment \"ns/web:http\"\n"
+        );
     }
 }

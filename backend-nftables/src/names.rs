@@ -171,8 +171,16 @@ mod tests {
     #[test]
     fn characters_nft_names_cannot_hold_become_underscores() {
         let odd = port("ns", "we\"b c;x");
-        assert!(odd.cluster.ends_with("-ns/we_b_c_x/tcp/p80"), "{}", odd.cluster);
-        assert_ne!(odd.cluster, port("ns", "we_b_c_x").cluster, "the hash differs");
+        assert!(
+            odd.cluster.ends_with("-ns/we_b_c_x/tcp/p80"),
+            "{}",
+            odd.cluster
+        );
+        assert_ne!(
+            odd.cluster,
+            port("ns", "we_b_c_x").cluster,
+            "the hash differs"
+        );
     }
 
     #[test]
@@ -183,10 +191,18 @@ mod tests {
             &"p".repeat(63),
             Protocol::Sctp,
         ));
-        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".parse().unwrap();
+        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
         let (endpoint, affinity) = (p.endpoint(ep), p.affinity(ep));
-        for name in [p.cluster, p.local, p.external, p.firewall, endpoint, affinity] {
-            assert!(name.len() <= NAME_LENGTH_MAX - 1, "{} bytes: {name}", name.len());
+        for name in [
+            p.cluster, p.local, p.external, p.firewall, endpoint, affinity,
+        ] {
+            assert!(
+                name.len() < NAME_LENGTH_MAX,
+                "{} bytes: {name}",
+                name.len()
+            );
         }
     }
 

@@ -117,7 +117,10 @@ fn node() -> Netns {
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ],
     );
-    ip(&ns, &["addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"]);
+    ip(
+        &ns,
+        &["addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"],
+    );
     ip(&ns, &["link", "set", "eth0", "up"]);
     ip(&ns, &["link", "set", "eth1", "up"]);
     ip(&ns, &["route", "add", "172.30.0.0/16", "dev", "eth0"]);
@@ -129,8 +132,8 @@ fn node() -> Netns {
 fn connect(ns: &Netns, to: &str) -> Result<String, ErrorKind> {
     let to: SocketAddr = to.parse().unwrap();
     ns.run(|| {
-        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))
-            .map_err(|e| e.kind())?;
+        let mut stream =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.kind())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
@@ -142,10 +145,9 @@ fn connect(ns: &Netns, to: &str) -> Result<String, ErrorKind> {
 }
 
 fn binary_programs_valid_services_next_to_bad_and_long_names(mode: ProxyMode) {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "kube-proxy-names-{mode}-{}",
-        std::process::id()
-    )));
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("kube-proxy-names-{mode}-{}", std::process::id())),
+    );
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(dir.0.join("manifests")).unwrap();
     std::fs::write(dir.0.join("manifests/objects.yaml"), manifest()).unwrap();

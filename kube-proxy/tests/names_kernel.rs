@@ -293,7 +293,9 @@ fn program(mode: ProxyMode, family: IpFamily, view: &NodeView) -> Result<(), Str
                 .map_err(|e| format!("building: {e}"))?;
             let text = backend.render(view).map_err(|e| format!("render: {e}"))?;
             if mode == ProxyMode::Userspace && !text.contains("kube-proxy-userspace") {
-                return Err(format!("the userspace backend writes no redirect rules:\n{text}"));
+                return Err(format!(
+                    "the userspace backend writes no redirect rules:\n{text}"
+                ));
             }
             for c in comments(&text) {
                 if c.len() > comment_max || c.contains('\n') {
@@ -330,7 +332,11 @@ fn api_valid_objects_at_maximum_lengths_are_accepted_by_the_real_tools() {
             let family = if v4 { IpFamily::V4 } else { IpFamily::V6 };
             let topology = topology(&services, family)?;
             let view = NodeView::build(&topology, NodeInfo::named(NODE).shared(), family);
-            for mode in [ProxyMode::Iptables, ProxyMode::Nftables, ProxyMode::Userspace] {
+            for mode in [
+                ProxyMode::Iptables,
+                ProxyMode::Nftables,
+                ProxyMode::Userspace,
+            ] {
                 program(mode, family, &view).map_err(TestCaseError::fail)?;
             }
             Ok(())

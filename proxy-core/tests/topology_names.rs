@@ -152,7 +152,10 @@ fn maximum_length_names_are_accepted() {
 #[test]
 fn invalid_slice_names_reject_the_slice() {
     let cases = [
-        (slice_json("N", "web-1", "web", "http"), "metadata.namespace"),
+        (
+            slice_json("N", "web-1", "web", "http"),
+            "metadata.namespace",
+        ),
         (slice_json("ns", "web_1", "web", "http"), "metadata.name"),
         (slice_json("ns", "web\"1", "web", "http"), "metadata.name"),
         (

@@ -127,7 +127,11 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
     // Names reach rule text (comments, chain names): only what the API
     // server accepts goes further.
     if let Err(reason) = api_names::dns1123_label(namespace) {
-        return Validated::Rejected(ctx.error("metadata.namespace".into(), reason, Dropped::Object));
+        return Validated::Rejected(ctx.error(
+            "metadata.namespace".into(),
+            reason,
+            Dropped::Object,
+        ));
     }
     if let Err(reason) = api_names::service_name(name) {
         return Validated::Rejected(ctx.error("metadata.name".into(), reason, Dropped::Object));
