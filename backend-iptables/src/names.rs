@@ -155,6 +155,29 @@ mod tests {
     }
 
     #[test]
+    fn chain_names_fit_iptables_whatever_the_name() {
+        // XT_EXTENSION_MAXNAMELEN - 1: the longest chain name iptables takes.
+        const CHAIN_MAX: usize = 28;
+        for p in [
+            port(&"n".repeat(63), &"s".repeat(63), &"p".repeat(63)),
+            port("n\"s", "a b\nc", "x;y"),
+        ] {
+            let chains = PortChains::new(&p);
+            let sep =
+                chains.endpoint_chain_of(&p, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+            for chain in [&chains.svc, &chains.svl, &chains.ext, &chains.fw, &sep] {
+                assert!(chain.len() <= CHAIN_MAX, "{chain}");
+                assert!(
+                    chain
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-'),
+                    "{chain}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn only_per_service_prefixes_are_service_chains() {
         assert!(is_service_chain("KUBE-SEP-SXIVWICOYRO3J4NJ"));
         assert!(is_service_chain("KUBE-FW-NUKIZ6OKUXPJNT4C"));

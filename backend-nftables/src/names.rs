@@ -198,11 +198,7 @@ mod tests {
         for name in [
             p.cluster, p.local, p.external, p.firewall, endpoint, affinity,
         ] {
-            assert!(
-                name.len() < NAME_LENGTH_MAX,
-                "{} bytes: {name}",
-                name.len()
-            );
+            assert!(name.len() < NAME_LENGTH_MAX, "{} bytes: {name}", name.len());
         }
     }
 
