@@ -82,14 +82,15 @@ async fn a_refused_port_is_isolated_and_every_other_one_programmed() {
         !calls[0].ok && calls[0].full,
         "the first full sync is refused"
     );
+    println!("one culprit among 17 ports: {} calls", calls.len());
     let programmed = last_ok(&calls);
     let names = port_names(programmed);
     assert_eq!(names.len(), 16, "every port but the culprit: {names:?}");
     assert!(!names.contains(&"ns/bad:http"));
-    // 17 ports: the refused sync, one check of the last good view, then two
-    // calls per bisection level (log2 17 < 5).
+    // 17 ports: the refused sync, one check of the last good view, the
+    // sync again, then two calls per bisection level (log2 17 < 5).
     assert!(
-        calls.len() <= 2 + 2 * 5,
+        calls.len() <= 3 + 2 * 5,
         "{} calls: {calls:#?}",
         calls.len()
     );
@@ -132,14 +133,15 @@ async fn several_culprits_cost_a_logarithmic_number_of_calls() {
     advance(0.1).await;
 
     let calls = h.recorder.calls();
+    println!("two culprits among 64 ports: {} calls", calls.len());
     let names = port_names(last_ok(&calls));
     assert_eq!(names.len(), 62, "64 ports but the two culprits");
     assert!(!names.contains(&"ns/s05:http") && !names.contains(&"ns/s40:http"));
     assert!(names.contains(&"ns/bad:http"));
     // Two culprits among 64: at most two bisections of 2 calls per level
-    // (log2 64 = 6), the first call and one check.
+    // (log2 64 = 6), the first call, one check and the first call again.
     assert!(
-        calls.len() <= 2 + 2 * 2 * 6,
+        calls.len() <= 3 + 2 * 2 * 6,
         "{} calls: {calls:#?}",
         calls.len()
     );
@@ -344,5 +346,35 @@ async fn healthz_stays_healthy_while_only_culprits_are_held_back() {
             .iter()
             .any(|(name, eps)| name == "ns/s02:http" && eps == &["10.0.3.3"])
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_the_full_sync_after_it_cures_blames_no_port() {
+    let h = LoopHarness::start(vec![]);
+    let (services, slices) = world(4);
+    h.list(services, slices);
+    advance(0.1).await;
+    let before = h.recorder.calls().len();
+
+    *h.recorder.refuse_next.lock().unwrap() = 1;
+    h.apply_slice(slice("s01-1", "s01", &["10.0.0.77"]));
+    advance(1.05).await;
+    let calls = h.recorder.calls();
+    let new = &calls[before..];
+    assert_eq!(new.len(), 3, "{new:#?}");
+    assert!(!new[0].ok && !new[0].full, "the partial sync is refused");
+    assert!(new[1].ok && new[1].full, "the last good view, in full");
+    assert!(
+        !port_names(&new[1]).is_empty()
+            && new[1]
+                .view
+                .iter()
+                .all(|(name, eps)| name != "ns/s01:http" || eps == &["10.0.0.2"]),
+        "the last good view holds the old version: {:?}",
+        new[1]
+    );
+    assert!(new[2].ok && new[2].changed_ports == ["ns/s01:http"]);
+    assert!(refused_events(&h).is_empty(), "no port is blamed");
     h.stop().await;
 }

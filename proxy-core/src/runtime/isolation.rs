@@ -19,7 +19,10 @@
 //! - before a port is blamed in a sync where nothing was accepted yet, the
 //!   runtime checks that the dataplane still takes `good` itself: when it
 //!   does not, the failure is not a port's (a broken tool, a full disk) and
-//!   the sync fails as a whole, as upstream's does;
+//!   the sync fails as a whole, as upstream's does; when it does, the
+//!   refused set is tried once more before it is split (that check was a
+//!   full sync, which rebuilds a dataplane state that may have been the
+//!   cause);
 //! - the call after a refused one is a full sync (a backend cannot trust its
 //!   state after a failure); the call after an accepted one is partial.
 //!
@@ -208,9 +211,9 @@ impl Quarantine {
 }
 
 /// The number of `Backend::sync` calls one sync may make to isolate
-/// refusals among `ports` changed ports: a check of the last good view,
-/// the first attempt, and two bisections (two calls per level each),
-/// twice over.
+/// refusals among `ports` changed ports: the first attempt, a check of the
+/// last good view and the attempt again, then two bisections (two calls per
+/// level each), with room to spare.
 pub(crate) fn call_budget(ports: usize) -> usize {
     let depth = (usize::BITS - ports.leading_zeros()) as usize;
     4 * (depth + 2) + 2
@@ -356,8 +359,12 @@ impl<'a> Isolator<'a> {
                 return Err(error);
             }
             if !self.accepted && !known {
-                // Does the dataplane take anything? Check with the last good view.
+                // Does the dataplane take anything? Check with the last good
+                // view, then try the same ports again: the refusal may have
+                // been the state's (a full sync after a failure rebuilds it).
                 self.call(&[]).await?;
+                stack.push(ports);
+                continue;
             }
             if ports.len() == 1 {
                 found.culprits.extend(ports.pop().map(|p| (p, error)));
