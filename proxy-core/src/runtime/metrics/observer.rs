@@ -65,7 +65,7 @@ impl SyncObserver for ProxyMetrics {
         }
 
         // Shown as 0 from the first sync on; `refused` sets it.
-        self.refused_service_ports.get_or_create(&labels);
+        let _ = self.refused_service_ports.get_or_create(&labels);
 
         let (internal, external) = no_local_endpoints(report.view);
         for (policy, count) in [("internal", internal), ("external", external)] {
