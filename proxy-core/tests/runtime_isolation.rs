@@ -5,7 +5,7 @@
 //! with back-off, also under churn, and programmed once accepted; `/healthz`
 //! stays healthy while only culprits are held back, and a failure that is
 //! no port's fails the sync as a whole, as before.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 
