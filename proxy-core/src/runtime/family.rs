@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::Backend;
 use crate::changes::{ChangeSet, PendingChanges};
-use crate::model::{IpFamily, NodeInfo, ServicePortName};
+use crate::model::{IpFamily, NodeInfo, ServiceKey, ServicePortName};
 use crate::runner::{RunReason, SyncRunner};
 use crate::topology::ServiceTopology;
 use crate::view::NodeView;
@@ -181,6 +181,9 @@ impl FamilyState {
                 }
                 self.dataplane_unsure = true;
                 self.pending.require_full();
+                if !released.is_empty() {
+                    self.report_refusals(observers, 0);
+                }
                 return Outcome::Failed;
             }
         };
@@ -220,7 +223,7 @@ impl FamilyState {
         }
         tracing::debug!(family = %self.family, %mode, full, ports = changed.len(), held_back = still_differing.len(), calls, objects = stats.objects_written, ?duration, "synced");
         // Ports still not programmed (untried for lack of budget) stay pending.
-        let unresolved: Vec<crate::model::ServiceKey> = still_differing
+        let unresolved: Vec<ServiceKey> = still_differing
             .iter()
             .filter(|n| !self.quarantine.contains(n))
             .map(|n| n.service.clone())
@@ -256,21 +259,27 @@ impl FamilyState {
             }
         }
         if refusals_changed {
-            let refused = self.quarantine.report();
-            let report = RefusalReport {
-                family: self.family,
-                mode,
-                refused: &refused,
-                newly_refused: newly,
-            };
-            for observer in observers {
-                observer.refused(&report);
-            }
+            self.report_refusals(observers, newly);
         }
         if self.quarantine.is_empty() && self.pending.is_empty() {
             Outcome::Synced
         } else {
             Outcome::Isolated
+        }
+    }
+
+    /// Tells `observers` which ports are held back now; `newly` of them
+    /// for the first time.
+    fn report_refusals(&self, observers: &[Arc<dyn SyncObserver>], newly: usize) {
+        let refused = self.quarantine.report();
+        let report = RefusalReport {
+            family: self.family,
+            mode: self.backend.mode(),
+            refused: &refused,
+            newly_refused: newly,
+        };
+        for observer in observers {
+            observer.refused(&report);
         }
     }
 
