@@ -345,3 +345,103 @@ fn nftables_mode_isolates_a_service_the_tool_refuses() {
         ProxyMode::Nftables,
     );
 }
+
+/// [`SCENARIO`] with `extra` more ClusterIP Services (`10.96.10.1` on,
+/// never containing [`MARKER`]), each with the endpoint of `web`.
+fn scenario_with(extra: usize) -> Scenario {
+    let mut objects = String::new();
+    for i in 0..extra {
+        let ip = format!("10.96.{}.{}", 10 + i / 250, i % 250 + 1);
+        objects.push_str(&format!(
+            "  - {{apiVersion: v1, kind: Service, metadata: {{name: s{i}, namespace: default}}, \
+             spec: {{clusterIP: {ip}, ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]}}}}\n\
+             \x20 - {{apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, \
+             metadata: {{name: s{i}-1, namespace: default, labels: {{kubernetes.io/service-name: s{i}}}}}, \
+             addressType: IPv4, ports: [{{name: http, port: 8080, protocol: TCP}}], \
+             endpoints: [{{addresses: [10.244.1.10], nodeName: node-a, conditions: {{ready: true}}}}]}}\n"
+        ));
+    }
+    let text = SCENARIO.replacen("packets:\n", &format!("{objects}packets:\n"), 1);
+    Scenario::from_yaml("isolation", &text).unwrap()
+}
+
+/// Starts the binary on `scenario` in `mode`, with the tool refusing
+/// [`MARKER`] when `refuse`; returns how long it took until every Service
+/// but the culprit was programmed (the culprit reported; without `refuse`:
+/// the first sync), after checking that `web` carries traffic.
+fn time_to_program(mode: ProxyMode, scenario: &Scenario, refuse: bool) -> Duration {
+    let mut topology = NodeTopology::new(scenario.context()).unwrap();
+    topology.grow(scenario.view()).unwrap();
+    let files = ScenarioFiles::write(mode, scenario).unwrap();
+    let dir = files.config().parent().unwrap().to_path_buf();
+    let (bin, flag) = (dir.join("bin"), dir.join("refuse"));
+    write_wrappers(&bin, &flag);
+    if refuse {
+        std::fs::write(&flag, "").unwrap();
+    }
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .unwrap();
+    let (config, manifests) = (files.config(), files.manifests());
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--manifests",
+        manifests.to_str().unwrap(),
+    ];
+    let node = topology.node().try_clone().unwrap();
+    let started = Instant::now();
+    let mut process = KubeProxyProcess::start_with_env(
+        &node,
+        &args,
+        &files.log("run"),
+        &[("PATH", path.to_str().unwrap())],
+    )
+    .unwrap();
+    let took = if refuse {
+        wait_for(&process, "the culprit reported", || {
+            sample(&metrics(&node), REFUSED_GAUGE) == Some(1.0)
+        });
+        started.elapsed()
+    } else {
+        process
+            .wait_synced(&node, IpFamily::V4, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}"));
+        started.elapsed()
+    };
+    let to_web = scenario.packets()[0].packet.clone();
+    assert_eq!(send(&mut topology, &to_web), [addr("10.244.1.10:8080")]);
+    process.terminate(TIMEOUT).unwrap();
+    took
+}
+
+/// What isolating one refused Service costs among many: the time from
+/// start until every other Service is programmed, against the time of a
+/// plain first sync. Run with `cargo test -p kube-proxy --test
+/// isolation_netns -- --ignored --nocapture`; `KUBE_PROXY_ISOLATION_SERVICES`
+/// sets the number of Services (1000).
+#[test]
+#[ignore = "a measurement (tens of seconds), not a check"]
+fn isolation_cost_at_scale() {
+    if !privileged_or_skip_with("isolation_cost_at_scale", tools_present) {
+        return;
+    }
+    let extra: usize = std::env::var("KUBE_PROXY_ISOLATION_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let scenario = scenario_with(extra);
+    for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+        let plain = time_to_program(mode, &scenario, false);
+        let isolated = time_to_program(mode, &scenario, true);
+        println!(
+            "{mode}, {} Services: first sync {} ms; with one refused, all others programmed after {} ms",
+            extra + 2,
+            plain.as_millis(),
+            isolated.as_millis()
+        );
+    }
+}
