@@ -379,11 +379,9 @@ fn time_to_program(mode: ProxyMode, scenario: &Scenario, refuse: bool) -> Durati
     if refuse {
         std::fs::write(&flag, "").unwrap();
     }
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        )),
-    )
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
     .unwrap();
     let (config, manifests) = (files.config(), files.manifests());
     let args = [
@@ -422,7 +420,8 @@ fn time_to_program(mode: ProxyMode, scenario: &Scenario, refuse: bool) -> Durati
 /// start until every other Service is programmed, against the time of a
 /// plain first sync. Run with `cargo test -p kube-proxy --test
 /// isolation_netns -- --ignored --nocapture`; `KUBE_PROXY_ISOLATION_SERVICES`
-/// sets the number of Services (1000).
+/// sets the number of Services (1000; at most about 3500, the scenario
+/// parser's budget).
 #[test]
 #[ignore = "a measurement (tens of seconds), not a check"]
 fn isolation_cost_at_scale() {
