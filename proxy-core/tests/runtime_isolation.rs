@@ -378,3 +378,35 @@ async fn a_refusal_the_full_sync_after_it_cures_blames_no_port() {
     assert!(refused_events(&h).is_empty(), "no port is blamed");
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_culprits_are_found_over_several_budgeted_syncs() {
+    let h = LoopHarness::start(vec![]);
+    // s00…s19: 20 culprits among 64 ports.
+    {
+        let mut refuse = h.recorder.refuse.lock().unwrap();
+        refuse.push("ns/s0".to_string());
+        refuse.push("ns/s1".to_string());
+    }
+    let (services, slices) = world(63);
+    h.list(services, slices);
+    advance(0.1).await;
+    let first_sync = h.recorder.calls().len();
+    // The budget of one sync over 64 ports: 4 × (7 + 2) + 2.
+    assert!(first_sync <= 38, "{first_sync} calls in the first sync");
+    let programmed = port_names(last_ok(&h.recorder.calls())).len();
+    assert!(programmed < 44, "not every culprit is found in one sync");
+
+    advance(120.0).await;
+    let calls = h.recorder.calls();
+    println!(
+        "20 culprits among 64 ports: {} calls over {} s, {first_sync} in the first sync",
+        calls.len(),
+        120
+    );
+    let names = port_names(last_ok(&calls));
+    assert_eq!(names.len(), 44, "every port but the culprits: {names:?}");
+    let last = refused_events(&h).pop().unwrap();
+    assert_eq!(last.matches("ns/s").count(), 20, "{last}");
+    h.stop().await;
+}
