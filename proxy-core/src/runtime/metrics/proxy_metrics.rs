@@ -132,6 +132,16 @@ pub struct ProxyMetrics {
     pub healthz_total: Family<CodeLabels, Counter>,
     /// `kubeproxy_proxy_livez_total{code}`.
     pub livez_total: Family<CodeLabels, Counter>,
+    /// `kubeproxy_sync_proxy_rules_refused_service_ports{ip_family}` (ours,
+    /// not upstream's): service ports the dataplane refuses, held back at
+    /// their last programmed version (or absent) while every other one is
+    /// programmed. Non-zero means some Service is not (fully) served; the
+    /// log names each port and the tool's error.
+    pub refused_service_ports: Family<FamilyLabels, Gauge>,
+    /// `kubeproxy_sync_proxy_rules_service_port_refusals_total{ip_family}`
+    /// (ours, not upstream's): service ports found refused by the dataplane
+    /// (a port refused, programmed and refused again counts twice).
+    pub service_port_refusals: Family<FamilyLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
 }
@@ -178,6 +188,8 @@ impl ProxyMetrics {
             conntrack_sync_duration: histogram_family(sync_duration_histogram),
             healthz_total: Family::default(),
             livez_total: Family::default(),
+            refused_service_ports: Family::default(),
+            service_port_refusals: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
             registry: Registry::default(),
             clock,
@@ -277,6 +289,16 @@ impl ProxyMetrics {
             "proxy_livez",
             "Cumulative proxy livez HTTP status",
             m.livez_total.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_refused_service_ports",
+            "Service ports the dataplane refuses, held back while every other one is programmed (not in upstream kube-proxy)",
+            m.refused_service_ports.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_service_port_refusals",
+            "Cumulative service ports found refused by the dataplane (not in upstream kube-proxy)",
+            m.service_port_refusals.clone(),
         );
         ProxyMetrics { registry, ..m }
     }
