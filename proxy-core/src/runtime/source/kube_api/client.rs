@@ -1,7 +1,21 @@
 //! The API client from `clientConnection`, `--kubeconfig` and `--master`.
 
+use std::sync::Arc;
+
+use http::Response;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use kube::Client;
+use kube::client::ConfigExt;
+use kube::client::retry::RetryPolicy;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use tower::retry::RetryLayer;
+use tower::{BoxError, ServiceBuilder};
+
+use super::liveness::{
+    CONNECT_TIMEOUT, DEAD_AFTER, KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, Reachability,
+};
 
 use crate::config::KubeProxyConfiguration;
 use crate::error::Error;
@@ -15,6 +29,9 @@ use crate::error::Error;
 /// is noted at debug level and JSON is used. It has no client-side rate
 /// limiter either, so `qps`/`burst` are not enforced (watches make few
 /// requests).
+///
+/// The client notices a silently dead connection and reconnects quickly:
+/// see [`client_with_liveness`].
 pub async fn client_from_config(
     config: &KubeProxyConfiguration,
     master: Option<&str>,
@@ -50,8 +67,80 @@ pub async fn client_from_config(
         burst = connection.burst,
         "client-side rate limits are not enforced"
     );
-    Client::try_from(client_config)
-        .map_err(|e| Error::Kube(format!("creating the API client: {e}")))
+    client_with_liveness(client_config)
+}
+
+/// Builds a client for `config` whose connections die ≤ 45 s after the API
+/// server was last heard from, as client-go's do (see the
+/// [`liveness`](super::liveness) module): TCP keepalive after 30 s idle,
+/// `TCP_USER_TIMEOUT` 45 s, a 5 s connect timeout. Requests and response
+/// bodies also feed the outage log (one `warn` when the server is lost,
+/// one `info` when it answers again).
+///
+/// Otherwise the same stack as `kube::Client::try_from(config)`: TLS and
+/// authentication from `config`, kube's retry of `429`/`503`/`504`
+/// answers, and `config`'s extra headers. `config`'s own
+/// `connect_timeout`/`read_timeout`/`write_timeout` are replaced by the
+/// timings above. A `config.proxy_url` is left to kube's own builder
+/// (which also reports a proxy kind this build cannot use); such a client
+/// has no keepalive.
+pub fn client_with_liveness(config: Config) -> Result<Client, Error> {
+    if config.proxy_url.is_some() {
+        return Client::try_from(config)
+            .map_err(|e| Error::Kube(format!("creating the API client: {e}")));
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_keepalive(Some(KEEPALIVE_IDLE));
+    http.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+    http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
+    http.set_tcp_user_timeout(Some(DEAD_AFTER));
+    let https = config
+        .rustls_https_connector_with_connector(http)
+        .map_err(|e| Error::Kube(format!("creating the API client's TLS connector: {e}")))?;
+    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+
+    let reach = Arc::new(Reachability::default());
+    let observed = ServiceBuilder::new()
+        .map_result(move |result: Result<Response<hyper::body::Incoming>, _>| {
+            match &result {
+                Ok(response) if response.status().is_server_error() => {
+                    reach.failed(&format!("the API server answered {}", response.status()))
+                }
+                Ok(_) => reach.answered(),
+                Err(error) => reach.failed(&crate::runtime::family::error_chain(error)),
+            }
+            let reach = reach.clone();
+            result.map(|response| {
+                response.map(move |body| {
+                    body.map_err(move |error| {
+                        reach.failed(&crate::runtime::family::error_chain(&error));
+                        error
+                    })
+                })
+            })
+        })
+        .service(hyper);
+
+    let auth = config
+        .auth_layer()
+        .map_err(|e| Error::Kube(format!("setting up the API client's authentication: {e}")))?;
+    let headers = config
+        .extra_headers_layer()
+        .map_err(|e| Error::Kube(format!("setting up the API client's headers: {e}")))?;
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(auth)
+        .layer(headers)
+        .map_err(BoxError::from)
+        .service(observed);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 fn parse_url(master: &str) -> Result<http::Uri, Error> {
