@@ -1,6 +1,7 @@
 //! The Kubernetes source against a fake API server over real HTTP:
-//! initial gating, add/update/delete, dropped watches, `410 Gone`, outages.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! initial gating, add/update/delete, dropped watches, `410 Gone`, outages,
+//! and objects pruned of managed fields on every (re)list.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use proxy_core::IpFamily;
 use proxy_core::config::KubeProxyConfiguration;
-use proxy_core::runtime::source::{KubeSource, KubeSourceOptions};
+use futures::StreamExt;
+use proxy_core::runtime::source::{KubeSource, KubeSourceOptions, Source, SourceEvent, Update};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
 use runtime_support::fake_api::FakeApi;
 use runtime_support::{
@@ -232,4 +234,98 @@ async fn follows_changes_and_survives_dropped_watches_gone_and_outages() {
     assert_eq!(last(&calls).changed_ports, ["ns/api:http"]);
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
+}
+
+/// `obj` with managed fields and a `last-applied-configuration`, as
+/// `kubectl apply` leaves them.
+fn as_applied(obj: impl serde::Serialize) -> serde_json::Value {
+    let mut obj = serde_json::to_value(obj).unwrap();
+    obj["metadata"]["managedFields"] = serde_json::json!([{
+        "manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:spec": {}}}]);
+    obj["metadata"]["labels"]["app"] = serde_json::json!("demo");
+    obj["metadata"]["annotations"] = serde_json::json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\"}"});
+    obj
+}
+
+/// The `metadata` of the object an event carries (`None` for list markers).
+fn event_meta(
+    event: &SourceEvent,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    fn of<K: kube::Resource>(update: &Update<K>) -> Option<&kube::core::ObjectMeta> {
+        match update {
+            Update::InitApply(k) | Update::Apply(k) | Update::Delete(k) => Some(k.meta()),
+            Update::Init | Update::InitDone => None,
+        }
+    }
+    match event {
+        SourceEvent::Service(u) => of(u),
+        SourceEvent::EndpointSlice(u) => of(u),
+        SourceEvent::Node(u) => of(u),
+    }
+}
+
+#[tokio::test]
+async fn a_relist_keeps_no_managed_fields() {
+    let api = FakeApi::start(false).await;
+    api.apply("services", as_applied(service("web", &["172.30.0.10"])));
+    api.apply(
+        "endpointslices",
+        as_applied(slice("web-1", "web", &["10.0.0.1"])),
+    );
+    api.apply("nodes", as_applied(node("z1")));
+    let source = KubeSource::new(
+        api.client(),
+        KubeSourceOptions {
+            node_name: "node-a".into(),
+        },
+    );
+    let mut events = Box::new(source).events();
+    // Reads until every kind finished a list; returns the listed objects' metadata.
+    async fn one_list_each(
+        events: &mut futures::stream::BoxStream<'static, SourceEvent>,
+    ) -> Vec<kube::core::ObjectMeta> {
+        let mut done = std::collections::BTreeSet::new();
+        let mut listed = Vec::new();
+        while done.len() < 3 {
+            let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("a list within 20 s")
+                .expect("the source goes on");
+            let kind = event.kind();
+            let init_done = matches!(
+                &event,
+                SourceEvent::Service(Update::InitDone)
+                    | SourceEvent::EndpointSlice(Update::InitDone)
+                    | SourceEvent::Node(Update::InitDone)
+            );
+            if init_done {
+                done.insert(format!("{kind:?}"));
+            }
+            listed.extend(event_meta(&event).cloned());
+        }
+        listed
+    }
+    let check = |listed: &[kube::core::ObjectMeta], when: &str| {
+        assert_eq!(listed.len(), 3, "{when}: {listed:?}");
+        for meta in listed {
+            assert_eq!(meta.managed_fields, None, "{when}: {meta:?}");
+            assert_eq!(meta.annotations, None, "{when}: {meta:?}");
+            assert!(meta.resource_version.is_some(), "{when}: {meta:?}");
+            assert!(meta.labels.is_some(), "{when}: labels stay: {meta:?}");
+        }
+    };
+    check(&one_list_each(&mut events).await, "first list");
+
+    // The server still has the fields: only the source dropped them.
+    let stored = api.state_object("services", "ns/web");
+    assert!(stored["metadata"]["managedFields"].is_array());
+
+    // 410 Gone on every watch: each kind relists.
+    let lists = service_lists(&api);
+    api.expire_watches();
+    api.drop_watches();
+    check(&one_list_each(&mut events).await, "relist");
+    assert!(service_lists(&api) > lists, "it was a relist");
 }
