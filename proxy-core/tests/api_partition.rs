@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxy_core::IpFamily;
-use proxy_core::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
 use proxy_core::config::KubeProxyConfiguration;
+use proxy_core::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
 use proxy_core::runtime::source::{KubeSource, KubeSourceOptions, client_from_config};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
 use runtime_support::fake_api::FakeApi;
@@ -108,10 +108,16 @@ fn a_service_created_during_a_silent_partition_is_synced_soon_after_the_heal() {
             server_path.to_str().unwrap(),
         ],
     );
-    ip(&node_ns, &["addr", "add", &format!("{CLIENT_IP}/30"), "dev", "api0"]);
+    ip(
+        &node_ns,
+        &["addr", "add", &format!("{CLIENT_IP}/30"), "dev", "api0"],
+    );
     ip(&node_ns, &["link", "set", "api0", "up"]);
     ip(&node_ns, &["link", "set", "lo", "up"]);
-    ip(&server_ns, &["addr", "add", &format!("{SERVER_IP}/30"), "dev", "api1"]);
+    ip(
+        &server_ns,
+        &["addr", "add", &format!("{SERVER_IP}/30"), "dev", "api1"],
+    );
     ip(&server_ns, &["link", "set", "api1", "up"]);
     ip(&server_ns, &["link", "set", "lo", "up"]);
 

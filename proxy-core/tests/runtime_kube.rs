@@ -8,9 +8,9 @@ mod runtime_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use proxy_core::IpFamily;
 use proxy_core::config::KubeProxyConfiguration;
-use futures::StreamExt;
 use proxy_core::runtime::source::{KubeSource, KubeSourceOptions, Source, SourceEvent, Update};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
 use runtime_support::fake_api::FakeApi;
