@@ -84,44 +84,51 @@ where
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
-    // Errors since the last event: only the first of a streak is worth a
-    // warning (the back-off retries every few seconds).
+    // Whether the last item was an error: only the first of a streak is
+    // worth a warning (the back-off retries every few seconds).
     let mut failing = false;
     watcher(api, config)
         .modify(prune)
         .backoff(liveness::WatchBackoff::default())
-        .filter_map(move |event| {
-        if event.is_ok() {
-            failing = false;
+        .filter_map(move |event| std::future::ready(forward(&kind, event, &mut failing, wrap)))
+}
+
+/// One watcher item as a [`SourceEvent`]; errors are logged and dropped.
+fn forward<K>(
+    kind: &str,
+    event: Result<watcher::Event<K>, watcher::Error>,
+    failing: &mut bool,
+    wrap: fn(Update<K>) -> SourceEvent,
+) -> Option<SourceEvent> {
+    let update = match event {
+        Ok(watcher::Event::Init) => {
+            tracing::debug!(%kind, "listing");
+            Update::Init
         }
-        let event = match event {
-            Ok(watcher::Event::Init) => {
-                tracing::debug!(%kind, "listing");
-                Some(wrap(Update::Init))
+        Ok(watcher::Event::InitApply(object)) => Update::InitApply(object),
+        Ok(watcher::Event::InitDone) => {
+            tracing::debug!(%kind, "list complete");
+            Update::InitDone
+        }
+        Ok(watcher::Event::Apply(object)) => Update::Apply(object),
+        Ok(watcher::Event::Delete(object)) => Update::Delete(object),
+        Err(error) => {
+            let error_text = crate::runtime::family::error_chain(&error);
+            let what = "watch failed; retrying with back-off, rules stay in place";
+            if matches!(&error, watcher::Error::WatchError(status) if status.code == 410) {
+                tracing::debug!(%kind, error = %error_text, "resource version expired; relisting");
+            } else if *failing || liveness::is_unreachable(&error) {
+                // Repeats, and outages (the client logs those once).
+                tracing::debug!(%kind, error = %error_text, "{what}");
+            } else {
+                tracing::warn!(%kind, error = %error_text, "{what}");
             }
-            Ok(watcher::Event::InitApply(object)) => Some(wrap(Update::InitApply(object))),
-            Ok(watcher::Event::InitDone) => {
-                tracing::debug!(%kind, "list complete");
-                Some(wrap(Update::InitDone))
-            }
-            Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
-            Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
-            Err(error) => {
-                let text = crate::runtime::family::error_chain(&error);
-                if matches!(&error, watcher::Error::WatchError(status) if status.code == 410) {
-                    tracing::debug!(%kind, error = %text, "resource version expired; relisting");
-                } else if liveness::is_unreachable(&error) || failing {
-                    // The client's outage log has it (once per outage).
-                    tracing::debug!(%kind, error = %text, "watch failed; retrying with back-off, rules stay in place");
-                } else {
-                    tracing::warn!(%kind, error = %text, "watch failed; retrying with back-off, rules stay in place");
-                }
-                failing = true;
-                None
-            }
-        };
-        std::future::ready(event)
-    })
+            *failing = true;
+            return None;
+        }
+    };
+    *failing = false;
+    Some(wrap(update))
 }
 
 impl Source for KubeSource {
