@@ -131,9 +131,11 @@ impl FakeApi {
         format!("http://{}", self.addr)
     }
 
+    /// A client for this server, built as the binary builds its own
+    /// (keepalive, `TCP_USER_TIMEOUT`, outage log).
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url().parse().unwrap());
-        kube::Client::try_from(config).unwrap()
+        proxy_core::runtime::source::client_with_liveness(config).unwrap()
     }
 
     pub fn release_slices(&self) {
