@@ -34,10 +34,12 @@
 //!   received. Either way a dead connection ends with `ETIMEDOUT` ≤ 45 s
 //!   after the server was last heard from, like client-go's 30 s + 15 s.
 //! - **connect timeout** of [`CONNECT_TIMEOUT`] (5 s): while the server is
-//!   unreachable, SYNs are dropped and Linux retransmits them at 1, 3, 7,
-//!   15, 31 s; a long attempt could leave the client waiting up to 16 s for
-//!   the next SYN after the heal. A short attempt followed by a new one
-//!   keeps that wait ≤ 2 s.
+//!   unreachable, SYNs are dropped and retransmitted with a growing delay
+//!   (1, 3, 7, 15, 31 s; Linux ≥ 6.7 first retransmits 4 times 1 s apart,
+//!   `net.ipv4.tcp_syn_linear_timeouts`); a long attempt could leave the
+//!   client waiting up to 16 s for the next SYN after the heal. A short
+//!   attempt followed by a new one keeps that wait ≤ 2 s (≤ 1 s on newer
+//!   kernels).
 //!
 //! The watchers then retry with [`WatchBackoff`]: 1 s doubling to at most
 //! [`RETRY_MAX`] (5 s), with jitter, instead of kube-rs's default cap of
@@ -49,7 +51,14 @@
 //! Worst case after a heal: the current connect attempt times out (≤ 2 s
 //! after its last SYN), one back-off (≤ 5 s), then a list or a watch from
 //! the last resourceVersion, which replays what was missed. Rules stay
-//! programmed throughout: a failed watch deletes nothing.
+//! programmed throughout: a failed watch deletes nothing. Measured
+//! (`tests/api_partition.rs`, 90 s black hole): synced 0.0–0.9 s after the
+//! heal, against 24 s with kube-rs's defaults.
+//!
+//! A partition shorter than the detection window (45 s) does not end the
+//! connection: what the server sent meanwhile arrives with its next TCP
+//! retransmission, whose back-off is the server kernel's (measured: 12 s
+//! after a 20 s partition). client-go's ping has the same window.
 //!
 //! Application-level timeouts were the alternative: a short server-side
 //! watch timeout (`watcher::Config::timeout`) with kube-rs's idle guard
@@ -61,9 +70,10 @@
 //!
 //! # Logs
 //!
-//! [`Reachability`] watches every request of one client: the first failure
-//! of an outage is logged once at `warn`, the first answer after it at
-//! `info` with the outage's length. The watchers log their own failures at
+//! The client built by [`super::client_with_liveness`] watches its own
+//! requests and response bodies: the first failure of an outage is logged
+//! once at `warn`, the first answer after it at `info` with the outage's
+//! length. The watchers log their own failures at
 //! `debug` when they only mean "unreachable" (see [`is_unreachable`]).
 
 use std::hash::{BuildHasher, Hasher};
@@ -143,8 +153,8 @@ impl Backoff for WatchBackoff {
 
 /// Whether a watcher error only says that the API server could not be
 /// reached or did not answer (connection refused, reset or timed out, a
-/// `5xx` or `429`): [`Reachability`] logs those once per outage, so the
-/// watcher logs them at `debug`.
+/// `5xx` or `429`): the client's outage log reports those once per outage,
+/// so the watcher logs them at `debug`.
 pub fn is_unreachable(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::InitialListFailed(e)
