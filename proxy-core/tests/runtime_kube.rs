@@ -329,3 +329,111 @@ async fn a_relist_keeps_no_managed_fields() {
     check(&one_list_each(&mut events).await, "relist");
     assert!(service_lists(&api) > lists, "it was a relist");
 }
+
+/// Records `(level, target, message)` of every event on the thread it is
+/// the default for (a current-thread test runtime runs every task there).
+#[derive(Default, Clone)]
+struct LogRecorder(Arc<std::sync::Mutex<Vec<(tracing::Level, String, String)>>>);
+
+impl LogRecorder {
+    fn count(&self, level: tracing::Level, message_starts: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _, m)| *l == level && m.starts_with(message_starts))
+            .count()
+    }
+    fn from_proxy_at(&self, level: tracing::Level) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, t, _)| *l == level && t.starts_with("proxy_core"))
+            .map(|(_, t, m)| format!("{t}: {m}"))
+            .collect()
+    }
+}
+
+impl tracing::Subscriber for LogRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let meta = event.metadata();
+        self.0
+            .lock()
+            .unwrap()
+            .push((*meta.level(), meta.target().to_string(), message.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once_and_its_end_once() {
+    let logs = LogRecorder::default();
+    let _default = tracing::dispatcher::set_default(&tracing::Dispatch::new(logs.clone()));
+    let api = FakeApi::start(false).await;
+    api.apply("services", service("web", &["172.30.0.10"]));
+    api.apply("nodes", node("z1"));
+    let run = start(&api);
+    let wait = Duration::from_secs(20);
+    eventually("the first sync", wait, || run.recorder.calls().len() == 1).await;
+    eventually("three watches", wait, || {
+        api.requests_matching("watch=true") >= 3
+    })
+    .await;
+    assert_eq!(
+        logs.from_proxy_at(tracing::Level::WARN),
+        Vec::<String>::new(),
+        "a healthy start warns of nothing"
+    );
+
+    // Down long enough for several failed retries of every watch.
+    api.set_down(true);
+    let requests = api.requests.lock().unwrap().len();
+    eventually("several failed retries", wait, || {
+        api.requests.lock().unwrap().len() >= requests + 9
+    })
+    .await;
+    assert_eq!(logs.count(tracing::Level::WARN, "lost the API server"), 1);
+    assert_eq!(
+        logs.count(tracing::Level::INFO, "the API server answers again"),
+        0
+    );
+
+    api.set_down(false);
+    eventually("the end of the outage in the log", wait, || {
+        logs.count(tracing::Level::INFO, "the API server answers again") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        logs.from_proxy_at(tracing::Level::WARN).len(),
+        1,
+        "one warning per outage: {:?}",
+        logs.from_proxy_at(tracing::Level::WARN)
+    );
+    assert_eq!(
+        logs.count(tracing::Level::INFO, "the API server answers again"),
+        1
+    );
+    let _ = run.stop.send(());
+    run.task.await.unwrap().unwrap();
+}
