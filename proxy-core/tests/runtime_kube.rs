@@ -344,7 +344,7 @@ impl LogRecorder {
             .filter(|(l, _, m)| *l == level && m.starts_with(message_starts))
             .count()
     }
-    fn from_proxy_at(&self, level: tracing::Level) -> Vec<String> {
+    fn proxy_logs_at(&self, level: tracing::Level) -> Vec<String> {
         self.0
             .lock()
             .unwrap()
@@ -400,7 +400,7 @@ async fn an_outage_is_logged_once_and_its_end_once() {
     })
     .await;
     assert_eq!(
-        logs.from_proxy_at(tracing::Level::WARN),
+        logs.proxy_logs_at(tracing::Level::WARN),
         Vec::<String>::new(),
         "a healthy start warns of nothing"
     );
@@ -425,10 +425,10 @@ async fn an_outage_is_logged_once_and_its_end_once() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        logs.from_proxy_at(tracing::Level::WARN).len(),
+        logs.proxy_logs_at(tracing::Level::WARN).len(),
         1,
         "one warning per outage: {:?}",
-        logs.from_proxy_at(tracing::Level::WARN)
+        logs.proxy_logs_at(tracing::Level::WARN)
     );
     assert_eq!(
         logs.count(tracing::Level::INFO, "the API server answers again"),
