@@ -8,10 +8,13 @@
 //! - [`http`]: a blocking HTTP GET, for `/healthz` and `/metrics`.
 //! - [`rules`]: what kube-proxy left in the node namespace's kernel.
 //! - [`scenario_run`]: one scenario end to end, and the report of a mode.
+//! - [`health_check`]: health-check node ports of a node with a dummy
+//!   interface, per `nodePortAddresses`.
 //!
 //! [`NodeTopology`]: proxy_core::conformance::netns::NodeTopology
 
 pub mod files;
+pub mod health_check;
 pub mod http;
 pub mod process;
 pub mod rules;

@@ -159,6 +159,29 @@ impl KubeProxyProcess {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its exit
+    /// status, or an error with the log if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "kube-proxy still runs after {timeout:?}; its log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && matches!(self.try_wait(), Ok(None))
+    }
+
     /// The exit status, once the process exited (then it is reaped).
     fn try_wait(&mut self) -> Result<Option<ExitStatus>, String> {
         let Some(child) = self.child.as_mut() else {

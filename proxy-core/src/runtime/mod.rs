@@ -28,7 +28,7 @@ mod sync_loop;
 pub mod sysctl;
 mod world;
 
-pub use node::{NodeState, TAINT_TO_BE_DELETED};
+pub use node::{NodeChange, NodeState, TAINT_TO_BE_DELETED};
 pub use observer::{NodeHealth, SyncObserver, SyncReport};
 pub use shutdown::shutdown_signal;
 pub use sync_loop::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};

@@ -14,7 +14,7 @@ use crate::model::IpFamily;
 use crate::topology::ServiceTopology;
 
 use super::family::{FamilyState, Outcome, error_chain};
-use super::node::NodeState;
+use super::node::{NodeChange, NodeState};
 use super::observer::{NodeHealth, SyncObserver};
 use super::source::Source;
 use super::world::{Delta, World};
@@ -242,32 +242,26 @@ impl Runtime {
         started_at: SystemTime,
     ) -> Result<(), Error> {
         if delta.node {
-            let new = self.node_state(world);
+            let mut new = self.node_state(world);
+            new.keep_ips_of_unlisted(node);
             let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
             new.warn_unresolved_settings(&self.config, &served, Some(node));
             if new.health != node.health {
                 self.report_node(&new);
             }
-            if new.info != node.info {
-                // Backends are built from the node's IPs and pod CIDRs: like
-                // upstream's NodeManager, exit so that the restart (the
-                // DaemonSet's) programs the new ones.
-                let pod_cidrs_matter =
-                    self.config.effective_detect_local_mode() == LocalMode::NodeCidr;
-                if new.info.addresses != node.info.addresses {
-                    return Err(Error::Restart(format!(
-                        "the IPs of node {} changed from {:?} to {:?}",
-                        new.info.name, node.info.addresses, new.info.addresses
-                    )));
-                }
-                if pod_cidrs_matter && new.info.pod_cidrs != node.info.pod_cidrs {
-                    return Err(Error::Restart(format!(
-                        "the pod CIDRs of node {} changed from {:?} to {:?} (detectLocalMode: NodeCIDR)",
-                        new.info.name, node.info.pod_cidrs, new.info.pod_cidrs
-                    )));
-                }
-                for family in families.iter_mut() {
-                    family.pending.require_full();
+            let watch_pod_cidrs = self.config.effective_detect_local_mode() == LocalMode::NodeCidr;
+            match node.change_to(&new, watch_pod_cidrs) {
+                NodeChange::Unchanged => {}
+                // Backends are built from the node's primary IPs (and pod
+                // CIDRs): like upstream's NodeManager, exit so that the
+                // restart (the DaemonSet's) programs the new ones.
+                NodeChange::Restart(why) => return Err(Error::Restart(why)),
+                // The views carry the new node: a full sync applies it.
+                NodeChange::FullSync => {
+                    tracing::info!(node = %new.info.name, addresses = ?new.info.addresses, "the node changed; applying it with a full sync");
+                    for family in families.iter_mut() {
+                        family.pending.require_full();
+                    }
                 }
             }
             *node = new;
