@@ -52,8 +52,8 @@
 //! after its last SYN), one back-off (≤ 5 s), then a list or a watch from
 //! the last resourceVersion, which replays what was missed. Rules stay
 //! programmed throughout: a failed watch deletes nothing. Measured
-//! (`tests/api_partition.rs`, 90 s black hole, 4 runs): synced 0.0–2.6 s after the
-//! heal, against 24 s with kube-rs's defaults.
+//! (`tests/api_partition.rs`, 90 s black hole, 4 runs): synced 0.0–2.6 s
+//! after the heal, against 24 s with kube-rs's defaults.
 //!
 //! A partition shorter than the detection window (45 s) does not end the
 //! connection: what the server sent meanwhile arrives with its next TCP
