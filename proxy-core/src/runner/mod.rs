@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # use std::time::{Duration, Instant};
-//! # use proxy_core::runner::SyncRunner;
+//! # use proxy_core::runner::{RunReason, SyncRunner};
 //! let t0 = Instant::now();
 //! let mut runner = SyncRunner::new(
 //!     Duration::from_secs(1),    // minSyncPeriod
@@ -23,6 +23,21 @@
 //! runner.request(t0);                        // a second event, too soon
 //! assert!(!runner.due(t0));
 //! assert_eq!(runner.next_run(), t0 + Duration::from_secs(1));
+//!
+//! // A change every 0.5 s does not postpone the periodic run.
+//! let mut now = t0;
+//! let periodic = loop {
+//!     now += Duration::from_millis(500);
+//!     runner.request(now);
+//!     if let Some(reason) = runner.reason(now) {
+//!         runner.started(now);
+//!         runner.finished(now, true);
+//!         if reason == RunReason::Periodic {
+//!             break now;
+//!         }
+//!     }
+//! };
+//! assert_eq!(periodic, t0 + Duration::from_secs(3600));
 //! ```
 //!
 //! The rules:
@@ -36,10 +51,16 @@
 //!   burst, as upstream's newer `pkg/proxy/runner` does: `minSyncPeriod`
 //!   means what it says, and a burst of events still costs one sync each
 //!   `minSyncPeriod`. A zero `min_interval` disables the limit.
-//! - **Maximum interval.** A run becomes due `max_interval` after the last
-//!   run finished (or after creation), even without requests:
-//!   [`SyncRunner::reason`] then says [`RunReason::Periodic`], which the
-//!   runtime treats as a full sync that repairs drift.
+//! - **Periodic run on its own clock.** A run becomes due `max_interval`
+//!   after the last *periodic* run finished (or after creation), even
+//!   without requests: [`SyncRunner::reason`] then says
+//!   [`RunReason::Periodic`], on which the runtime checks for drift and
+//!   makes the run a full sync when needed. Requested runs and retries do
+//!   **not** move this deadline (upstream's runner resets it on every run,
+//!   so a steady stream of changes postpones the drift check forever): under
+//!   any churn the periodic run starts at most `max_interval` +
+//!   `min_interval` after the previous one finished. A periodic run also
+//!   serves any pending request or retry.
 //! - **Retry with back-off.** A failed run schedules a retry `retry_interval`
 //!   after it finished; each further consecutive failure doubles the delay,
 //!   up to `max_interval`. A success resets the delay. As upstream, new
@@ -55,7 +76,8 @@ pub enum RunReason {
     Requested,
     /// The previous run failed and its retry time has come.
     Retry,
-    /// `max_interval` passed without a run.
+    /// `max_interval` passed since the last periodic run (requested runs
+    /// and retries do not count).
     Periodic,
 }
 
@@ -79,8 +101,10 @@ pub struct SyncRunner {
     retry_at: Option<Instant>,
     /// Delay before the next retry, should the next run fail.
     backoff: Duration,
-    /// When the periodic run is due.
+    /// When the periodic run is due. Only a periodic run moves it.
     periodic_at: Instant,
+    /// The run in progress is the periodic one.
+    running_periodic: bool,
 }
 
 /// Roughly "never": far enough for any driver, small enough not to overflow.
@@ -117,6 +141,7 @@ impl SyncRunner {
             retry_at: None,
             backoff: retry_interval,
             periodic_at: later(now, max_interval),
+            running_periodic: false,
         }
     }
 
@@ -189,9 +214,11 @@ impl SyncRunner {
     }
 
     /// Records that a run started at `now`. Every request and retry made
-    /// before is served by this run.
+    /// before is served by this run; if the periodic run is due at `now`,
+    /// this run is the periodic one (as [`SyncRunner::reason`] said).
     pub fn started(&mut self, now: Instant) {
         self.observe(now);
+        self.running_periodic = self.periodic_at <= now;
         self.running = true;
         self.requested = false;
         self.retry_at = None;
@@ -200,13 +227,17 @@ impl SyncRunner {
 
     /// Records that the run finished at `now`; `ok` is whether it succeeded.
     ///
-    /// On success the back-off is reset and the next periodic run is due
-    /// `max_interval` from now. On failure a retry is scheduled after the
-    /// current back-off delay, which then doubles (up to `max_interval`).
+    /// If the run was the periodic one, the next periodic run is due
+    /// `max_interval` from now; any other run leaves that deadline alone.
+    /// On success the back-off is reset. On failure a retry is scheduled
+    /// after the current back-off delay, which then doubles (up to
+    /// `max_interval`).
     pub fn finished(&mut self, now: Instant, ok: bool) {
         self.observe(now);
         self.running = false;
-        self.periodic_at = later(now, self.max_interval);
+        if std::mem::take(&mut self.running_periodic) {
+            self.periodic_at = later(now, self.max_interval);
+        }
         if ok {
             self.retry_at = None;
             self.backoff = self.retry_interval;
@@ -217,6 +248,13 @@ impl SyncRunner {
                 .saturating_mul(2)
                 .min(self.max_interval.max(self.retry_interval));
         }
+    }
+
+    /// When the next periodic run is due (it may be in the past: the
+    /// periodic run is due now, or waits for the minimum interval or for the
+    /// run in progress).
+    pub fn periodic_at(&self) -> Instant {
+        self.periodic_at
     }
 
     /// Whether a run is in progress (between `started` and `finished`).
