@@ -11,7 +11,7 @@ use crate::runner::{RunReason, SyncRunner};
 use crate::topology::ServiceTopology;
 use crate::view::NodeView;
 
-use super::observer::{SyncObserver, SyncReport};
+use super::observer::{DetectedBy, SyncObserver, SyncReport};
 use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
@@ -79,15 +79,18 @@ impl FamilyState {
     ) -> Option<Outcome> {
         let reason = self.runner.reason(now)?;
         self.runner.started(now);
+        // The periodic run keeps its own clock in the runner (changes do not
+        // postpone it), so the drift check runs every `syncPeriod` and the
+        // full sync is at most `syncPeriod` late, whatever the churn.
         if reason == RunReason::Periodic {
             if self.backend.dataplane_lost().await {
                 tracing::warn!(family = %self.family, mode = %self.backend.mode(), "dataplane state was lost (flushed from outside?); forcing a full sync");
                 self.pending.require_full();
+                for observer in observers {
+                    observer.external_change(self.family, self.backend.mode(), DetectedBy::Poll);
+                }
             }
-            if self
-                .last_full
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
-            {
+            if self.full_sync_due(now) {
                 self.pending.require_full();
             }
         }
@@ -95,6 +98,26 @@ impl FamilyState {
         self.runner
             .finished(super::sync_loop::now(), outcome != Outcome::Failed);
         Some(outcome)
+    }
+
+    /// Whether the last full sync is `full_sync_period` old (or none
+    /// happened yet). Any full sync resets this clock; requested partial
+    /// syncs do not.
+    fn full_sync_due(&self, now: Instant) -> bool {
+        self.last_full
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
+    }
+
+    /// Something outside changed this family's dataplane (an nf_tables
+    /// notification): the next sync is a full one, requested at `now`
+    /// (the runner's minimum interval still holds).
+    pub(crate) fn external_change(&mut self, now: Instant, observers: &[Arc<dyn SyncObserver>]) {
+        tracing::warn!(family = %self.family, mode = %self.backend.mode(), "our nf_tables rules were changed from outside; requesting a full sync");
+        self.pending.require_full();
+        self.runner.request(now);
+        for observer in observers {
+            observer.external_change(self.family, self.backend.mode(), DetectedBy::Netlink);
+        }
     }
 
     async fn sync(

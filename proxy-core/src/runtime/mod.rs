@@ -20,6 +20,7 @@ pub mod conntrack;
 mod family;
 pub mod health;
 pub mod metrics;
+mod nft_watch;
 mod node;
 mod observer;
 mod shutdown;
@@ -29,7 +30,7 @@ pub mod sysctl;
 mod world;
 
 pub use node::{NodeState, TAINT_TO_BE_DELETED};
-pub use observer::{NodeHealth, SyncObserver, SyncReport};
+pub use observer::{DetectedBy, NodeHealth, SyncObserver, SyncReport};
 pub use shutdown::shutdown_signal;
 pub use sync_loop::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
 pub use world::TRIGGER_TIME_ANNOTATION;

@@ -74,4 +74,30 @@ pub trait SyncObserver: Send + Sync {
 
     /// The node's own object changed (or became known).
     fn node(&self, _node: &NodeHealth) {}
+
+    /// Something outside changed or removed this family's dataplane state,
+    /// and a full sync was requested to repair it
+    /// (`kubeproxy_sync_proxy_rules_external_changes_total`).
+    fn external_change(&self, _family: IpFamily, _mode: ProxyMode, _detected_by: DetectedBy) {}
+}
+
+/// How the loop learned that the dataplane was changed from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectedBy {
+    /// The periodic drift check ([`Backend::dataplane_lost`](crate::Backend::dataplane_lost)),
+    /// every `syncPeriod`.
+    Poll,
+    /// An nf_tables netlink notification of a change made by another
+    /// process to our tables, chains or rules.
+    Netlink,
+}
+
+impl DetectedBy {
+    /// The metric label value: `poll` or `netlink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectedBy::Poll => "poll",
+            DetectedBy::Netlink => "netlink",
+        }
+    }
 }

@@ -5,10 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ProxyMode;
 use crate::model::IpFamily;
-use crate::runtime::observer::{SyncObserver, SyncReport};
+use crate::runtime::observer::{DetectedBy, SyncObserver, SyncReport};
 use crate::view::{NodeView, Target};
 
-use super::proxy_metrics::{FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
+use super::proxy_metrics::{ExternalChangeLabels, FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
 
 /// Seconds since the Unix epoch (0 before it).
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -114,5 +114,14 @@ impl SyncObserver for ProxyMetrics {
 
     fn pending(&self, service_changes: usize, endpoint_changes: usize) {
         self.record_pending(service_changes, endpoint_changes);
+    }
+
+    fn external_change(&self, family: IpFamily, _mode: ProxyMode, detected_by: DetectedBy) {
+        self.external_changes
+            .get_or_create(&ExternalChangeLabels {
+                ip_family: family.as_str(),
+                detected_by: detected_by.as_str(),
+            })
+            .inc();
     }
 }

@@ -59,6 +59,16 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// `{ip_family, detected_by}` of `sync_proxy_rules_external_changes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ExternalChangeLabels {
+    /// `IPv4` or `IPv6`.
+    pub ip_family: &'static str,
+    /// `poll` (the drift check every `syncPeriod`) or `netlink` (an
+    /// nf_tables notification).
+    pub detected_by: &'static str,
+}
+
 type HistogramFamily = Family<FamilyLabels, Histogram, fn() -> Histogram>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -132,6 +142,10 @@ pub struct ProxyMetrics {
     pub healthz_total: Family<CodeLabels, Counter>,
     /// `kubeproxy_proxy_livez_total{code}`.
     pub livez_total: Family<CodeLabels, Counter>,
+    /// `kubeproxy_sync_proxy_rules_external_changes_total{ip_family, detected_by}`
+    /// (not upstream's): external changes to our dataplane state that
+    /// forced a repairing full sync.
+    pub external_changes: Family<ExternalChangeLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
 }
@@ -178,6 +192,7 @@ impl ProxyMetrics {
             conntrack_sync_duration: histogram_family(sync_duration_histogram),
             healthz_total: Family::default(),
             livez_total: Family::default(),
+            external_changes: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
             registry: Registry::default(),
             clock,
@@ -277,6 +292,11 @@ impl ProxyMetrics {
             "proxy_livez",
             "Cumulative proxy livez HTTP status",
             m.livez_total.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_external_changes",
+            "Cumulative changes made from outside to the proxy rules that forced a repairing full sync",
+            m.external_changes.clone(),
         );
         ProxyMetrics { registry, ..m }
     }
