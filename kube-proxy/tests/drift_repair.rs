@@ -96,7 +96,11 @@ const NFTABLES_CHANGES: &[ExternalChange] = &[
         name: "nft delete table ip kube-proxy",
         commands: &[&["nft", "delete", "table", "ip", "kube-proxy"]],
         check: &["nft", "list", "table", "ip", "kube-proxy"],
-        expect: &["10.96.0.53 . tcp . 53", "10.96.0.53 . udp . 53", "@service-ips"],
+        expect: &[
+            "10.96.0.53 . tcp . 53",
+            "10.96.0.53 . udp . 53",
+            "@service-ips",
+        ],
     },
 ];
 
@@ -144,7 +148,8 @@ impl Node {
             "--manifests",
             manifests.to_str().unwrap(),
         ];
-        let mut process = KubeProxyProcess::start(topology.node(), &args, &files.log("run")).unwrap();
+        let mut process =
+            KubeProxyProcess::start(topology.node(), &args, &files.log("run")).unwrap();
         process
             .wait_synced(topology.node(), IpFamily::V4, Duration::from_secs(20))
             .unwrap();
@@ -217,7 +222,11 @@ impl Node {
     }
 
     fn run(&self, argv: &[&str]) -> std::process::Output {
-        self.ns().command(argv[0]).args(&argv[1..]).output().unwrap()
+        self.ns()
+            .command(argv[0])
+            .args(&argv[1..])
+            .output()
+            .unwrap()
     }
 
     fn repaired(&self, change: &ExternalChange) -> bool {
@@ -230,7 +239,11 @@ impl Node {
     /// that took from the start of the external command.
     fn measure(&mut self, change: &ExternalChange, when: &str) -> Duration {
         let repairs_before = self.metric_sum(EXTERNAL_CHANGES, "detected_by=\"netlink\"");
-        assert!(self.repaired(change), "{}: rules missing before the change", change.name);
+        assert!(
+            self.repaired(change),
+            "{}: rules missing before the change",
+            change.name
+        );
         let start = Instant::now();
         for argv in change.commands {
             let out = self.run(argv);
@@ -270,7 +283,10 @@ impl Drop for Node {
         let _ = self.process.terminate(Duration::from_secs(10));
         let config = self.files.config();
         if let Some(config) = config.to_str() {
-            let _ = e2e::process::run_to_completion(self.topology.node(), &["--config", config, "--cleanup"]);
+            let _ = e2e::process::run_to_completion(
+                self.topology.node(),
+                &["--config", config, "--cleanup"],
+            );
         }
     }
 }
@@ -347,7 +363,10 @@ fn external_changes_are_repaired_at_once(test: &str, mode: ProxyMode, changes: &
     let written = churn.stop();
     std::thread::sleep(Duration::from_millis(1500));
     let syncs = node.syncs() - syncs_before;
-    assert!(syncs >= 3.0, "{mode} mode: the churn ({written} changes) caused only {syncs} syncs");
+    assert!(
+        syncs >= 3.0,
+        "{mode} mode: the churn ({written} changes) caused only {syncs} syncs"
+    );
     assert_eq!(
         node.external_changes(),
         0.0,
@@ -372,7 +391,11 @@ fn external_changes_are_repaired_at_once(test: &str, mode: ProxyMode, changes: &
             if let Some(churn) = churn {
                 churn.stop();
             }
-            println!("{mode} mode, {} ({when}): repaired in {}", change.name, summary(&times));
+            println!(
+                "{mode} mode, {} ({when}): repaired in {}",
+                change.name,
+                summary(&times)
+            );
             for t in &times {
                 assert!(
                     *t < REPAIR_BOUND,
@@ -386,7 +409,11 @@ fn external_changes_are_repaired_at_once(test: &str, mode: ProxyMode, changes: &
     }
     let idle: Vec<Duration> = all.iter().filter(|(c, _)| !c).map(|(_, t)| *t).collect();
     let busy: Vec<Duration> = all.iter().filter(|(c, _)| *c).map(|(_, t)| *t).collect();
-    println!("{mode} mode: idle {}; under 2 changes/s {}", summary(&idle), summary(&busy));
+    println!(
+        "{mode} mode: idle {}; under 2 changes/s {}",
+        summary(&idle),
+        summary(&busy)
+    );
 }
 
 #[test]

@@ -179,9 +179,16 @@ fn a_request_every_half_second_does_not_delay_the_periodic_run() {
     for pair in periodic.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(gap >= sync_period, "periodic runs {gap:?} apart");
-        assert!(gap <= sync_period + ms(100) + MIN, "periodic runs {gap:?} apart");
+        assert!(
+            gap <= sync_period + ms(100) + MIN,
+            "periodic runs {gap:?} apart"
+        );
     }
-    assert!(periodic.len() >= 10, "{} periodic runs in 60 s: {periodic:?}", periodic.len());
+    assert!(
+        periodic.len() >= 10,
+        "{} periodic runs in 60 s: {periodic:?}",
+        periodic.len()
+    );
 }
 
 #[test]

@@ -11,11 +11,11 @@ mod runtime_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxy_core::IpFamily;
 use proxy_core::ObjectKind;
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::source::{ChannelSource, SourceEvent, Update};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver, SyncTiming};
-use proxy_core::IpFamily;
 use runtime_support::{Recorder, RecordingFactory, RecordingObserver, service, slice};
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,7 +80,11 @@ impl Loop {
             *counter += 1;
             let ip = format!("10.0.{}.{}", *counter / 250, *counter % 250 + 1);
             self.events
-                .send(SourceEvent::EndpointSlice(Update::Apply(slice("web-1", "web", &[&ip]))))
+                .send(SourceEvent::EndpointSlice(Update::Apply(slice(
+                    "web-1",
+                    "web",
+                    &[&ip],
+                ))))
                 .unwrap();
             advance_ms(500).await;
         }
@@ -104,7 +108,10 @@ async fn the_drift_check_runs_every_sync_period_under_churn() {
     // interval late).
     l.churn(30, &mut n).await;
     let checks = l.lost_checks();
-    assert!((5..=6).contains(&checks), "{checks} drift checks in 30 s of churn, every {SYNC_PERIOD} s expected");
+    assert!(
+        (5..=6).contains(&checks),
+        "{checks} drift checks in 30 s of churn, every {SYNC_PERIOD} s expected"
+    );
     let syncs = l.recorder.calls().len();
     assert!(syncs >= 25, "the churn was programmed: {syncs} syncs");
     l.stop().await;
@@ -139,6 +146,9 @@ async fn the_full_resync_happens_every_full_sync_period_under_churn() {
     assert_eq!(fulls, 1, "only the first sync was full so far");
     l.churn(2, &mut n).await;
     let fulls = l.recorder.calls().iter().filter(|c| c.full).count();
-    assert_eq!(fulls, 2, "the hourly-style full sync was not postponed by the churn");
+    assert_eq!(
+        fulls, 2,
+        "the hourly-style full sync was not postponed by the churn"
+    );
     l.stop().await;
 }

@@ -63,7 +63,10 @@ impl OwnWrites {
     /// How many children were ever recorded (a counter: a change means
     /// "we wrote since").
     pub fn spawned(&self) -> u64 {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).spawned
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spawned
     }
 }
 

@@ -244,7 +244,9 @@ impl Runtime {
         match NftWatcher::open(self.factory.mode(), served, own.clone()) {
             Ok(watcher) => {
                 if watcher.is_some() {
-                    tracing::info!("watching nf_tables notifications to repair external changes at once");
+                    tracing::info!(
+                        "watching nf_tables notifications to repair external changes at once"
+                    );
                 }
                 watcher
             }

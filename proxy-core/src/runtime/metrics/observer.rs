@@ -8,7 +8,9 @@ use crate::model::IpFamily;
 use crate::runtime::observer::{DetectedBy, SyncObserver, SyncReport};
 use crate::view::{NodeView, Target};
 
-use super::proxy_metrics::{ExternalChangeLabels, FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
+use super::proxy_metrics::{
+    ExternalChangeLabels, FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels,
+};
 
 /// Seconds since the Unix epoch (0 before it).
 fn unix_seconds(t: SystemTime) -> f64 {

@@ -293,13 +293,21 @@ pub(crate) mod build {
 
     /// `NFT_MSG_DELTABLE` / `NEWTABLE`.
     pub fn table(added: bool, family: u8, table: &str) -> Vec<u8> {
-        let msg = if added { NFT_MSG_NEWTABLE } else { NFT_MSG_DELTABLE };
+        let msg = if added {
+            NFT_MSG_NEWTABLE
+        } else {
+            NFT_MSG_DELTABLE
+        };
         message(msg, family, &[text(NFTA_OBJECT_TABLE, table)])
     }
 
     /// `NFT_MSG_NEWCHAIN` / `DELCHAIN`.
     pub fn chain(added: bool, family: u8, table: &str, chain: &str) -> Vec<u8> {
-        let msg = if added { NFT_MSG_NEWCHAIN } else { NFT_MSG_DELCHAIN };
+        let msg = if added {
+            NFT_MSG_NEWCHAIN
+        } else {
+            NFT_MSG_DELCHAIN
+        };
         message(
             msg,
             family,
@@ -310,7 +318,11 @@ pub(crate) mod build {
     /// `NFT_MSG_NEWRULE` / `DELRULE`; `jump` adds an `immediate` expression
     /// jumping there, after a `counter`.
     pub fn rule(added: bool, family: u8, table: &str, chain: &str, jump: Option<&str>) -> Vec<u8> {
-        let msg = if added { NFT_MSG_NEWRULE } else { NFT_MSG_DELRULE };
+        let msg = if added {
+            NFT_MSG_NEWRULE
+        } else {
+            NFT_MSG_DELRULE
+        };
         let counter = attr(NFTA_LIST_ELEM, &text(NFTA_EXPR_NAME, "counter"), true);
         let mut elems = vec![counter];
         if let Some(target) = jump {
@@ -325,7 +337,11 @@ pub(crate) mod build {
                 attr(NFTA_IMMEDIATE_DATA, &value, true),
             ]
             .concat();
-            let expr = [text(NFTA_EXPR_NAME, "immediate"), attr(NFTA_EXPR_DATA, &data, true)].concat();
+            let expr = [
+                text(NFTA_EXPR_NAME, "immediate"),
+                attr(NFTA_EXPR_DATA, &data, true),
+            ]
+            .concat();
             elems.push(attr(NFTA_LIST_ELEM, &expr, true));
         }
         message(
@@ -375,7 +391,13 @@ mod tests {
         let bytes = [
             table(false, NFPROTO_IPV4, "kube-proxy"),
             chain(true, NFPROTO_IPV6, "nat", "KUBE-SERVICES"),
-            rule(false, NFPROTO_IPV4, "nat", "PREROUTING", Some("KUBE-SERVICES")),
+            rule(
+                false,
+                NFPROTO_IPV4,
+                "nat",
+                "PREROUTING",
+                Some("KUBE-SERVICES"),
+            ),
             rule(true, NFPROTO_IPV4, "filter", "INPUT", None),
             set_element_deleted(NFPROTO_IPV4, "kube-proxy", "service-ips"),
         ]
@@ -429,7 +451,13 @@ mod tests {
     #[test]
     fn truncated_input_never_panics() {
         let bytes = [
-            rule(false, NFPROTO_IPV4, "nat", "PREROUTING", Some("KUBE-SERVICES")),
+            rule(
+                false,
+                NFPROTO_IPV4,
+                "nat",
+                "PREROUTING",
+                Some("KUBE-SERVICES"),
+            ),
             generation(1, 2, "iptables-nft-re"),
         ]
         .concat();

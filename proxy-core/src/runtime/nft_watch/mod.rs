@@ -95,7 +95,9 @@ impl Decoder {
                         // Without the committer's pid our own writes look
                         // external: reacting would loop. Leave it to polling.
                         if !std::mem::replace(&mut self.warned_no_pid, true) {
-                            tracing::warn!("nf_tables notifications carry no process id (old kernel); external changes are found by the periodic drift check only");
+                            tracing::warn!(
+                                "nf_tables notifications carry no process id (old kernel); external changes are found by the periodic drift check only"
+                            );
                         }
                     }
                 }
@@ -221,7 +223,14 @@ impl NftWatcher {
                 self.decoder.overrun(&self.scope, &self.own);
                 None
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                None
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -265,8 +274,16 @@ mod tests {
     fn an_outside_commit_to_our_table_is_reported_once() {
         let (scope, own) = (scope(), OwnWrites::new());
         let mut d = Decoder::default();
-        feed(&mut d, &scope, &own, &build::rule(false, NFPROTO_IPV4, "kube-proxy", "services", None));
-        assert!(d.take_changed().is_empty(), "not before the transaction is committed");
+        feed(
+            &mut d,
+            &scope,
+            &own,
+            &build::rule(false, NFPROTO_IPV4, "kube-proxy", "services", None),
+        );
+        assert!(
+            d.take_changed().is_empty(),
+            "not before the transaction is committed"
+        );
         feed(&mut d, &scope, &own, &build::generation(5, 999, "nft"));
         assert_eq!(d.take_changed(), [IpFamily::V4]);
         assert!(d.take_changed().is_empty());
@@ -301,8 +318,14 @@ mod tests {
     fn a_commit_without_a_pid_is_not_acted_on() {
         let (scope, own) = (scope(), OwnWrites::new());
         let mut d = Decoder::default();
-        feed(&mut d, &scope, &own, &build::table(false, NFPROTO_IPV4, "kube-proxy"));
-        let mut gen_without_pid = build::message(15, 0, &[build::attr(1, &9u32.to_be_bytes(), false)]);
+        feed(
+            &mut d,
+            &scope,
+            &own,
+            &build::table(false, NFPROTO_IPV4, "kube-proxy"),
+        );
+        let mut gen_without_pid =
+            build::message(15, 0, &[build::attr(1, &9u32.to_be_bytes(), false)]);
         gen_without_pid.truncate(gen_without_pid.len());
         feed(&mut d, &scope, &own, &gen_without_pid);
         assert!(d.take_changed().is_empty());

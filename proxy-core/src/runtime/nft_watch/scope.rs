@@ -67,7 +67,8 @@ impl WatchScope {
             WatchScope::Nftables { .. } => {
                 // A new empty table of our name is harmless; anything else
                 // in it is a change.
-                change.table == NFTABLES_TABLE && !(change.kind == ObjectKind::Table && change.added)
+                change.table == NFTABLES_TABLE
+                    && !(change.kind == ObjectKind::Table && change.added)
             }
             WatchScope::Xtables { .. } => {
                 let is_ours = |chain: &str| chain.starts_with(CHAIN_PREFIX);
@@ -115,7 +116,8 @@ mod tests {
 
     #[test]
     fn nftables_mode_watches_its_table_in_the_served_families() {
-        let scope = WatchScope::for_mode(ProxyMode::Nftables, vec![IpFamily::V4]).unwrap_or_else(|| unreachable!());
+        let scope = WatchScope::for_mode(ProxyMode::Nftables, vec![IpFamily::V4])
+            .unwrap_or_else(|| unreachable!());
         let del = change(NFPROTO_IPV4, false, ObjectKind::Table, "kube-proxy");
         assert_eq!(scope.concerns(&del), Some(IpFamily::V4));
         let elem = change(NFPROTO_IPV4, false, ObjectKind::Other, "kube-proxy");
@@ -128,26 +130,59 @@ mod tests {
         // Not served, not ours, a new empty table, another family kind.
         let v6 = change(NFPROTO_IPV6, false, ObjectKind::Table, "kube-proxy");
         assert_eq!(scope.concerns(&v6), None);
-        assert_eq!(scope.concerns(&change(NFPROTO_IPV4, false, ObjectKind::Table, "firewalld")), None);
-        assert_eq!(scope.concerns(&change(NFPROTO_IPV4, true, ObjectKind::Table, "kube-proxy")), None);
-        assert_eq!(scope.concerns(&change(1, false, ObjectKind::Table, "kube-proxy")), None);
+        assert_eq!(
+            scope.concerns(&change(NFPROTO_IPV4, false, ObjectKind::Table, "firewalld")),
+            None
+        );
+        assert_eq!(
+            scope.concerns(&change(NFPROTO_IPV4, true, ObjectKind::Table, "kube-proxy")),
+            None
+        );
+        assert_eq!(
+            scope.concerns(&change(1, false, ObjectKind::Table, "kube-proxy")),
+            None
+        );
     }
 
     #[test]
     fn iptables_mode_watches_kube_chains_and_the_jumps_to_them() {
-        let scope = WatchScope::for_mode(ProxyMode::Iptables, vec![IpFamily::V4, IpFamily::V6]).unwrap_or_else(|| unreachable!());
-        assert_eq!(scope.concerns(&rule("nat", "KUBE-SERVICES", &[])), Some(IpFamily::V4));
-        assert_eq!(scope.concerns(&rule("nat", "PREROUTING", &["KUBE-SERVICES"])), Some(IpFamily::V4));
-        assert_eq!(scope.concerns(&rule("filter", "FORWARD", &["DOCKER"])), None, "someone else's jump");
-        assert_eq!(scope.concerns(&rule("raw", "KUBE-X", &[])), None, "not a table of ours");
-        assert_eq!(scope.concerns(&change(NFPROTO_IPV6, false, ObjectKind::Table, "nat")), Some(IpFamily::V6));
-        assert_eq!(scope.concerns(&change(NFPROTO_IPV4, true, ObjectKind::Table, "nat")), None);
+        let scope = WatchScope::for_mode(ProxyMode::Iptables, vec![IpFamily::V4, IpFamily::V6])
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            scope.concerns(&rule("nat", "KUBE-SERVICES", &[])),
+            Some(IpFamily::V4)
+        );
+        assert_eq!(
+            scope.concerns(&rule("nat", "PREROUTING", &["KUBE-SERVICES"])),
+            Some(IpFamily::V4)
+        );
+        assert_eq!(
+            scope.concerns(&rule("filter", "FORWARD", &["DOCKER"])),
+            None,
+            "someone else's jump"
+        );
+        assert_eq!(
+            scope.concerns(&rule("raw", "KUBE-X", &[])),
+            None,
+            "not a table of ours"
+        );
+        assert_eq!(
+            scope.concerns(&change(NFPROTO_IPV6, false, ObjectKind::Table, "nat")),
+            Some(IpFamily::V6)
+        );
+        assert_eq!(
+            scope.concerns(&change(NFPROTO_IPV4, true, ObjectKind::Table, "nat")),
+            None
+        );
         let deleted_chain = ObjectChange {
             chain: Some("KUBE-SVC-ABC".to_string()),
             ..change(NFPROTO_IPV4, false, ObjectKind::Chain, "nat")
         };
         assert_eq!(scope.concerns(&deleted_chain), Some(IpFamily::V4));
-        let new_chain = ObjectChange { added: true, ..deleted_chain };
+        let new_chain = ObjectChange {
+            added: true,
+            ..deleted_chain
+        };
         assert_eq!(scope.concerns(&new_chain), None);
         let kube_proxy_table = change(NFPROTO_IPV4, false, ObjectKind::Table, "kube-proxy");
         assert_eq!(scope.concerns(&kube_proxy_table), None);
@@ -155,6 +190,9 @@ mod tests {
 
     #[test]
     fn userspace_mode_is_not_watched() {
-        assert_eq!(WatchScope::for_mode(ProxyMode::Userspace, vec![IpFamily::V4]), None);
+        assert_eq!(
+            WatchScope::for_mode(ProxyMode::Userspace, vec![IpFamily::V4]),
+            None
+        );
     }
 }
