@@ -44,8 +44,14 @@ const EXTERNAL_CHANGES: &str = "kubeproxy_sync_proxy_rules_external_changes_tota
 const SYNC_COUNT: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count";
 /// The honest bound asserted; the target is 1 s.
 const REPAIR_BOUND: Duration = Duration::from_secs(2);
-/// Measurements per (external change, idle or churn).
-const ROUNDS: usize = 2;
+/// Measurements per (external change, idle or churn); more with
+/// `KUBE_PROXY_DRIFT_ROUNDS=n` (for the figures in BENCHMARKS.md).
+fn rounds() -> usize {
+    std::env::var("KUBE_PROXY_DRIFT_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+}
 
 fn tools_present() -> Result<(), String> {
     check_tool("iptables-restore", &["--version"], "iptables")?;
@@ -266,6 +272,17 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(10));
         };
+        if std::env::var_os("KUBE_PROXY_DRIFT_VERBOSE").is_some()
+            && elapsed > Duration::from_millis(300)
+        {
+            let log = self.process.log();
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            println!(
+                "slow repair ({elapsed:?}) of {} ({when}):\n{}",
+                change.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         self.assert_packets_pass(&format!("after repairing {} ({when})", change.name));
         let repairs = self.metric_sum(EXTERNAL_CHANGES, "detected_by=\"netlink\"") - repairs_before;
         assert!(
@@ -337,6 +354,14 @@ impl Drop for Churn {
     }
 }
 
+/// A number in `0..n`, from the clock (no seeded generator needed).
+fn random_below(n: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) % n
+}
+
 fn summary(times: &[Duration]) -> String {
     let mut ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
     ms.sort_unstable();
@@ -381,8 +406,13 @@ fn external_changes_are_repaired_at_once(test: &str, mode: ProxyMode, changes: &
             let when = if churning { "under churn" } else { "idle" };
             let churn = churning.then(|| Churn::start(&node));
             let mut times = Vec::new();
-            for _ in 0..ROUNDS {
-                if !churning {
+            for _ in 0..rounds() {
+                if churning {
+                    // Under churn syncs start once per minSyncPeriod: change
+                    // at a random point of that second, not right after the
+                    // previous repair.
+                    std::thread::sleep(Duration::from_millis(random_below(1000)));
+                } else {
                     // Idle: the minimum interval since the last sync has passed.
                     std::thread::sleep(Duration::from_millis(1100));
                 }

@@ -316,3 +316,24 @@ fn huge_intervals_do_not_overflow() {
     r.request(t0 + secs(1));
     assert!(!r.due(t0 + secs(1)));
 }
+
+#[test]
+fn an_idle_run_does_not_hold_back_the_next_request() {
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(MIN, secs(5), RETRY, t0);
+    r.request(t0);
+    run(&mut r, t0, true);
+    // The periodic run at 5 s finds nothing to do.
+    assert_eq!(r.reason(t0 + secs(5)), Some(RunReason::Periodic));
+    r.started(t0 + secs(5));
+    r.finished_idle(t0 + secs(5));
+    assert_eq!(r.periodic_at(), t0 + secs(10), "it was the periodic run");
+    // A change right after it runs at once …
+    r.request(t0 + ms(5100));
+    assert!(r.due(t0 + ms(5100)));
+    run(&mut r, t0 + ms(5100), true);
+    // … and a run that did work does hold the next one back.
+    r.request(t0 + ms(5200));
+    assert!(!r.due(t0 + ms(5200)));
+    assert_eq!(r.next_run(), t0 + ms(6100));
+}

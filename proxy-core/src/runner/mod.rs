@@ -50,7 +50,9 @@
 //!   through before its token bucket limits them; this runner allows no
 //!   burst, as upstream's newer `pkg/proxy/runner` does: `minSyncPeriod`
 //!   means what it says, and a burst of events still costs one sync each
-//!   `minSyncPeriod`. A zero `min_interval` disables the limit.
+//!   `minSyncPeriod`. A zero `min_interval` disables the limit. A run that
+//!   did nothing ([`SyncRunner::finished_idle`]: an idle periodic check)
+//!   does not count.
 //! - **Periodic run on its own clock.** A run becomes due `max_interval`
 //!   after the last *periodic* run finished (or after creation), even
 //!   without requests: [`SyncRunner::reason`] then says
@@ -93,6 +95,8 @@ pub struct SyncRunner {
     latest: Instant,
     /// Start of the last run, if any.
     last_start: Option<Instant>,
+    /// Start of the run before it (restored by [`SyncRunner::finished_idle`]).
+    previous_start: Option<Instant>,
     /// A run is in progress.
     running: bool,
     /// A request arrived since the last run started.
@@ -136,6 +140,7 @@ impl SyncRunner {
             retry_interval,
             latest: now,
             last_start: None,
+            previous_start: None,
             running: false,
             requested: false,
             retry_at: None,
@@ -222,7 +227,7 @@ impl SyncRunner {
         self.running = true;
         self.requested = false;
         self.retry_at = None;
-        self.last_start = Some(now);
+        self.previous_start = self.last_start.replace(now);
     }
 
     /// Records that the run finished at `now`; `ok` is whether it succeeded.
@@ -248,6 +253,15 @@ impl SyncRunner {
                 .saturating_mul(2)
                 .min(self.max_interval.max(self.retry_interval));
         }
+    }
+
+    /// Records that the run finished at `now` having done nothing (nothing
+    /// was pending, nothing was written): as a successful run, except that
+    /// it does not count for the minimum interval, so a request right after
+    /// an idle periodic run starts at once.
+    pub fn finished_idle(&mut self, now: Instant) {
+        self.finished(now, true);
+        self.last_start = self.previous_start;
     }
 
     /// When the next periodic run is due (it may be in the past: the

@@ -95,8 +95,14 @@ impl FamilyState {
             }
         }
         let outcome = self.sync(topology, node, observers).await;
-        self.runner
-            .finished(super::sync_loop::now(), outcome != Outcome::Failed);
+        let end = super::sync_loop::now();
+        if outcome == Outcome::Idle {
+            // An idle periodic check wrote nothing: it does not hold back
+            // the next change (or repair) by the minimum interval.
+            self.runner.finished_idle(end);
+        } else {
+            self.runner.finished(end, outcome != Outcome::Failed);
+        }
         Some(outcome)
     }
 
