@@ -21,6 +21,12 @@
 //! could hide an external change (the drift check still catches a lost
 //! table or canary every `syncPeriod`).
 //!
+//! If the pids of our children are never the committers (a wrapper that
+//! forks the real tool instead of exec'ing it), every one of our syncs would
+//! look external and cause another: after a few such "external" changes
+//! without a single commit of ours seen, the watcher stops with a warning and
+//! polling remains.
+//!
 //! **Lost messages.** If the socket's buffer overflows (`ENOBUFS`, e.g.
 //! during a huge transaction), the watcher cannot know who did what: if we
 //! spawned nothing since the last read it reports every watched family
@@ -67,7 +73,17 @@ pub(crate) struct Decoder {
     /// `OwnWrites::spawned` at the last overrun check.
     spawned_seen: u64,
     warned_no_pid: bool,
+    /// Commits seen from our own children.
+    own_commits: u64,
+    /// External changes reported.
+    reported: u64,
 }
+
+/// External changes reported, with not one commit of ours seen, after which
+/// the watcher concludes that it cannot see our own commits (a wrapper that
+/// forks the real `nft` / `iptables-restore` instead of exec'ing it) and
+/// stops, rather than answer each of our syncs with another full sync.
+const BLIND_AFTER: u64 = 5;
 
 impl Decoder {
     /// Feeds one notification.
@@ -80,15 +96,18 @@ impl Decoder {
             }
             Notification::Generation { id, pid, process } => {
                 let touched = std::mem::take(&mut self.open);
+                if pid.is_some_and(|pid| own.contains(pid)) {
+                    self.own_commits += 1;
+                    tracing::trace!(generation = id, ?pid, "our own nf_tables commit");
+                    return;
+                }
                 if touched.is_empty() {
                     return;
                 }
                 match pid {
-                    Some(pid) if own.contains(pid) => {
-                        tracing::trace!(generation = id, pid, "our own nf_tables commit");
-                    }
                     Some(pid) => {
                         tracing::info!(generation = id, pid, process = process.as_deref().unwrap_or("?"), families = ?touched, "another process changed our nf_tables rules");
+                        self.reported += 1;
                         self.changed.extend(touched);
                     }
                     None => {
@@ -121,6 +140,12 @@ impl Decoder {
     /// The families changed from outside since the last call.
     fn take_changed(&mut self) -> Vec<IpFamily> {
         std::mem::take(&mut self.changed).into_iter().collect()
+    }
+
+    /// Whether every commit looked external so far, too often to be true:
+    /// see [`BLIND_AFTER`].
+    fn blind(&self) -> bool {
+        self.own_commits == 0 && self.reported >= BLIND_AFTER
     }
 }
 
@@ -179,6 +204,11 @@ impl NftWatcher {
     pub(crate) async fn changed(&mut self) -> io::Result<Vec<IpFamily>> {
         loop {
             self.drain()?;
+            if self.decoder.blind() {
+                return Err(io::Error::other(format!(
+                    "{BLIND_AFTER} nf_tables commits looked external and none carried the pid of a process we spawned: are nft / iptables-restore wrappers that fork?"
+                )));
+            }
             let changed = self.decoder.take_changed();
             if !changed.is_empty() {
                 return Ok(changed);
@@ -312,6 +342,35 @@ mod tests {
         .concat();
         feed(&mut d, &scope, &own, &theirs);
         assert_eq!(d.take_changed(), [IpFamily::V6]);
+    }
+
+    #[test]
+    fn a_watcher_that_never_sees_our_own_commits_gives_up() {
+        let (scope, own) = (scope(), OwnWrites::new());
+        own.record(100);
+        let mut d = Decoder::default();
+        let theirs = |id| {
+            [
+                build::table(false, NFPROTO_IPV4, "kube-proxy"),
+                build::generation(id, 200 + id, "nft"),
+            ]
+            .concat()
+        };
+        for id in 0..BLIND_AFTER as u32 {
+            assert!(!d.blind());
+            feed(&mut d, &scope, &own, &theirs(id));
+        }
+        assert!(
+            d.blind(),
+            "every commit looked external: our pids are not what commits"
+        );
+        // One commit of ours seen (even outside our tables): it can tell.
+        let mut d = Decoder::default();
+        feed(&mut d, &scope, &own, &build::generation(1, 100, "nft"));
+        for id in 0..10 {
+            feed(&mut d, &scope, &own, &theirs(id));
+        }
+        assert!(!d.blind());
     }
 
     #[test]
