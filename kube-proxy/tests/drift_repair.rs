@@ -55,7 +55,12 @@ fn rounds() -> usize {
 
 fn tools_present() -> Result<(), String> {
     check_tool("iptables-restore", &["--version"], "iptables")?;
-    check_tool("nft", &["--version"], "nftables")?;
+    check_tool("nft", &["--version"], "nftables")
+}
+
+/// The iptables mode is watched only through `iptables-nft`.
+fn iptables_nft_present() -> Result<(), String> {
+    tools_present()?;
     let version = std::process::Command::new("iptables")
         .arg("--version")
         .output()
@@ -375,7 +380,11 @@ fn summary(times: &[Duration]) -> String {
 }
 
 fn external_changes_are_repaired_at_once(test: &str, mode: ProxyMode, changes: &[ExternalChange]) {
-    if !privileged_or_skip_with(test, tools_present) {
+    let tools = match mode {
+        ProxyMode::Iptables => iptables_nft_present,
+        _ => tools_present,
+    };
+    if !privileged_or_skip_with(test, tools) {
         return;
     }
     let mut node = Node::start(mode);
