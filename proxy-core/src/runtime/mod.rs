@@ -12,7 +12,9 @@
 //! - [`Runtime`]: the loop. It waits until every source delivered its
 //!   initial lists, then keeps one backend per IP family in sync, retries
 //!   failures without losing the pending changes, and repairs lost
-//!   dataplanes every `syncPeriod`.
+//!   dataplanes every `syncPeriod` (a clock of its own: churn never
+//!   postpones it) and, where the kernel announces changes (nf_tables),
+//!   as soon as another process touches our rules (`nft_watch`).
 //! - [`SyncObserver`]: what the loop reports to health, metrics and
 //!   conntrack cleanup.
 
