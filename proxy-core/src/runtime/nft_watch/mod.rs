@@ -37,6 +37,8 @@
 //! The socket belongs to the network namespace of the thread that opens it:
 //! the runtime opens it on the loop's thread, where the backends program.
 
+#[cfg(all(test, feature = "netns"))]
+mod kernel_tests;
 mod message;
 mod scope;
 
