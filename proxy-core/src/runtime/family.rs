@@ -12,7 +12,7 @@ use crate::topology::ServiceTopology;
 use crate::view::NodeView;
 
 use super::isolation::{Found, Isolator, Quarantine, call_budget};
-use super::observer::{RefusalReport, SyncObserver, SyncReport};
+use super::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
 use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
@@ -90,22 +90,52 @@ impl FamilyState {
     ) -> Option<Outcome> {
         let reason = self.runner.reason(now)?;
         self.runner.started(now);
+        // The periodic run keeps its own clock in the runner (changes do not
+        // postpone it), so the drift check runs every `syncPeriod` and the
+        // full sync is at most `syncPeriod` late, whatever the churn.
         if reason == RunReason::Periodic {
             if self.backend.dataplane_lost().await {
                 tracing::warn!(family = %self.family, mode = %self.backend.mode(), "dataplane state was lost (flushed from outside?); forcing a full sync");
                 self.pending.require_full();
+                for observer in observers {
+                    observer.external_change(self.family, self.backend.mode(), DetectedBy::Poll);
+                }
             }
-            if self
-                .last_full
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
-            {
+            if self.full_sync_due(now) {
                 self.pending.require_full();
             }
         }
         let outcome = self.sync(reason, topology, node, observers).await;
-        self.runner
-            .finished(super::sync_loop::now(), self.settled(outcome));
+        let end = super::sync_loop::now();
+        let settled = self.settled(outcome);
+        if outcome == Outcome::Idle && settled {
+            // An idle periodic check wrote nothing: it does not hold back
+            // the next change (or repair) by the minimum interval.
+            self.runner.finished_idle(end);
+        } else {
+            self.runner.finished(end, settled);
+        }
         Some(outcome)
+    }
+
+    /// Whether the last full sync is `full_sync_period` old (or none
+    /// happened yet). Any full sync resets this clock; requested partial
+    /// syncs do not.
+    fn full_sync_due(&self, now: Instant) -> bool {
+        self.last_full
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
+    }
+
+    /// Something outside changed this family's dataplane (an nf_tables
+    /// notification): the next sync is a full one, requested at `now`
+    /// (the runner's minimum interval still holds).
+    pub(crate) fn external_change(&mut self, now: Instant, observers: &[Arc<dyn SyncObserver>]) {
+        tracing::warn!(family = %self.family, mode = %self.backend.mode(), "our nf_tables rules were changed from outside; requesting a full sync");
+        self.pending.require_full();
+        self.runner.request(now);
+        for observer in observers {
+            observer.external_change(self.family, self.backend.mode(), DetectedBy::Netlink);
+        }
     }
 
     /// Whether nothing is left to retry after `outcome`: the runner then

@@ -81,6 +81,11 @@ pub trait SyncObserver: Send + Sync {
     /// isolated new ones, or programmed or dropped some (beyond upstream;
     /// see [`RefusalReport`]).
     fn refused(&self, _report: &RefusalReport<'_>) {}
+
+    /// Something outside changed or removed this family's dataplane state,
+    /// and a full sync was requested to repair it
+    /// (`kubeproxy_sync_proxy_rules_external_changes_total`).
+    fn external_change(&self, _family: IpFamily, _mode: ProxyMode, _detected_by: DetectedBy) {}
 }
 
 /// A service port whose wanted version the dataplane refused (beyond
@@ -110,4 +115,25 @@ pub struct RefusalReport<'a> {
     pub refused: &'a [RefusedPort],
     /// How many of them this sync found refused for the first time.
     pub newly_refused: usize,
+}
+
+/// How the loop learned that the dataplane was changed from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectedBy {
+    /// The periodic drift check ([`Backend::dataplane_lost`](crate::Backend::dataplane_lost)),
+    /// every `syncPeriod`.
+    Poll,
+    /// An nf_tables netlink notification of a change made by another
+    /// process to our tables, chains or rules.
+    Netlink,
+}
+
+impl DetectedBy {
+    /// The metric label value: `poll` or `netlink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectedBy::Poll => "poll",
+            DetectedBy::Netlink => "netlink",
+        }
+    }
 }

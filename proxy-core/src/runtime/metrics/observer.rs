@@ -5,10 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ProxyMode;
 use crate::model::IpFamily;
-use crate::runtime::observer::{RefusalReport, SyncObserver, SyncReport};
+use crate::runtime::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
 use crate::view::{NodeView, Target};
 
-use super::proxy_metrics::{FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
+use super::proxy_metrics::{
+    ExternalChangeLabels, FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels,
+};
 
 /// Seconds since the Unix epoch (0 before it).
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -127,5 +129,14 @@ impl SyncObserver for ProxyMetrics {
         self.service_port_refusals
             .get_or_create(&labels)
             .inc_by(report.newly_refused as u64);
+    }
+
+    fn external_change(&self, family: IpFamily, _mode: ProxyMode, detected_by: DetectedBy) {
+        self.external_changes
+            .get_or_create(&ExternalChangeLabels {
+                ip_family: family.as_str(),
+                detected_by: detected_by.as_str(),
+            })
+            .inc();
     }
 }

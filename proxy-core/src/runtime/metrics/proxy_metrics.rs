@@ -59,6 +59,16 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// `{ip_family, detected_by}` of `sync_proxy_rules_external_changes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ExternalChangeLabels {
+    /// `IPv4` or `IPv6`.
+    pub ip_family: &'static str,
+    /// `poll` (the drift check every `syncPeriod`) or `netlink` (an
+    /// nf_tables notification).
+    pub detected_by: &'static str,
+}
+
 type HistogramFamily = Family<FamilyLabels, Histogram, fn() -> Histogram>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -142,6 +152,10 @@ pub struct ProxyMetrics {
     /// (ours, not upstream's): service ports found refused by the dataplane
     /// (a port refused, programmed and refused again counts twice).
     pub service_port_refusals: Family<FamilyLabels, Counter>,
+    /// `kubeproxy_sync_proxy_rules_external_changes_total{ip_family, detected_by}`
+    /// (not upstream's): external changes to our dataplane state that
+    /// forced a repairing full sync.
+    pub external_changes: Family<ExternalChangeLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
 }
@@ -190,6 +204,7 @@ impl ProxyMetrics {
             livez_total: Family::default(),
             refused_service_ports: Family::default(),
             service_port_refusals: Family::default(),
+            external_changes: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
             registry: Registry::default(),
             clock,
@@ -299,6 +314,11 @@ impl ProxyMetrics {
             "sync_proxy_rules_service_port_refusals",
             "Cumulative service ports found refused by the dataplane (not in upstream kube-proxy)",
             m.service_port_refusals.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_external_changes",
+            "Cumulative changes made from outside to the proxy rules that forced a repairing full sync",
+            m.external_changes.clone(),
         );
         ProxyMetrics { registry, ..m }
     }
