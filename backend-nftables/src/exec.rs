@@ -105,6 +105,8 @@ async fn run_script(program: &str, script: &str) -> Result<(), NftError> {
         .kill_on_drop(true)
         .spawn()
         .map_err(spawn_error)?;
+    // Our commit, not an external change (see proxy_core::exec::OwnWrites).
+    proxy_core::exec::record_child(child.id());
     let written = match child.stdin.take() {
         Some(mut stdin) => stdin.write_all(script.as_bytes()).await,
         None => Ok(()),

@@ -46,6 +46,17 @@ impl KubeProxyProcess {
     /// error in the file `log`, and `RUST_LOG` unset (the configuration's
     /// verbosity applies).
     pub fn start(ns: &Netns, args: &[&str], log: &Path) -> Result<Self, String> {
+        Self::start_with_env(ns, args, log, &[])
+    }
+
+    /// [`KubeProxyProcess::start`] with the variables `env` set (e.g. a
+    /// `PATH` that puts wrappers of the tools first).
+    pub fn start_with_env(
+        ns: &Netns,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let output = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let errors = output
             .try_clone()
@@ -57,6 +68,9 @@ impl KubeProxyProcess {
             .stdout(output)
             .stderr(errors);
         command.configure().env_remove("RUST_LOG");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = command
             .spawn()
             .map_err(|e| format!("starting {BIN} in the node namespace: {e}"))?;

@@ -3,8 +3,10 @@
 //! processes from the calling thread (so they run in its network
 //! namespace). Shared by the backends that drive command-line tools.
 
+mod own_writes;
 mod system;
 
+pub use own_writes::{OwnWrites, record_child};
 pub use system::SystemExecutor;
 
 /// One command line, with optional input on stdin.

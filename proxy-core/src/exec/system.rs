@@ -27,6 +27,7 @@ impl Executor for SystemExecutor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
+        super::record_child(child.id());
         if let (Some(input), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
             // Write concurrently with reading the output, so a child that
             // answers before it has read everything cannot deadlock us.

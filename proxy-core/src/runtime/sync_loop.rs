@@ -10,10 +10,12 @@ use k8s_openapi::api::core::v1::Node;
 use crate::backend::{BackendContext, BackendError, BackendFactory, Registry};
 use crate::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 use crate::error::Error;
+use crate::exec::OwnWrites;
 use crate::model::IpFamily;
 use crate::topology::ServiceTopology;
 
 use super::family::{FamilyState, Outcome, error_chain};
+use super::nft_watch::{NftWatcher, next_change};
 use super::node::{NodeChange, NodeState};
 use super::observer::{NodeHealth, SyncObserver};
 use super::source::Source;
@@ -152,6 +154,10 @@ impl Runtime {
         let mut families: Vec<FamilyState> = Vec::new();
         let mut node = NodeState::new(&self.options.node_name, self.options.bind_ip, None);
         let mut source_open = true;
+        // The child processes the backends spawn (our own nf_tables
+        // commits), and the watcher of everyone else's.
+        let own_writes = OwnWrites::new();
+        let mut watcher: Option<NftWatcher> = None;
         tracing::info!(mode = %self.factory.mode(), node = %self.options.node_name, "waiting for the initial lists of the sources");
         loop {
             let wake = families.iter().map(|f| f.runner.next_run()).min();
@@ -166,6 +172,33 @@ impl Runtime {
                 () = &mut shutdown => {
                     tracing::info!("shutting down; the dataplane is left in place");
                     return Ok(());
+                }
+                // Due syncs before more events: a busy source must not
+                // starve the periodic run.
+                () = sleep => {
+                    let mut all_synced = true;
+                    for family in &mut families {
+                        let outcome = own_writes
+                            .scope(family.sync_if_due(now(), &world.topology, &node.info, &self.observers))
+                            .await;
+                        all_synced &= outcome != Some(Outcome::Failed) && family.pending.is_empty();
+                    }
+                    if all_synced && world.change_counts() != (0, 0) {
+                        world.clear_change_counts();
+                        for observer in &self.observers {
+                            observer.pending(0, 0);
+                        }
+                    }
+                }
+                changed = next_change(&mut watcher) => {
+                    let now = now();
+                    let wall = SystemTime::now();
+                    for family in families.iter_mut().filter(|f| changed.contains(&f.family)) {
+                        family.external_change(now, &self.observers);
+                        for observer in &self.observers {
+                            observer.queued(family.family, wall);
+                        }
+                    }
                 }
                 event = events.next(), if source_open => {
                     let Some(event) = event else {
@@ -185,7 +218,8 @@ impl Runtime {
                     if families.is_empty() {
                         if world.is_ready() {
                             node = self.node_state(&world);
-                            families = self.build_families(&node).await?;
+                            families = own_writes.scope(self.build_families(&node)).await?;
+                            watcher = self.open_watcher(&families, &own_writes);
                             let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
                             node.warn_unresolved_settings(&self.config, &served, None);
                             self.report_node(&node);
@@ -198,19 +232,27 @@ impl Runtime {
                         observer.pending(services, slices);
                     }
                 }
-                () = sleep => {
-                    let mut all_synced = true;
-                    for family in &mut families {
-                        let outcome = family.sync_if_due(now(), &world.topology, &node.info, &self.observers).await;
-                        all_synced &= outcome != Some(Outcome::Failed) && family.pending.is_empty();
-                    }
-                    if all_synced && world.change_counts() != (0, 0) {
-                        world.clear_change_counts();
-                        for observer in &self.observers {
-                            observer.pending(0, 0);
-                        }
-                    }
+            }
+        }
+    }
+
+    /// The nf_tables watcher of the served families (see
+    /// [`nft_watch`](super::nft_watch)); `None` when the mode is not watched
+    /// or the socket cannot be opened (then polling alone repairs drift).
+    fn open_watcher(&self, families: &[FamilyState], own: &OwnWrites) -> Option<NftWatcher> {
+        let served = families.iter().map(|f| f.family).collect();
+        match NftWatcher::open(self.factory.mode(), served, own.clone()) {
+            Ok(watcher) => {
+                if watcher.is_some() {
+                    tracing::info!(
+                        "watching nf_tables notifications to repair external changes at once"
+                    );
                 }
+                watcher
+            }
+            Err(error) => {
+                tracing::info!(%error, "cannot watch nf_tables notifications; external changes are found by the periodic drift check only");
+                None
             }
         }
     }
