@@ -29,6 +29,7 @@ mod error;
 mod factory;
 mod host;
 mod layout;
+pub mod netlink;
 
 pub use error::IpvsError;
 pub use factory::{IpvsFactory, NOT_IMPLEMENTED};

@@ -14,6 +14,7 @@
 
 mod guest;
 mod guest_ipvsadm;
+mod guest_netlink;
 mod vm;
 
 use std::io::Write as _;
