@@ -68,6 +68,24 @@ pub enum IpvsError {
         source: io::Error,
     },
 
+    /// The IPv6 half of the mode is not written yet.
+    #[error("the IPVS backend serves IPv4 only in this version")]
+    Ipv6NotYet,
+
+    /// A sysctl the mode needs could not be set.
+    #[error("cannot set sysctl {key}: {source}")]
+    Sysctl {
+        /// The key, dotted (`net.ipv4.vs.conntrack`).
+        key: String,
+        /// The write error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `iptables-restore` or the jump rules failed.
+    #[error("iptables: {0}")]
+    Iptables(#[from] backend_iptables::IptablesError),
+
     /// Several steps failed; each is listed. The cleanup went on after
     /// each failure, as upstream's does.
     #[error("{} cleanup steps failed: {}", .0.len(), join(.0))]
@@ -110,10 +128,12 @@ impl IpvsError {
             IpvsError::MissingTool { .. } => true,
             IpvsError::Spawn { source, .. } => source.kind() == io::ErrorKind::NotFound,
             IpvsError::Several(errors) => errors.iter().all(IpvsError::is_missing_tool),
-            IpvsError::NoIpvs => true,
-            IpvsError::Command { .. } | IpvsError::ReadProc { .. } | IpvsError::Netlink { .. } => {
-                false
-            }
+            IpvsError::NoIpvs | IpvsError::Ipv6NotYet => true,
+            IpvsError::Command { .. }
+            | IpvsError::ReadProc { .. }
+            | IpvsError::Netlink { .. }
+            | IpvsError::Sysctl { .. }
+            | IpvsError::Iptables(_) => false,
         }
     }
 }

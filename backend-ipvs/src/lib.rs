@@ -30,7 +30,9 @@ mod factory;
 mod host;
 mod layout;
 pub mod netlink;
+mod proxier;
 
 pub use error::IpvsError;
 pub use factory::{IpvsFactory, NOT_IMPLEMENTED};
 pub use host::{Command, Host, Output, SystemHost};
+pub use proxier::{DRAIN_BOUND, IpvsBackend};

@@ -21,13 +21,13 @@
 #
 # Env: IPVS_VM_WORK (cache dir; default target/ipvs-vm next to this crate's
 #      workspace), IPVS_VM_TIMEOUT (seconds, default 240), IPVS_VM_MEM (MiB,
-#      default 160), IPVS_VM_GUEST_ENV ("K=V K=V", exported to GUESTCMD).
+#      default 256), IPVS_VM_GUEST_ENV ("K=V K=V", exported to GUESTCMD).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK="${IPVS_VM_WORK:-$here/../../target/ipvs-vm}"
 # Host packages: QEMU and the initramfs tools, then the guest's userland.
-HOST_PKGS=(qemu-system-x86 cpio kmod busybox-static iproute2 ipvsadm ipset iptables conntrack netbase)
+HOST_PKGS=(qemu-system-x86 cpio kmod binutils busybox-static iproute2 ipvsadm ipset iptables conntrack netbase)
 # Guest modules; their dependencies come from `modprobe --show-depends`.
 MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh
       ip_vs_sed ip_vs_nq ip_vs_mh ip_vs_ftp nf_conntrack nf_conntrack_netlink nf_nat dummy veth
@@ -35,7 +35,7 @@ MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_s
       ip_set_hash_net ip_set_bitmap_port xt_ipvs ip_tables ip6_tables iptable_nat iptable_filter
       ip6table_nat ip6table_filter xt_set xt_mark xt_MASQUERADE xt_comment xt_conntrack xt_addrtype
       xt_tcpudp xt_multiport xt_statistic xt_nat xt_REDIRECT ipt_REJECT ip6t_REJECT
-      nf_tables nft_compat nft_chain_nat sctp)
+      nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter)
 BINS=(ip ipvsadm ipset conntrack xtables-legacy-multi xtables-nft-multi)
 
 log() { echo "[ipvs-vm] $*" >&2; }
@@ -177,7 +177,9 @@ cmd_run() {
   rm -rf "$run"; mkdir -p "$run/extra/test"
   local f
   for f in "${files[@]}"; do
-    cp "$f" "$run/extra/test/"
+    # without debug info: a debug test binary is tens of MB, and the guest
+    # unpacks the initramfs into its RAM
+    strip --strip-debug -o "$run/extra/test/$(basename "$f")" "$f" 2>/dev/null || cp "$f" "$run/extra/test/"
     copy_libs "$run/extra" "$f"            # libraries the base may lack (e.g. libgcc_s)
   done
   if [[ ${#cmd[@]} -gt 0 ]]; then
@@ -191,7 +193,7 @@ cmd_run() {
   ( cd "$run/extra" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 ) >"$run/extra.cpio.gz"
   cat "$WORK/base.cpio.gz" "$run/extra.cpio.gz" >"$run/initrd.gz"
   local t0 rc=0; t0=$(date +%s%N)
-  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,tb-size=64 -m "${IPVS_VM_MEM:-160}" -smp 1 \
+  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,tb-size=64 -m "${IPVS_VM_MEM:-256}" -smp 1 \
     -nodefaults -no-user-config -display none -nic none -no-reboot \
     -kernel "$WORK/vmlinuz" -initrd "$run/initrd.gz" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1" \

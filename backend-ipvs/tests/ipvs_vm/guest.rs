@@ -19,6 +19,8 @@ pub fn command_line(exe: &Path) -> Vec<String> {
         format!("/test/{name}"),
         "--ignored".into(),
         "--test-threads=1".into(),
+        // the passing tests' output too: the conformance report, timings
+        "--show-output".into(),
     ]
 }
 

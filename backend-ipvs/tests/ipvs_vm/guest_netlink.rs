@@ -140,7 +140,11 @@ fn netlink_creates_lists_changes_and_deletes_services_and_real_servers() {
     ipvs.flush().unwrap();
     assert_eq!(listed(&mut ipvs), []);
     let text = guest::run(&ns, "ipvsadm", &["-Ln"]);
-    assert_eq!(text.lines().count(), 3, "only ipvsadm's header is left:\n{text}");
+    assert_eq!(
+        text.lines().count(),
+        3,
+        "only ipvsadm's header is left:\n{text}"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 mod guest;
+mod guest_conformance;
 mod guest_ipvsadm;
 mod guest_netlink;
 mod vm;

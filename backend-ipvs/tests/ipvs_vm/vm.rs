@@ -142,6 +142,15 @@ impl Vm {
         if let Some(failed) = results.lines().find(|l| l.starts_with("KPT_INSMOD_FAIL=")) {
             return Err(format!("a guest module did not load: {failed}"));
         }
+        if run.exit_code.is_none() {
+            let console = std::fs::read_to_string(&run.console).unwrap_or_default();
+            let tail: Vec<&str> = console.lines().rev().take(15).collect();
+            return Err(format!(
+                "the guest never ran the test ({status}); {}; console tail:\n{}",
+                run.timings(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
         if !status.success() {
             return Err(format!(
                 "the guest did not finish ({status}); {}; output:\n{}",

@@ -1,0 +1,155 @@
+//! What the IPVS dataplane should hold for a [`NodeView`]: the addresses
+//! bound to `kube-ipvs0`, one virtual server per (ClusterIP, port,
+//! protocol) with its real servers, and the entries of upstream's ipsets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use proxy_core::{NodeView, Protocol};
+
+use crate::netlink::{IpvsProtocol, RealServer, ServiceKey, VirtualServer};
+
+/// A virtual server and its real servers, by (address, port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DesiredService {
+    pub(crate) service: VirtualServer,
+    pub(crate) servers: BTreeMap<(IpAddr, u16), RealServer>,
+}
+
+/// An `ip,proto:port` ipset entry (`hash:ip,port`).
+pub(crate) type IpPort = (IpAddr, IpvsProtocol, u16);
+
+/// The whole desired state of one family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Desired {
+    /// Addresses to bind on `kube-ipvs0`.
+    pub(crate) vips: BTreeSet<IpAddr>,
+    /// Virtual servers by key.
+    pub(crate) services: BTreeMap<ServiceKey, DesiredService>,
+    /// `KUBE-CLUSTER-IP`: every ClusterIP and port.
+    pub(crate) cluster_ips: BTreeSet<IpPort>,
+    /// `KUBE-LOOP-BACK` (`hash:ip,port,ip`): local endpoints, to
+    /// masquerade a pod reaching itself through a service (hairpin).
+    pub(crate) loopback: BTreeSet<(IpAddr, IpvsProtocol, u16, IpAddr)>,
+}
+
+/// The IPVS protocol of a service protocol.
+pub(crate) fn ipvs_protocol(protocol: Protocol) -> IpvsProtocol {
+    match protocol {
+        Protocol::Tcp => IpvsProtocol::Tcp,
+        Protocol::Udp => IpvsProtocol::Udp,
+        Protocol::Sctp => IpvsProtocol::Sctp,
+    }
+}
+
+impl Desired {
+    /// The desired state of `view` with `scheduler`.
+    pub(crate) fn of(view: &NodeView, scheduler: &str) -> Desired {
+        let mut desired = Desired::default();
+        for (_, port_view) in view.iter() {
+            let port = &port_view.port;
+            let protocol = ipvs_protocol(port.protocol);
+            let key = ServiceKey {
+                address: port.cluster_ip,
+                protocol,
+                port: port.port,
+            };
+            desired.vips.insert(port.cluster_ip);
+            desired
+                .cluster_ips
+                .insert((port.cluster_ip, protocol, port.port));
+            // `Drop` and `Reject` both leave the virtual server without
+            // real servers: IPVS answers ICMP port unreachable, as upstream
+            // (it has no drop rule for `Local` without local endpoints)
+            let mut service = VirtualServer::new(key, scheduler);
+            if let Some(affinity) = &port.session_affinity {
+                service = service.persistent(affinity.timeout_seconds);
+            }
+            let servers = port_view
+                .endpoints_for(port_view.internal)
+                .iter()
+                .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
+                .collect();
+            for e in port_view.all_endpoints().filter(|e| e.is_local) {
+                desired.loopback.insert((e.ip, protocol, e.port, e.ip));
+            }
+            desired
+                .services
+                .insert(key, DesiredService { service, servers });
+        }
+        desired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_core::conformance::{Scenario, load_scenarios};
+
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        load_scenarios()
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap()
+    }
+
+    fn web() -> ServiceKey {
+        ServiceKey {
+            address: "10.96.0.10".parse().unwrap(),
+            protocol: IpvsProtocol::Tcp,
+            port: 80,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn session_affinity_is_persistence_with_its_timeout_over_every_endpoint() {
+        let desired = Desired::of(scenario("clusterip-session-affinity").view(), "rr");
+        assert_eq!(desired.vips, BTreeSet::from([ip("10.96.0.10")]));
+        assert_eq!(
+            desired.cluster_ips,
+            BTreeSet::from([(ip("10.96.0.10"), IpvsProtocol::Tcp, 80)])
+        );
+        let web = &desired.services[&web()];
+        assert_eq!(
+            web.service,
+            VirtualServer::new(self::web(), "rr").persistent(600)
+        );
+        assert_eq!(
+            web.servers.values().copied().collect::<Vec<_>>(),
+            [
+                RealServer::masquerade(ip("10.244.1.10"), 8080),
+                RealServer::masquerade(ip("10.244.2.10"), 8080)
+            ]
+        );
+        assert_eq!(
+            desired.loopback,
+            BTreeSet::from([(
+                ip("10.244.1.10"),
+                IpvsProtocol::Tcp,
+                8080,
+                ip("10.244.1.10")
+            )]),
+            "only the local endpoint can hairpin"
+        );
+    }
+
+    #[test]
+    fn local_policy_without_local_endpoints_has_no_real_server() {
+        let desired = Desired::of(scenario("internal-local-no-local-endpoints").view(), "wrr");
+        let web = &desired.services[&web()];
+        assert_eq!(web.service.scheduler, "wrr");
+        assert!(web.servers.is_empty());
+    }
+
+    #[test]
+    fn no_endpoints_is_a_virtual_server_without_real_servers() {
+        let desired = Desired::of(scenario("clusterip-no-endpoints").view(), "rr");
+        assert!(desired.services.values().all(|s| s.servers.is_empty()));
+        assert!(!desired.services.is_empty());
+    }
+}

@@ -1,0 +1,289 @@
+//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP traffic.
+//!
+//! Each sync computes the [`Desired`] state of the view and diffs it
+//! against the kernel's (nothing is rewritten that is already right):
+//!
+//! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
+//! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
+//! 3. one virtual server per (ClusterIP, port, protocol), the scheduler of
+//!    `ipvs.scheduler`, ClientIP affinity as persistence; masquerading
+//!    real servers of weight 1; a real server that goes away gets weight 0
+//!    and is deleted once IPVS counts no connection to it (TCP; UDP and
+//!    SCTP at once, as upstream), or after [`DRAIN_BOUND`];
+//! 4. `KUBE-CLUSTER-IP` and `KUBE-LOOP-BACK` through `ipset restore`;
+//! 5. upstream's chains through `iptables-restore --noflush` and its jump
+//!    rules, with `backend-iptables`' iptables layer.
+//!
+//! Not yet: node ports, external and load-balancer IPs, source ranges,
+//! IPv6 (see [`IpvsBackend::capabilities`]).
+
+mod desired;
+mod dummy;
+mod plan;
+mod rules;
+mod sysctls;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_iptables::iptables::Iptables;
+use backend_iptables::render::RenderConfig;
+use proxy_core::backend::{Backend, BackendContext, BackendError};
+use proxy_core::exec::{Command, Executor};
+use proxy_core::{Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats};
+
+use crate::error::IpvsError;
+use crate::host::Host;
+use crate::layout::JUMPS;
+use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey};
+
+use desired::Desired;
+use plan::{KernelTable, Operation, plan};
+
+/// How long a removed TCP real server may drain before it is deleted even
+/// with connections left.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
+
+/// The IPVS mode's backend for one family (IPv4 in this version).
+pub struct IpvsBackend {
+    ctx: BackendContext,
+    exec: Arc<dyn Executor>,
+    host: Arc<dyn Host>,
+    render: RenderConfig,
+    scheduler: String,
+    ipvs: Option<IpvsNetlink>,
+    iptables: Option<Iptables>,
+    applied_sets: Option<String>,
+    applied_rules: Option<String>,
+    draining: HashMap<(ServiceKey, IpAddr, u16), Instant>,
+}
+
+impl std::fmt::Debug for IpvsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpvsBackend")
+            .field("family", &self.ctx.family)
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpvsBackend {
+    /// The backend of `ctx`, running commands through `exec` (sync) and
+    /// `host` (cleanup). Nothing touches the kernel before the first sync;
+    /// an IPv6 backend's sync fails as unsupported (its capabilities say
+    /// `ipv6: false`).
+    pub fn new(
+        ctx: &BackendContext,
+        exec: Arc<dyn Executor>,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, BackendError> {
+        Ok(IpvsBackend {
+            render: RenderConfig::from_context(ctx),
+            scheduler: ctx.config.effective_scheduler().to_string(),
+            ctx: ctx.clone(),
+            exec,
+            host,
+            ipvs: None,
+            iptables: None,
+            applied_sets: None,
+            applied_rules: None,
+            draining: HashMap::new(),
+        })
+    }
+
+    async fn sync_inner(&mut self, view: &NodeView, full: bool) -> Result<SyncStats, IpvsError> {
+        if self.ctx.family != IpFamily::V4 {
+            return Err(IpvsError::Ipv6NotYet);
+        }
+        sysctls::apply()?;
+        let desired = Desired::of(view, &self.scheduler);
+        let exec = self.exec.clone();
+        let mut written = 0;
+
+        // kube-ipvs0 and its addresses
+        dummy::ensure_device(exec.as_ref()).await?;
+        let bound = dummy::bound(exec.as_ref()).await?;
+        let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
+        let remove: BTreeSet<IpAddr> = bound.difference(&desired.vips).copied().collect();
+
+        // the IPVS table: ours are the services on kube-ipvs0's addresses
+        if self.ipvs.is_none() {
+            self.ipvs = Some(IpvsNetlink::open()?);
+        }
+        let Some(ipvs) = self.ipvs.as_mut() else {
+            return Err(IpvsError::NoIpvs);
+        };
+        let owned =
+            |k: &ServiceKey| bound.contains(&k.address) || desired.vips.contains(&k.address);
+        let mut kernel = KernelTable::new();
+        for service in ipvs.services()? {
+            if owned(&service.key) {
+                let destinations = ipvs.destinations(&service.key)?;
+                kernel.insert(service.key, (service, destinations));
+            }
+        }
+        let now = Instant::now();
+        let draining = &mut self.draining;
+        let terminated = |key: &ServiceKey, d: &Destination| {
+            let since = *draining
+                .entry((*key, d.server.address, d.server.port))
+                .or_insert(now);
+            key.protocol != IpvsProtocol::Tcp
+                || d.active_connections + d.inactive_connections == 0
+                || now.duration_since(since) >= DRAIN_BOUND
+        };
+        let operations = plan(&kernel, &desired.services, owned, terminated);
+        // new addresses before new services, so the first packet finds both
+        written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
+        for op in &operations {
+            apply(ipvs, op)?;
+        }
+        written += operations.len();
+        written += dummy::rebind(exec.as_ref(), &BTreeSet::new(), &remove).await?;
+        self.draining.retain(|(key, ip, port), _| {
+            kernel_has(&kernel, key, *ip, *port)
+                && !operations.contains(&Operation::DeleteServer(*key, *ip, *port))
+        });
+
+        // ipsets, then the rules that use them
+        let sets = rules::ipset_restore(&rules::ipset_entries(&desired));
+        if full || self.applied_sets.as_ref() != Some(&sets) {
+            let command = Command::new("ipset", ["restore"]).with_stdin(sets.clone());
+            let output = exec
+                .run(&command)
+                .await
+                .map_err(|source| IpvsError::Spawn {
+                    program: "ipset".into(),
+                    source,
+                })?;
+            if !output.success() {
+                return Err(IpvsError::command(&command, &output));
+            }
+            self.applied_sets = Some(sets);
+            written += 1;
+        }
+        if self.iptables.is_none() {
+            self.iptables = Some(Iptables::detect(exec.clone(), self.ctx.family).await?);
+        }
+        let Some(iptables) = self.iptables.as_ref() else {
+            return Err(IpvsError::NoIpvs);
+        };
+        let text = rules::iptables_restore(&self.render, iptables.has_random_fully().await);
+        if full || self.applied_rules.as_ref() != Some(&text) {
+            iptables.restore(&text).await?;
+            for jump in JUMPS {
+                let rule: Vec<String> = jump.rule().iter().map(ToString::to_string).collect();
+                iptables.ensure_rule(jump.table, jump.from, &rule).await?;
+            }
+            self.applied_rules = Some(text);
+            written += 1;
+        }
+        Ok(SyncStats {
+            full,
+            ports_written: operations.len().min(view.len()),
+            objects_written: written,
+            totals: vec![("ipvs_virtual_servers".into(), desired.services.len() as u64)],
+        })
+    }
+}
+
+fn kernel_has(kernel: &KernelTable, key: &ServiceKey, ip: IpAddr, port: u16) -> bool {
+    kernel.get(key).is_some_and(|(_, ds)| {
+        ds.iter()
+            .any(|d| d.server.address == ip && d.server.port == port)
+    })
+}
+
+fn apply(ipvs: &mut IpvsNetlink, op: &Operation) -> Result<(), IpvsError> {
+    match op {
+        Operation::NewService(s) => ipvs.new_service(s),
+        Operation::SetService(s) => ipvs.set_service(s),
+        Operation::DeleteService(k) => ipvs.delete_service(k),
+        Operation::NewServer(k, s) => ipvs.new_destination(k, s),
+        Operation::SetServer(k, s) => ipvs.set_destination(k, s),
+        Operation::DeleteServer(k, ip, port) => ipvs.delete_destination(k, *ip, *port),
+    }
+}
+
+fn backend_error(error: IpvsError) -> BackendError {
+    let message = format!("IPVS sync: {error}");
+    let backend_error = if matches!(error, IpvsError::NoIpvs | IpvsError::Ipv6NotYet) {
+        BackendError::unsupported(message)
+    } else {
+        BackendError::dataplane(message)
+    };
+    backend_error.with_source(error)
+}
+
+#[async_trait::async_trait]
+impl Backend for IpvsBackend {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Ipvs
+    }
+
+    /// ClusterIP traffic (TCP, UDP, SCTP), ClientIP affinity, hairpin and
+    /// masquerade per the local-traffic detector. Not yet: node ports,
+    /// external and load-balancer IPs (and so source ranges), IPv6.
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::ALL;
+        caps.ipv6 = false;
+        caps.node_port = false;
+        caps.external_ip = false;
+        caps.source_ranges = false;
+        caps
+    }
+
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
+        let full = changes.is_full();
+        if full {
+            self.applied_sets = None;
+            self.applied_rules = None;
+        }
+        self.sync_inner(view, full).await.map_err(backend_error)
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.applied_sets = None;
+        self.applied_rules = None;
+        self.draining.clear();
+        crate::cleanup::cleanup_leftovers(self.host.as_ref(), self.ctx.family)
+            .await
+            .map_err(BackendError::from)
+    }
+
+    fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        let desired = Desired::of(view, &self.scheduler);
+        let mut out = String::from("# kube-ipvs0 addresses\n");
+        for vip in &desired.vips {
+            let _ = writeln!(out, "{vip}");
+        }
+        out.push_str("# IPVS virtual servers\n");
+        let services: BTreeMap<_, _> = desired.services.iter().collect();
+        for (key, s) in services {
+            let _ = write!(out, "{key} {}", s.service.scheduler);
+            if s.service.timeout > 0 {
+                let _ = write!(out, " persistent {}", s.service.timeout);
+            }
+            out.push('\n');
+            for server in s.servers.values() {
+                let _ = writeln!(
+                    out,
+                    "  -> {}:{} masq {}",
+                    server.address, server.port, server.weight
+                );
+            }
+        }
+        out.push_str("# ipset restore\n");
+        out.push_str(&rules::ipset_restore(&rules::ipset_entries(&desired)));
+        out.push_str("# iptables-restore --noflush\n");
+        out.push_str(&rules::iptables_restore(&self.render, true));
+        Ok(out)
+    }
+}
