@@ -41,6 +41,8 @@ mod cmd {
 
 /// `ENOENT`: the controller's answer for an unknown family.
 const ENOENT: i32 = 2;
+/// `ESRCH`: no such virtual server.
+const ESRCH: i32 = 3;
 
 /// The IPVS table of the network namespace the socket was opened in (the
 /// calling thread's at [`IpvsNetlink::open`]).
@@ -108,6 +110,25 @@ impl IpvsNetlink {
             }
         }
         Ok(services)
+    }
+
+    /// One virtual server, or `None` when the kernel has none with `key`.
+    pub fn service(&mut self, key: &ServiceKey) -> Result<Option<VirtualServer>, IpvsError> {
+        let operation = format!("get service {key}");
+        let attributes = [Attribute::Nested(cmd_attr::SERVICE, key.attributes())];
+        let replies = match self.ipvs(&operation, cmd::GET_SERVICE, false, &attributes) {
+            Err(e) if e.os_error() == Some(ESRCH) => return Ok(None),
+            other => other?,
+        };
+        let mut found = None;
+        for reply in replies {
+            let nested = reply
+                .attributes
+                .nested(cmd_attr::SERVICE)
+                .map_err(|e| decode(&operation, e))?;
+            found = found.or(nested.as_ref().and_then(VirtualServer::from_attributes));
+        }
+        Ok(found)
     }
 
     /// Adds a virtual server.

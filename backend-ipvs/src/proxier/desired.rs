@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use proxy_core::{NodeView, Protocol};
+use proxy_core::{NodeView, Protocol, ServicePortName};
 
 use crate::netlink::{IpvsProtocol, RealServer, ServiceKey, VirtualServer};
 
@@ -31,6 +31,8 @@ pub(crate) struct Desired {
     /// `KUBE-LOOP-BACK` (`hash:ip,port,ip`): local endpoints, to
     /// masquerade a pod reaching itself through a service (hairpin).
     pub(crate) loopback: BTreeSet<(IpAddr, IpvsProtocol, u16, IpAddr)>,
+    /// The virtual server of each service port.
+    pub(crate) port_keys: BTreeMap<ServicePortName, ServiceKey>,
 }
 
 /// The IPVS protocol of a service protocol.
@@ -46,7 +48,7 @@ impl Desired {
     /// The desired state of `view` with `scheduler`.
     pub(crate) fn of(view: &NodeView, scheduler: &str) -> Desired {
         let mut desired = Desired::default();
-        for (_, port_view) in view.iter() {
+        for (name, port_view) in view.iter() {
             let port = &port_view.port;
             let protocol = ipvs_protocol(port.protocol);
             let key = ServiceKey {
@@ -55,6 +57,7 @@ impl Desired {
                 port: port.port,
             };
             desired.vips.insert(port.cluster_ip);
+            desired.port_keys.insert(name.clone(), key);
             desired
                 .cluster_ips
                 .insert((port.cluster_ip, protocol, port.port));

@@ -33,7 +33,9 @@ use backend_iptables::iptables::Iptables;
 use backend_iptables::render::RenderConfig;
 use proxy_core::backend::{Backend, BackendContext, BackendError};
 use proxy_core::exec::{Command, Executor};
-use proxy_core::{Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats};
+use proxy_core::{
+    Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName, SyncStats,
+};
 
 use crate::error::IpvsError;
 use crate::host::Host;
@@ -59,6 +61,13 @@ pub struct IpvsBackend {
     applied_sets: Option<String>,
     applied_rules: Option<String>,
     draining: HashMap<(ServiceKey, IpAddr, u16), Instant>,
+    /// The virtual server of each service port at the last successful sync.
+    port_keys: BTreeMap<ServicePortName, ServiceKey>,
+    /// `kube-ipvs0`'s addresses after the last successful sync (re-read
+    /// by full syncs).
+    bound: Option<BTreeSet<IpAddr>>,
+    /// Whether `MASQUERADE --random-fully` works (asked once).
+    random_fully: Option<bool>,
 }
 
 impl std::fmt::Debug for IpvsBackend {
@@ -91,10 +100,18 @@ impl IpvsBackend {
             applied_sets: None,
             applied_rules: None,
             draining: HashMap::new(),
+            port_keys: BTreeMap::new(),
+            bound: None,
+            random_fully: None,
         })
     }
 
-    async fn sync_inner(&mut self, view: &NodeView, full: bool) -> Result<SyncStats, IpvsError> {
+    async fn sync_inner(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, IpvsError> {
+        let full = changes.is_full();
         if self.ctx.family != IpFamily::V4 {
             return Err(IpvsError::Ipv6NotYet);
         }
@@ -104,8 +121,13 @@ impl IpvsBackend {
         let mut written = 0;
 
         // kube-ipvs0 and its addresses
-        dummy::ensure_device(exec.as_ref()).await?;
-        let bound = dummy::bound(exec.as_ref()).await?;
+        let bound = match self.bound.take() {
+            Some(bound) if !full => bound,
+            _ => {
+                dummy::ensure_device(exec.as_ref()).await?;
+                dummy::bound(exec.as_ref()).await?
+            }
+        };
         let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
         let remove: BTreeSet<IpAddr> = bound.difference(&desired.vips).copied().collect();
 
@@ -116,10 +138,38 @@ impl IpvsBackend {
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Err(IpvsError::NoIpvs);
         };
-        let owned =
-            |k: &ServiceKey| bound.contains(&k.address) || desired.vips.contains(&k.address);
+        // A partial sync looks only at the virtual servers of the changed
+        // ports (before and after) and at draining ones; a full sync at all.
+        let scope: Option<BTreeSet<ServiceKey>> = (!full).then(|| {
+            let mut keys: BTreeSet<ServiceKey> = self.draining.keys().map(|(k, _, _)| *k).collect();
+            for port in changes.ports() {
+                keys.extend(self.port_keys.get(port));
+                keys.extend(desired.port_keys.get(port));
+            }
+            keys
+        });
+        let in_scope = |k: &ServiceKey| scope.as_ref().is_none_or(|s| s.contains(k));
+        let owned = |k: &ServiceKey| {
+            in_scope(k) && (bound.contains(&k.address) || desired.vips.contains(&k.address))
+        };
+        let wanted: BTreeMap<ServiceKey, desired::DesiredService> = desired
+            .services
+            .iter()
+            .filter(|(k, _)| in_scope(k))
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        let listed = match &scope {
+            None => ipvs.services()?,
+            Some(keys) => {
+                let mut services = Vec::with_capacity(keys.len());
+                for key in keys {
+                    services.extend(ipvs.service(key)?);
+                }
+                services
+            }
+        };
         let mut kernel = KernelTable::new();
-        for service in ipvs.services()? {
+        for service in listed {
             if owned(&service.key) {
                 let destinations = ipvs.destinations(&service.key)?;
                 kernel.insert(service.key, (service, destinations));
@@ -135,7 +185,7 @@ impl IpvsBackend {
                 || d.active_connections + d.inactive_connections == 0
                 || now.duration_since(since) >= DRAIN_BOUND
         };
-        let operations = plan(&kernel, &desired.services, owned, terminated);
+        let operations = plan(&kernel, &wanted, owned, terminated);
         // new addresses before new services, so the first packet finds both
         written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
         for op in &operations {
@@ -171,7 +221,11 @@ impl IpvsBackend {
         let Some(iptables) = self.iptables.as_ref() else {
             return Err(IpvsError::NoIpvs);
         };
-        let text = rules::iptables_restore(&self.render, iptables.has_random_fully().await);
+        let random_fully = match self.random_fully {
+            Some(known) => known,
+            None => *self.random_fully.insert(iptables.has_random_fully().await),
+        };
+        let text = rules::iptables_restore(&self.render, random_fully);
         if full || self.applied_rules.as_ref() != Some(&text) {
             iptables.restore(&text).await?;
             for jump in JUMPS {
@@ -181,6 +235,8 @@ impl IpvsBackend {
             self.applied_rules = Some(text);
             written += 1;
         }
+        self.port_keys = desired.port_keys;
+        self.bound = Some(desired.vips.clone());
         Ok(SyncStats {
             full,
             ports_written: operations.len().min(view.len()),
@@ -241,15 +297,16 @@ impl Backend for IpvsBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, BackendError> {
-        let full = changes.is_full();
-        if full {
+        if changes.is_full() {
             self.applied_sets = None;
             self.applied_rules = None;
         }
-        self.sync_inner(view, full).await.map_err(backend_error)
+        self.sync_inner(view, changes).await.map_err(backend_error)
     }
 
     async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.bound = None;
+        self.port_keys.clear();
         self.applied_sets = None;
         self.applied_rules = None;
         self.draining.clear();

@@ -133,7 +133,16 @@ fn netlink_creates_lists_changes_and_deletes_services_and_real_servers() {
     ipvs.delete_destination(&tcp.key, a.address, a.port)
         .unwrap();
     assert_eq!(servers(&mut ipvs, &tcp.key), [b.with_weight(0)]);
+    assert_eq!(
+        ipvs.service(&sctp.key).unwrap().map(|s| s.scheduler),
+        Some("sh".to_string())
+    );
     ipvs.delete_service(&sctp.key).unwrap();
+    assert_eq!(
+        ipvs.service(&sctp.key).unwrap(),
+        None,
+        "a missing service is None"
+    );
     let gone = ipvs.delete_service(&sctp.key).unwrap_err();
     assert_eq!(gone.os_error(), Some(ESRCH), "{gone}");
     assert_eq!(listed(&mut ipvs).len(), 2);

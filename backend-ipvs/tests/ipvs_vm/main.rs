@@ -16,6 +16,7 @@ mod guest;
 mod guest_conformance;
 mod guest_ipvsadm;
 mod guest_netlink;
+mod guest_sync;
 mod vm;
 
 use std::io::Write as _;
