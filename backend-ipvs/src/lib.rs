@@ -1,10 +1,13 @@
-//! The `ipvs` mode of the pluggable kube-proxy: **only the cleanup of
-//! upstream's IPVS state is implemented**; the mode itself is not.
+//! The `ipvs` mode of the pluggable kube-proxy.
 //!
-//! [`IpvsFactory`] is registered so that `--proxy-mode=ipvs` is recognised
-//! and fails with a clear message ([`NOT_IMPLEMENTED`]) instead of "unknown
-//! mode". Upstream deprecated the IPVS mode in v1.35 (KEP-5495), and this
-//! kernel build has no `CONFIG_IP_VS` to test a real backend against.
+//! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP traffic
+//!   (`kube-ipvs0`, virtual and real servers over [`netlink`], ipsets and
+//!   iptables chains, graceful termination), proven in a VM with a real
+//!   IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`). Node ports, external
+//!   and load-balancer IPs and IPv6 are not written yet, so
+//! - [`IpvsFactory`] still answers `--proxy-mode=ipvs` with
+//!   [`NOT_IMPLEMENTED`] rather than start a mode that would drop those.
+//! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.
 //!
 //! What is implemented is
 //! [`cleanup_leftovers`](proxy_core::backend::BackendFactory::cleanup_leftovers), run

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use proxy_core::view::Target;
 use proxy_core::{NodeView, Protocol, ServicePortName};
 
 use crate::netlink::{IpvsProtocol, RealServer, ServiceKey, VirtualServer};
@@ -61,15 +62,19 @@ impl Desired {
             desired
                 .cluster_ips
                 .insert((port.cluster_ip, protocol, port.port));
-            // `Drop` and `Reject` both leave the virtual server without
-            // real servers: IPVS answers ICMP port unreachable, as upstream
-            // (it has no drop rule for `Local` without local endpoints)
             let mut service = VirtualServer::new(key, scheduler);
             if let Some(affinity) = &port.session_affinity {
                 service = service.persistent(affinity.timeout_seconds);
             }
-            let servers = port_view
-                .endpoints_for(port_view.internal)
+            // Policy `Local` without a local endpoint: upstream's IPVS mode
+            // falls back to the cluster endpoints (kubernetes#97081), which
+            // a port that uses no cluster endpoints does not have; without
+            // real servers IPVS answers port unreachable (no drop rule).
+            let endpoints = match port_view.internal {
+                Target::Drop => &port_view.cluster,
+                target => port_view.endpoints_for(target),
+            };
+            let servers = endpoints
                 .iter()
                 .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
                 .collect();
