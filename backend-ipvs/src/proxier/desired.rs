@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use proxy_core::view::Target;
 use proxy_core::{NodeView, Protocol, ServicePortName};
 
-use crate::netlink::{IpvsProtocol, RealServer, ServiceKey, VirtualServer};
+use crate::netlink::{IpvsProtocol, RealServer, ServiceFlags, ServiceKey, VirtualServer};
 
 /// A virtual server and its real servers, by (address, port).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +65,10 @@ impl Desired {
             let mut service = VirtualServer::new(key, scheduler);
             if let Some(affinity) = &port.session_affinity {
                 service = service.persistent(affinity.timeout_seconds);
+            }
+            // upstream sets the source-hash flag (`mh-port`) for `mh`
+            if scheduler == "mh" {
+                service.flags = service.flags | ServiceFlags::SCHED2;
             }
             // Policy `Local` without a local endpoint: upstream's IPVS mode
             // falls back to the cluster endpoints (kubernetes#97081), which
@@ -148,9 +152,13 @@ mod tests {
 
     #[test]
     fn local_policy_without_local_endpoints_has_no_real_server() {
-        let desired = Desired::of(scenario("internal-local-no-local-endpoints").view(), "wrr");
+        let desired = Desired::of(scenario("internal-local-no-local-endpoints").view(), "mh");
         let web = &desired.services[&web()];
-        assert_eq!(web.service.scheduler, "wrr");
+        assert_eq!(web.service.scheduler, "mh");
+        assert!(
+            web.service.flags.contains(ServiceFlags::SCHED2),
+            "mh hashes source ports too, as upstream"
+        );
         assert!(web.servers.is_empty());
     }
 

@@ -88,6 +88,8 @@ pub(crate) fn iptables_restore(config: &RenderConfig, random_fully: bool) -> Str
             }
         }
         if table == "nat" {
+            // connections to localhost leave the service chain at once
+            line("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN".to_string());
             let masq = "-m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\"";
             let set = format!("-m set --match-set {CLUSTER_IP_SET}");
             if config.masquerade_all {
@@ -104,6 +106,9 @@ pub(crate) fn iptables_restore(config: &RenderConfig, random_fully: bool) -> Str
                     "-A KUBE-SERVICES {masq} {set} src,dst -j KUBE-MARK-MASQ"
                 ));
             }
+            line("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT".to_string());
+            line("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ".to_string());
+            // last: accept what IPVS serves, whatever other rules follow
             line(format!("-A KUBE-SERVICES {set} dst,dst -j ACCEPT"));
             line(format!(
                 "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set {LOOP_BACK_SET} dst,dst,src -j MASQUERADE"
@@ -118,6 +123,7 @@ pub(crate) fn iptables_restore(config: &RenderConfig, random_fully: bool) -> Str
             ));
             line(format!("-A KUBE-MARK-MASQ -j MARK --or-mark {mark}"));
         } else {
+            line("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP".to_string());
             // a new connection to a service address on a port no service
             // has is refused, so node listeners on 0.0.0.0 never answer
             line(format!(
@@ -215,5 +221,23 @@ mod tests {
         }
         assert!(rules.contains("-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN\n-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT\n"), "{rules}");
         assert_eq!(rules.matches("COMMIT\n").count(), 2);
+        let nat = &rules[..rules.find("*filter").unwrap()];
+        assert!(
+            nat.contains(":KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n"),
+            "{nat}"
+        );
+        let services: Vec<&str> = nat
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES"))
+            .collect();
+        assert_eq!(
+            services.first(),
+            Some(&"-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN")
+        );
+        assert_eq!(
+            services.last(),
+            Some(&"-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT"),
+            "upstream's acceptIPVSTraffic comes last"
+        );
     }
 }
