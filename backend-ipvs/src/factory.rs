@@ -9,12 +9,12 @@ use crate::cleanup;
 use crate::host::{Host, SystemHost};
 
 /// Why [`IpvsFactory::check`] and [`IpvsFactory::build`] fail.
-pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet (the IPVS backend serves ClusterIPs only: no node ports, external or load-balancer IPs, or IPv6); use iptables or nftables";
+pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet (the IPVS backend serves ClusterIPs and node ports only: no external or load-balancer IPs, no IPv6); use iptables or nftables";
 
 /// The factory of the `ipvs` mode.
 ///
 /// The mode is not enabled: [`IpvsBackend`](crate::IpvsBackend) serves
-/// ClusterIPs only, so [`check`](BackendFactory::check) and
+/// ClusterIPs and node ports only, so [`check`](BackendFactory::check) and
 /// [`build`](BackendFactory::build) report
 /// [`Unsupported`](proxy_core::BackendErrorKind::Unsupported) with
 /// [`NOT_IMPLEMENTED`]. [`cleanup_leftovers`](BackendFactory::cleanup_leftovers)

@@ -1,10 +1,10 @@
 //! The `ipvs` mode of the pluggable kube-proxy.
 //!
-//! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP traffic
-//!   (`kube-ipvs0`, virtual and real servers over [`netlink`], ipsets and
-//!   iptables chains, graceful termination), proven in a VM with a real
-//!   IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`). Node ports, external
-//!   and load-balancer IPs and IPv6 are not written yet, so
+//! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP and node-port
+//!   traffic (`kube-ipvs0`, virtual and real servers over [`netlink`],
+//!   ipsets and iptables chains, graceful termination), proven in a VM with
+//!   a real IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`). External and
+//!   load-balancer IPs and IPv6 are not written yet, so
 //! - [`IpvsFactory`] still answers `--proxy-mode=ipvs` with
 //!   [`NOT_IMPLEMENTED`] rather than start a mode that would drop those.
 //! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.

@@ -32,8 +32,15 @@ pub(crate) struct Desired {
     /// `KUBE-LOOP-BACK` (`hash:ip,port,ip`): local endpoints, to
     /// masquerade a pod reaching itself through a service (hairpin).
     pub(crate) loopback: BTreeSet<(IpAddr, IpvsProtocol, u16, IpAddr)>,
-    /// The virtual server of each service port.
-    pub(crate) port_keys: BTreeMap<ServicePortName, ServiceKey>,
+    /// The virtual servers of each service port (ClusterIP, then node
+    /// ports).
+    pub(crate) port_keys: BTreeMap<ServicePortName, Vec<ServiceKey>>,
+    /// Node ports by protocol (`KUBE-NODE-PORT-{TCP,UDP}`, and for SCTP
+    /// `KUBE-NODE-PORT-SCTP-HASH` with every node IP), and whether the
+    /// port's external policy is `Local` (the `-LOCAL-` sets).
+    pub(crate) node_ports: BTreeSet<(IpvsProtocol, u16, bool)>,
+    /// The node IPs node ports are served on.
+    pub(crate) node_ips: BTreeSet<IpAddr>,
 }
 
 /// The IPVS protocol of a service protocol.
@@ -46,9 +53,14 @@ pub(crate) fn ipvs_protocol(protocol: Protocol) -> IpvsProtocol {
 }
 
 impl Desired {
-    /// The desired state of `view` with `scheduler`.
-    pub(crate) fn of(view: &NodeView, scheduler: &str) -> Desired {
-        let mut desired = Desired::default();
+    /// The desired state of `view` with `scheduler`, node ports served on
+    /// `node_ips` (upstream's: the node's addresses selected by
+    /// `nodePortAddresses`, without loopback ones and `kube-ipvs0`'s).
+    pub(crate) fn of(view: &NodeView, scheduler: &str, node_ips: &BTreeSet<IpAddr>) -> Desired {
+        let mut desired = Desired {
+            node_ips: node_ips.clone(),
+            ..Desired::default()
+        };
         for (name, port_view) in view.iter() {
             let port = &port_view.port;
             let protocol = ipvs_protocol(port.protocol);
@@ -58,7 +70,7 @@ impl Desired {
                 port: port.port,
             };
             desired.vips.insert(port.cluster_ip);
-            desired.port_keys.insert(name.clone(), key);
+            desired.port_keys.insert(name.clone(), vec![key]);
             desired
                 .cluster_ips
                 .insert((port.cluster_ip, protocol, port.port));
@@ -78,12 +90,50 @@ impl Desired {
                 Target::Drop => &port_view.cluster,
                 target => port_view.endpoints_for(target),
             };
-            let servers = endpoints
+            let servers: BTreeMap<_, _> = endpoints
                 .iter()
                 .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
                 .collect();
             for e in port_view.all_endpoints().filter(|e| e.is_local) {
                 desired.loopback.insert((e.ip, protocol, e.port, e.ip));
+            }
+            if let Some(node_port) = port.node_port
+                && !node_ips.is_empty()
+            {
+                // external policy `Local`: the local endpoints, else (as
+                // above) the cluster ones
+                let endpoints = match port_view.external {
+                    Target::Drop => &port_view.cluster,
+                    target => port_view.endpoints_for(target),
+                };
+                let external: BTreeMap<_, _> = endpoints
+                    .iter()
+                    .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
+                    .collect();
+                let local = port.external_policy_local();
+                desired.node_ports.insert((protocol, node_port, local));
+                for ip in node_ips {
+                    let node_key = ServiceKey {
+                        address: *ip,
+                        protocol,
+                        port: node_port,
+                    };
+                    let node_service = VirtualServer {
+                        key: node_key,
+                        netmask: service.netmask,
+                        ..service.clone()
+                    };
+                    desired.services.insert(
+                        node_key,
+                        DesiredService {
+                            service: node_service,
+                            servers: external.clone(),
+                        },
+                    );
+                    if let Some(keys) = desired.port_keys.get_mut(name) {
+                        keys.push(node_key);
+                    }
+                }
             }
             desired
                 .services
@@ -120,7 +170,11 @@ mod tests {
 
     #[test]
     fn session_affinity_is_persistence_with_its_timeout_over_every_endpoint() {
-        let desired = Desired::of(scenario("clusterip-session-affinity").view(), "rr");
+        let desired = Desired::of(
+            scenario("clusterip-session-affinity").view(),
+            "rr",
+            &BTreeSet::new(),
+        );
         assert_eq!(desired.vips, BTreeSet::from([ip("10.96.0.10")]));
         assert_eq!(
             desired.cluster_ips,
@@ -152,7 +206,11 @@ mod tests {
 
     #[test]
     fn local_policy_without_local_endpoints_has_no_real_server() {
-        let desired = Desired::of(scenario("internal-local-no-local-endpoints").view(), "mh");
+        let desired = Desired::of(
+            scenario("internal-local-no-local-endpoints").view(),
+            "mh",
+            &BTreeSet::new(),
+        );
         let web = &desired.services[&web()];
         assert_eq!(web.service.scheduler, "mh");
         assert!(
@@ -164,8 +222,68 @@ mod tests {
 
     #[test]
     fn no_endpoints_is_a_virtual_server_without_real_servers() {
-        let desired = Desired::of(scenario("clusterip-no-endpoints").view(), "rr");
+        let desired = Desired::of(
+            scenario("clusterip-no-endpoints").view(),
+            "rr",
+            &BTreeSet::new(),
+        );
         assert!(desired.services.values().all(|s| s.servers.is_empty()));
         assert!(!desired.services.is_empty());
+    }
+
+    #[test]
+    fn node_ports_are_virtual_servers_on_every_node_ip_with_the_external_endpoints() {
+        let node_ips = BTreeSet::from([ip("10.0.0.1"), ip("10.244.1.1")]);
+        let desired = Desired::of(scenario("nodeport-local").view(), "rr", &node_ips);
+        assert_eq!(
+            desired.node_ports,
+            BTreeSet::from([(IpvsProtocol::Tcp, 30080, true)])
+        );
+        for node_ip in &node_ips {
+            let key = ServiceKey {
+                address: *node_ip,
+                protocol: IpvsProtocol::Tcp,
+                port: 30080,
+            };
+            let servers: Vec<IpAddr> = desired.services[&key]
+                .servers
+                .keys()
+                .map(|(ip, _)| *ip)
+                .collect();
+            assert_eq!(
+                servers,
+                [ip("10.244.1.10")],
+                "policy Local: the local endpoint only"
+            );
+        }
+        assert_eq!(
+            desired.services[&web()].servers.len(),
+            2,
+            "the ClusterIP keeps every endpoint"
+        );
+        assert!(
+            !desired.vips.contains(&ip("10.0.0.1")),
+            "node IPs are not bound to kube-ipvs0"
+        );
+        let fallback = Desired::of(
+            scenario("nodeport-local-no-local-endpoints").view(),
+            "rr",
+            &node_ips,
+        );
+        let key = ServiceKey {
+            address: ip("10.0.0.1"),
+            protocol: IpvsProtocol::Tcp,
+            port: 30080,
+        };
+        let servers: Vec<IpAddr> = fallback.services[&key]
+            .servers
+            .keys()
+            .map(|(ip, _)| *ip)
+            .collect();
+        assert_eq!(
+            servers,
+            [ip("10.244.2.10")],
+            "no local endpoint: upstream falls back to the cluster ones"
+        );
     }
 }

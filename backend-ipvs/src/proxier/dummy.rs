@@ -50,13 +50,42 @@ pub(crate) async fn bound(exec: &dyn Executor) -> Result<BTreeSet<IpAddr>, IpvsE
     })
 }
 
+/// The node's addresses node ports are served on, as upstream's IPVS
+/// proxier takes them: every link's but `kube-ipvs0`'s, without loopback
+/// addresses.
+pub(crate) async fn node_addresses(exec: &dyn Executor) -> Result<BTreeSet<IpAddr>, IpvsError> {
+    let command = Command::new("ip", ["-j", "addr", "show"]);
+    let json = run(exec, command.clone()).await?;
+    let addresses = parse_link_addresses(&json).ok_or_else(|| IpvsError::Command {
+        command: command.to_string(),
+        status: "unreadable output".into(),
+        stderr: json.chars().take(200).collect(),
+    })?;
+    Ok(addresses
+        .into_iter()
+        .filter(|(link, ip)| link != DUMMY_DEVICE && !ip.is_loopback())
+        .map(|(_, ip)| ip)
+        .collect())
+}
+
 /// The `local` addresses of `ip -j addr show` output.
 fn parse_addresses(json: &str) -> Option<BTreeSet<IpAddr>> {
+    Some(
+        parse_link_addresses(json)?
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect(),
+    )
+}
+
+/// `(link name, address)` of `ip -j addr show` output.
+fn parse_link_addresses(json: &str) -> Option<Vec<(String, IpAddr)>> {
     let links: serde_json::Value = serde_json::from_str(json).ok()?;
-    let mut addresses = BTreeSet::new();
+    let mut addresses = Vec::new();
     for link in links.as_array()? {
+        let name = link.get("ifname")?.as_str()?;
         for info in link.get("addr_info")?.as_array()? {
-            addresses.insert(info.get("local")?.as_str()?.parse().ok()?);
+            addresses.push((name.to_string(), info.get("local")?.as_str()?.parse().ok()?));
         }
     }
     Some(addresses)
@@ -98,5 +127,14 @@ mod tests {
         );
         assert_eq!(parse_addresses("[]").unwrap(), BTreeSet::new());
         assert_eq!(parse_addresses("not json"), None);
+        let all = r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1"}]},
+            {"ifname":"eth0","addr_info":[{"local":"10.0.0.1"}]}]"#;
+        assert_eq!(
+            parse_link_addresses(all).unwrap(),
+            [
+                ("lo".to_string(), "127.0.0.1".parse().unwrap()),
+                ("eth0".to_string(), "10.0.0.1".parse().unwrap())
+            ]
+        );
     }
 }

@@ -1,21 +1,25 @@
-//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP traffic.
+//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
+//! traffic.
 //!
 //! Each sync computes the [`Desired`] state of the view and diffs it
 //! against the kernel's (nothing is rewritten that is already right):
 //!
 //! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
 //! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
-//! 3. one virtual server per (ClusterIP, port, protocol), the scheduler of
+//! 3. one virtual server per (ClusterIP, port, protocol) and per (node IP,
+//!    node port, protocol) on the non-loopback addresses `nodePortAddresses`
+//!    selects, the scheduler of
 //!    `ipvs.scheduler`, ClientIP affinity as persistence; masquerading
 //!    real servers of weight 1; a real server that goes away gets weight 0
 //!    and is deleted once IPVS counts no connection to it (TCP; UDP and
 //!    SCTP at once, as upstream), or after [`DRAIN_BOUND`];
-//! 4. `KUBE-CLUSTER-IP` and `KUBE-LOOP-BACK` through `ipset restore`;
+//! 4. `KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`, `KUBE-IPVS-IPS` and the
+//!    `KUBE-NODE-PORT-*` sets through `ipset restore`;
 //! 5. upstream's chains through `iptables-restore --noflush` and its jump
 //!    rules, with `backend-iptables`' iptables layer.
 //!
-//! Not yet: node ports, external and load-balancer IPs, source ranges,
-//! IPv6 (see [`IpvsBackend::capabilities`]).
+//! Not yet: external and load-balancer IPs, source ranges, health-check
+//! node ports, IPv6 (see [`IpvsBackend::capabilities`]).
 
 mod desired;
 mod dummy;
@@ -50,6 +54,9 @@ use plan::{KernelTable, Operation, plan};
 pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 
 /// The IPVS mode's backend for one family (IPv4 in this version).
+///
+/// [`render`](Backend::render) (`--dry-run`) shows node-port virtual
+/// servers only after a sync has read the node's addresses.
 pub struct IpvsBackend {
     ctx: BackendContext,
     exec: Arc<dyn Executor>,
@@ -62,12 +69,14 @@ pub struct IpvsBackend {
     applied_rules: Option<String>,
     draining: HashMap<(ServiceKey, IpAddr, u16), Instant>,
     /// The virtual server of each service port at the last successful sync.
-    port_keys: BTreeMap<ServicePortName, ServiceKey>,
+    port_keys: BTreeMap<ServicePortName, Vec<ServiceKey>>,
     /// `kube-ipvs0`'s addresses after the last successful sync (re-read
     /// by full syncs).
     bound: Option<BTreeSet<IpAddr>>,
     /// Whether `MASQUERADE --random-fully` works (asked once).
     random_fully: Option<bool>,
+    /// The node IPs node ports are served on (re-read by full syncs).
+    node_ips: Option<BTreeSet<IpAddr>>,
 }
 
 impl std::fmt::Debug for IpvsBackend {
@@ -103,7 +112,22 @@ impl IpvsBackend {
             port_keys: BTreeMap::new(),
             bound: None,
             random_fully: None,
+            node_ips: None,
         })
+    }
+
+    /// The node IPs of this family that `nodePortAddresses` selects.
+    fn select_node_ips(&self, addresses: BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        addresses
+            .into_iter()
+            .filter(|ip| IpFamily::of(ip) == self.ctx.family)
+            .filter(|ip| {
+                self.ctx
+                    .node_port_cidrs
+                    .as_ref()
+                    .is_none_or(|cidrs| cidrs.iter().any(|c| c.contains(ip)))
+            })
+            .collect()
     }
 
     async fn sync_inner(
@@ -116,8 +140,12 @@ impl IpvsBackend {
             return Err(IpvsError::Ipv6NotYet);
         }
         sysctls::apply()?;
-        let desired = Desired::of(view, &self.scheduler);
         let exec = self.exec.clone();
+        let node_ips = match self.node_ips.take() {
+            Some(ips) if !full => ips,
+            _ => self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?),
+        };
+        let desired = Desired::of(view, &self.scheduler, &node_ips);
         let mut written = 0;
 
         // kube-ipvs0 and its addresses
@@ -143,14 +171,17 @@ impl IpvsBackend {
         let scope: Option<BTreeSet<ServiceKey>> = (!full).then(|| {
             let mut keys: BTreeSet<ServiceKey> = self.draining.keys().map(|(k, _, _)| *k).collect();
             for port in changes.ports() {
-                keys.extend(self.port_keys.get(port));
-                keys.extend(desired.port_keys.get(port));
+                keys.extend(self.port_keys.get(port).into_iter().flatten());
+                keys.extend(desired.port_keys.get(port).into_iter().flatten());
             }
             keys
         });
         let in_scope = |k: &ServiceKey| scope.as_ref().is_none_or(|s| s.contains(k));
         let owned = |k: &ServiceKey| {
-            in_scope(k) && (bound.contains(&k.address) || desired.vips.contains(&k.address))
+            in_scope(k)
+                && (bound.contains(&k.address)
+                    || desired.vips.contains(&k.address)
+                    || node_ips.contains(&k.address))
         };
         let wanted: BTreeMap<ServiceKey, desired::DesiredService> = desired
             .services
@@ -225,7 +256,7 @@ impl IpvsBackend {
             Some(known) => known,
             None => *self.random_fully.insert(iptables.has_random_fully().await),
         };
-        let text = rules::iptables_restore(&self.render, random_fully);
+        let text = rules::iptables_restore(&self.render, &desired, random_fully);
         if full || self.applied_rules.as_ref() != Some(&text) {
             iptables.restore(&text).await?;
             for jump in JUMPS {
@@ -237,6 +268,7 @@ impl IpvsBackend {
         }
         self.port_keys = desired.port_keys;
         self.bound = Some(desired.vips.clone());
+        self.node_ips = Some(node_ips);
         Ok(SyncStats {
             full,
             ports_written: operations.len().min(view.len()),
@@ -280,13 +312,13 @@ impl Backend for IpvsBackend {
         ProxyMode::Ipvs
     }
 
-    /// ClusterIP traffic (TCP, UDP, SCTP), ClientIP affinity, hairpin and
-    /// masquerade per the local-traffic detector. Not yet: node ports,
-    /// external and load-balancer IPs (and so source ranges), IPv6.
+    /// ClusterIP and node-port traffic (TCP, UDP, SCTP), ClientIP
+    /// affinity, hairpin and masquerade per the local-traffic detector.
+    /// Not yet: external and load-balancer IPs (and so source ranges),
+    /// IPv6.
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::ALL;
         caps.ipv6 = false;
-        caps.node_port = false;
         caps.external_ip = false;
         caps.source_ranges = false;
         caps
@@ -306,6 +338,7 @@ impl Backend for IpvsBackend {
 
     async fn cleanup(&mut self) -> Result<(), BackendError> {
         self.bound = None;
+        self.node_ips = None;
         self.port_keys.clear();
         self.applied_sets = None;
         self.applied_rules = None;
@@ -316,7 +349,8 @@ impl Backend for IpvsBackend {
     }
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
-        let desired = Desired::of(view, &self.scheduler);
+        let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
+        let desired = Desired::of(view, &self.scheduler, &node_ips);
         let mut out = String::from("# kube-ipvs0 addresses\n");
         for vip in &desired.vips {
             let _ = writeln!(out, "{vip}");
@@ -340,7 +374,7 @@ impl Backend for IpvsBackend {
         out.push_str("# ipset restore\n");
         out.push_str(&rules::ipset_restore(&rules::ipset_entries(&desired)));
         out.push_str("# iptables-restore --noflush\n");
-        out.push_str(&rules::iptables_restore(&self.render, true));
+        out.push_str(&rules::iptables_restore(&self.render, &desired, true));
         Ok(out)
     }
 }

@@ -21,6 +21,67 @@ pub(crate) const LOOP_BACK_SET: &str = "KUBE-LOOP-BACK";
 /// `KUBE-IPVS-IPS` (`hash:ip`): every address bound to `kube-ipvs0`.
 pub(crate) const IPVS_IPS_SET: &str = "KUBE-IPVS-IPS";
 
+/// The node-port sets: `(set, protocol, local, comment)`, in upstream's
+/// rule order (`ipsetWithIptablesChain`: each `-LOCAL-` set's `RETURN`
+/// before its protocol's masquerade).
+const NODE_PORT_SETS: [(&str, IpvsProtocol, bool, &str); 6] = [
+    (
+        "KUBE-NODE-PORT-LOCAL-TCP",
+        IpvsProtocol::Tcp,
+        true,
+        "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+    ),
+    (
+        "KUBE-NODE-PORT-TCP",
+        IpvsProtocol::Tcp,
+        false,
+        "Kubernetes nodeport TCP port for masquerade purpose",
+    ),
+    (
+        "KUBE-NODE-PORT-LOCAL-UDP",
+        IpvsProtocol::Udp,
+        true,
+        "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+    ),
+    (
+        "KUBE-NODE-PORT-UDP",
+        IpvsProtocol::Udp,
+        false,
+        "Kubernetes nodeport UDP port for masquerade purpose",
+    ),
+    (
+        "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+        IpvsProtocol::Sctp,
+        true,
+        "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+    ),
+    (
+        "KUBE-NODE-PORT-SCTP-HASH",
+        IpvsProtocol::Sctp,
+        false,
+        "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+    ),
+];
+
+/// The entries of a node-port set: every node port of the protocol (the
+/// `-LOCAL-` set: those with policy `Local`); SCTP ones per node IP.
+fn node_port_entries(desired: &Desired, protocol: IpvsProtocol, local: bool) -> BTreeSet<String> {
+    let mut entries = BTreeSet::new();
+    for (p, port, is_local) in &desired.node_ports {
+        if *p != protocol || (local && !is_local) {
+            continue;
+        }
+        if protocol == IpvsProtocol::Sctp {
+            for ip in &desired.node_ips {
+                entries.insert(format!("{ip},sctp:{port}"));
+            }
+        } else {
+            entries.insert(port.to_string());
+        }
+    }
+    entries
+}
+
 fn proto(p: IpvsProtocol) -> &'static str {
     match p {
         IpvsProtocol::Tcp => "tcp",
@@ -42,11 +103,15 @@ pub(crate) fn ipset_entries(desired: &Desired) -> Vec<(&'static str, BTreeSet<St
         .map(|(ip, p, port, src)| format!("{ip},{}:{port},{src}", proto(*p)))
         .collect();
     let vips = desired.vips.iter().map(ToString::to_string).collect();
-    vec![
+    let mut sets = vec![
         (CLUSTER_IP_SET, cluster),
         (LOOP_BACK_SET, loopback),
         (IPVS_IPS_SET, vips),
-    ]
+    ];
+    for (set, protocol, local, _) in NODE_PORT_SETS {
+        sets.push((set, node_port_entries(desired, protocol, local)));
+    }
+    sets
 }
 
 /// `ipset restore` input that creates the sets if missing and makes their
@@ -55,14 +120,14 @@ pub(crate) fn ipset_restore(entries: &[(&'static str, BTreeSet<String>)]) -> Str
     let mut out = String::new();
     for (set, members) in entries {
         let kind = match *set {
-            LOOP_BACK_SET => "hash:ip,port,ip",
-            IPVS_IPS_SET => "hash:ip",
-            _ => "hash:ip,port",
+            LOOP_BACK_SET => "hash:ip,port,ip family inet hashsize 1024 maxelem 65536",
+            IPVS_IPS_SET => "hash:ip family inet hashsize 1024 maxelem 65536",
+            s if s.starts_with("KUBE-NODE-PORT-") && !s.ends_with("-HASH") => {
+                "bitmap:port range 0-65535"
+            }
+            _ => "hash:ip,port family inet hashsize 1024 maxelem 65536",
         };
-        let _ = writeln!(
-            out,
-            "create {set} {kind} family inet hashsize 1024 maxelem 65536 -exist"
-        );
+        let _ = writeln!(out, "create {set} {kind} -exist");
         let _ = writeln!(out, "flush {set}");
         for m in members {
             let _ = writeln!(out, "add {set} {m}");
@@ -73,7 +138,11 @@ pub(crate) fn ipset_restore(entries: &[(&'static str, BTreeSet<String>)]) -> Str
 
 /// The `iptables-restore --noflush` input: every chain of upstream's IPVS
 /// mode declared (so restored whole), with this backend's rules.
-pub(crate) fn iptables_restore(config: &RenderConfig, random_fully: bool) -> String {
+pub(crate) fn iptables_restore(
+    config: &RenderConfig,
+    desired: &Desired,
+    random_fully: bool,
+) -> String {
     let mark = &config.mark;
     let mut out = String::new();
     let mut line = |l: String| {
@@ -122,6 +191,19 @@ pub(crate) fn iptables_restore(config: &RenderConfig, random_fully: bool) -> Str
                 "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{fully}"
             ));
             line(format!("-A KUBE-MARK-MASQ -j MARK --or-mark {mark}"));
+            for (set, protocol, local, comment) in NODE_PORT_SETS {
+                if node_port_entries(desired, protocol, local).is_empty() {
+                    continue;
+                }
+                let (p, match_type) = match protocol {
+                    IpvsProtocol::Sctp => ("sctp", "dst,dst"),
+                    other => (proto(other), "dst"),
+                };
+                let to = if local { "RETURN" } else { "KUBE-MARK-MASQ" };
+                line(format!(
+                    "-A KUBE-NODE-PORT -p {p} -m comment --comment \"{comment}\" -m set --match-set {set} {match_type} -j {to}"
+                ));
+            }
         } else {
             line("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP".to_string());
             // a new connection to a service address on a port no service
@@ -189,24 +271,92 @@ mod tests {
              add KUBE-LOOP-BACK 10.244.1.10,udp:53,10.244.1.10\n\
              create KUBE-IPVS-IPS hash:ip family inet hashsize 1024 maxelem 65536 -exist\n\
              flush KUBE-IPVS-IPS\n\
-             add KUBE-IPVS-IPS 10.96.0.10\n"
+             add KUBE-IPVS-IPS 10.96.0.10\n\
+             create KUBE-NODE-PORT-LOCAL-TCP bitmap:port range 0-65535 -exist\n\
+             flush KUBE-NODE-PORT-LOCAL-TCP\n\
+             create KUBE-NODE-PORT-TCP bitmap:port range 0-65535 -exist\n\
+             flush KUBE-NODE-PORT-TCP\n\
+             create KUBE-NODE-PORT-LOCAL-UDP bitmap:port range 0-65535 -exist\n\
+             flush KUBE-NODE-PORT-LOCAL-UDP\n\
+             create KUBE-NODE-PORT-UDP bitmap:port range 0-65535 -exist\n\
+             flush KUBE-NODE-PORT-UDP\n\
+             create KUBE-NODE-PORT-LOCAL-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-NODE-PORT-LOCAL-SCTP-HASH\n\
+             create KUBE-NODE-PORT-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-NODE-PORT-SCTP-HASH\n"
+        );
+    }
+
+    #[test]
+    fn node_ports_fill_their_sets_and_get_upstreams_rules() {
+        let mut desired = Desired {
+            node_ips: BTreeSet::from([ip("10.0.0.1"), ip("10.244.1.1")]),
+            ..Desired::default()
+        };
+        desired.node_ports.insert((IpvsProtocol::Tcp, 30080, true));
+        desired.node_ports.insert((IpvsProtocol::Udp, 30053, false));
+        desired
+            .node_ports
+            .insert((IpvsProtocol::Sctp, 30099, false));
+        let sets: std::collections::BTreeMap<_, _> = ipset_entries(&desired).into_iter().collect();
+        assert_eq!(
+            sets["KUBE-NODE-PORT-TCP"],
+            BTreeSet::from(["30080".to_string()])
+        );
+        assert_eq!(
+            sets["KUBE-NODE-PORT-LOCAL-TCP"],
+            BTreeSet::from(["30080".to_string()])
+        );
+        assert_eq!(
+            sets["KUBE-NODE-PORT-UDP"],
+            BTreeSet::from(["30053".to_string()])
+        );
+        assert!(sets["KUBE-NODE-PORT-LOCAL-UDP"].is_empty());
+        assert_eq!(
+            sets["KUBE-NODE-PORT-SCTP-HASH"],
+            BTreeSet::from([
+                "10.0.0.1,sctp:30099".to_string(),
+                "10.244.1.1,sctp:30099".to_string()
+            ])
+        );
+        let rules = iptables_restore(&config(LocalTrafficDetector::None, false), &desired, true);
+        let node_port: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-NODE-PORT "))
+            .collect();
+        assert_eq!(
+            node_port,
+            [
+                "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN",
+                "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ",
+                "-A KUBE-NODE-PORT -p udp -m comment --comment \"Kubernetes nodeport UDP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-UDP dst -j KUBE-MARK-MASQ",
+                "-A KUBE-NODE-PORT -p sctp -m comment --comment \"Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'\" -m set --match-set KUBE-NODE-PORT-SCTP-HASH dst,dst -j KUBE-MARK-MASQ",
+            ]
         );
     }
 
     #[test]
     fn off_cluster_sources_are_marked_for_masquerade_per_the_detector() {
         let cidr = LocalTrafficDetector::Cidr("10.244.0.0/16".parse().unwrap());
-        let rules = iptables_restore(&config(cidr, false), true);
+        let rules = iptables_restore(&config(cidr, false), &Desired::default(), true);
         assert!(rules.contains("-A KUBE-SERVICES ! -s 10.244.0.0/16 -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ\n"), "{rules}");
         assert!(rules.contains("-j MASQUERADE --random-fully\n"));
         assert!(
             rules.contains("-A KUBE-MARK-MASQ -j MARK --or-mark 0x00004000\n"),
             "{rules}"
         );
-        let all = iptables_restore(&config(LocalTrafficDetector::None, true), false);
+        let all = iptables_restore(
+            &config(LocalTrafficDetector::None, true),
+            &Desired::default(),
+            false,
+        );
         assert!(all.contains("-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ\n"));
         assert!(!all.contains("--random-fully"));
-        let none = iptables_restore(&config(LocalTrafficDetector::None, false), true);
+        let none = iptables_restore(
+            &config(LocalTrafficDetector::None, false),
+            &Desired::default(),
+            true,
+        );
         assert!(
             none.contains("--match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ\n"),
             "{none}"
@@ -215,7 +365,11 @@ mod tests {
 
     #[test]
     fn every_upstream_chain_is_declared_and_unserved_ports_are_refused() {
-        let rules = iptables_restore(&config(LocalTrafficDetector::None, false), true);
+        let rules = iptables_restore(
+            &config(LocalTrafficDetector::None, false),
+            &Desired::default(),
+            true,
+        );
         for (_, chain) in CHAINS {
             assert!(rules.contains(&format!(":{chain} - [0:0]\n")), "{chain}");
         }
