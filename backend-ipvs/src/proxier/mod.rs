@@ -271,7 +271,11 @@ impl IpvsBackend {
         self.node_ips = Some(node_ips);
         Ok(SyncStats {
             full,
-            ports_written: operations.len().min(view.len()),
+            ports_written: operations
+                .iter()
+                .map(Operation::key)
+                .collect::<BTreeSet<_>>()
+                .len(),
             objects_written: written,
             totals: vec![("ipvs_virtual_servers".into(), desired.services.len() as u64)],
         })

@@ -26,6 +26,19 @@ pub(crate) enum Operation {
     DeleteServer(ServiceKey, IpAddr, u16),
 }
 
+impl Operation {
+    /// The virtual server the operation writes.
+    pub(crate) fn key(&self) -> ServiceKey {
+        match self {
+            Operation::NewService(s) | Operation::SetService(s) => s.key,
+            Operation::DeleteService(k)
+            | Operation::NewServer(k, _)
+            | Operation::SetServer(k, _)
+            | Operation::DeleteServer(k, _, _) => *k,
+        }
+    }
+}
+
 /// What the kernel holds: virtual servers with their real servers.
 pub(crate) type KernelTable = BTreeMap<ServiceKey, (VirtualServer, Vec<Destination>)>;
 
