@@ -41,6 +41,12 @@ pub(crate) struct Desired {
     pub(crate) node_ports: BTreeSet<(IpvsProtocol, u16, bool)>,
     /// The node IPs node ports are served on.
     pub(crate) node_ips: BTreeSet<IpAddr>,
+    /// `KUBE-EXTERNAL-IP` (`false`) and `KUBE-EXTERNAL-IP-LOCAL` (`true`)
+    /// entries: external IP, protocol, port.
+    pub(crate) external_ips: BTreeSet<(IpPort, bool)>,
+    /// `KUBE-LOAD-BALANCER` entries, and whether each is also in
+    /// `KUBE-LOAD-BALANCER-LOCAL`.
+    pub(crate) load_balancers: BTreeSet<(IpPort, bool)>,
 }
 
 /// The IPVS protocol of a service protocol.
@@ -97,43 +103,68 @@ impl Desired {
             for e in port_view.all_endpoints().filter(|e| e.is_local) {
                 desired.loopback.insert((e.ip, protocol, e.port, e.ip));
             }
+            // external policy `Local`: the local endpoints, else (as
+            // above) the cluster ones
+            let endpoints = match port_view.external {
+                Target::Drop => &port_view.cluster,
+                target => port_view.endpoints_for(target),
+            };
+            let external: BTreeMap<_, _> = endpoints
+                .iter()
+                .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
+                .collect();
+            let local = port.external_policy_local();
+            let add_external = |desired: &mut Desired, address: IpAddr, port_number: u16| {
+                let external_key = ServiceKey {
+                    address,
+                    protocol,
+                    port: port_number,
+                };
+                let external_service = VirtualServer {
+                    key: external_key,
+                    ..service.clone()
+                };
+                desired.services.insert(
+                    external_key,
+                    DesiredService {
+                        service: external_service,
+                        servers: external.clone(),
+                    },
+                );
+                if let Some(keys) = desired.port_keys.get_mut(name) {
+                    keys.push(external_key);
+                }
+            };
             if let Some(node_port) = port.node_port
                 && !node_ips.is_empty()
             {
-                // external policy `Local`: the local endpoints, else (as
-                // above) the cluster ones
-                let endpoints = match port_view.external {
-                    Target::Drop => &port_view.cluster,
-                    target => port_view.endpoints_for(target),
-                };
-                let external: BTreeMap<_, _> = endpoints
-                    .iter()
-                    .map(|e| ((e.ip, e.port), RealServer::masquerade(e.ip, e.port)))
-                    .collect();
-                let local = port.external_policy_local();
                 desired.node_ports.insert((protocol, node_port, local));
                 for ip in node_ips {
-                    let node_key = ServiceKey {
-                        address: *ip,
-                        protocol,
-                        port: node_port,
-                    };
-                    let node_service = VirtualServer {
-                        key: node_key,
-                        netmask: service.netmask,
-                        ..service.clone()
-                    };
-                    desired.services.insert(
-                        node_key,
-                        DesiredService {
-                            service: node_service,
-                            servers: external.clone(),
-                        },
-                    );
-                    if let Some(keys) = desired.port_keys.get_mut(name) {
-                        keys.push(node_key);
+                    add_external(&mut desired, *ip, node_port);
+                }
+            }
+            for ip in &port.external_ips {
+                desired
+                    .external_ips
+                    .insert(((*ip, protocol, port.port), local));
+                add_external(&mut desired, *ip, port.port);
+                if !node_ips.contains(ip) {
+                    desired.vips.insert(*ip);
+                }
+            }
+            if port.load_balancer_source_ranges.is_empty() {
+                for ip in &port.load_balancer_ips {
+                    desired
+                        .load_balancers
+                        .insert(((*ip, protocol, port.port), local));
+                    add_external(&mut desired, *ip, port.port);
+                    if !node_ips.contains(ip) {
+                        desired.vips.insert(*ip);
                     }
                 }
+            } else if !port.load_balancer_ips.is_empty() {
+                // fail closed: source ranges are not enforced yet
+                tracing::warn!(service = %name, "loadBalancerSourceRanges are not implemented in IPVS mode: load-balancer IPs not served");
             }
             desired
                 .services
@@ -285,5 +316,32 @@ mod tests {
             [ip("10.244.2.10")],
             "no local endpoint: upstream falls back to the cluster ones"
         );
+    }
+
+    #[test]
+    fn external_ips_are_bound_virtual_servers_and_source_ranges_fail_closed() {
+        let desired = Desired::of(scenario("external-ip-local").view(), "rr", &BTreeSet::new());
+        let external = ip("198.51.100.10");
+        assert!(desired.vips.contains(&external), "bound to kube-ipvs0");
+        assert_eq!(
+            desired.external_ips,
+            BTreeSet::from([((external, IpvsProtocol::Tcp, 80), true)])
+        );
+        let key = ServiceKey {
+            address: external,
+            protocol: IpvsProtocol::Tcp,
+            port: 80,
+        };
+        assert!(desired.services.contains_key(&key));
+        let ranges = Desired::of(
+            scenario("loadbalancer-source-ranges").view(),
+            "rr",
+            &BTreeSet::new(),
+        );
+        assert!(
+            ranges.load_balancers.is_empty(),
+            "source ranges are not enforced yet: not served"
+        );
+        assert!(!ranges.vips.contains(&ip("192.0.2.10")));
     }
 }

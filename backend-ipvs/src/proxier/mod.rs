@@ -316,14 +316,13 @@ impl Backend for IpvsBackend {
         ProxyMode::Ipvs
     }
 
-    /// ClusterIP and node-port traffic (TCP, UDP, SCTP), ClientIP
-    /// affinity, hairpin and masquerade per the local-traffic detector.
-    /// Not yet: external and load-balancer IPs (and so source ranges),
-    /// IPv6.
+    /// ClusterIP, node-port, external-IP and load-balancer traffic (TCP,
+    /// UDP, SCTP), ClientIP affinity, hairpin and masquerade per the
+    /// local-traffic detector. Not yet: `loadBalancerSourceRanges` (such
+    /// load-balancer IPs are not served: fail closed), IPv6.
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::ALL;
         caps.ipv6 = false;
-        caps.external_ip = false;
         caps.source_ranges = false;
         caps
     }

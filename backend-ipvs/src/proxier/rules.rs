@@ -20,6 +20,14 @@ pub(crate) const CLUSTER_IP_SET: &str = "KUBE-CLUSTER-IP";
 pub(crate) const LOOP_BACK_SET: &str = "KUBE-LOOP-BACK";
 /// `KUBE-IPVS-IPS` (`hash:ip`): every address bound to `kube-ipvs0`.
 pub(crate) const IPVS_IPS_SET: &str = "KUBE-IPVS-IPS";
+/// `KUBE-EXTERNAL-IP` (`hash:ip,port`): external IPs, masqueraded.
+pub(crate) const EXTERNAL_IP_SET: &str = "KUBE-EXTERNAL-IP";
+/// `KUBE-EXTERNAL-IP-LOCAL`: external IPs of `Local` services.
+pub(crate) const EXTERNAL_IP_LOCAL_SET: &str = "KUBE-EXTERNAL-IP-LOCAL";
+/// `KUBE-LOAD-BALANCER` (`hash:ip,port`): load-balancer IPs.
+pub(crate) const LOAD_BALANCER_SET: &str = "KUBE-LOAD-BALANCER";
+/// `KUBE-LOAD-BALANCER-LOCAL`: those of `Local` services.
+pub(crate) const LOAD_BALANCER_LOCAL_SET: &str = "KUBE-LOAD-BALANCER-LOCAL";
 
 /// The node-port sets: `(set, protocol, local, comment)`, in upstream's
 /// rule order (`ipsetWithIptablesChain`: each `-LOCAL-` set's `RETURN`
@@ -103,10 +111,32 @@ pub(crate) fn ipset_entries(desired: &Desired) -> Vec<(&'static str, BTreeSet<St
         .map(|(ip, p, port, src)| format!("{ip},{}:{port},{src}", proto(*p)))
         .collect();
     let vips = desired.vips.iter().map(ToString::to_string).collect();
+    let entries = |set: &BTreeSet<((std::net::IpAddr, IpvsProtocol, u16), bool)>,
+                   local_only: bool| {
+        set.iter()
+            .filter(|(_, local)| *local == local_only || !local_only)
+            .map(|((ip, p, port), _)| format!("{ip},{}:{port}", proto(*p)))
+            .collect::<BTreeSet<String>>()
+    };
+    let external = |local: bool| {
+        desired
+            .external_ips
+            .iter()
+            .filter(|(_, l)| *l == local)
+            .map(|((ip, p, port), _)| format!("{ip},{}:{port}", proto(*p)))
+            .collect::<BTreeSet<String>>()
+    };
     let mut sets = vec![
         (CLUSTER_IP_SET, cluster),
         (LOOP_BACK_SET, loopback),
         (IPVS_IPS_SET, vips),
+        (EXTERNAL_IP_SET, external(false)),
+        (EXTERNAL_IP_LOCAL_SET, external(true)),
+        (LOAD_BALANCER_SET, entries(&desired.load_balancers, false)),
+        (
+            LOAD_BALANCER_LOCAL_SET,
+            entries(&desired.load_balancers, true),
+        ),
     ];
     for (set, protocol, local, _) in NODE_PORT_SETS {
         sets.push((set, node_port_entries(desired, protocol, local)));
@@ -159,6 +189,35 @@ pub(crate) fn iptables_restore(
         if table == "nat" {
             // connections to localhost leave the service chain at once
             line("-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN".to_string());
+            // upstream's ipsetWithIptablesChain, in its order
+            let sets = ipset_entries(desired);
+            let filled = |name: &str| sets.iter().any(|(n, e)| *n == name && !e.is_empty());
+            line(format!(
+                "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set {LOOP_BACK_SET} dst,dst,src -j MASQUERADE"
+            ));
+            if filled(LOAD_BALANCER_SET) {
+                line(format!(
+                    "-A KUBE-SERVICES -m comment --comment \"Kubernetes service lb portal\" -m set --match-set {LOAD_BALANCER_SET} dst,dst -j KUBE-LOAD-BALANCER"
+                ));
+            }
+            if filled(LOAD_BALANCER_LOCAL_SET) {
+                line(format!(
+                    "-A KUBE-LOAD-BALANCER -m comment --comment \"Kubernetes service load balancer ip + port with externalTrafficPolicy=local\" -m set --match-set {LOAD_BALANCER_LOCAL_SET} dst,dst -j RETURN"
+                ));
+            }
+            for (set, protocol, local, comment) in NODE_PORT_SETS {
+                if node_port_entries(desired, protocol, local).is_empty() {
+                    continue;
+                }
+                let (p, match_type) = match protocol {
+                    IpvsProtocol::Sctp => ("sctp", "dst,dst"),
+                    other => (proto(other), "dst"),
+                };
+                let to = if local { "RETURN" } else { "KUBE-MARK-MASQ" };
+                line(format!(
+                    "-A KUBE-NODE-PORT -p {p} -m comment --comment \"{comment}\" -m set --match-set {set} {match_type} -j {to}"
+                ));
+            }
             let masq = "-m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\"";
             let set = format!("-m set --match-set {CLUSTER_IP_SET}");
             if config.masquerade_all {
@@ -175,13 +234,43 @@ pub(crate) fn iptables_restore(
                     "-A KUBE-SERVICES {masq} {set} src,dst -j KUBE-MARK-MASQ"
                 ));
             }
+            // external IPs: masquerade (unless `Local`), and accept what
+            // comes from off the node or is bound to the node anyway
+            for (name, comment, masquerade) in [
+                (
+                    EXTERNAL_IP_SET,
+                    "Kubernetes service external ip + port for masquerade and filter purpose",
+                    true,
+                ),
+                (
+                    EXTERNAL_IP_LOCAL_SET,
+                    "Kubernetes service external ip + port with externalTrafficPolicy=local",
+                    false,
+                ),
+            ] {
+                if !filled(name) {
+                    continue;
+                }
+                let args = format!(
+                    "-A KUBE-SERVICES -m comment --comment \"{comment}\" -m set --match-set {name} dst,dst"
+                );
+                if masquerade {
+                    line(format!("{args} -j KUBE-MARK-MASQ"));
+                }
+                line(format!(
+                    "{args} -m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT"
+                ));
+                line(format!("{args} -m addrtype --dst-type LOCAL -j ACCEPT"));
+            }
             line("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT".to_string());
             line("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ".to_string());
             // last: accept what IPVS serves, whatever other rules follow
             line(format!("-A KUBE-SERVICES {set} dst,dst -j ACCEPT"));
-            line(format!(
-                "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set {LOOP_BACK_SET} dst,dst,src -j MASQUERADE"
-            ));
+            if filled(LOAD_BALANCER_SET) {
+                line(format!(
+                    "-A KUBE-SERVICES -m set --match-set {LOAD_BALANCER_SET} dst,dst -j ACCEPT"
+                ));
+            }
             line(format!(
                 "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN"
             ));
@@ -191,26 +280,20 @@ pub(crate) fn iptables_restore(
                 "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{fully}"
             ));
             line(format!("-A KUBE-MARK-MASQ -j MARK --or-mark {mark}"));
-            for (set, protocol, local, comment) in NODE_PORT_SETS {
-                if node_port_entries(desired, protocol, local).is_empty() {
-                    continue;
-                }
-                let (p, match_type) = match protocol {
-                    IpvsProtocol::Sctp => ("sctp", "dst,dst"),
-                    other => (proto(other), "dst"),
-                };
-                let to = if local { "RETURN" } else { "KUBE-MARK-MASQ" };
-                line(format!(
-                    "-A KUBE-NODE-PORT -p {p} -m comment --comment \"{comment}\" -m set --match-set {set} {match_type} -j {to}"
-                ));
-            }
         } else {
             line("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP".to_string());
             // a new connection to a service address on a port no service
             // has is refused, so node listeners on 0.0.0.0 never answer
-            line(format!(
-                "-A KUBE-IPVS-FILTER -m set --match-set {CLUSTER_IP_SET} dst,dst -j RETURN"
-            ));
+            for name in [
+                LOAD_BALANCER_SET,
+                CLUSTER_IP_SET,
+                EXTERNAL_IP_SET,
+                EXTERNAL_IP_LOCAL_SET,
+            ] {
+                line(format!(
+                    "-A KUBE-IPVS-FILTER -m set --match-set {name} dst,dst -j RETURN"
+                ));
+            }
             line(format!(
                 "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set {IPVS_IPS_SET} dst -j REJECT"
             ));
@@ -272,6 +355,14 @@ mod tests {
              create KUBE-IPVS-IPS hash:ip family inet hashsize 1024 maxelem 65536 -exist\n\
              flush KUBE-IPVS-IPS\n\
              add KUBE-IPVS-IPS 10.96.0.10\n\
+             create KUBE-EXTERNAL-IP hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-EXTERNAL-IP\n\
+             create KUBE-EXTERNAL-IP-LOCAL hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-EXTERNAL-IP-LOCAL\n\
+             create KUBE-LOAD-BALANCER hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-LOAD-BALANCER\n\
+             create KUBE-LOAD-BALANCER-LOCAL hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-LOAD-BALANCER-LOCAL\n\
              create KUBE-NODE-PORT-LOCAL-TCP bitmap:port range 0-65535 -exist\n\
              flush KUBE-NODE-PORT-LOCAL-TCP\n\
              create KUBE-NODE-PORT-TCP bitmap:port range 0-65535 -exist\n\
@@ -373,7 +464,7 @@ mod tests {
         for (_, chain) in CHAINS {
             assert!(rules.contains(&format!(":{chain} - [0:0]\n")), "{chain}");
         }
-        assert!(rules.contains("-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN\n-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT\n"), "{rules}");
+        assert!(rules.contains("-A KUBE-IPVS-FILTER -m set --match-set KUBE-EXTERNAL-IP-LOCAL dst,dst -j RETURN\n-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT\n"), "{rules}");
         assert_eq!(rules.matches("COMMIT\n").count(), 2);
         let nat = &rules[..rules.find("*filter").unwrap()];
         assert!(
