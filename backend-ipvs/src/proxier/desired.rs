@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use proxy_core::view::Target;
 use proxy_core::{NodeView, Protocol, ServicePortName};
 
@@ -47,6 +49,17 @@ pub(crate) struct Desired {
     /// `KUBE-LOAD-BALANCER` entries, and whether each is also in
     /// `KUBE-LOAD-BALANCER-LOCAL`.
     pub(crate) load_balancers: BTreeSet<(IpPort, bool)>,
+    /// `KUBE-LOAD-BALANCER-FW`: load-balancer IPs with source ranges.
+    pub(crate) lb_firewall: BTreeSet<IpPort>,
+    /// `KUBE-LOAD-BALANCER-SOURCE-CIDR` (`hash:ip,port,net`): the ranges.
+    pub(crate) lb_source_cidrs: BTreeSet<(IpPort, IpNet)>,
+    /// `KUBE-LOAD-BALANCER-SOURCE-IP` (`hash:ip,port,ip`): the node may
+    /// reach these (a range holds its primary IP); IPVS sees the
+    /// load-balancer IP as source and destination.
+    pub(crate) lb_source_ips: BTreeSet<IpPort>,
+    /// Load-balancer IPs the node itself may not reach (no range holds its
+    /// primary IP): `KUBE-IPVS-OUT-FILTER` drops them.
+    pub(crate) lb_no_node_access: BTreeSet<IpPort>,
 }
 
 /// The IPVS protocol of a service protocol.
@@ -62,7 +75,12 @@ impl Desired {
     /// The desired state of `view` with `scheduler`, node ports served on
     /// `node_ips` (upstream's: the node's addresses selected by
     /// `nodePortAddresses`, without loopback ones and `kube-ipvs0`'s).
-    pub(crate) fn of(view: &NodeView, scheduler: &str, node_ips: &BTreeSet<IpAddr>) -> Desired {
+    pub(crate) fn of(
+        view: &NodeView,
+        scheduler: &str,
+        node_ips: &BTreeSet<IpAddr>,
+        primary_ip: Option<IpAddr>,
+    ) -> Desired {
         let mut desired = Desired {
             node_ips: node_ips.clone(),
             ..Desired::default()
@@ -152,19 +170,26 @@ impl Desired {
                     desired.vips.insert(*ip);
                 }
             }
-            if port.load_balancer_source_ranges.is_empty() {
-                for ip in &port.load_balancer_ips {
-                    desired
-                        .load_balancers
-                        .insert(((*ip, protocol, port.port), local));
-                    add_external(&mut desired, *ip, port.port);
-                    if !node_ips.contains(ip) {
-                        desired.vips.insert(*ip);
-                    }
+            let ranges = &port.load_balancer_source_ranges;
+            for ip in &port.load_balancer_ips {
+                let entry = (*ip, protocol, port.port);
+                desired.load_balancers.insert((entry, local));
+                add_external(&mut desired, *ip, port.port);
+                if !node_ips.contains(ip) {
+                    desired.vips.insert(*ip);
                 }
-            } else if !port.load_balancer_ips.is_empty() {
-                // fail closed: source ranges are not enforced yet
-                tracing::warn!(service = %name, "loadBalancerSourceRanges are not implemented in IPVS mode: load-balancer IPs not served");
+                if ranges.is_empty() {
+                    continue;
+                }
+                desired.lb_firewall.insert(entry);
+                for range in ranges {
+                    desired.lb_source_cidrs.insert((entry, *range));
+                }
+                if primary_ip.is_some_and(|node| ranges.iter().any(|r| r.contains(&node))) {
+                    desired.lb_source_ips.insert(entry);
+                } else {
+                    desired.lb_no_node_access.insert(entry);
+                }
             }
             desired
                 .services
@@ -205,6 +230,7 @@ mod tests {
             scenario("clusterip-session-affinity").view(),
             "rr",
             &BTreeSet::new(),
+            None,
         );
         assert_eq!(desired.vips, BTreeSet::from([ip("10.96.0.10")]));
         assert_eq!(
@@ -241,6 +267,7 @@ mod tests {
             scenario("internal-local-no-local-endpoints").view(),
             "mh",
             &BTreeSet::new(),
+            None,
         );
         let web = &desired.services[&web()];
         assert_eq!(web.service.scheduler, "mh");
@@ -257,6 +284,7 @@ mod tests {
             scenario("clusterip-no-endpoints").view(),
             "rr",
             &BTreeSet::new(),
+            None,
         );
         assert!(desired.services.values().all(|s| s.servers.is_empty()));
         assert!(!desired.services.is_empty());
@@ -265,7 +293,7 @@ mod tests {
     #[test]
     fn node_ports_are_virtual_servers_on_every_node_ip_with_the_external_endpoints() {
         let node_ips = BTreeSet::from([ip("10.0.0.1"), ip("10.244.1.1")]);
-        let desired = Desired::of(scenario("nodeport-local").view(), "rr", &node_ips);
+        let desired = Desired::of(scenario("nodeport-local").view(), "rr", &node_ips, None);
         assert_eq!(
             desired.node_ports,
             BTreeSet::from([(IpvsProtocol::Tcp, 30080, true)])
@@ -300,6 +328,7 @@ mod tests {
             scenario("nodeport-local-no-local-endpoints").view(),
             "rr",
             &node_ips,
+            None,
         );
         let key = ServiceKey {
             address: ip("10.0.0.1"),
@@ -319,8 +348,13 @@ mod tests {
     }
 
     #[test]
-    fn external_ips_are_bound_virtual_servers_and_source_ranges_fail_closed() {
-        let desired = Desired::of(scenario("external-ip-local").view(), "rr", &BTreeSet::new());
+    fn external_ips_are_bound_virtual_servers_and_source_ranges_are_sets() {
+        let desired = Desired::of(
+            scenario("external-ip-local").view(),
+            "rr",
+            &BTreeSet::new(),
+            None,
+        );
         let external = ip("198.51.100.10");
         assert!(desired.vips.contains(&external), "bound to kube-ipvs0");
         assert_eq!(
@@ -333,15 +367,32 @@ mod tests {
             port: 80,
         };
         assert!(desired.services.contains_key(&key));
-        let ranges = Desired::of(
+        let lb = (ip("192.0.2.10"), IpvsProtocol::Tcp, 80);
+        let from_node = Desired::of(
             scenario("loadbalancer-source-ranges").view(),
             "rr",
             &BTreeSet::new(),
+            Some(ip("203.0.113.5")),
         );
-        assert!(
-            ranges.load_balancers.is_empty(),
-            "source ranges are not enforced yet: not served"
+        assert!(from_node.vips.contains(&lb.0));
+        assert_eq!(from_node.lb_firewall, BTreeSet::from([lb]));
+        assert_eq!(
+            from_node.lb_source_cidrs,
+            BTreeSet::from([(lb, "203.0.113.0/25".parse().unwrap())])
         );
-        assert!(!ranges.vips.contains(&ip("192.0.2.10")));
+        assert_eq!(
+            from_node.lb_source_ips,
+            BTreeSet::from([lb]),
+            "a range holds the node"
+        );
+        assert!(from_node.lb_no_node_access.is_empty());
+        let not_from_node = Desired::of(
+            scenario("loadbalancer-source-ranges").view(),
+            "rr",
+            &BTreeSet::new(),
+            Some(ip("10.0.0.1")),
+        );
+        assert!(not_from_node.lb_source_ips.is_empty());
+        assert_eq!(not_from_node.lb_no_node_access, BTreeSet::from([lb]));
     }
 }

@@ -145,7 +145,7 @@ impl IpvsBackend {
             Some(ips) if !full => ips,
             _ => self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?),
         };
-        let desired = Desired::of(view, &self.scheduler, &node_ips);
+        let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut written = 0;
 
         // kube-ipvs0 and its addresses
@@ -317,13 +317,11 @@ impl Backend for IpvsBackend {
     }
 
     /// ClusterIP, node-port, external-IP and load-balancer traffic (TCP,
-    /// UDP, SCTP), ClientIP affinity, hairpin and masquerade per the
-    /// local-traffic detector. Not yet: `loadBalancerSourceRanges` (such
-    /// load-balancer IPs are not served: fail closed), IPv6.
+    /// UDP, SCTP), `loadBalancerSourceRanges`, ClientIP affinity, hairpin
+    /// and masquerade per the local-traffic detector. Not yet: IPv6.
     fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::ALL;
         caps.ipv6 = false;
-        caps.source_ranges = false;
         caps
     }
 
@@ -353,7 +351,7 @@ impl Backend for IpvsBackend {
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
         let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
-        let desired = Desired::of(view, &self.scheduler, &node_ips);
+        let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut out = String::from("# kube-ipvs0 addresses\n");
         for vip in &desired.vips {
             let _ = writeln!(out, "{vip}");

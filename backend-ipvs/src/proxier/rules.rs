@@ -28,6 +28,12 @@ pub(crate) const EXTERNAL_IP_LOCAL_SET: &str = "KUBE-EXTERNAL-IP-LOCAL";
 pub(crate) const LOAD_BALANCER_SET: &str = "KUBE-LOAD-BALANCER";
 /// `KUBE-LOAD-BALANCER-LOCAL`: those of `Local` services.
 pub(crate) const LOAD_BALANCER_LOCAL_SET: &str = "KUBE-LOAD-BALANCER-LOCAL";
+/// `KUBE-LOAD-BALANCER-FW` (`hash:ip,port`): those with source ranges.
+pub(crate) const LB_FIREWALL_SET: &str = "KUBE-LOAD-BALANCER-FW";
+/// `KUBE-LOAD-BALANCER-SOURCE-CIDR` (`hash:ip,port,net`).
+pub(crate) const LB_SOURCE_CIDR_SET: &str = "KUBE-LOAD-BALANCER-SOURCE-CIDR";
+/// `KUBE-LOAD-BALANCER-SOURCE-IP` (`hash:ip,port,ip`).
+pub(crate) const LB_SOURCE_IP_SET: &str = "KUBE-LOAD-BALANCER-SOURCE-IP";
 
 /// The node-port sets: `(set, protocol, local, comment)`, in upstream's
 /// rule order (`ipsetWithIptablesChain`: each `-LOCAL-` set's `RETURN`
@@ -141,6 +147,29 @@ pub(crate) fn ipset_entries(desired: &Desired) -> Vec<(&'static str, BTreeSet<St
     for (set, protocol, local, _) in NODE_PORT_SETS {
         sets.push((set, node_port_entries(desired, protocol, local)));
     }
+    let ip_port = |(ip, p, port): &(std::net::IpAddr, IpvsProtocol, u16)| {
+        format!("{ip},{}:{port}", proto(*p))
+    };
+    sets.push((
+        LB_FIREWALL_SET,
+        desired.lb_firewall.iter().map(ip_port).collect(),
+    ));
+    sets.push((
+        LB_SOURCE_CIDR_SET,
+        desired
+            .lb_source_cidrs
+            .iter()
+            .map(|(entry, net)| format!("{},{net}", ip_port(entry)))
+            .collect(),
+    ));
+    sets.push((
+        LB_SOURCE_IP_SET,
+        desired
+            .lb_source_ips
+            .iter()
+            .map(|entry| format!("{},{}", ip_port(entry), entry.0))
+            .collect(),
+    ));
     sets
 }
 
@@ -150,7 +179,10 @@ pub(crate) fn ipset_restore(entries: &[(&'static str, BTreeSet<String>)]) -> Str
     let mut out = String::new();
     for (set, members) in entries {
         let kind = match *set {
-            LOOP_BACK_SET => "hash:ip,port,ip family inet hashsize 1024 maxelem 65536",
+            LOOP_BACK_SET | LB_SOURCE_IP_SET => {
+                "hash:ip,port,ip family inet hashsize 1024 maxelem 65536"
+            }
+            LB_SOURCE_CIDR_SET => "hash:ip,port,net family inet hashsize 1024 maxelem 65536",
             IPVS_IPS_SET => "hash:ip family inet hashsize 1024 maxelem 65536",
             s if s.starts_with("KUBE-NODE-PORT-") && !s.ends_with("-HASH") => {
                 "bitmap:port range 0-65535"
@@ -281,7 +313,33 @@ pub(crate) fn iptables_restore(
             ));
             line(format!("-A KUBE-MARK-MASQ -j MARK --or-mark {mark}"));
         } else {
+            // upstream's ipsetWithIptablesChain filter entries, then the drop
+            let sets = ipset_entries(desired);
+            let filled = |name: &str| sets.iter().any(|(n, e)| *n == name && !e.is_empty());
+            if filled(LB_FIREWALL_SET) {
+                line(format!(
+                    "-A KUBE-PROXY-FIREWALL -m comment --comment \"Kubernetes service load balancer ip + port for load balancer with sourceRange\" -m set --match-set {LB_FIREWALL_SET} dst,dst -j KUBE-SOURCE-RANGES-FIREWALL"
+                ));
+            }
+            if filled(LB_SOURCE_CIDR_SET) {
+                line(format!(
+                    "-A KUBE-SOURCE-RANGES-FIREWALL -m comment --comment \"Kubernetes service load balancer ip + port + source cidr for packet filter purpose\" -m set --match-set {LB_SOURCE_CIDR_SET} dst,dst,src -j RETURN"
+                ));
+            }
+            if filled(LB_SOURCE_IP_SET) {
+                line(format!(
+                    "-A KUBE-SOURCE-RANGES-FIREWALL -m comment --comment \"Kubernetes service load balancer ip + port + source IP for packet filter purpose to solve hairpin\" -m set --match-set {LB_SOURCE_IP_SET} dst,dst,src -j RETURN"
+                ));
+            }
             line("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP".to_string());
+            // the node itself may not reach a load balancer whose ranges
+            // leave it out (for IPVS, source and destination are the LB IP)
+            for (ip, p, port) in &desired.lb_no_node_access {
+                line(format!(
+                    "-A KUBE-IPVS-OUT-FILTER -s {ip} -m ipvs --vaddr {ip} --vproto {p} --vport {port} -j DROP",
+                    p = proto(*p)
+                ));
+            }
             // a new connection to a service address on a port no service
             // has is refused, so node listeners on 0.0.0.0 never answer
             for name in [
@@ -374,7 +432,13 @@ mod tests {
              create KUBE-NODE-PORT-LOCAL-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
              flush KUBE-NODE-PORT-LOCAL-SCTP-HASH\n\
              create KUBE-NODE-PORT-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
-             flush KUBE-NODE-PORT-SCTP-HASH\n"
+             flush KUBE-NODE-PORT-SCTP-HASH\n\
+             create KUBE-LOAD-BALANCER-FW hash:ip,port family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-LOAD-BALANCER-FW\n\
+             create KUBE-LOAD-BALANCER-SOURCE-CIDR hash:ip,port,net family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-LOAD-BALANCER-SOURCE-CIDR\n\
+             create KUBE-LOAD-BALANCER-SOURCE-IP hash:ip,port,ip family inet hashsize 1024 maxelem 65536 -exist\n\
+             flush KUBE-LOAD-BALANCER-SOURCE-IP\n"
         );
     }
 
