@@ -3,10 +3,9 @@
 //! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP and node-port
 //!   traffic (`kube-ipvs0`, virtual and real servers over [`netlink`],
 //!   ipsets and iptables chains, graceful termination), proven in a VM with
-//!   a real IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`). External and
-//!   load-balancer IPs and IPv6 are not written yet, so
-//! - [`IpvsFactory`] still answers `--proxy-mode=ipvs` with
-//!   [`NOT_IMPLEMENTED`] rather than start a mode that would drop those.
+//!   a real IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`), for IPv4.
+//! - [`IpvsFactory`]: `--proxy-mode=ipvs`; IPv6 is refused
+//!   ([`IPV6_NOT_IMPLEMENTED`]), so a dual-stack node serves IPv4 only.
 //! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.
 //!
 //! What is implemented is
@@ -36,6 +35,6 @@ pub mod netlink;
 mod proxier;
 
 pub use error::IpvsError;
-pub use factory::{IpvsFactory, NOT_IMPLEMENTED};
+pub use factory::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
 pub use host::{Command, Host, Output, SystemHost};
 pub use proxier::{DRAIN_BOUND, IpvsBackend};

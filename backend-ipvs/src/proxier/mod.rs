@@ -42,6 +42,7 @@ use proxy_core::{
 };
 
 use crate::error::IpvsError;
+use crate::factory::IPV6_NOT_IMPLEMENTED;
 use crate::host::Host;
 use crate::layout::JUMPS;
 use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey};
@@ -350,6 +351,9 @@ impl Backend for IpvsBackend {
     }
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        if self.ctx.family != IpFamily::V4 {
+            return Ok(format!("# {IPV6_NOT_IMPLEMENTED}\n"));
+        }
         let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
         let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut out = String::from("# kube-ipvs0 addresses\n");

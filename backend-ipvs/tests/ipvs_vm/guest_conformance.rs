@@ -1,14 +1,13 @@
-//! The conformance suite's real-kernel tier against [`IpvsBackend`] in the
+//! The conformance suite's real-kernel tier through the `ipvs` mode's
+//! factory (`IpvsFactory::build`, what `--proxy-mode=ipvs` runs) in the
 //! guest: every scenario its capabilities allow, with real connections
 //! through IPVS; the others are skipped with the capability named.
 
-use std::sync::Arc;
-
-use backend_ipvs::{IpvsBackend, SystemHost};
-use proxy_core::Backend;
-use proxy_core::conformance::netns::kernel_harness_factory;
+use backend_ipvs::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
+use proxy_core::backend::{BackendContext, BackendFactory};
+use proxy_core::conformance::netns::{Netns, kernel_harness_factory};
 use proxy_core::conformance::{Tier, run};
-use proxy_core::exec::SystemExecutor;
+use proxy_core::{BackendErrorKind, IpFamily, NodeInfo};
 
 use crate::guest;
 
@@ -16,13 +15,27 @@ use crate::guest;
 #[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
 async fn conformance_kernel_tier_passes_through_ipvs() {
     guest::require("conformance_kernel_tier_passes_through_ipvs");
-    let factory = kernel_harness_factory(|ctx| {
-        Ok(Box::new(IpvsBackend::new(
-            ctx,
-            Arc::new(SystemExecutor),
-            Arc::new(SystemHost),
-        )?) as Box<dyn Backend>)
-    });
+    // the factory's check passes on a kernel with IPVS, and refuses IPv6
+    let ns = Netns::new().unwrap();
+    let (v4, v6) = ns
+        .run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let check = |family| {
+                let ctx = BackendContext::for_tests(family, NodeInfo::named("n").shared());
+                rt.block_on(IpvsFactory::new().check(&ctx))
+            };
+            (check(IpFamily::V4), check(IpFamily::V6))
+        })
+        .unwrap();
+    v4.expect("IPVS mode's check passes in the VM");
+    let v6 = v6.unwrap_err();
+    assert_eq!(v6.kind(), BackendErrorKind::Unsupported);
+    assert_eq!(v6.message(), IPV6_NOT_IMPLEMENTED);
+
+    let factory = kernel_harness_factory(|ctx| IpvsFactory::new().build(ctx));
     let started = std::time::Instant::now();
     let report = run(&factory, Tier::Kernel).await;
     println!("{report}");
