@@ -45,7 +45,7 @@ use crate::error::IpvsError;
 use crate::factory::IPV6_NOT_IMPLEMENTED;
 use crate::host::Host;
 use crate::layout::JUMPS;
-use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey};
+use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
 
 use desired::Desired;
 use plan::{KernelTable, Operation, plan};
@@ -140,7 +140,7 @@ impl IpvsBackend {
         if self.ctx.family != IpFamily::V4 {
             return Err(IpvsError::Ipv6NotYet);
         }
-        sysctls::apply()?;
+        sysctls::apply(self.ctx.config.ipvs.strict_arp)?;
         let exec = self.exec.clone();
         let node_ips = match self.node_ips.take() {
             Some(ips) if !full => ips,
@@ -167,6 +167,29 @@ impl IpvsBackend {
         let Some(ipvs) = self.ipvs.as_mut() else {
             return Err(IpvsError::NoIpvs);
         };
+        if full {
+            // ipvs.tcpTimeout, tcpFinTimeout, udpTimeout (0 leaves one as is)
+            let config = &self.ctx.config.ipvs;
+            let secs = |d: proxy_core::config::Duration| {
+                u32::try_from(d.to_std().as_secs()).unwrap_or(u32::MAX)
+            };
+            let want = Timeouts {
+                tcp: secs(config.tcp_timeout),
+                tcp_fin: secs(config.tcp_fin_timeout),
+                udp: secs(config.udp_timeout),
+            };
+            if want != Timeouts::default() {
+                let have = ipvs.timeouts()?;
+                let differs = |w: u32, h: u32| w != 0 && w != h;
+                if differs(want.tcp, have.tcp)
+                    || differs(want.tcp_fin, have.tcp_fin)
+                    || differs(want.udp, have.udp)
+                {
+                    ipvs.set_timeouts(&want)?;
+                    written += 1;
+                }
+            }
+        }
         // A partial sync looks only at the virtual servers of the changed
         // ports (before and after) and at draining ones; a full sync at all.
         let scope: Option<BTreeSet<ServiceKey>> = (!full).then(|| {

@@ -18,9 +18,19 @@ const SYSCTLS: [(&str, &str, bool); 6] = [
     ("net/bridge/bridge-nf-call-iptables", "1", false),
 ];
 
-/// Writes every sysctl whose value differs.
-pub(crate) fn apply() -> Result<(), IpvsError> {
-    for (key, value, required) in SYSCTLS {
+/// `ipvs.strictARP`: answer ARP only for addresses on the asking
+/// interface, and announce the best local address (so `kube-ipvs0`'s
+/// addresses are never announced).
+const STRICT_ARP: [(&str, &str, bool); 2] = [
+    ("net/ipv4/conf/all/arp_ignore", "1", true),
+    ("net/ipv4/conf/all/arp_announce", "2", true),
+];
+
+/// Writes every sysctl whose value differs (with `strict_arp`, also
+/// upstream's strict-ARP pair).
+pub(crate) fn apply(strict_arp: bool) -> Result<(), IpvsError> {
+    let strict: &[(&str, &str, bool)] = if strict_arp { &STRICT_ARP } else { &[] };
+    for &(key, value, required) in SYSCTLS.iter().chain(strict) {
         let path = Path::new("/proc/sys").join(key);
         if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
             continue;

@@ -322,3 +322,34 @@ fn a_removed_endpoint_with_an_open_connection_drains_and_cleanup_removes_everyth
     let nat = guest::run(&node.node, "iptables-save", &["-t", "nat"]);
     assert!(!nat.contains("KUBE-"), "{nat}");
 }
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn the_configured_timeouts_and_strict_arp_are_applied_by_a_full_sync() {
+    guest::require("the_configured_timeouts_and_strict_arp_are_applied_by_a_full_sync");
+    let ns = Netns::new().unwrap();
+    guest::ip_batch(&ns, "link set lo up\n");
+    let mut ctx = context();
+    let mut config = (*ctx.config).clone();
+    config.ipvs.tcp_timeout = proxy_core::config::Duration::from_secs(900);
+    config.ipvs.tcp_fin_timeout = proxy_core::config::Duration::from_secs(120);
+    config.ipvs.udp_timeout = proxy_core::config::Duration::from_secs(300);
+    config.ipvs.strict_arp = true;
+    ctx.config = Arc::new(config);
+    let topology = ServiceTopology::new();
+    let empty = view(&topology);
+    let (timeouts, arp) = in_ns(&ns, |rt| {
+        let mut b = IpvsBackend::new(&ctx, Arc::new(SystemExecutor), Arc::new(SystemHost)).unwrap();
+        rt.block_on(b.sync(&empty, &ChangeSet::full())).unwrap();
+        let timeouts = IpvsNetlink::open().unwrap().timeouts().unwrap();
+        let read =
+            |k: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/all/{k}")).unwrap();
+        (timeouts, (read("arp_ignore"), read("arp_announce")))
+    });
+    assert_eq!(
+        (timeouts.tcp, timeouts.tcp_fin, timeouts.udp),
+        (900, 120, 300),
+        "ipvs.tcpTimeout, tcpFinTimeout, udpTimeout"
+    );
+    assert_eq!((arp.0.trim(), arp.1.trim()), ("1", "2"), "strictARP");
+}
