@@ -35,6 +35,20 @@ pub const FW_PREFIX: &str = "KUBE-FW-";
 /// Prefix of the per-endpoint DNAT chain.
 pub const SEP_PREFIX: &str = "KUBE-SEP-";
 
+/// The longest `--comment` `xt_comment` holds (`XT_MAX_COMMENT_LEN - 1`);
+/// iptables silently cuts a longer one, so that `iptables-save` would no
+/// longer show what was written.
+pub const COMMENT_MAX: usize = 255;
+/// The most a comment adds around a service port name: `other traffic to
+/// NAME will be dropped by KUBE-PROXY-FIREWALL` (56 bytes), or
+/// `NAME -> [IPv6]:port` (51).
+pub const COMMENT_OVERHEAD_MAX: usize = 56;
+/// The longest service port name (`ns/svc:port`) put into a comment:
+/// longer ones (none the API server accepts: at most 63 + 1 + 63 + 1 + 63 =
+/// 191 bytes) are cut with a hash by [`proxy_core::model::rule_comment`], so
+/// that every comment stays within [`COMMENT_MAX`].
+pub const NAME_IN_COMMENT_MAX: usize = COMMENT_MAX - COMMENT_OVERHEAD_MAX;
+
 /// Whether `chain` is a per-service chain (the ones stale-chain deletion may remove).
 pub fn is_service_chain(chain: &str) -> bool {
     [SVC_PREFIX, SVL_PREFIX, EXT_PREFIX, FW_PREFIX, SEP_PREFIX]
@@ -138,6 +152,29 @@ mod tests {
             chains.endpoint_chain_of(&p, "10.180.2.1:80"),
             "KUBE-SEP-ZX7GRIZKSNUQ3LAJ"
         );
+    }
+
+    #[test]
+    fn chain_names_fit_iptables_whatever_the_name() {
+        // XT_EXTENSION_MAXNAMELEN - 1: the longest chain name iptables takes.
+        const CHAIN_MAX: usize = 28;
+        for p in [
+            port(&"n".repeat(63), &"s".repeat(63), &"p".repeat(63)),
+            port("n\"s", "a b\nc", "x;y"),
+        ] {
+            let chains = PortChains::new(&p);
+            let sep =
+                chains.endpoint_chain_of(&p, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+            for chain in [&chains.svc, &chains.svl, &chains.ext, &chains.fw, &sep] {
+                assert!(chain.len() <= CHAIN_MAX, "{chain}");
+                assert!(
+                    chain
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-'),
+                    "{chain}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,41 @@ pub enum IpvsError {
         program: String,
     },
 
+    /// The kernel has no IPVS: the generic-netlink family `IPVS` is
+    /// unknown.
+    #[error(
+        "the kernel has no IPVS (generic netlink family \"IPVS\" not found; is the ip_vs module loaded?)"
+    )]
+    NoIpvs,
+
+    /// An IPVS netlink request failed.
+    #[error("IPVS netlink: {operation}: {source}")]
+    Netlink {
+        /// What was asked, e.g. `add service TCP 10.96.0.10:80`.
+        operation: String,
+        /// The kernel's answer (an OS error) or why the answer was unusable.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The IPv6 half of the mode is not written yet.
+    #[error("the IPVS backend serves IPv4 only in this version")]
+    Ipv6NotYet,
+
+    /// A sysctl the mode needs could not be set.
+    #[error("cannot set sysctl {key}: {source}")]
+    Sysctl {
+        /// The key, dotted (`net.ipv4.vs.conntrack`).
+        key: String,
+        /// The write error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `iptables-restore` or the jump rules failed.
+    #[error("iptables: {0}")]
+    Iptables(#[from] backend_iptables::IptablesError),
+
     /// Several steps failed; each is listed. The cleanup went on after
     /// each failure, as upstream's does.
     #[error("{} cleanup steps failed: {}", .0.len(), join(.0))]
@@ -78,13 +113,27 @@ impl IpvsError {
         }
     }
 
+    /// The OS error number of a failed netlink request (`ESRCH`: no such
+    /// service, `ENOENT`: no such real server, `EEXIST`: already there).
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            IpvsError::Netlink { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
     /// Whether the host lacks a tool, as opposed to a tool failing.
     fn is_missing_tool(&self) -> bool {
         match self {
             IpvsError::MissingTool { .. } => true,
             IpvsError::Spawn { source, .. } => source.kind() == io::ErrorKind::NotFound,
             IpvsError::Several(errors) => errors.iter().all(IpvsError::is_missing_tool),
-            IpvsError::Command { .. } | IpvsError::ReadProc { .. } => false,
+            IpvsError::NoIpvs | IpvsError::Ipv6NotYet => true,
+            IpvsError::Command { .. }
+            | IpvsError::ReadProc { .. }
+            | IpvsError::Netlink { .. }
+            | IpvsError::Sysctl { .. }
+            | IpvsError::Iptables(_) => false,
         }
     }
 }

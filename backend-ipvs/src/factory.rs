@@ -5,20 +5,33 @@ use std::sync::Arc;
 use proxy_core::ProxyMode;
 use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory};
 
+use proxy_core::IpFamily;
+use proxy_core::exec::SystemExecutor;
+
 use crate::cleanup;
 use crate::host::{Host, SystemHost};
+use crate::netlink::IpvsNetlink;
+use crate::proxier::IpvsBackend;
 
-/// Why [`IpvsFactory::check`] and [`IpvsFactory::build`] fail.
-pub const NOT_IMPLEMENTED: &str = "IPVS mode is not implemented yet; use iptables or nftables";
+/// Why [`IpvsFactory::check`] refuses IPv6.
+pub const IPV6_NOT_IMPLEMENTED: &str =
+    "IPv6 is not implemented in IPVS mode yet; this node's IPv6 services are not served";
 
-/// The factory of the `ipvs` mode.
+/// The programs the mode runs.
+const TOOLS: [(&str, &str); 3] = [
+    ("ip", "iproute2"),
+    ("ipset", "ipset"),
+    ("iptables-restore", "iptables"),
+];
+
+/// The factory of the `ipvs` mode: [`IpvsBackend`](crate::IpvsBackend)
+/// for IPv4 (ClusterIPs, node ports, external and load-balancer IPs with
+/// source ranges); IPv6 is refused by [`check`](BackendFactory::check)
+/// ([`IPV6_NOT_IMPLEMENTED`]), so a dual-stack node serves IPv4 only.
 ///
-/// The mode itself is not implemented: [`check`](BackendFactory::check) and
-/// [`build`](BackendFactory::build) report
-/// [`Unsupported`](proxy_core::BackendErrorKind::Unsupported) with
-/// [`NOT_IMPLEMENTED`]. [`cleanup_leftovers`](BackendFactory::cleanup_leftovers)
-/// is real: it removes what upstream kube-proxy's IPVS mode left on the
-/// node (see the crate documentation).
+/// [`cleanup_leftovers`](BackendFactory::cleanup_leftovers) removes what
+/// upstream kube-proxy's IPVS mode left on the node (see the crate
+/// documentation).
 #[derive(Clone)]
 pub struct IpvsFactory {
     /// `None`: the real host, under the context's command limits.
@@ -62,12 +75,31 @@ impl BackendFactory for IpvsFactory {
         ProxyMode::Ipvs
     }
 
-    async fn check(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
-        Err(BackendError::unsupported(NOT_IMPLEMENTED))
+    /// IPv4 only; the kernel must have IPVS (the `IPVS` generic-netlink
+    /// family resolves) and the host `ip`, `ipset` and `iptables-restore`.
+    async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
+        if ctx.family != IpFamily::V4 {
+            return Err(BackendError::unsupported(IPV6_NOT_IMPLEMENTED));
+        }
+        let host = self.host(ctx);
+        for (program, package) in TOOLS {
+            if !host.has_program(program) {
+                return Err(BackendError::unsupported(format!(
+                    "IPVS mode needs `{program}`; install the {package} package"
+                )));
+            }
+        }
+        IpvsNetlink::open()
+            .map(drop)
+            .map_err(|e| BackendError::unsupported(format!("IPVS mode: {e}")).with_source(e))
     }
 
-    fn build(&self, _ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
-        Err(BackendError::unsupported(NOT_IMPLEMENTED))
+    fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
+        Ok(Box::new(IpvsBackend::new(
+            ctx,
+            Arc::new(SystemExecutor::new(ctx.commands.clone())),
+            self.host(ctx),
+        )?))
     }
 
     /// Flushes the IPVS virtual servers, deletes `kube-ipvs0`, removes the
@@ -93,14 +125,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_and_build_report_unsupported_with_a_clear_message() {
+    async fn check_refuses_ipv6_and_missing_tools_with_a_clear_message() {
+        let factory = IpvsFactory::with_host(Arc::new(FakeHost::new().with_programs(&[
+            "ip",
+            "ipset",
+            "iptables-restore",
+        ])));
+        let error = factory.check(&ctx(IpFamily::V6)).await.unwrap_err();
+        assert_eq!(error.kind(), BackendErrorKind::Unsupported);
+        assert_eq!(error.message(), IPV6_NOT_IMPLEMENTED);
+        let bare = IpvsFactory::with_host(Arc::new(FakeHost::new().with_programs(&["ip"])));
+        let error = bare.check(&ctx(IpFamily::V4)).await.unwrap_err();
+        assert_eq!(error.kind(), BackendErrorKind::Unsupported);
+        assert_eq!(
+            error.message(),
+            "IPVS mode needs `ipset`; install the ipset package"
+        );
+    }
+
+    #[test]
+    fn build_gives_the_ipvs_backend_for_either_family() {
         let factory = IpvsFactory::with_host(Arc::new(FakeHost::new()));
-        let error = factory.check(&ctx(IpFamily::V4)).await.unwrap_err();
-        assert_eq!(error.kind(), BackendErrorKind::Unsupported);
-        assert_eq!(error.message(), NOT_IMPLEMENTED);
-        let error = factory.build(&ctx(IpFamily::V4)).err().unwrap();
-        assert_eq!(error.kind(), BackendErrorKind::Unsupported);
-        assert_eq!(error.message(), NOT_IMPLEMENTED);
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let backend = factory.build(&ctx(family)).unwrap();
+            assert_eq!(backend.mode(), ProxyMode::Ipvs);
+        }
     }
 
     #[tokio::test]

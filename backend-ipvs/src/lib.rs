@@ -1,10 +1,12 @@
-//! The `ipvs` mode of the pluggable kube-proxy: **only the cleanup of
-//! upstream's IPVS state is implemented**; the mode itself is not.
+//! The `ipvs` mode of the pluggable kube-proxy.
 //!
-//! [`IpvsFactory`] is registered so that `--proxy-mode=ipvs` is recognised
-//! and fails with a clear message ([`NOT_IMPLEMENTED`]) instead of "unknown
-//! mode". Upstream deprecated the IPVS mode in v1.35 (KEP-5495), and this
-//! kernel build has no `CONFIG_IP_VS` to test a real backend against.
+//! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP and node-port
+//!   traffic (`kube-ipvs0`, virtual and real servers over [`netlink`],
+//!   ipsets and iptables chains, graceful termination), proven in a VM with
+//!   a real IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`), for IPv4.
+//! - [`IpvsFactory`]: `--proxy-mode=ipvs`; IPv6 is refused
+//!   ([`IPV6_NOT_IMPLEMENTED`]), so a dual-stack node serves IPv4 only.
+//! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.
 //!
 //! What is implemented is
 //! [`cleanup_leftovers`](proxy_core::backend::BackendFactory::cleanup_leftovers), run
@@ -29,7 +31,10 @@ mod error;
 mod factory;
 mod host;
 mod layout;
+pub mod netlink;
+mod proxier;
 
 pub use error::IpvsError;
-pub use factory::{IpvsFactory, NOT_IMPLEMENTED};
+pub use factory::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
 pub use host::{Command, Host, Output, SystemHost};
+pub use proxier::{DRAIN_BOUND, IpvsBackend};

@@ -22,8 +22,11 @@ pub struct NftablesBackend {
     ctx: BackendContext,
     exec: Box<dyn Executor>,
     skeleton: Skeleton,
-    /// What we wrote; `None` until the first full sync succeeds and after a
-    /// failed one (the kernel state is then unknown).
+    /// What we wrote; `None` until the first full sync succeeds, after a
+    /// failed full sync and once the table was found lost: the kernel no
+    /// longer matches any model then, so the next full sync starts from an
+    /// empty one (a cold start into a missing table, else a reset of the
+    /// table in the same transaction as its new contents).
     committed: Option<Committed>,
     /// A transaction failed: the next sync is full whatever it is given.
     needs_full: bool,
@@ -177,8 +180,12 @@ impl NftablesBackend {
             totals: Vec::new(),
         };
         if let Err(e) = self.apply(&plan.tx).await {
-            // A failed transaction changes nothing: what we had is still true.
-            self.committed = old;
+            // The transaction changed nothing, but it may have failed
+            // because the kernel differs from the model (a chain or element
+            // removed from outside): diffing against the model again could
+            // fail forever. The next full sync rebuilds from an empty model.
+            drop(old);
+            self.committed = None;
             self.needs_full = true;
             return Err(e);
         }
@@ -394,7 +401,14 @@ impl Backend for NftablesBackend {
         if self.committed.is_none() {
             return false;
         }
-        matches!(self.exec.table_exists(self.ctx.family).await, Ok(false))
+        let lost = matches!(self.exec.table_exists(self.ctx.family).await, Ok(false));
+        if lost {
+            // Nothing of the model is in the kernel: the next (full) sync
+            // is a cold start, not a diff against what was lost.
+            self.committed = None;
+            self.needs_full = true;
+        }
+        lost
     }
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {

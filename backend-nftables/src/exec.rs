@@ -107,19 +107,25 @@ impl Executor for NftCli {
                 stderr: output.stderr.trim().to_string(),
             });
         }
-        let doc: serde_json::Value = serde_json::from_str(&output.stdout)?;
-        let tables = doc
-            .get("nftables")
-            .and_then(|v| v.as_array())
-            .cloned()
-            .unwrap_or_default();
-        Ok(tables.iter().any(|o| {
-            o.get("table")
-                .and_then(|t| t.get("name"))
-                .and_then(|n| n.as_str())
-                == Some(TABLE)
-        }))
+        lists_table(&output.stdout)
     }
+}
+
+/// Whether `json`, the output of `nft -j list tables <family>`, lists our
+/// table ([`TABLE`]); output that is not JSON is an error.
+pub fn lists_table(json: &str) -> Result<bool, NftError> {
+    let doc: serde_json::Value = serde_json::from_str(json)?;
+    let tables = doc
+        .get("nftables")
+        .and_then(|v| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(tables.iter().any(|o| {
+        o.get("table")
+            .and_then(|t| t.get("name"))
+            .and_then(|n| n.as_str())
+            == Some(TABLE)
+    }))
 }
 
 /// `exit status: 1`, as `std::process::ExitStatus` prints it.

@@ -9,7 +9,22 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+use proxy_core::model::rule_comment;
 use proxy_core::{IpFamily, Protocol};
+
+use crate::names::COMMENT_MAX;
+
+/// A comment as nft reads it: `"text"`, the text made safe and cut to
+/// [`COMMENT_MAX`] (a no-op for the comments the renderers make; a second
+/// line of defence, since nft strings have no escapes and nft refuses a
+/// longer comment, and with it the whole transaction).
+struct CommentText<'a>(&'a str);
+
+impl fmt::Display for CommentText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{}\"", rule_comment(self.0, COMMENT_MAX))
+    }
+}
 
 /// Our table's name (both families).
 pub const TABLE: &str = "kube-proxy";
@@ -535,7 +550,7 @@ impl fmt::Display for CommandDisplay<'_> {
                     write!(f, " flags dynamic,timeout ; timeout {timeout}s ;")?;
                 }
                 if let Some(c) = &s.comment {
-                    write!(f, " comment \"{c}\" ;")?;
+                    write!(f, " comment {} ;", CommentText(c))?;
                 }
                 f.write_str(" }")
             }
@@ -590,7 +605,7 @@ impl fmt::Display for ElementDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", KeyDisplay(&self.0.key))?;
         if let Some(c) = &self.0.comment {
-            write!(f, " comment \"{c}\"")?;
+            write!(f, " comment {}", CommentText(c))?;
         }
         match &self.0.value {
             Some(ElemValue::Verdict(v)) => write!(f, " : {}", VerdictDisplay(v))?,
@@ -678,8 +693,66 @@ impl fmt::Display for RuleDisplay<'_> {
             }?;
         }
         if let Some(c) = &self.rule.comment {
-            write!(f, " comment \"{c}\"")?;
+            write!(f, " comment {}", CommentText(c))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(command: Command) -> String {
+        let mut t = Transaction::new(IpFamily::V4);
+        t.push(command);
+        t.to_script()
+    }
+
+    /// The text between `comment "` and the next `"`, and what follows it.
+    fn comment_of(line: &str) -> (&str, &str) {
+        let rest = line.split_once("comment \"").unwrap().1;
+        rest.split_once('"').unwrap()
+    }
+
+    #[test]
+    fn comments_are_printed_safe_and_within_nfts_limit() {
+        let hostile = format!(
+            "ns/we\"b\nadd rule ip kube-proxy x drop ; {}",
+            "é".repeat(100)
+        );
+        let element = Element {
+            set: "no-endpoint-services".into(),
+            key: ElemKey::AddrProtoPort("10.96.0.1".parse().unwrap(), Protocol::Tcp, 80),
+            value: Some(ElemValue::Verdict(Verdict::Drop)),
+            comment: Some(hostile.clone()),
+        };
+        let rule = Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment(&hostile);
+        for text in [
+            script(Command::AddElement(element)),
+            script(Command::AddRule {
+                chain: "c".into(),
+                rule,
+            }),
+        ] {
+            assert_eq!(text.lines().count(), 1, "one line: {text}");
+            let (comment, after) = comment_of(&text);
+            assert!(comment.len() <= COMMENT_MAX, "{} bytes", comment.len());
+            assert!(comment.starts_with("ns/we_b_add rule ip kube-proxy x drop _ "));
+            assert!(!after.contains('"'), "{text}");
+        }
+    }
+
+    #[test]
+    fn valid_comments_are_printed_as_they_are() {
+        let rule = Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment("ns/web:http");
+        let text = script(Command::AddRule {
+            chain: "c".into(),
+            rule,
+        });
+        assert_eq!(
+            text,
+            "add rule ip kube-proxy c drop comment \"ns/web:http\"\n"
+        );
     }
 }

@@ -28,5 +28,5 @@ mod state;
 
 pub use backend::{CHUNK_OBJECTS, NftablesBackend, STALE_CHAIN_DELAY};
 pub use error::NftError;
-pub use exec::{Executor, NftCli};
+pub use exec::{Executor, NftCli, lists_table};
 pub use factory::{MIN_KERNEL, NftablesFactory, SKIP_KERNEL_CHECK_ENV, parse_kernel_version};

@@ -6,6 +6,13 @@ use std::net::SocketAddr;
 use proxy_core::ServicePortName;
 use sha2::{Digest, Sha256};
 
+/// The longest comment nft accepts (`NFTNL_UDATA_COMMENT_MAXLEN`): its
+/// parser refuses a longer one, and with it the whole transaction. Element
+/// comments (the service port name `ns/svc:port`, up to 191 bytes for
+/// API-valid names) are cut to it by [`proxy_core::model::rule_comment`]:
+/// the first 119 bytes, `~` and a hash of the whole name.
+pub const COMMENT_MAX: usize = 128;
+
 /// nft's maximum object name length (`NFT_NAME_MAXLEN - 1`).
 const NAME_LENGTH_MAX: usize = 256;
 /// Longest prefix (`firewall-`, ...) including its hyphen.
@@ -15,10 +22,24 @@ const BASE_LENGTH_MAX: usize = NAME_LENGTH_MAX - PREFIX_LENGTH_MAX;
 /// `HASH8-name`, truncated to 240 characters with `...` (upstream's
 /// `hashAndTruncate`): HASH8 is the first 8 characters of the base32 of the
 /// SHA-256 of `name`.
+///
+/// A byte nft does not take in an unquoted name (anything but ASCII
+/// letters, digits and `/-_.`; API-valid names have none) becomes `_` in
+/// the text; the hash is of `name` as it is, so names stay distinct.
 pub fn hash_and_truncate(name: &str) -> String {
     let digest = Sha256::digest(name.as_bytes());
     let encoded = data_encoding::BASE32.encode(&digest);
-    let mut out = format!("{}-{}", &encoded[..8], name);
+    let text: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut out = format!("{}-{}", &encoded[..8], text);
     if out.len() > BASE_LENGTH_MAX {
         let mut cut = BASE_LENGTH_MAX - 3;
         while !out.is_char_boundary(cut) {
@@ -145,6 +166,40 @@ mod tests {
         let out = hash_and_truncate(&long);
         assert_eq!(out.len(), BASE_LENGTH_MAX);
         assert!(out.ends_with("..."));
+    }
+
+    #[test]
+    fn characters_nft_names_cannot_hold_become_underscores() {
+        let odd = port("ns", "we\"b c;x");
+        assert!(
+            odd.cluster.ends_with("-ns/we_b_c_x/tcp/p80"),
+            "{}",
+            odd.cluster
+        );
+        assert_ne!(
+            odd.cluster,
+            port("ns", "we_b_c_x").cluster,
+            "the hash differs"
+        );
+    }
+
+    #[test]
+    fn maximum_length_api_names_fit_nft_names() {
+        let p = PortNames::new(&ServicePortName::new(
+            &"n".repeat(63),
+            &"s".repeat(63),
+            &"p".repeat(63),
+            Protocol::Sctp,
+        ));
+        let ep: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        let (endpoint, affinity) = (p.endpoint(ep), p.affinity(ep));
+        for name in [
+            p.cluster, p.local, p.external, p.firewall, endpoint, affinity,
+        ] {
+            assert!(name.len() < NAME_LENGTH_MAX, "{} bytes: {name}", name.len());
+        }
     }
 
     #[test]

@@ -7,9 +7,7 @@ use anyhow::Context as _;
 use proxy_core::backend::{BackendContext, BackendFactory, CommandLimits, Registry};
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::conntrack::ConntrackCleaner;
-use proxy_core::runtime::health::{
-    HealthCheckAddresses, HealthServer, ProxyHealth, ServiceHealthServer,
-};
+use proxy_core::runtime::health::{HealthServer, ProxyHealth, ServiceHealthServer};
 use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::runtime::source::{
     KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,
@@ -289,19 +287,15 @@ async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> 
         tracing::info!(%mode, privileged, "not setting sysctls nor cleaning up other modes' rules");
     }
     let source = source(&options, &node.info.name).await?;
-    let health_check_addresses = HealthCheckAddresses::from_node_port_addresses(
-        &config.node_port_addresses()?,
-        &privileges::local_addresses(),
-        &node.info,
-    );
-    let mut observers: Vec<Arc<dyn SyncObserver>> = vec![
+    // Health-check node ports follow the synced node and the host's addresses.
+    let service_health = Arc::new(ServiceHealthServer::for_node_port_addresses(
         health.clone(),
-        metrics.clone(),
-        Arc::new(ServiceHealthServer::new(
-            health.clone(),
-            health_check_addresses,
-        )),
-    ];
+        config.node_port_addresses()?,
+        Arc::new(privileges::local_addresses),
+    ));
+    service_health.watch_host_addresses();
+    let mut observers: Vec<Arc<dyn SyncObserver>> =
+        vec![health.clone(), metrics.clone(), service_health];
     // Stale UDP flows exist only where the kernel does the NAT.
     if privileged && mode != ProxyMode::Userspace {
         observers.push(Arc::new(

@@ -48,14 +48,10 @@ pub fn set_oom_score_adj(value: i32) {
 }
 
 /// The addresses configured on this host's interfaces (for the health-check
-/// node port listeners when `nodePortAddresses` selects some of them); empty
-/// when they cannot be listed.
-pub fn local_addresses() -> Vec<std::net::IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        tracing::warn!("cannot list the host's addresses");
-        return Vec::new();
-    };
-    addrs
+/// node port listeners when `nodePortAddresses` selects some of them).
+pub fn local_addresses() -> std::io::Result<Vec<std::net::IpAddr>> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(addrs
         .filter_map(|ifa| ifa.address)
         .filter_map(|addr| {
             if let Some(v4) = addr.as_sockaddr_in() {
@@ -65,7 +61,7 @@ pub fn local_addresses() -> Vec<std::net::IpAddr> {
                     .map(|v6| std::net::IpAddr::V6(v6.ip()))
             }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

@@ -136,3 +136,126 @@ fn userspace_mode_binary_carries_real_connections() {
         SCENARIOS.len() - 1,
     );
 }
+
+/// Health-check node ports through the binary, in `mode`: where they
+/// listen for `nodePortAddresses` unset (the mode's default), `primary`
+/// and a CIDR; that they follow the host's addresses while running; that
+/// a secondary Node IP change is applied in place and a primary one
+/// restarts the process.
+fn health_check_node_ports_follow_node_port_addresses(test: &str, mode: ProxyMode) {
+    use e2e::health_check::{
+        ADDED, Answer, CIDR, HealthCheckNode, LOCAL_HCNP, OTHER, PRIMARY, SECONDARY,
+    };
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    if !privileged_or_skip_with(test, tools_present) {
+        return;
+    }
+    let started = Instant::now();
+    let host = [PRIMARY, SECONDARY, OTHER];
+    let served = Answer::Http(200, 2);
+    let rebind = Duration::from_secs(5);
+
+    // Unset: nftables defaults to `primary`, the others to every address.
+    let node = HealthCheckNode::start(mode, None, &host, "default").unwrap();
+    if mode == ProxyMode::Nftables {
+        node.check(&[PRIMARY], &[SECONDARY, OTHER]).unwrap();
+    } else {
+        node.check(&[PRIMARY, SECONDARY, OTHER, Ipv4Addr::LOCALHOST], &[])
+            .unwrap();
+    }
+    drop(node);
+
+    // `primary`: the Node's primary IP, once the host has it (an address
+    // configured after kube-proxy started, as at boot).
+    let mut node =
+        HealthCheckNode::start(mode, Some(&["primary"]), &[SECONDARY, OTHER], "primary").unwrap();
+    node.check(&[], &[PRIMARY, SECONDARY, OTHER]).unwrap();
+    node.ip(&format!("address add {PRIMARY}/24 dev hc0\n"))
+        .unwrap();
+    let after = node.wait_for(PRIMARY, LOCAL_HCNP, &served, rebind).unwrap();
+    println!(
+        "{mode}: primary IP added to the host, served after {} ms",
+        after.as_millis()
+    );
+    node.check(&[PRIMARY], &[SECONDARY, OTHER]).unwrap();
+
+    // The Node's secondary IP changes: a full sync, no restart.
+    let before = node.last_sync();
+    node.set_node_ips(&[PRIMARY, ADDED]).unwrap();
+    node.process
+        .wait_synced_after(&node.ns, proxy_core::IpFamily::V4, before, rebind)
+        .unwrap();
+    assert!(
+        node.process.is_running(),
+        "a secondary IP change restarted:\n{}",
+        node.process.log()
+    );
+    node.check(&[PRIMARY], &[SECONDARY, OTHER]).unwrap();
+
+    // The Node's primary IP changes: the process exits to be restarted.
+    node.set_node_ips(&[OTHER, PRIMARY]).unwrap();
+    let status = node.process.wait_exit(rebind).unwrap();
+    let log = node.process.log();
+    assert!(
+        !status.success() && log.contains("primary IPs"),
+        "{status}:\n{log}"
+    );
+    drop(node);
+
+    // A CIDR: the host's addresses inside it, following them.
+    let node = HealthCheckNode::start(mode, Some(&[CIDR]), &host, "cidr").unwrap();
+    node.check(&[SECONDARY], &[PRIMARY, OTHER]).unwrap();
+    node.ip(&format!("address add {ADDED}/24 dev hc0\n"))
+        .unwrap();
+    let after = node.wait_for(ADDED, LOCAL_HCNP, &served, rebind).unwrap();
+    println!(
+        "{mode}: address added inside the CIDR, served after {} ms",
+        after.as_millis()
+    );
+    let mut expected = vec![
+        format!("{ADDED}:{LOCAL_HCNP}"),
+        format!("{SECONDARY}:{LOCAL_HCNP}"),
+    ];
+    expected.sort();
+    node.wait_listeners(LOCAL_HCNP, &expected, rebind).unwrap();
+    node.ip(&format!("address del {SECONDARY}/24 dev hc0\n"))
+        .unwrap();
+    expected.retain(|l| !l.starts_with(&SECONDARY.to_string()));
+    let after = node.wait_listeners(LOCAL_HCNP, &expected, rebind).unwrap();
+    println!(
+        "{mode}: address removed, its listener closed after {} ms",
+        after.as_millis()
+    );
+    node.check(&[ADDED], &[PRIMARY, OTHER]).unwrap();
+    drop(node);
+    println!(
+        "{mode}: health-check node ports checked in {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn iptables_mode_health_check_node_ports_follow_node_port_addresses() {
+    health_check_node_ports_follow_node_port_addresses(
+        "iptables_mode_health_check_node_ports_follow_node_port_addresses",
+        ProxyMode::Iptables,
+    );
+}
+
+#[test]
+fn nftables_mode_health_check_node_ports_follow_node_port_addresses() {
+    health_check_node_ports_follow_node_port_addresses(
+        "nftables_mode_health_check_node_ports_follow_node_port_addresses",
+        ProxyMode::Nftables,
+    );
+}
+
+#[test]
+fn userspace_mode_health_check_node_ports_follow_node_port_addresses() {
+    health_check_node_ports_follow_node_port_addresses(
+        "userspace_mode_health_check_node_ports_follow_node_port_addresses",
+        ProxyMode::Userspace,
+    );
+}

@@ -6,7 +6,9 @@
 //! those services and asks [`ChangeSet::between`] which ports really differ,
 //! so a no-op update collapses to nothing. The pending set is cleared only
 //! after the backend reports success; a failed sync keeps it, so the next
-//! attempt can still be partial.
+//! attempt can still be partial. A sync that programs everything but
+//! service ports the dataplane refuses clears it as well: the runtime holds
+//! those ports back and retries them itself (`runtime::isolation`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -57,6 +59,46 @@ impl ChangeSet {
                 if old.get(name) != Some(view) {
                     ports.insert(name.clone());
                 }
+            }
+        }
+        ChangeSet { full: false, ports }
+    }
+
+    /// Every port that differs between `old` and `new` (added, removed or
+    /// changed), as a partial set: what a full sync from `old` to `new`
+    /// really changes. Walks both views once, in name order.
+    pub fn all_between(old: &NodeView, new: &NodeView) -> Self {
+        let mut ports = BTreeSet::new();
+        let mut a = old.iter().peekable();
+        let mut b = new.iter().peekable();
+        loop {
+            match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some((name, _)), None) => {
+                    ports.insert((*name).clone());
+                    a.next();
+                }
+                (None, Some((name, _))) => {
+                    ports.insert((*name).clone());
+                    b.next();
+                }
+                (Some((x, xv)), Some((y, yv))) => match x.cmp(y) {
+                    std::cmp::Ordering::Less => {
+                        ports.insert((*x).clone());
+                        a.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        ports.insert((*y).clone());
+                        b.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if xv != yv {
+                            ports.insert((*x).clone());
+                        }
+                        a.next();
+                        b.next();
+                    }
+                },
             }
         }
         ChangeSet { full: false, ports }

@@ -54,10 +54,11 @@ fn a_burst_of_requests_coalesces_into_one_run() {
     }
     let t = t0 + ms(100);
     run(&mut r, t, true);
-    // Every request was served: nothing more until the periodic run.
+    // Every request was served: nothing more until the periodic run, due
+    // MAX after creation (a requested run does not move it).
     assert!(!r.due(t + MIN));
-    assert!(!r.due(t + MAX - ms(1)));
-    assert_eq!(r.next_run(), t + MAX);
+    assert!(!r.due(t0 + MAX - ms(1)));
+    assert_eq!(r.next_run(), t0 + MAX);
 }
 
 #[test]
@@ -135,12 +136,85 @@ fn max_interval_forces_a_periodic_run() {
     assert_eq!(r.reason(t0 + MAX), Some(RunReason::Periodic));
     run(&mut r, t0 + MAX, true);
     assert_eq!(r.next_run(), t0 + MAX + MAX);
-    // A requested run pushes the periodic one back.
+    // A requested run does not push the periodic one back.
     r.request(t0 + secs(90));
     run(&mut r, t0 + secs(90), true);
-    assert_eq!(r.next_run(), t0 + secs(90) + MAX);
-    assert!(!r.due(t0 + secs(149)));
-    assert_eq!(r.reason(t0 + secs(150)), Some(RunReason::Periodic));
+    assert_eq!(r.next_run(), t0 + MAX + MAX);
+    assert!(!r.due(t0 + secs(119)));
+    assert_eq!(r.reason(t0 + secs(120)), Some(RunReason::Periodic));
+    run(&mut r, t0 + secs(120), true);
+    assert_eq!(r.periodic_at(), t0 + secs(180));
+}
+
+/// The bug this runner fixes: upstream's runner (and this one before)
+/// reset the periodic deadline after every run, so a Service changing every
+/// 0.5 s postponed the drift check for as long as the churn lasted.
+#[test]
+fn a_request_every_half_second_does_not_delay_the_periodic_run() {
+    let sync_period = secs(5);
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(MIN, sync_period, RETRY, t0);
+    let mut now = t0;
+    let mut periodic = Vec::new();
+    let mut requested = 0;
+    while now < t0 + secs(60) {
+        now += ms(500);
+        r.request(now);
+        if let Some(reason) = r.reason(now) {
+            r.started(now);
+            // Every run takes 100 ms.
+            r.finished(now + ms(100), true);
+            match reason {
+                RunReason::Periodic => periodic.push(now),
+                RunReason::Requested => requested += 1,
+                RunReason::Retry => panic!("nothing failed"),
+            }
+        }
+    }
+    assert!(requested > 40, "the churn was served: {requested} runs");
+    // The first periodic run is due sync_period after creation, each next
+    // one sync_period after the previous finished, the minimum interval
+    // (and the 0.5 s grid of this driver) being the only slack.
+    assert!(periodic[0] - t0 <= sync_period + MIN, "{periodic:?}");
+    for pair in periodic.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= sync_period, "periodic runs {gap:?} apart");
+        assert!(
+            gap <= sync_period + ms(100) + MIN,
+            "periodic runs {gap:?} apart"
+        );
+    }
+    assert!(
+        periodic.len() >= 10,
+        "{} periodic runs in 60 s: {periodic:?}",
+        periodic.len()
+    );
+}
+
+#[test]
+fn a_periodic_run_waits_only_for_the_min_interval() {
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(secs(2), secs(5), RETRY, t0);
+    // A requested run starts 0.5 s before the periodic one is due.
+    r.request(t0 + ms(4500));
+    run(&mut r, t0 + ms(4500), true);
+    assert_eq!(r.next_run(), t0 + ms(6500), "the min interval holds");
+    assert!(!r.due(t0 + ms(6499)));
+    assert_eq!(r.reason(t0 + ms(6500)), Some(RunReason::Periodic));
+    run(&mut r, t0 + ms(6500), true);
+    assert_eq!(r.periodic_at(), t0 + ms(11500));
+}
+
+#[test]
+fn a_run_in_progress_when_the_periodic_run_is_due_is_followed_by_it() {
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(MIN, secs(5), RETRY, t0);
+    r.request(t0 + secs(4));
+    r.started(t0 + secs(4));
+    // The requested run is still running when the periodic one falls due.
+    assert_eq!(r.reason(t0 + secs(6)), None);
+    r.finished(t0 + secs(6), true);
+    assert_eq!(r.reason(t0 + secs(6)), Some(RunReason::Periodic));
 }
 
 #[test]
@@ -150,24 +224,27 @@ fn failure_retries_with_doubling_backoff_up_to_max_interval() {
     r.request(t0);
     let mut now = t0;
     let mut delays = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..9 {
+        let reason = r.reason(now);
         run(&mut r, now, false);
         let next = r.next_run();
-        assert_eq!(r.retry_at(), Some(next));
         assert!(!r.due(next - ms(1)));
         let delay = next - now;
-        // Once the back-off reaches max_interval the retry and the periodic
-        // run coincide; the periodic reason wins.
-        let want = if delay == MAX {
-            RunReason::Periodic
+        // The periodic run keeps its own clock: at t0 + 60 s it comes before
+        // the retry due at t0 + 62 s and serves it; after it, retry and
+        // periodic run coincide at the capped back-off, and the periodic
+        // reason wins.
+        if r.periodic_at() <= next {
+            assert_eq!(r.reason(next), Some(RunReason::Periodic));
         } else {
-            RunReason::Retry
-        };
-        assert_eq!(r.reason(next), Some(want));
+            assert_eq!(r.retry_at(), Some(next));
+            assert_eq!(r.reason(next), Some(RunReason::Retry));
+        }
+        assert!(reason.is_some());
         delays.push(delay.as_secs());
         now = next;
     }
-    assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
+    assert_eq!(delays, [2, 4, 8, 16, 30, 60, 60, 60, 60]);
 }
 
 #[test]
@@ -238,4 +315,25 @@ fn huge_intervals_do_not_overflow() {
     run(&mut r, t0, false);
     r.request(t0 + secs(1));
     assert!(!r.due(t0 + secs(1)));
+}
+
+#[test]
+fn an_idle_run_does_not_hold_back_the_next_request() {
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(MIN, secs(5), RETRY, t0);
+    r.request(t0);
+    run(&mut r, t0, true);
+    // The periodic run at 5 s finds nothing to do.
+    assert_eq!(r.reason(t0 + secs(5)), Some(RunReason::Periodic));
+    r.started(t0 + secs(5));
+    r.finished_idle(t0 + secs(5));
+    assert_eq!(r.periodic_at(), t0 + secs(10), "it was the periodic run");
+    // A change right after it runs at once …
+    r.request(t0 + ms(5100));
+    assert!(r.due(t0 + ms(5100)));
+    run(&mut r, t0 + ms(5100), true);
+    // … and a run that did work does hold the next one back.
+    r.request(t0 + ms(5200));
+    assert!(!r.due(t0 + ms(5200)));
+    assert_eq!(r.next_run(), t0 + ms(6100));
 }

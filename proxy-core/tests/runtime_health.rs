@@ -448,3 +448,87 @@ async fn a_failed_bind_is_counted_and_not_fatal() {
     assert_eq!(server.services(), vec![(ServiceKey::new("ns", "ok"), free)]);
     assert_eq!(get(loopback(free), "/").await.status, 503, "no endpoints");
 }
+
+/// Whether `addr` comes to accept connections (`accepting`) or to refuse
+/// them within a second (a closed listener's abort takes effect on the
+/// runtime's next turn).
+async fn settles(addr: SocketAddr, accepting: bool) -> bool {
+    for _ in 0..50 {
+        if TcpStream::connect(addr).await.is_ok() == accepting {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn health_check_node_ports_follow_the_host_addresses_node_port_addresses_selects() {
+    use proxy_core::config::NodePortAddresses;
+
+    let health = Arc::new(ProxyHealth::new(2 * SYNC_PERIOD, Arc::new(SystemTime::now)));
+    // The host's addresses as the lister reports them: loopback ones, so
+    // that the test binds them without a namespace (Linux routes all of
+    // 127/8 to lo).
+    let host: Arc<Mutex<Vec<IpAddr>>> = Arc::new(Mutex::new(vec![
+        IpAddr::from([127, 0, 0, 2]),
+        IpAddr::from([127, 0, 1, 2]),
+    ]));
+    let lister = host.clone();
+    let server = Arc::new(ServiceHealthServer::for_node_port_addresses(
+        health.clone(),
+        NodePortAddresses::parse(&["127.0.0.0/24"]).unwrap(),
+        Arc::new(move || Ok(lister.lock().unwrap().clone())),
+    ));
+    let port = free_port();
+    let at = |last: u8| SocketAddr::new(IpAddr::from([127, 0, 0, last]), port);
+
+    let mut topology = ServiceTopology::new();
+    ok(topology.apply_service(&lb_service("a", "172.30.0.1", port)));
+    ok(topology.apply_endpoint_slice(&slice("a", &[("10.0.0.1", NODE, true, false)])));
+    let v = view(&topology);
+    let (changes, stats) = (ChangeSet::full(), SyncStats::default());
+    server.synced(&report(IpFamily::V4, &v, &v, &changes, &stats));
+    // IPv4 only the host's addresses inside the CIDR; IPv6 (no CIDR of
+    // its own) each of the host's IPv6 addresses: none here.
+    assert_eq!(
+        server.addresses(),
+        Some(HealthCheckAddresses::Ips(vec![IpAddr::from([
+            127, 0, 0, 2
+        ])]))
+    );
+    assert_eq!(get(at(2), "/").await.status, 200);
+    assert!(
+        settles(at(3), false).await,
+        "an address the host does not have"
+    );
+    let outside = SocketAddr::new(IpAddr::from([127, 0, 1, 2]), port);
+    assert!(settles(outside, false).await, "an address outside the CIDR");
+
+    // The host's addresses change: a refresh (what the rtnetlink watch
+    // calls) rebinds without a sync; the kept address is not disturbed.
+    host.lock().unwrap().push(IpAddr::from([127, 0, 0, 3]));
+    server.refresh_host_addresses();
+    assert!(settles(at(3), true).await, "the added address serves");
+    assert_eq!(get(at(3), "/").await.status, 200);
+    assert_eq!(get(at(2), "/").await.status, 200);
+
+    host.lock()
+        .unwrap()
+        .retain(|ip| *ip != IpAddr::from([127, 0, 0, 2]));
+    server.refresh_host_addresses();
+    assert!(settles(at(2), false).await, "the removed address is closed");
+    assert_eq!(get(at(3), "/").await.status, 200);
+    assert_eq!(server.services(), vec![(ServiceKey::new("ns", "a"), port)]);
+    assert_eq!(server.bind_failures(&ServiceKey::new("ns", "a")), 0);
+
+    // Every address when the list matches all: no host listing, no watch.
+    let all = Arc::new(ServiceHealthServer::for_node_port_addresses(
+        health,
+        NodePortAddresses::parse::<&str>(&[]).unwrap(),
+        Arc::new(|| Err(std::io::Error::other("not called"))),
+    ));
+    assert!(all.watch_host_addresses().is_none());
+    all.synced(&report(IpFamily::V4, &v, &v, &changes, &stats));
+    assert_eq!(all.addresses(), Some(HealthCheckAddresses::All));
+}

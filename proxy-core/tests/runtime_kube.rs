@@ -1,15 +1,17 @@
 //! The Kubernetes source against a fake API server over real HTTP:
-//! initial gating, add/update/delete, dropped watches, `410 Gone`, outages.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+//! initial gating, add/update/delete, dropped watches, `410 Gone`, outages,
+//! and objects pruned of managed fields on every (re)list.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod runtime_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use proxy_core::IpFamily;
 use proxy_core::config::KubeProxyConfiguration;
-use proxy_core::runtime::source::{KubeSource, KubeSourceOptions};
+use proxy_core::runtime::source::{KubeSource, KubeSourceOptions, Source, SourceEvent, Update};
 use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
 use runtime_support::fake_api::FakeApi;
 use runtime_support::{
@@ -230,6 +232,208 @@ async fn follows_changes_and_survives_dropped_watches_gone_and_outages() {
     let calls = run.recorder.calls();
     assert_eq!(calls.len(), synced + 1, "{calls:?}");
     assert_eq!(last(&calls).changed_ports, ["ns/api:http"]);
+    let _ = run.stop.send(());
+    run.task.await.unwrap().unwrap();
+}
+
+/// `obj` with managed fields and a `last-applied-configuration`, as
+/// `kubectl apply` leaves them.
+fn as_applied(obj: impl serde::Serialize) -> serde_json::Value {
+    let mut obj = serde_json::to_value(obj).unwrap();
+    obj["metadata"]["managedFields"] = serde_json::json!([{
+        "manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:spec": {}}}]);
+    obj["metadata"]["labels"]["app"] = serde_json::json!("demo");
+    obj["metadata"]["annotations"] = serde_json::json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"apiVersion\":\"v1\"}"});
+    obj
+}
+
+/// The `metadata` of the object an event carries (`None` for list markers).
+fn event_meta(
+    event: &SourceEvent,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    fn of<K: kube::Resource>(update: &Update<K>) -> Option<&kube::core::ObjectMeta> {
+        match update {
+            Update::InitApply(k) | Update::Apply(k) | Update::Delete(k) => Some(k.meta()),
+            Update::Init | Update::InitDone => None,
+        }
+    }
+    match event {
+        SourceEvent::Service(u) => of(u),
+        SourceEvent::EndpointSlice(u) => of(u),
+        SourceEvent::Node(u) => of(u),
+    }
+}
+
+#[tokio::test]
+async fn a_relist_keeps_no_managed_fields() {
+    let api = FakeApi::start(false).await;
+    api.apply("services", as_applied(service("web", &["172.30.0.10"])));
+    api.apply(
+        "endpointslices",
+        as_applied(slice("web-1", "web", &["10.0.0.1"])),
+    );
+    api.apply("nodes", as_applied(node("z1")));
+    let source = KubeSource::new(
+        api.client(),
+        KubeSourceOptions {
+            node_name: "node-a".into(),
+        },
+    );
+    let mut events = Box::new(source).events();
+    // Reads until every kind finished a list; returns the listed objects' metadata.
+    async fn one_list_each(
+        events: &mut futures::stream::BoxStream<'static, SourceEvent>,
+    ) -> Vec<kube::core::ObjectMeta> {
+        let mut done = std::collections::BTreeSet::new();
+        let mut listed = Vec::new();
+        while done.len() < 3 {
+            let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .expect("a list within 20 s")
+                .expect("the source goes on");
+            let kind = event.kind();
+            let init_done = matches!(
+                &event,
+                SourceEvent::Service(Update::InitDone)
+                    | SourceEvent::EndpointSlice(Update::InitDone)
+                    | SourceEvent::Node(Update::InitDone)
+            );
+            if init_done {
+                done.insert(format!("{kind:?}"));
+            }
+            listed.extend(event_meta(&event).cloned());
+        }
+        listed
+    }
+    let check = |listed: &[kube::core::ObjectMeta], when: &str| {
+        assert_eq!(listed.len(), 3, "{when}: {listed:?}");
+        for meta in listed {
+            assert_eq!(meta.managed_fields, None, "{when}: {meta:?}");
+            assert_eq!(meta.annotations, None, "{when}: {meta:?}");
+            assert!(meta.resource_version.is_some(), "{when}: {meta:?}");
+            assert!(meta.labels.is_some(), "{when}: labels stay: {meta:?}");
+        }
+    };
+    check(&one_list_each(&mut events).await, "first list");
+
+    // The server still has the fields: only the source dropped them.
+    let stored = api.state_object("services", "ns/web");
+    assert!(stored["metadata"]["managedFields"].is_array());
+
+    // 410 Gone on every watch: each kind relists.
+    let lists = service_lists(&api);
+    api.expire_watches();
+    api.drop_watches();
+    check(&one_list_each(&mut events).await, "relist");
+    assert!(service_lists(&api) > lists, "it was a relist");
+}
+
+/// Records `(level, target, message)` of every event on the thread it is
+/// the default for (a current-thread test runtime runs every task there).
+#[derive(Default, Clone)]
+struct LogRecorder(Arc<std::sync::Mutex<Vec<(tracing::Level, String, String)>>>);
+
+impl LogRecorder {
+    fn count(&self, level: tracing::Level, message_starts: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _, m)| *l == level && m.starts_with(message_starts))
+            .count()
+    }
+    fn proxy_logs_at(&self, level: tracing::Level) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, t, _)| *l == level && t.starts_with("proxy_core"))
+            .map(|(_, t, m)| format!("{t}: {m}"))
+            .collect()
+    }
+}
+
+impl tracing::Subscriber for LogRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let meta = event.metadata();
+        self.0
+            .lock()
+            .unwrap()
+            .push((*meta.level(), meta.target().to_string(), message.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once_and_its_end_once() {
+    let logs = LogRecorder::default();
+    let _default = tracing::dispatcher::set_default(&tracing::Dispatch::new(logs.clone()));
+    let api = FakeApi::start(false).await;
+    api.apply("services", service("web", &["172.30.0.10"]));
+    api.apply("nodes", node("z1"));
+    let run = start(&api);
+    let wait = Duration::from_secs(20);
+    eventually("the first sync", wait, || run.recorder.calls().len() == 1).await;
+    eventually("three watches", wait, || {
+        api.requests_matching("watch=true") >= 3
+    })
+    .await;
+    assert_eq!(
+        logs.proxy_logs_at(tracing::Level::WARN),
+        Vec::<String>::new(),
+        "a healthy start warns of nothing"
+    );
+
+    // Down long enough for several failed retries of every watch.
+    api.set_down(true);
+    let requests = api.requests.lock().unwrap().len();
+    eventually("several failed retries", wait, || {
+        api.requests.lock().unwrap().len() >= requests + 9
+    })
+    .await;
+    assert_eq!(logs.count(tracing::Level::WARN, "lost the API server"), 1);
+    assert_eq!(
+        logs.count(tracing::Level::INFO, "the API server answers again"),
+        0
+    );
+
+    api.set_down(false);
+    eventually("the end of the outage in the log", wait, || {
+        logs.count(tracing::Level::INFO, "the API server answers again") == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        logs.proxy_logs_at(tracing::Level::WARN).len(),
+        1,
+        "one warning per outage: {:?}",
+        logs.proxy_logs_at(tracing::Level::WARN)
+    );
+    assert_eq!(
+        logs.count(tracing::Level::INFO, "the API server answers again"),
+        1
+    );
     let _ = run.stop.send(());
     run.task.await.unwrap().unwrap();
 }

@@ -309,3 +309,27 @@ async fn metrics_after_a_sync_report_and_the_server_paths() {
         json!(32768)
     );
 }
+
+#[test]
+fn external_changes_are_counted_per_family_and_detector() {
+    use proxy_core::runtime::DetectedBy;
+    let metrics = ProxyMetrics::with_clock(Arc::new(now));
+    let name = "kubeproxy_sync_proxy_rules_external_changes_total";
+    metrics.external_change(IpFamily::V4, ProxyMode::Nftables, DetectedBy::Netlink);
+    metrics.external_change(IpFamily::V4, ProxyMode::Nftables, DetectedBy::Netlink);
+    metrics.external_change(IpFamily::V6, ProxyMode::Iptables, DetectedBy::Poll);
+    let text = metrics.encode();
+    assert_type(
+        &text,
+        "kubeproxy_sync_proxy_rules_external_changes",
+        "counter",
+    );
+    assert_sample(
+        &text,
+        &format!("{name}{{ip_family=\"IPv4\",detected_by=\"netlink\"}} 2"),
+    );
+    assert_sample(
+        &text,
+        &format!("{name}{{ip_family=\"IPv6\",detected_by=\"poll\"}} 1"),
+    );
+}

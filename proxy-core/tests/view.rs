@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // fixtures are literals: a failure is a bug in the test
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Service as K8sService;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proptest::prelude::*;
@@ -227,4 +229,57 @@ fn growing_and_shrinking_one_service_at_a_time() {
     assert!(view.is_empty());
     assert_eq!(view.iter().len(), 0);
     assert_eq!(view, build(&topo));
+}
+
+#[test]
+fn with_ports_from_takes_exactly_the_named_ports_from_the_other_view() {
+    let old_topo = world(200);
+    let old = build(&old_topo);
+    let mut topo = world(200);
+    // Changed (endpoints), deleted, and added services.
+    let _ = topo.apply_endpoint_slice(&slice(&name(10), 10, 4, 1));
+    let _ = topo.apply_endpoint_slice(&slice(&name(20), 20, 4, 1));
+    let _ = topo.delete_service("ns", &name(30));
+    let _ = topo.apply_service(&svc(&name(250), 250, 2));
+    let new = NodeView::build(&topo, NodeInfo::named(NODE).shared(), IpFamily::V4);
+    let differing = proxy_core::ChangeSet::all_between(&old, &new);
+    let differing: Vec<ServicePortName> = differing.ports().cloned().collect();
+    let p = |n: usize, port: &str| ServicePortName::new("ns", &name(n), port, Protocol::Tcp);
+    assert!(differing.contains(&p(10, "p0")) && differing.contains(&p(30, "p0")));
+    assert!(differing.contains(&p(250, "p1")) && !differing.contains(&p(11, "p0")));
+
+    // Hold back the changed service 10, the deleted 30 and the new 250.
+    let held = [
+        p(10, "p0"),
+        p(10, "p1"),
+        p(30, "p0"),
+        p(250, "p0"),
+        p(250, "p1"),
+    ];
+    let composed = new.with_ports_from(&old, &held);
+    for (name, _) in old.iter().chain(new.iter()) {
+        let expected = if held.contains(name) {
+            old.get(name)
+        } else {
+            new.get(name)
+        };
+        assert_eq!(composed.get(name), expected, "{name}");
+    }
+    assert!(
+        composed.get(&p(30, "p0")).is_some(),
+        "held at the old version"
+    );
+    assert!(
+        composed.get(&p(250, "p0")).is_none(),
+        "absent where old has none"
+    );
+    assert!(Arc::ptr_eq(composed.node(), new.node()));
+    assert_eq!(composed.family(), new.family());
+    assert!(composed.iter().map(|(n, _)| n).is_sorted());
+
+    // Nothing named: the view itself; everything that differs: the other.
+    assert_eq!(new.with_ports_from(&old, []), new);
+    assert_eq!(new.with_ports_from(&old, &differing), old);
+    assert_eq!(old.with_ports_from(&new, &differing), new);
+    assert!(proxy_core::ChangeSet::all_between(&new, &new).is_empty());
 }

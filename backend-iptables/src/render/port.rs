@@ -1,11 +1,12 @@
 //! The rules of one service port (upstream's per-service loop body).
 
+use proxy_core::model::rule_comment;
 use proxy_core::{Endpoint, ServicePortName, ServicePortView, Target};
 
 use super::{Lines, PortRules, RenderConfig, line};
 use crate::names::{
     KUBE_EXTERNAL_SERVICES, KUBE_MARK_MASQ, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_SERVICES,
-    PortChains,
+    NAME_IN_COMMENT_MAX, PortChains,
 };
 
 /// Upstream's cached `%0.10f` probabilities `1/n`.
@@ -51,7 +52,9 @@ pub(super) fn render_port(
     let view = p.view;
     let port = &*view.port;
     let chains = PortChains::new(p.name);
-    let name = chains.name.as_str();
+    // In comments only; the chain hashes use the name as it is.
+    let comment_name = rule_comment(&chains.name, NAME_IN_COMMENT_MAX);
+    let name = comment_name.as_ref();
     let proto = port.protocol.lower();
     let svc_port = port.port;
 

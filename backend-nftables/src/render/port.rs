@@ -22,10 +22,11 @@
 use std::net::SocketAddr;
 
 use proxy_core::backend::{BackendContext, LocalTrafficDetector};
+use proxy_core::model::rule_comment;
 use proxy_core::{Endpoint, Protocol, ServicePortView, Target};
 
 use crate::ir::{ElemKey, ElemValue, Element, KeyType, Rule, SetDef, Stmt, Verdict};
-use crate::names::PortNames;
+use crate::names::{COMMENT_MAX, PortNames};
 use crate::render::skeleton::names::*;
 
 /// Everything one service port puts in the table.
@@ -90,7 +91,7 @@ pub fn render_port(ctx: &BackendContext, view: &ServicePortView) -> PortObjects 
         ctx,
         view,
         names: PortNames::new(&view.port.name),
-        comment: view.port.name.to_string(),
+        comment: rule_comment(&view.port.name.to_string(), COMMENT_MAX).into_owned(),
         out: PortObjects::default(),
     };
     b.build();

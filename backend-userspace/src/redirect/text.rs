@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use proxy_core::IpFamily;
+use proxy_core::model::rule_comment;
 
 use super::table::{REDIRECTS, REJECTS, TABLE, Vip, family_word};
 
@@ -50,6 +51,9 @@ pub fn script(family: IpFamily, elements: &[ElementLine]) -> String {
     }
     let _ = writeln!(out, "}}");
     for line in elements {
+        // A `#` comment ends at the line's end: a newline in a name (none
+        // the topology accepts) must not start a line of its own.
+        let owner = rule_comment(&line.owner, usize::MAX);
         let key = format!(
             "{} . {} . {}",
             line.vip.ip,
@@ -60,17 +64,17 @@ pub fn script(family: IpFamily, elements: &[ElementLine]) -> String {
             None => writeln!(
                 out,
                 "add element {ip} {TABLE} {REJECTS} {{ {key} }} # {}",
-                line.owner
+                owner
             ),
             Some(Some(port)) => writeln!(
                 out,
                 "add element {ip} {TABLE} {REDIRECTS} {{ {key} : {port} }} # {}",
-                line.owner
+                owner
             ),
             Some(None) => writeln!(
                 out,
                 "# add element {ip} {TABLE} {REDIRECTS} {{ {key} : <port> }} # {}: listener not open yet",
-                line.owner
+                owner
             ),
         };
     }

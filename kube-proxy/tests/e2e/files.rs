@@ -37,6 +37,16 @@ struct Manifest {
 impl ScenarioFiles {
     /// Writes `scenario` for the binary in `mode`.
     pub fn write(mode: ProxyMode, scenario: &Scenario) -> io::Result<ScenarioFiles> {
+        Self::write_with(mode, scenario, |_| {})
+    }
+
+    /// Like [`write`](Self::write), with `edit` applied to the
+    /// configuration first (e.g. a short `syncPeriod`).
+    pub fn write_with(
+        mode: ProxyMode,
+        scenario: &Scenario,
+        edit: impl FnOnce(&mut KubeProxyConfiguration),
+    ) -> io::Result<ScenarioFiles> {
         let dir = std::env::temp_dir().join(format!(
             "kube-proxy-e2e-{}-{mode}-{}",
             std::process::id(),
@@ -65,9 +75,9 @@ impl ScenarioFiles {
             std::fs::write(&manifest.file, text)?;
             files.manifests.push(manifest);
         }
-        let config = binary_config(mode, scenario)
-            .to_yaml()
-            .map_err(io::Error::other)?;
+        let mut config = binary_config(mode, scenario);
+        edit(&mut config);
+        let config = config.to_yaml().map_err(io::Error::other)?;
         std::fs::write(files.config(), config)?;
         Ok(files)
     }

@@ -46,6 +46,17 @@ impl KubeProxyProcess {
     /// error in the file `log`, and `RUST_LOG` unset (the configuration's
     /// verbosity applies).
     pub fn start(ns: &Netns, args: &[&str], log: &Path) -> Result<Self, String> {
+        Self::start_with_env(ns, args, log, &[])
+    }
+
+    /// [`KubeProxyProcess::start`] with the variables `env` set (e.g. a
+    /// `PATH` that puts wrappers of the tools first).
+    pub fn start_with_env(
+        ns: &Netns,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let output = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         let errors = output
             .try_clone()
@@ -57,6 +68,9 @@ impl KubeProxyProcess {
             .stdout(output)
             .stderr(errors);
         command.configure().env_remove("RUST_LOG");
+        for (key, value) in env {
+            command.env(key, value);
+        }
         let child = command
             .spawn()
             .map_err(|e| format!("starting {BIN} in the node namespace: {e}"))?;
@@ -157,6 +171,39 @@ impl KubeProxyProcess {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    #[allow(dead_code)] // used by chaos_netns.rs only
+    pub fn kill(&mut self) -> Result<ExitStatus, String> {
+        let mut child = self.child.take().ok_or("kube-proxy was already reaped")?;
+        child
+            .kill()
+            .map_err(|e| format!("killing kube-proxy: {e}"))?;
+        child.wait().map_err(|e| format!("reaping kube-proxy: {e}"))
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit
+    /// status, or an error with the log if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                return Err(format!(
+                    "kube-proxy still runs after {timeout:?}; its log:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && matches!(self.try_wait(), Ok(None))
     }
 
     /// The exit status, once the process exited (then it is reaped).

@@ -86,22 +86,7 @@ impl BackendContext {
             DetectLocal::None => LocalTrafficDetector::None,
         };
         let npa = config.node_port_addresses()?;
-        let node_port_cidrs = if npa.matches_all_for(family) {
-            None
-        } else {
-            let mut cidrs: Vec<IpNet> = npa
-                .cidrs
-                .iter()
-                .copied()
-                .filter(|n| IpFamily::of_net(n) == family)
-                .collect();
-            if npa.primary
-                && let Some(ip) = node.primary_ip(family)
-            {
-                cidrs.push(IpNet::from(ip));
-            }
-            Some(cidrs)
-        };
+        let node_port_cidrs = npa.networks_for(family, node.primary_ip(family));
         Ok(BackendContext {
             family,
             masquerade_mark: 1u32 << bit,

@@ -1,5 +1,7 @@
 //! `nodePortAddresses`: which node IPs serve NodePorts.
 
+use std::net::IpAddr;
+
 use ipnet::IpNet;
 
 use super::mode::ProxyMode;
@@ -118,6 +120,66 @@ impl NodePortAddresses {
     }
 }
 
+impl NodePortAddresses {
+    /// The networks whose local addresses serve node ports of `family`, or
+    /// `None` when every local address of the family does
+    /// ([`matches_all_for`](Self::matches_all_for)).
+    ///
+    /// The list's CIDRs of the family, plus `primary_ip` as a host network
+    /// when the list has `primary` (upstream rewrites `primary` into the
+    /// node IPs' `/32` and `/128`, leaving out a loopback node IP). The
+    /// backends match packets against these networks; the health-check
+    /// node ports bind the host's addresses inside them.
+    pub fn networks_for(&self, family: IpFamily, primary_ip: Option<IpAddr>) -> Option<Vec<IpNet>> {
+        if self.matches_all_for(family) {
+            return None;
+        }
+        let mut networks: Vec<IpNet> = self
+            .cidrs
+            .iter()
+            .copied()
+            .filter(|n| IpFamily::of_net(n) == family)
+            .collect();
+        if self.primary
+            && let Some(ip) = primary_ip.filter(|ip| family.contains(ip) && !ip.is_loopback())
+        {
+            networks.push(IpNet::from(ip));
+        }
+        Some(networks)
+    }
+
+    /// The addresses among `local` (the host's) that serve node ports of
+    /// `family`: those inside [`networks_for`](Self::networks_for), or all
+    /// of the family when it matches all. IPv6 link-local addresses are
+    /// left out: they need an interface to be bound.
+    pub fn select_local(
+        &self,
+        family: IpFamily,
+        primary_ip: Option<IpAddr>,
+        local: &[IpAddr],
+    ) -> Vec<IpAddr> {
+        let networks = self.networks_for(family, primary_ip);
+        let mut selected: Vec<IpAddr> = local
+            .iter()
+            .copied()
+            .filter(|ip| family.contains(ip) && !is_ipv6_link_local(ip))
+            .filter(|ip| {
+                networks
+                    .as_ref()
+                    .is_none_or(|nets| nets.iter().any(|n| n.contains(ip)))
+            })
+            .collect();
+        selected.sort_unstable();
+        selected.dedup();
+        selected
+    }
+}
+
+/// `fe80::/10`.
+fn is_ipv6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// `0.0.0.0/0` or `::/0`.
 fn zero_net(family: IpFamily) -> IpNet {
     match family {
@@ -181,6 +243,50 @@ mod tests {
 
         let primary = parse(&["primary"]);
         assert!(!primary.matches_all_for(IpFamily::V4) && !primary.matches_all());
+    }
+
+    #[test]
+    fn networks_and_local_addresses_per_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let npa = parse(&["primary", "10.0.0.0/8"]);
+        assert_eq!(
+            npa.networks_for(IpFamily::V4, Some(ip("192.168.0.2"))),
+            Some(vec![net("10.0.0.0/8"), net("192.168.0.2/32")])
+        );
+        assert_eq!(
+            npa.networks_for(IpFamily::V6, Some(ip("2001:db8::1"))),
+            Some(vec![net("2001:db8::1/128")])
+        );
+        // No IPv6 node IP: `primary` selects nothing of IPv6.
+        assert_eq!(npa.networks_for(IpFamily::V6, None), Some(vec![]));
+        // A loopback node IP is left out, as upstream.
+        assert_eq!(
+            parse(&["primary"]).networks_for(IpFamily::V4, Some(ip("127.0.0.1"))),
+            Some(vec![])
+        );
+        assert_eq!(
+            parse(&["10.0.0.0/8"]).networks_for(IpFamily::V6, None),
+            None
+        );
+
+        let local = [
+            ip("10.1.2.3"),
+            ip("192.168.0.2"),
+            ip("192.168.0.3"),
+            ip("2001:db8::1"),
+            ip("fe80::1"),
+            ip("10.1.2.3"),
+        ];
+        assert_eq!(
+            npa.select_local(IpFamily::V4, Some(ip("192.168.0.2")), &local),
+            [ip("10.1.2.3"), ip("192.168.0.2")]
+        );
+        assert_eq!(
+            parse(&["10.0.0.0/8"]).select_local(IpFamily::V6, None, &local),
+            [ip("2001:db8::1")],
+            "all of IPv6 but link-local"
+        );
     }
 
     #[test]

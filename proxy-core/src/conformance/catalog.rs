@@ -38,6 +38,7 @@ pub const SCENARIO_FILES: &[(&str, &str)] = scenario_files![
     "nodeport-local.yaml",
     "nodeport-local-no-local-endpoints.yaml",
     "nodeport-no-endpoints.yaml",
+    "long-names.yaml",
     "nodeport-localhost.yaml",
     "external-ip-cluster.yaml",
     "external-ip-local.yaml",

@@ -8,9 +8,11 @@
 //! after the timeout is killed and counted. [`run_blocking`] does the same
 //! for callers without a Tokio runtime.
 
+mod own_writes;
 mod system;
 
 pub use crate::backend::CommandLimits;
+pub use own_writes::{OwnWrites, record_child};
 pub use system::{SystemExecutor, run_blocking};
 
 /// One command line, with optional input on stdin.

@@ -50,6 +50,8 @@ impl Executor for SystemExecutor {
             // Dropping the child on timeout kills it.
             .kill_on_drop(true)
             .spawn()?;
+        // Our commit, not an external change (see `OwnWrites`).
+        super::record_child(child.id());
         let stdin = child.stdin.take();
         let finished = async move {
             if let (Some(input), Some(mut stdin)) = (&cmd.stdin, stdin) {

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # use std::time::{Duration, Instant};
-//! # use proxy_core::runner::SyncRunner;
+//! # use proxy_core::runner::{RunReason, SyncRunner};
 //! let t0 = Instant::now();
 //! let mut runner = SyncRunner::new(
 //!     Duration::from_secs(1),    // minSyncPeriod
@@ -23,6 +23,21 @@
 //! runner.request(t0);                        // a second event, too soon
 //! assert!(!runner.due(t0));
 //! assert_eq!(runner.next_run(), t0 + Duration::from_secs(1));
+//!
+//! // A change every 0.5 s does not postpone the periodic run.
+//! let mut now = t0;
+//! let periodic = loop {
+//!     now += Duration::from_millis(500);
+//!     runner.request(now);
+//!     if let Some(reason) = runner.reason(now) {
+//!         runner.started(now);
+//!         runner.finished(now, true);
+//!         if reason == RunReason::Periodic {
+//!             break now;
+//!         }
+//!     }
+//! };
+//! assert_eq!(periodic, t0 + Duration::from_secs(3600));
 //! ```
 //!
 //! The rules:
@@ -35,11 +50,19 @@
 //!   through before its token bucket limits them; this runner allows no
 //!   burst, as upstream's newer `pkg/proxy/runner` does: `minSyncPeriod`
 //!   means what it says, and a burst of events still costs one sync each
-//!   `minSyncPeriod`. A zero `min_interval` disables the limit.
-//! - **Maximum interval.** A run becomes due `max_interval` after the last
-//!   run finished (or after creation), even without requests:
-//!   [`SyncRunner::reason`] then says [`RunReason::Periodic`], which the
-//!   runtime treats as a full sync that repairs drift.
+//!   `minSyncPeriod`. A zero `min_interval` disables the limit. A run that
+//!   did nothing ([`SyncRunner::finished_idle`]: an idle periodic check)
+//!   does not count.
+//! - **Periodic run on its own clock.** A run becomes due `max_interval`
+//!   after the last *periodic* run finished (or after creation), even
+//!   without requests: [`SyncRunner::reason`] then says
+//!   [`RunReason::Periodic`], on which the runtime checks for drift and
+//!   makes the run a full sync when needed. Requested runs and retries do
+//!   **not** move this deadline (upstream's runner resets it on every run,
+//!   so a steady stream of changes postpones the drift check forever): under
+//!   any churn the periodic run starts at most `max_interval` +
+//!   `min_interval` after the previous one finished. A periodic run also
+//!   serves any pending request or retry.
 //! - **Retry with back-off.** A failed run schedules a retry `retry_interval`
 //!   after it finished; each further consecutive failure doubles the delay,
 //!   up to `max_interval`. A success resets the delay. As upstream, new
@@ -55,7 +78,8 @@ pub enum RunReason {
     Requested,
     /// The previous run failed and its retry time has come.
     Retry,
-    /// `max_interval` passed without a run.
+    /// `max_interval` passed since the last periodic run (requested runs
+    /// and retries do not count).
     Periodic,
 }
 
@@ -71,6 +95,8 @@ pub struct SyncRunner {
     latest: Instant,
     /// Start of the last run, if any.
     last_start: Option<Instant>,
+    /// Start of the run before it (restored by [`SyncRunner::finished_idle`]).
+    previous_start: Option<Instant>,
     /// A run is in progress.
     running: bool,
     /// A request arrived since the last run started.
@@ -79,8 +105,10 @@ pub struct SyncRunner {
     retry_at: Option<Instant>,
     /// Delay before the next retry, should the next run fail.
     backoff: Duration,
-    /// When the periodic run is due.
+    /// When the periodic run is due. Only a periodic run moves it.
     periodic_at: Instant,
+    /// The run in progress is the periodic one.
+    running_periodic: bool,
 }
 
 /// Roughly "never": far enough for any driver, small enough not to overflow.
@@ -112,11 +140,13 @@ impl SyncRunner {
             retry_interval,
             latest: now,
             last_start: None,
+            previous_start: None,
             running: false,
             requested: false,
             retry_at: None,
             backoff: retry_interval,
             periodic_at: later(now, max_interval),
+            running_periodic: false,
         }
     }
 
@@ -189,24 +219,30 @@ impl SyncRunner {
     }
 
     /// Records that a run started at `now`. Every request and retry made
-    /// before is served by this run.
+    /// before is served by this run; if the periodic run is due at `now`,
+    /// this run is the periodic one (as [`SyncRunner::reason`] said).
     pub fn started(&mut self, now: Instant) {
         self.observe(now);
+        self.running_periodic = self.periodic_at <= now;
         self.running = true;
         self.requested = false;
         self.retry_at = None;
-        self.last_start = Some(now);
+        self.previous_start = self.last_start.replace(now);
     }
 
     /// Records that the run finished at `now`; `ok` is whether it succeeded.
     ///
-    /// On success the back-off is reset and the next periodic run is due
-    /// `max_interval` from now. On failure a retry is scheduled after the
-    /// current back-off delay, which then doubles (up to `max_interval`).
+    /// If the run was the periodic one, the next periodic run is due
+    /// `max_interval` from now; any other run leaves that deadline alone.
+    /// On success the back-off is reset. On failure a retry is scheduled
+    /// after the current back-off delay, which then doubles (up to
+    /// `max_interval`).
     pub fn finished(&mut self, now: Instant, ok: bool) {
         self.observe(now);
         self.running = false;
-        self.periodic_at = later(now, self.max_interval);
+        if std::mem::take(&mut self.running_periodic) {
+            self.periodic_at = later(now, self.max_interval);
+        }
         if ok {
             self.retry_at = None;
             self.backoff = self.retry_interval;
@@ -217,6 +253,22 @@ impl SyncRunner {
                 .saturating_mul(2)
                 .min(self.max_interval.max(self.retry_interval));
         }
+    }
+
+    /// Records that the run finished at `now` having done nothing (nothing
+    /// was pending, nothing was written): as a successful run, except that
+    /// it does not count for the minimum interval, so a request right after
+    /// an idle periodic run starts at once.
+    pub fn finished_idle(&mut self, now: Instant) {
+        self.finished(now, true);
+        self.last_start = self.previous_start;
+    }
+
+    /// When the next periodic run is due (it may be in the past: the
+    /// periodic run is due now, or waits for the minimum interval or for the
+    /// run in progress).
+    pub fn periodic_at(&self) -> Instant {
+        self.periodic_at
     }
 
     /// Whether a run is in progress (between `started` and `finished`).

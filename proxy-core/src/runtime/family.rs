@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::Backend;
-use crate::changes::PendingChanges;
-use crate::model::{IpFamily, NodeInfo};
+use crate::changes::{ChangeSet, PendingChanges};
+use crate::model::{IpFamily, NodeInfo, ServiceKey, ServicePortName};
 use crate::runner::{RunReason, SyncRunner};
 use crate::topology::ServiceTopology;
 use crate::view::NodeView;
 
-use super::observer::{SyncObserver, SyncReport};
+use super::isolation::{Found, Isolator, Quarantine, call_budget};
+use super::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
 use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
@@ -26,6 +27,10 @@ pub(crate) struct FamilyState {
     pub(crate) trigger_times: Vec<SystemTime>,
     last_full: Option<Instant>,
     full_sync_period: Duration,
+    /// Service ports the dataplane refused (see [`super::isolation`]).
+    quarantine: Quarantine,
+    /// The last `Backend::sync` call was refused: the next one is full.
+    dataplane_unsure: bool,
 }
 
 /// How a sync attempt ended.
@@ -35,6 +40,10 @@ pub(crate) enum Outcome {
     Idle,
     /// The backend succeeded (or the pending changes collapsed to nothing).
     Synced,
+    /// Everything was programmed but service ports the dataplane refuses,
+    /// which are held back and retried (see [`super::isolation`]); counts
+    /// as a successful sync for health.
+    Isolated,
     /// The backend failed; the changes stay pending.
     Failed,
 }
@@ -66,6 +75,8 @@ impl FamilyState {
             trigger_times: Vec::new(),
             last_full: None,
             full_sync_period: timing.full_sync_period,
+            quarantine: Quarantine::new(timing.retry_interval, timing.sync_period),
+            dataplane_unsure: false,
         }
     }
 
@@ -79,78 +90,275 @@ impl FamilyState {
     ) -> Option<Outcome> {
         let reason = self.runner.reason(now)?;
         self.runner.started(now);
+        // The periodic run keeps its own clock in the runner (changes do not
+        // postpone it), so the drift check runs every `syncPeriod` and the
+        // full sync is at most `syncPeriod` late, whatever the churn.
         if reason == RunReason::Periodic {
             if self.backend.dataplane_lost().await {
                 tracing::warn!(family = %self.family, mode = %self.backend.mode(), "dataplane state was lost (flushed from outside?); forcing a full sync");
                 self.pending.require_full();
+                for observer in observers {
+                    observer.external_change(self.family, self.backend.mode(), DetectedBy::Poll);
+                }
             }
-            if self
-                .last_full
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
-            {
+            if self.full_sync_due(now) {
                 self.pending.require_full();
             }
         }
-        let outcome = self.sync(topology, node, observers).await;
-        self.runner
-            .finished(super::sync_loop::now(), outcome != Outcome::Failed);
+        let outcome = self.sync(reason, topology, node, observers).await;
+        let end = super::sync_loop::now();
+        let settled = self.settled(outcome);
+        if outcome == Outcome::Idle && settled {
+            // An idle periodic check wrote nothing: it does not hold back
+            // the next change (or repair) by the minimum interval.
+            self.runner.finished_idle(end);
+        } else {
+            self.runner.finished(end, settled);
+        }
         Some(outcome)
     }
 
+    /// Whether the last full sync is `full_sync_period` old (or none
+    /// happened yet). Any full sync resets this clock; requested partial
+    /// syncs do not.
+    fn full_sync_due(&self, now: Instant) -> bool {
+        self.last_full
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.full_sync_period)
+    }
+
+    /// Something outside changed this family's dataplane (an nf_tables
+    /// notification): the next sync is a full one, requested at `now`
+    /// (the runner's minimum interval still holds).
+    pub(crate) fn external_change(&mut self, now: Instant, observers: &[Arc<dyn SyncObserver>]) {
+        tracing::warn!(family = %self.family, mode = %self.backend.mode(), "our nf_tables rules were changed from outside; requesting a full sync");
+        self.pending.require_full();
+        self.runner.request(now);
+        for observer in observers {
+            observer.external_change(self.family, self.backend.mode(), DetectedBy::Netlink);
+        }
+    }
+
+    /// Whether nothing is left to retry after `outcome`: the runner then
+    /// resets its back-off; otherwise it schedules a retry.
+    fn settled(&self, outcome: Outcome) -> bool {
+        outcome != Outcome::Failed && self.quarantine.is_empty() && self.pending.is_empty()
+    }
+
+    /// One sync: the pending changes, isolating the service ports the
+    /// dataplane refuses, then the held-back ports that are due for a retry
+    /// (see [`super::isolation`]).
     async fn sync(
         &mut self,
+        reason: RunReason,
         topology: &ServiceTopology,
         node: &Arc<NodeInfo>,
         observers: &[Arc<dyn SyncObserver>],
     ) -> Outcome {
-        if self.pending.is_empty() {
+        let started = super::sync_loop::now();
+        let retry_all = matches!(reason, RunReason::Retry | RunReason::Periodic);
+        if self.pending.is_empty() && !self.quarantine.any_due(started, retry_all) {
             return Outcome::Idle;
         }
         let mode = self.backend.mode();
-        let (view, changes) = self.pending.prepare(topology, &self.synced, node);
-        let started = super::sync_loop::now();
-        let stats = if changes.is_empty() {
-            // Every pending change collapsed to nothing for this family.
-            Default::default()
+        // Held-back ports are recomputed on every sync: released when no
+        // longer different, retried at once when changed.
+        self.pending.touch_all(self.quarantine.services());
+        let (wanted, changes) = self.pending.prepare(topology, &self.synced, node);
+        let changed = if changes.is_full() {
+            ChangeSet::all_between(&self.synced, &wanted)
         } else {
-            for observer in observers {
-                observer.sync_started(self.family);
+            changes.clone()
+        };
+        let released = self
+            .quarantine
+            .release_unless(|name| changed.contains(name));
+        let (mut main, mut retry) = (Vec::new(), Vec::new());
+        for name in changed.ports() {
+            if !self.quarantine.contains(name) {
+                main.push(name.clone());
+            } else if self
+                .quarantine
+                .should_retry(name, wanted.get(name), started, retry_all)
+            {
+                retry.push(name.clone());
             }
-            match self.backend.sync(&view, &changes).await {
-                Ok(stats) => stats,
+        }
+        for observer in observers {
+            observer.sync_started(self.family);
+        }
+        let mut iso = Isolator::new(
+            &mut *self.backend,
+            self.family,
+            observers,
+            &wanted,
+            self.synced.clone(),
+            changed.ports().cloned().collect(),
+            changes.is_full() || self.dataplane_unsure,
+            call_budget(main.len()),
+        );
+        // Only retries, and no full sync asked for: the first retry call
+        // stands in for the (empty) main one.
+        let retries_only = main.is_empty() && !changes.is_full() && !retry.is_empty();
+        let programmed = if retries_only {
+            Ok(Found::default())
+        } else {
+            iso.program(main, false).await
+        };
+        let found = match programmed {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(family = %self.family, %mode, full = changes.is_full(), error = %error_chain(&error), "sync failed; changes stay pending and the retry is a full sync");
+                if iso.accepted {
+                    // What the dataplane holds now; the full retry starts from it.
+                    self.synced = iso.good;
+                }
+                self.dataplane_unsure = true;
+                self.pending.require_full();
+                if !released.is_empty() {
+                    self.report_refusals(observers, 0);
+                }
+                return Outcome::Failed;
+            }
+        };
+        let retried = if retry.is_empty() {
+            Found::default()
+        } else {
+            iso.budget = iso.calls + call_budget(retry.len());
+            match iso.program(retry.clone(), true).await {
+                Ok(found) => found,
                 Err(error) => {
-                    tracing::error!(family = %self.family, %mode, full = changes.is_full(), error = %error_chain(&error), "sync failed; changes stay pending and the retry is a full sync");
-                    self.pending.require_full();
-                    for observer in observers {
-                        observer.failed(self.family, mode, changes.is_full(), &error);
+                    tracing::warn!(family = %self.family, %mode, error = %error_chain(&error), "retrying refused service ports failed; they stay held back");
+                    Found {
+                        culprits: Vec::new(),
+                        unresolved: retry.clone(),
                     }
-                    return Outcome::Failed;
                 }
             }
         };
         let duration = super::sync_loop::now().saturating_duration_since(started);
-        if changes.is_full() {
+        let programmed_any = iso.accepted || iso.calls == 0;
+        let full = iso.full_done;
+        let stats = std::mem::take(&mut iso.stats);
+        self.dataplane_unsure = iso.full_next;
+        let calls = iso.calls;
+        let good = iso.good;
+        let still_differing = iso.differing;
+
+        let newly = self.hold_back(found, retried, &retry, &wanted, started);
+        let refusals_changed =
+            newly > 0 || !released.is_empty() || retry.iter().any(|n| !self.quarantine.contains(n));
+        for name in &released {
+            tracing::info!(family = %self.family, %mode, namespace = %name.service.namespace, service = %name.service.name, port = %name.port, protocol = %name.protocol, "a service port the dataplane refused is no longer pending (deleted, or back at its programmed version); no longer held back");
+        }
+
+        if full {
             self.last_full = Some(started);
         }
-        tracing::debug!(family = %self.family, %mode, full = changes.is_full(), ports = changes.len(), objects = stats.objects_written, ?duration, "synced");
-        let previous = std::mem::replace(&mut self.synced, view);
+        tracing::debug!(family = %self.family, %mode, full, ports = changed.len(), held_back = still_differing.len(), calls, objects = stats.objects_written, ?duration, "synced");
+        // Ports still not programmed (untried for lack of budget) stay pending.
+        let unresolved: Vec<ServiceKey> = still_differing
+            .iter()
+            .filter(|n| !self.quarantine.contains(n))
+            .map(|n| n.service.clone())
+            .collect();
+        let report_changes = if full {
+            ChangeSet::full()
+        } else {
+            ChangeSet::partial(
+                changed
+                    .ports()
+                    .filter(|n| !still_differing.contains(*n))
+                    .cloned(),
+            )
+        };
+        let previous = std::mem::replace(&mut self.synced, good);
         self.pending.clear();
-        let trigger_times = std::mem::take(&mut self.trigger_times);
-        let report = SyncReport {
+        self.pending.touch_all(unresolved);
+        if programmed_any {
+            let trigger_times = std::mem::take(&mut self.trigger_times);
+            let report = SyncReport {
+                family: self.family,
+                mode,
+                full,
+                duration,
+                stats: &stats,
+                view: &self.synced,
+                previous: &previous,
+                changes: &report_changes,
+                trigger_times: &trigger_times,
+            };
+            for observer in observers {
+                observer.synced(&report);
+            }
+        }
+        if refusals_changed {
+            self.report_refusals(observers, newly);
+        }
+        if self.quarantine.is_empty() && self.pending.is_empty() {
+            Outcome::Synced
+        } else {
+            Outcome::Isolated
+        }
+    }
+
+    /// Tells `observers` which ports are held back now; `newly` of them
+    /// for the first time.
+    fn report_refusals(&self, observers: &[Arc<dyn SyncObserver>], newly: usize) {
+        let refused = self.quarantine.report();
+        let report = RefusalReport {
             family: self.family,
-            mode,
-            full: changes.is_full(),
-            duration,
-            stats: &stats,
-            view: &self.synced,
-            previous: &previous,
-            changes: &changes,
-            trigger_times: &trigger_times,
+            mode: self.backend.mode(),
+            refused: &refused,
+            newly_refused: newly,
         };
         for observer in observers {
-            observer.synced(&report);
+            observer.refused(&report);
         }
-        Outcome::Synced
+    }
+
+    /// Updates the quarantine after a sync: `found` are new culprits,
+    /// `retried` what retrying the held-back ports `retry` found; logs each.
+    /// Returns how many ports were refused for the first time.
+    fn hold_back(
+        &mut self,
+        found: Found,
+        retried: Found,
+        retry: &[ServicePortName],
+        wanted: &NodeView,
+        now: Instant,
+    ) -> usize {
+        let mode = self.backend.mode();
+        let wall = SystemTime::now();
+        let mut newly = 0;
+        for (name, error) in found.culprits {
+            let error = error_chain(&error);
+            tracing::error!(family = %self.family, %mode, namespace = %name.service.namespace, service = %name.service.name, port = %name.port, protocol = %name.protocol, %error, "the dataplane refused this service port: it is held back (at its last programmed version, or absent) and retried; every other service port is programmed");
+            let version = wanted.get(&name).cloned();
+            if self.quarantine.refuse(name, version, error, now, wall) {
+                newly += 1;
+            }
+        }
+        let not_programmed: std::collections::HashSet<ServicePortName> = retried
+            .culprits
+            .iter()
+            .map(|(name, _)| name.clone())
+            .chain(retried.unresolved.iter().cloned())
+            .collect();
+        for (name, error) in retried.culprits {
+            let error = error_chain(&error);
+            tracing::warn!(family = %self.family, %mode, namespace = %name.service.namespace, service = %name.service.name, port = %name.port, protocol = %name.protocol, %error, "the dataplane still refuses this service port; it stays held back");
+            let version = wanted.get(&name).cloned();
+            self.quarantine.refuse(name, version, error, now, wall);
+        }
+        for name in &retried.unresolved {
+            self.quarantine.back_off(name, now);
+        }
+        for name in retry.iter().filter(|n| !not_programmed.contains(*n)) {
+            if self.quarantine.release(name) {
+                tracing::info!(family = %self.family, %mode, namespace = %name.service.namespace, service = %name.service.name, port = %name.port, protocol = %name.protocol, "programmed a service port the dataplane had refused");
+            }
+        }
+        newly
     }
 }
 

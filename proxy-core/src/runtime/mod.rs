@@ -12,14 +12,21 @@
 //! - [`Runtime`]: the loop. It waits until every source delivered its
 //!   initial lists, then keeps one backend per IP family in sync, retries
 //!   failures without losing the pending changes, and repairs lost
-//!   dataplanes every `syncPeriod`.
+//!   dataplanes every `syncPeriod` (a clock of its own: churn never
+//!   postpones it) and, where the kernel announces changes (nf_tables),
+//!   as soon as another process touches our rules (`nft_watch`). When the
+//!   dataplane refuses a sync, it finds the service ports responsible,
+//!   programs everything else and retries those (beyond upstream; see
+//!   `isolation.rs`).
 //! - [`SyncObserver`]: what the loop reports to health, metrics and
 //!   conntrack cleanup.
 
 pub mod conntrack;
 mod family;
 pub mod health;
+mod isolation;
 pub mod metrics;
+mod nft_watch;
 mod node;
 mod observer;
 mod shutdown;
@@ -28,8 +35,8 @@ mod sync_loop;
 pub mod sysctl;
 mod world;
 
-pub use node::{NodeState, TAINT_TO_BE_DELETED};
-pub use observer::{NodeHealth, SyncObserver, SyncReport};
+pub use node::{NodeChange, NodeState, TAINT_TO_BE_DELETED};
+pub use observer::{DetectedBy, NodeHealth, RefusalReport, RefusedPort, SyncObserver, SyncReport};
 pub use shutdown::shutdown_signal;
 pub use sync_loop::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
 pub use world::TRIGGER_TIME_ANNOTATION;

@@ -24,6 +24,25 @@ pub struct NodeState {
     pub info: Arc<NodeInfo>,
     /// For `/healthz`.
     pub health: NodeHealth,
+    /// How many IPs the Node object's `status.addresses` lists; `None`
+    /// without a Node object.
+    listed_ips: Option<usize>,
+}
+
+/// What a change of the node asks of the runtime ([`NodeState::change_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChange {
+    /// Nothing the views or backends use changed.
+    Unchanged,
+    /// Applied in place by a full sync of every family: the views carry
+    /// the new [`NodeInfo`] (secondary IPs, labels, pod CIDRs that no
+    /// setting uses), and what follows the views (the health-check node
+    /// ports) picks it up.
+    FullSync,
+    /// The backends were built with what changed (a family's primary IP,
+    /// or the pod CIDRs under `detectLocalMode: NodeCIDR`): like upstream's
+    /// NodeManager, exit so that the restart programs it. The reason.
+    Restart(String),
 }
 
 impl NodeState {
@@ -41,6 +60,7 @@ impl NodeState {
             return NodeState {
                 info: Arc::new(info),
                 health: NodeHealth::default(),
+                listed_ips: None,
             };
         };
         info.labels = node.metadata.labels.clone().unwrap_or_default();
@@ -49,17 +69,23 @@ impl NodeState {
             .as_ref()
             .and_then(|s| s.addresses.as_deref())
             .unwrap_or_default();
+        let mut listed = 0;
         for kind in ["InternalIP", "ExternalIP"] {
             for address in status_addresses.iter().filter(|a| a.type_ == kind) {
                 match address.address.parse::<IpAddr>() {
-                    Ok(ip) if !info.addresses.contains(&ip) => info.addresses.push(ip),
-                    Ok(_) => {}
+                    Ok(ip) => {
+                        listed += 1;
+                        if !info.addresses.contains(&ip) {
+                            info.addresses.push(ip);
+                        }
+                    }
                     Err(_) => {
                         tracing::warn!(node = name, address = %address.address, "ignoring unparsable node address")
                     }
                 }
             }
         }
+        let listed_ips = Some(listed);
         let spec = node.spec.as_ref();
         let cidrs = spec
             .and_then(|s| s.pod_cidrs.clone())
@@ -85,7 +111,58 @@ impl NodeState {
                 deleting: node.metadata.deletion_timestamp.is_some(),
                 tainted_for_deletion,
             },
+            listed_ips,
         }
+    }
+
+    /// The primary IP of each family this node has one of, the primary
+    /// family's first: upstream's `GetNodeHostIPs` (first InternalIP, else
+    /// ExternalIP, of each family) after `bindAddress`, which takes its
+    /// family's place.
+    pub fn primary_ips(&self) -> Vec<IpAddr> {
+        self.families()
+            .into_iter()
+            .filter_map(|family| self.info.primary_ip(family))
+            .collect()
+    }
+
+    /// Keeps the node IPs of `previous` when the Node object is still there
+    /// but lists none: upstream ignores such an update ("Failed to retrieve
+    /// NodeIPs") rather than restarting without a node IP. Logged.
+    pub fn keep_ips_of_unlisted(&mut self, previous: &NodeState) {
+        if self.listed_ips != Some(0) || previous.info.addresses == self.info.addresses {
+            return;
+        }
+        tracing::warn!(node = %self.info.name, kept = ?previous.info.addresses, "the Node object lists no IP in status.addresses; keeping its former IPs");
+        let mut info = NodeInfo::clone(&self.info);
+        info.addresses = previous.info.addresses.clone();
+        self.info = Arc::new(info);
+    }
+
+    /// What the change from `self` to `new` asks of the runtime: a restart
+    /// when a family's primary IP changed (appeared, went or moved; the
+    /// primary family swapped), or when `watch_pod_cidrs`
+    /// (`detectLocalMode: NodeCIDR`) and the pod CIDRs changed, as
+    /// upstream's NodeManager; otherwise a full sync if anything of the
+    /// [`NodeInfo`] changed (another IP added or removed, labels).
+    pub fn change_to(&self, new: &NodeState, watch_pod_cidrs: bool) -> NodeChange {
+        if self.info == new.info {
+            return NodeChange::Unchanged;
+        }
+        let (before, after) = (self.primary_ips(), new.primary_ips());
+        if before != after {
+            return NodeChange::Restart(format!(
+                "the primary IPs of node {} changed from {before:?} to {after:?}",
+                new.info.name
+            ));
+        }
+        if watch_pod_cidrs && self.info.pod_cidrs != new.info.pod_cidrs {
+            return NodeChange::Restart(format!(
+                "the pod CIDRs of node {} changed from {:?} to {:?} (detectLocalMode: NodeCIDR)",
+                new.info.name, self.info.pod_cidrs, new.info.pod_cidrs
+            ));
+        }
+        NodeChange::FullSync
     }
 
     /// Logs (warning) each configured setting that needs something of the
@@ -281,6 +358,104 @@ mod tests {
             Some("192.168.1.2".parse().unwrap())
         );
         assert_eq!(bound.families()[0], IpFamily::V4);
+    }
+
+    fn with_ips(internal: &[&str], cidrs: &[&str]) -> Node {
+        let addresses: Vec<serde_json::Value> = internal
+            .iter()
+            .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip}))
+            .collect();
+        node(serde_json::json!({
+            "metadata": {"name": "n1"},
+            "spec": {"podCIDRs": cidrs},
+            "status": {"addresses": addresses}
+        }))
+    }
+
+    fn change(before: &[&str], after: &[&str], watch_pod_cidrs: bool) -> NodeChange {
+        let old = NodeState::new("n1", None, Some(&with_ips(before, &["10.0.1.0/24"])));
+        let new = NodeState::new("n1", None, Some(&with_ips(after, &["10.0.1.0/24"])));
+        old.change_to(&new, watch_pod_cidrs)
+    }
+
+    #[test]
+    fn only_a_primary_ip_change_asks_for_a_restart() {
+        let dual = ["192.168.0.2", "2001:db8::2"];
+        assert_eq!(change(&dual, &dual, false), NodeChange::Unchanged);
+        // Secondary IPs come and go in place.
+        assert_eq!(
+            change(&dual, &["192.168.0.2", "2001:db8::2", "192.168.0.3"], false),
+            NodeChange::FullSync
+        );
+        assert_eq!(
+            change(&["192.168.0.2", "192.168.0.3", "2001:db8::2"], &dual, false),
+            NodeChange::FullSync
+        );
+        // A family's primary moved, appeared or went; the primary family swapped.
+        for after in [
+            &["192.168.0.3", "192.168.0.2", "2001:db8::2"][..],
+            &["192.168.0.2"][..],
+            &["2001:db8::2", "192.168.0.2"][..],
+        ] {
+            match change(&dual, after, false) {
+                NodeChange::Restart(why) => {
+                    assert!(why.contains("n1") && why.contains("primary IPs"), "{why}")
+                }
+                other => panic!("{after:?}: expected a restart, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            change(&["192.168.0.2"], &dual, false),
+            NodeChange::Restart(_)
+        ));
+    }
+
+    #[test]
+    fn bind_address_holds_its_familys_primary_ip() {
+        let bind = Some("192.168.9.9".parse().unwrap());
+        let old = NodeState::new("n1", bind, Some(&with_ips(&["192.168.0.2"], &[])));
+        let new = NodeState::new("n1", bind, Some(&with_ips(&["192.168.0.3"], &[])));
+        assert_eq!(old.change_to(&new, false), NodeChange::FullSync);
+        assert_eq!(
+            old.primary_ips(),
+            ["192.168.9.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn pod_cidrs_restart_only_under_node_cidr() {
+        let old = NodeState::new(
+            "n1",
+            None,
+            Some(&with_ips(&["192.168.0.2"], &["10.0.1.0/24"])),
+        );
+        let new = NodeState::new(
+            "n1",
+            None,
+            Some(&with_ips(&["192.168.0.2"], &["10.0.2.0/24"])),
+        );
+        assert_eq!(old.change_to(&new, false), NodeChange::FullSync);
+        match old.change_to(&new, true) {
+            NodeChange::Restart(why) => assert!(why.contains("NodeCIDR"), "{why}"),
+            other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_node_listing_no_ip_keeps_the_former_ones_and_a_deleted_one_does_not() {
+        let old = NodeState::new("n1", None, Some(&with_ips(&["192.168.0.2"], &[])));
+        let mut unlisted = NodeState::new("n1", None, Some(&with_ips(&[], &[])));
+        unlisted.keep_ips_of_unlisted(&old);
+        assert_eq!(unlisted.info.addresses, old.info.addresses);
+        assert_eq!(old.change_to(&unlisted, false), NodeChange::Unchanged);
+
+        let mut deleted = NodeState::new("n1", None, None);
+        deleted.keep_ips_of_unlisted(&old);
+        assert!(deleted.info.addresses.is_empty());
+        assert!(matches!(
+            old.change_to(&deleted, false),
+            NodeChange::Restart(_)
+        ));
     }
 
     #[test]

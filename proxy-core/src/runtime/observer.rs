@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::backend::{BackendError, SyncStats};
 use crate::changes::ChangeSet;
 use crate::config::ProxyMode;
-use crate::model::IpFamily;
+use crate::model::{IpFamily, ServicePortName};
 use crate::view::NodeView;
 
 /// What one successful [`Backend::sync`](crate::Backend::sync) of one family did.
@@ -63,7 +63,9 @@ pub trait SyncObserver: Send + Sync {
 
     /// A sync of one family failed; `full` says whether it was a full sync
     /// (`..._iptables_partial_restore_failures_total` counts the others).
-    /// The loop keeps the pending changes and retries with a full sync.
+    /// Called for every refused call of `Backend::sync`, also those of
+    /// failure isolation. When the sync as a whole fails the loop keeps the
+    /// pending changes and retries with a full sync.
     fn failed(&self, _family: IpFamily, _mode: ProxyMode, _full: bool, _error: &BackendError) {}
 
     /// Changes not yet programmed: services and EndpointSlices changed since
@@ -80,4 +82,64 @@ pub trait SyncObserver: Send + Sync {
     /// syncs inline, so nothing else is reported meanwhile: this is how
     /// health notices a sync stuck in the backend (a hung tool).
     fn sync_started(&self, _family: IpFamily) {}
+
+    /// The set of service ports the dataplane refuses changed: a sync
+    /// isolated new ones, or programmed or dropped some (beyond upstream;
+    /// see [`RefusalReport`]).
+    fn refused(&self, _report: &RefusalReport<'_>) {}
+
+    /// Something outside changed or removed this family's dataplane state,
+    /// and a full sync was requested to repair it
+    /// (`kubeproxy_sync_proxy_rules_external_changes_total`).
+    fn external_change(&self, _family: IpFamily, _mode: ProxyMode, _detected_by: DetectedBy) {}
+}
+
+/// A service port whose wanted version the dataplane refused (beyond
+/// upstream). The runtime holds it back, at the version last programmed or
+/// absent if it never was, programs everything else, and retries it with
+/// back-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPort {
+    /// The port.
+    pub name: ServicePortName,
+    /// The error of the last refusal, with its sources (the tool's message).
+    pub error: String,
+    /// When it was first refused.
+    pub since: SystemTime,
+}
+
+/// Every service port of one family the dataplane currently refuses, after
+/// a sync that changed that set.
+#[derive(Debug)]
+pub struct RefusalReport<'a> {
+    /// The family.
+    pub family: IpFamily,
+    /// The backend's mode.
+    pub mode: ProxyMode,
+    /// The refused ports, sorted by name (empty once every one was
+    /// programmed or is no longer wanted).
+    pub refused: &'a [RefusedPort],
+    /// How many of them this sync found refused for the first time.
+    pub newly_refused: usize,
+}
+
+/// How the loop learned that the dataplane was changed from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectedBy {
+    /// The periodic drift check ([`Backend::dataplane_lost`](crate::Backend::dataplane_lost)),
+    /// every `syncPeriod`.
+    Poll,
+    /// An nf_tables netlink notification of a change made by another
+    /// process to our tables, chains or rules.
+    Netlink,
+}
+
+impl DetectedBy {
+    /// The metric label value: `poll` or `netlink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectedBy::Poll => "poll",
+            DetectedBy::Netlink => "netlink",
+        }
+    }
 }

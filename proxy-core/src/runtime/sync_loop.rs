@@ -10,11 +10,13 @@ use k8s_openapi::api::core::v1::Node;
 use crate::backend::{BackendContext, BackendError, BackendFactory, CommandLimits, Registry};
 use crate::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 use crate::error::Error;
+use crate::exec::OwnWrites;
 use crate::model::IpFamily;
 use crate::topology::ServiceTopology;
 
 use super::family::{FamilyState, Outcome, error_chain};
-use super::node::NodeState;
+use super::nft_watch::{NftWatcher, next_change};
+use super::node::{NodeChange, NodeState};
 use super::observer::{NodeHealth, SyncObserver};
 use super::source::Source;
 use super::world::{Delta, World};
@@ -156,6 +158,10 @@ impl Runtime {
         let mut families: Vec<FamilyState> = Vec::new();
         let mut node = NodeState::new(&self.options.node_name, self.options.bind_ip, None);
         let mut source_open = true;
+        // The child processes the backends spawn (our own nf_tables
+        // commits), and the watcher of everyone else's.
+        let own_writes = OwnWrites::new();
+        let mut watcher: Option<NftWatcher> = None;
         tracing::info!(mode = %self.factory.mode(), node = %self.options.node_name, "waiting for the initial lists of the sources");
         loop {
             let wake = families.iter().map(|f| f.runner.next_run()).min();
@@ -170,6 +176,33 @@ impl Runtime {
                 () = &mut shutdown => {
                     tracing::info!("shutting down; the dataplane is left in place");
                     return Ok(());
+                }
+                // Due syncs before more events: a busy source must not
+                // starve the periodic run.
+                () = sleep => {
+                    let mut all_synced = true;
+                    for family in &mut families {
+                        let outcome = own_writes
+                            .scope(family.sync_if_due(now(), &world.topology, &node.info, &self.observers))
+                            .await;
+                        all_synced &= outcome != Some(Outcome::Failed) && family.pending.is_empty();
+                    }
+                    if all_synced && world.change_counts() != (0, 0) {
+                        world.clear_change_counts();
+                        for observer in &self.observers {
+                            observer.pending(0, 0);
+                        }
+                    }
+                }
+                changed = next_change(&mut watcher) => {
+                    let now = now();
+                    let wall = SystemTime::now();
+                    for family in families.iter_mut().filter(|f| changed.contains(&f.family)) {
+                        family.external_change(now, &self.observers);
+                        for observer in &self.observers {
+                            observer.queued(family.family, wall);
+                        }
+                    }
                 }
                 event = events.next(), if source_open => {
                     let Some(event) = event else {
@@ -189,7 +222,8 @@ impl Runtime {
                     if families.is_empty() {
                         if world.is_ready() {
                             node = self.node_state(&world);
-                            families = self.build_families(&node).await?;
+                            families = own_writes.scope(self.build_families(&node)).await?;
+                            watcher = self.open_watcher(&families, &own_writes);
                             let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
                             node.warn_unresolved_settings(&self.config, &served, None);
                             self.report_node(&node);
@@ -202,19 +236,27 @@ impl Runtime {
                         observer.pending(services, slices);
                     }
                 }
-                () = sleep => {
-                    let mut all_synced = true;
-                    for family in &mut families {
-                        let outcome = family.sync_if_due(now(), &world.topology, &node.info, &self.observers).await;
-                        all_synced &= outcome != Some(Outcome::Failed) && family.pending.is_empty();
-                    }
-                    if all_synced && world.change_counts() != (0, 0) {
-                        world.clear_change_counts();
-                        for observer in &self.observers {
-                            observer.pending(0, 0);
-                        }
-                    }
+            }
+        }
+    }
+
+    /// The nf_tables watcher of the served families (see
+    /// [`nft_watch`](super::nft_watch)); `None` when the mode is not watched
+    /// or the socket cannot be opened (then polling alone repairs drift).
+    fn open_watcher(&self, families: &[FamilyState], own: &OwnWrites) -> Option<NftWatcher> {
+        let served = families.iter().map(|f| f.family).collect();
+        match NftWatcher::open(self.factory.mode(), served, own.clone()) {
+            Ok(watcher) => {
+                if watcher.is_some() {
+                    tracing::info!(
+                        "watching nf_tables notifications to repair external changes at once"
+                    );
                 }
+                watcher
+            }
+            Err(error) => {
+                tracing::info!(%error, "cannot watch nf_tables notifications; external changes are found by the periodic drift check only");
+                None
             }
         }
     }
@@ -246,32 +288,26 @@ impl Runtime {
         started_at: SystemTime,
     ) -> Result<(), Error> {
         if delta.node {
-            let new = self.node_state(world);
+            let mut new = self.node_state(world);
+            new.keep_ips_of_unlisted(node);
             let served: Vec<IpFamily> = families.iter().map(|f| f.family).collect();
             new.warn_unresolved_settings(&self.config, &served, Some(node));
             if new.health != node.health {
                 self.report_node(&new);
             }
-            if new.info != node.info {
-                // Backends are built from the node's IPs and pod CIDRs: like
-                // upstream's NodeManager, exit so that the restart (the
-                // DaemonSet's) programs the new ones.
-                let pod_cidrs_matter =
-                    self.config.effective_detect_local_mode() == LocalMode::NodeCidr;
-                if new.info.addresses != node.info.addresses {
-                    return Err(Error::Restart(format!(
-                        "the IPs of node {} changed from {:?} to {:?}",
-                        new.info.name, node.info.addresses, new.info.addresses
-                    )));
-                }
-                if pod_cidrs_matter && new.info.pod_cidrs != node.info.pod_cidrs {
-                    return Err(Error::Restart(format!(
-                        "the pod CIDRs of node {} changed from {:?} to {:?} (detectLocalMode: NodeCIDR)",
-                        new.info.name, node.info.pod_cidrs, new.info.pod_cidrs
-                    )));
-                }
-                for family in families.iter_mut() {
-                    family.pending.require_full();
+            let watch_pod_cidrs = self.config.effective_detect_local_mode() == LocalMode::NodeCidr;
+            match node.change_to(&new, watch_pod_cidrs) {
+                NodeChange::Unchanged => {}
+                // Backends are built from the node's primary IPs (and pod
+                // CIDRs): like upstream's NodeManager, exit so that the
+                // restart (the DaemonSet's) programs the new ones.
+                NodeChange::Restart(why) => return Err(Error::Restart(why)),
+                // The views carry the new node: a full sync applies it.
+                NodeChange::FullSync => {
+                    tracing::info!(node = %new.info.name, addresses = ?new.info.addresses, "the node changed; applying it with a full sync");
+                    for family in families.iter_mut() {
+                        family.pending.require_full();
+                    }
                 }
             }
             *node = new;

@@ -6,6 +6,14 @@
 //! or value with an [`InvalidObject`](crate::InvalidObject) error naming the
 //! object and the field; when a whole object is rejected, the version accepted
 //! before stays in effect, so a bad update never removes rules that work.
+//!
+//! Names are checked as the API server checks them
+//! ([`model::api_names`](crate::model::api_names)): namespaces, Service and
+//! port names are DNS-1123 labels, EndpointSlice and node names DNS-1123
+//! subdomains, the `kubernetes.io/service-name` label a label value naming
+//! a Service. Names end up in rule text (comments, chain names), so nothing
+//! else may reach a backend, whatever the source: API server, manifests, a
+//! channel or a library caller.
 
 mod interner;
 mod service;

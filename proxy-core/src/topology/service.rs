@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1 as corev1;
 
 use crate::error::{Dropped, InvalidObject, ObjectKind};
+use crate::model::api_names;
 use crate::model::{
     IpFamily, Protocol, ServiceKey, ServicePort, ServicePortName, SessionAffinity, TrafficPolicy,
 };
@@ -111,22 +112,35 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
     let Some(name) = meta.name.as_deref() else {
         return Validated::Rejected(InvalidObject {
             kind: ObjectKind::Service,
-            object: format!("{namespace}/<unnamed>"),
+            object: format!("{}/<unnamed>", namespace.escape_debug()),
             field: "metadata.name".into(),
             reason: "missing".into(),
             dropped: Dropped::Object,
         });
     };
+    // Escaped, so that an invalid name cannot forge log lines.
+    let object = format!("{}/{}", namespace.escape_debug(), name.escape_debug());
+    let mut ctx = Ctx {
+        object: &object,
+        errors: Vec::new(),
+    };
+    // Names reach rule text (comments, chain names): only what the API
+    // server accepts goes further.
+    if let Err(reason) = api_names::dns1123_label(namespace) {
+        return Validated::Rejected(ctx.error(
+            "metadata.namespace".into(),
+            reason,
+            Dropped::Object,
+        ));
+    }
+    if let Err(reason) = api_names::service_name(name) {
+        return Validated::Rejected(ctx.error("metadata.name".into(), reason, Dropped::Object));
+    }
     if let Some(labels) = &meta.labels
         && (labels.contains_key(LABEL_SERVICE_PROXY_NAME) || labels.contains_key(LABEL_HEADLESS))
     {
         return Validated::Skipped;
     }
-    let object = format!("{namespace}/{name}");
-    let mut ctx = Ctx {
-        object: &object,
-        errors: Vec::new(),
-    };
     let Some(spec) = &svc.spec else {
         return Validated::Skipped;
     };
@@ -337,6 +351,12 @@ pub(crate) fn validate(svc: &corev1::Service) -> Validated {
             },
         };
         let port_name = p.name.clone().unwrap_or_default();
+        if !port_name.is_empty()
+            && let Err(reason) = api_names::dns1123_label(&port_name)
+        {
+            ctx.push(format!("spec.ports[{i}].name"), reason, Dropped::Port);
+            continue;
+        }
         let name = ServicePortName {
             service: key.clone(),
             port: port_name,

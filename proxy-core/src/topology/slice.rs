@@ -6,6 +6,7 @@ use std::sync::Arc;
 use k8s_openapi::api::discovery::v1 as discoveryv1;
 
 use crate::error::{Dropped, InvalidObject, ObjectKind};
+use crate::model::api_names;
 use crate::model::{EndpointHints, IpFamily, Protocol, ServiceKey};
 
 use super::interner::Interner;
@@ -126,12 +127,48 @@ fn decimal(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
     }
 }
 
+/// The first invalid name of an endpoint, as `(field, reason)`: its
+/// `nodeName` and `hints.forNodes` must be node names (DNS-1123
+/// subdomains), its `hints.forZones` label values, as the API server checks.
+fn endpoint_names_error(ep: &discoveryv1::Endpoint) -> Option<(String, String)> {
+    if let Some(node) = ep.node_name.as_deref()
+        && let Err(reason) = api_names::dns1123_subdomain(node)
+    {
+        return Some(("nodeName".into(), reason));
+    }
+    let hints = ep.hints.as_ref()?;
+    for (j, zone) in hints.for_zones.iter().flatten().enumerate() {
+        if let Err(reason) = api_names::label_value(&zone.name) {
+            return Some((format!("hints.forZones[{j}].name"), reason));
+        }
+    }
+    for (j, node) in hints.for_nodes.iter().flatten().enumerate() {
+        if let Err(reason) = api_names::dns1123_subdomain(&node.name) {
+            return Some((format!("hints.forNodes[{j}].name"), reason));
+        }
+    }
+    None
+}
+
 /// Validates `slice`. Never panics, whatever the input.
 pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner) -> ValidatedSlice {
     let meta = &slice.metadata;
     let namespace = meta.namespace.as_deref().unwrap_or("default");
     let name = meta.name.as_deref().unwrap_or("<unnamed>");
-    let object = format!("{namespace}/{name}");
+    // Escaped, so that an invalid name cannot forge log lines.
+    let object = format!("{}/{}", namespace.escape_debug(), name.escape_debug());
+    let reject = |field: &str, reason: String| {
+        ValidatedSlice::Rejected(error(&object, field.into(), reason, Dropped::Object))
+    };
+    if let Err(reason) = api_names::dns1123_label(namespace) {
+        return reject("metadata.namespace", reason);
+    }
+    let Some(name) = meta.name.as_deref() else {
+        return reject("metadata.name", "missing".into());
+    };
+    if let Err(reason) = api_names::dns1123_subdomain(name) {
+        return reject("metadata.name", reason);
+    }
     let labels = meta.labels.as_ref();
     if labels
         .is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS))
@@ -162,6 +199,13 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
             Dropped::Object,
         ));
     };
+    // The label's value names the Service: it must be a valid label value
+    // (as the API server checks) and a valid Service name (or it names none).
+    if let Err(reason) =
+        api_names::label_value(service_name).and_then(|()| api_names::service_name(service_name))
+    {
+        return reject(&format!("metadata.labels[{LABEL_SERVICE_NAME}]"), reason);
+    }
     let mut errors = Vec::new();
 
     let mut ports = Vec::new();
@@ -199,8 +243,20 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
                 continue;
             }
         };
+        let port_name = p.name.clone().unwrap_or_default();
+        if !port_name.is_empty()
+            && let Err(reason) = api_names::dns1123_label(&port_name)
+        {
+            errors.push(error(
+                &object,
+                format!("ports[{i}].name"),
+                reason,
+                Dropped::Port,
+            ));
+            continue;
+        }
         ports.push(SlicePort {
-            name: p.name.clone().unwrap_or_default(),
+            name: port_name,
             protocol,
             port,
         });
@@ -234,6 +290,15 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
                 &object,
                 format!("endpoints[{i}].addresses[0]"),
                 format!("{ip} is not an {family} address (addressType {family})"),
+                Dropped::Endpoint,
+            ));
+            continue;
+        }
+        if let Some(reason) = endpoint_names_error(ep) {
+            errors.push(error(
+                &object,
+                format!("endpoints[{i}].{}", reason.0),
+                reason.1,
                 Dropped::Endpoint,
             ));
             continue;

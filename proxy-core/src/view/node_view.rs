@@ -148,6 +148,35 @@ impl NodeView {
     pub fn endpoint_count(&self) -> usize {
         self.ports.iter().map(|p| p.all_endpoints().count()).sum()
     }
+
+    /// A copy of this view in which each of `ports` is `other`'s version
+    /// instead: the same port of `other`, or none when `other` has none.
+    /// Every other port, the family and the node stay this view's.
+    ///
+    /// The runtime composes the views of failure isolation with it: the
+    /// wanted view with some ports held back at the last programmed one's
+    /// versions. Costs a clone (one pointer per chunk of ports) and one
+    /// update per port named.
+    pub fn with_ports_from<'a>(
+        &self,
+        other: &NodeView,
+        ports: impl IntoIterator<Item = &'a ServicePortName>,
+    ) -> NodeView {
+        let mut view = self.clone();
+        for name in ports {
+            match other.get(name) {
+                Some(port) => {
+                    if view.ports.get(name) != Some(port) {
+                        view.ports.insert(port.clone());
+                    }
+                }
+                None => {
+                    view.ports.remove(name);
+                }
+            }
+        }
+        view
+    }
 }
 
 /// Decides every port of `family` of the service of `entry`, handing each

@@ -1,7 +1,8 @@
 //! A fake Kubernetes API server over real HTTP (axum on 127.0.0.1:0):
 //! list and watch of Services, EndpointSlices and Nodes with
 //! resourceVersions and bookmarks, plus dropped watches, `410 Gone` and
-//! outages on demand.
+//! outages on demand. A watch from a resourceVersion first replays the
+//! events after it, as the real API server's watch cache does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ struct Resource {
     items: BTreeMap<String, Value>,
     events: broadcast::Sender<WatchMessage>,
     gone_next_watch: bool,
+    /// Every event sent, with its resourceVersion, for replays.
+    history: Vec<(u64, Value)>,
 }
 
 struct State {
@@ -75,6 +78,16 @@ impl FakeApi {
     /// Starts the server. The EndpointSlice list is held back until
     /// [`FakeApi::release_slices`] when `hold_slices`.
     pub async fn start(hold_slices: bool) -> FakeApi {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        FakeApi::start_on(listener, hold_slices)
+    }
+
+    /// Starts the server on `listener` (say, one bound inside a network
+    /// namespace: accepted connections stay in the listener's namespace).
+    /// Must be called within a tokio runtime.
+    pub fn start_on(listener: std::net::TcpListener, hold_slices: bool) -> FakeApi {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let mut resources = HashMap::new();
         for (name, kind, api_version) in [
             ("services", "Service", "v1"),
@@ -89,10 +102,10 @@ impl FakeApi {
                     items: BTreeMap::new(),
                     events: broadcast::channel(1024).0,
                     gone_next_watch: false,
+                    history: Vec::new(),
                 },
             );
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = FakeApi {
             state: Arc::new(Mutex::new(State {
                 rv: 100,
@@ -118,9 +131,11 @@ impl FakeApi {
         format!("http://{}", self.addr)
     }
 
+    /// A client for this server, built as the binary builds its own
+    /// (keepalive, `TCP_USER_TIMEOUT`, outage log).
     pub fn client(&self) -> kube::Client {
         let config = kube::Config::new(self.url().parse().unwrap());
-        kube::Client::try_from(config).unwrap()
+        proxy_core::runtime::source::client_with_liveness(config).unwrap()
     }
 
     pub fn release_slices(&self) {
@@ -132,7 +147,8 @@ impl FakeApi {
         let mut object = serde_json::to_value(object).unwrap();
         let mut state = self.state.lock().unwrap();
         state.rv += 1;
-        let rv = state.rv.to_string();
+        let version = state.rv;
+        let rv = version.to_string();
         object["metadata"]["resourceVersion"] = json!(rv);
         let r = state.resources.get_mut(resource).unwrap();
         object["kind"] = json!(r.kind);
@@ -148,22 +164,23 @@ impl FakeApi {
             "ADDED"
         };
         r.items.insert(key, object.clone());
-        let _ = r
-            .events
-            .send(WatchMessage::Event(json!({"type": kind, "object": object})));
+        let event = json!({"type": kind, "object": object});
+        r.history.push((version, event.clone()));
+        let _ = r.events.send(WatchMessage::Event(event));
     }
 
     /// Deletes an object and tells the watchers.
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
         state.rv += 1;
-        let rv = state.rv.to_string();
+        let version = state.rv;
+        let rv = version.to_string();
         let r = state.resources.get_mut(resource).unwrap();
         if let Some(mut object) = r.items.remove(&format!("{namespace}/{name}")) {
             object["metadata"]["resourceVersion"] = json!(rv);
-            let _ = r.events.send(WatchMessage::Event(
-                json!({"type": "DELETED", "object": object}),
-            ));
+            let event = json!({"type": "DELETED", "object": object});
+            r.history.push((version, event.clone()));
+            let _ = r.events.send(WatchMessage::Event(event));
         }
     }
 
@@ -202,6 +219,12 @@ impl FakeApi {
         if down {
             self.drop_watches();
         }
+    }
+
+    /// The stored object `key` (`namespace/name`) of `resource`, as the
+    /// server holds it.
+    pub fn state_object(&self, resource: &str, key: &str) -> Value {
+        self.state.lock().unwrap().resources[resource].items[key].clone()
     }
 
     pub fn requests_matching(&self, needle: &str) -> usize {
@@ -259,7 +282,18 @@ impl FakeApi {
         }
         let bookmark = json!({"type": "BOOKMARK", "object": {"kind": r.kind, "apiVersion": r.api_version,
                                                              "metadata": {"resourceVersion": rv}}});
-        let stream = watch_body(bookmark, r.events.subscribe());
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX);
+        let mut opening: Vec<Value> = r
+            .history
+            .iter()
+            .filter(|(version, _)| *version > from)
+            .map(|(_, event)| event.clone())
+            .collect();
+        opening.push(bookmark);
+        let stream = watch_body(opening, r.events.subscribe());
         drop(state);
         Response::builder()
             .header("content-type", "application/json")
@@ -268,9 +302,10 @@ impl FakeApi {
     }
 }
 
-/// The watch body: a bookmark, then events until a `Close`.
+/// The watch body: the `opening` lines (replayed events, a bookmark), then
+/// events until a `Close`.
 fn watch_body(
-    bookmark: Value,
+    opening: Vec<Value>,
     receiver: broadcast::Receiver<WatchMessage>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     use futures::StreamExt;
@@ -283,5 +318,5 @@ fn watch_body(
             }
         }
     });
-    futures::stream::once(std::future::ready(Ok(line(&bookmark)))).chain(events)
+    futures::stream::iter(opening.into_iter().map(|event| Ok(line(&event)))).chain(events)
 }

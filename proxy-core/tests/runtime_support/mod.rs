@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // shared by several test crates; panics are failures
 
 pub mod fake_api;
+pub mod loop_harness;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::backend::{BackendContext, BackendFactory};
-use proxy_core::runtime::{NodeHealth, SyncObserver, SyncReport, SyncTiming};
+use proxy_core::runtime::{NodeHealth, RefusalReport, SyncObserver, SyncReport, SyncTiming};
 use proxy_core::{
     Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats,
 };
@@ -37,6 +38,14 @@ pub struct Recorder {
     /// Answer of the next `dataplane_lost`.
     pub lost: Mutex<bool>,
     pub lost_checks: Mutex<usize>,
+    /// Markers the "dataplane" refuses: a sync fails with a `Dataplane`
+    /// error when a port of its view, described as `name [endpoint IPs]`,
+    /// contains one (a port name refuses every version of it, an IP the
+    /// versions with that endpoint).
+    pub refuse: Mutex<Vec<String>>,
+    /// Number of upcoming syncs refused with a `Dataplane` error whatever
+    /// their view (a refusal caused by the dataplane's state).
+    pub refuse_next: Mutex<usize>,
 }
 
 impl Recorder {
@@ -83,7 +92,20 @@ impl Backend for RecordingBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, BackendError> {
-        let ok = {
+        let refused = {
+            let markers = self.recorder.refuse.lock().unwrap();
+            let mut next = self.recorder.refuse_next.lock().unwrap();
+            if *next > 0 {
+                *next -= 1;
+                Some("(whatever the view)".to_string())
+            } else {
+                describe(view)
+                    .iter()
+                    .map(|(name, eps)| format!("{name} {eps:?}"))
+                    .find(|port| markers.iter().any(|m| port.contains(m.as_str())))
+            }
+        };
+        let ok = refused.is_none() && {
             let mut fail = self.recorder.fail_next.lock().unwrap();
             if *fail > 0 {
                 *fail -= 1;
@@ -106,6 +128,8 @@ impl Backend for RecordingBackend {
                 objects_written: 1,
                 totals: Vec::new(),
             })
+        } else if let Some(port) = refused {
+            Err(BackendError::dataplane(format!("refused {port}")))
         } else {
             Err(BackendError::transient("injected failure"))
         }
@@ -202,6 +226,13 @@ impl SyncObserver for RecordingObserver {
     }
     fn node(&self, node: &NodeHealth) {
         self.push(format!("node known={}", node.known));
+    }
+    fn refused(&self, report: &RefusalReport<'_>) {
+        let names: Vec<String> = report.refused.iter().map(|p| p.name.to_string()).collect();
+        self.push(format!(
+            "refused {} {names:?} new={}",
+            report.family, report.newly_refused
+        ));
     }
 }
 

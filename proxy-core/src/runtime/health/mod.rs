@@ -13,10 +13,10 @@
 //! Wiring, in the binary (the metrics are optional):
 //!
 //! ```no_run
-//! # async fn wire(config: proxy_core::config::KubeProxyConfiguration, node: proxy_core::NodeInfo)
+//! # async fn wire(config: proxy_core::config::KubeProxyConfiguration)
 //! #     -> Result<Vec<std::sync::Arc<dyn proxy_core::runtime::SyncObserver>>, proxy_core::Error> {
 //! use std::sync::Arc;
-//! use proxy_core::runtime::health::{HealthCheckAddresses, HealthServer, ProxyHealth, ServiceHealthServer};
+//! use proxy_core::runtime::health::{HealthServer, ProxyHealth, ServiceHealthServer};
 //! use proxy_core::runtime::metrics::ProxyMetrics;
 //!
 //! let metrics = Arc::new(ProxyMetrics::new());
@@ -24,15 +24,21 @@
 //! if let Some(addr) = config.healthz_socket_addr()? {
 //!     tokio::spawn(HealthServer::new(health.clone()).serve_retrying(addr, config.bind_address_hard_fail));
 //! }
-//! // Every address unless nodePortAddresses selects some; `local_ips` are the host's IPs.
-//! let local_ips = Vec::new();
-//! let addresses = HealthCheckAddresses::from_node_port_addresses(&config.node_port_addresses()?, &local_ips, &node);
-//! let service_health = Arc::new(ServiceHealthServer::new(health.clone(), addresses));
+//! // Where nodePortAddresses selects: the synced node's primary IPs, the
+//! // host's addresses (listed by the closure, e.g. with getifaddrs) in its CIDRs.
+//! let service_health = Arc::new(ServiceHealthServer::for_node_port_addresses(
+//!     health.clone(),
+//!     config.node_port_addresses()?,
+//!     Arc::new(|| Ok(Vec::new())),
+//! ));
+//! // Rebind when the host's addresses change, not only at the next sync.
+//! service_health.watch_host_addresses();
 //! // Pass these to the runtime as observers.
 //! Ok(vec![health, service_health, metrics])
 //! # }
 //! ```
 
+mod address_watch;
 mod clock;
 mod http;
 mod proxy;
@@ -45,6 +51,7 @@ pub use http::{RETRY_INTERVAL, bind, serve_on, serve_retrying};
 pub use proxy::{FamilyHealth, Health, ProxyHealth};
 pub use server::{HealthAnswer, HealthServer};
 pub use service::{
-    ENDPOINT_WEIGHT_HEADER, HealthCheckAddresses, ServiceHealthServer, health_check_body,
+    ENDPOINT_WEIGHT_HEADER, HealthCheckAddresses, HostAddressLister, ServiceHealthServer,
+    health_check_body,
 };
 pub use time_format::{GO_ZERO_TIME, rfc3339_nano};

@@ -5,10 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::backend::{BackendError, BackendErrorKind};
 use crate::config::ProxyMode;
 use crate::model::IpFamily;
-use crate::runtime::observer::{SyncObserver, SyncReport};
+use crate::runtime::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
 use crate::view::{NodeView, Target};
 
-use super::proxy_metrics::{FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels};
+use super::proxy_metrics::{
+    ExternalChangeLabels, FamilyLabels, PolicyLabels, ProxyMetrics, TableLabels,
+};
 
 /// Seconds since the Unix epoch (0 before it).
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -64,6 +66,9 @@ impl SyncObserver for ProxyMetrics {
             }
         }
 
+        // Shown as 0 from the first sync on; `refused` sets it.
+        let _ = self.refused_service_ports.get_or_create(&labels);
+
         let (internal, external) = no_local_endpoints(report.view);
         for (policy, count) in [("internal", internal), ("external", external)] {
             self.no_local_endpoints
@@ -114,5 +119,24 @@ impl SyncObserver for ProxyMetrics {
 
     fn pending(&self, service_changes: usize, endpoint_changes: usize) {
         self.record_pending(service_changes, endpoint_changes);
+    }
+
+    fn refused(&self, report: &RefusalReport<'_>) {
+        let labels = FamilyLabels::of(report.family);
+        self.refused_service_ports
+            .get_or_create(&labels)
+            .set(i64::try_from(report.refused.len()).unwrap_or(i64::MAX));
+        self.service_port_refusals
+            .get_or_create(&labels)
+            .inc_by(report.newly_refused as u64);
+    }
+
+    fn external_change(&self, family: IpFamily, _mode: ProxyMode, detected_by: DetectedBy) {
+        self.external_changes
+            .get_or_create(&ExternalChangeLabels {
+                ip_family: family.as_str(),
+                detected_by: detected_by.as_str(),
+            })
+            .inc();
     }
 }

@@ -66,6 +66,16 @@ pub struct ProgramLabels {
     pub program: String,
 }
 
+/// `{ip_family, detected_by}` of `sync_proxy_rules_external_changes_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ExternalChangeLabels {
+    /// `IPv4` or `IPv6`.
+    pub ip_family: &'static str,
+    /// `poll` (the drift check every `syncPeriod`) or `netlink` (an
+    /// nf_tables notification).
+    pub detected_by: &'static str,
+}
+
 type HistogramFamily = Family<FamilyLabels, Histogram, fn() -> Histogram>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -143,6 +153,20 @@ pub struct ProxyMetrics {
     /// commands killed for outliving their time limit
     /// ([`CommandLimits`](crate::backend::CommandLimits)).
     pub command_timeouts: Family<ProgramLabels, Counter>,
+    /// `kubeproxy_sync_proxy_rules_refused_service_ports{ip_family}` (ours,
+    /// not upstream's): service ports the dataplane refuses, held back at
+    /// their last programmed version (or absent) while every other one is
+    /// programmed. Non-zero means some Service is not (fully) served; the
+    /// log names each port and the tool's error.
+    pub refused_service_ports: Family<FamilyLabels, Gauge>,
+    /// `kubeproxy_sync_proxy_rules_service_port_refusals_total{ip_family}`
+    /// (ours, not upstream's): service ports found refused by the dataplane
+    /// (a port refused, programmed and refused again counts twice).
+    pub service_port_refusals: Family<FamilyLabels, Counter>,
+    /// `kubeproxy_sync_proxy_rules_external_changes_total{ip_family, detected_by}`
+    /// (not upstream's): external changes to our dataplane state that
+    /// forced a repairing full sync.
+    pub external_changes: Family<ExternalChangeLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
 }
@@ -190,6 +214,9 @@ impl ProxyMetrics {
             healthz_total: Family::default(),
             livez_total: Family::default(),
             command_timeouts: Family::default(),
+            refused_service_ports: Family::default(),
+            service_port_refusals: Family::default(),
+            external_changes: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
             registry: Registry::default(),
             clock,
@@ -294,6 +321,21 @@ impl ProxyMetrics {
             "command_timeouts",
             "External commands (nft, iptables-restore, ipset, conntrack, ...) killed for running longer than their timeout",
             m.command_timeouts.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_refused_service_ports",
+            "Service ports the dataplane refuses, held back while every other one is programmed (not in upstream kube-proxy)",
+            m.refused_service_ports.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_service_port_refusals",
+            "Cumulative service ports found refused by the dataplane (not in upstream kube-proxy)",
+            m.service_port_refusals.clone(),
+        );
+        r.register(
+            "sync_proxy_rules_external_changes",
+            "Cumulative changes made from outside to the proxy rules that forced a repairing full sync",
+            m.external_changes.clone(),
         );
         ProxyMetrics { registry, ..m }
     }

@@ -19,7 +19,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::error::ObjectKind;
 
 pub use channel::ChannelSource;
-pub use kube_api::{KubeSource, KubeSourceOptions, client_from_config, proxy_label_selector};
+pub use kube_api::{
+    KubeSource, KubeSourceOptions, client_from_config, client_with_liveness, liveness,
+    proxy_label_selector,
+};
 pub use manifest::{
     ManifestObject, ManifestSource, ObjectError, ObjectId, ParsedManifests, parse_manifests,
 };

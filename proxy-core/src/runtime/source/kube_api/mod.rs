@@ -1,6 +1,8 @@
 //! [`KubeSource`]: Services, EndpointSlices and this Node from the API server.
 
 mod client;
+pub mod liveness;
+mod prune;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -16,7 +18,7 @@ use crate::topology::{LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME};
 
 use super::{Source, SourceEvent, Update};
 
-pub use client::client_from_config;
+pub use client::{client_from_config, client_with_liveness};
 
 /// Upstream's selector for Services and EndpointSlices:
 /// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`.
@@ -40,9 +42,16 @@ pub struct KubeSourceOptions {
 /// this Node, with kube-rs watchers.
 ///
 /// A watcher relists after a `410 Gone` and re-watches after a dropped
-/// connection, backing off while the API server is unreachable; meanwhile
-/// nothing is deleted, so the rules stay in place. Errors are logged here
-/// and never reach the runtime.
+/// connection, retrying with [`liveness::WatchBackoff`] (1 s doubling to
+/// 5 s) while the API server is unreachable; meanwhile nothing is deleted,
+/// so the rules stay in place. Errors are logged here and never reach the
+/// runtime. A silently dead connection is noticed within 45 s when the
+/// client comes from [`client_from_config`] or [`client_with_liveness`]
+/// (see [`liveness`]).
+///
+/// Objects lose what the proxy never reads (managed fields, most
+/// annotations, a Node's status beyond its addresses) as soon as they are
+/// decoded, so neither the world nor a relist holds them.
 #[derive(Clone)]
 pub struct KubeSource {
     client: Client,
@@ -67,6 +76,7 @@ impl KubeSource {
 fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    prune: fn(&mut K),
     wrap: fn(Update<K>) -> SourceEvent,
 ) -> impl Stream<Item = SourceEvent> + Send + 'static
 where
@@ -74,26 +84,51 @@ where
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
-    watcher(api, config).default_backoff().filter_map(move |event| {
-        let event = match event {
-            Ok(watcher::Event::Init) => {
-                tracing::debug!(%kind, "listing");
-                Some(wrap(Update::Init))
+    // Whether the last item was an error: only the first of a streak is
+    // worth a warning (the back-off retries every few seconds).
+    let mut failing = false;
+    watcher(api, config)
+        .modify(prune)
+        .backoff(liveness::WatchBackoff::default())
+        .filter_map(move |event| std::future::ready(forward(&kind, event, &mut failing, wrap)))
+}
+
+/// One watcher item as a [`SourceEvent`]; errors are logged and dropped.
+fn forward<K>(
+    kind: &str,
+    event: Result<watcher::Event<K>, watcher::Error>,
+    failing: &mut bool,
+    wrap: fn(Update<K>) -> SourceEvent,
+) -> Option<SourceEvent> {
+    let update = match event {
+        Ok(watcher::Event::Init) => {
+            tracing::debug!(%kind, "listing");
+            Update::Init
+        }
+        Ok(watcher::Event::InitApply(object)) => Update::InitApply(object),
+        Ok(watcher::Event::InitDone) => {
+            tracing::debug!(%kind, "list complete");
+            Update::InitDone
+        }
+        Ok(watcher::Event::Apply(object)) => Update::Apply(object),
+        Ok(watcher::Event::Delete(object)) => Update::Delete(object),
+        Err(error) => {
+            let error_text = crate::runtime::family::error_chain(&error);
+            let what = "watch failed; retrying with back-off, rules stay in place";
+            if matches!(&error, watcher::Error::WatchError(status) if status.code == 410) {
+                tracing::debug!(%kind, error = %error_text, "resource version expired; relisting");
+            } else if *failing || liveness::is_unreachable(&error) {
+                // Repeats, and outages (the client logs those once).
+                tracing::debug!(%kind, error = %error_text, "{what}");
+            } else {
+                tracing::warn!(%kind, error = %error_text, "{what}");
             }
-            Ok(watcher::Event::InitApply(object)) => Some(wrap(Update::InitApply(object))),
-            Ok(watcher::Event::InitDone) => {
-                tracing::debug!(%kind, "list complete");
-                Some(wrap(Update::InitDone))
-            }
-            Ok(watcher::Event::Apply(object)) => Some(wrap(Update::Apply(object))),
-            Ok(watcher::Event::Delete(object)) => Some(wrap(Update::Delete(object))),
-            Err(error) => {
-                tracing::warn!(%kind, error = %crate::runtime::family::error_chain(&error), "watch failed; retrying with back-off, rules stay in place");
-                None
-            }
-        };
-        std::future::ready(event)
-    })
+            *failing = true;
+            return None;
+        }
+    };
+    *failing = false;
+    Some(wrap(update))
 }
 
 impl Source for KubeSource {
@@ -110,16 +145,19 @@ impl Source for KubeSource {
         let services = watch(
             Api::<Service>::all(self.client.clone()),
             selected.clone(),
+            prune::service,
             SourceEvent::Service,
         );
         let slices = watch(
             Api::<EndpointSlice>::all(self.client.clone()),
             selected,
+            prune::endpoint_slice,
             SourceEvent::EndpointSlice,
         );
         let node = watch(
             Api::<Node>::all(self.client),
             watcher::Config::default().fields(&format!("metadata.name={}", self.options.node_name)),
+            prune::node,
             SourceEvent::Node,
         );
         futures::stream::select_all([services.boxed(), slices.boxed(), node.boxed()]).boxed()

@@ -1,0 +1,408 @@
+//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
+//! traffic.
+//!
+//! Each sync computes the [`Desired`] state of the view and diffs it
+//! against the kernel's (nothing is rewritten that is already right):
+//!
+//! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
+//! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
+//! 3. one virtual server per (ClusterIP, port, protocol) and per (node IP,
+//!    node port, protocol) on the non-loopback addresses `nodePortAddresses`
+//!    selects, the scheduler of
+//!    `ipvs.scheduler`, ClientIP affinity as persistence; masquerading
+//!    real servers of weight 1; a real server that goes away gets weight 0
+//!    and is deleted once IPVS counts no connection to it (TCP; UDP and
+//!    SCTP at once, as upstream), or after [`DRAIN_BOUND`];
+//! 4. `KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`, `KUBE-IPVS-IPS` and the
+//!    `KUBE-NODE-PORT-*` sets through `ipset restore`;
+//! 5. upstream's chains through `iptables-restore --noflush` and its jump
+//!    rules, with `backend-iptables`' iptables layer.
+//!
+//! Not yet: external and load-balancer IPs, source ranges, health-check
+//! node ports, IPv6 (see [`IpvsBackend::capabilities`]).
+
+mod desired;
+mod dummy;
+mod plan;
+mod rules;
+mod sysctls;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_iptables::iptables::Iptables;
+use backend_iptables::render::RenderConfig;
+use proxy_core::backend::{Backend, BackendContext, BackendError};
+use proxy_core::exec::{Command, Executor};
+use proxy_core::{
+    Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName, SyncStats,
+};
+
+use crate::error::IpvsError;
+use crate::factory::IPV6_NOT_IMPLEMENTED;
+use crate::host::Host;
+use crate::layout::JUMPS;
+use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
+
+use desired::Desired;
+use plan::{KernelTable, Operation, plan};
+
+/// How long a removed TCP real server may drain before it is deleted even
+/// with connections left.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
+
+/// The IPVS mode's backend for one family (IPv4 in this version).
+///
+/// [`render`](Backend::render) (`--dry-run`) shows node-port virtual
+/// servers only after a sync has read the node's addresses.
+pub struct IpvsBackend {
+    ctx: BackendContext,
+    exec: Arc<dyn Executor>,
+    host: Arc<dyn Host>,
+    render: RenderConfig,
+    scheduler: String,
+    ipvs: Option<IpvsNetlink>,
+    iptables: Option<Iptables>,
+    applied_sets: Option<String>,
+    applied_rules: Option<String>,
+    draining: HashMap<(ServiceKey, IpAddr, u16), Instant>,
+    /// The virtual server of each service port at the last successful sync.
+    port_keys: BTreeMap<ServicePortName, Vec<ServiceKey>>,
+    /// `kube-ipvs0`'s addresses after the last successful sync (re-read
+    /// by full syncs).
+    bound: Option<BTreeSet<IpAddr>>,
+    /// Whether `MASQUERADE --random-fully` works (asked once).
+    random_fully: Option<bool>,
+    /// The node IPs node ports are served on (re-read by full syncs).
+    node_ips: Option<BTreeSet<IpAddr>>,
+}
+
+impl std::fmt::Debug for IpvsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpvsBackend")
+            .field("family", &self.ctx.family)
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpvsBackend {
+    /// The backend of `ctx`, running commands through `exec` (sync) and
+    /// `host` (cleanup). Nothing touches the kernel before the first sync;
+    /// an IPv6 backend's sync fails as unsupported (its capabilities say
+    /// `ipv6: false`).
+    pub fn new(
+        ctx: &BackendContext,
+        exec: Arc<dyn Executor>,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, BackendError> {
+        Ok(IpvsBackend {
+            render: RenderConfig::from_context(ctx),
+            scheduler: ctx.config.effective_scheduler().to_string(),
+            ctx: ctx.clone(),
+            exec,
+            host,
+            ipvs: None,
+            iptables: None,
+            applied_sets: None,
+            applied_rules: None,
+            draining: HashMap::new(),
+            port_keys: BTreeMap::new(),
+            bound: None,
+            random_fully: None,
+            node_ips: None,
+        })
+    }
+
+    /// The node IPs of this family that `nodePortAddresses` selects.
+    fn select_node_ips(&self, addresses: BTreeSet<IpAddr>) -> BTreeSet<IpAddr> {
+        addresses
+            .into_iter()
+            .filter(|ip| IpFamily::of(ip) == self.ctx.family)
+            .filter(|ip| {
+                self.ctx
+                    .node_port_cidrs
+                    .as_ref()
+                    .is_none_or(|cidrs| cidrs.iter().any(|c| c.contains(ip)))
+            })
+            .collect()
+    }
+
+    async fn sync_inner(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, IpvsError> {
+        let full = changes.is_full();
+        if self.ctx.family != IpFamily::V4 {
+            return Err(IpvsError::Ipv6NotYet);
+        }
+        sysctls::apply(self.ctx.config.ipvs.strict_arp)?;
+        let exec = self.exec.clone();
+        let node_ips = match self.node_ips.take() {
+            Some(ips) if !full => ips,
+            _ => self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?),
+        };
+        let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
+        let mut written = 0;
+
+        // kube-ipvs0 and its addresses
+        let bound = match self.bound.take() {
+            Some(bound) if !full => bound,
+            _ => {
+                dummy::ensure_device(exec.as_ref()).await?;
+                dummy::bound(exec.as_ref()).await?
+            }
+        };
+        let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
+        let remove: BTreeSet<IpAddr> = bound.difference(&desired.vips).copied().collect();
+
+        // the IPVS table: ours are the services on kube-ipvs0's addresses
+        if self.ipvs.is_none() {
+            self.ipvs = Some(IpvsNetlink::open()?);
+        }
+        let Some(ipvs) = self.ipvs.as_mut() else {
+            return Err(IpvsError::NoIpvs);
+        };
+        if full {
+            // ipvs.tcpTimeout, tcpFinTimeout, udpTimeout (0 leaves one as is)
+            let config = &self.ctx.config.ipvs;
+            let secs = |d: proxy_core::config::Duration| {
+                u32::try_from(d.to_std().as_secs()).unwrap_or(u32::MAX)
+            };
+            let want = Timeouts {
+                tcp: secs(config.tcp_timeout),
+                tcp_fin: secs(config.tcp_fin_timeout),
+                udp: secs(config.udp_timeout),
+            };
+            if want != Timeouts::default() {
+                let have = ipvs.timeouts()?;
+                let differs = |w: u32, h: u32| w != 0 && w != h;
+                if differs(want.tcp, have.tcp)
+                    || differs(want.tcp_fin, have.tcp_fin)
+                    || differs(want.udp, have.udp)
+                {
+                    ipvs.set_timeouts(&want)?;
+                    written += 1;
+                }
+            }
+        }
+        // A partial sync looks only at the virtual servers of the changed
+        // ports (before and after) and at draining ones; a full sync at all.
+        let scope: Option<BTreeSet<ServiceKey>> = (!full).then(|| {
+            let mut keys: BTreeSet<ServiceKey> = self.draining.keys().map(|(k, _, _)| *k).collect();
+            for port in changes.ports() {
+                keys.extend(self.port_keys.get(port).into_iter().flatten());
+                keys.extend(desired.port_keys.get(port).into_iter().flatten());
+            }
+            keys
+        });
+        let in_scope = |k: &ServiceKey| scope.as_ref().is_none_or(|s| s.contains(k));
+        let owned = |k: &ServiceKey| {
+            in_scope(k)
+                && (bound.contains(&k.address)
+                    || desired.vips.contains(&k.address)
+                    || node_ips.contains(&k.address))
+        };
+        let wanted: BTreeMap<ServiceKey, desired::DesiredService> = desired
+            .services
+            .iter()
+            .filter(|(k, _)| in_scope(k))
+            .map(|(k, s)| (*k, s.clone()))
+            .collect();
+        let listed = match &scope {
+            None => ipvs.services()?,
+            Some(keys) => {
+                let mut services = Vec::with_capacity(keys.len());
+                for key in keys {
+                    services.extend(ipvs.service(key)?);
+                }
+                services
+            }
+        };
+        let mut kernel = KernelTable::new();
+        for service in listed {
+            if owned(&service.key) {
+                let destinations = ipvs.destinations(&service.key)?;
+                kernel.insert(service.key, (service, destinations));
+            }
+        }
+        let now = Instant::now();
+        let draining = &mut self.draining;
+        let terminated = |key: &ServiceKey, d: &Destination| {
+            let since = *draining
+                .entry((*key, d.server.address, d.server.port))
+                .or_insert(now);
+            key.protocol != IpvsProtocol::Tcp
+                || d.active_connections + d.inactive_connections == 0
+                || now.duration_since(since) >= DRAIN_BOUND
+        };
+        let operations = plan(&kernel, &wanted, owned, terminated);
+        // new addresses before new services, so the first packet finds both
+        written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
+        for op in &operations {
+            apply(ipvs, op)?;
+        }
+        written += operations.len();
+        written += dummy::rebind(exec.as_ref(), &BTreeSet::new(), &remove).await?;
+        self.draining.retain(|(key, ip, port), _| {
+            kernel_has(&kernel, key, *ip, *port)
+                && !operations.contains(&Operation::DeleteServer(*key, *ip, *port))
+        });
+
+        // ipsets, then the rules that use them
+        let sets = rules::ipset_restore(&rules::ipset_entries(&desired));
+        if full || self.applied_sets.as_ref() != Some(&sets) {
+            let command = Command::new("ipset", ["restore"]).with_stdin(sets.clone());
+            let output = exec
+                .run(&command)
+                .await
+                .map_err(|source| IpvsError::Spawn {
+                    program: "ipset".into(),
+                    source,
+                })?;
+            if !output.success() {
+                return Err(IpvsError::command(&command, &output));
+            }
+            self.applied_sets = Some(sets);
+            written += 1;
+        }
+        if self.iptables.is_none() {
+            self.iptables = Some(Iptables::detect(exec.clone(), self.ctx.family).await?);
+        }
+        let Some(iptables) = self.iptables.as_ref() else {
+            return Err(IpvsError::NoIpvs);
+        };
+        let random_fully = match self.random_fully {
+            Some(known) => known,
+            None => *self.random_fully.insert(iptables.has_random_fully().await),
+        };
+        let text = rules::iptables_restore(&self.render, &desired, random_fully);
+        if full || self.applied_rules.as_ref() != Some(&text) {
+            iptables.restore(&text).await?;
+            for jump in JUMPS {
+                let rule: Vec<String> = jump.rule().iter().map(ToString::to_string).collect();
+                iptables.ensure_rule(jump.table, jump.from, &rule).await?;
+            }
+            self.applied_rules = Some(text);
+            written += 1;
+        }
+        self.port_keys = desired.port_keys;
+        self.bound = Some(desired.vips.clone());
+        self.node_ips = Some(node_ips);
+        Ok(SyncStats {
+            full,
+            ports_written: operations
+                .iter()
+                .map(Operation::key)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            objects_written: written,
+            totals: vec![("ipvs_virtual_servers".into(), desired.services.len() as u64)],
+        })
+    }
+}
+
+fn kernel_has(kernel: &KernelTable, key: &ServiceKey, ip: IpAddr, port: u16) -> bool {
+    kernel.get(key).is_some_and(|(_, ds)| {
+        ds.iter()
+            .any(|d| d.server.address == ip && d.server.port == port)
+    })
+}
+
+fn apply(ipvs: &mut IpvsNetlink, op: &Operation) -> Result<(), IpvsError> {
+    match op {
+        Operation::NewService(s) => ipvs.new_service(s),
+        Operation::SetService(s) => ipvs.set_service(s),
+        Operation::DeleteService(k) => ipvs.delete_service(k),
+        Operation::NewServer(k, s) => ipvs.new_destination(k, s),
+        Operation::SetServer(k, s) => ipvs.set_destination(k, s),
+        Operation::DeleteServer(k, ip, port) => ipvs.delete_destination(k, *ip, *port),
+    }
+}
+
+fn backend_error(error: IpvsError) -> BackendError {
+    let message = format!("IPVS sync: {error}");
+    let backend_error = if matches!(error, IpvsError::NoIpvs | IpvsError::Ipv6NotYet) {
+        BackendError::unsupported(message)
+    } else {
+        BackendError::dataplane(message)
+    };
+    backend_error.with_source(error)
+}
+
+#[async_trait::async_trait]
+impl Backend for IpvsBackend {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Ipvs
+    }
+
+    /// ClusterIP, node-port, external-IP and load-balancer traffic (TCP,
+    /// UDP, SCTP), `loadBalancerSourceRanges`, ClientIP affinity, hairpin
+    /// and masquerade per the local-traffic detector. Not yet: IPv6.
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::ALL;
+        caps.ipv6 = false;
+        caps
+    }
+
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
+        if changes.is_full() {
+            self.applied_sets = None;
+            self.applied_rules = None;
+        }
+        self.sync_inner(view, changes).await.map_err(backend_error)
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.bound = None;
+        self.node_ips = None;
+        self.port_keys.clear();
+        self.applied_sets = None;
+        self.applied_rules = None;
+        self.draining.clear();
+        crate::cleanup::cleanup_leftovers(self.host.as_ref(), self.ctx.family)
+            .await
+            .map_err(BackendError::from)
+    }
+
+    fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        if self.ctx.family != IpFamily::V4 {
+            return Ok(format!("# {IPV6_NOT_IMPLEMENTED}\n"));
+        }
+        let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
+        let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
+        let mut out = String::from("# kube-ipvs0 addresses\n");
+        for vip in &desired.vips {
+            let _ = writeln!(out, "{vip}");
+        }
+        out.push_str("# IPVS virtual servers\n");
+        let services: BTreeMap<_, _> = desired.services.iter().collect();
+        for (key, s) in services {
+            let _ = write!(out, "{key} {}", s.service.scheduler);
+            if s.service.timeout > 0 {
+                let _ = write!(out, " persistent {}", s.service.timeout);
+            }
+            out.push('\n');
+            for server in s.servers.values() {
+                let _ = writeln!(
+                    out,
+                    "  -> {}:{} masq {}",
+                    server.address, server.port, server.weight
+                );
+            }
+        }
+        out.push_str("# ipset restore\n");
+        out.push_str(&rules::ipset_restore(&rules::ipset_entries(&desired)));
+        out.push_str("# iptables-restore --noflush\n");
+        out.push_str(&rules::iptables_restore(&self.render, &desired, true));
+        Ok(out)
+    }
+}

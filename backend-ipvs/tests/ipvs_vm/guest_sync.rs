@@ -1,0 +1,365 @@
+//! [`IpvsBackend`]'s syncs in the guest: a large table, an idle sync that
+//! writes nothing, one endpoint change, graceful termination with a real
+//! open connection, a removed service, and `cleanup`; timed against
+//! `ipvsadm -R` of the same table.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_ipvs::netlink::{IpvsNetlink, IpvsProtocol, ServiceKey};
+use backend_ipvs::{IpvsBackend, SystemHost};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use proxy_core::backend::{BackendContext, LocalTrafficDetector};
+use proxy_core::conformance::netns::Netns;
+use proxy_core::exec::SystemExecutor;
+use proxy_core::{
+    Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServiceKey as Svc, ServiceTopology, SyncStats,
+};
+
+use crate::guest::{self, Node};
+
+fn node() -> Arc<NodeInfo> {
+    let mut node = NodeInfo::named("node-a");
+    node.addresses = vec!["10.0.0.1".parse().unwrap()];
+    node.pod_cidrs = vec!["10.244.1.0/24".parse().unwrap()];
+    Arc::new(node)
+}
+
+fn context() -> BackendContext {
+    let mut ctx = BackendContext::for_tests(IpFamily::V4, node());
+    ctx.local_detector = LocalTrafficDetector::Cidr("10.244.0.0/16".parse().unwrap());
+    ctx
+}
+
+fn vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i as u32)
+}
+
+fn service(i: usize) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("svc-{i}"), "namespace": "t"},
+        "spec": {"clusterIP": vip(i).to_string(),
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+fn slice(i: usize, endpoints: &[Ipv4Addr]) -> EndpointSlice {
+    let eps: Vec<serde_json::Value> = endpoints
+        .iter()
+        .map(|ip| serde_json::json!({"addresses": [ip.to_string()], "nodeName": "node-b", "conditions": {"ready": true}}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("svc-{i}-1"), "namespace": "t",
+                     "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": eps
+    }))
+    .unwrap()
+}
+
+/// The endpoints of service `i` in a table of `per` endpoints each.
+fn endpoints(i: usize, per: usize) -> Vec<Ipv4Addr> {
+    (0..per)
+        .map(|e| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 245, 0, 0)) + (i * per + e) as u32))
+        .collect()
+}
+
+fn view(topology: &ServiceTopology) -> NodeView {
+    NodeView::build(topology, node(), IpFamily::V4)
+}
+
+fn backend() -> IpvsBackend {
+    IpvsBackend::new(
+        &context(),
+        Arc::new(SystemExecutor::default()),
+        Arc::new(SystemHost::default()),
+    )
+    .unwrap()
+}
+
+/// Runs `f` with a current-thread runtime on a thread inside `ns`.
+fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> T {
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        f(&rt)
+    })
+    .unwrap()
+}
+
+fn key(ip: Ipv4Addr) -> ServiceKey {
+    ServiceKey {
+        address: IpAddr::V4(ip),
+        protocol: IpvsProtocol::Tcp,
+        port: 80,
+    }
+}
+
+fn timed(
+    rt: &tokio::runtime::Runtime,
+    b: &mut IpvsBackend,
+    v: &NodeView,
+    c: &ChangeSet,
+) -> (SyncStats, Duration) {
+    let t = Instant::now();
+    let stats = rt.block_on(b.sync(v, c)).unwrap();
+    (stats, t.elapsed())
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn a_large_table_syncs_idles_without_writes_and_changes_one_endpoint_cheaply() {
+    guest::require("a_large_table_syncs_idles_without_writes_and_changes_one_endpoint_cheaply");
+    const SERVICES: usize = 1000;
+    const PER: usize = 10;
+    let ns = Netns::new().unwrap();
+    guest::ip_batch(&ns, "link set lo up\n");
+    let mut topology = ServiceTopology::new();
+    for i in 0..SERVICES {
+        assert!(topology.apply_service(&service(i)).errors.is_empty());
+        assert!(
+            topology
+                .apply_endpoint_slice(&slice(i, &endpoints(i, PER)))
+                .errors
+                .is_empty()
+        );
+    }
+    let first = view(&topology);
+    let (full, idle, change, checked) = in_ns(&ns, |rt| {
+        let mut b = backend();
+        let full = timed(rt, &mut b, &first, &ChangeSet::full());
+        let idle = timed(rt, &mut b, &first, &ChangeSet::partial([]));
+        assert_eq!(idle.0.objects_written, 0, "an idle sync writes nothing");
+        // one endpoint of service 7 replaced
+        let mut eps = endpoints(7, PER);
+        eps[0] = Ipv4Addr::new(10, 246, 0, 1);
+        assert!(
+            topology
+                .apply_endpoint_slice(&slice(7, &eps))
+                .errors
+                .is_empty()
+        );
+        let second = view(&topology);
+        let changes = ChangeSet::between(&first, &second, [Svc::new("t", "svc-7")].iter());
+        let change = timed(rt, &mut b, &second, &changes);
+        let mut ipvs = IpvsNetlink::open().unwrap();
+        let services = ipvs.services().unwrap();
+        let servers: BTreeSet<IpAddr> = ipvs
+            .destinations(&key(vip(7)))
+            .unwrap()
+            .iter()
+            .map(|d| d.server.address)
+            .collect();
+        (full, idle, change, (services.len(), servers))
+    });
+    assert_eq!(checked.0, SERVICES);
+    let mut want: BTreeSet<IpAddr> = endpoints(7, PER).into_iter().map(IpAddr::V4).collect();
+    want.remove(&IpAddr::V4(endpoints(7, PER)[0]));
+    want.insert("10.246.0.1".parse().unwrap());
+    assert_eq!(
+        checked.1, want,
+        "the changed service has its new endpoint (the old one had no connection: deleted)"
+    );
+    assert!(
+        change.0.objects_written <= 3,
+        "one change, few writes: {:?}",
+        change.0
+    );
+
+    // the same table through `ipvsadm -R` in a fresh namespace
+    let other = Netns::new().unwrap();
+    guest::ip_batch(&other, "link set lo up\n");
+    let mut rules = String::new();
+    for i in 0..SERVICES {
+        rules += &format!("-A -t {}:80 -s rr\n", vip(i));
+        for ep in endpoints(i, PER) {
+            rules += &format!("-a -t {}:80 -r {ep}:8080 -m -w 1\n", vip(i));
+        }
+    }
+    let t = Instant::now();
+    let out = other
+        .command("ipvsadm")
+        .arg("-R")
+        .output_with_input(rules.as_bytes())
+        .unwrap();
+    let restore = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "IPVS sync, {SERVICES} services x {PER} endpoints (TCG): full {:?} ({} objects), ipvsadm -R {:?} (ratio {:.2}), idle {:?} (0 writes), one endpoint change {:?} ({} writes)",
+        full.1,
+        full.0.objects_written,
+        restore,
+        full.1.as_secs_f64() / restore.as_secs_f64(),
+        idle.1,
+        change.1,
+        change.0.objects_written
+    );
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn a_removed_endpoint_with_an_open_connection_drains_and_cleanup_removes_everything() {
+    guest::require(
+        "a_removed_endpoint_with_an_open_connection_drains_and_cleanup_removes_everything",
+    );
+    let (a, b, c) = (
+        Ipv4Addr::new(10, 244, 1, 10),
+        Ipv4Addr::new(10, 244, 1, 11),
+        Ipv4Addr::new(10, 244, 1, 12),
+    );
+    let node = Node::new(&[
+        ("pod-a", a),
+        ("pod-b", b),
+        ("pod-c", c),
+        ("client", Ipv4Addr::new(10, 244, 1, 20)),
+    ]);
+    for pod in ["pod-a", "pod-b", "pod-c"] {
+        node.serve_tcp(pod, 8080);
+    }
+    let mut topology = ServiceTopology::new();
+    assert!(topology.apply_service(&service(0)).errors.is_empty());
+    assert!(topology.apply_service(&service(1)).errors.is_empty());
+    assert!(
+        topology
+            .apply_endpoint_slice(&slice(0, &[a, b, c]))
+            .errors
+            .is_empty()
+    );
+    assert!(
+        topology
+            .apply_endpoint_slice(&slice(1, &[c]))
+            .errors
+            .is_empty()
+    );
+    let first = view(&topology);
+    let mut b_end = backend();
+    in_ns(&node.node, |rt| {
+        rt.block_on(b_end.sync(&first, &ChangeSet::full())).unwrap()
+    });
+
+    // one connection, held open by the client (the server closed its side:
+    // IPVS counts it until the state expires)
+    let (client, _) = node.pod("client");
+    let to = SocketAddr::from((vip(0), 80));
+    let held = client
+        .run(move || std::net::TcpStream::connect(to))
+        .unwrap()
+        .unwrap();
+    let mut ipvs = node.node.run(IpvsNetlink::open).unwrap().unwrap();
+    let busy = ipvs
+        .destinations(&key(vip(0)))
+        .unwrap()
+        .into_iter()
+        .find(|d| d.active_connections + d.inactive_connections > 0)
+        .expect("the connection is counted")
+        .server
+        .address;
+    let others: Vec<Ipv4Addr> = [a, b, c]
+        .into_iter()
+        .filter(|ip| IpAddr::V4(*ip) != busy)
+        .collect();
+    let (idle, kept) = (others[0], others[1]);
+
+    // the busy endpoint and an idle one go; service 1 goes
+    assert!(
+        topology
+            .apply_endpoint_slice(&slice(0, &[kept]))
+            .errors
+            .is_empty()
+    );
+    topology.delete_service("t", "svc-1");
+    let second = view(&topology);
+    in_ns(&node.node, |rt| {
+        rt.block_on(b_end.sync(&second, &ChangeSet::full()))
+            .unwrap()
+    });
+    let now: Vec<(IpAddr, u32)> = ipvs
+        .destinations(&key(vip(0)))
+        .unwrap()
+        .iter()
+        .map(|d| (d.server.address, d.server.weight))
+        .collect();
+    assert!(
+        now.contains(&(busy, 0)),
+        "the busy real server drains at weight 0: {now:?}"
+    );
+    assert!(now.contains(&(IpAddr::V4(kept), 1)), "{now:?}");
+    assert!(
+        !now.iter().any(|(ip, _)| *ip == IpAddr::V4(idle)),
+        "the idle one is deleted: {now:?}"
+    );
+    for _ in 0..4 {
+        let (name, _) = guest::connect(client, to).expect("a new connection");
+        let pod = ["pod-a", "pod-b", "pod-c"][[a, b, c].iter().position(|ip| *ip == kept).unwrap()];
+        assert_eq!(name, pod, "new connections avoid the draining real server");
+    }
+    let services: Vec<ServiceKey> = ipvs.services().unwrap().iter().map(|s| s.key).collect();
+    assert_eq!(services, [key(vip(0))], "the removed service is deleted");
+    let bound = guest::run(
+        &node.node,
+        "ip",
+        &["-o", "addr", "show", "dev", "kube-ipvs0"],
+    );
+    assert!(
+        bound.contains(&vip(0).to_string()) && !bound.contains(&vip(1).to_string()),
+        "{bound}"
+    );
+    drop(held);
+
+    // cleanup: no virtual server, no kube-ipvs0, no set, no chain
+    in_ns(&node.node, |rt| rt.block_on(b_end.cleanup()).unwrap());
+    assert_eq!(ipvs.services().unwrap(), []);
+    let links = guest::run(&node.node, "ip", &["-o", "link"]);
+    assert!(!links.contains("kube-ipvs0"), "{links}");
+    let sets = guest::run(&node.node, "ipset", &["list", "-n"]);
+    assert_eq!(sets.trim(), "", "{sets}");
+    let nat = guest::run(&node.node, "iptables-save", &["-t", "nat"]);
+    assert!(!nat.contains("KUBE-"), "{nat}");
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn the_configured_timeouts_and_strict_arp_are_applied_by_a_full_sync() {
+    guest::require("the_configured_timeouts_and_strict_arp_are_applied_by_a_full_sync");
+    let ns = Netns::new().unwrap();
+    guest::ip_batch(&ns, "link set lo up\n");
+    let mut ctx = context();
+    let mut config = (*ctx.config).clone();
+    config.ipvs.tcp_timeout = proxy_core::config::Duration::from_secs(900);
+    config.ipvs.tcp_fin_timeout = proxy_core::config::Duration::from_secs(120);
+    config.ipvs.udp_timeout = proxy_core::config::Duration::from_secs(300);
+    config.ipvs.strict_arp = true;
+    ctx.config = Arc::new(config);
+    let topology = ServiceTopology::new();
+    let empty = view(&topology);
+    let (timeouts, arp) = in_ns(&ns, |rt| {
+        let mut b = IpvsBackend::new(
+            &ctx,
+            Arc::new(SystemExecutor::default()),
+            Arc::new(SystemHost::default()),
+        )
+        .unwrap();
+        rt.block_on(b.sync(&empty, &ChangeSet::full())).unwrap();
+        let timeouts = IpvsNetlink::open().unwrap().timeouts().unwrap();
+        let read =
+            |k: &str| std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/all/{k}")).unwrap();
+        (timeouts, (read("arp_ignore"), read("arp_announce")))
+    });
+    assert_eq!(
+        (timeouts.tcp, timeouts.tcp_fin, timeouts.udp),
+        (900, 120, 300),
+        "ipvs.tcpTimeout, tcpFinTimeout, udpTimeout"
+    );
+    assert_eq!((arp.0.trim(), arp.1.trim()), ("1", "2"), "strictARP");
+}

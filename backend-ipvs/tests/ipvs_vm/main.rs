@@ -1,0 +1,52 @@
+//! The IPVS tier: tests that need a kernel with IPVS, run inside a QEMU VM
+//! (`backend-ipvs/vm/ipvs-vm.sh`), since the host kernel may have none.
+//!
+//! One host test, [`ipvs_vm_tier`], boots the VM once and runs this same
+//! binary inside it with `--ignored`: every guest test is `#[ignore]`d on
+//! the host and runs in the guest, where `guest::require` finds the VM's
+//! marker. A guest test run on the host by hand fails and says so.
+//!
+//! The host test skips with a reason when not root (QEMU, `apt-get` and the
+//! kernel package need it), or fails instead when
+//! `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1` (CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
+
+mod guest;
+mod guest_conformance;
+mod guest_ipvsadm;
+mod guest_netlink;
+mod guest_sync;
+mod vm;
+
+use std::io::Write as _;
+
+/// Boots the VM, runs every guest test inside it, and fails when one fails.
+#[test]
+fn ipvs_vm_tier() {
+    let Some(vm) = vm::Vm::prepare_or_skip("ipvs_vm_tier") else {
+        return;
+    };
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let run = vm
+        .run("ipvs_vm_tier", &[&exe], &guest::command_line(&exe))
+        .unwrap_or_else(|e| panic!("the IPVS VM did not run: {e}"));
+    // Straight to stderr: the harness captures the output of passing tests,
+    // and the guest's results and timings should show in CI logs.
+    let _ = writeln!(std::io::stderr(), "{}\n{}", run.output, run.timings());
+    assert_eq!(
+        run.exit_code,
+        Some(0),
+        "the guest tests failed (console: {})",
+        run.console.display()
+    );
+    let summary = run
+        .output
+        .lines()
+        .find(|l| l.starts_with("test result: "))
+        .expect("the guest printed a test summary");
+    assert!(
+        summary.starts_with("test result: ok.") && !summary.contains(" 0 passed"),
+        "guest tests: {summary}"
+    );
+}
