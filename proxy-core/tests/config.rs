@@ -873,6 +873,13 @@ const RULES: &[(&str, Mutation)] = &[
     ("detectLocal.interfaceNamePrefix", |c| {
         c.detect_local_mode = Some(LocalMode::InterfaceNamePrefix)
     }),
+    ("detectLocal.bridgeInterface", |c| {
+        c.detect_local_mode = Some(LocalMode::BridgeInterface);
+        c.detect_local.bridge_interface = "cbr0\" accept".into();
+    }),
+    ("detectLocal.interfaceNamePrefix", |c| {
+        c.detect_local.interface_name_prefix = "a-prefix-over-15-bytes".into()
+    }),
     ("logging.format", |c| c.logging.format = "xml".into()),
     ("logging.verbosity", |c| c.logging.verbosity = u32::MAX),
     ("logging.vmodule", |c| {

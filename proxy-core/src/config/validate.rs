@@ -331,6 +331,22 @@ impl KubeProxyConfiguration {
             ),
             LocalMode::ClusterCidr | LocalMode::NodeCidr => {}
         }
+        // Both end up in rule text (`-i NAME`, `iifname "NAME"`): whatever
+        // the mode, a set name must be one the kernel could have.
+        for (name, field) in [
+            (
+                &self.detect_local.bridge_interface,
+                "detectLocal.bridgeInterface",
+            ),
+            (
+                &self.detect_local.interface_name_prefix,
+                "detectLocal.interfaceNamePrefix",
+            ),
+        ] {
+            if let Err(reason) = check_interface_name(name) {
+                errs.add(field, format!("{name:?} {reason}"));
+            }
+        }
     }
 
     /// component-base's `logsapi.Validate`, without feature gates.
@@ -402,5 +418,57 @@ mod tests {
         assert!(!valid_minor_version("1.36.0"));
         assert!(!valid_minor_version("v1.36"));
         assert!(!valid_minor_version("1."));
+    }
+}
+
+/// Linux's limit on interface names (`IFNAMSIZ` less the NUL).
+const MAX_INTERFACE_NAME: usize = 15;
+
+/// Whether `name` (empty: unset) could name a Linux interface, as the
+/// kernel's `dev_valid_name` decides, less the quotes and backslashes that
+/// no real interface uses and that rule text cannot hold.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    if name.len() > MAX_INTERFACE_NAME {
+        return Err(format!(
+            "is longer than {MAX_INTERFACE_NAME} bytes, the limit of Linux interface names"
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err("is not an interface name".to_string());
+    }
+    match name
+        .chars()
+        .find(|c| matches!(c, '/' | ':' | '"' | '\\' | '\'') || c.is_whitespace() || c.is_control())
+    {
+        Some(c) => Err(format!("holds {c:?}, which no interface name may hold")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod interface_name_tests {
+    use super::check_interface_name;
+
+    #[test]
+    fn kernel_valid_names_pass_and_others_are_refused() {
+        for ok in ["", "cbr0", "veth", "br-1a2b3c4d5e6f", "eth0.100", "cali+"] {
+            assert_eq!(check_interface_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "a-name-of-16byte",
+            ".",
+            "..",
+            "eth/0",
+            "eth:0",
+            "eth 0",
+            "br\"0",
+            "br\\0",
+            "br\n",
+        ] {
+            assert!(check_interface_name(bad).is_err(), "{bad:?}");
+        }
     }
 }
