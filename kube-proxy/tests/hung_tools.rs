@@ -226,6 +226,12 @@ fn a_hung_nft_at_start_up_does_not_keep_healthz_from_answering() {
     }
     let started = Instant::now();
     let mut run = Run::start("hung-nft-nftables", "nftables");
+    // /healthz is served before anything runs nft: ask it once nft hangs.
+    while run.hung.pids().is_empty() && started.elapsed() < Duration::from_secs(10) {
+        run.assert_running();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.hung_nft();
     let mut answered = None;
     while started.elapsed() < Duration::from_secs(10) {
         run.assert_running();
