@@ -13,11 +13,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
 mod guest;
+mod guest_binary;
 mod guest_conformance;
 mod guest_ipvsadm;
 mod guest_netlink;
 mod guest_sync;
 mod vm;
+
+// The e2e tests' blocking HTTP GET (for the binary's /healthz), shared.
+#[path = "../../../kube-proxy/tests/e2e/http.rs"]
+mod http;
 
 use std::io::Write as _;
 
@@ -28,8 +33,13 @@ fn ipvs_vm_tier() {
         return;
     };
     let exe = std::env::current_exe().expect("the test binary's path");
+    let kube_proxy = vm::kube_proxy_binary(&exe).unwrap_or_else(|e| panic!("{e}"));
     let run = vm
-        .run("ipvs_vm_tier", &[&exe], &guest::command_line(&exe))
+        .run(
+            "ipvs_vm_tier",
+            &[&exe, &kube_proxy],
+            &guest::command_line(&exe),
+        )
         .unwrap_or_else(|e| panic!("the IPVS VM did not run: {e}"));
     // Straight to stderr: the harness captures the output of passing tests,
     // and the guest's results and timings should show in CI logs.

@@ -161,3 +161,42 @@ impl Vm {
         Ok(run)
     }
 }
+
+/// The `kube-proxy` binary the guest runs (`guest_binary.rs`):
+/// `$KUBE_PROXY_BIN`, else `kube-proxy` in the profile directory of this
+/// test binary (`target/debug/deps/ipvs_vm-…` → `target/debug/kube-proxy`),
+/// which `cargo test --workspace` builds before running any test. An error
+/// says how to build it when it is missing.
+pub fn kube_proxy_binary(test_exe: &Path) -> Result<PathBuf, String> {
+    let path = match std::env::var_os("KUBE_PROXY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => test_exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("kube-proxy"))
+            .ok_or_else(|| format!("no profile directory above {}", test_exe.display()))?,
+    };
+    if path.file_name().is_none_or(|n| n != "kube-proxy") {
+        return Err(format!(
+            "KUBE_PROXY_BIN must name a file called kube-proxy (the guest runs /test/kube-proxy), not {}",
+            path.display()
+        ));
+    }
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .map_err(|e| {
+            format!(
+                "the IPVS VM tier runs the kube-proxy binary, and {} is missing ({e}): \
+                 build it first with `cargo build -p kube-proxy` (`cargo test --workspace` does), \
+                 or set KUBE_PROXY_BIN",
+                path.display()
+            )
+        })?;
+    let age = modified.elapsed().unwrap_or_default();
+    eprintln!(
+        "IPVS VM: carrying {} (built {:.0} s ago) into the guest",
+        path.display(),
+        age.as_secs_f64()
+    );
+    Ok(path)
+}
