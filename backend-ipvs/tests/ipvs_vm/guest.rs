@@ -21,6 +21,21 @@ pub fn command_line(exe: &Path) -> Vec<String> {
         "--test-threads=1".into(),
         // the passing tests' output too: the conformance report, timings
         "--show-output".into(),
+        // benchmarks boot their own VM (`ipvs_vm_bench`)
+        "--skip".into(),
+        "bench_".into(),
+    ]
+}
+
+/// The guest's command line for one benchmark of this test binary.
+pub fn bench_command_line(exe: &Path, test: &str) -> Vec<String> {
+    let name = exe.file_name().expect("a file name").to_string_lossy();
+    vec![
+        format!("/test/{name}"),
+        "--ignored".into(),
+        "--exact".into(),
+        test.into(),
+        "--nocapture".into(),
     ]
 }
 

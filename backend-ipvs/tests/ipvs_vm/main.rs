@@ -60,3 +60,26 @@ fn ipvs_vm_tier() {
         "guest tests: {summary}"
     );
 }
+
+/// The benchmark of issue 10 (10,000 services x 10 endpoints against
+/// `ipvsadm -R`, one endpoint change, an idle sync) in a VM of its own;
+/// not in CI. Run it as root with
+/// `cargo test -p backend-ipvs --all-features --test ipvs_vm -- --ignored ipvs_vm_bench --nocapture`.
+#[test]
+#[ignore = "benchmark: boots a VM with 512 MiB for 10,000 services (about 2 min)"]
+fn ipvs_vm_bench() {
+    let Some(vm) = vm::Vm::prepare_or_skip("ipvs_vm_bench") else {
+        return;
+    };
+    let vm = vm.sized(512, 900);
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let run = vm
+        .run(
+            "ipvs_vm_bench",
+            &[&exe],
+            &guest::bench_command_line(&exe, "guest_sync::bench_ten_thousand_services"),
+        )
+        .unwrap_or_else(|e| panic!("the IPVS VM did not run: {e}"));
+    let _ = writeln!(std::io::stderr(), "{}\n{}", run.output, run.timings());
+    assert_eq!(run.exit_code, Some(0), "the benchmark failed");
+}

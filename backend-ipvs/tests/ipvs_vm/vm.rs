@@ -13,6 +13,9 @@ use proxy_core::conformance::netns::PrivilegeGate;
 pub struct Vm {
     script: PathBuf,
     work: PathBuf,
+    /// Guest RAM in MiB and the boot's time limit in seconds, when not
+    /// the script's defaults (256, 240).
+    size: Option<(u32, u32)>,
 }
 
 /// What one boot produced.
@@ -63,6 +66,7 @@ impl Vm {
                 || Path::new(env!("CARGO_TARGET_TMPDIR")).join("ipvs-vm"),
                 PathBuf::from,
             ),
+            size: None,
         };
         let check = if nix::unistd::geteuid().is_root() {
             vm.prepare()
@@ -72,6 +76,12 @@ impl Vm {
         PrivilegeGate::decide(check, PrivilegeGate::required_by_env())
             .apply(test)
             .then_some(vm)
+    }
+
+    /// The same VM with `mib` of RAM and a time limit of `seconds` per boot.
+    pub fn sized(mut self, mib: u32, seconds: u32) -> Vm {
+        self.size = Some((mib, seconds));
+        self
     }
 
     fn prepare(&self) -> Result<(), String> {
@@ -98,7 +108,13 @@ impl Vm {
     pub fn run(&self, name: &str, files: &[&Path], command: &[String]) -> Result<VmRun, String> {
         let dir = self.work.join(format!("run-{name}"));
         let started = Instant::now();
-        let status = Command::new(&self.script)
+        let mut script = Command::new(&self.script);
+        if let Some((mib, seconds)) = self.size {
+            script
+                .env("IPVS_VM_MEM", mib.to_string())
+                .env("IPVS_VM_TIMEOUT", seconds.to_string());
+        }
+        let status = script
             .arg("run")
             .arg(&dir)
             .args(files)
