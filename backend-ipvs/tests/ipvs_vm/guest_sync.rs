@@ -125,7 +125,7 @@ fn a_large_table_syncs_idles_without_writes_and_changes_one_endpoint_cheaply() {
 }
 
 /// The benchmark of issue 10: 10,000 services x 10 endpoints. Not in the
-/// tier (its command line skips `bench_`); `ipvs_vm_bench` on the host
+/// tier (its command line skips `bench`); `ipvs_vm_bench` on the host
 /// boots a VM for it alone.
 #[test]
 #[ignore = "runs inside the IPVS VM (ipvs_vm_bench boots it)"]
