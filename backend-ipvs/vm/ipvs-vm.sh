@@ -8,7 +8,9 @@
 #                                 build the kernel + base initramfs (cached)
 #   ipvs-vm.sh run RUNDIR FILE... [-- GUESTCMD ARGS...]
 #                                 boot with FILEs added under /test/, run
-#                                 GUESTCMD as the test, power off.
+#                                 GUESTCMD as the test, power off. FILEs go
+#                                 in without debug info; all but GUESTCMD's
+#                                 own program also without symbols.
 #
 # RUNDIR receives console.log (ttyS0, the kernel and init), results.txt
 # (ttyS1: KPT_* lines and the test's output), extra.cpio.gz and time.
@@ -27,7 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK="${IPVS_VM_WORK:-$here/../../target/ipvs-vm}"
 # Host packages: QEMU and the initramfs tools, then the guest's userland.
-HOST_PKGS=(qemu-system-x86 cpio kmod binutils busybox-static iproute2 ipvsadm ipset iptables conntrack netbase)
+HOST_PKGS=(qemu-system-x86 cpio kmod binutils busybox-static iproute2 ipvsadm ipset iptables nftables conntrack netbase)
 # Guest modules; their dependencies come from `modprobe --show-depends`.
 MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_sh ip_vs_dh
       ip_vs_sed ip_vs_nq ip_vs_mh ip_vs_ftp nf_conntrack nf_conntrack_netlink nf_nat dummy veth
@@ -36,7 +38,7 @@ MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_s
       ip6table_nat ip6table_filter xt_set xt_mark xt_MASQUERADE xt_comment xt_conntrack xt_addrtype
       xt_tcpudp xt_multiport xt_statistic xt_nat xt_REDIRECT ipt_REJECT ip6t_REJECT
       nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter xt_physdev)
-BINS=(ip ipvsadm ipset conntrack xtables-legacy-multi xtables-nft-multi)
+BINS=(ip ipvsadm ipset conntrack xtables-legacy-multi xtables-nft-multi nft)
 
 log() { echo "[ipvs-vm] $*" >&2; }
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -148,6 +150,9 @@ write_init() {
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs run /run; mount -t tmpfs tmp /tmp
+# what udev would add to /dev (`nft -f /dev/stdin`)
+ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
 R=/dev/ttyS1
 say() { echo "$*" >$R; }
 say "KPT_BOOTED uptime=$(cut -d' ' -f1 /proc/uptime)"
@@ -176,10 +181,13 @@ cmd_run() {
   [[ -s "$WORK/base.cpio.gz" ]] || { log "run 'ipvs-vm.sh prepare' first"; return 1; }
   rm -rf "$run"; mkdir -p "$run/extra/test"
   local f
+  local main=""; [[ ${#cmd[@]} -gt 0 ]] && main=$(basename "${cmd[0]}")
   for f in "${files[@]}"; do
-    # without debug info: a debug test binary is tens of MB, and the guest
-    # unpacks the initramfs into its RAM
-    strip --strip-debug -o "$run/extra/test/$(basename "$f")" "$f" 2>/dev/null || cp "$f" "$run/extra/test/"
+    # without debug info: a debug binary is tens of MB, and the guest
+    # unpacks the initramfs into its RAM. The command's own program keeps
+    # its symbols (backtraces); the other files lose them too.
+    local strip=--strip-all; [[ "$(basename "$f")" == "$main" ]] && strip=--strip-debug
+    strip "$strip" -o "$run/extra/test/$(basename "$f")" "$f" 2>/dev/null || cp "$f" "$run/extra/test/"
     copy_libs "$run/extra" "$f"            # libraries the base may lack (e.g. libgcc_s)
   done
   if [[ ${#cmd[@]} -gt 0 ]]; then

@@ -21,6 +21,22 @@ pub fn command_line(exe: &Path) -> Vec<String> {
         "--test-threads=1".into(),
         // the passing tests' output too: the conformance report, timings
         "--show-output".into(),
+        // benchmarks boot their own VM: the guest's `bench_*` and the
+        // host's `ipvs_vm_bench` (ignored too)
+        "--skip".into(),
+        "bench".into(),
+    ]
+}
+
+/// The guest's command line for one benchmark of this test binary.
+pub fn bench_command_line(exe: &Path, test: &str) -> Vec<String> {
+    let name = exe.file_name().expect("a file name").to_string_lossy();
+    vec![
+        format!("/test/{name}"),
+        "--ignored".into(),
+        "--exact".into(),
+        test.into(),
+        "--nocapture".into(),
     ]
 }
 

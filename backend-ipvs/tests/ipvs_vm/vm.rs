@@ -13,6 +13,9 @@ use proxy_core::conformance::netns::PrivilegeGate;
 pub struct Vm {
     script: PathBuf,
     work: PathBuf,
+    /// Guest RAM in MiB and the boot's time limit in seconds, when not
+    /// the script's defaults (256, 240).
+    size: Option<(u32, u32)>,
 }
 
 /// What one boot produced.
@@ -63,6 +66,7 @@ impl Vm {
                 || Path::new(env!("CARGO_TARGET_TMPDIR")).join("ipvs-vm"),
                 PathBuf::from,
             ),
+            size: None,
         };
         let check = if nix::unistd::geteuid().is_root() {
             vm.prepare()
@@ -72,6 +76,12 @@ impl Vm {
         PrivilegeGate::decide(check, PrivilegeGate::required_by_env())
             .apply(test)
             .then_some(vm)
+    }
+
+    /// The same VM with `mib` of RAM and a time limit of `seconds` per boot.
+    pub fn sized(mut self, mib: u32, seconds: u32) -> Vm {
+        self.size = Some((mib, seconds));
+        self
     }
 
     fn prepare(&self) -> Result<(), String> {
@@ -98,7 +108,13 @@ impl Vm {
     pub fn run(&self, name: &str, files: &[&Path], command: &[String]) -> Result<VmRun, String> {
         let dir = self.work.join(format!("run-{name}"));
         let started = Instant::now();
-        let status = Command::new(&self.script)
+        let mut script = Command::new(&self.script);
+        if let Some((mib, seconds)) = self.size {
+            script
+                .env("IPVS_VM_MEM", mib.to_string())
+                .env("IPVS_VM_TIMEOUT", seconds.to_string());
+        }
+        let status = script
             .arg("run")
             .arg(&dir)
             .args(files)
@@ -160,4 +176,43 @@ impl Vm {
         }
         Ok(run)
     }
+}
+
+/// The `kube-proxy` binary the guest runs (`guest_binary.rs`):
+/// `$KUBE_PROXY_BIN`, else `kube-proxy` in the profile directory of this
+/// test binary (`target/debug/deps/ipvs_vm-…` → `target/debug/kube-proxy`),
+/// which `cargo test --workspace` builds before running any test. An error
+/// says how to build it when it is missing.
+pub fn kube_proxy_binary(test_exe: &Path) -> Result<PathBuf, String> {
+    let path = match std::env::var_os("KUBE_PROXY_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => test_exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("kube-proxy"))
+            .ok_or_else(|| format!("no profile directory above {}", test_exe.display()))?,
+    };
+    if path.file_name().is_none_or(|n| n != "kube-proxy") {
+        return Err(format!(
+            "KUBE_PROXY_BIN must name a file called kube-proxy (the guest runs /test/kube-proxy), not {}",
+            path.display()
+        ));
+    }
+    let modified = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .map_err(|e| {
+            format!(
+                "the IPVS VM tier runs the kube-proxy binary, and {} is missing ({e}): \
+                 build it first with `cargo build -p kube-proxy` (`cargo test --workspace` does), \
+                 or set KUBE_PROXY_BIN",
+                path.display()
+            )
+        })?;
+    let age = modified.elapsed().unwrap_or_default();
+    eprintln!(
+        "IPVS VM: carrying {} (built {:.0} s ago) into the guest",
+        path.display(),
+        age.as_secs_f64()
+    );
+    Ok(path)
 }
