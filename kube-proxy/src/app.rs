@@ -100,17 +100,31 @@ async fn source(options: &Options, node_name: &str) -> anyhow::Result<Box<dyn So
 async fn cleanup(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
     let node = preliminary_node(options)?;
     let config = Arc::new(options.config.clone());
-    let mut failed = false;
+    let contexts = contexts(&config, &node.info)?;
+    // Modes can depend on each other's cleanup: iptables and ipvs share
+    // chains (`KUBE-PROXY-FIREWALL`, `KUBE-SERVICES`, ...), and a chain the
+    // other mode's rules still jump to cannot be deleted yet. So a failed
+    // cleanup is tried once more after every other one ran.
+    let mut retry = Vec::new();
     for factory in registry.iter() {
-        for ctx in contexts(&config, &node.info)? {
-            match factory.cleanup_leftovers(&ctx).await {
-                Ok(()) => {
-                    tracing::info!(mode = %factory.mode(), family = %ctx.family, "cleaned up")
-                }
-                Err(error) => {
-                    failed = true;
-                    tracing::error!(mode = %factory.mode(), family = %ctx.family, %error, "cleanup failed");
-                }
+        for ctx in &contexts {
+            if let Err(error) = factory.cleanup_leftovers(ctx).await {
+                tracing::info!(mode = %factory.mode(), family = %ctx.family, %error, "cleanup incomplete; trying again after the other modes' cleanups");
+                retry.push((factory, ctx));
+            } else {
+                tracing::info!(mode = %factory.mode(), family = %ctx.family, "cleaned up");
+            }
+        }
+    }
+    let mut failed = false;
+    for (factory, ctx) in retry {
+        match factory.cleanup_leftovers(ctx).await {
+            Ok(()) => {
+                tracing::info!(mode = %factory.mode(), family = %ctx.family, "cleaned up")
+            }
+            Err(error) => {
+                failed = true;
+                tracing::error!(mode = %factory.mode(), family = %ctx.family, %error, "cleanup failed");
             }
         }
     }

@@ -491,25 +491,12 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
         run(&node.node, "ip", &["link", "show"]).contains("kube-ipvs0"),
         "kube-ipvs0 stays after SIGTERM (only --cleanup removes it)"
     );
-    // Known, reported to the lead: `--cleanup` runs the iptables mode's
-    // cleanup first, which cannot delete the shared `KUBE-PROXY-FIREWALL`
-    // while the ipvs mode's rules still jump to it (EBUSY), so the first run
-    // may fail on exactly that, after the ipvs cleanup removed the rest; a
-    // second run then succeeds. Any other failure fails the test.
-    let first_cleanup = cleanup_run(&node.node, &files);
-    if let Err(log) = &first_cleanup {
-        let known = log.contains("(Device or resource busy): chain KUBE-PROXY-FIREWALL")
-            && log
-                .lines()
-                .filter(|l| l.contains("ERROR"))
-                .all(|l| l.contains("mode=iptables family=IPv4"));
-        assert!(known, "kube-proxy --cleanup failed:\n{log}");
-        println!(
-            "kube-proxy --cleanup: first run hit the iptables/ipvs ordering failure, running it again"
-        );
-        cleanup_run(&node.node, &files)
-            .unwrap_or_else(|log| panic!("a second kube-proxy --cleanup failed too:\n{log}"));
-    }
+    // The iptables and ipvs modes share chains (`KUBE-PROXY-FIREWALL`, ...):
+    // whichever cleanup runs first may find a chain still referenced by the
+    // other's rules; `--cleanup` retries such failures after every other
+    // mode's cleanup, so one run must leave nothing.
+    cleanup_run(&node.node, &files)
+        .unwrap_or_else(|log| panic!("kube-proxy --cleanup failed:\n{log}"));
     let vs = run(&node.node, "ipvsadm", &["-S", "-n"]);
     assert!(
         vs.trim().is_empty(),
