@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use proxy_core::runner::{REPAIR_INTERVAL, RunReason, SyncRunner};
+use proxy_core::runner::{RunReason, SyncRunner};
 
 const MIN: Duration = Duration::from_secs(1);
 const MAX: Duration = Duration::from_secs(60);
@@ -336,51 +336,4 @@ fn an_idle_run_does_not_hold_back_the_next_request() {
     r.request(t0 + ms(5200));
     assert!(!r.due(t0 + ms(5200)));
     assert_eq!(r.next_run(), t0 + ms(6100));
-}
-
-#[test]
-fn a_repair_waits_only_for_the_repair_interval_and_the_next_request_for_min_interval_from_it() {
-    let t0 = Instant::now();
-    let mut r = SyncRunner::new(MIN, MAX, RETRY, t0);
-    r.request(t0);
-    run(&mut r, t0, true);
-    // A change right after a sync waits a whole minSyncPeriod...
-    r.request(t0 + ms(10));
-    assert!(!r.due(t0 + ms(500)));
-    // ...a repair does not.
-    r.request_repair(t0 + ms(20));
-    assert!(!r.due(t0 + REPAIR_INTERVAL - ms(1)));
-    assert_eq!(r.next_run(), t0 + REPAIR_INTERVAL);
-    run(&mut r, t0 + REPAIR_INTERVAL, true);
-    // It served the pending change too; the next change counts
-    // minSyncPeriod from the repair's start.
-    r.request(t0 + ms(200));
-    assert!(!r.due(t0 + REPAIR_INTERVAL + MIN - ms(1)));
-    assert!(r.due(t0 + REPAIR_INTERVAL + MIN));
-}
-
-#[test]
-fn a_repair_during_a_run_follows_it_after_the_repair_interval() {
-    let t0 = Instant::now();
-    let mut r = SyncRunner::new(MIN, MAX, RETRY, t0);
-    r.request(t0);
-    r.started(t0);
-    r.request_repair(t0 + ms(30));
-    assert!(!r.due(t0 + ms(50)), "never two runs at once");
-    r.finished(t0 + ms(50), true);
-    assert!(!r.due(t0 + ms(99)));
-    assert!(r.due(t0 + REPAIR_INTERVAL));
-}
-
-#[test]
-fn a_zero_min_interval_bounds_repairs_too() {
-    let t0 = Instant::now();
-    let mut r = SyncRunner::new(Duration::ZERO, MAX, RETRY, t0);
-    r.request(t0);
-    run(&mut r, t0, true);
-    r.request_repair(t0);
-    assert!(
-        r.due(t0),
-        "the repair interval never lengthens min_interval"
-    );
 }

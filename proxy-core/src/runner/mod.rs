@@ -63,12 +63,6 @@
 //!   any churn the periodic run starts at most `max_interval` +
 //!   `min_interval` after the previous one finished. A periodic run also
 //!   serves any pending request or retry.
-//! - **Repairs.** [`SyncRunner::request_repair`] (the dataplane was changed
-//!   from outside) is due [`REPAIR_INTERVAL`] after the last run started
-//!   rather than `min_interval`: `minSyncPeriod` rate-limits churn, and
-//!   holding a broken dataplane for it would let a busy cluster delay the
-//!   repair by a whole `minSyncPeriod`. Each repair is still a run, so the
-//!   runs that follow respect `min_interval` from it.
 //! - **Retry with back-off.** A failed run schedules a retry `retry_interval`
 //!   after it finished; each further consecutive failure doubles the delay,
 //!   up to `max_interval`. A success resets the delay. As upstream, new
@@ -115,15 +109,7 @@ pub struct SyncRunner {
     periodic_at: Instant,
     /// The run in progress is the periodic one.
     running_periodic: bool,
-    /// A repair was requested since the last run started.
-    repair: bool,
 }
-
-/// How close a repair ([`SyncRunner::request_repair`]) may follow the last
-/// run's start, whatever the minimum interval: enough to coalesce a burst
-/// of outside changes (one `iptables -F` is several commits), small next to
-/// the 1 s a repair should take.
-pub const REPAIR_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Roughly "never": far enough for any driver, small enough not to overflow.
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -161,7 +147,6 @@ impl SyncRunner {
             backoff: retry_interval,
             periodic_at: later(now, max_interval),
             running_periodic: false,
-            repair: false,
         }
     }
 
@@ -176,23 +161,9 @@ impl SyncRunner {
         self.requested = true;
     }
 
-    /// Requests a run that repairs the dataplane: as
-    /// [`SyncRunner::request`], but due [`REPAIR_INTERVAL`] (or
-    /// `min_interval`, if shorter) after the last run started instead of
-    /// `min_interval`.
-    pub fn request_repair(&mut self, now: Instant) {
-        self.request(now);
-        self.repair = true;
-    }
-
     /// The earliest instant the minimum interval allows a run to start.
     fn earliest_start(&self) -> Option<Instant> {
-        let interval = if self.repair {
-            self.min_interval.min(REPAIR_INTERVAL)
-        } else {
-            self.min_interval
-        };
-        self.last_start.map(|s| later(s, interval))
+        self.last_start.map(|s| later(s, self.min_interval))
     }
 
     /// When a run would be due if nothing else happened, and why.
@@ -255,7 +226,6 @@ impl SyncRunner {
         self.running_periodic = self.periodic_at <= now;
         self.running = true;
         self.requested = false;
-        self.repair = false;
         self.retry_at = None;
         self.previous_start = self.last_start.replace(now);
     }

@@ -127,13 +127,12 @@ impl FamilyState {
     }
 
     /// Something outside changed this family's dataplane (an nf_tables
-    /// notification): the next sync is a full one, requested at `now` as a
-    /// repair (due [`REPAIR_INTERVAL`](crate::runner::REPAIR_INTERVAL) after
-    /// the last sync started, not `minSyncPeriod`).
+    /// notification): the next sync is a full one, requested at `now`
+    /// (the runner's minimum interval still holds).
     pub(crate) fn external_change(&mut self, now: Instant, observers: &[Arc<dyn SyncObserver>]) {
         tracing::warn!(family = %self.family, mode = %self.backend.mode(), "our nf_tables rules were changed from outside; requesting a full sync");
         self.pending.require_full();
-        self.runner.request_repair(now);
+        self.runner.request(now);
         for observer in observers {
             observer.external_change(self.family, self.backend.mode(), DetectedBy::Netlink);
         }
