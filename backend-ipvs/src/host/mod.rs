@@ -70,17 +70,20 @@ pub(crate) async fn run_idempotent(
 /// Runs `command`, which must succeed; returns its standard output.
 pub(crate) async fn run_checked(host: &dyn Host, command: Command) -> Result<String, IpvsError> {
     tracing::debug!(%command, "running");
-    let output = host
-        .run(&command)
-        .await
-        .map_err(|source| IpvsError::Spawn {
-            program: command.program.clone(),
-            source,
-        })?;
+    stdout_of(&command, host.run(&command).await)
+}
+
+/// The standard output of `command`, which `ran` says how it went: an error
+/// when it could not be started or exited non-zero.
+pub(crate) fn stdout_of(command: &Command, ran: io::Result<Output>) -> Result<String, IpvsError> {
+    let output = ran.map_err(|source| IpvsError::Spawn {
+        program: command.program.clone(),
+        source,
+    })?;
     if output.success() {
         Ok(output.stdout)
     } else {
-        Err(IpvsError::command(&command, &output))
+        Err(IpvsError::command(command, &output))
     }
 }
 

@@ -11,18 +11,7 @@ use crate::error::IpvsError;
 use crate::layout::DUMMY_DEVICE;
 
 async fn run(exec: &dyn Executor, command: Command) -> Result<String, IpvsError> {
-    let output = exec
-        .run(&command)
-        .await
-        .map_err(|source| IpvsError::Spawn {
-            program: command.program.clone(),
-            source,
-        })?;
-    if output.success() {
-        Ok(output.stdout)
-    } else {
-        Err(IpvsError::command(&command, &output))
-    }
+    crate::host::stdout_of(&command, exec.run(&command).await)
 }
 
 /// Creates `kube-ipvs0` unless it exists.
