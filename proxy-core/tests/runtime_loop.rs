@@ -5,83 +5,17 @@
 mod runtime_support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use proxy_core::IpFamily;
-use proxy_core::ObjectKind;
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::runtime::source::{ChannelSource, SourceEvent, Update};
-use proxy_core::runtime::{Runtime, RuntimeOptions, SyncObserver};
-use runtime_support::{Recorder, RecordingFactory, RecordingObserver, service, slice, timing};
-use tokio::sync::{mpsc, oneshot};
-
-struct Harness {
-    events: mpsc::UnboundedSender<SourceEvent>,
-    recorder: Arc<Recorder>,
-    observer: Arc<RecordingObserver>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), proxy_core::Error>>,
-}
-
-impl Harness {
-    fn start(families: Option<Vec<IpFamily>>, unsupported: Vec<IpFamily>) -> Harness {
-        let (factory, recorder) = RecordingFactory::new(unsupported);
-        let observer = Arc::new(RecordingObserver::default());
-        let config = Arc::new(KubeProxyConfiguration::default());
-        let mut options = RuntimeOptions::new(&config, "node-a");
-        options.families = families;
-        options.timing = timing();
-        let observers: Vec<Arc<dyn SyncObserver>> = vec![observer.clone()];
-        let runtime = Runtime::new(config, factory, observers, options);
-        let (source, events) =
-            ChannelSource::new(vec![ObjectKind::Service, ObjectKind::EndpointSlice]);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(runtime.run(Box::new(source), async move {
-            let _ = stopped.await;
-        }));
-        Harness {
-            events,
-            recorder,
-            observer,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn send(&self, event: SourceEvent) {
-        self.events.send(event).unwrap();
-    }
-
-    fn list(
-        &self,
-        services: Vec<k8s_openapi::api::core::v1::Service>,
-        slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
-    ) {
-        self.send(SourceEvent::Service(Update::Init));
-        for s in services {
-            self.send(SourceEvent::Service(Update::InitApply(s)));
-        }
-        self.send(SourceEvent::Service(Update::InitDone));
-        self.send(SourceEvent::EndpointSlice(Update::Init));
-        for s in slices {
-            self.send(SourceEvent::EndpointSlice(Update::InitApply(s)));
-        }
-        self.send(SourceEvent::EndpointSlice(Update::InitDone));
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn advance(secs: f64) {
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-}
+use proxy_core::runtime::{Runtime, RuntimeOptions};
+use proxy_core::{IpFamily, ObjectKind};
+use runtime_support::loop_harness::{LoopHarness as Harness, advance};
+use runtime_support::{RecordingFactory, service, slice, timing};
 
 #[tokio::test(start_paused = true)]
 async fn first_sync_waits_for_both_initial_lists() {
-    let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
+    let h = Harness::start_families(Some(vec![IpFamily::V4]), vec![]);
     h.send(SourceEvent::Service(Update::Init));
     h.send(SourceEvent::Service(Update::InitApply(service(
         "web",
@@ -118,7 +52,7 @@ async fn first_sync_waits_for_both_initial_lists() {
 
 #[tokio::test(start_paused = true)]
 async fn bursts_coalesce_into_one_sync_per_min_interval() {
-    let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
+    let h = Harness::start_families(Some(vec![IpFamily::V4]), vec![]);
     h.list(
         vec![service("web", &["172.30.0.10"])],
         vec![slice("web-1", "web", &["10.0.0.1"])],
@@ -151,7 +85,7 @@ async fn bursts_coalesce_into_one_sync_per_min_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_sync_is_retried_with_the_pending_changes() {
-    let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
+    let h = Harness::start_families(Some(vec![IpFamily::V4]), vec![]);
     h.list(
         vec![service("web", &["172.30.0.10"])],
         vec![slice("web-1", "web", &["10.0.0.1"])],
@@ -205,7 +139,7 @@ async fn failed_sync_is_retried_with_the_pending_changes() {
 
 #[tokio::test(start_paused = true)]
 async fn dual_stack_gets_a_backend_per_family() {
-    let h = Harness::start(None, vec![]);
+    let h = Harness::start_families(None, vec![]);
     h.list(
         vec![service("web", &["172.30.0.10", "fd00::10"])],
         vec![
@@ -238,7 +172,7 @@ async fn dual_stack_gets_a_backend_per_family() {
 
 #[tokio::test(start_paused = true)]
 async fn a_family_the_host_cannot_serve_leaves_single_stack() {
-    let h = Harness::start(None, vec![IpFamily::V6]);
+    let h = Harness::start_families(None, vec![IpFamily::V6]);
     h.list(vec![service("web", &["172.30.0.10"])], vec![]);
     advance(0.1).await;
     assert_eq!(*h.recorder.built.lock().unwrap(), [IpFamily::V4]);
@@ -260,7 +194,7 @@ async fn a_family_the_host_cannot_serve_leaves_single_stack() {
 
 #[tokio::test(start_paused = true)]
 async fn unchanged_relist_writes_nothing_and_missing_objects_are_deleted() {
-    let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
+    let h = Harness::start_families(Some(vec![IpFamily::V4]), vec![]);
     let services = || {
         vec![
             service("web", &["172.30.0.10"]),
@@ -299,7 +233,7 @@ async fn unchanged_relist_writes_nothing_and_missing_objects_are_deleted() {
 
 #[tokio::test(start_paused = true)]
 async fn lost_dataplane_forces_a_full_sync_each_sync_period() {
-    let h = Harness::start(Some(vec![IpFamily::V4]), vec![]);
+    let h = Harness::start_families(Some(vec![IpFamily::V4]), vec![]);
     h.list(
         vec![service("web", &["172.30.0.10"])],
         vec![slice("web-1", "web", &["10.0.0.1"])],

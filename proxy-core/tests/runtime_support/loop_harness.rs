@@ -27,11 +27,28 @@ impl LoopHarness {
     /// Starts the loop with [`timing`] and a [`RecordingObserver`] followed
     /// by `observers`.
     pub fn start(observers: Vec<Arc<dyn SyncObserver>>) -> LoopHarness {
-        let (factory, recorder) = RecordingFactory::new(vec![]);
+        Self::start_with(Some(vec![IpFamily::V4]), vec![], observers)
+    }
+
+    /// Starts the loop serving `families` (`None`: the runtime's own
+    /// choice), with a backend factory that refuses `unsupported`.
+    pub fn start_families(
+        families: Option<Vec<IpFamily>>,
+        unsupported: Vec<IpFamily>,
+    ) -> LoopHarness {
+        Self::start_with(families, unsupported, vec![])
+    }
+
+    fn start_with(
+        families: Option<Vec<IpFamily>>,
+        unsupported: Vec<IpFamily>,
+        observers: Vec<Arc<dyn SyncObserver>>,
+    ) -> LoopHarness {
+        let (factory, recorder) = RecordingFactory::new(unsupported);
         let observer = Arc::new(RecordingObserver::default());
         let config = Arc::new(KubeProxyConfiguration::default());
         let mut options = RuntimeOptions::new(&config, "node-a");
-        options.families = Some(vec![IpFamily::V4]);
+        options.families = families;
         options.timing = timing();
         let mut all: Vec<Arc<dyn SyncObserver>> = vec![observer.clone()];
         all.extend(observers);
