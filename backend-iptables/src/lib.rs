@@ -27,7 +27,7 @@ pub mod names;
 pub mod render;
 pub mod restore;
 pub mod tables;
-#[cfg(feature = "fake")]
+#[cfg(feature = "trace")]
 pub mod trace;
 
 pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};
