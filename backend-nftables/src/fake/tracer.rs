@@ -275,25 +275,28 @@ impl<'a> Tracer<'a> {
                         *value == 0
                     } else {
                         // Both outcomes are possible: fork.
+                        // The taken branch first, so the path reads in
+                        // rule order.
                         let n = f64::from(*modulus);
                         let mut miss = pkt.clone();
                         miss.chance *= (n - 1.0) / n;
-                        let mut out = vec![(RuleEnd::NoMatch, miss)];
                         pkt.chance /= n;
                         pkt.notes
                             .push(format!("taken with probability 1/{modulus}"));
-                        out.extend(self.run_stmts(&stmts[i + 1..], pkt));
+                        let mut out = self.run_stmts(&stmts[i + 1..], pkt);
+                        out.push((RuleEnd::NoMatch, miss));
                         return out;
                     }
                 }
                 Stmt::SaddrInSet(set) => {
                     // Affinity: the client may or may not be remembered.
-                    let mut out = vec![(RuleEnd::NoMatch, pkt.clone())];
+                    let miss = pkt.clone();
                     pkt.affinity = true;
                     pkt.notes.push(format!(
                         "session affinity: taken when the client is in set {set}"
                     ));
-                    out.extend(self.run_stmts(&stmts[i + 1..], pkt));
+                    let mut out = self.run_stmts(&stmts[i + 1..], pkt);
+                    out.push((RuleEnd::NoMatch, miss));
                     return out;
                 }
                 Stmt::MarkOr(m) => {
