@@ -252,6 +252,15 @@ async fn execute(args: &DiffArgs) -> Result<Diff, InspectError> {
             .map(|_| options.config.effective_mode())
     });
     let mode = live::choose_mode(wanted, &installed)?;
+    // Defaults depend on the mode (nftables serves node ports on the
+    // primary IPs only): resolve again for the detected one.
+    let options = if wanted.is_none() {
+        let mut flags = args.flags.clone();
+        flags.proxy_mode = Some(mode);
+        crate::Options::resolve(&flags).map_err(|e| InspectError::Usage(e.0))?
+    } else {
+        options
+    };
     let name = crate::options::node_name(&options.config).map_err(|e| InspectError::Usage(e.0))?;
     let source = crate::app::source(&options, &name)
         .await

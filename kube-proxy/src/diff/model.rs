@@ -94,18 +94,20 @@ fn iptables_model(
                         let mut conds: Vec<String> =
                             parsed.conds.iter().map(|c| format!("{c:?}")).collect();
                         conds.sort();
-                        format!("{table} {name} {conds:?} {:?}", parsed.action)
+                        // `--or-mark M` is listed as `--set-xmark M/M`: a
+                        // mark action is compared by what it does to each bit.
+                        let action = match parsed.action {
+                            Action::Mark { or, xor, and_not } => {
+                                let f = |m: u32| ((m | or) & !and_not) ^ xor;
+                                format!("MARK {:#x} {:#x}", f(0), f(u32::MAX))
+                            }
+                            other => format!("{other:?}"),
+                        };
+                        format!("{table} {name} {conds:?} {action}")
                     }
                     Err(_) => text.clone(),
                 };
                 group.rules.insert(key, text);
-            }
-            if chain.rules.is_empty() && per_service {
-                model
-                    .entry(SHARED.to_string())
-                    .or_default()
-                    .rules
-                    .insert(format!("{table} {name} (empty)"), format!("-t {table} -N {name}"));
             }
         }
     }
@@ -124,6 +126,35 @@ fn nft_chain_port(chain: &str) -> Option<String> {
     Some(rest.split("__").next().unwrap_or(rest).to_string())
 }
 
+/// The group of a set or map element: the service port of the chain it
+/// jumps to, or of its comment; else the service address it is keyed by
+/// (`10.96.0.10:80/tcp`: the shared load-balancing chains and maps name
+/// no service); else "(shared)".
+#[cfg(feature = "nftables")]
+pub fn element_group(
+    key_type: backend_nftables::ir::KeyType,
+    key: &backend_nftables::ir::ElemKey,
+    value: Option<&backend_nftables::ir::ElemValue>,
+    comment: Option<&str>,
+) -> String {
+    use backend_nftables::ir::{ElemKey, ElemValue, KeyType};
+    if let Some(port) = value.and_then(ElemValue::target).and_then(nft_chain_port) {
+        return port;
+    }
+    if let Some(c) = comment {
+        return c.to_string();
+    }
+    match (key, key_type) {
+        (ElemKey::AddrProtoPort(a, p, n), _) => {
+            format!("{}/{}", std::net::SocketAddr::new(*a, *n), p.lower())
+        }
+        (ElemKey::LoadBalance(a, n, _), KeyType::LoadBalance(p)) => {
+            format!("{}/{}", std::net::SocketAddr::new(*a, *n), p.lower())
+        }
+        _ => SHARED.to_string(),
+    }
+}
+
 #[cfg(feature = "nftables")]
 fn nftables_model(table: Option<&backend_nftables::fake::FakeTable>, family: proxy_core::IpFamily) -> Model {
     use backend_nftables::ir::{ElemValue, RuleDisplay, Stmt};
@@ -132,6 +163,11 @@ fn nftables_model(table: Option<&backend_nftables::fake::FakeTable>, family: pro
         return model;
     };
     for (name, chain) in &table.chains {
+        // An empty regular chain does nothing (a stale chain waits, flushed,
+        // for its delayed deletion).
+        if chain.rules.is_empty() && chain.def.base.is_none() {
+            continue;
+        }
         let port = nft_chain_port(name).unwrap_or_else(|| SHARED.to_string());
         let group = model.entry(port).or_default();
         group
@@ -149,12 +185,7 @@ fn nftables_model(table: Option<&backend_nftables::fake::FakeTable>, family: pro
     }
     for (name, set) in &table.sets {
         for (key, (value, comment)) in &set.elements {
-            let port = value
-                .as_ref()
-                .and_then(ElemValue::target)
-                .and_then(nft_chain_port)
-                .or_else(|| comment.clone())
-                .unwrap_or_else(|| SHARED.to_string());
+            let port = element_group(set.def.key, key, value.as_ref(), comment.as_deref());
             let group = model.entry(port).or_default();
             if let Some(ElemValue::Endpoint(to)) = value {
                 group.endpoints.insert(*to);
