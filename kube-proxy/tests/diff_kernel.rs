@@ -54,7 +54,10 @@ async fn diff(mode: ProxyMode, scenario: &Scenario) -> DiffReport {
 /// Deletes one rule or element from outside; returns the service port it
 /// served (as the diff names it), the endpoint it DNATs to (if it does),
 /// and the command.
-fn damage(mode: ProxyMode, scenario: &Scenario) -> Option<(String, Option<std::net::SocketAddr>, Vec<String>)> {
+fn damage(
+    mode: ProxyMode,
+    scenario: &Scenario,
+) -> Option<(String, Option<std::net::SocketAddr>, Vec<String>)> {
     let family = scenario.family();
     match mode {
         ProxyMode::Iptables => {
@@ -80,8 +83,18 @@ fn damage(mode: ProxyMode, scenario: &Scenario) -> Option<(String, Option<std::n
                 .iter()
                 .position(|a| a == "--comment")
                 .map(|i| rule.args[i + 1].clone())?;
-            let tool = if family == IpFamily::V4 { "iptables" } else { "ip6tables" };
-            let mut cmd = vec![tool.to_string(), "-t".into(), "nat".into(), "-D".into(), chain];
+            let tool = if family == IpFamily::V4 {
+                "iptables"
+            } else {
+                "ip6tables"
+            };
+            let mut cmd = vec![
+                tool.to_string(),
+                "-t".into(),
+                "nat".into(),
+                "-D".into(),
+                chain,
+            ];
             cmd.extend(rule.args.clone());
             Some((comment, Some(to), cmd))
         }
@@ -177,24 +190,46 @@ fn check_mode(mode: ProxyMode) {
                 })
             })
             .unwrap();
-        assert!(equal.equal(), "{mode} {name}: after the sync\n{}", equal.text());
+        assert!(
+            equal.equal(),
+            "{mode} {name}: after the sync\n{}",
+            equal.text()
+        );
         synced += 1;
         if let (Some((port, endpoint, cmd)), Some(after)) = (&damage_plan, after) {
             let [d] = after.differences.as_slice() else {
-                panic!("{mode} {name}: after {cmd:?}, expected one difference:\n{}", after.text());
+                panic!(
+                    "{mode} {name}: after {cmd:?}, expected one difference:\n{}",
+                    after.text()
+                );
             };
             assert_eq!(&d.service_port, port, "{mode} {name}:\n{}", after.text());
-            assert_eq!(d.status, Status::Different, "{mode} {name}:\n{}", after.text());
+            assert_eq!(
+                d.status,
+                Status::Different,
+                "{mode} {name}:\n{}",
+                after.text()
+            );
             assert_eq!(d.missing_rules.len(), 1, "{mode} {name}:\n{}", after.text());
             assert!(d.extra_rules.is_empty(), "{mode} {name}:\n{}", after.text());
             let missing: BTreeSet<_> = endpoint.iter().copied().collect();
-            assert_eq!(d.missing_endpoints, missing, "{mode} {name}:\n{}", after.text());
+            assert_eq!(
+                d.missing_endpoints,
+                missing,
+                "{mode} {name}:\n{}",
+                after.text()
+            );
             damaged += 1;
         }
         previous = Some(scenario);
     }
-    assert!(synced > 20 && damaged > 10, "{mode}: only {synced} syncs, {damaged} damages checked");
-    eprintln!("{mode}: diff equal after {synced} syncs; exactly the damage reported {damaged} times");
+    assert!(
+        synced > 20 && damaged > 10,
+        "{mode}: only {synced} syncs, {damaged} damages checked"
+    );
+    eprintln!(
+        "{mode}: diff equal after {synced} syncs; exactly the damage reported {damaged} times"
+    );
 }
 
 #[test]

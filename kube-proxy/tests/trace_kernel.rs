@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use kube_proxy::trace::{Request, TraceReport, trace_live};
 use proxy_core::backend::{Backend, BackendContext, BackendError, Capabilities};
-use proxy_core::conformance::netns::{KernelHarness, MakeBackend, check_tool, privileged_or_skip_with};
+use proxy_core::conformance::netns::{
+    KernelHarness, MakeBackend, check_tool, privileged_or_skip_with,
+};
 use proxy_core::conformance::{Harness, Outcome, Packet, Tier, run};
 use proxy_core::{ProxyMode, conformance::Origin};
 

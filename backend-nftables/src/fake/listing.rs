@@ -52,7 +52,12 @@ pub fn table_from_json(json: &str, family: IpFamily) -> Result<Option<FakeTable>
         } else if let Some(s) = object.get("set").or_else(|| object.get("map")) {
             if ours(s) {
                 let def = set_def(s)?;
-                for e in s.get("elem").and_then(Value::as_array).into_iter().flatten() {
+                for e in s
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if def.timeout.is_none() {
                         elements.push(element(&def, e)?);
                     }
@@ -67,9 +72,8 @@ pub fn table_from_json(json: &str, family: IpFamily) -> Result<Option<FakeTable>
             && ours(r)
         {
             let chain = str_field(r, "chain")?;
-            let rule = rule(r, family).map_err(|e| {
-                ListingError(format!("chain {chain}: {} (rule {r})", e.0))
-            })?;
+            let rule = rule(r, family)
+                .map_err(|e| ListingError(format!("chain {chain}: {} (rule {r})", e.0)))?;
             rules.push(Command::AddRule {
                 chain: chain.to_string(),
                 rule,
@@ -82,9 +86,11 @@ pub fn table_from_json(json: &str, family: IpFamily) -> Result<Option<FakeTable>
     let mut tx = Transaction::new(family);
     tx.push(Command::AddTable);
     tx.commands.extend(sets.into_iter().map(Command::AddSet));
-    tx.commands.extend(chains.into_iter().map(Command::AddChain));
+    tx.commands
+        .extend(chains.into_iter().map(Command::AddChain));
     tx.commands.extend(rules);
-    tx.commands.extend(elements.into_iter().map(Command::AddElement));
+    tx.commands
+        .extend(elements.into_iter().map(Command::AddElement));
     let mut fake = FakeNft::default();
     fake.apply(&tx)
         .map_err(|e| ListingError(format!("the listing is inconsistent: {e}")))?;
@@ -108,12 +114,20 @@ fn chain_def(c: &Value) -> Result<ChainDef, ListingError> {
         "forward" => Hook::Forward,
         "output" => Hook::Output,
         "postrouting" => Hook::Postrouting,
-        other => return err(format!("chain {name}: hook {other} is not one kube-proxy uses")),
+        other => {
+            return err(format!(
+                "chain {name}: hook {other} is not one kube-proxy uses"
+            ));
+        }
     };
     let kind = match c.get("type").and_then(Value::as_str) {
         Some("filter") => ChainType::Filter,
         Some("nat") => ChainType::Nat,
-        other => return err(format!("chain {name}: type {other:?} is not one kube-proxy uses")),
+        other => {
+            return err(format!(
+                "chain {name}: type {other:?} is not one kube-proxy uses"
+            ));
+        }
     };
     let priority = c
         .get("prio")
@@ -167,7 +181,11 @@ fn set_def(s: &Value) -> Result<SetDef, ListingError> {
                 .ok_or_else(|| ListingError(format!("map {name}: no protocol in its name")))?;
             KeyType::LoadBalance(proto)
         }
-        _ => return err(format!("set {name}: type {types:?} is not one kube-proxy uses")),
+        _ => {
+            return err(format!(
+                "set {name}: type {types:?} is not one kube-proxy uses"
+            ));
+        }
     };
     Ok(SetDef {
         name,
@@ -306,10 +324,7 @@ fn element(def: &SetDef, e: &Value) -> Result<Element, ListingError> {
 /// `{"payload": {"protocol": P, "field": F}}` as `(P, F)`.
 fn payload(v: &Value) -> Option<(&str, &str)> {
     let p = v.get("payload")?;
-    Some((
-        p.get("protocol")?.as_str()?,
-        p.get("field")?.as_str()?,
-    ))
+    Some((p.get("protocol")?.as_str()?, p.get("field")?.as_str()?))
 }
 
 fn meta(v: &Value) -> Option<&str> {
@@ -355,7 +370,11 @@ fn stmt(x: &Value, ip: &str) -> Result<Stmt, ListingError> {
         if !matches!(op, "==" | "!=" | "in") {
             return Err(unknown());
         }
-        if let Some(ct) = left.get("ct").and_then(|c| c.get("key")).and_then(Value::as_str) {
+        if let Some(ct) = left
+            .get("ct")
+            .and_then(|c| c.get("key"))
+            .and_then(Value::as_str)
+        {
             let has = |word: &str| {
                 right.as_str() == Some(word)
                     || right
@@ -403,7 +422,9 @@ fn stmt(x: &Value, ip: &str) -> Result<Stmt, ListingError> {
         if let Some(parts) = left.get("concat").and_then(Value::as_array) {
             let fields: Vec<_> = parts.iter().map(payload).collect();
             return match (fields.as_slice(), set_name(right)) {
-                ([Some((p1, "saddr")), Some((p2, "daddr"))], Some(set)) if p1 == &ip && p2 == &ip => {
+                ([Some((p1, "saddr")), Some((p2, "daddr"))], Some(set))
+                    if p1 == &ip && p2 == &ip =>
+                {
                     Ok(Stmt::SaddrDaddrInSet(set))
                 }
                 _ => Err(unknown()),

@@ -71,7 +71,11 @@ pub fn compare(mode: ProxyMode, family: IpFamily, desired: &Rules, live: &Rules)
     DiffReport {
         mode: mode.to_string(),
         family: family.to_string(),
-        compared: want.keys().chain(have.keys()).collect::<BTreeSet<_>>().len(),
+        compared: want
+            .keys()
+            .chain(have.keys())
+            .collect::<BTreeSet<_>>()
+            .len(),
         differences: differences(&want, &have),
     }
 }
@@ -121,7 +125,10 @@ fn differences(want: &Model, have: &Model) -> Vec<PortDiff> {
 }
 
 fn list(set: &BTreeSet<SocketAddr>) -> String {
-    set.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    set.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl DiffReport {
@@ -157,10 +164,18 @@ impl DiffReport {
             };
             let _ = writeln!(out, "  {status} {}", d.service_port);
             if !d.missing_endpoints.is_empty() {
-                let _ = writeln!(out, "      endpoints not programmed: {}", list(&d.missing_endpoints));
+                let _ = writeln!(
+                    out,
+                    "      endpoints not programmed: {}",
+                    list(&d.missing_endpoints)
+                );
             }
             if !d.extra_endpoints.is_empty() {
-                let _ = writeln!(out, "      endpoints programmed but not wanted: {}", list(&d.extra_endpoints));
+                let _ = writeln!(
+                    out,
+                    "      endpoints programmed but not wanted: {}",
+                    list(&d.extra_endpoints)
+                );
             }
             for r in &d.missing_rules {
                 let _ = writeln!(out, "      - {r}");

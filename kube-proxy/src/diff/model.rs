@@ -54,7 +54,13 @@ fn comment_of(args: &[String]) -> Option<&str> {
 }
 
 #[cfg(feature = "iptables")]
-const SERVICE_CHAIN_PREFIXES: [&str; 5] = ["KUBE-SVC-", "KUBE-SVL-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-"];
+const SERVICE_CHAIN_PREFIXES: [&str; 5] = [
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-SEP-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+];
 
 /// The model of iptables state: `chains` names the shared chains to
 /// compare (the desired state's), plus every per-service chain.
@@ -84,7 +90,9 @@ fn iptables_model(
                 } else {
                     comment_of(&rule.args).and_then(service_port_in)
                 };
-                let group = model.entry(port.unwrap_or_else(|| SHARED.to_string())).or_default();
+                let group = model
+                    .entry(port.unwrap_or_else(|| SHARED.to_string()))
+                    .or_default();
                 let text = format!("-t {table} -A {name} {}", rule.text());
                 let key = match parse(&rule.args) {
                     Ok(parsed) => {
@@ -156,7 +164,10 @@ pub fn element_group(
 }
 
 #[cfg(feature = "nftables")]
-fn nftables_model(table: Option<&backend_nftables::fake::FakeTable>, family: proxy_core::IpFamily) -> Model {
+fn nftables_model(
+    table: Option<&backend_nftables::fake::FakeTable>,
+    family: proxy_core::IpFamily,
+) -> Model {
     use backend_nftables::ir::{ElemValue, RuleDisplay, Stmt};
     let mut model = Model::new();
     let Some(table) = table else {

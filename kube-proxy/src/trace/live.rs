@@ -78,7 +78,11 @@ fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
 }
 
 /// Runs a listing command; `Ok(None)` when the program is not installed.
-async fn list(exec: &SystemExecutor, what: &str, cmd: Command) -> Result<Option<String>, InspectError> {
+async fn list(
+    exec: &SystemExecutor,
+    what: &str,
+    cmd: Command,
+) -> Result<Option<String>, InspectError> {
     if !exec.has_program(&cmd.program) {
         return Ok(None);
     }
@@ -87,7 +91,10 @@ async fn list(exec: &SystemExecutor, what: &str, cmd: Command) -> Result<Option<
         .await
         .map_err(|e| InspectError::from_tool(what, &format!("{cmd}: {e}")))?;
     if !out.success() {
-        return Err(InspectError::from_tool(what, &format!("{cmd}: {}", out.stderr)));
+        return Err(InspectError::from_tool(
+            what,
+            &format!("{cmd}: {}", out.stderr),
+        ));
     }
     Ok(Some(out.stdout))
 }
@@ -153,7 +160,10 @@ pub async fn detect_live() -> Result<Installed, InspectError> {
 }
 
 /// Picks the mode to read: `wanted`, or the only one installed.
-pub fn choose_mode(wanted: Option<ProxyMode>, installed: &Installed) -> Result<ProxyMode, InspectError> {
+pub fn choose_mode(
+    wanted: Option<ProxyMode>,
+    installed: &Installed,
+) -> Result<ProxyMode, InspectError> {
     if let Some(mode) = wanted {
         return Ok(mode);
     }
@@ -184,18 +194,31 @@ pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, Inspe
         #[cfg(feature = "iptables")]
         ProxyMode::Iptables => {
             let save = iptables_save(family).await?.ok_or_else(|| {
-                InspectError::Mode("no iptables-save found in PATH (install the iptables package)".into())
+                InspectError::Mode(
+                    "no iptables-save found in PATH (install the iptables package)".into(),
+                )
             })?;
             parse(ProxyMode::Iptables, family, &save)
         }
         #[cfg(feature = "nftables")]
         ProxyMode::Nftables => {
             let exec = SystemExecutor::default();
-            let Some(tables) = list(&exec, "nftables ruleset", Command::new("nft", ["-j", "list", "tables"])).await? else {
-                return Err(InspectError::Mode("no nft found in PATH (install the nftables package)".into()));
+            let Some(tables) = list(
+                &exec,
+                "nftables ruleset",
+                Command::new("nft", ["-j", "list", "tables"]),
+            )
+            .await?
+            else {
+                return Err(InspectError::Mode(
+                    "no nft found in PATH (install the nftables package)".into(),
+                ));
             };
             let fam = nft_family(family);
-            if !nft_tables(&tables)?.iter().any(|(f, n)| f == fam && n == NFT_TABLE) {
+            if !nft_tables(&tables)?
+                .iter()
+                .any(|(f, n)| f == fam && n == NFT_TABLE)
+            {
                 return Ok(Rules::Nftables(None));
             }
             let json = list(
@@ -223,7 +246,8 @@ pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
             return Err(unsupported(ProxyMode::Userspace));
         }
         return Err(InspectError::Mode(
-            "the nft listing holds no table named kube-proxy (save it with `nft -j list ruleset`)".into(),
+            "the nft listing holds no table named kube-proxy (save it with `nft -j list ruleset`)"
+                .into(),
         ));
     }
     match iptables_mode_in(text) {
@@ -237,7 +261,11 @@ pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
 
 /// Reads a dump file of `family`'s rules; the mode comes from its content
 /// unless `wanted` says.
-pub fn read_file(path: &Path, wanted: Option<ProxyMode>, family: IpFamily) -> Result<(ProxyMode, Rules), InspectError> {
+pub fn read_file(
+    path: &Path,
+    wanted: Option<ProxyMode>,
+    family: IpFamily,
+) -> Result<(ProxyMode, Rules), InspectError> {
     let text = std::fs::read_to_string(path).map_err(|source| InspectError::File {
         path: path.to_path_buf(),
         source,
@@ -281,7 +309,10 @@ mod tests {
             iptables_mode_in("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-LOAD-BALANCER - [0:0]\nCOMMIT\n"),
             Some(ProxyMode::Ipvs)
         );
-        assert_eq!(iptables_mode_in("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"), None);
+        assert_eq!(
+            iptables_mode_in("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n"),
+            None
+        );
     }
 
     #[test]
@@ -290,7 +321,10 @@ mod tests {
             modes: vec![ProxyMode::Iptables, ProxyMode::Nftables],
         };
         let e = choose_mode(None, &both).unwrap_err().to_string();
-        assert!(e.contains("iptables, nftables") && e.contains("--proxy-mode"), "{e}");
+        assert!(
+            e.contains("iptables, nftables") && e.contains("--proxy-mode"),
+            "{e}"
+        );
         assert_eq!(
             choose_mode(Some(ProxyMode::Nftables), &both).unwrap(),
             ProxyMode::Nftables

@@ -182,10 +182,13 @@ pub fn trace_rules(
         }
         #[cfg(feature = "nftables")]
         Rules::Nftables(table) => match table {
-            None => (Vec::new(), Vec::new(), proxy_core::conformance::Outcome::NotMatched),
+            None => (
+                Vec::new(),
+                Vec::new(),
+                proxy_core::conformance::Outcome::NotMatched,
+            ),
             Some(table) => {
-                let tracer =
-                    backend_nftables::fake::Tracer::new(table, family, local_ips.to_vec());
+                let tracer = backend_nftables::fake::Tracer::new(table, family, local_ips.to_vec());
                 let path = tracer.trace_path(&packet, iif.as_deref());
                 let hops = path
                     .hops
@@ -235,11 +238,9 @@ pub async fn trace_live(
 ) -> Result<TraceReport, InspectError> {
     let mode = live::choose_mode(wanted, &live::detect_live().await?)?;
     let rules = live::read_live(mode, family_of(request.to.ip())).await?;
-    let local = crate::privileges::local_addresses().map_err(|e| {
-        InspectError::Read {
-            what: "the node's addresses".into(),
-            detail: e.to_string(),
-        }
+    let local = crate::privileges::local_addresses().map_err(|e| InspectError::Read {
+        what: "the node's addresses".into(),
+        detail: e.to_string(),
     })?;
     trace_rules(&rules, mode, &local, request)
 }

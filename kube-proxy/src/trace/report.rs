@@ -87,7 +87,9 @@ impl TraceReport {
                 }
             ),
             Outcome::Dropped => "DROPPED by the proxy's rules".to_string(),
-            Outcome::Rejected => "REJECTED by the proxy's rules (ICMP unreachable / TCP reset)".to_string(),
+            Outcome::Rejected => {
+                "REJECTED by the proxy's rules (ICMP unreachable / TCP reset)".to_string()
+            }
             Outcome::NotMatched => {
                 "NOT A SERVICE ADDRESS: no proxy rule changes this packet".to_string()
             }
@@ -130,14 +132,13 @@ impl TraceReport {
             for c in &self.choices {
                 let _ = writeln!(
                     out,
-                    "  {:<28} {}{}",
+                    "  {:<28} {}",
                     c.endpoint.to_string(),
                     if c.affinity {
                         "session affinity: a returning client".to_string()
                     } else {
                         format!("probability {:.3}", c.probability)
                     },
-                    ""
                 );
             }
         }
