@@ -95,6 +95,8 @@ struct Walk<'a> {
     /// Whether the branch being walked is a session-affinity one
     /// (`recent --rcheck`).
     affinity: bool,
+    /// Skip rules the tracer does not understand outside `KUBE-*` chains.
+    lenient: bool,
 }
 
 impl Walk<'_> {
@@ -160,8 +162,24 @@ impl Walk<'_> {
         self.hops.push(Hop::enter(self.depth, table, chain));
         let mut flow = Flow::Continue;
         for r in &c.rules {
-            let parsed = parse(&r.args)
-                .map_err(|e| Self::err(table, chain, format!("{e} in `{}`", r.text())))?;
+            let parsed = match parse(&r.args) {
+                Ok(parsed) => parsed,
+                Err(e) if self.lenient && !chain.starts_with("KUBE-") => {
+                    self.hops.push(Hop::rule(
+                        self.depth,
+                        table,
+                        chain,
+                        format!("-A {chain} {}", r.text()),
+                        vec![format!(
+                            "not kube-proxy's and not understood ({e}): assumed not to match"
+                        )],
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Self::err(table, chain, format!("{e} in `{}`", r.text())));
+                }
+            };
             let hit = self.matches(&parsed.conds, s);
             if hit == Hit::No {
                 continue;
@@ -264,6 +282,29 @@ pub fn trace_path(
     packet: &Packet,
     in_interface: Option<&str>,
 ) -> Result<Path, TraceError> {
+    walk_path(tables, node, packet, in_interface, false)
+}
+
+/// [`trace_path`] over a live host's rules: rules outside kube-proxy's
+/// `KUBE-*` chains that the tracer does not understand (another
+/// firewall's) are recorded as hops and assumed not to match, instead of
+/// failing the trace.
+pub fn trace_path_lenient(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+) -> Result<Path, TraceError> {
+    walk_path(tables, node, packet, in_interface, true)
+}
+
+fn walk_path(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+    lenient: bool,
+) -> Result<Path, TraceError> {
     let mut s = State {
         source: packet.source,
         destination: packet.destination,
@@ -286,6 +327,7 @@ pub fn trace_path(
         choices: Vec::new(),
         chance: 1.0,
         affinity: false,
+        lenient,
     };
     let has = |table: &str, chain: &str| tables.chain(table, chain).is_some();
     let nat_in = if packet.origin == Origin::Host {
@@ -346,4 +388,81 @@ pub fn trace_path(
         mark: s.mark,
         outcome,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxy_core::Protocol;
+
+    const SAVE: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-A - [0:0]
+:KUBE-SEP-A - [0:0]
+:KUBE-SEP-B - [0:0]
+-A PREROUTING -m set --match-set blocked src -j DROP
+-A PREROUTING -j KUBE-SERVICES
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A
+-A KUBE-SVC-A -m statistic --mode random --probability 0.25 -j KUBE-SEP-A
+-A KUBE-SVC-A -j KUBE-SEP-B
+-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:8080
+-A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.244.0.2:8080
+COMMIT
+";
+
+    fn packet() -> Packet {
+        Packet {
+            origin: Origin::External,
+            source: "192.0.2.1".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            destination: "10.96.0.10".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn the_path_records_dnat_choices_with_their_probabilities() {
+        let tables = Tables::parse(
+            SAVE.replace("-A PREROUTING -m set --match-set blocked src -j DROP\n", "")
+                .as_str(),
+        )
+        .unwrap();
+        let node = Node { local_ips: vec![] };
+        let path = trace_path(&tables, &node, &packet(), None).unwrap();
+        let choices: Vec<(String, f64)> = path
+            .choices
+            .iter()
+            .map(|c| (c.endpoint.to_string(), c.probability))
+            .collect();
+        assert_eq!(
+            choices,
+            vec![
+                ("10.244.0.1:8080".to_string(), 0.25),
+                ("10.244.0.2:8080".to_string(), 0.75)
+            ]
+        );
+        assert!(
+            path.hops
+                .iter()
+                .any(|h| h.chain == "KUBE-SVC-A" && h.rule.is_none()),
+            "{:?}",
+            path.hops
+        );
+        assert!(matches!(path.outcome, Outcome::Forwarded { .. }));
+    }
+
+    #[test]
+    fn foreign_rules_fail_strict_traces_and_are_skipped_by_lenient_ones() {
+        let tables = Tables::parse(SAVE).unwrap();
+        let node = Node { local_ips: vec![] };
+        assert!(trace_path(&tables, &node, &packet(), None).is_err());
+        let path = trace_path_lenient(&tables, &node, &packet(), None).unwrap();
+        assert!(
+            path.hops
+                .iter()
+                .any(|h| h.notes.iter().any(|n| n.contains("assumed not to match")))
+        );
+        assert!(matches!(path.outcome, Outcome::Forwarded { .. }));
+    }
 }

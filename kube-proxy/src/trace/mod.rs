@@ -156,8 +156,9 @@ pub fn trace_rules(
             let node = backend_iptables::trace::Node {
                 local_ips: local_ips.to_vec(),
             };
-            let path = backend_iptables::trace::trace_path(tables, &node, &packet, iif.as_deref())
-                .map_err(|e| InspectError::Rules(e.to_string()))?;
+            let path =
+                backend_iptables::trace::trace_path_lenient(tables, &node, &packet, iif.as_deref())
+                    .map_err(|e| InspectError::Rules(e.to_string()))?;
             let hops = path
                 .hops
                 .into_iter()
