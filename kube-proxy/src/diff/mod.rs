@@ -318,7 +318,11 @@ async fn execute(args: &DiffArgs) -> Result<Diff, InspectError> {
 
 /// `kube-proxy diff ARGS`.
 pub fn main(args: &[String]) -> ExitCode {
-    let args = match DiffArgs::try_parse_from(args) {
+    // Usage lines read `kube-proxy diff …`.
+    let args: Vec<String> = std::iter::once("kube-proxy diff".to_string())
+        .chain(args.iter().skip(1).cloned())
+        .collect();
+    let args = match DiffArgs::try_parse_from(&args) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

@@ -283,7 +283,11 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, I
 /// `kube-proxy trace ARGS`: prints the report; exit 0 when traced, 2 when
 /// the rules could not be read.
 pub fn main(args: &[String]) -> ExitCode {
-    let args = match TraceArgs::try_parse_from(args) {
+    // Usage lines read `kube-proxy trace …`.
+    let args: Vec<String> = std::iter::once("kube-proxy trace".to_string())
+        .chain(args.iter().skip(1).cloned())
+        .collect();
+    let args = match TraceArgs::try_parse_from(&args) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
