@@ -6,7 +6,6 @@
 //! Nothing here changes the dataplane: only listing commands run.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use proxy_core::exec::{Command, Executor, SystemExecutor};
 use proxy_core::{IpFamily, ProxyMode};
@@ -30,6 +29,7 @@ pub enum Rules {
 }
 
 /// The family word nft uses.
+#[cfg(feature = "nftables")]
 fn nft_family(family: IpFamily) -> &'static str {
     match family {
         IpFamily::V4 => "ip",
@@ -103,6 +103,8 @@ async fn list(
 /// iptables backend's wrapper (variant detection as the backend does).
 #[cfg(feature = "iptables")]
 async fn iptables_save(family: IpFamily) -> Result<Option<String>, InspectError> {
+    use std::sync::Arc;
+
     use backend_iptables::IptablesError;
     use backend_iptables::iptables::Iptables;
     let what = "iptables rules";
