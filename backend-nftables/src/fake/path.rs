@@ -42,6 +42,7 @@ pub struct Path {
     pub hops: Vec<Hop>,
     /// Every endpoint a DNAT may pick, with its chance.
     pub choices: Vec<Choice>,
-    /// Whether some branch set the masquerade mark or masqueraded.
+    /// What happens to the packet (every branch folded, as
+    /// [`Tracer::trace`](super::Tracer::trace) gives it).
     pub outcome: Outcome,
 }
