@@ -80,6 +80,12 @@ impl Nft {
         &self.program
     }
 
+    /// Whether the program is installed (an executable file, on `PATH`
+    /// unless it is a path).
+    pub fn is_installed(&self) -> bool {
+        self.exec.has_program(&self.program)
+    }
+
     /// Runs `nft args…` with `stdin`; an error when it cannot be started or
     /// times out.
     async fn run(
