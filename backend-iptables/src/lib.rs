@@ -30,8 +30,8 @@ pub mod tables;
 pub mod trace;
 
 pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};
+pub use factory::IptablesFactory;
 /// What went wrong talking to iptables: the driver's error (its
 /// [`into_backend_error`](proxy_core::exec::ToolError::into_backend_error)
 /// gives the kind the runtime acts on).
 pub use proxy_core::exec::ToolError as IptablesError;
-pub use factory::IptablesFactory;

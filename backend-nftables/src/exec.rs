@@ -62,7 +62,10 @@ impl Executor for NftCli {
         if tx.is_empty() {
             return Ok(());
         }
-        self.nft.apply(&tx.to_script()).await.map_err(NftError::Apply)
+        self.nft
+            .apply(&tx.to_script())
+            .await
+            .map_err(NftError::Apply)
     }
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {

@@ -54,7 +54,9 @@ impl From<UserspaceError> for BackendError {
             UserspaceError::Nft(source) if source.timed_out() => {
                 BackendError::transient(e.to_string())
             }
-            UserspaceError::Nft(_) | UserspaceError::Encode(_) => BackendError::dataplane(e.to_string()),
+            UserspaceError::Nft(_) | UserspaceError::Encode(_) => {
+                BackendError::dataplane(e.to_string())
+            }
             UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
         };
         error.with_source(e)
