@@ -30,6 +30,8 @@ mod stats;
 
 pub use capabilities::{Capabilities, Capability};
 pub use commands::{CommandLimits, TimeoutRecorder};
+#[cfg(test)]
+pub(crate) use commands::Names;
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
 pub use factory::{BackendFactory, Registry};

@@ -184,7 +184,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::TimeoutRecorder;
+    use crate::backend::Names;
 
     /// Answers every command with one output, recording the command lines
     /// and inputs.
@@ -311,18 +311,6 @@ mod tests {
         assert!(parse_listing("not json").is_err());
     }
 
-    #[derive(Default)]
-    struct Count(Mutex<Vec<String>>);
-
-    impl TimeoutRecorder for Count {
-        fn command_timed_out(&self, program: &str) {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(program.to_string());
-        }
-    }
-
     #[tokio::test]
     async fn a_hung_nft_is_killed_counted_and_transient() {
         let dir = std::env::temp_dir().join(format!("nft-driver-hung-{}", std::process::id()));
@@ -334,7 +322,7 @@ mod tests {
             std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
-        let count = Arc::new(Count::default());
+        let count = Arc::new(Names::default());
         let limits = CommandLimits::new(Duration::from_millis(200)).with_recorder(count.clone());
         let nft = Nft::new(limits).with_program(program.to_string_lossy());
         let started = std::time::Instant::now();
