@@ -29,9 +29,9 @@ pub mod privileges;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
-pub use commands::{CommandLimits, TimeoutRecorder};
 #[cfg(test)]
 pub(crate) use commands::Names;
+pub use commands::{CommandLimits, TimeoutRecorder};
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
 pub use factory::{BackendFactory, Registry};

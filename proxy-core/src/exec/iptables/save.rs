@@ -22,8 +22,9 @@ pub fn chains(saved: &str) -> Vec<String> {
         .collect()
 }
 
-/// The `(table, chain)` pairs declared in `saved` (`*nat` … `:KUBE-SERVICES
-/// - [0:0]` … `COMMIT`); declarations outside a table are ignored.
+/// The `(table, chain)` pairs declared in `saved` (`*nat` …
+/// `:KUBE-SERVICES - [0:0]` … `COMMIT`); declarations outside a table are
+/// ignored.
 pub fn chains_by_table(saved: &str) -> BTreeSet<(&str, &str)> {
     let mut chains = BTreeSet::new();
     let mut table = None;
