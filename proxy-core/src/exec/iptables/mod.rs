@@ -256,8 +256,7 @@ impl<X: Executor> Iptables<X> {
         chain: &str,
         args: &[String],
     ) -> Result<bool, ToolError> {
-        let mut check: Vec<&str> = vec!["-C", chain];
-        check.extend(args.iter().map(String::as_str));
+        let mut check = rule("-C", chain, args);
         if self.iptables(table, &check, ExitOne::No).await? {
             return Ok(true);
         }
@@ -280,9 +279,8 @@ impl<X: Executor> Iptables<X> {
         chain: &str,
         args: &[String],
     ) -> Result<bool, ToolError> {
-        let mut del: Vec<&str> = vec!["-D", chain];
-        del.extend(args.iter().map(String::as_str));
-        self.iptables(table, &del, ExitOne::No).await
+        self.iptables(table, &rule("-D", chain, args), ExitOne::No)
+            .await
     }
 
     /// Flushes and deletes `chain`; returns whether it existed.
@@ -301,6 +299,13 @@ impl<X: Executor> Iptables<X> {
     pub async fn remove(&self, table: &str, args: &[&str]) -> Result<bool, ToolError> {
         self.iptables(table, args, ExitOne::Error).await
     }
+}
+
+/// `op chain args…`: the arguments of a rule command (`-C`, `-I`, `-D`).
+fn rule<'a>(op: &'a str, chain: &'a str, args: &'a [String]) -> Vec<&'a str> {
+    let mut all = vec![op, chain];
+    all.extend(args.iter().map(String::as_str));
+    all
 }
 
 /// `iptables-save` output of both families for `variant` (errors count as
