@@ -16,7 +16,6 @@
 //! See the crate README for the layout, kernel quirks and what is not done.
 
 mod backend;
-mod error;
 pub mod exec;
 mod factory;
 #[cfg(feature = "fake")]
@@ -31,5 +30,8 @@ pub mod tables;
 pub mod trace;
 
 pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};
-pub use error::IptablesError;
 pub use factory::IptablesFactory;
+/// What went wrong talking to iptables: the driver's error (its
+/// [`into_backend_error`](proxy_core::exec::ToolError::into_backend_error)
+/// gives the kind the runtime acts on).
+pub use proxy_core::exec::ToolError as IptablesError;

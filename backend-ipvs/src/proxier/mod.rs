@@ -33,9 +33,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_iptables::iptables::Iptables;
 use backend_iptables::render::RenderConfig;
 use proxy_core::backend::{Backend, BackendContext, BackendError};
+use proxy_core::exec::iptables::Iptables;
 use proxy_core::exec::{Command, Executor};
 use proxy_core::{
     Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName, SyncStats,

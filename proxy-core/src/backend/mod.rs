@@ -29,6 +29,8 @@ pub mod privileges;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
+#[cfg(test)]
+pub(crate) use commands::Names;
 pub use commands::{CommandLimits, TimeoutRecorder};
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
