@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use proxy_core::exec::{Command, Executor, SystemExecutor};
+use proxy_core::backend::CommandLimits;
+use proxy_core::exec::nft::{self, Nft};
 use proxy_core::{IpFamily, ProxyMode};
 
 use super::error::InspectError;
@@ -26,15 +27,6 @@ pub enum Rules {
     /// Our nftables table; `None` when it does not exist.
     #[cfg(feature = "nftables")]
     Nftables(Option<backend_nftables::fake::FakeTable>),
-}
-
-/// The family word nft uses.
-#[cfg(feature = "nftables")]
-fn nft_family(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
 }
 
 /// What kube-proxy rules exist in this namespace, per mode.
@@ -58,15 +50,10 @@ fn iptables_mode_in(save: &str) -> Option<ProxyMode> {
     }
 }
 
-/// The tables `nft -j list tables` lists, as `(family, name)`.
-fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
-    let doc: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| InspectError::Rules(format!("nft printed something that is not JSON: {e}")))?;
-    Ok(doc
-        .get("nftables")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten()
+/// The tables in `objects` (of `nft -j list …`), as `(family, name)`.
+fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)> {
+    objects
+        .iter()
         .filter_map(|o| o.get("table"))
         .filter_map(|t| {
             Some((
@@ -74,29 +61,26 @@ fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
                 t.get("name")?.as_str()?.to_string(),
             ))
         })
-        .collect())
+        .collect()
 }
 
-/// Runs a listing command; `Ok(None)` when the program is not installed.
-async fn list(
-    exec: &SystemExecutor,
-    what: &str,
-    cmd: Command,
-) -> Result<Option<String>, InspectError> {
-    if !exec.has_program(&cmd.program) {
+/// The objects of an `nft -j list …` dump.
+fn nft_listing(json: &str) -> Result<Vec<serde_json::Value>, InspectError> {
+    nft::parse_listing(json)
+        .map_err(|e| InspectError::Rules(format!("nft printed something that is not JSON: {e}")))
+}
+
+/// `nft -j list <what…>` through the shared nft driver; `Ok(None)` when nft
+/// is not installed.
+async fn nft_list(what: &[&str]) -> Result<Option<Vec<serde_json::Value>>, InspectError> {
+    let nft = Nft::new(CommandLimits::default());
+    if !nft.is_installed() {
         return Ok(None);
     }
-    let out = exec
-        .run(&cmd)
+    nft.list(what)
         .await
-        .map_err(|e| InspectError::from_tool(what, &format!("{cmd}: {e}")))?;
-    if !out.success() {
-        return Err(InspectError::from_tool(
-            what,
-            &format!("{cmd}: {}", out.stderr),
-        ));
-    }
-    Ok(Some(out.stdout))
+        .map(Some)
+        .map_err(|e| InspectError::from_tool("nftables ruleset", &e.to_string()))
 }
 
 /// `iptables-save` of `family`'s nat and filter tables, through the
@@ -105,19 +89,19 @@ async fn list(
 async fn iptables_save(family: IpFamily) -> Result<Option<String>, InspectError> {
     use std::sync::Arc;
 
-    use backend_iptables::IptablesError;
-    use backend_iptables::iptables::Iptables;
+    use proxy_core::exec::iptables::Iptables;
+    use proxy_core::exec::{Executor, SystemExecutor};
     let what = "iptables rules";
     let exec: Arc<dyn Executor> = Arc::new(SystemExecutor::default());
     let tools = match Iptables::detect(exec, family).await {
         Ok(tools) => tools,
-        Err(IptablesError::MissingTool(_)) => return Ok(None),
+        Err(e) if e.not_installed() => return Ok(None),
         Err(e) => return Err(InspectError::from_tool(what, &e.to_string())),
     };
     let mut out = String::new();
     for table in ["nat", "filter"] {
         let saved = tools
-            .save(table)
+            .save(Some(table))
             .await
             .map_err(|e| InspectError::from_tool(what, &e.to_string()))?;
         out.push_str(&saved);
@@ -133,15 +117,8 @@ async fn iptables_save(_family: IpFamily) -> Result<Option<String>, InspectError
 /// Which modes' rules exist in the current network namespace.
 pub async fn detect_live() -> Result<Installed, InspectError> {
     let mut modes = Vec::new();
-    let exec = SystemExecutor::default();
-    let listed = list(
-        &exec,
-        "nftables ruleset",
-        Command::new("nft", ["-j", "list", "tables"]),
-    )
-    .await?;
-    if let Some(json) = listed {
-        let tables = nft_tables(&json)?;
+    if let Some(objects) = nft_list(&["tables"]).await? {
+        let tables = nft_tables(&objects);
         if tables.iter().any(|(_, n)| n == NFT_TABLE) {
             modes.push(ProxyMode::Nftables);
         }
@@ -204,32 +181,22 @@ pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, Inspe
         }
         #[cfg(feature = "nftables")]
         ProxyMode::Nftables => {
-            let exec = SystemExecutor::default();
-            let Some(tables) = list(
-                &exec,
-                "nftables ruleset",
-                Command::new("nft", ["-j", "list", "tables"]),
-            )
-            .await?
-            else {
+            let Some(tables) = nft_list(&["tables"]).await? else {
                 return Err(InspectError::Mode(
                     "no nft found in PATH (install the nftables package)".into(),
                 ));
             };
-            let fam = nft_family(family);
-            if !nft_tables(&tables)?
+            let fam = nft::family_word(family);
+            if !nft_tables(&tables)
                 .iter()
                 .any(|(f, n)| f == fam && n == NFT_TABLE)
             {
                 return Ok(Rules::Nftables(None));
             }
-            let json = list(
-                &exec,
-                "nftables ruleset",
-                Command::new("nft", ["-j", "list", "table", fam, NFT_TABLE]),
-            )
-            .await?
-            .unwrap_or_default();
+            let objects = nft_list(&["table", fam, NFT_TABLE])
+                .await?
+                .unwrap_or_default();
+            let json = serde_json::json!({ "nftables": objects }).to_string();
             parse(ProxyMode::Nftables, family, &json)
         }
         other => Err(unsupported(other)),
@@ -240,7 +207,7 @@ pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, Inspe
 /// `iptables-save` output.
 pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
     if text.trim_start().starts_with('{') {
-        let tables = nft_tables(text)?;
+        let tables = nft_tables(&nft_listing(text)?);
         if tables.iter().any(|(_, n)| n == NFT_TABLE) {
             return Ok(ProxyMode::Nftables);
         }
