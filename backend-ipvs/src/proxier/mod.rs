@@ -27,6 +27,7 @@ mod plan;
 mod rules;
 mod sysctls;
 mod table;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -54,6 +55,14 @@ use table::Table;
 /// with connections left.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 
+/// How soon a sync re-examines draining real servers
+/// ([`Backend::next_resync`] while one drains). Upstream's
+/// graceful-termination manager checks every minute (`rsCheckDeleteInterval`);
+/// here a check is a partial sync that reads only the draining virtual
+/// servers (no command, no write unless one is done), so it runs often
+/// enough that a finished real server does not linger.
+pub const DRAIN_RECHECK: Duration = Duration::from_secs(2);
+
 /// The IPVS mode's backend for one family (IPv4 in this version).
 ///
 /// [`render`](Backend::render) (`--dry-run`) shows node-port virtual
@@ -76,6 +85,8 @@ pub struct IpvsBackend {
     bound: Option<BTreeSet<IpAddr>>,
     /// Whether `MASQUERADE --random-fully` works (asked once).
     random_fully: Option<bool>,
+    /// Where the periodic verify's window of real servers starts.
+    verify_cursor: Option<ServiceKey>,
 }
 
 impl std::fmt::Debug for IpvsBackend {
@@ -110,6 +121,7 @@ impl IpvsBackend {
             table: None,
             bound: None,
             random_fully: None,
+            verify_cursor: None,
         })
     }
 
@@ -370,6 +382,32 @@ impl Backend for IpvsBackend {
             self.applied_rules = None;
         }
         self.sync_inner(view, changes).await.map_err(backend_error)
+    }
+
+    /// The periodic verify: the IPVS table over netlink against the last
+    /// sync's (see `verify.rs`); reads only, writes nothing, runs no
+    /// command. Before the first sync, nothing is lost.
+    async fn dataplane_lost(&mut self) -> bool {
+        let (Some(table), Some(ipvs)) = (self.table.as_ref(), self.ipvs.as_mut()) else {
+            return false;
+        };
+        match verify::drift(ipvs, table, &self.draining, &mut self.verify_cursor) {
+            Ok(None) => false,
+            Ok(Some(what)) => {
+                tracing::warn!(%what, "the IPVS table was changed from outside");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the IPVS table to verify it");
+                true
+            }
+        }
+    }
+
+    /// While a real server drains, a sync within [`DRAIN_RECHECK`] to
+    /// delete it once its connections are gone.
+    fn next_resync(&self) -> Option<Duration> {
+        (!self.draining.is_empty()).then_some(DRAIN_RECHECK)
     }
 
     async fn cleanup(&mut self) -> Result<(), BackendError> {

@@ -96,7 +96,7 @@ pub(crate) struct Table {
     vips: HashMap<IpAddr, u32>,
     /// The ports of each virtual server (one unless two ports collide;
     /// then the last one's wins, as in [`Desired::of`]).
-    services: HashMap<ServiceKey, BTreeSet<ServicePortName>>,
+    services: BTreeMap<ServiceKey, BTreeSet<ServicePortName>>,
     /// How many ports produce each set entry.
     entries: HashMap<SetEntry, u32>,
     /// The ports with entries in each set.
@@ -119,7 +119,7 @@ impl Table {
             primary_ip,
             ports: HashMap::with_capacity(view.len()),
             vips: HashMap::new(),
-            services: HashMap::new(),
+            services: BTreeMap::new(),
             entries: HashMap::new(),
             set_ports: BTreeMap::new(),
             own_rules: BTreeSet::new(),
@@ -261,6 +261,29 @@ impl Table {
     pub(crate) fn service(&self, key: &ServiceKey) -> Option<&DesiredService> {
         let owner = self.services.get(key)?.last()?;
         self.ports.get(owner)?.desired.services.get(key)
+    }
+
+    /// Up to `n` desired virtual servers in key order, after `after`
+    /// (from the first: `None`).
+    pub(crate) fn services_after(
+        &self,
+        after: Option<&ServiceKey>,
+        n: usize,
+    ) -> Vec<(ServiceKey, &DesiredService)> {
+        let keys: Box<dyn Iterator<Item = &ServiceKey>> = match after {
+            Some(after) => Box::new(
+                self.services
+                    .range((
+                        std::ops::Bound::Excluded(*after),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .map(|(k, _)| k),
+            ),
+            None => Box::new(self.services.keys()),
+        };
+        keys.filter_map(|k| self.service(k).map(|s| (*k, s)))
+            .take(n)
+            .collect()
     }
 
     /// The desired virtual servers among `keys` (every one: `None`).
