@@ -124,12 +124,11 @@ impl Table {
             set_ports: BTreeMap::new(),
             own_rules: BTreeSet::new(),
         };
-        let mut before = Before::default();
         for (name, port_view) in view.iter() {
             let share = PortShare::of(Desired::of_port(
                 name, port_view, scheduler, node_ips, primary_ip,
             ));
-            table.add(name, share, &mut before);
+            table.add(name, share, None);
         }
         table
     }
@@ -157,7 +156,7 @@ impl Table {
                     self.primary_ip,
                 ));
                 delta.keys.extend(share.desired.services.keys().copied());
-                self.add(name, share, &mut before);
+                self.add(name, share, Some(&mut before));
             }
         }
         for (ip, was) in before.vips {
@@ -177,23 +176,35 @@ impl Table {
         delta
     }
 
-    fn add(&mut self, name: &ServicePortName, share: PortShare, before: &mut Before) {
+    /// Adds `name`'s share; `before` (when a delta is wanted) records what
+    /// was there before.
+    fn add(&mut self, name: &ServicePortName, share: PortShare, mut before: Option<&mut Before>) {
         for ip in &share.desired.vips {
             let count = self.vips.entry(*ip).or_insert(0);
-            before.vips.entry(*ip).or_insert(*count > 0);
+            if let Some(before) = before.as_mut() {
+                before.vips.entry(*ip).or_insert(*count > 0);
+            }
             *count += 1;
         }
         for key in share.desired.services.keys() {
             self.services.entry(*key).or_default().insert(name.clone());
         }
+        let mut sets: Vec<&'static str> = Vec::new();
         for entry in &share.entries {
-            let count = self.entries.entry(entry.clone()).or_insert(0);
-            before.entries.entry(entry.clone()).or_insert(*count > 0);
+            let count = match self.entries.get_mut(entry) {
+                Some(count) => count,
+                None => self.entries.entry(entry.clone()).or_insert(0),
+            };
+            if let Some(before) = before.as_mut() {
+                before.entries.entry(entry.clone()).or_insert(*count > 0);
+            }
             *count += 1;
-            self.set_ports
-                .entry(entry.0)
-                .or_default()
-                .insert(name.clone());
+            if !sets.contains(&entry.0) {
+                sets.push(entry.0);
+            }
+        }
+        for set in sets {
+            self.set_ports.entry(set).or_default().insert(name.clone());
         }
         if share.has_own_rules() {
             self.own_rules.insert(name.clone());
