@@ -86,7 +86,7 @@ impl Desired {
             ..Desired::default()
         };
         for (name, port_view) in view.iter() {
-            desired.add_port(name, port_view, scheduler, primary_ip);
+            desired = desired.add_port(name, port_view, scheduler, primary_ip);
         }
         desired
     }
@@ -100,12 +100,11 @@ impl Desired {
         node_ips: &BTreeSet<IpAddr>,
         primary_ip: Option<IpAddr>,
     ) -> Desired {
-        let mut desired = Desired {
+        let desired = Desired {
             node_ips: node_ips.clone(),
             ..Desired::default()
         };
-        desired.add_port(name, port_view, scheduler, primary_ip);
-        desired
+        desired.add_port(name, port_view, scheduler, primary_ip)
     }
 
     /// Adds everything `other` holds (another port's share); `other`'s
@@ -144,15 +143,15 @@ impl Desired {
         self.lb_no_node_access.extend(lb_no_node_access);
     }
 
-    /// Adds the virtual servers, addresses and set entries of one service
-    /// port (node ports on `self.node_ips`).
+    /// `self` with the virtual servers, addresses and set entries of one
+    /// service port added (node ports on `self.node_ips`).
     fn add_port(
-        &mut self,
+        self,
         name: &ServicePortName,
         port_view: &ServicePortView,
         scheduler: &str,
         primary_ip: Option<IpAddr>,
-    ) {
+    ) -> Desired {
         let mut desired = self;
         let node_ips = &desired.node_ips.clone();
         {
@@ -265,6 +264,7 @@ impl Desired {
                 .services
                 .insert(key, DesiredService { service, servers });
         }
+        desired
     }
 }
 

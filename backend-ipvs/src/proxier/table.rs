@@ -313,7 +313,7 @@ impl Table {
     /// content exactly the table's (full syncs).
     pub(crate) fn ipset_restore(&self) -> String {
         let mut sets = rules::ipset_entries(&Desired::default());
-        for ((set, entry), _) in &self.entries {
+        for (set, entry) in self.entries.keys() {
             if let Some((_, members)) = sets.iter_mut().find(|(name, _)| name == set) {
                 members.insert(entry.clone());
             }
