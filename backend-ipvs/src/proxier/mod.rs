@@ -1,8 +1,13 @@
 //! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
 //! traffic.
 //!
-//! Each sync computes the [`Desired`] state of the view and diffs it
-//! against the kernel's (nothing is rewritten that is already right):
+//! Each sync diffs the desired state of the view against the kernel's
+//! (nothing is rewritten that is already right). A full sync rebuilds the
+//! whole [`Table`] and trusts nothing; a partial one recomputes only the
+//! changed service ports and touches only what they change (see
+//! `table.rs`). Between syncs, `dataplane_lost` verifies the IPVS table
+//! (`verify.rs`) and `next_resync` asks for a sync while a real server
+//! drains. What a sync programs:
 //!
 //! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
 //! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
