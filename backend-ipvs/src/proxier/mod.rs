@@ -28,6 +28,7 @@
 
 mod desired;
 mod dummy;
+mod ipset_sizes;
 mod plan;
 mod rules;
 mod sysctls;

@@ -103,6 +103,8 @@ pub(crate) struct Table {
     set_ports: BTreeMap<&'static str, BTreeSet<ServicePortName>>,
     /// The ports with iptables rules of their own.
     own_rules: BTreeSet<ServicePortName>,
+    /// How many distinct entries each set holds.
+    set_sizes: HashMap<&'static str, usize>,
 }
 
 impl Table {
@@ -123,6 +125,7 @@ impl Table {
             entries: HashMap::new(),
             set_ports: BTreeMap::new(),
             own_rules: BTreeSet::new(),
+            set_sizes: HashMap::new(),
         };
         for (name, port_view) in view.iter() {
             let share = PortShare::of(Desired::of_port(
@@ -198,6 +201,9 @@ impl Table {
             if let Some(before) = before.as_mut() {
                 before.entries.entry(entry.clone()).or_insert(*count > 0);
             }
+            if *count == 0 {
+                *self.set_sizes.entry(entry.0).or_insert(0) += 1;
+            }
             *count += 1;
             if !sets.contains(&entry.0) {
                 sets.push(entry.0);
@@ -236,6 +242,9 @@ impl Table {
                 *count -= 1;
                 if *count == 0 {
                     self.entries.remove(entry);
+                    if let Some(size) = self.set_sizes.get_mut(entry.0) {
+                        *size = size.saturating_sub(1);
+                    }
                 }
             }
             if let Some(ports) = self.set_ports.get_mut(entry.0) {
@@ -307,6 +316,15 @@ impl Table {
             Some(keys) => keys.iter().filter_map(pick).collect(),
             None => self.services.keys().filter_map(pick).collect(),
         }
+    }
+
+    /// Every set with how many entries the table puts in it, in
+    /// `ipset restore` order.
+    pub(crate) fn set_sizes(&self) -> Vec<(&'static str, usize)> {
+        rules::ipset_entries(&Desired::default())
+            .into_iter()
+            .map(|(set, _)| (set, self.set_sizes.get(set).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// The `ipset restore` input that creates every set and makes its
@@ -438,6 +456,7 @@ mod tests {
         assert_eq!(table.services(None), built.services(None));
         assert_eq!(table.ipset_restore(), built.ipset_restore());
         assert_eq!(table.rules_shape(), built.rules_shape());
+        assert_eq!(table.set_sizes(), built.set_sizes());
     }
 
     #[test]
@@ -597,6 +616,11 @@ mod tests {
                     "{}",
                     scenario.name()
                 );
+                let sizes: Vec<(&str, usize)> = rules::ipset_entries(&whole)
+                    .iter()
+                    .map(|(set, entries)| (*set, entries.len()))
+                    .collect();
+                assert_eq!(table.set_sizes(), sizes, "{}", scenario.name());
                 assert_eq!(table.vips(), whole.vips, "{}", scenario.name());
                 assert_eq!(table.services(None), whole.services, "{}", scenario.name());
             }

@@ -1,10 +1,11 @@
 //! The periodic verify ([`Backend::dataplane_lost`](proxy_core::Backend::dataplane_lost),
-//! every `syncPeriod`): reads the IPVS table over netlink and compares it
-//! with the table of the last sync. It writes nothing and runs no command;
+//! every `syncPeriod`): reads the IPVS table and the ipsets' entry counts
+//! over netlink and compares them with the table of the last sync. It writes nothing and runs no command;
 //! drift makes the runtime run a full sync, which repairs everything
 //! (ipsets and rules included).
 //!
-//! Every check lists the virtual servers (one netlink dump) and the real
+//! Every check lists the virtual servers (one netlink dump), the ipset
+//! headers (one `NETLINK_NETFILTER` dump) and the real
 //! servers of [`VERIFY_BATCH`] of them, a rotating window, so at 10,000
 //! services every real server is looked at within 40 checks while a check
 //! stays a few hundred netlink requests.
@@ -16,6 +17,7 @@ use std::time::Instant;
 use crate::error::IpvsError;
 use crate::netlink::{IpvsNetlink, ServiceKey};
 
+use super::ipset_sizes;
 use super::plan::same_service;
 use super::table::Table;
 
@@ -55,6 +57,23 @@ pub(crate) fn drift(
             .find(|(k, _)| !seen.contains(k))
             .map_or_else(String::new, |(k, _)| k.to_string());
         return Ok(Some(format!("virtual server {missing} is missing")));
+    }
+    // the ipsets: each holds as many entries as the table puts in it (an
+    // entry deleted from outside shows; one replaced by another does not)
+    let sizes = ipset_sizes::set_sizes().map_err(|source| IpvsError::Netlink {
+        operation: "list the ipsets".into(),
+        source,
+    })?;
+    for (set, want) in table.set_sizes() {
+        match sizes.get(set) {
+            None => return Ok(Some(format!("ipset {set} is missing"))),
+            Some(have) if *have as usize != want => {
+                return Ok(Some(format!(
+                    "ipset {set} holds {have} entries, not {want}"
+                )));
+            }
+            Some(_) => {}
+        }
     }
     let window = table.services_after(cursor.as_ref(), VERIFY_BATCH);
     *cursor = if window.len() < VERIFY_BATCH {

@@ -344,21 +344,30 @@ fn changes_from_outside_are_found_by_the_periodic_verify_and_repaired_by_a_full_
     });
     assert_eq!(servers_of(&mut ipvs, vip(5)), all(5), "repaired");
 
-    // a virtual server and an ipset entry deleted from outside
-    guest::run(&ns, "ipvsadm", &["-D", "-t", &format!("{}:80", vip(3))]);
+    // an ipset entry deleted from outside
     let entry = format!("{},tcp:80", vip(4));
     guest::run(&ns, "ipset", &["del", "KUBE-CLUSTER-IP", &entry]);
     assert!(
         in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
-        "the verify finds the missing virtual server"
+        "the verify finds the missing set entry"
     );
     // what the runtime does then: a full sync
     in_ns(&ns, |rt| {
         rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
     });
+    guest::run(&ns, "ipset", &["test", "KUBE-CLUSTER-IP", &entry]);
+
+    // a virtual server deleted from outside
+    guest::run(&ns, "ipvsadm", &["-D", "-t", &format!("{}:80", vip(3))]);
+    assert!(
+        in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "the verify finds the missing virtual server"
+    );
+    in_ns(&ns, |rt| {
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
+    });
     assert_eq!(ipvs.services().unwrap().len(), SERVICES);
     assert_eq!(servers_of(&mut ipvs, vip(3)), all(3), "repaired");
-    guest::run(&ns, "ipset", &["test", "KUBE-CLUSTER-IP", &entry]);
     assert!(
         !in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
         "nothing left to repair"
