@@ -37,7 +37,10 @@ MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_s
       ip_set_hash_net ip_set_bitmap_port xt_ipvs ip_tables ip6_tables iptable_nat iptable_filter
       ip6table_nat ip6table_filter xt_set xt_mark xt_MASQUERADE xt_comment xt_conntrack xt_addrtype
       xt_tcpudp xt_multiport xt_statistic xt_nat xt_REDIRECT ipt_REJECT ip6t_REJECT
-      nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter xt_physdev)
+      nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter xt_physdev
+      # the iptables and nftables modes' SCTP scenarios run in the guest too
+      xt_sctp xt_recent nft_ct nft_nat nft_masq nft_redir nft_numgen nft_hash nft_limit
+      nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_reject_inet nft_reject_ipv4 nft_reject_ipv6)
 BINS=(ip ipvsadm ipset conntrack xtables-legacy-multi xtables-nft-multi nft)
 
 log() { echo "[ipvs-vm] $*" >&2; }

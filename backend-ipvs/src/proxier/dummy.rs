@@ -1,10 +1,15 @@
 //! `kube-ipvs0`: the dummy link every service address is bound to, so the
 //! node accepts packets for them and IPVS (at `LOCAL_IN`) sees them.
 //! Upstream leaves it down; a local address works on a down link.
+//!
+//! The link is shared by the IPv4 and the IPv6 backend of a dual-stack
+//! node: each reads and changes only its own family's addresses, and
+//! either may create the link.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use proxy_core::IpFamily;
 use proxy_core::exec::{Command, Executor};
 
 use crate::error::IpvsError;
@@ -14,34 +19,56 @@ async fn run(exec: &dyn Executor, command: Command) -> Result<String, IpvsError>
     crate::host::stdout_of(&command, exec.run(&command).await)
 }
 
-/// Creates `kube-ipvs0` unless it exists.
+/// Creates `kube-ipvs0` unless it exists (also when the other family's
+/// backend created it meanwhile).
 pub(crate) async fn ensure_device(exec: &dyn Executor) -> Result<(), IpvsError> {
     let show = Command::new("ip", ["-o", "link", "show", "dev", DUMMY_DEVICE]);
     if exec.run(&show).await.is_ok_and(|o| o.success()) {
         return Ok(());
     }
-    run(
+    let added = run(
         exec,
         Command::new("ip", ["link", "add", DUMMY_DEVICE, "type", "dummy"]),
     )
-    .await
-    .map(drop)
+    .await;
+    match added {
+        Err(_) if exec.run(&show).await.is_ok_and(|o| o.success()) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
-/// The addresses bound to `kube-ipvs0` (from `ip -j addr`).
-pub(crate) async fn bound(exec: &dyn Executor) -> Result<BTreeSet<IpAddr>, IpvsError> {
+/// Whether `ip` is a service address this family's backend may manage:
+/// of `family`, and not IPv6 link-local (the kernel's own `fe80::` address
+/// of the link, should it be up).
+fn is_service_address(ip: &IpAddr, family: IpFamily) -> bool {
+    IpFamily::of(ip) == family && !is_link_local_v6(ip)
+}
+
+fn is_link_local_v6(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local())
+}
+
+/// The addresses of `family` bound to `kube-ipvs0` (from `ip -j addr`).
+pub(crate) async fn bound(
+    exec: &dyn Executor,
+    family: IpFamily,
+) -> Result<BTreeSet<IpAddr>, IpvsError> {
     let command = Command::new("ip", ["-j", "addr", "show", "dev", DUMMY_DEVICE]);
     let json = run(exec, command.clone()).await?;
-    parse_addresses(&json).ok_or_else(|| IpvsError::Command {
+    let all = parse_addresses(&json).ok_or_else(|| IpvsError::Command {
         command: command.to_string(),
         status: "unreadable output".into(),
         stderr: json.chars().take(200).collect(),
-    })
+    })?;
+    Ok(all
+        .into_iter()
+        .filter(|ip| is_service_address(ip, family))
+        .collect())
 }
 
 /// The node's addresses node ports are served on, as upstream's IPVS
 /// proxier takes them: every link's but `kube-ipvs0`'s, without loopback
-/// addresses.
+/// and IPv6 link-local addresses.
 pub(crate) async fn node_addresses(exec: &dyn Executor) -> Result<BTreeSet<IpAddr>, IpvsError> {
     let command = Command::new("ip", ["-j", "addr", "show"]);
     let json = run(exec, command.clone()).await?;
@@ -52,7 +79,7 @@ pub(crate) async fn node_addresses(exec: &dyn Executor) -> Result<BTreeSet<IpAdd
     })?;
     Ok(addresses
         .into_iter()
-        .filter(|(link, ip)| link != DUMMY_DEVICE && !ip.is_loopback())
+        .filter(|(link, ip)| link != DUMMY_DEVICE && !ip.is_loopback() && !is_link_local_v6(ip))
         .map(|(_, ip)| ip)
         .collect())
 }
@@ -81,7 +108,8 @@ fn parse_link_addresses(json: &str) -> Option<Vec<(String, IpAddr)>> {
 }
 
 /// Binds `add` and unbinds `remove` in one `ip -batch`; returns how many
-/// addresses changed.
+/// addresses changed. IPv6 addresses go in with `nodad`: a tentative
+/// address is not local yet.
 pub(crate) async fn rebind(
     exec: &dyn Executor,
     add: &BTreeSet<IpAddr>,
@@ -90,8 +118,14 @@ pub(crate) async fn rebind(
     let mut script = String::new();
     for (verb, set) in [("add", add), ("del", remove)] {
         for ip in set {
-            let prefix = if ip.is_ipv4() { 32 } else { 128 };
-            script.push_str(&format!("addr {verb} {ip}/{prefix} dev {DUMMY_DEVICE}\n"));
+            let (prefix, flags) = match (ip, verb) {
+                (IpAddr::V4(_), _) => (32, ""),
+                (IpAddr::V6(_), "add") => (128, " nodad"),
+                (IpAddr::V6(_), _) => (128, ""),
+            };
+            script.push_str(&format!(
+                "addr {verb} {ip}/{prefix} dev {DUMMY_DEVICE}{flags}\n"
+            ));
         }
     }
     if script.is_empty() {
@@ -116,6 +150,10 @@ mod tests {
         );
         assert_eq!(parse_addresses("[]").unwrap(), BTreeSet::new());
         assert_eq!(parse_addresses("not json"), None);
+        let v6: IpAddr = "fd00::a".parse().unwrap();
+        assert!(is_service_address(&v6, IpFamily::V6));
+        assert!(!is_service_address(&v6, IpFamily::V4));
+        assert!(!is_service_address(&"fe80::1".parse().unwrap(), IpFamily::V6));
         let all = r#"[{"ifname":"lo","addr_info":[{"local":"127.0.0.1"}]},
             {"ifname":"eth0","addr_info":[{"local":"10.0.0.1"}]}]"#;
         assert_eq!(

@@ -1,25 +1,27 @@
-//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
-//! traffic.
+//! [`IpvsBackend`]: upstream's IPVS mode, one backend per IP family.
 //!
 //! Each sync computes the [`Desired`] state of the view and diffs it
 //! against the kernel's (nothing is rewritten that is already right):
 //!
 //! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
-//! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
-//! 3. one virtual server per (ClusterIP, port, protocol) and per (node IP,
+//! 2. `kube-ipvs0` with every ClusterIP and every external and
+//!    load-balancer IP that is not a node address bound, stale ones
+//!    unbound (each family's backend only its own family's addresses: the
+//!    link is shared);
+//! 3. one virtual server per (ClusterIP, port, protocol), per (node IP,
 //!    node port, protocol) on the non-loopback addresses `nodePortAddresses`
-//!    selects, the scheduler of
+//!    selects, and per external and load-balancer IP, the scheduler of
 //!    `ipvs.scheduler`, ClientIP affinity as persistence; masquerading
 //!    real servers of weight 1; a real server that goes away gets weight 0
 //!    and is deleted once IPVS counts no connection to it (TCP; UDP and
 //!    SCTP at once, as upstream), or after [`DRAIN_BOUND`];
-//! 4. `KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`, `KUBE-IPVS-IPS` and the
-//!    `KUBE-NODE-PORT-*` sets through `ipset restore`;
-//! 5. upstream's chains through `iptables-restore --noflush` and its jump
-//!    rules, with `backend-iptables`' iptables layer.
-//!
-//! Not yet: external and load-balancer IPs, source ranges, health-check
-//! node ports, IPv6 (see [`IpvsBackend::capabilities`]).
+//! 4. upstream's ipsets (`KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`,
+//!    `KUBE-IPVS-IPS`, `KUBE-NODE-PORT-*`, `KUBE-EXTERNAL-IP*`,
+//!    `KUBE-LOAD-BALANCER*`, `KUBE-HEALTH-CHECK-NODE-PORT`; `KUBE-6-…` of
+//!    family `inet6` for IPv6) through `ipset restore`;
+//! 5. upstream's chains (`loadBalancerSourceRanges` among them) through
+//!    `iptables-restore --noflush` (`ip6tables-restore` for IPv6) and its
+//!    jump rules, with `backend-iptables`' iptables layer.
 
 mod desired;
 mod dummy;
@@ -42,7 +44,6 @@ use proxy_core::{
 };
 
 use crate::error::IpvsError;
-use crate::factory::IPV6_NOT_IMPLEMENTED;
 use crate::host::Host;
 use crate::layout::JUMPS;
 use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
@@ -54,7 +55,7 @@ use plan::{KernelTable, Operation, plan};
 /// with connections left.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 
-/// The IPVS mode's backend for one family (IPv4 in this version).
+/// The IPVS mode's backend for one family.
 ///
 /// [`render`](Backend::render) (`--dry-run`) shows node-port virtual
 /// servers only after a sync has read the node's addresses.
@@ -91,9 +92,7 @@ impl std::fmt::Debug for IpvsBackend {
 
 impl IpvsBackend {
     /// The backend of `ctx`, running commands through `exec` (sync) and
-    /// `host` (cleanup). Nothing touches the kernel before the first sync;
-    /// an IPv6 backend's sync fails as unsupported (its capabilities say
-    /// `ipv6: false`).
+    /// `host` (cleanup). Nothing touches the kernel before the first sync.
     pub fn new(
         ctx: &BackendContext,
         exec: Arc<dyn Executor>,
@@ -137,10 +136,7 @@ impl IpvsBackend {
         changes: &ChangeSet,
     ) -> Result<SyncStats, IpvsError> {
         let full = changes.is_full();
-        if self.ctx.family != IpFamily::V4 {
-            return Err(IpvsError::Ipv6NotYet);
-        }
-        sysctls::apply(self.ctx.config.ipvs.strict_arp)?;
+        sysctls::apply(self.ctx.config.ipvs.strict_arp, self.ctx.family)?;
         let exec = self.exec.clone();
         let node_ips = match self.node_ips.take() {
             Some(ips) if !full => ips,
@@ -154,7 +150,7 @@ impl IpvsBackend {
             Some(bound) if !full => bound,
             _ => {
                 dummy::ensure_device(exec.as_ref()).await?;
-                dummy::bound(exec.as_ref()).await?
+                dummy::bound(exec.as_ref(), self.ctx.family).await?
             }
         };
         let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
@@ -254,7 +250,7 @@ impl IpvsBackend {
         });
 
         // ipsets, then the rules that use them
-        let sets = rules::ipset_restore(&rules::ipset_entries(&desired));
+        let sets = rules::ipset_restore(&rules::ipset_entries(&desired), self.ctx.family);
         if full || self.applied_sets.as_ref() != Some(&sets) {
             let command = Command::new("ipset", ["restore"]).with_stdin(sets.clone());
             let output = exec
@@ -326,7 +322,7 @@ fn apply(ipvs: &mut IpvsNetlink, op: &Operation) -> Result<(), IpvsError> {
 
 fn backend_error(error: IpvsError) -> BackendError {
     let message = format!("IPVS sync: {error}");
-    let backend_error = if matches!(error, IpvsError::NoIpvs | IpvsError::Ipv6NotYet) {
+    let backend_error = if matches!(error, IpvsError::NoIpvs) {
         BackendError::unsupported(message)
     } else {
         BackendError::dataplane(message)
@@ -342,11 +338,9 @@ impl Backend for IpvsBackend {
 
     /// ClusterIP, node-port, external-IP and load-balancer traffic (TCP,
     /// UDP, SCTP), `loadBalancerSourceRanges`, ClientIP affinity, hairpin
-    /// and masquerade per the local-traffic detector. Not yet: IPv6.
+    /// and masquerade per the local-traffic detector, in either family.
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::ALL;
-        caps.ipv6 = false;
-        caps
+        Capabilities::ALL
     }
 
     async fn sync(
@@ -374,9 +368,6 @@ impl Backend for IpvsBackend {
     }
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
-        if self.ctx.family != IpFamily::V4 {
-            return Ok(format!("# {IPV6_NOT_IMPLEMENTED}\n"));
-        }
         let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
         let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut out = String::from("# kube-ipvs0 addresses\n");
@@ -400,7 +391,10 @@ impl Backend for IpvsBackend {
             }
         }
         out.push_str("# ipset restore\n");
-        out.push_str(&rules::ipset_restore(&rules::ipset_entries(&desired)));
+        out.push_str(&rules::ipset_restore(
+            &rules::ipset_entries(&desired),
+            self.ctx.family,
+        ));
         out.push_str("# iptables-restore --noflush\n");
         out.push_str(&rules::iptables_restore(&self.render, &desired, true));
         Ok(out)

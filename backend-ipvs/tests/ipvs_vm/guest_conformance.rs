@@ -1,13 +1,13 @@
 //! The conformance suite's real-kernel tier through the `ipvs` mode's
 //! factory (`IpvsFactory::build`, what `--proxy-mode=ipvs` runs) in the
-//! guest: every scenario its capabilities allow, with real connections
-//! through IPVS; the others are skipped with the capability named.
+//! guest: every scenario (IPv4, IPv6, SCTP), with real connections
+//! through IPVS; none is skipped.
 
-use backend_ipvs::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
+use backend_ipvs::IpvsFactory;
 use proxy_core::backend::{BackendContext, BackendFactory};
 use proxy_core::conformance::netns::{Netns, kernel_harness_factory};
 use proxy_core::conformance::{Tier, run};
-use proxy_core::{BackendErrorKind, IpFamily, NodeInfo};
+use proxy_core::{IpFamily, NodeInfo};
 
 use crate::guest;
 
@@ -15,7 +15,7 @@ use crate::guest;
 #[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
 async fn conformance_kernel_tier_passes_through_ipvs() {
     guest::require("conformance_kernel_tier_passes_through_ipvs");
-    // the factory's check passes on a kernel with IPVS, and refuses IPv6
+    // the factory's check passes on a kernel with IPVS, for both families
     let ns = Netns::new().unwrap();
     let (v4, v6) = ns
         .run(|| {
@@ -31,9 +31,7 @@ async fn conformance_kernel_tier_passes_through_ipvs() {
         })
         .unwrap();
     v4.expect("IPVS mode's check passes in the VM");
-    let v6 = v6.unwrap_err();
-    assert_eq!(v6.kind(), BackendErrorKind::Unsupported);
-    assert_eq!(v6.message(), IPV6_NOT_IMPLEMENTED);
+    v6.expect("IPVS mode's IPv6 check passes in the VM");
 
     let factory = kernel_harness_factory(|ctx| IpvsFactory::new().build(ctx));
     let started = std::time::Instant::now();
@@ -48,4 +46,11 @@ async fn conformance_kernel_tier_passes_through_ipvs() {
     );
     report.assert_passed();
     assert!(report.passed().count() > 0, "{report}");
+    assert_eq!(report.skipped().count(), 0, "nothing is skipped: {report}");
+    // SCTP with real associations: the guest kernel has it
+    let sctp: Vec<String> = crate::guest_sctp::sctp_scenarios()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    crate::guest_sctp::assert_all_passed(&report, &sctp);
 }

@@ -17,6 +17,7 @@ mod guest_binary;
 mod guest_conformance;
 mod guest_ipvsadm;
 mod guest_netlink;
+mod guest_sctp;
 mod guest_sync;
 mod vm;
 
