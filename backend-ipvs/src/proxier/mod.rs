@@ -140,7 +140,7 @@ impl IpvsBackend {
         let exec = self.exec.clone();
         let node_ips = match self.node_ips.take() {
             Some(ips) if !full => ips,
-            _ => self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?),
+            _ => self.select_node_ips(dummy::node_addresses()?),
         };
         let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut written = 0;
@@ -148,10 +148,7 @@ impl IpvsBackend {
         // kube-ipvs0 and its addresses
         let bound = match self.bound.take() {
             Some(bound) if !full => bound,
-            _ => {
-                dummy::ensure_device(exec.as_ref()).await?;
-                dummy::bound(exec.as_ref(), self.ctx.family).await?
-            }
+            _ => dummy::ensure_device(self.ctx.family)?,
         };
         let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
         let remove: BTreeSet<IpAddr> = bound.difference(&desired.vips).copied().collect();
@@ -238,12 +235,12 @@ impl IpvsBackend {
         };
         let operations = plan(&kernel, &wanted, owned, terminated);
         // new addresses before new services, so the first packet finds both
-        written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
+        written += dummy::rebind(&add, &BTreeSet::new())?;
         for op in &operations {
             apply(ipvs, op)?;
         }
         written += operations.len();
-        written += dummy::rebind(exec.as_ref(), &BTreeSet::new(), &remove).await?;
+        written += dummy::rebind(&BTreeSet::new(), &remove)?;
         self.draining.retain(|(key, ip, port), _| {
             kernel_has(&kernel, key, *ip, *port)
                 && !operations.contains(&Operation::DeleteServer(*key, *ip, *port))
