@@ -58,14 +58,15 @@ fn topology(with_v6: bool) -> ServiceTopology {
     assert!(topology.apply_service(&service).errors.is_empty());
     for (family, ip) in [("IPv4", NODE4), ("IPv6", NODE6)] {
         let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": format!("web-{family}"), "namespace": "t",
+            "metadata": {"name": format!("web-{}", family.to_lowercase()), "namespace": "t",
                          "labels": {"kubernetes.io/service-name": "web"}},
             "addressType": family,
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": [{"addresses": [ip], "nodeName": "node-a", "conditions": {"ready": true}}]
         }))
         .unwrap();
-        assert!(topology.apply_endpoint_slice(&slice).errors.is_empty());
+        let applied = topology.apply_endpoint_slice(&slice);
+        assert!(applied.errors.is_empty(), "{:?}", applied.errors);
     }
     topology
 }
