@@ -6,7 +6,7 @@
 use backend_ipvs::IpvsFactory;
 use proxy_core::backend::{BackendContext, BackendFactory};
 use proxy_core::conformance::netns::{Netns, kernel_harness_factory};
-use proxy_core::conformance::{Tier, run};
+use proxy_core::conformance::{Report, Tier, load_scenarios, run_scenarios};
 use proxy_core::{IpFamily, NodeInfo};
 
 use crate::guest;
@@ -35,8 +35,23 @@ async fn conformance_kernel_tier_passes_through_ipvs() {
 
     let factory = kernel_harness_factory(|ctx| IpvsFactory::new().build(ctx));
     let started = std::time::Instant::now();
-    let report = run(&factory, Tier::Kernel).await;
+    // one scenario at a time (the kernel tier chains nothing between
+    // them), to show where the time goes
+    let mut report = Report {
+        tier: Tier::Kernel,
+        scenarios: Vec::new(),
+    };
+    let mut times = Vec::new();
+    for scenario in load_scenarios() {
+        let t = std::time::Instant::now();
+        let one = run_scenarios(&factory, Tier::Kernel, std::slice::from_ref(&scenario)).await;
+        times.push((t.elapsed(), scenario.name().to_string(), scenario.packets().len()));
+        report.scenarios.extend(one.scenarios);
+    }
+    times.sort();
+    times.reverse();
     println!("{report}");
+    println!("slowest scenarios (time, name, packets): {:?}", &times[..times.len().min(12)]);
     println!(
         "conformance through IPVS: {} passed, {} skipped, {} failed in {:?}",
         report.passed().count(),

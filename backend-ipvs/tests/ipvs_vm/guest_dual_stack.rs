@@ -145,10 +145,17 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
         assert!(header.contains("family inet6"), "{header}");
         let members = guest::run(&ns, "ipset", &["list", "KUBE-6-CLUSTER-IP"]);
         assert!(members.contains("fd00:96::10,tcp:80"), "{members}");
-        let rules6 = guest::run(&ns, "ip6tables-save", &["-t", "nat"]);
+        // whichever variant the iptables layer picked
+        let save = |tool: &str| {
+            ["legacy", "nft"]
+                .map(|v| guest::run(&ns, &format!("{tool}-{v}-save"), &["-t", "nat"]))
+                .concat()
+        };
+        let rules6 = save("ip6tables");
         assert!(rules6.contains("-A KUBE-SERVICES -s ::1/128 -j RETURN"), "{rules6}");
         assert!(rules6.contains("KUBE-6-CLUSTER-IP"), "{rules6}");
-        let rules4 = guest::run(&ns, "iptables-save", &["-t", "nat"]);
+        let rules4 = save("iptables");
+        assert!(rules4.contains("KUBE-CLUSTER-IP"), "{rules4}");
         assert!(!rules4.contains("KUBE-6-"), "{rules4}");
         let services = ns
             .run(|| IpvsNetlink::open().unwrap().services().unwrap())
