@@ -23,7 +23,8 @@
 #
 # Env: IPVS_VM_WORK (cache dir; default target/ipvs-vm next to this crate's
 #      workspace), IPVS_VM_TIMEOUT (seconds, default 240), IPVS_VM_MEM (MiB,
-#      default 256), IPVS_VM_GUEST_ENV ("K=V K=V", exported to GUESTCMD).
+#      default 256), IPVS_VM_CPUS (default 2), IPVS_VM_GUEST_ENV ("K=V K=V",
+#      exported to GUESTCMD).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -204,7 +205,10 @@ cmd_run() {
   ( cd "$run/extra" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 ) >"$run/extra.cpio.gz"
   cat "$WORK/base.cpio.gz" "$run/extra.cpio.gz" >"$run/initrd.gz"
   local t0 rc=0; t0=$(date +%s%N)
-  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,tb-size=64 -m "${IPVS_VM_MEM:-256}" -smp 1 \
+  # 2 vCPUs: multi-threaded TCG runs them on 2 host threads (the
+  # conformance tier runs 2 scenarios at once)
+  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=64 \
+    -m "${IPVS_VM_MEM:-256}" -smp "${IPVS_VM_CPUS:-2}" \
     -nodefaults -no-user-config -display none -nic none -no-reboot \
     -kernel "$WORK/vmlinuz" -initrd "$run/initrd.gz" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1" \

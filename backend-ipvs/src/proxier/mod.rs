@@ -45,7 +45,6 @@ use proxy_core::{
 
 use crate::error::IpvsError;
 use crate::host::Host;
-use crate::layout::JUMPS;
 use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
 
 use desired::Desired;
@@ -276,10 +275,7 @@ impl IpvsBackend {
         let text = rules::iptables_restore(&self.render, &desired, random_fully);
         if full || self.applied_rules.as_ref() != Some(&text) {
             iptables.restore(&text).await?;
-            for jump in JUMPS {
-                let rule: Vec<String> = jump.rule().iter().map(ToString::to_string).collect();
-                iptables.ensure_rule(jump.table, jump.from, &rule).await?;
-            }
+            rules::ensure_jumps(iptables).await?;
             self.applied_rules = Some(text);
             written += 1;
         }

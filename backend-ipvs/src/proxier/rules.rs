@@ -11,10 +11,12 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use backend_iptables::IptablesError;
+use backend_iptables::iptables::Iptables;
 use backend_iptables::render::RenderConfig;
 use proxy_core::IpFamily;
 
-use crate::layout::{CHAINS, ipset_name};
+use crate::layout::{CHAINS, JUMPS, Jump, ipset_name};
 use crate::netlink::IpvsProtocol;
 
 use super::desired::Desired;
@@ -404,6 +406,46 @@ pub(crate) fn iptables_restore(
     }
 }
 
+/// The restore input (`*table`, `-I` lines, `COMMIT`) that inserts the
+/// jumps of `JUMPS` missing from `saved` (`(table, iptables-save -t table
+/// output)`), in upstream's order: each `-I` prepends, as upstream's
+/// `EnsureRule` does one at a time. Empty when none is missing.
+fn missing_jumps(saved: &[(&str, String)]) -> String {
+    let rule = |j: &Jump| format!("-m comment --comment \"{}\" -j {}", j.comment, j.to);
+    let mut input = String::new();
+    for (table, text) in saved {
+        let present: BTreeSet<&str> = text.lines().map(str::trim_end).collect();
+        let mut block = String::new();
+        for jump in JUMPS.iter().filter(|j| j.table == *table) {
+            if !present.contains(format!("-A {} {}", jump.from, rule(jump)).as_str()) {
+                let _ = writeln!(block, "-I {} {}", jump.from, rule(jump));
+            }
+        }
+        if !block.is_empty() {
+            let _ = write!(input, "*{table}\n{block}COMMIT\n");
+        }
+    }
+    input
+}
+
+/// Ensures upstream's jump rules (`iptablesJumpChain`) with one
+/// `iptables-save` per table and one `iptables-restore --noflush` for the
+/// missing ones, rather than a `-C` and an `-I` process per rule (18
+/// processes, about 1.5 s under the VM's TCG). Returns how many were
+/// inserted.
+pub(crate) async fn ensure_jumps(iptables: &Iptables) -> Result<usize, IptablesError> {
+    let mut saved = Vec::new();
+    for table in ["nat", "filter"] {
+        saved.push((table, iptables.save(table).await?));
+    }
+    let input = missing_jumps(&saved);
+    if input.is_empty() {
+        return Ok(0);
+    }
+    iptables.restore(&input).await?;
+    Ok(input.lines().filter(|l| l.starts_with("-I ")).count())
+}
+
 /// `rules` with every `--match-set NAME` naming `family`'s set.
 fn rename_sets(rules: &str, family: IpFamily) -> String {
     const MATCH: &str = "--match-set ";
@@ -538,6 +580,51 @@ mod tests {
             let name = name.split(' ').next().unwrap();
             assert!(sets.contains(&format!("create {name} ")), "{name} in {rules}");
         }
+    }
+
+    #[test]
+    fn only_missing_jumps_are_inserted_in_upstreams_order() {
+        let none = missing_jumps(&[("nat", String::new()), ("filter", String::new())]);
+        assert_eq!(
+            none,
+            "*nat\n\
+             -I OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -I PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -I POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+             COMMIT\n\
+             *filter\n\
+             -I FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+             -I INPUT -m comment --comment \"kubernetes health check rules\" -j KUBE-NODE-PORT\n\
+             -I INPUT -m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL\n\
+             -I FORWARD -m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL\n\
+             -I INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER\n\
+             -I OUTPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-OUT-FILTER\n\
+             COMMIT\n"
+        );
+        // what iptables-save prints for them once they are there
+        let saved_nat = "*nat\n:OUTPUT ACCEPT [0:0]\n\
+             -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+             COMMIT\n";
+        let saved_filter = none
+            .lines()
+            .filter_map(|l| l.strip_prefix("-I "))
+            .filter(|l| !l.contains("KUBE-SERVICES") && !l.contains("KUBE-POSTROUTING"))
+            .map(|l| format!("-A {l}\n"))
+            .collect::<String>();
+        assert_eq!(
+            missing_jumps(&[("nat", saved_nat.into()), ("filter", saved_filter.clone())]),
+            ""
+        );
+        assert_eq!(
+            missing_jumps(&[("nat", String::new()), ("filter", saved_filter)]),
+            "*nat\n\
+             -I OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -I PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+             -I POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+             COMMIT\n"
+        );
     }
 
     #[test]

@@ -157,6 +157,10 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
         let rules4 = save("iptables");
         assert!(rules4.contains("KUBE-CLUSTER-IP"), "{rules4}");
         assert!(!rules4.contains("KUBE-6-"), "{rules4}");
+        // the jumps once each, though IPv4 had two full syncs
+        let jump = "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES";
+        assert_eq!(rules4.matches(jump).count(), 1, "{rules4}");
+        assert_eq!(rules6.matches(jump).count(), 1, "{rules6}");
         let services = ns
             .run(|| IpvsNetlink::open().unwrap().services().unwrap())
             .unwrap();
