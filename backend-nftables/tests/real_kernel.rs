@@ -33,7 +33,10 @@ async fn conformance_suite_passes_in_the_kernel() {
     // IPVS VM tier, backend-ipvs/tests/ipvs_vm/guest_sctp.rs).
     for skipped in report.skipped() {
         assert_eq!(skipped.name, "clusterip-sctp", "{report}");
-        assert!(!proxy_core::conformance::netns::kernel_has_sctp(), "{report}");
+        assert!(
+            !proxy_core::conformance::netns::kernel_has_sctp(),
+            "{report}"
+        );
         assert_eq!(
             skipped.status,
             proxy_core::conformance::ScenarioStatus::Skipped(

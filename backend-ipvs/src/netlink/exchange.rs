@@ -36,9 +36,7 @@ where
     socket.send(&buffer, 0).map_err(|e| netlink(operation, e))?;
     let mut replies = Vec::new();
     loop {
-        let (datagram, _) = socket
-            .recv_from_full()
-            .map_err(|e| netlink(operation, e))?;
+        let (datagram, _) = socket.recv_from_full().map_err(|e| netlink(operation, e))?;
         let mut offset = 0;
         while offset < datagram.len() {
             let bytes = &datagram[offset..];

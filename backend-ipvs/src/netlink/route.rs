@@ -107,7 +107,9 @@ impl RouteNetlink {
             .push(LinkAttribute::IfName(name.to_string()));
         message
             .attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Dummy)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Dummy,
+            )]));
         let operation = format!("add dummy link {name}");
         match self.request(
             &operation,
@@ -220,10 +222,16 @@ mod tests {
         assert_eq!(v4.header.index, 7);
         assert_eq!(v4.header.family, AddressFamily::Inet);
         assert_eq!(v4.header.prefix_len, 32);
-        assert!(v4.attributes.contains(&AddressAttribute::Local("10.96.0.10".parse().unwrap())));
+        assert!(
+            v4.attributes
+                .contains(&AddressAttribute::Local("10.96.0.10".parse().unwrap()))
+        );
         let v6 = host_address(7, "fd00::a".parse().unwrap());
         assert_eq!(v6.header.family, AddressFamily::Inet6);
         assert_eq!(v6.header.prefix_len, 128);
-        assert!(v6.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        assert!(
+            v6.attributes
+                .contains(&AddressAttribute::Flags(AddressFlags::Nodad))
+        );
     }
 }

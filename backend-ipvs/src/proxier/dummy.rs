@@ -61,7 +61,10 @@ pub(crate) fn node_addresses() -> Result<BTreeSet<IpAddr>, IpvsError> {
 /// Binds `add` to `kube-ipvs0` and unbinds `remove` (as host addresses,
 /// IPv6 ones without duplicate address detection); returns how many
 /// addresses changed.
-pub(crate) fn rebind(add: &BTreeSet<IpAddr>, remove: &BTreeSet<IpAddr>) -> Result<usize, IpvsError> {
+pub(crate) fn rebind(
+    add: &BTreeSet<IpAddr>,
+    remove: &BTreeSet<IpAddr>,
+) -> Result<usize, IpvsError> {
     if add.is_empty() && remove.is_empty() {
         return Ok(0);
     }

@@ -552,9 +552,7 @@ mod tests {
         desired
             .cluster_ips
             .insert((ip("fd00:96::a"), IpvsProtocol::Tcp, 80));
-        desired
-            .node_ports
-            .insert((IpvsProtocol::Sctp, 30099, true));
+        desired.node_ports.insert((IpvsProtocol::Sctp, 30099, true));
         let sets = ipset_restore(&ipset_entries(&desired), IpFamily::V6);
         assert!(sets.contains(
             "create KUBE-6-CLUSTER-IP hash:ip,port family inet6 hashsize 1024 maxelem 65536 -exist\n\
@@ -572,13 +570,22 @@ mod tests {
         let mut ctx = BackendContext::for_tests(IpFamily::V6, NodeInfo::named("n").shared());
         ctx.local_detector = LocalTrafficDetector::None;
         let rules = iptables_restore(&RenderConfig::from_context(&ctx), &desired, true);
-        assert!(rules.contains("-A KUBE-SERVICES -s ::1/128 -j RETURN\n"), "{rules}");
+        assert!(
+            rules.contains("-A KUBE-SERVICES -s ::1/128 -j RETURN\n"),
+            "{rules}"
+        );
         assert!(rules.contains("-A KUBE-NODE-PORT -p sctp -m comment --comment \"Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'\" -m set --match-set KUBE-6-NODE-PORT-LOCAL-SCTP-HAS dst,dst -j RETURN\n"), "{rules}");
-        assert!(rules.contains("--match-set KUBE-6-CLUSTER-IP src,dst -j KUBE-MARK-MASQ\n"), "{rules}");
+        assert!(
+            rules.contains("--match-set KUBE-6-CLUSTER-IP src,dst -j KUBE-MARK-MASQ\n"),
+            "{rules}"
+        );
         // every set a rule names is one the restore creates
         for name in rules.split("--match-set ").skip(1) {
             let name = name.split(' ').next().unwrap();
-            assert!(sets.contains(&format!("create {name} ")), "{name} in {rules}");
+            assert!(
+                sets.contains(&format!("create {name} ")),
+                "{name} in {rules}"
+            );
         }
     }
 

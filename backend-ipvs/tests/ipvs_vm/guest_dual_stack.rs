@@ -111,7 +111,10 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let local = stream.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                let local = stream
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
                 let _ = std::io::Write::write_all(&mut stream, format!("{local} x\n").as_bytes());
             }
         });
@@ -138,7 +141,11 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
     .map(|(rt, mut v4, mut v6)| {
         assert_eq!(bound(&ns), BTreeSet::from([ip(VIP4), ip(VIP6)]));
         let sets = guest::run(&ns, "ipset", &["list", "-n"]);
-        for set in ["KUBE-CLUSTER-IP", "KUBE-6-CLUSTER-IP", "KUBE-6-HEALTH-CHECK-NODE-PORT"] {
+        for set in [
+            "KUBE-CLUSTER-IP",
+            "KUBE-6-CLUSTER-IP",
+            "KUBE-6-HEALTH-CHECK-NODE-PORT",
+        ] {
             assert!(sets.lines().any(|l| l == set), "{set} in {sets}");
         }
         let header = guest::run(&ns, "ipset", &["list", "-t", "KUBE-6-CLUSTER-IP"]);
@@ -152,7 +159,10 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
                 .concat()
         };
         let rules6 = save("ip6tables");
-        assert!(rules6.contains("-A KUBE-SERVICES -s ::1/128 -j RETURN"), "{rules6}");
+        assert!(
+            rules6.contains("-A KUBE-SERVICES -s ::1/128 -j RETURN"),
+            "{rules6}"
+        );
         assert!(rules6.contains("KUBE-6-CLUSTER-IP"), "{rules6}");
         let rules4 = save("iptables");
         assert!(rules4.contains("KUBE-CLUSTER-IP"), "{rules4}");
@@ -184,7 +194,10 @@ fn each_family_keeps_its_own_addresses_sets_and_rules_on_a_shared_kube_ipvs0() {
                 .unwrap()
                 .unwrap_or_else(|e| panic!("connect to {to}: {e}"));
             let want = SocketAddr::new(ip(endpoint), 8080).to_string();
-            assert!(reply.starts_with(&want), "{to} answered {reply:?}, want {want}");
+            assert!(
+                reply.starts_with(&want),
+                "{to} answered {reply:?}, want {want}"
+            );
         }
 
         // the IPv6 ClusterIP goes: only its address is unbound

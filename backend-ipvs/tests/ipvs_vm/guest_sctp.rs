@@ -5,10 +5,10 @@
 
 use backend_iptables::IptablesBackend;
 use backend_nftables::NftablesBackend;
-use proxy_core::conformance::netns::{kernel_harness_factory, kernel_has_sctp};
-use proxy_core::conformance::{Report, Scenario, Tier, load_scenarios, run_scenarios};
 use proxy_core::Backend;
 use proxy_core::backend::Capability;
+use proxy_core::conformance::netns::{kernel_harness_factory, kernel_has_sctp};
+use proxy_core::conformance::{Report, Scenario, Tier, load_scenarios, run_scenarios};
 
 use crate::guest;
 

@@ -17,8 +17,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockProtocol, SockType, SockaddrStorage, bind, listen,
-    socket,
+    AddressFamily, Backlog, SockFlag, SockProtocol, SockType, SockaddrStorage, bind, listen, socket,
 };
 
 /// Why SCTP scenarios are skipped on a kernel without SCTP.
