@@ -378,8 +378,9 @@ impl Backend for IpvsBackend {
             for server in s.servers.values() {
                 let _ = writeln!(
                     out,
-                    "  -> {}:{} masq {}",
-                    server.address, server.port, server.weight
+                    "  -> {} masq {}",
+                    std::net::SocketAddr::new(server.address, server.port),
+                    server.weight
                 );
             }
         }
