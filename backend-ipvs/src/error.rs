@@ -68,10 +68,6 @@ pub enum IpvsError {
         source: io::Error,
     },
 
-    /// The IPv6 half of the mode is not written yet.
-    #[error("the IPVS backend serves IPv4 only in this version")]
-    Ipv6NotYet,
-
     /// A sysctl the mode needs could not be set.
     #[error("cannot set sysctl {key}: {source}")]
     Sysctl {
@@ -128,7 +124,7 @@ impl IpvsError {
             IpvsError::MissingTool { .. } => true,
             IpvsError::Spawn { source, .. } => source.kind() == io::ErrorKind::NotFound,
             IpvsError::Several(errors) => errors.iter().all(IpvsError::is_missing_tool),
-            IpvsError::NoIpvs | IpvsError::Ipv6NotYet => true,
+            IpvsError::NoIpvs => true,
             IpvsError::Command { .. }
             | IpvsError::ReadProc { .. }
             | IpvsError::Netlink { .. }

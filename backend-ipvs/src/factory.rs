@@ -13,21 +13,23 @@ use crate::host::{Host, SystemHost};
 use crate::netlink::IpvsNetlink;
 use crate::proxier::IpvsBackend;
 
-/// Why [`IpvsFactory::check`] refuses IPv6.
-pub const IPV6_NOT_IMPLEMENTED: &str =
-    "IPv6 is not implemented in IPVS mode yet; this node's IPv6 services are not served";
+/// The programs the mode runs, per family.
+fn tools(family: IpFamily) -> [(&'static str, &'static str); 3] {
+    let restore = match family {
+        IpFamily::V4 => "iptables-restore",
+        IpFamily::V6 => "ip6tables-restore",
+    };
+    [
+        ("ip", "iproute2"),
+        ("ipset", "ipset"),
+        (restore, "iptables"),
+    ]
+}
 
-/// The programs the mode runs.
-const TOOLS: [(&str, &str); 3] = [
-    ("ip", "iproute2"),
-    ("ipset", "ipset"),
-    ("iptables-restore", "iptables"),
-];
-
-/// The factory of the `ipvs` mode: [`IpvsBackend`](crate::IpvsBackend)
-/// for IPv4 (ClusterIPs, node ports, external and load-balancer IPs with
-/// source ranges); IPv6 is refused by [`check`](BackendFactory::check)
-/// ([`IPV6_NOT_IMPLEMENTED`]), so a dual-stack node serves IPv4 only.
+/// The factory of the `ipvs` mode: one [`IpvsBackend`](crate::IpvsBackend)
+/// per family (ClusterIPs, node ports, external and load-balancer IPs with
+/// source ranges, health-check node ports); a dual-stack node runs one of
+/// each, sharing `kube-ipvs0`.
 ///
 /// [`cleanup_leftovers`](BackendFactory::cleanup_leftovers) removes what
 /// upstream kube-proxy's IPVS mode left on the node (see the crate
@@ -75,14 +77,12 @@ impl BackendFactory for IpvsFactory {
         ProxyMode::Ipvs
     }
 
-    /// IPv4 only; the kernel must have IPVS (the `IPVS` generic-netlink
-    /// family resolves) and the host `ip`, `ipset` and `iptables-restore`.
+    /// The kernel must have IPVS (the `IPVS` generic-netlink family
+    /// resolves) and the host `ip`, `ipset` and `iptables-restore` (IPv6:
+    /// `ip6tables-restore`).
     async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
-        if ctx.family != IpFamily::V4 {
-            return Err(BackendError::unsupported(IPV6_NOT_IMPLEMENTED));
-        }
         let host = self.host(ctx);
-        for (program, package) in TOOLS {
+        for (program, package) in tools(ctx.family) {
             if !host.has_program(program) {
                 return Err(BackendError::unsupported(format!(
                     "IPVS mode needs `{program}`; install the {package} package"
@@ -125,7 +125,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn check_refuses_ipv6_and_missing_tools_with_a_clear_message() {
+    async fn check_names_the_missing_tool_of_the_family() {
         let factory = IpvsFactory::with_host(Arc::new(FakeHost::new().with_programs(&[
             "ip",
             "ipset",
@@ -133,7 +133,10 @@ mod tests {
         ])));
         let error = factory.check(&ctx(IpFamily::V6)).await.unwrap_err();
         assert_eq!(error.kind(), BackendErrorKind::Unsupported);
-        assert_eq!(error.message(), IPV6_NOT_IMPLEMENTED);
+        assert_eq!(
+            error.message(),
+            "IPVS mode needs `ip6tables-restore`; install the iptables package"
+        );
         let bare = IpvsFactory::with_host(Arc::new(FakeHost::new().with_programs(&["ip"])));
         let error = bare.check(&ctx(IpFamily::V4)).await.unwrap_err();
         assert_eq!(error.kind(), BackendErrorKind::Unsupported);

@@ -1,14 +1,13 @@
 //! The `ipvs` mode of the pluggable kube-proxy.
 //!
-//! - [`IpvsBackend`]: upstream's IPVS proxier for ClusterIP and node-port
-//!   traffic (`kube-ipvs0`, virtual and real servers over [`netlink`],
-//!   ipsets and iptables chains, graceful termination), proven in a VM with
-//!   a real IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`), for IPv4.
-//! - [`IpvsFactory`]: `--proxy-mode=ipvs`; IPv6 is refused
-//!   ([`IPV6_NOT_IMPLEMENTED`]), so a dual-stack node serves IPv4 only.
+//! - [`IpvsBackend`]: upstream's IPVS proxier, one per IP family
+//!   (`kube-ipvs0`, virtual and real servers over [`netlink`], ipsets and
+//!   iptables chains, graceful termination), proven in a VM with a real
+//!   IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`).
+//! - [`IpvsFactory`]: `--proxy-mode=ipvs`, IPv4, IPv6 and dual-stack.
 //! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.
 //!
-//! What is implemented is
+//! The factory's
 //! [`cleanup_leftovers`](proxy_core::backend::BackendFactory::cleanup_leftovers), run
 //! by `kube-proxy --cleanup` and when another mode starts (never when the
 //! iptables mode starts: the two share chain names). It removes what
@@ -35,6 +34,6 @@ pub mod netlink;
 mod proxier;
 
 pub use error::IpvsError;
-pub use factory::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
+pub use factory::IpvsFactory;
 pub use host::{Command, Host, Output, SystemHost};
 pub use proxier::{DRAIN_BOUND, DRAIN_RECHECK, IpvsBackend};

@@ -23,7 +23,8 @@
 #
 # Env: IPVS_VM_WORK (cache dir; default target/ipvs-vm next to this crate's
 #      workspace), IPVS_VM_TIMEOUT (seconds, default 240), IPVS_VM_MEM (MiB,
-#      default 256), IPVS_VM_GUEST_ENV ("K=V K=V", exported to GUESTCMD).
+#      default 256), IPVS_VM_CPUS (default 2), IPVS_VM_GUEST_ENV ("K=V K=V",
+#      exported to GUESTCMD).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,7 +38,10 @@ MODS=(ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_s
       ip_set_hash_net ip_set_bitmap_port xt_ipvs ip_tables ip6_tables iptable_nat iptable_filter
       ip6table_nat ip6table_filter xt_set xt_mark xt_MASQUERADE xt_comment xt_conntrack xt_addrtype
       xt_tcpudp xt_multiport xt_statistic xt_nat xt_REDIRECT ipt_REJECT ip6t_REJECT
-      nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter xt_physdev)
+      nf_tables nft_compat nft_chain_nat sctp bridge br_netfilter xt_physdev
+      # the iptables and nftables modes' SCTP scenarios run in the guest too
+      xt_sctp xt_recent nft_ct nft_nat nft_masq nft_redir nft_numgen nft_hash nft_limit
+      nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_reject_inet nft_reject_ipv4 nft_reject_ipv6)
 BINS=(ip ipvsadm ipset conntrack xtables-legacy-multi xtables-nft-multi nft)
 
 log() { echo "[ipvs-vm] $*" >&2; }
@@ -201,7 +205,10 @@ cmd_run() {
   ( cd "$run/extra" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 ) >"$run/extra.cpio.gz"
   cat "$WORK/base.cpio.gz" "$run/extra.cpio.gz" >"$run/initrd.gz"
   local t0 rc=0; t0=$(date +%s%N)
-  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,tb-size=64 -m "${IPVS_VM_MEM:-256}" -smp 1 \
+  # 2 vCPUs: multi-threaded TCG runs them on 2 host threads (the
+  # conformance tier runs 2 scenarios at once)
+  timeout "${IPVS_VM_TIMEOUT:-240}" qemu-system-x86_64 -accel tcg,thread=multi,tb-size=64 \
+    -m "${IPVS_VM_MEM:-256}" -smp "${IPVS_VM_CPUS:-2}" \
     -nodefaults -no-user-config -display none -nic none -no-reboot \
     -kernel "$WORK/vmlinuz" -initrd "$run/initrd.gz" \
     -append "console=ttyS0 quiet loglevel=4 panic=-1" \

@@ -29,9 +29,21 @@ async fn conformance_suite_passes_in_the_kernel() {
         kernel_harness_factory(|ctx| Ok(Box::new(NftablesBackend::new(ctx)?) as Box<dyn Backend>));
     let report = run(&factory, Tier::Kernel).await;
     report.assert_passed();
-    // Only what this kernel lacks may be skipped (no SCTP sockets here).
+    // Only what this kernel lacks may be skipped: SCTP (it runs in the
+    // IPVS VM tier, backend-ipvs/tests/ipvs_vm/guest_sctp.rs).
     for skipped in report.skipped() {
         assert_eq!(skipped.name, "clusterip-sctp", "{report}");
+        assert!(
+            !proxy_core::conformance::netns::kernel_has_sctp(),
+            "{report}"
+        );
+        assert_eq!(
+            skipped.status,
+            proxy_core::conformance::ScenarioStatus::Skipped(
+                proxy_core::conformance::netns::NO_SCTP_REASON.into()
+            ),
+            "{report}"
+        );
     }
 }
 

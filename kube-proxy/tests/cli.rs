@@ -252,7 +252,7 @@ fn dry_run_prints_each_built_modes_rules_for_both_families() {
             );
         }
     }
-    // ipvs: IPv4 only (the IPv6 half says it is not served)
+    // ipvs: both families, IPv6 with upstream's KUBE-6- sets
     let ipvs = dry_run("ipvs", &dir);
     assert!(ipvs.status.success(), "ipvs: {}", stderr(&ipvs));
     let text = stdout(&ipvs);
@@ -263,7 +263,9 @@ fn dry_run_prints_each_built_modes_rules_for_both_families() {
         "-> 10.0.1.5:8080 masq 1",
         "add KUBE-CLUSTER-IP 172.30.0.10,",
         "# ipvs IPv6",
-        "IPv6 is not implemented in IPVS mode yet",
+        "-> [fd01::5]:8080 masq 1",
+        "add KUBE-6-CLUSTER-IP fd00::10,tcp:80",
+        "-A KUBE-SERVICES -s ::1/128 -j RETURN",
     ] {
         assert!(
             text.contains(needle),

@@ -4,10 +4,7 @@
 use std::io;
 use std::net::IpAddr;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_sys::protocols::NETLINK_GENERIC;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
@@ -277,8 +274,7 @@ impl IpvsNetlink {
         self.exchange(operation, request, flags)
     }
 
-    /// Sends `request` and collects the answers until the kernel is done:
-    /// `NLMSG_DONE` for a dump, the acknowledgement otherwise.
+    /// Sends `request` and collects the answers until the kernel is done.
     fn exchange(
         &mut self,
         operation: &str,
@@ -286,48 +282,7 @@ impl IpvsNetlink {
         flags: u16,
     ) -> Result<Vec<Reply>, IpvsError> {
         self.sequence = self.sequence.wrapping_add(1);
-        let sequence = self.sequence;
-        let mut header = NetlinkHeader::default();
-        header.flags = flags;
-        header.sequence_number = sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(request));
-        packet.finalize();
-        let mut buffer = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buffer);
-        self.socket
-            .send(&buffer, 0)
-            .map_err(|e| netlink(operation, e))?;
-        let mut replies = Vec::new();
-        loop {
-            let (datagram, _) = self
-                .socket
-                .recv_from_full()
-                .map_err(|e| netlink(operation, e))?;
-            let mut offset = 0;
-            while offset < datagram.len() {
-                let bytes = &datagram[offset..];
-                let length = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| decode(operation, e))?
-                    .length() as usize;
-                let message = NetlinkMessage::<Reply>::deserialize(bytes)
-                    .map_err(|e| decode(operation, e))?;
-                offset += length.max(1).next_multiple_of(4);
-                if message.header.sequence_number != sequence {
-                    continue;
-                }
-                match message.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(error) => {
-                        return match error.code {
-                            None => Ok(replies),
-                            Some(_) => Err(netlink(operation, error.to_io())),
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(reply) => replies.push(reply),
-                    _ => {}
-                }
-            }
-        }
+        super::exchange::exchange(&self.socket, self.sequence, operation, request, flags)
     }
 }
 
@@ -339,16 +294,4 @@ fn dest_attributes(key: &ServiceKey, dest: Vec<Attribute>) -> [Attribute; 2] {
     ]
 }
 
-fn netlink(operation: &str, source: io::Error) -> IpvsError {
-    IpvsError::Netlink {
-        operation: operation.to_string(),
-        source,
-    }
-}
-
-fn decode(operation: &str, error: netlink_packet_core::DecodeError) -> IpvsError {
-    netlink(
-        operation,
-        io::Error::new(io::ErrorKind::InvalidData, error.to_string()),
-    )
-}
+use super::exchange::{decode, netlink};

@@ -11,14 +11,20 @@
 //! - [`attribute`]: netlink attributes, encoded and decoded (nested or not);
 //! - [`message`]: a generic-netlink message (command, version, attributes);
 //! - [`types`]: [`VirtualServer`], [`RealServer`], … and their attributes;
-//! - [`client`]: [`IpvsNetlink`], the socket and the requests.
+//! - [`client`]: [`IpvsNetlink`], the socket and the requests;
+//! - `route`: [`RouteNetlink`], `kube-ipvs0` and addresses over rtnetlink
+//!   (`netlink-packet-route`'s types);
+//! - `exchange`: one request and its answers, for both.
 
 pub(crate) mod attribute;
 mod client;
+mod exchange;
 pub(crate) mod message;
+mod route;
 mod types;
 
 pub use client::IpvsNetlink;
+pub use route::{LinkAddress, RouteNetlink};
 pub use types::{
     Destination, Forwarding, IpvsProtocol, RealServer, ServiceFlags, ServiceKey, Timeouts,
     VirtualServer,

@@ -60,6 +60,9 @@ pub(crate) struct Desired {
     /// Load-balancer IPs the node itself may not reach (no range holds its
     /// primary IP): `KUBE-IPVS-OUT-FILTER` drops them.
     pub(crate) lb_no_node_access: BTreeSet<IpPort>,
+    /// `KUBE-HEALTH-CHECK-NODE-PORT` (`bitmap:port`): the health-check
+    /// node ports (`LoadBalancer` services with policy `Local`).
+    pub(crate) health_check_node_ports: BTreeSet<u16>,
 }
 
 /// The IPVS protocol of a service protocol.
@@ -125,6 +128,7 @@ impl Desired {
             lb_source_cidrs,
             lb_source_ips,
             lb_no_node_access,
+            health_check_node_ports,
         } = other;
         self.vips.extend(vips);
         self.services
@@ -141,6 +145,7 @@ impl Desired {
         self.lb_source_cidrs.extend(lb_source_cidrs);
         self.lb_source_ips.extend(lb_source_ips);
         self.lb_no_node_access.extend(lb_no_node_access);
+        self.health_check_node_ports.extend(health_check_node_ports);
     }
 
     /// `self` with the virtual servers, addresses and set entries of one
@@ -230,6 +235,9 @@ impl Desired {
                     add_external(&mut desired, *ip, node_port);
                 }
             }
+            desired
+                .health_check_node_ports
+                .extend(port.health_check_node_port);
             for ip in &port.external_ips {
                 desired
                     .external_ips
@@ -291,6 +299,24 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn health_check_node_ports_come_from_local_load_balancers() {
+        let desired = Desired::of(
+            scenario("loadbalancer-local").view(),
+            "rr",
+            &BTreeSet::new(),
+            None,
+        );
+        assert_eq!(desired.health_check_node_ports, BTreeSet::from([32000]));
+        let cluster = Desired::of(
+            scenario("clusterip-session-affinity").view(),
+            "rr",
+            &BTreeSet::new(),
+            None,
+        );
+        assert!(cluster.health_check_node_ports.is_empty());
     }
 
     #[test]

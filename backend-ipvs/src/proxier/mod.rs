@@ -1,5 +1,4 @@
-//! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
-//! traffic.
+//! [`IpvsBackend`]: upstream's IPVS mode, one backend per IP family.
 //!
 //! Each sync diffs the desired state of the view against the kernel's
 //! (nothing is rewritten that is already right). A full sync rebuilds the
@@ -10,21 +9,24 @@
 //! drains. What a sync programs:
 //!
 //! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
-//! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
-//! 3. one virtual server per (ClusterIP, port, protocol) and per (node IP,
+//! 2. `kube-ipvs0` with every ClusterIP and every external and
+//!    load-balancer IP that is not a node address bound, stale ones
+//!    unbound (each family's backend only its own family's addresses: the
+//!    link is shared);
+//! 3. one virtual server per (ClusterIP, port, protocol), per (node IP,
 //!    node port, protocol) on the non-loopback addresses `nodePortAddresses`
-//!    selects, the scheduler of
+//!    selects, and per external and load-balancer IP, the scheduler of
 //!    `ipvs.scheduler`, ClientIP affinity as persistence; masquerading
 //!    real servers of weight 1; a real server that goes away gets weight 0
 //!    and is deleted once IPVS counts no connection to it (TCP; UDP and
 //!    SCTP at once, as upstream), or after [`DRAIN_BOUND`];
-//! 4. `KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`, `KUBE-IPVS-IPS` and the
-//!    `KUBE-NODE-PORT-*` sets through `ipset restore`;
-//! 5. upstream's chains through `iptables-restore --noflush` and its jump
-//!    rules, with `backend-iptables`' iptables layer.
-//!
-//! Not yet: external and load-balancer IPs, source ranges, health-check
-//! node ports, IPv6 (see [`IpvsBackend::capabilities`]).
+//! 4. upstream's ipsets (`KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`,
+//!    `KUBE-IPVS-IPS`, `KUBE-NODE-PORT-*`, `KUBE-EXTERNAL-IP*`,
+//!    `KUBE-LOAD-BALANCER*`, `KUBE-HEALTH-CHECK-NODE-PORT`; `KUBE-6-…` of
+//!    family `inet6` for IPv6) through `ipset restore`;
+//! 5. upstream's chains (`loadBalancerSourceRanges` among them) through
+//!    `iptables-restore --noflush` (`ip6tables-restore` for IPv6) and its
+//!    jump rules, with `backend-iptables`' iptables layer.
 
 mod desired;
 mod dummy;
@@ -48,9 +50,7 @@ use proxy_core::exec::{Command, Executor};
 use proxy_core::{Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats};
 
 use crate::error::IpvsError;
-use crate::factory::IPV6_NOT_IMPLEMENTED;
 use crate::host::Host;
-use crate::layout::JUMPS;
 use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
 
 use desired::Desired;
@@ -69,7 +69,7 @@ pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
 /// enough that a finished real server does not linger.
 pub const DRAIN_RECHECK: Duration = Duration::from_secs(2);
 
-/// The IPVS mode's backend for one family (IPv4 in this version).
+/// The IPVS mode's backend for one family.
 ///
 /// [`render`](Backend::render) (`--dry-run`) shows node-port virtual
 /// servers only after a sync has read the node's addresses.
@@ -106,9 +106,7 @@ impl std::fmt::Debug for IpvsBackend {
 
 impl IpvsBackend {
     /// The backend of `ctx`, running commands through `exec` (sync) and
-    /// `host` (cleanup). Nothing touches the kernel before the first sync;
-    /// an IPv6 backend's sync fails as unsupported (its capabilities say
-    /// `ipv6: false`).
+    /// `host` (cleanup). Nothing touches the kernel before the first sync.
     pub fn new(
         ctx: &BackendContext,
         exec: Arc<dyn Executor>,
@@ -150,15 +148,12 @@ impl IpvsBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, IpvsError> {
-        if self.ctx.family != IpFamily::V4 {
-            return Err(IpvsError::Ipv6NotYet);
-        }
         // A partial sync builds on the table and addresses of the last
         // successful sync (taken out: a failed sync leaves none, so the
         // next one is full); without them it is a full one.
         let previous = self.table.take().zip(self.bound.take());
         let full = changes.is_full() || previous.is_none();
-        sysctls::apply(self.ctx.config.ipvs.strict_arp)?;
+        sysctls::apply(self.ctx.config.ipvs.strict_arp, self.ctx.family)?;
         let exec = self.exec.clone();
         let (table, delta, mut bound) = match previous {
             Some((mut table, bound)) if !full => {
@@ -166,11 +161,11 @@ impl IpvsBackend {
                 (table, Some(delta), bound)
             }
             _ => {
-                let node_ips = self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?);
+                let node_ips = self.select_node_ips(dummy::node_addresses()?);
                 let table = Table::build(view, &self.scheduler, &node_ips, self.render.node_ip);
-                // kube-ipvs0 and its addresses, as the kernel has them
-                dummy::ensure_device(exec.as_ref()).await?;
-                (table, None, dummy::bound(exec.as_ref()).await?)
+                // kube-ipvs0, and this family's addresses on it as the
+                // kernel has them
+                (table, None, dummy::ensure_device(self.ctx.family)?)
             }
         };
         let node_ips = table.node_ips();
@@ -265,13 +260,13 @@ impl IpvsBackend {
         };
         let operations = plan(&kernel, &wanted, owned, terminated);
         // new addresses before new services, so the first packet finds both
-        written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
+        written += dummy::rebind(&add, &BTreeSet::new())?;
         bound.extend(&add);
         for op in &operations {
             apply(ipvs, op)?;
         }
         written += operations.len();
-        written += dummy::rebind(exec.as_ref(), &BTreeSet::new(), &remove).await?;
+        written += dummy::rebind(&BTreeSet::new(), &remove)?;
         bound.retain(|ip| !remove.contains(ip));
         self.draining.retain(|(key, ip, port), _| {
             kernel_has(&kernel, key, *ip, *port)
@@ -281,8 +276,8 @@ impl IpvsBackend {
         // ipsets (a full sync rewrites them, a partial one adds and deletes
         // the entries that changed), then the rules that use them
         let sets = match &delta {
-            None => table.ipset_restore(),
-            Some(delta) => delta.ipset_restore(),
+            None => table.ipset_restore(self.ctx.family),
+            Some(delta) => delta.ipset_restore(self.ctx.family),
         };
         if !sets.is_empty() {
             let command = Command::new("ipset", ["restore"]).with_stdin(sets);
@@ -313,10 +308,7 @@ impl IpvsBackend {
         let text = rules::iptables_restore(&self.render, &table.rules_shape(), random_fully);
         if full || self.applied_rules.as_ref() != Some(&text) {
             iptables.restore(&text).await?;
-            for jump in JUMPS {
-                let rule: Vec<String> = jump.rule().iter().map(ToString::to_string).collect();
-                iptables.ensure_rule(jump.table, jump.from, &rule).await?;
-            }
+            rules::ensure_jumps(iptables).await?;
             self.applied_rules = Some(text);
             written += 1;
         }
@@ -356,7 +348,7 @@ fn apply(ipvs: &mut IpvsNetlink, op: &Operation) -> Result<(), IpvsError> {
 
 fn backend_error(error: IpvsError) -> BackendError {
     let message = format!("IPVS sync: {error}");
-    let backend_error = if matches!(error, IpvsError::NoIpvs | IpvsError::Ipv6NotYet) {
+    let backend_error = if matches!(error, IpvsError::NoIpvs) {
         BackendError::unsupported(message)
     } else {
         BackendError::dataplane(message)
@@ -372,11 +364,9 @@ impl Backend for IpvsBackend {
 
     /// ClusterIP, node-port, external-IP and load-balancer traffic (TCP,
     /// UDP, SCTP), `loadBalancerSourceRanges`, ClientIP affinity, hairpin
-    /// and masquerade per the local-traffic detector. Not yet: IPv6.
+    /// and masquerade per the local-traffic detector, in either family.
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::ALL;
-        caps.ipv6 = false;
-        caps
+        Capabilities::ALL
     }
 
     async fn sync(
@@ -397,7 +387,13 @@ impl Backend for IpvsBackend {
         let (Some(table), Some(ipvs)) = (self.table.as_ref(), self.ipvs.as_mut()) else {
             return false;
         };
-        match verify::drift(ipvs, table, &self.draining, &mut self.verify_cursor) {
+        match verify::drift(
+            ipvs,
+            table,
+            &self.draining,
+            &mut self.verify_cursor,
+            self.ctx.family,
+        ) {
             Ok(None) => false,
             Ok(Some(what)) => {
                 tracing::warn!(%what, "the IPVS table was changed from outside");
@@ -427,9 +423,6 @@ impl Backend for IpvsBackend {
     }
 
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
-        if self.ctx.family != IpFamily::V4 {
-            return Ok(format!("# {IPV6_NOT_IMPLEMENTED}\n"));
-        }
         let node_ips: BTreeSet<IpAddr> = self
             .table
             .as_ref()
@@ -451,13 +444,17 @@ impl Backend for IpvsBackend {
             for server in s.servers.values() {
                 let _ = writeln!(
                     out,
-                    "  -> {}:{} masq {}",
-                    server.address, server.port, server.weight
+                    "  -> {} masq {}",
+                    std::net::SocketAddr::new(server.address, server.port),
+                    server.weight
                 );
             }
         }
         out.push_str("# ipset restore\n");
-        out.push_str(&rules::ipset_restore(&rules::ipset_entries(&desired)));
+        out.push_str(&rules::ipset_restore(
+            &rules::ipset_entries(&desired),
+            self.ctx.family,
+        ));
         out.push_str("# iptables-restore --noflush\n");
         out.push_str(&rules::iptables_restore(&self.render, &desired, true));
         Ok(out)

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use proxy_core::IpFamily;
+
 use crate::error::IpvsError;
 
 /// `(key, value, required)`: a required one failing fails the sync.
@@ -26,11 +28,20 @@ const STRICT_ARP: [(&str, &str, bool); 2] = [
     ("net/ipv4/conf/all/arp_announce", "2", true),
 ];
 
+/// What an IPv6 backend needs besides: forwarding (upstream's IPVS
+/// sysctls live under `net/ipv4/vs` for both families, and `ip_forward`
+/// does not cover IPv6), and bridged IPv6 traffic through ip6tables.
+const IPV6: [(&str, &str, bool); 2] = [
+    ("net/ipv6/conf/all/forwarding", "1", true),
+    ("net/bridge/bridge-nf-call-ip6tables", "1", false),
+];
+
 /// Writes every sysctl whose value differs (with `strict_arp`, also
-/// upstream's strict-ARP pair).
-pub(crate) fn apply(strict_arp: bool) -> Result<(), IpvsError> {
+/// upstream's strict-ARP pair; for IPv6, also [`IPV6`]'s).
+pub(crate) fn apply(strict_arp: bool, family: IpFamily) -> Result<(), IpvsError> {
     let strict: &[(&str, &str, bool)] = if strict_arp { &STRICT_ARP } else { &[] };
-    for &(key, value, required) in SYSCTLS.iter().chain(strict) {
+    let v6: &[(&str, &str, bool)] = if family == IpFamily::V6 { &IPV6 } else { &[] };
+    for &(key, value, required) in SYSCTLS.iter().chain(strict).chain(v6) {
         let path = Path::new("/proc/sys").join(key);
         if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == value) {
             continue;

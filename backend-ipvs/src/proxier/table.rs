@@ -15,8 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use proxy_core::{NodeView, ServicePortName};
+use proxy_core::{IpFamily, NodeView, ServicePortName};
 
+use crate::layout::ipset_name;
 use crate::netlink::ServiceKey;
 
 use super::desired::{Desired, DesiredService};
@@ -67,10 +68,11 @@ impl TableDelta {
     /// The `ipset restore` input applying the entry changes (empty when
     /// there are none). `-exist`: an entry already there (or already gone)
     /// is not an error.
-    pub(crate) fn ipset_restore(&self) -> String {
+    pub(crate) fn ipset_restore(&self, family: IpFamily) -> String {
         let mut out = String::new();
         for (verb, entries) in [("del", &self.entries_removed), ("add", &self.entries_added)] {
             for (set, entry) in entries {
+                let set = ipset_name(set, family);
                 out.push_str(&format!("{verb} {set} {entry} -exist\n"));
             }
         }
@@ -329,14 +331,14 @@ impl Table {
 
     /// The `ipset restore` input that creates every set and makes its
     /// content exactly the table's (full syncs).
-    pub(crate) fn ipset_restore(&self) -> String {
+    pub(crate) fn ipset_restore(&self, family: IpFamily) -> String {
         let mut sets = rules::ipset_entries(&Desired::default());
         for (set, entry) in self.entries.keys() {
             if let Some((_, members)) = sets.iter_mut().find(|(name, _)| name == set) {
                 members.insert(entry.clone());
             }
         }
-        rules::ipset_restore(&sets)
+        rules::ipset_restore(&sets, family)
     }
 
     /// A small desired state whose iptables rules are the whole table's:
@@ -454,7 +456,10 @@ mod tests {
         let built = Table::build(view, "rr", &node_ips(), None);
         assert_eq!(table.vips(), built.vips());
         assert_eq!(table.services(None), built.services(None));
-        assert_eq!(table.ipset_restore(), built.ipset_restore());
+        assert_eq!(
+            table.ipset_restore(IpFamily::V4),
+            built.ipset_restore(IpFamily::V4)
+        );
         assert_eq!(table.rules_shape(), built.rules_shape());
         assert_eq!(table.set_sizes(), built.set_sizes());
     }
@@ -494,7 +499,7 @@ mod tests {
             },
             "no address and no set entry changes"
         );
-        assert_eq!(delta.ipset_restore(), "");
+        assert_eq!(delta.ipset_restore(IpFamily::V4), "");
         let servers: Vec<IpAddr> = table
             .service(&key("10.96.0.1", 80))
             .unwrap()
@@ -538,7 +543,7 @@ mod tests {
             ])
         );
         assert_eq!(
-            delta.ipset_restore(),
+            delta.ipset_restore(IpFamily::V4),
             "del KUBE-CLUSTER-IP 10.96.0.1,tcp:443 -exist\ndel KUBE-NODE-PORT-TCP 30443 -exist\n"
         );
         assert!(table.has_vip(&ip("10.96.0.1")));
@@ -611,8 +616,8 @@ mod tests {
                     scenario.name()
                 );
                 assert_eq!(
-                    table.ipset_restore(),
-                    rules::ipset_restore(&rules::ipset_entries(&whole)),
+                    table.ipset_restore(IpFamily::V4),
+                    rules::ipset_restore(&rules::ipset_entries(&whole), IpFamily::V4),
                     "{}",
                     scenario.name()
                 );

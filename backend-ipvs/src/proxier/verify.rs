@@ -14,7 +14,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
+use proxy_core::IpFamily;
+
 use crate::error::IpvsError;
+use crate::layout::ipset_name;
 use crate::netlink::{IpvsNetlink, ServiceKey};
 
 use super::ipset_sizes;
@@ -33,6 +36,7 @@ pub(crate) fn drift(
     table: &Table,
     draining: &HashMap<(ServiceKey, IpAddr, u16), Instant>,
     cursor: &mut Option<ServiceKey>,
+    family: IpFamily,
 ) -> Result<Option<String>, IpvsError> {
     let listed = ipvs.services()?;
     let mut seen = HashSet::with_capacity(listed.len());
@@ -65,7 +69,8 @@ pub(crate) fn drift(
         source,
     })?;
     for (set, want) in table.set_sizes() {
-        match sizes.get(set) {
+        let set = ipset_name(set, family);
+        match sizes.get(set.as_ref()) {
             None => return Ok(Some(format!("ipset {set} is missing"))),
             Some(have) if *have as usize != want => {
                 return Ok(Some(format!(

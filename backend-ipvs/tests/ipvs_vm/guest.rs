@@ -146,9 +146,15 @@ impl Node {
     /// Starts a TCP server in the pod on `port` that answers every
     /// connection with `"<pod> <peer IP>\n"`.
     pub fn serve_tcp(&self, name: &str, port: u16) {
+        self.serve_tcp_on(name, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
+
+    /// [`Node::serve_tcp`] bound to `addr` (e.g. the pod's IPv6 address,
+    /// next to an IPv4 wildcard server on the same port).
+    pub fn serve_tcp_on(&self, name: &str, addr: SocketAddr) {
         let (ns, _) = self.pod(name);
         let listener = ns
-            .run(move || TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))))
+            .run(move || TcpListener::bind(addr))
             .expect("thread in the namespace")
             .expect("bind in the pod");
         let name = name.to_string();

@@ -8,12 +8,16 @@
 //! the virtual servers go), and `kube-proxy --cleanup` leaves no virtual
 //! server, no `kube-ipvs0`, no `KUBE-*` ipset or chain.
 //!
+//! The node is dual-stack: the Service has an IPv6 ClusterIP too, with an
+//! IPv6 EndpointSlice, and the binary serves it through its IPv6 backend
+//! (`KUBE-6-` sets, ip6tables) on the same `kube-ipvs0`.
+//!
 //! The binary is `/test/kube-proxy` (the host test carries it in). Every
 //! wait is bounded and says what it waited for.
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +34,10 @@ const NODE_NAME: &str = "vm-node";
 const NODE_LAN_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
 const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const CLUSTER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
+/// The node's address on every pod veth, IPv6.
+const NODE_POD_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 1);
+const NODE_LAN_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x50, 0, 0, 0, 0, 0, 1);
 const PORT: u16 = 80;
 const NODE_PORT: u16 = 30080;
 const TARGET_PORT: u16 = 8080;
@@ -47,6 +55,37 @@ const PODS: [(&str, Ipv4Addr); 4] = [
     ("web-b", Ipv4Addr::new(10, 244, 1, 12)),
     ("web-c", Ipv4Addr::new(10, 244, 1, 13)),
 ];
+
+/// A pod's IPv6 address: `fd00:244:1::<last byte of its IPv4 one>`.
+fn pod_ip6(name: &str) -> Ipv6Addr {
+    let last = pod_ip(name).octets()[3];
+    Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, u16::from(last))
+}
+
+/// Gives every pod of `node` an IPv6 address on its routed veth, as the
+/// IPv4 ones are (a /128, the node's gateway address on each veth).
+fn add_ipv6(node: &Node) {
+    guest::sysctl(&node.node, "net/ipv6/conf/all/forwarding", "1");
+    let mut script = String::new();
+    for (i, (name, _)) in PODS.iter().enumerate() {
+        script += &format!(
+            "addr add {NODE_POD_GATEWAY6}/128 dev veth{i} nodad\n\
+             route add {}/128 dev veth{i}\n",
+            pod_ip6(name)
+        );
+        let (pod, _) = node.pod(name);
+        ip_batch(
+            pod,
+            &format!(
+                "addr add {}/128 dev eth0 nodad\n\
+                 route add {NODE_POD_GATEWAY6}/128 dev eth0\n\
+                 route add ::/0 via {NODE_POD_GATEWAY6} dev eth0\n",
+                pod_ip6(name)
+            ),
+        );
+    }
+    ip_batch(&node.node, &script);
+}
 
 fn pod_ip(name: &str) -> Ipv4Addr {
     PODS.iter()
@@ -84,8 +123,9 @@ impl Files {
             "00-node.yaml",
             &format!(
                 "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE_NAME}\n\
-                 spec:\n  podCIDRs: [10.244.1.0/24]\n\
-                 status:\n  addresses:\n    - type: InternalIP\n      address: {NODE_LAN_IP}\n"
+                 spec:\n  podCIDRs: [10.244.1.0/24, \"fd00:244:1::/64\"]\n\
+                 status:\n  addresses:\n    - type: InternalIP\n      address: {NODE_LAN_IP}\n\
+                 \x20   - type: InternalIP\n      address: \"{NODE_LAN_IP6}\"\n"
             ),
         );
         files
@@ -120,8 +160,8 @@ impl Files {
             "10-service-web.yaml",
             &format!(
                 "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: default\n  name: web\n\
-                 spec:\n  type: NodePort\n  clusterIP: {CLUSTER_IP}\n  clusterIPs: [{CLUSTER_IP}]\n\
-                 \x20 ipFamilies: [IPv4]\n  selector: {{app: web}}\n  ports:\n\
+                 spec:\n  type: NodePort\n  clusterIP: {CLUSTER_IP}\n  clusterIPs: [{CLUSTER_IP}, \"{CLUSTER_IP6}\"]\n\
+                 \x20 ipFamilies: [IPv4, IPv6]\n  ipFamilyPolicy: RequireDualStack\n  selector: {{app: web}}\n  ports:\n\
                  \x20   - {{name: http, protocol: TCP, port: {PORT}, targetPort: {TARGET_PORT}, nodePort: {NODE_PORT}}}\n"
             ),
         );
@@ -141,6 +181,22 @@ impl Files {
             );
         }
         self.write("20-endpointslice-web-1.yaml", &text);
+    }
+
+    /// The IPv6 EndpointSlice of `web` with `endpoints`' IPv6 addresses.
+    fn slice6(&self, endpoints: &[&str]) {
+        let mut text = format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: default\n\
+             \x20 name: web-6\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv6\n\
+             ports:\n  - {{name: http, protocol: TCP, port: {TARGET_PORT}}}\nendpoints:\n"
+        );
+        for name in endpoints {
+            text += &format!(
+                "  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n    nodeName: {NODE_NAME}\n",
+                pod_ip6(name)
+            );
+        }
+        self.write("21-endpointslice-web-6.yaml", &text);
     }
 }
 
@@ -335,6 +391,23 @@ fn serving(ns: &Netns, vip: SocketAddr) -> Result<BTreeSet<Ipv4Addr>, String> {
         .collect())
 }
 
+/// The IPv6 real servers with a non-zero weight of `vip`, or why not yet.
+fn expect_serving6(ns: &Netns, vip: SocketAddr, pods: &[&str]) -> Result<(), String> {
+    let want: BTreeSet<IpAddr> = pods.iter().map(|p| IpAddr::V6(pod_ip6(p))).collect();
+    let reals = real_servers(ns, vip).ok_or_else(|| format!("no virtual server {vip}"))?;
+    let got: BTreeSet<IpAddr> = reals
+        .iter()
+        .filter(|(_, w)| *w > 0)
+        .filter_map(|(r, _)| r.parse::<SocketAddr>().ok())
+        .map(|r| r.ip())
+        .collect();
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{vip} serves {got:?}, want {want:?}"))
+    }
+}
+
 fn expect_serving(ns: &Netns, vip: SocketAddr, pods: &[&str]) -> Result<(), String> {
     let want: BTreeSet<Ipv4Addr> = pods.iter().map(|p| pod_ip(p)).collect();
     let got = serving(ns, vip)?;
@@ -369,6 +442,7 @@ fn outside(node: &Netns) -> Netns {
         &format!(
             "link add lan0 type veth peer name eth0 netns {}\n\
              addr add {NODE_LAN_IP}/24 dev lan0\n\
+             addr add {NODE_LAN_IP6}/64 dev lan0 nodad\n\
              link set lan0 up\n",
             ext.path().display()
         ),
@@ -395,16 +469,20 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
     );
     let started = Instant::now();
     let node = Node::new(&PODS);
+    add_ipv6(&node);
     let ext = outside(&node.node);
     for (web, _) in &PODS[1..] {
         node.serve_tcp(web, TARGET_PORT);
+        node.serve_tcp_on(web, SocketAddr::from((pod_ip6(web), TARGET_PORT)));
     }
     let (client, _) = node.pod("client");
     let cluster = SocketAddr::from((CLUSTER_IP, PORT));
     let node_port_lan = SocketAddr::from((NODE_LAN_IP, NODE_PORT));
+    let cluster6 = SocketAddr::from((CLUSTER_IP6, PORT));
     let files = Files::new();
     files.service();
     files.slice(&["web-a", "web-b"]);
+    files.slice6(&["web-a", "web-b"]);
 
     // 1. start: a first sync, /healthz answers 200, and both virtual
     // servers carry a and b
@@ -420,7 +498,8 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
                 s => Err(format!("/healthz answered {s}")),
             })?;
         expect_serving(&node.node, cluster, &["web-a", "web-b"])?;
-        expect_serving(&node.node, node_port_lan, &["web-a", "web-b"])
+        expect_serving(&node.node, node_port_lan, &["web-a", "web-b"])?;
+        expect_serving6(&node.node, cluster6, &["web-a", "web-b"])
     });
     let links = run(
         &node.node,
@@ -431,8 +510,14 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
         links.contains(&format!("{CLUSTER_IP}/32")),
         "the ClusterIP is bound to kube-ipvs0: {links}"
     );
+    assert!(
+        links.contains(&format!("{CLUSTER_IP6}/128")),
+        "the IPv6 ClusterIP is bound to kube-ipvs0 too: {links}"
+    );
     let ab = set(&["web-a", "web-b"]);
     assert_eq!(answered_by(client, cluster, "the client pod"), ab);
+    // dual-stack: the IPv6 ClusterIP through the IPv6 backend
+    assert_eq!(answered_by(client, cluster6, "the client pod (IPv6)"), ab);
     assert_eq!(answered_by(&ext, node_port_lan, "outside"), ab);
     assert_eq!(answered_by(client, node_port_lan, "the client pod"), ab);
     // from outside through a node port: masqueraded to the node's address
@@ -464,10 +549,11 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
     // 3. the Service and its slice removed: no virtual server, no answer
     let before = last_sync(&node.node).unwrap();
     files.remove("20-endpointslice-web-1.yaml");
+    files.remove("21-endpointslice-web-6.yaml");
     files.remove("10-service-web.yaml");
     let removal = kp.wait("the virtual servers removed", || {
         synced_after(&node.node, before)?;
-        for vip in [cluster, node_port_lan] {
+        for vip in [cluster, node_port_lan, cluster6] {
             if real_servers(&node.node, vip).is_some() {
                 return Err(format!("{vip} is still a virtual server"));
             }
@@ -512,7 +598,12 @@ fn the_binary_in_ipvs_mode_serves_manifests_follows_changes_and_cleans_up() {
         !sets.lines().any(|s| s.starts_with("KUBE-")),
         "ipsets left after --cleanup:\n{sets}"
     );
-    for save in ["iptables-legacy-save", "iptables-nft-save"] {
+    for save in [
+        "iptables-legacy-save",
+        "iptables-nft-save",
+        "ip6tables-legacy-save",
+        "ip6tables-nft-save",
+    ] {
         let rules = run(&node.node, save, &[]);
         assert!(
             !rules.contains("KUBE-"),

@@ -15,8 +15,10 @@
 mod guest;
 mod guest_binary;
 mod guest_conformance;
+mod guest_dual_stack;
 mod guest_ipvsadm;
 mod guest_netlink;
+mod guest_sctp;
 mod guest_sync;
 mod vm;
 
@@ -26,12 +28,18 @@ mod http;
 
 use std::io::Write as _;
 
+/// The tier's boot time limit (seconds).
+const TIER_TIME_LIMIT_SECS: u32 = 360;
+
 /// Boots the VM, runs every guest test inside it, and fails when one fails.
 #[test]
 fn ipvs_vm_tier() {
     let Some(vm) = vm::Vm::prepare_or_skip("ipvs_vm_tier") else {
         return;
     };
+    // The guest tests take ~165 s of guest time on 2 cores at load 6, more
+    // when other builds share them; the limit only catches a hung guest.
+    let vm = vm.sized(256, TIER_TIME_LIMIT_SECS);
     let exe = std::env::current_exe().expect("the test binary's path");
     let kube_proxy = vm::kube_proxy_binary(&exe).unwrap_or_else(|e| panic!("{e}"));
     let run = vm

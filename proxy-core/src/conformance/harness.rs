@@ -1,4 +1,4 @@
-use crate::backend::{Backend, BackendContext, BackendError, Capabilities};
+use crate::backend::{Backend, BackendContext, BackendError, Capabilities, Capability};
 
 use super::packet::{Outcome, Packet};
 
@@ -17,6 +17,14 @@ pub trait Harness: Send {
     /// usually the backend's capabilities.
     fn capabilities(&mut self) -> Capabilities {
         self.backend().capabilities()
+    }
+
+    /// Why scenarios needing `capability` are skipped when the harness
+    /// lacks it although the backend may have it (say, the kernel cannot
+    /// make SCTP sockets); `None` (the default) names the capability.
+    fn missing_reason(&mut self, capability: Capability) -> Option<String> {
+        let _ = capability;
+        None
     }
 
     /// The outcome of `packet` under the state the backend last wrote.

@@ -68,12 +68,30 @@ fn compatible(a: &Scenario, b: &Scenario) -> bool {
     a.family() == b.family() && a.node() == b.node() && a.config() == b.config()
 }
 
-fn missing(caps: &Capabilities, required: Vec<Capability>) -> Vec<String> {
+fn missing(caps: &Capabilities, required: Vec<Capability>) -> Vec<Capability> {
     required
         .into_iter()
         .filter(|c| !caps.supports(*c))
-        .map(capability_name)
         .collect()
+}
+
+/// Why something needing `missing` is skipped: "requires a, b", with the
+/// harness's own reasons ([`Harness::missing_reason`]) after a `;`.
+fn skip_reason(harness: &mut dyn Harness, missing: &[Capability]) -> String {
+    let mut names = Vec::new();
+    let mut reasons = Vec::new();
+    for &c in missing {
+        match harness.missing_reason(c) {
+            Some(reason) => reasons.push(reason),
+            None => names.push(capability_name(c)),
+        }
+    }
+    let mut parts = Vec::new();
+    if !names.is_empty() {
+        parts.push(format!("requires {}", names.join(", ")));
+    }
+    parts.extend(reasons);
+    parts.join("; ")
 }
 
 /// The scenario-file name of `capability` (`session_affinity`).
@@ -103,18 +121,21 @@ async fn run_one(
     let caps = harness.capabilities();
     let missing_here = missing(&caps, scenario.scenario_requirements());
     if !missing_here.is_empty() {
-        return ScenarioReport::skipped(name, format!("requires {}", missing_here.join(", ")));
+        return ScenarioReport::skipped(name, skip_reason(harness.as_mut(), &missing_here));
     }
     // Packets needing what the backend lacks are skipped one by one; a
     // scenario with none left is skipped as a whole.
-    let unsupported: Vec<Vec<String>> = scenario
+    let unsupported: Vec<Option<String>> = scenario
         .packets()
         .iter()
-        .map(|p| missing(&caps, scenario.packet_requirements(p)))
+        .map(|p| {
+            let m = missing(&caps, scenario.packet_requirements(p));
+            (!m.is_empty()).then(|| skip_reason(harness.as_mut(), &m))
+        })
         .collect();
-    if unsupported.iter().all(|m| !m.is_empty()) {
+    if unsupported.iter().all(Option::is_some) {
         let all = missing(&caps, scenario.requirements());
-        return ScenarioReport::skipped(name, format!("requires {}", all.join(", ")));
+        return ScenarioReport::skipped(name, skip_reason(harness.as_mut(), &all));
     }
 
     let mut report = ScenarioReport::new(name);
@@ -145,7 +166,7 @@ async fn send_packets(
     harness: &mut dyn Harness,
     tier: Tier,
     scenario: &Scenario,
-    unsupported: &[Vec<String>],
+    unsupported: &[Option<String>],
     compare_masquerade: bool,
     report: &mut ScenarioReport,
 ) {
@@ -154,10 +175,10 @@ async fn send_packets(
             report.packets_skipped += 1;
             continue;
         }
-        if !missing.is_empty() {
+        if let Some(reason) = missing {
             report
                 .packets_unsupported
-                .push((p.packet.clone(), format!("requires {}", missing.join(", "))));
+                .push((p.packet.clone(), reason.clone()));
             continue;
         }
         let expected = p.expected_in(harness.backend().mode());

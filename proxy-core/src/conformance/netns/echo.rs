@@ -1,4 +1,4 @@
-//! Echo servers: TCP and UDP sockets bound in a namespace that answer every
+//! Echo servers: TCP, UDP and SCTP sockets bound in a namespace that answer every
 //! connection or datagram with `"<ip:port> <peer-ip>\n"`.
 //!
 //! `ip:port` is the address the server is bound to, so a client sees which
@@ -31,6 +31,8 @@ pub fn parse_echo_reply(reply: &str) -> Option<(SocketAddr, IpAddr)> {
 pub(crate) enum Transport {
     Tcp,
     Udp,
+    /// One-to-one SCTP sockets, driven like TCP ones (see [`super::sctp`]).
+    Sctp,
 }
 
 /// Every echo server of one topology, served by one current-thread tokio
@@ -86,15 +88,16 @@ impl EchoServers {
             return Ok(());
         }
         match transport {
-            Transport::Tcp => {
-                let listener = ns.run(|| {
-                    bind_nonblocking(std::net::TcpListener::bind(addr), |s| {
+            Transport::Tcp | Transport::Sctp => {
+                let listener = ns.run(|| match transport {
+                    Transport::Sctp => super::sctp::listener(addr),
+                    _ => bind_nonblocking(std::net::TcpListener::bind(addr), |s| {
                         s.set_nonblocking(true)
-                    })
+                    }),
                 })??;
                 self.handle.spawn(async move {
                     if let Err(e) = serve_tcp(listener, addr).await {
-                        tracing::warn!(%addr, error = %e, "tcp echo server stopped");
+                        tracing::warn!(%addr, ?transport, error = %e, "stream echo server stopped");
                     }
                 });
             }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendContext, BackendError, Capabilities};
+use crate::backend::{Backend, BackendContext, BackendError, Capabilities, Capability};
 use crate::conformance::{Harness, HarnessFactory, Outcome, Packet};
 
 use super::check_privileges;
@@ -65,13 +65,21 @@ impl Harness for KernelHarness {
         &mut self.backend
     }
 
-    /// The backend's capabilities, without SCTP: this harness cannot send
-    /// SCTP (std and tokio have no SCTP sockets), so the suite skips those
-    /// scenarios and says why.
+    /// The backend's capabilities, without SCTP when the kernel cannot make
+    /// SCTP sockets: the suite then skips those scenarios and says why
+    /// ([`NO_SCTP_REASON`](super::NO_SCTP_REASON)).
     fn capabilities(&mut self) -> Capabilities {
         let mut capabilities = self.backend.capabilities();
-        capabilities.sctp = false;
+        capabilities.sctp &= self.backend.topology().has_sctp();
         capabilities
+    }
+
+    fn missing_reason(&mut self, capability: Capability) -> Option<String> {
+        // only when the backend has SCTP: otherwise the backend is the reason
+        (capability == Capability::Sctp
+            && self.backend.capabilities().sctp
+            && !self.backend.topology().has_sctp())
+        .then(|| super::NO_SCTP_REASON.to_string())
     }
 
     async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {

@@ -65,6 +65,7 @@ mod namespace;
 mod outcome;
 mod privileges;
 mod probe;
+mod sctp;
 mod send;
 mod topology;
 mod worker;
@@ -77,6 +78,7 @@ pub use privileges::{
     PrivilegeGate, REQUIRE_PRIVILEGED_ENV, check_privileges, check_tool, privileged_or_skip,
     privileged_or_skip_with,
 };
+pub use sctp::{NO_SCTP_REASON, kernel_has_sctp};
 pub use send::SendOptions;
 pub use topology::{ClientPlace, NodeTopology};
 pub use worker::{MakeBackend, NetnsBackend};

@@ -1,5 +1,5 @@
 //! Real connections from a client namespace: one attempt is one TCP
-//! connection or one UDP request/response, each from a fresh socket (a new
+//! connection, one SCTP association or one UDP request/response, each from a fresh socket (a new
 //! source port, so a new conntrack entry and a new load-balancing decision).
 
 use std::io;
@@ -64,7 +64,9 @@ impl Probe {
 
     async fn attempt(&self) -> io::Result<Attempt> {
         let result = match self.transport {
-            Transport::Tcp => tokio::time::timeout(self.timeout, self.tcp()).await,
+            Transport::Tcp | Transport::Sctp => {
+                tokio::time::timeout(self.timeout, self.stream()).await
+            }
             Transport::Udp => tokio::time::timeout(self.timeout, self.udp()).await,
         };
         let reply = match result {
@@ -85,12 +87,17 @@ impl Probe {
         }
     }
 
-    async fn tcp(&self) -> io::Result<Vec<u8>> {
-        let socket = match self.source {
-            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    /// One TCP connection, or one SCTP association on a one-to-one socket.
+    async fn stream(&self) -> io::Result<Vec<u8>> {
+        let source = SocketAddr::new(self.source, 0);
+        let socket = match (self.transport, self.source) {
+            (Transport::Sctp, _) => super::sctp::client(source)?,
+            (_, IpAddr::V4(_)) => tokio::net::TcpSocket::new_v4()?,
+            (_, IpAddr::V6(_)) => tokio::net::TcpSocket::new_v6()?,
         };
-        socket.bind(SocketAddr::new(self.source, 0))?;
+        if self.transport != Transport::Sctp {
+            socket.bind(source)?;
+        }
         let mut stream = socket.connect(self.destination).await?;
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await?;

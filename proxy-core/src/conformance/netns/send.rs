@@ -86,11 +86,8 @@ impl PacketSender {
         let transport = match packet.protocol {
             Protocol::Tcp => Transport::Tcp,
             Protocol::Udp => Transport::Udp,
-            Protocol::Sctp => {
-                return Err(BackendError::unsupported(
-                    "the kernel harness does not probe SCTP (no SCTP sockets in std or tokio)",
-                ));
-            }
+            Protocol::Sctp if topology.has_sctp() => Transport::Sctp,
+            Protocol::Sctp => return Err(BackendError::unsupported(super::sctp::NO_SCTP_REASON)),
         };
         let place = match packet.origin {
             Origin::Host => ClientPlace::Node,

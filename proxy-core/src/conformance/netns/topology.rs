@@ -53,6 +53,8 @@ pub struct NodeTopology {
     replies_via_node: BTreeSet<IpAddr>,
     vips: BTreeSet<IpAddr>,
     next_veth: usize,
+    /// The kernel makes SCTP sockets: endpoints get SCTP echo servers too.
+    sctp: bool,
 }
 
 /// A pod: its namespace and the host end of its veth.
@@ -112,6 +114,7 @@ impl NodeTopology {
             replies_via_node: BTreeSet::new(),
             vips: BTreeSet::new(),
             next_veth: 0,
+            sctp: super::sctp::kernel_has_sctp(),
         };
         topology.wire_uplink()?;
         tracing::debug!(node = ?topology.node_addresses, pod_cidrs = ?topology.pod_cidrs, "node topology ready");
@@ -334,6 +337,7 @@ impl NodeTopology {
         let transport = match protocol {
             Protocol::Tcp => Transport::Tcp,
             Protocol::Udp => Transport::Udp,
+            Protocol::Sctp if self.sctp => Transport::Sctp,
             Protocol::Sctp => return Ok(()),
         };
         if self.is_node_local(destination.ip()) {
@@ -516,8 +520,13 @@ impl NodeTopology {
         Ok(())
     }
 
-    /// Echo servers (TCP and UDP) for an endpoint, in the namespace that
-    /// holds its IP.
+    /// Whether the kernel makes SCTP sockets (else SCTP cannot be probed).
+    pub fn has_sctp(&self) -> bool {
+        self.sctp
+    }
+
+    /// Echo servers (TCP and UDP, and SCTP when the kernel has it) for an
+    /// endpoint, in the namespace that holds its IP.
     fn ensure_echo(&mut self, addr: SocketAddr) -> Result<(), BackendError> {
         let ns = if self.is_node_address(addr.ip()) {
             &self.node
@@ -526,7 +535,8 @@ impl NodeTopology {
         } else {
             &self.lan
         };
-        for transport in [Transport::Tcp, Transport::Udp] {
+        let sctp = self.sctp.then_some(Transport::Sctp);
+        for transport in [Transport::Tcp, Transport::Udp].into_iter().chain(sctp) {
             self.echo.start(ns, addr, transport).map_err(|e| {
                 BackendError::dataplane(format!("cannot bind the echo server of endpoint {addr}"))
                     .with_source(e)
