@@ -13,6 +13,7 @@ use crate::view::NodeView;
 
 use super::isolation::{Found, Isolator, Quarantine, call_budget};
 use super::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
+use super::progress::{log_sync_progress, with_progress};
 use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
@@ -202,7 +203,11 @@ impl FamilyState {
         let programmed = if retries_only {
             Ok(Found::default())
         } else {
-            iso.program(main, false).await
+            let (family, total, progress) = (self.family, main.len(), iso.progress.clone());
+            with_progress(&progress, iso.program(main, false), |tick| {
+                log_sync_progress(family, mode, total, tick)
+            })
+            .await
         };
         let found = match programmed {
             Ok(found) => found,

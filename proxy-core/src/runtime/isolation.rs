@@ -64,6 +64,7 @@ use crate::config::ProxyMode;
 use crate::model::{IpFamily, ServiceKey, ServicePortName};
 use crate::view::{NodeView, ServicePortView};
 
+use super::progress::SyncProgress;
 use super::observer::{RefusedPort, SyncObserver};
 
 /// A held-back service port.
@@ -253,6 +254,8 @@ pub(crate) struct Isolator<'a> {
     pub(crate) budget: usize,
     /// The accepted calls' stats, summed (totals: the last call's).
     pub(crate) stats: SyncStats,
+    /// Service ports accepted so far, for the progress log.
+    pub(crate) progress: Arc<SyncProgress>,
 }
 
 impl<'a> Isolator<'a> {
@@ -284,6 +287,7 @@ impl<'a> Isolator<'a> {
             calls: 0,
             budget,
             stats: SyncStats::default(),
+            progress: Arc::default(),
         }
     }
 
@@ -318,6 +322,7 @@ impl<'a> Isolator<'a> {
                 self.stats.ports_written += stats.ports_written;
                 self.stats.objects_written += stats.objects_written;
                 self.stats.totals = stats.totals;
+                self.progress.add(set.len());
                 Ok(())
             }
             Err(error) => {

@@ -35,6 +35,7 @@ pub mod metrics;
 mod nft_watch;
 mod node;
 mod observer;
+mod progress;
 mod proxy;
 mod shutdown;
 pub mod source;
