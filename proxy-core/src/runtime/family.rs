@@ -232,7 +232,8 @@ impl FamilyState {
             match iso.program(retry.clone(), true).await {
                 Ok(found) => found,
                 Err(error) => {
-                    tracing::warn!(family = %self.family, %mode, error = %error_chain(&error), "retrying refused service ports failed; they stay held back");
+                    let ports: Vec<String> = retry.iter().map(ToString::to_string).collect();
+                    tracing::warn!(family = %self.family, %mode, ports = %ports.join(", "), error = %error_chain(&error), "retrying refused service ports failed; they stay held back");
                     Found {
                         culprits: Vec::new(),
                         unresolved: retry.clone(),

@@ -64,8 +64,8 @@ use crate::config::ProxyMode;
 use crate::model::{IpFamily, ServiceKey, ServicePortName};
 use crate::view::{NodeView, ServicePortView};
 
-use super::progress::SyncProgress;
 use super::observer::{RefusedPort, SyncObserver};
+use super::progress::SyncProgress;
 
 /// A held-back service port.
 #[derive(Debug, Clone)]

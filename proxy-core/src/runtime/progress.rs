@@ -37,9 +37,15 @@ impl SyncProgress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tick {
     /// Still running after `elapsed`, `programmed` ports so far.
-    Running { programmed: usize, elapsed: Duration },
+    Running {
+        programmed: usize,
+        elapsed: Duration,
+    },
     /// A sync that reported `Running` at least once ended.
-    Finished { programmed: usize, elapsed: Duration },
+    Finished {
+        programmed: usize,
+        elapsed: Duration,
+    },
 }
 
 /// Runs `work`, calling `report` every [`PROGRESS_INTERVAL`] while it runs
@@ -73,10 +79,16 @@ pub(crate) async fn with_progress<T>(
 /// Logs `tick` of a sync of `total` service ports of `family` at info.
 pub(crate) fn log_sync_progress(family: IpFamily, mode: ProxyMode, total: usize, tick: Tick) {
     match tick {
-        Tick::Running { programmed, elapsed } => {
+        Tick::Running {
+            programmed,
+            elapsed,
+        } => {
             tracing::info!(%family, %mode, programmed, total, ?elapsed, "sync in progress: service ports programmed so far, of the total")
         }
-        Tick::Finished { programmed, elapsed } => {
+        Tick::Finished {
+            programmed,
+            elapsed,
+        } => {
             tracing::info!(%family, %mode, programmed, total, ?elapsed, "sync finished: service ports programmed, of the total")
         }
     }
@@ -121,9 +133,18 @@ mod tests {
         assert_eq!(
             ticks,
             [
-                Tick::Running { programmed: 0, elapsed: secs(5) },
-                Tick::Running { programmed: 40, elapsed: secs(10) },
-                Tick::Finished { programmed: 100, elapsed: secs(12) },
+                Tick::Running {
+                    programmed: 0,
+                    elapsed: secs(5)
+                },
+                Tick::Running {
+                    programmed: 40,
+                    elapsed: secs(10)
+                },
+                Tick::Finished {
+                    programmed: 100,
+                    elapsed: secs(12)
+                },
             ]
         );
     }

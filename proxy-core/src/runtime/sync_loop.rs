@@ -165,10 +165,8 @@ impl Runtime {
         let mut watcher: Option<NftWatcher> = None;
         tracing::info!(mode = %self.factory.mode(), node = %self.options.node_name, "waiting for the initial lists of the sources");
         let listing_started = tokio::time::Instant::now();
-        let mut listing_progress = tokio::time::interval_at(
-            listing_started + PROGRESS_INTERVAL,
-            PROGRESS_INTERVAL,
-        );
+        let mut listing_progress =
+            tokio::time::interval_at(listing_started + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         loop {
             let wake = families.iter().map(|f| f.runner.next_run()).min();
             let sleep = async {
