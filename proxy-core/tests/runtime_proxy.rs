@@ -27,9 +27,10 @@ fn registry() -> (Registry, Arc<Recorder>) {
 }
 
 fn config() -> KubeProxyConfiguration {
-    let mut config = KubeProxyConfiguration::default();
-    config.mode = Some(ProxyMode::Userspace);
-    config
+    KubeProxyConfiguration {
+        mode: Some(ProxyMode::Userspace),
+        ..KubeProxyConfiguration::default()
+    }
 }
 
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
