@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SyncProgress};
 use crate::changes::{ChangeSet, PendingChanges};
 use crate::model::{IpFamily, NodeInfo, ServiceKey, ServicePortName};
 use crate::runner::{RunReason, SyncRunner};
@@ -20,6 +20,8 @@ use super::sync_loop::SyncTiming;
 pub(crate) struct FamilyState {
     pub(crate) family: IpFamily,
     pub(crate) backend: Box<dyn Backend>,
+    /// The backend's [`BackendContext::progress`](crate::backend::BackendContext::progress).
+    pub(crate) progress: Arc<SyncProgress>,
     /// The view of the last successful sync (empty before the first).
     pub(crate) synced: NodeView,
     pub(crate) pending: PendingChanges,
@@ -70,6 +72,7 @@ impl FamilyState {
         FamilyState {
             family,
             backend,
+            progress: Arc::default(),
             synced: NodeView::empty(family, node),
             pending,
             runner,
@@ -203,7 +206,9 @@ impl FamilyState {
         let programmed = if retries_only {
             Ok(Found::default())
         } else {
-            let (family, total, progress) = (self.family, main.len(), iso.progress.clone());
+            self.progress.set(0);
+            iso.progress = self.progress.clone();
+            let (family, total, progress) = (self.family, main.len(), self.progress.clone());
             with_progress(&progress, iso.program(main, false), |tick| {
                 log_sync_progress(family, mode, total, tick)
             })

@@ -3,35 +3,15 @@
 //! start with many Services), with the service ports programmed so far.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::backend::SyncProgress;
 use crate::config::ProxyMode;
 use crate::error::ObjectKind;
 use crate::model::IpFamily;
 
 /// How often a long start-up step reports its progress.
 pub(crate) const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Service ports one sync has programmed so far, shared between the
-/// [`Isolator`](super::isolation::Isolator) that programs them and the
-/// ticker that reports them.
-#[derive(Debug, Default)]
-pub(crate) struct SyncProgress {
-    programmed: AtomicUsize,
-}
-
-impl SyncProgress {
-    /// `ports` more service ports were accepted by the dataplane.
-    pub(crate) fn add(&self, ports: usize) {
-        self.programmed.fetch_add(ports, Ordering::Relaxed);
-    }
-
-    /// Service ports programmed so far.
-    pub(crate) fn programmed(&self) -> usize {
-        self.programmed.load(Ordering::Relaxed)
-    }
-}
 
 /// What [`with_progress`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

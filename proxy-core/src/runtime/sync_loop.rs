@@ -395,13 +395,15 @@ impl Runtime {
             .with_commands(self.options.commands.clone());
         self.factory.check(&ctx).await?;
         let backend = self.factory.build(&ctx)?;
-        Ok(FamilyState::new(
+        let mut state = FamilyState::new(
             backend,
             node.info.clone(),
             family,
             &self.options.timing,
             now(),
-        ))
+        );
+        state.progress = ctx.progress;
+        Ok(state)
     }
 }
 
