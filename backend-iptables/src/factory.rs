@@ -68,7 +68,7 @@ impl BackendFactory for IptablesFactory {
     async fn check(&self, ctx: &BackendContext) -> Result<(), BackendError> {
         let ipt = Iptables::detect(self.exec(ctx), ctx.family).await?;
         // Reading the nat table needs CAP_NET_ADMIN: a cheap privilege check.
-        ipt.save("nat").await.map_err(|e| {
+        ipt.save(Some("nat")).await.map_err(|e| {
             BackendError::unsupported(format!(
                 "cannot read the {} nat table (kube-proxy needs CAP_NET_ADMIN): {e}",
                 ctx.family
@@ -102,7 +102,7 @@ impl BackendFactory for IptablesFactory {
         let ipt = match Iptables::detect(self.exec(ctx), ctx.family).await {
             Ok(ipt) => ipt,
             // Without iptables there is nothing to clean.
-            Err(crate::IptablesError::MissingTool(_)) => return Ok(()),
+            Err(proxy_core::exec::ToolError::Missing { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         cleanup_family(&ipt).await

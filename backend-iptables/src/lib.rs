@@ -17,7 +17,6 @@
 #![warn(missing_docs)]
 
 mod backend;
-mod error;
 pub mod exec;
 mod factory;
 #[cfg(feature = "fake")]
@@ -28,9 +27,12 @@ pub mod names;
 pub mod render;
 pub mod restore;
 pub mod tables;
-#[cfg(feature = "fake")]
+#[cfg(feature = "trace")]
 pub mod trace;
 
 pub use backend::{IptablesBackend, NFT_PORTS_PER_RESTORE};
-pub use error::IptablesError;
 pub use factory::IptablesFactory;
+/// What went wrong talking to iptables: the driver's error (its
+/// [`into_backend_error`](proxy_core::exec::ToolError::into_backend_error)
+/// gives the kind the runtime acts on).
+pub use proxy_core::exec::ToolError as IptablesError;

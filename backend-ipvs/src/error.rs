@@ -84,7 +84,7 @@ pub enum IpvsError {
 
     /// `iptables-restore` or the jump rules failed.
     #[error("iptables: {0}")]
-    Iptables(#[from] backend_iptables::IptablesError),
+    Iptables(#[from] proxy_core::exec::ToolError),
 
     /// Several steps failed; each is listed. The cleanup went on after
     /// each failure, as upstream's does.
@@ -132,8 +132,8 @@ impl IpvsError {
             IpvsError::Command { .. }
             | IpvsError::ReadProc { .. }
             | IpvsError::Netlink { .. }
-            | IpvsError::Sysctl { .. }
-            | IpvsError::Iptables(_) => false,
+            | IpvsError::Sysctl { .. } => false,
+            IpvsError::Iptables(error) => error.not_installed(),
         }
     }
 }

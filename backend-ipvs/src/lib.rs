@@ -38,4 +38,4 @@ mod proxier;
 pub use error::IpvsError;
 pub use factory::{IPV6_NOT_IMPLEMENTED, IpvsFactory};
 pub use host::{Command, Host, Output, SystemHost};
-pub use proxier::{DRAIN_BOUND, IpvsBackend};
+pub use proxier::{DRAIN_BOUND, DRAIN_RECHECK, IpvsBackend};

@@ -1,38 +1,17 @@
 use proxy_core::BackendError;
+use proxy_core::exec::ToolError;
 
 /// Errors of the nftables backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
-    /// `nft` failed listing tables.
-    #[error("nft failed: {0}")]
-    Nft(#[from] nftables::helper::NftablesError),
-    /// `nft`'s table listing was not the JSON expected.
-    #[error("cannot parse nft's output: {0}")]
-    Json(#[from] serde_json::Error),
-    /// `nft` could not be run, or its input could not be written.
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        /// The program.
-        program: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// `nft` rejected the transaction (nothing was applied).
-    #[error("nft rejected the transaction ({status}): {stderr}")]
-    Rejected {
-        /// The exit status.
-        status: String,
-        /// nft's error output.
-        stderr: String,
-    },
-    /// `nft list tables` failed.
-    #[error("nft failed listing tables ({status}): {stderr}")]
-    Listing {
-        /// The exit status.
-        status: String,
-        /// nft's error output.
-        stderr: String,
-    },
+    /// `nft` did not apply a transaction: it could not be run, timed out,
+    /// or rejected it (nothing was applied).
+    #[error("nft transaction not applied: {0}")]
+    Apply(#[source] ToolError),
+    /// `nft -j list tables` could not be run, failed, or printed what is
+    /// not the JSON expected.
+    #[error("nft cannot list tables: {0}")]
+    List(#[source] ToolError),
     /// The in-memory fake rejected a command, as the kernel would.
     #[error("fake nft rejected `{command}`: {reason}")]
     Fake {
@@ -52,12 +31,11 @@ impl NftError {
         let base = match &self {
             NftError::Unsupported(m) => BackendError::unsupported(format!("{what}: {m}")),
             // A hung nft, killed after the timeout: try again later.
-            NftError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+            NftError::Apply(e) | NftError::List(e) if e.timed_out() => {
                 BackendError::transient(format!("{what}: nft timed out"))
             }
-            NftError::Nft(nftables::helper::NftablesError::NftExecution { .. })
-            | NftError::Spawn { .. }
-            | NftError::Listing { .. } => {
+            NftError::Apply(ToolError::Spawn { .. })
+            | NftError::List(ToolError::Spawn { .. } | ToolError::Failed { .. }) => {
                 BackendError::unsupported(format!("{what}: cannot run nft"))
             }
             _ => BackendError::dataplane(what.to_string()),

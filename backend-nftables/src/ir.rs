@@ -29,13 +29,7 @@ impl fmt::Display for CommentText<'_> {
 /// Our table's name (both families).
 pub const TABLE: &str = "kube-proxy";
 
-/// `ip` or `ip6`: the table family and the payload protocol of addresses.
-pub fn family_word(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
-}
+pub use proxy_core::exec::nft::family_word;
 
 /// `ipv4_addr` or `ipv6_addr`.
 pub fn addr_type(family: IpFamily) -> &'static str {

@@ -19,7 +19,7 @@ mod backend;
 mod error;
 mod exec;
 mod factory;
-#[cfg(feature = "fake")]
+#[cfg(feature = "trace")]
 pub mod fake;
 pub mod ir;
 pub mod names;

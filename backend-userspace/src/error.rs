@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use proxy_core::exec::ToolError;
 use proxy_core::{BackendError, ServicePortName};
 
 use crate::plan::ListenerKey;
@@ -31,18 +32,10 @@ pub enum UserspaceError {
     /// The host's addresses could not be listed.
     #[error("cannot list the host's addresses: {0}")]
     LocalAddresses(#[source] std::io::Error),
-    /// `nft` could not be run, or was killed after the command timeout;
-    /// nothing of that transaction was applied.
-    #[error("cannot run nft: {0}")]
-    NftRun(#[source] std::io::Error),
-    /// `nft` refused a redirect table transaction; nothing of it was applied.
-    #[error("nft rejected the transaction (exit code {code:?}): {stderr}")]
-    NftRejected {
-        /// Its exit code (`None`: killed by a signal).
-        code: Option<i32>,
-        /// What it printed on stderr.
-        stderr: String,
-    },
+    /// `nft` could not be run, was killed after the command timeout, or
+    /// refused a redirect table transaction; nothing of it was applied.
+    #[error("redirect rules not applied: {0}")]
+    Nft(#[source] ToolError),
     /// A transaction could not be encoded as JSON.
     #[error("cannot encode an nft transaction: {0}")]
     Encode(#[source] serde_json::Error),
@@ -58,12 +51,12 @@ impl From<UserspaceError> for BackendError {
                 BackendError::dataplane(e.to_string())
             }
             UserspaceError::LocalAddresses(_) => BackendError::transient(e.to_string()),
-            UserspaceError::NftRun(source) if source.kind() == std::io::ErrorKind::TimedOut => {
+            UserspaceError::Nft(source) if source.timed_out() => {
                 BackendError::transient(e.to_string())
             }
-            UserspaceError::NftRun(_)
-            | UserspaceError::NftRejected { .. }
-            | UserspaceError::Encode(_) => BackendError::dataplane(e.to_string()),
+            UserspaceError::Nft(_) | UserspaceError::Encode(_) => {
+                BackendError::dataplane(e.to_string())
+            }
             UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
         };
         error.with_source(e)

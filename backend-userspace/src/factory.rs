@@ -1,7 +1,7 @@
 //! [`UserspaceFactory`]: builds [`UserspaceBackend`]s for the registry.
 
 use proxy_core::backend::{BackendContext, BackendFactory};
-use proxy_core::exec::SystemExecutor;
+use proxy_core::exec::nft::Nft;
 use proxy_core::{Backend, BackendError, ProxyMode};
 
 use crate::backend::UserspaceBackend;
@@ -43,7 +43,7 @@ impl BackendFactory for UserspaceFactory {
             tracing::debug!("cannot program nftables: no redirect tables to delete");
             return Ok(());
         }
-        let nft = SystemExecutor::new(ctx.commands.clone());
+        let nft = Nft::new(ctx.commands.clone());
         Ok(delete_table(&nft, ctx.family).await?)
     }
 }

@@ -76,7 +76,7 @@ fn preliminary_node(options: &Options) -> Result<NodeState, UsageError> {
     ))
 }
 
-async fn source(options: &Options, node_name: &str) -> anyhow::Result<Box<dyn Source>> {
+pub(crate) async fn source(options: &Options, node_name: &str) -> anyhow::Result<Box<dyn Source>> {
     if let Some(path) = &options.manifests {
         if !options.config.client_connection.kubeconfig.is_empty() || options.master.is_some() {
             tracing::warn!("--manifests is set: the API server is not used");

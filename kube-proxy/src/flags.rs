@@ -59,7 +59,8 @@ fn list(text: &str) -> Vec<String> {
 #[command(
     name = "kube-proxy",
     version,
-    about = "The Kubernetes network proxy: programs Services on this node with iptables, nftables, ipvs or a userspace proxy."
+    about = "The Kubernetes network proxy: programs Services on this node with iptables, nftables, ipvs or a userspace proxy.",
+    after_help = "Inspection commands (they change nothing and need no running kube-proxy):\n  kube-proxy trace --from IP --to IP:PORT [--proto tcp]   where a new connection goes, hop by hop\n  kube-proxy diff [--manifests DIR]                      live rules vs what the Services want (exit 0 equal, 1 different)"
 )]
 pub struct Flags {
     // ---- not configuration fields ----

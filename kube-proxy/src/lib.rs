@@ -7,11 +7,15 @@
 
 pub mod app;
 pub mod config_watch;
+#[cfg(any(feature = "iptables", feature = "nftables"))]
+pub mod diff;
 pub mod flags;
 pub mod logging;
 pub mod options;
 mod privileges;
 pub mod registry;
+#[cfg(any(feature = "iptables", feature = "nftables"))]
+pub mod trace;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,17 @@ fn usage(message: &str) -> ExitCode {
 
 /// The whole program.
 pub fn main() -> ExitCode {
+    // `kube-proxy trace …` and `kube-proxy diff …`: inspection commands
+    // with their own flags (see `kube-proxy trace --help`).
+    #[cfg(any(feature = "iptables", feature = "nftables"))]
+    {
+        let args: Vec<String> = std::env::args().collect();
+        match args.get(1).map(String::as_str) {
+            Some("trace") => return trace::main(&args[1..]),
+            Some("diff") => return diff::main(&args[1..]),
+            _ => {}
+        }
+    }
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(error) => {

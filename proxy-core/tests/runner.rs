@@ -337,3 +337,30 @@ fn an_idle_run_does_not_hold_back_the_next_request() {
     assert!(!r.due(t0 + ms(5200)));
     assert_eq!(r.next_run(), t0 + ms(6100));
 }
+
+#[test]
+fn a_request_for_later_is_due_then_and_survives_earlier_runs() {
+    let t0 = Instant::now();
+    let mut r = SyncRunner::new(MIN, MAX, RETRY, t0);
+    r.request_at(Some(t0 + secs(5)));
+    assert!(!r.due(t0 + secs(4)));
+    assert_eq!(r.next_run(), t0 + secs(5));
+    // a run before the instant leaves the request pending
+    r.request(t0 + secs(4));
+    run(&mut r, t0 + secs(4), true);
+    assert!(!r.due(t0 + ms(4999)));
+    assert_eq!(r.reason(t0 + secs(5)), Some(RunReason::Requested));
+    // the minimum interval holds: a request for 5.5 s after a run at 5 s
+    // waits until 6 s
+    r.started(t0 + secs(5));
+    r.finished(t0 + secs(5), true);
+    r.request_at(Some(t0 + ms(5500)));
+    assert!(!r.due(t0 + ms(5500)));
+    assert!(r.due(t0 + secs(6)));
+    run(&mut r, t0 + secs(6), true);
+    assert!(!r.due(t0 + secs(30)), "served");
+    // withdrawn
+    r.request_at(Some(t0 + secs(40)));
+    r.request_at(None);
+    assert!(!r.due(t0 + secs(45)));
+}

@@ -5,7 +5,12 @@
 //!
 //! Probabilistic matches (`statistic`, `recent --rcheck`) are followed in
 //! every branch, so a traced packet reports every endpoint that may answer.
+//!
+//! [`trace_path`] also records the path ([`Hop`]s: every chain entered and
+//! every rule that matched, with DNAT choices and their probabilities), for
+//! `kube-proxy trace`; [`trace`] is the outcome alone.
 
+mod hop;
 mod rule;
 
 use std::collections::BTreeSet;
@@ -13,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use proxy_core::conformance::{Origin, Outcome, Packet};
 
+pub use hop::{Choice, Hop, Path};
 pub use rule::{Action, Cond, ParsedRule, parse};
 
 use crate::tables::Tables;
@@ -79,6 +85,18 @@ struct Walk<'a> {
     verdict: Option<String>,
     masqueraded: bool,
     depth: usize,
+    /// The path so far.
+    hops: Vec<Hop>,
+    /// Every DNAT, with the chance of the branch that reached it.
+    choices: Vec<Choice>,
+    /// The probability that the packet is on the branch being walked
+    /// (`statistic` rules split it).
+    chance: f64,
+    /// Whether the branch being walked is a session-affinity one
+    /// (`recent --rcheck`).
+    affinity: bool,
+    /// Skip rules the tracer does not understand outside `KUBE-*` chains.
+    lenient: bool,
 }
 
 impl Walk<'_> {
@@ -141,21 +159,77 @@ impl Walk<'_> {
         if self.depth > 64 {
             return Err(Self::err(table, chain, "jump depth above 64 (a loop?)"));
         }
+        self.hops.push(Hop::enter(self.depth, table, chain));
         let mut flow = Flow::Continue;
         for r in &c.rules {
-            let parsed = parse(&r.args)
-                .map_err(|e| Self::err(table, chain, format!("{e} in `{}`", r.text())))?;
+            let parsed = match parse(&r.args) {
+                Ok(parsed) => parsed,
+                Err(e) if self.lenient && !chain.starts_with("KUBE-") => {
+                    self.hops.push(Hop::rule(
+                        self.depth,
+                        table,
+                        chain,
+                        format!("-A {chain} {}", r.text()),
+                        vec![format!(
+                            "not kube-proxy's and not understood ({e}): assumed not to match"
+                        )],
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Self::err(table, chain, format!("{e} in `{}`", r.text())));
+                }
+            };
             let hit = self.matches(&parsed.conds, s);
             if hit == Hit::No {
                 continue;
             }
             let certain = hit == Hit::Yes;
-            match parsed.action {
+            let probability = hop::probability(&r.args);
+            let affinity = hop::is_affinity_check(&r.args);
+            let (chance, was_affinity) = (self.chance, self.affinity);
+            if let Some(p) = probability {
+                self.chance = chance * p;
+            }
+            self.affinity |= affinity;
+            self.hops.push(Hop::rule(
+                self.depth,
+                table,
+                chain,
+                format!("-A {chain} {}", r.text()),
+                hop::notes(&r.args, &parsed.action, probability, affinity, s.mark),
+            ));
+            let flow_here = self.act(table, parsed.action, certain, s)?;
+            self.chance = match probability {
+                Some(p) => chance * (1.0 - p),
+                None => chance,
+            };
+            self.affinity = was_affinity;
+            if let Some(f) = flow_here {
+                flow = f;
+                break;
+            }
+        }
+        self.depth -= 1;
+        Ok(flow)
+    }
+
+    /// Applies a matched rule's action; `Some` ends the chain.
+    fn act(
+        &mut self,
+        table: &str,
+        action: Action,
+        certain: bool,
+        s: &mut State,
+    ) -> Result<Option<Flow>, TraceError> {
+        let mut flow = None;
+        {
+            match action {
                 Action::None => {}
                 Action::Mark { or, xor, and_not } => s.mark = ((s.mark | or) & !and_not) ^ xor,
                 Action::Verdict(v) if v == "RETURN" => {
                     if certain {
-                        break;
+                        flow = Some(Flow::Continue);
                     }
                 }
                 Action::Verdict(v) => {
@@ -163,45 +237,82 @@ impl Walk<'_> {
                         self.verdict = Some(v);
                     }
                     if certain {
-                        flow = Flow::Terminal;
-                        break;
+                        flow = Some(Flow::Terminal);
                     }
                 }
                 Action::Dnat(to) => {
                     self.dnat.push(to);
+                    self.choices.push(Choice {
+                        endpoint: to,
+                        probability: self.chance,
+                        affinity: self.affinity,
+                    });
                     if certain {
-                        flow = Flow::Terminal;
-                        break;
+                        flow = Some(Flow::Terminal);
                     }
                 }
                 Action::Masquerade => {
                     self.masqueraded = true;
                     if certain {
-                        flow = Flow::Terminal;
-                        break;
+                        flow = Some(Flow::Terminal);
                     }
                 }
                 Action::Jump(target) => {
                     if self.run(table, &target, s)? == Flow::Terminal && certain {
-                        flow = Flow::Terminal;
-                        break;
+                        flow = Some(Flow::Terminal);
                     }
                 }
             }
         }
-        self.depth -= 1;
         Ok(flow)
     }
 }
 
 /// Traces `packet` through `tables` on `node`.
 pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, TraceError> {
+    trace_path(tables, node, packet, None).map(|path| path.outcome)
+}
+
+/// Traces `packet` through `tables` on `node` and records its path. The
+/// packet enters on `in_interface` when given, else on the interface its
+/// origin implies ([`Origin::in_interface`]).
+pub fn trace_path(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+) -> Result<Path, TraceError> {
+    walk_path(tables, node, packet, in_interface, false)
+}
+
+/// [`trace_path`] over a live host's rules: rules outside kube-proxy's
+/// `KUBE-*` chains that the tracer does not understand (another
+/// firewall's) are recorded as hops and assumed not to match, instead of
+/// failing the trace.
+pub fn trace_path_lenient(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+) -> Result<Path, TraceError> {
+    walk_path(tables, node, packet, in_interface, true)
+}
+
+fn walk_path(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+    lenient: bool,
+) -> Result<Path, TraceError> {
     let mut s = State {
         source: packet.source,
         destination: packet.destination,
         port: packet.port,
         protocol: packet.protocol.lower(),
-        in_interface: packet.origin.in_interface().map(str::to_string),
+        in_interface: in_interface
+            .or(packet.origin.in_interface())
+            .map(str::to_string),
         mark: 0,
         dnat: false,
     };
@@ -212,6 +323,11 @@ pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, T
         verdict: None,
         masqueraded: false,
         depth: 0,
+        hops: Vec::new(),
+        choices: Vec::new(),
+        chance: 1.0,
+        affinity: false,
+        lenient,
     };
     let has = |table: &str, chain: &str| tables.chain(table, chain).is_some();
     let nat_in = if packet.origin == Origin::Host {
@@ -245,19 +361,108 @@ pub fn trace(tables: &Tables, node: &Node, packet: &Packet) -> Result<Outcome, T
             walk.verdict = None;
         }
     }
-    match walk.verdict.as_deref() {
-        Some("DROP") => return Ok(Outcome::Dropped),
-        Some("REJECT") => return Ok(Outcome::Rejected),
-        _ => {}
-    }
-    if has("nat", "POSTROUTING") {
-        walk.run("nat", "POSTROUTING", &mut s)?;
-    }
-    if walk.dnat.is_empty() {
-        return Ok(Outcome::NotMatched);
-    }
-    Ok(Outcome::Forwarded {
-        endpoints: walk.dnat.into_iter().collect::<BTreeSet<_>>(),
-        masqueraded: walk.masqueraded,
+    let outcome = match walk.verdict.as_deref() {
+        Some("DROP") => Some(Outcome::Dropped),
+        Some("REJECT") => Some(Outcome::Rejected),
+        _ => None,
+    };
+    let outcome = match outcome {
+        Some(o) => o,
+        None => {
+            if has("nat", "POSTROUTING") {
+                walk.run("nat", "POSTROUTING", &mut s)?;
+            }
+            if walk.dnat.is_empty() {
+                Outcome::NotMatched
+            } else {
+                Outcome::Forwarded {
+                    endpoints: walk.dnat.iter().copied().collect::<BTreeSet<_>>(),
+                    masqueraded: walk.masqueraded,
+                }
+            }
+        }
+    };
+    Ok(Path {
+        hops: walk.hops,
+        choices: walk.choices,
+        mark: s.mark,
+        outcome,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxy_core::Protocol;
+
+    const SAVE: &str = "*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-A - [0:0]
+:KUBE-SEP-A - [0:0]
+:KUBE-SEP-B - [0:0]
+-A PREROUTING -m set --match-set blocked src -j DROP
+-A PREROUTING -j KUBE-SERVICES
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-A
+-A KUBE-SVC-A -m statistic --mode random --probability 0.25 -j KUBE-SEP-A
+-A KUBE-SVC-A -j KUBE-SEP-B
+-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.244.0.1:8080
+-A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.244.0.2:8080
+COMMIT
+";
+
+    fn packet() -> Packet {
+        Packet {
+            origin: Origin::External,
+            source: "192.0.2.1".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            destination: "10.96.0.10".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn the_path_records_dnat_choices_with_their_probabilities() {
+        let tables = Tables::parse(
+            SAVE.replace("-A PREROUTING -m set --match-set blocked src -j DROP\n", "")
+                .as_str(),
+        )
+        .unwrap();
+        let node = Node { local_ips: vec![] };
+        let path = trace_path(&tables, &node, &packet(), None).unwrap();
+        let choices: Vec<(String, f64)> = path
+            .choices
+            .iter()
+            .map(|c| (c.endpoint.to_string(), c.probability))
+            .collect();
+        assert_eq!(
+            choices,
+            vec![
+                ("10.244.0.1:8080".to_string(), 0.25),
+                ("10.244.0.2:8080".to_string(), 0.75)
+            ]
+        );
+        assert!(
+            path.hops
+                .iter()
+                .any(|h| h.chain == "KUBE-SVC-A" && h.rule.is_none()),
+            "{:?}",
+            path.hops
+        );
+        assert!(matches!(path.outcome, Outcome::Forwarded { .. }));
+    }
+
+    #[test]
+    fn foreign_rules_fail_strict_traces_and_are_skipped_by_lenient_ones() {
+        let tables = Tables::parse(SAVE).unwrap();
+        let node = Node { local_ips: vec![] };
+        assert!(trace_path(&tables, &node, &packet(), None).is_err());
+        let path = trace_path_lenient(&tables, &node, &packet(), None).unwrap();
+        assert!(
+            path.hops
+                .iter()
+                .any(|h| h.notes.iter().any(|n| n.contains("assumed not to match")))
+        );
+        assert!(matches!(path.outcome, Outcome::Forwarded { .. }));
+    }
 }

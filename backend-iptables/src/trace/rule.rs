@@ -164,7 +164,7 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
                 conds.push(Cond::Maybe);
             }
             "--comment" | "--mode" | "--name" | "--seconds" | "--nfacct-name" | "--packet"
-            | "--hitcount" => {
+            | "--hitcount" | "--mask" => {
                 next_value(&mut it, arg)?;
             }
             "--set" | "--reap" | "--rsource" | "--random-fully" | "--random" => {}
@@ -228,6 +228,16 @@ mod tests {
                 and_not: 0
             }
         );
+    }
+
+    #[test]
+    fn affinity_checks_as_iptables_save_prints_them_parse() {
+        // The kernel adds `--mask` to `recent` matches.
+        let r = p(
+            "-m recent --rcheck --seconds 600 --reap --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j KUBE-SEP-X",
+        );
+        assert_eq!(r.conds, vec![Cond::Maybe]);
+        assert_eq!(r.action, Action::Jump("KUBE-SEP-X".into()));
     }
 
     #[test]

@@ -1,126 +1,92 @@
-//! Step 3: remove upstream IPVS mode's iptables jumps and chains.
+//! Step 3: remove upstream IPVS mode's iptables jumps and chains, through
+//! the shared iptables driver ([`proxy_core::exec::iptables`]).
 
-use std::collections::BTreeSet;
+use std::io;
 
 use proxy_core::IpFamily;
+use proxy_core::exec::iptables::{Iptables, save::chains_by_table};
+use proxy_core::exec::{Command, Executor, Output};
 use tracing::{debug, info};
 
 use crate::error::IpvsError;
-use crate::host::{Applied, Command, Host, run_checked, run_idempotent};
+use crate::host::Host;
 use crate::layout::{CHAINS, JUMPS, Jump};
-
-/// What iptables (legacy and nft) prints when a chain or rule does not
-/// exist (upstream's `IsNotFoundError`). Exit codes alone cannot tell:
-/// legacy `-X` of a chain still referenced also exits 1 ("Too many links").
-const NOT_FOUND: [&str; 3] = [
-    "does not exist",
-    "No chain/target/match by that name",
-    "Bad rule (does a matching rule exist in that chain?)",
-];
 
 /// How many copies of one jump rule are deleted at most: upstream inserts
 /// each once, but a crashed run can leave a duplicate, and one left behind
 /// keeps its chain alive.
 const MAX_JUMP_COPIES: usize = 16;
 
-/// Wait up to 5 s for the xtables lock.
-const WAIT: [&str; 2] = ["-w", "5"];
+/// The cleanup's [`Host`] as the driver's [`Executor`].
+#[derive(Clone, Copy)]
+struct HostExecutor<'a>(&'a dyn Host);
 
-/// One installed iptables variant: `iptables-nft` and `iptables-nft-save`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tools {
-    iptables: String,
-    save: String,
-}
-
-impl Tools {
-    /// The variants of `family` whose rules could hold leftovers: `-nft`
-    /// and `-legacy` when installed (a host may have switched), otherwise
-    /// the unsuffixed tools.
-    fn installed(host: &dyn Host, family: IpFamily) -> Vec<Tools> {
-        let base = match family {
-            IpFamily::V4 => "iptables",
-            IpFamily::V6 => "ip6tables",
-        };
-        let tools = |suffix: &str| Tools {
-            iptables: format!("{base}{suffix}"),
-            save: format!("{base}{suffix}-save"),
-        };
-        let present = |t: &Tools| host.has_program(&t.iptables) && host.has_program(&t.save);
-        let suffixed: Vec<Tools> = ["-nft", "-legacy"]
-            .into_iter()
-            .map(tools)
-            .filter(present)
-            .collect();
-        if !suffixed.is_empty() {
-            return suffixed;
-        }
-        Some(tools("")).filter(present).into_iter().collect()
+#[async_trait::async_trait]
+impl Executor for HostExecutor<'_> {
+    async fn run(&self, cmd: &Command) -> io::Result<Output> {
+        self.0.run(cmd).await
     }
 
-    fn command(&self, table: &str, args: &[&str]) -> Command {
-        let mut all: Vec<&str> = WAIT.to_vec();
-        all.extend(["-t", table]);
-        all.extend_from_slice(args);
-        Command::new(&self.iptables, all)
+    fn has_program(&self, program: &str) -> bool {
+        self.0.has_program(program)
     }
 }
 
-/// Removes, in every installed iptables variant of `family`, the jump rules
-/// upstream's IPVS mode puts in the built-in chains, then flushes all its
-/// chains, then deletes them (flushing first drops the jumps between them).
+/// Removes, in every installed iptables variant of `family`
+/// ([`Iptables::installed`]), the jump rules upstream's IPVS mode puts in
+/// the built-in chains, then flushes all its chains, then deletes them
+/// (flushing first drops the jumps between them).
 ///
 /// `iptables-save` tells which chains exist, so only those are touched and
 /// a host that never ran the IPVS mode sees nothing but the `-save` calls.
 /// Failures are collected and the cleanup goes on, as upstream's does.
 pub(crate) async fn remove_chains(host: &dyn Host, family: IpFamily) -> Vec<IpvsError> {
-    let installed = Tools::installed(host, family);
+    let installed = Iptables::installed(HostExecutor(host), family);
     if installed.is_empty() {
         debug!(%family, "no iptables tools, no IPVS chains to remove");
     }
     let mut failures = Vec::new();
-    for tools in &installed {
-        failures.extend(remove_with(host, tools).await);
+    for ipt in &installed {
+        failures.extend(remove_with(ipt).await);
     }
     failures
 }
 
-async fn remove_with(host: &dyn Host, tools: &Tools) -> Vec<IpvsError> {
-    let saved = match run_checked(host, Command::new(&tools.save, [] as [&str; 0])).await {
+async fn remove_with(ipt: &Iptables<HostExecutor<'_>>) -> Vec<IpvsError> {
+    let saved = match ipt.save(None).await {
         Ok(saved) => saved,
-        Err(error) => return vec![error],
+        Err(error) => return vec![error.into()],
     };
     let existing = chains_by_table(&saved);
     let ours: Vec<(&str, &str)> = CHAINS
         .into_iter()
         .filter(|&(table, chain)| existing.contains(&(table, chain)))
         .collect();
+    let tool = ipt.program("");
     if ours.is_empty() {
-        debug!(tool = tools.iptables, "no IPVS chains");
+        debug!(tool, "no IPVS chains");
         return Vec::new();
     }
     let mut failures = Vec::new();
     for jump in JUMPS.iter().filter(|j| existing.contains(&(j.table, j.to))) {
-        if let Err(error) = delete_jump(host, tools, jump).await {
+        if let Err(error) = delete_jump(ipt, jump).await {
             failures.push(error);
         }
     }
     let mut flushed = Vec::new();
     for &(table, chain) in &ours {
-        match run_idempotent(host, tools.command(table, &["-F", chain]), &NOT_FOUND).await {
+        match ipt.remove(table, &["-F", chain]).await {
             Ok(_) => flushed.push((table, chain)),
-            Err(error) => failures.push(error),
+            Err(error) => failures.push(error.into()),
         }
     }
     for (table, chain) in flushed {
-        if let Err(error) =
-            run_idempotent(host, tools.command(table, &["-X", chain]), &NOT_FOUND).await
-        {
-            failures.push(error);
+        if let Err(error) = ipt.remove(table, &["-X", chain]).await {
+            failures.push(error.into());
         }
     }
     info!(
-        tool = tools.iptables,
+        tool,
         chains = ours.len(),
         failures = failures.len(),
         "removed the IPVS iptables chains"
@@ -129,35 +95,15 @@ async fn remove_with(host: &dyn Host, tools: &Tools) -> Vec<IpvsError> {
 }
 
 /// Deletes every copy of `jump`.
-async fn delete_jump(host: &dyn Host, tools: &Tools, jump: &Jump) -> Result<(), IpvsError> {
+async fn delete_jump(ipt: &Iptables<HostExecutor<'_>>, jump: &Jump) -> Result<(), IpvsError> {
     let mut args = vec!["-D", jump.from];
     args.extend(jump.rule());
     for _ in 0..MAX_JUMP_COPIES {
-        let command = tools.command(jump.table, &args);
-        if run_idempotent(host, command, &NOT_FOUND).await? == Applied::NotFound {
+        if !ipt.remove(jump.table, &args).await? {
             break;
         }
     }
     Ok(())
-}
-
-/// The `(table, chain)` pairs declared in `iptables-save` output
-/// (`*nat` … `:KUBE-SERVICES - [0:0]` … `COMMIT`).
-fn chains_by_table(saved: &str) -> BTreeSet<(&str, &str)> {
-    let mut chains = BTreeSet::new();
-    let mut table = None;
-    for line in saved.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            table = Some(name.trim());
-        } else if line.trim() == "COMMIT" {
-            table = None;
-        } else if let (Some(table), Some(declaration)) = (table, line.strip_prefix(':'))
-            && let Some(chain) = declaration.split_whitespace().next()
-        {
-            chains.insert((table, chain));
-        }
-    }
-    chains
 }
 
 #[cfg(test)]
@@ -260,29 +206,31 @@ COMMIT
         let host = FakeHost::new()
             .with_programs(&NFT)
             .respond("iptables-nft-save", FakeHost::ok(IPVS_SAVE))
-            .default_for("iptables-nft -w 5 -t nat -D", not_found_rule())
-            .default_for("iptables-nft -w 5 -t filter -D", not_found_rule())
+            .default_for("iptables-nft -w 5 -W 100000 -t nat -D", not_found_rule())
+            .default_for("iptables-nft -w 5 -W 100000 -t filter -D", not_found_rule())
             // The three nat jumps exist once each; the filter ones do not.
             .respond(
-                "iptables-nft -w 5 -t nat -D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+                "iptables-nft -w 5 -W 100000 -t nat -D OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
                 FakeHost::ok(""),
             )
             .respond(
-                "iptables-nft -w 5 -t nat -D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+                "iptables-nft -w 5 -W 100000 -t nat -D PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
                 FakeHost::ok(""),
             )
             .respond(
-                "iptables-nft -w 5 -t nat -D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+                "iptables-nft -w 5 -W 100000 -t nat -D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
                 FakeHost::ok(""),
             );
         let failures = remove_chains(&host, IpFamily::V4).await;
         assert!(failures.is_empty(), "{failures:?}");
         let nat_jump = |from: &str, comment: &str, to: &str| {
-            format!("iptables-nft -w 5 -t nat -D {from} -m comment --comment \"{comment}\" -j {to}")
+            format!(
+                "iptables-nft -w 5 -W 100000 -t nat -D {from} -m comment --comment \"{comment}\" -j {to}"
+            )
         };
         let filter_jump = |from: &str, comment: &str, to: &str| {
             format!(
-                "iptables-nft -w 5 -t filter -D {from} -m comment --comment \"{comment}\" -j {to}"
+                "iptables-nft -w 5 -W 100000 -t filter -D {from} -m comment --comment \"{comment}\" -j {to}"
             )
         };
         let mut expected = vec!["iptables-nft-save".to_string()];
@@ -332,7 +280,9 @@ COMMIT
         ];
         for op in ["-F", "-X"] {
             for (table, chain) in chains {
-                expected.push(format!("iptables-nft -w 5 -t {table} {op} {chain}"));
+                expected.push(format!(
+                    "iptables-nft -w 5 -W 100000 -t {table} {op} {chain}"
+                ));
             }
         }
         assert_eq!(host.commands(), expected);
@@ -344,15 +294,15 @@ COMMIT
         let host = FakeHost::new()
             .with_programs(&NFT)
             .respond("iptables-nft-save", FakeHost::ok(save))
-            .default_for("iptables-nft -w 5 -t filter -D", not_found_rule());
+            .default_for("iptables-nft -w 5 -W 100000 -t filter -D", not_found_rule());
         assert!(remove_chains(&host, IpFamily::V4).await.is_empty());
         assert_eq!(
             host.commands(),
             [
                 "iptables-nft-save",
-                "iptables-nft -w 5 -t filter -D INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER",
-                "iptables-nft -w 5 -t filter -F KUBE-IPVS-FILTER",
-                "iptables-nft -w 5 -t filter -X KUBE-IPVS-FILTER",
+                "iptables-nft -w 5 -W 100000 -t filter -D INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER",
+                "iptables-nft -w 5 -W 100000 -t filter -F KUBE-IPVS-FILTER",
+                "iptables-nft -w 5 -W 100000 -t filter -X KUBE-IPVS-FILTER",
             ]
         );
     }
@@ -363,24 +313,27 @@ COMMIT
         let host = FakeHost::new()
             .with_programs(&LEGACY)
             .respond("iptables-legacy-save", FakeHost::ok(save))
-            .default_for("iptables-legacy -w 5 -t filter -D", not_found_rule())
+            .default_for(
+                "iptables-legacy -w 5 -W 100000 -t filter -D",
+                not_found_rule(),
+            )
             .respond(
-                "iptables-legacy -w 5 -t filter -X KUBE-FORWARD",
+                "iptables-legacy -w 5 -W 100000 -t filter -X KUBE-FORWARD",
                 FakeHost::fail(1, "iptables: Too many links."),
             )
             .respond(
-                "iptables-legacy -w 5 -t filter -F KUBE-IPVS-FILTER",
+                "iptables-legacy -w 5 -W 100000 -t filter -F KUBE-IPVS-FILTER",
                 FakeHost::fail(1, "iptables: No chain/target/match by that name."),
             )
             .respond(
-                "iptables-legacy -w 5 -t filter -X KUBE-IPVS-FILTER",
+                "iptables-legacy -w 5 -W 100000 -t filter -X KUBE-IPVS-FILTER",
                 FakeHost::fail(1, "iptables: No chain/target/match by that name."),
             );
         let failures = remove_chains(&host, IpFamily::V4).await;
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(
             failures[0].to_string(),
-            "`iptables-legacy -w 5 -t filter -X KUBE-FORWARD` failed (exit code 1): iptables: Too many links."
+            "iptables: `iptables-legacy -w 5 -W 100000 -t filter -X KUBE-FORWARD` failed (exit code 1): iptables: Too many links."
         );
     }
 

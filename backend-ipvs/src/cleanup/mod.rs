@@ -63,7 +63,7 @@ mod tests {
             .with_proc_net("dev", DEV)
             .respond("iptables-nft-save", FakeHost::ok(SAVE))
             .default_for(
-                "iptables-nft -w 5 -t nat -D",
+                "iptables-nft -w 5 -W 100000 -t nat -D",
                 FakeHost::fail(
                     1,
                     "iptables: Bad rule (does a matching rule exist in that chain?).",
@@ -82,9 +82,9 @@ mod tests {
                 "ipvsadm -C",
                 "ip link del kube-ipvs0",
                 "iptables-nft-save",
-                "iptables-nft -w 5 -t nat -D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
-                "iptables-nft -w 5 -t nat -F KUBE-POSTROUTING",
-                "iptables-nft -w 5 -t nat -X KUBE-POSTROUTING",
+                "iptables-nft -w 5 -W 100000 -t nat -D POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+                "iptables-nft -w 5 -W 100000 -t nat -F KUBE-POSTROUTING",
+                "iptables-nft -w 5 -W 100000 -t nat -X KUBE-POSTROUTING",
                 "ipset list -n",
                 "ipset destroy KUBE-LOOP-BACK",
             ]

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use proxy_core::view::Target;
+use proxy_core::view::{ServicePortView, Target};
 use proxy_core::{NodeView, Protocol, ServicePortName};
 
 use crate::netlink::{IpvsProtocol, RealServer, ServiceFlags, ServiceKey, VirtualServer};
@@ -86,6 +86,75 @@ impl Desired {
             ..Desired::default()
         };
         for (name, port_view) in view.iter() {
+            desired = desired.add_port(name, port_view, scheduler, primary_ip);
+        }
+        desired
+    }
+
+    /// The desired state of one service port alone (its share of
+    /// [`Desired::of`]).
+    pub(crate) fn of_port(
+        name: &ServicePortName,
+        port_view: &ServicePortView,
+        scheduler: &str,
+        node_ips: &BTreeSet<IpAddr>,
+        primary_ip: Option<IpAddr>,
+    ) -> Desired {
+        let desired = Desired {
+            node_ips: node_ips.clone(),
+            ..Desired::default()
+        };
+        desired.add_port(name, port_view, scheduler, primary_ip)
+    }
+
+    /// Adds everything `other` holds (another port's share); `other`'s
+    /// virtual servers win where both have one.
+    pub(crate) fn merge(&mut self, other: &Desired) {
+        // every field, so a new one cannot be forgotten here
+        let Desired {
+            vips,
+            services,
+            cluster_ips,
+            loopback,
+            port_keys,
+            node_ports,
+            node_ips,
+            external_ips,
+            load_balancers,
+            lb_firewall,
+            lb_source_cidrs,
+            lb_source_ips,
+            lb_no_node_access,
+        } = other;
+        self.vips.extend(vips);
+        self.services
+            .extend(services.iter().map(|(k, s)| (*k, s.clone())));
+        self.cluster_ips.extend(cluster_ips);
+        self.loopback.extend(loopback);
+        self.port_keys
+            .extend(port_keys.iter().map(|(n, k)| (n.clone(), k.clone())));
+        self.node_ports.extend(node_ports);
+        self.node_ips.extend(node_ips);
+        self.external_ips.extend(external_ips);
+        self.load_balancers.extend(load_balancers);
+        self.lb_firewall.extend(lb_firewall);
+        self.lb_source_cidrs.extend(lb_source_cidrs);
+        self.lb_source_ips.extend(lb_source_ips);
+        self.lb_no_node_access.extend(lb_no_node_access);
+    }
+
+    /// `self` with the virtual servers, addresses and set entries of one
+    /// service port added (node ports on `self.node_ips`).
+    fn add_port(
+        self,
+        name: &ServicePortName,
+        port_view: &ServicePortView,
+        scheduler: &str,
+        primary_ip: Option<IpAddr>,
+    ) -> Desired {
+        let mut desired = self;
+        let node_ips = &desired.node_ips.clone();
+        {
             let port = &port_view.port;
             let protocol = ipvs_protocol(port.protocol);
             let key = ServiceKey {

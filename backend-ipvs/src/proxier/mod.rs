@@ -1,8 +1,13 @@
 //! [`IpvsBackend`]: upstream's IPVS mode for ClusterIP and node-port
 //! traffic.
 //!
-//! Each sync computes the [`Desired`] state of the view and diffs it
-//! against the kernel's (nothing is rewritten that is already right):
+//! Each sync diffs the desired state of the view against the kernel's
+//! (nothing is rewritten that is already right). A full sync rebuilds the
+//! whole [`Table`] and trusts nothing; a partial one recomputes only the
+//! changed service ports and touches only what they change (see
+//! `table.rs`). Between syncs, `dataplane_lost` verifies the IPVS table
+//! (`verify.rs`) and `next_resync` asks for a sync while a real server
+//! drains. What a sync programs:
 //!
 //! 1. the sysctls upstream sets (`vs/conntrack`, `expire_nodest_conn`, …);
 //! 2. `kube-ipvs0` with every ClusterIP bound, stale ones unbound;
@@ -23,9 +28,12 @@
 
 mod desired;
 mod dummy;
+mod ipset_sizes;
 mod plan;
 mod rules;
 mod sysctls;
+mod table;
+mod verify;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -33,13 +41,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_iptables::iptables::Iptables;
 use backend_iptables::render::RenderConfig;
 use proxy_core::backend::{Backend, BackendContext, BackendError};
+use proxy_core::exec::iptables::Iptables;
 use proxy_core::exec::{Command, Executor};
-use proxy_core::{
-    Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, ServicePortName, SyncStats,
-};
+use proxy_core::{Capabilities, ChangeSet, IpFamily, NodeView, ProxyMode, SyncStats};
 
 use crate::error::IpvsError;
 use crate::factory::IPV6_NOT_IMPLEMENTED;
@@ -49,10 +55,19 @@ use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeout
 
 use desired::Desired;
 use plan::{KernelTable, Operation, plan};
+use table::Table;
 
 /// How long a removed TCP real server may drain before it is deleted even
 /// with connections left.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(15 * 60);
+
+/// How soon a sync re-examines draining real servers
+/// ([`Backend::next_resync`] while one drains). Upstream's
+/// graceful-termination manager checks every minute (`rsCheckDeleteInterval`);
+/// here a check is a partial sync that reads only the draining virtual
+/// servers (no command, no write unless one is done), so it runs often
+/// enough that a finished real server does not linger.
+pub const DRAIN_RECHECK: Duration = Duration::from_secs(2);
 
 /// The IPVS mode's backend for one family (IPv4 in this version).
 ///
@@ -66,18 +81,18 @@ pub struct IpvsBackend {
     scheduler: String,
     ipvs: Option<IpvsNetlink>,
     iptables: Option<Iptables>,
-    applied_sets: Option<String>,
     applied_rules: Option<String>,
     draining: HashMap<(ServiceKey, IpAddr, u16), Instant>,
-    /// The virtual server of each service port at the last successful sync.
-    port_keys: BTreeMap<ServicePortName, Vec<ServiceKey>>,
+    /// The desired state of the last successful sync, per service port
+    /// (rebuilt by full syncs, with the node IPs node ports are served on).
+    table: Option<Table>,
     /// `kube-ipvs0`'s addresses after the last successful sync (re-read
     /// by full syncs).
     bound: Option<BTreeSet<IpAddr>>,
     /// Whether `MASQUERADE --random-fully` works (asked once).
     random_fully: Option<bool>,
-    /// The node IPs node ports are served on (re-read by full syncs).
-    node_ips: Option<BTreeSet<IpAddr>>,
+    /// Where the periodic verify's window of real servers starts.
+    verify_cursor: Option<ServiceKey>,
 }
 
 impl std::fmt::Debug for IpvsBackend {
@@ -107,13 +122,12 @@ impl IpvsBackend {
             host,
             ipvs: None,
             iptables: None,
-            applied_sets: None,
             applied_rules: None,
             draining: HashMap::new(),
-            port_keys: BTreeMap::new(),
+            table: None,
             bound: None,
             random_fully: None,
-            node_ips: None,
+            verify_cursor: None,
         })
     }
 
@@ -136,29 +150,46 @@ impl IpvsBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, IpvsError> {
-        let full = changes.is_full();
         if self.ctx.family != IpFamily::V4 {
             return Err(IpvsError::Ipv6NotYet);
         }
+        // A partial sync builds on the table and addresses of the last
+        // successful sync (taken out: a failed sync leaves none, so the
+        // next one is full); without them it is a full one.
+        let previous = self.table.take().zip(self.bound.take());
+        let full = changes.is_full() || previous.is_none();
         sysctls::apply(self.ctx.config.ipvs.strict_arp)?;
         let exec = self.exec.clone();
-        let node_ips = match self.node_ips.take() {
-            Some(ips) if !full => ips,
-            _ => self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?),
-        };
-        let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
-        let mut written = 0;
-
-        // kube-ipvs0 and its addresses
-        let bound = match self.bound.take() {
-            Some(bound) if !full => bound,
+        let (table, delta, mut bound) = match previous {
+            Some((mut table, bound)) if !full => {
+                let delta = table.update(view, changes.ports());
+                (table, Some(delta), bound)
+            }
             _ => {
+                let node_ips = self.select_node_ips(dummy::node_addresses(exec.as_ref()).await?);
+                let table = Table::build(view, &self.scheduler, &node_ips, self.render.node_ip);
+                // kube-ipvs0 and its addresses, as the kernel has them
                 dummy::ensure_device(exec.as_ref()).await?;
-                dummy::bound(exec.as_ref()).await?
+                (table, None, dummy::bound(exec.as_ref()).await?)
             }
         };
-        let add: BTreeSet<IpAddr> = desired.vips.difference(&bound).copied().collect();
-        let remove: BTreeSet<IpAddr> = bound.difference(&desired.vips).copied().collect();
+        let node_ips = table.node_ips();
+        let mut written = 0;
+
+        let (add, remove): (BTreeSet<IpAddr>, BTreeSet<IpAddr>) = match &delta {
+            None => (
+                table.vips().difference(&bound).copied().collect(),
+                bound
+                    .iter()
+                    .filter(|ip| !table.has_vip(ip))
+                    .copied()
+                    .collect(),
+            ),
+            Some(delta) => (
+                delta.vips_added.difference(&bound).copied().collect(),
+                delta.vips_removed.intersection(&bound).copied().collect(),
+            ),
+        };
 
         // the IPVS table: ours are the services on kube-ipvs0's addresses
         if self.ipvs.is_none() {
@@ -192,27 +223,19 @@ impl IpvsBackend {
         }
         // A partial sync looks only at the virtual servers of the changed
         // ports (before and after) and at draining ones; a full sync at all.
-        let scope: Option<BTreeSet<ServiceKey>> = (!full).then(|| {
-            let mut keys: BTreeSet<ServiceKey> = self.draining.keys().map(|(k, _, _)| *k).collect();
-            for port in changes.ports() {
-                keys.extend(self.port_keys.get(port).into_iter().flatten());
-                keys.extend(desired.port_keys.get(port).into_iter().flatten());
-            }
+        let scope: Option<BTreeSet<ServiceKey>> = delta.as_ref().map(|delta| {
+            let mut keys = delta.keys.clone();
+            keys.extend(self.draining.keys().map(|(k, _, _)| *k));
             keys
         });
         let in_scope = |k: &ServiceKey| scope.as_ref().is_none_or(|s| s.contains(k));
         let owned = |k: &ServiceKey| {
             in_scope(k)
                 && (bound.contains(&k.address)
-                    || desired.vips.contains(&k.address)
+                    || table.has_vip(&k.address)
                     || node_ips.contains(&k.address))
         };
-        let wanted: BTreeMap<ServiceKey, desired::DesiredService> = desired
-            .services
-            .iter()
-            .filter(|(k, _)| in_scope(k))
-            .map(|(k, s)| (*k, s.clone()))
-            .collect();
+        let wanted = table.services(scope.as_ref());
         let listed = match &scope {
             None => ipvs.services()?,
             Some(keys) => {
@@ -243,20 +266,26 @@ impl IpvsBackend {
         let operations = plan(&kernel, &wanted, owned, terminated);
         // new addresses before new services, so the first packet finds both
         written += dummy::rebind(exec.as_ref(), &add, &BTreeSet::new()).await?;
+        bound.extend(&add);
         for op in &operations {
             apply(ipvs, op)?;
         }
         written += operations.len();
         written += dummy::rebind(exec.as_ref(), &BTreeSet::new(), &remove).await?;
+        bound.retain(|ip| !remove.contains(ip));
         self.draining.retain(|(key, ip, port), _| {
             kernel_has(&kernel, key, *ip, *port)
                 && !operations.contains(&Operation::DeleteServer(*key, *ip, *port))
         });
 
-        // ipsets, then the rules that use them
-        let sets = rules::ipset_restore(&rules::ipset_entries(&desired));
-        if full || self.applied_sets.as_ref() != Some(&sets) {
-            let command = Command::new("ipset", ["restore"]).with_stdin(sets.clone());
+        // ipsets (a full sync rewrites them, a partial one adds and deletes
+        // the entries that changed), then the rules that use them
+        let sets = match &delta {
+            None => table.ipset_restore(),
+            Some(delta) => delta.ipset_restore(),
+        };
+        if !sets.is_empty() {
+            let command = Command::new("ipset", ["restore"]).with_stdin(sets);
             let output = exec
                 .run(&command)
                 .await
@@ -267,7 +296,6 @@ impl IpvsBackend {
             if !output.success() {
                 return Err(IpvsError::command(&command, &output));
             }
-            self.applied_sets = Some(sets);
             written += 1;
         }
         if self.iptables.is_none() {
@@ -280,7 +308,9 @@ impl IpvsBackend {
             Some(known) => known,
             None => *self.random_fully.insert(iptables.has_random_fully().await),
         };
-        let text = rules::iptables_restore(&self.render, &desired, random_fully);
+        // the rules of a small table with the same filled sets: the same
+        // text, without formatting every set entry
+        let text = rules::iptables_restore(&self.render, &table.rules_shape(), random_fully);
         if full || self.applied_rules.as_ref() != Some(&text) {
             iptables.restore(&text).await?;
             for jump in JUMPS {
@@ -290,9 +320,9 @@ impl IpvsBackend {
             self.applied_rules = Some(text);
             written += 1;
         }
-        self.port_keys = desired.port_keys;
-        self.bound = Some(desired.vips.clone());
-        self.node_ips = Some(node_ips);
+        let virtual_servers = table.service_count() as u64;
+        self.table = Some(table);
+        self.bound = Some(bound);
         Ok(SyncStats {
             full,
             ports_written: operations
@@ -301,7 +331,7 @@ impl IpvsBackend {
                 .collect::<BTreeSet<_>>()
                 .len(),
             objects_written: written,
-            totals: vec![("ipvs_virtual_servers".into(), desired.services.len() as u64)],
+            totals: vec![("ipvs_virtual_servers".into(), virtual_servers)],
         })
     }
 }
@@ -355,17 +385,40 @@ impl Backend for IpvsBackend {
         changes: &ChangeSet,
     ) -> Result<SyncStats, BackendError> {
         if changes.is_full() {
-            self.applied_sets = None;
             self.applied_rules = None;
         }
         self.sync_inner(view, changes).await.map_err(backend_error)
     }
 
+    /// The periodic verify: the IPVS table over netlink against the last
+    /// sync's (see `verify.rs`); reads only, writes nothing, runs no
+    /// command. Before the first sync, nothing is lost.
+    async fn dataplane_lost(&mut self) -> bool {
+        let (Some(table), Some(ipvs)) = (self.table.as_ref(), self.ipvs.as_mut()) else {
+            return false;
+        };
+        match verify::drift(ipvs, table, &self.draining, &mut self.verify_cursor) {
+            Ok(None) => false,
+            Ok(Some(what)) => {
+                tracing::warn!(%what, "the IPVS table was changed from outside");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the IPVS table to verify it");
+                true
+            }
+        }
+    }
+
+    /// While a real server drains, a sync within [`DRAIN_RECHECK`] to
+    /// delete it once its connections are gone.
+    fn next_resync(&self) -> Option<Duration> {
+        (!self.draining.is_empty()).then_some(DRAIN_RECHECK)
+    }
+
     async fn cleanup(&mut self) -> Result<(), BackendError> {
         self.bound = None;
-        self.node_ips = None;
-        self.port_keys.clear();
-        self.applied_sets = None;
+        self.table = None;
         self.applied_rules = None;
         self.draining.clear();
         crate::cleanup::cleanup_leftovers(self.host.as_ref(), self.ctx.family)
@@ -377,7 +430,11 @@ impl Backend for IpvsBackend {
         if self.ctx.family != IpFamily::V4 {
             return Ok(format!("# {IPV6_NOT_IMPLEMENTED}\n"));
         }
-        let node_ips: BTreeSet<IpAddr> = self.node_ips.clone().unwrap_or_default();
+        let node_ips: BTreeSet<IpAddr> = self
+            .table
+            .as_ref()
+            .map(|t| t.node_ips().clone())
+            .unwrap_or_default();
         let desired = Desired::of(view, &self.scheduler, &node_ips, self.render.node_ip);
         let mut out = String::from("# kube-ipvs0 addresses\n");
         for vip in &desired.vips {

@@ -101,7 +101,7 @@ pub(crate) fn plan(
 
 /// Whether two services agree on what a sync sets (the kernel adds its
 /// `HASHED` flag).
-fn same_service(a: &VirtualServer, b: &VirtualServer) -> bool {
+pub(crate) fn same_service(a: &VirtualServer, b: &VirtualServer) -> bool {
     a.scheduler == b.scheduler
         && a.flags.settable() == b.flags.settable()
         && (a.timeout == b.timeout || !b.flags.contains(crate::netlink::ServiceFlags::PERSISTENT))

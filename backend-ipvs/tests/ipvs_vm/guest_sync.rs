@@ -5,16 +5,16 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend_ipvs::netlink::{IpvsNetlink, IpvsProtocol, ServiceKey};
-use backend_ipvs::{IpvsBackend, SystemHost};
+use backend_ipvs::{DRAIN_RECHECK, IpvsBackend, SystemHost};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::backend::{BackendContext, LocalTrafficDetector};
 use proxy_core::conformance::netns::Netns;
-use proxy_core::exec::SystemExecutor;
+use proxy_core::exec::{Command, Executor, Output, SystemExecutor};
 use proxy_core::{
     Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServiceKey as Svc, ServiceTopology, SyncStats,
 };
@@ -86,6 +86,44 @@ fn backend() -> IpvsBackend {
     .unwrap()
 }
 
+/// The system's executor, recording every command it runs.
+#[derive(Default)]
+struct Counting {
+    inner: SystemExecutor,
+    commands: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    /// The commands run since the first `since` of them.
+    fn since(&self, since: usize) -> Vec<String> {
+        self.commands.lock().unwrap()[since..].to_vec()
+    }
+
+    fn count(&self) -> usize {
+        self.commands.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for Counting {
+    async fn run(&self, cmd: &Command) -> std::io::Result<Output> {
+        self.commands.lock().unwrap().push(cmd.to_string());
+        self.inner.run(cmd).await
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        self.inner.has_program(program)
+    }
+}
+
+/// A backend whose commands `Counting` records.
+fn counted_backend() -> (IpvsBackend, Arc<Counting>) {
+    let exec = Arc::new(Counting::default());
+    let backend =
+        IpvsBackend::new(&context(), exec.clone(), Arc::new(SystemHost::default())).unwrap();
+    (backend, exec)
+}
+
 /// Runs `f` with a current-thread runtime on a thread inside `ns`.
 fn in_ns<T: Send>(ns: &Netns, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> T {
     ns.run(|| {
@@ -152,11 +190,26 @@ fn large_table(services: usize) {
         );
     }
     let first = view(&topology);
-    let (full, idle, change, checked) = in_ns(&ns, |rt| {
-        let mut b = backend();
+    let (full, verify, idle, change, checked) = in_ns(&ns, |rt| {
+        let (mut b, commands) = counted_backend();
         let full = timed(rt, &mut b, &first, &ChangeSet::full());
+        // the runtime's idle periodic run: the verify, then a sync with
+        // nothing changed (the runtime itself skips it)
+        let before = commands.count();
+        let t = Instant::now();
+        assert!(
+            !rt.block_on(b.dataplane_lost()),
+            "the verify finds what the sync wrote"
+        );
+        let verify = t.elapsed();
         let idle = timed(rt, &mut b, &first, &ChangeSet::partial([]));
         assert_eq!(idle.0.objects_written, 0, "an idle sync writes nothing");
+        assert_eq!(
+            commands.since(before),
+            Vec::<String>::new(),
+            "the idle periodic run runs no ipset, iptables or ip command"
+        );
+        let before = commands.count();
         // one endpoint of service 7 replaced
         let mut eps = endpoints(7, PER);
         eps[0] = CHANGED_ENDPOINT;
@@ -169,6 +222,11 @@ fn large_table(services: usize) {
         let second = view(&topology);
         let changes = ChangeSet::between(&first, &second, [Svc::new("t", "svc-7")].iter());
         let change = timed(rt, &mut b, &second, &changes);
+        assert_eq!(
+            commands.since(before),
+            Vec::<String>::new(),
+            "an endpoint change changes no set, rule or address: no command"
+        );
         let mut ipvs = IpvsNetlink::open().unwrap();
         let listed = ipvs.services().unwrap();
         let servers: BTreeSet<IpAddr> = ipvs
@@ -177,7 +235,7 @@ fn large_table(services: usize) {
             .iter()
             .map(|d| d.server.address)
             .collect();
-        (full, idle, change, (listed.len(), servers))
+        (full, verify, idle, change, (listed.len(), servers))
     });
     assert_eq!(checked.0, services);
     let mut want: BTreeSet<IpAddr> = endpoints(7, PER).into_iter().map(IpAddr::V4).collect();
@@ -216,14 +274,103 @@ fn large_table(services: usize) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "IPVS sync, {services} services x {PER} endpoints (TCG): full {:?} ({} objects), ipvsadm -R {:?} (ratio {:.2}), idle {:?} (0 writes), one endpoint change {:?} ({} writes)",
+        "IPVS sync, {services} services x {PER} endpoints (TCG): full {:?} ({} objects), ipvsadm -R {:?} (ratio {:.2}), idle periodic run: verify {:?} + sync {:?} ({} writes, 0 commands), one endpoint change {:?} ({} writes, 0 commands)",
         full.1,
         full.0.objects_written,
         restore,
         full.1.as_secs_f64() / restore.as_secs_f64(),
+        verify,
         idle.1,
+        idle.0.objects_written,
         change.1,
         change.0.objects_written
+    );
+}
+
+/// The real servers of `vip`'s virtual server.
+fn servers_of(ipvs: &mut IpvsNetlink, vip: Ipv4Addr) -> BTreeSet<IpAddr> {
+    ipvs.destinations(&key(vip))
+        .unwrap()
+        .iter()
+        .map(|d| d.server.address)
+        .collect()
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn changes_from_outside_are_found_by_the_periodic_verify_and_repaired_by_a_full_sync() {
+    guest::require(
+        "changes_from_outside_are_found_by_the_periodic_verify_and_repaired_by_a_full_sync",
+    );
+    const SERVICES: usize = 20;
+    let ns = Netns::new().unwrap();
+    guest::ip_batch(&ns, "link set lo up\n");
+    let mut topology = ServiceTopology::new();
+    for i in 0..SERVICES {
+        assert!(topology.apply_service(&service(i)).errors.is_empty());
+        assert!(
+            topology
+                .apply_endpoint_slice(&slice(i, &endpoints(i, 3)))
+                .errors
+                .is_empty()
+        );
+    }
+    let v = view(&topology);
+    let mut b = backend();
+    let all =
+        |i: usize| -> BTreeSet<IpAddr> { endpoints(i, 3).into_iter().map(IpAddr::V4).collect() };
+    in_ns(&ns, |rt| {
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
+    });
+    let mut ipvs = ns.run(IpvsNetlink::open).unwrap().unwrap();
+    assert!(
+        !in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "nothing changed"
+    );
+
+    // a real server deleted from outside
+    let gone = format!("{}:8080", endpoints(5, 3)[1]);
+    guest::run(
+        &ns,
+        "ipvsadm",
+        &["-d", "-t", &format!("{}:80", vip(5)), "-r", &gone],
+    );
+    assert!(
+        in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "the verify finds the missing real server"
+    );
+    in_ns(&ns, |rt| {
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
+    });
+    assert_eq!(servers_of(&mut ipvs, vip(5)), all(5), "repaired");
+
+    // an ipset entry deleted from outside
+    let entry = format!("{},tcp:80", vip(4));
+    guest::run(&ns, "ipset", &["del", "KUBE-CLUSTER-IP", &entry]);
+    assert!(
+        in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "the verify finds the missing set entry"
+    );
+    // what the runtime does then: a full sync
+    in_ns(&ns, |rt| {
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
+    });
+    guest::run(&ns, "ipset", &["test", "KUBE-CLUSTER-IP", &entry]);
+
+    // a virtual server deleted from outside
+    guest::run(&ns, "ipvsadm", &["-D", "-t", &format!("{}:80", vip(3))]);
+    assert!(
+        in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "the verify finds the missing virtual server"
+    );
+    in_ns(&ns, |rt| {
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap()
+    });
+    assert_eq!(ipvs.services().unwrap().len(), SERVICES);
+    assert_eq!(servers_of(&mut ipvs, vip(3)), all(3), "repaired");
+    assert!(
+        !in_ns(&ns, |rt| rt.block_on(b.dataplane_lost())),
+        "nothing left to repair"
     );
 }
 
@@ -335,7 +482,46 @@ fn a_removed_endpoint_with_an_open_connection_drains_and_cleanup_removes_everyth
         bound.contains(&vip(0).to_string()) && !bound.contains(&vip(1).to_string()),
         "{bound}"
     );
+    // while it drains the backend asks for a resync; one (a partial sync
+    // naming no port) keeps it at weight 0 while the connection is open
+    assert_eq!(b_end.next_resync(), Some(DRAIN_RECHECK));
+    in_ns(&node.node, |rt| {
+        rt.block_on(b_end.sync(&second, &ChangeSet::partial([])))
+            .unwrap()
+    });
+    assert!(
+        servers_of(&mut ipvs, vip(0)).contains(&busy),
+        "still draining"
+    );
+    // the client resets the connection: IPVS counts it until its CLOSE
+    // state expires (10 s); the resyncs delete the real server then
+    nix::sys::socket::setsockopt(
+        &held,
+        nix::sys::socket::sockopt::Linger,
+        &nix::libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    )
+    .unwrap();
     drop(held);
+    let reset = Instant::now();
+    while b_end.next_resync().is_some() {
+        assert!(
+            reset.elapsed() < Duration::from_secs(60),
+            "the drained real server is deleted once its connection is gone"
+        );
+        std::thread::sleep(DRAIN_RECHECK);
+        in_ns(&node.node, |rt| {
+            rt.block_on(b_end.sync(&second, &ChangeSet::partial([])))
+                .unwrap()
+        });
+    }
+    assert!(!servers_of(&mut ipvs, vip(0)).contains(&busy), "deleted");
+    println!(
+        "a drained real server deleted {:?} after its connection was reset",
+        reset.elapsed()
+    );
 
     // cleanup: no virtual server, no kube-ipvs0, no set, no chain
     in_ns(&node.node, |rt| rt.block_on(b_end.cleanup()).unwrap());

@@ -2,7 +2,10 @@
 //! sends to `nft`, with the kernel's checks (missing objects, busy chains,
 //! duplicate elements), plus a packet tracer and a conformance harness.
 
+#[cfg(feature = "fake")]
 mod harness;
+mod listing;
+mod path;
 mod tracer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::IpNet;
 use proxy_core::IpFamily;
 
+#[cfg(feature = "fake")]
 pub use harness::{FakeHarness, fake_harness_factory};
+pub use listing::{ListingError, table_from_json};
+pub use path::{Choice, Hop, Path};
 pub use tracer::Tracer;
 
 use crate::error::NftError;

@@ -2,7 +2,11 @@
 //! hooks in order, base chains by priority, jumps, gotos, vmaps. Random
 //! choices (`numgen`) and affinity lookups take every branch, so the
 //! outcome lists every endpoint that may answer.
+//!
+//! [`Tracer::trace_path`] also records the path ([`Hop`]s, DNAT
+//! [`Choice`]s with their probabilities) for `kube-proxy trace`.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,14 +14,23 @@ use proxy_core::conformance::{Origin, Outcome, Packet};
 use proxy_core::{IpFamily, Protocol};
 
 use super::FakeTable;
-use crate::ir::{ElemKey, ElemValue, Hook, Stmt, Verdict, VmapKey};
+use super::path::{Choice, Hop, Path};
+use crate::ir::{ElemKey, ElemValue, Hook, Rule, RuleDisplay, Stmt, Verdict, VmapKey};
 
 /// Chains deeper than this are a loop.
 const MAX_DEPTH: usize = 32;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Pkt {
     origin: Origin,
+    /// The interface it entered on.
+    iif: Option<String>,
+    /// The chance of the branch this copy walks (random choices split it).
+    chance: f64,
+    /// Whether this branch went through an affinity lookup that matched.
+    affinity: bool,
+    /// What the statements of the rule being walked did, for its hop.
+    notes: Vec<String>,
     saddr: IpAddr,
     daddr: IpAddr,
     proto: Protocol,
@@ -49,6 +62,7 @@ pub struct Tracer<'a> {
     table: &'a FakeTable,
     family: IpFamily,
     local_addresses: Vec<IpAddr>,
+    hops: RefCell<Vec<Hop>>,
 }
 
 impl<'a> Tracer<'a> {
@@ -59,6 +73,14 @@ impl<'a> Tracer<'a> {
             table,
             family,
             local_addresses,
+            hops: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, hop: Hop) {
+        let mut hops = self.hops.borrow_mut();
+        if !hops.contains(&hop) {
+            hops.push(hop);
         }
     }
 
@@ -68,8 +90,21 @@ impl<'a> Tracer<'a> {
 
     /// The outcome of `packet`.
     pub fn trace(&self, packet: &Packet) -> Outcome {
+        self.trace_path(packet, None).outcome
+    }
+
+    /// The outcome and path of `packet`, entering on `in_interface` when
+    /// given, else on the interface its origin implies.
+    pub fn trace_path(&self, packet: &Packet, in_interface: Option<&str>) -> Path {
+        self.hops.borrow_mut().clear();
         let start = Pkt {
             origin: packet.origin,
+            iif: in_interface
+                .or(packet.origin.in_interface())
+                .map(str::to_string),
+            chance: 1.0,
+            affinity: false,
+            notes: Vec::new(),
             saddr: packet.source,
             daddr: packet.destination,
             proto: packet.protocol,
@@ -115,7 +150,11 @@ impl<'a> Tracer<'a> {
             }
             finals.extend(states);
         }
-        summarize(finals)
+        Path {
+            hops: self.hops.take(),
+            choices: choices(&finals),
+            outcome: summarize(finals),
+        }
     }
 
     fn run_hook(&self, hook: Hook, pkt: Pkt) -> Vec<(Flow, Pkt)> {
@@ -150,6 +189,12 @@ impl<'a> Tracer<'a> {
         if depth > MAX_DEPTH {
             return vec![(Flow::Drop, pkt)];
         }
+        self.record(Hop {
+            depth,
+            chain: chain.to_string(),
+            rule: None,
+            notes: Vec::new(),
+        });
         self.run_rules(chain, 0, pkt, depth)
     }
 
@@ -163,7 +208,11 @@ impl<'a> Tracer<'a> {
             return vec![(Flow::Continue, pkt)];
         };
         let mut out = Vec::new();
-        for (end, p) in self.run_stmts(&rule.stmts, pkt) {
+        for (end, mut p) in self.run_stmts(&rule.stmts, pkt) {
+            let notes = std::mem::take(&mut p.notes);
+            if !matches!(end, RuleEnd::NoMatch) {
+                self.record_rule(chain, rule, depth, notes);
+            }
             match end {
                 RuleEnd::NoMatch | RuleEnd::Done => {
                     out.extend(self.run_rules(chain, index + 1, p, depth))
@@ -187,6 +236,21 @@ impl<'a> Tracer<'a> {
         out
     }
 
+    fn record_rule(&self, chain: &str, rule: &Rule, depth: usize, notes: Vec<String>) {
+        self.record(Hop {
+            depth,
+            chain: chain.to_string(),
+            rule: Some(
+                RuleDisplay {
+                    family: self.family,
+                    rule,
+                }
+                .to_string(),
+            ),
+            notes,
+        });
+    }
+
     fn run_stmts(&self, stmts: &[Stmt], mut pkt: Pkt) -> Vec<(RuleEnd, Pkt)> {
         for (i, st) in stmts.iter().enumerate() {
             let matched = match st {
@@ -199,7 +263,7 @@ impl<'a> Tracer<'a> {
                 Stmt::SaddrInNet { net, negate } => net.contains(&pkt.saddr) != *negate,
                 Stmt::DaddrNotInNet(net) => !net.contains(&pkt.daddr),
                 Stmt::Iifname { name, negate } => {
-                    iifname_matches(pkt.origin.in_interface().unwrap_or(""), name) != *negate
+                    iifname_matches(pkt.iif.as_deref().unwrap_or(""), name) != *negate
                 }
                 Stmt::FibSaddrLocal => pkt.origin == Origin::Host || self.is_local(&pkt.saddr),
                 Stmt::FibDaddrLocal => self.is_local(&pkt.daddr),
@@ -211,26 +275,50 @@ impl<'a> Tracer<'a> {
                         *value == 0
                     } else {
                         // Both outcomes are possible: fork.
-                        let mut out = vec![(RuleEnd::NoMatch, pkt.clone())];
-                        out.extend(self.run_stmts(&stmts[i + 1..], pkt));
+                        // The taken branch first, so the path reads in
+                        // rule order.
+                        let n = f64::from(*modulus);
+                        let mut miss = pkt.clone();
+                        miss.chance *= (n - 1.0) / n;
+                        pkt.chance /= n;
+                        pkt.notes
+                            .push(format!("taken with probability 1/{modulus}"));
+                        let mut out = self.run_stmts(&stmts[i + 1..], pkt);
+                        out.push((RuleEnd::NoMatch, miss));
                         return out;
                     }
                 }
-                Stmt::SaddrInSet(_) => {
+                Stmt::SaddrInSet(set) => {
                     // Affinity: the client may or may not be remembered.
-                    let mut out = vec![(RuleEnd::NoMatch, pkt.clone())];
-                    out.extend(self.run_stmts(&stmts[i + 1..], pkt));
+                    let miss = pkt.clone();
+                    pkt.affinity = true;
+                    pkt.notes.push(format!(
+                        "session affinity: taken when the client is in set {set}"
+                    ));
+                    let mut out = self.run_stmts(&stmts[i + 1..], pkt);
+                    out.push((RuleEnd::NoMatch, miss));
                     return out;
                 }
                 Stmt::MarkOr(m) => {
+                    let before = pkt.mark;
                     pkt.mark |= m;
+                    pkt.notes
+                        .push(format!("mark {before:#x} -> {:#x}", pkt.mark));
                     true
                 }
                 Stmt::MarkXor(m) => {
+                    let before = pkt.mark;
                     pkt.mark ^= m;
+                    pkt.notes
+                        .push(format!("mark {before:#x} -> {:#x}", pkt.mark));
                     true
                 }
-                Stmt::UpdateSaddr(_) => true,
+                Stmt::UpdateSaddr(set) => {
+                    pkt.notes.push(format!(
+                        "session affinity: remembers the client in set {set}"
+                    ));
+                    true
+                }
                 Stmt::Vmap { key, map } => {
                     let k = match key {
                         VmapKey::DaddrProtoPort => {
@@ -245,11 +333,19 @@ impl<'a> Tracer<'a> {
                         .and_then(|s| s.elements.get(&k))
                         .and_then(|(v, _)| v.as_ref().and_then(ElemValue::verdict).cloned());
                     return match verdict {
-                        Some(v) => vec![(RuleEnd::Verdict(v), pkt)],
+                        Some(v) => {
+                            pkt.notes.push(format!(
+                                "map {map}: element {} -> {}",
+                                key_text(&k),
+                                crate::ir::VerdictDisplay(&v)
+                            ));
+                            vec![(RuleEnd::Verdict(v), pkt)]
+                        }
                         None => vec![(RuleEnd::NoMatch, pkt)],
                     };
                 }
                 Stmt::Dnat(to) => {
+                    pkt.notes.push(format!("DNAT to {to}"));
                     pkt.dnat = Some(*to);
                     pkt.daddr = to.ip();
                     pkt.dport = to.port();
@@ -281,6 +377,10 @@ impl<'a> Tracer<'a> {
                         match to {
                             Some(to) => {
                                 let mut p = pkt.clone();
+                                p.chance /= f64::from(*modulus);
+                                p.notes.push(format!(
+                                    "map {map}: element {daddr} . {dport} . {index} -> DNAT to {to} (probability 1/{modulus})"
+                                ));
                                 p.dnat = Some(to);
                                 p.daddr = to.ip();
                                 p.dport = to.port();
@@ -295,6 +395,8 @@ impl<'a> Tracer<'a> {
                     return out;
                 }
                 Stmt::Masquerade => {
+                    pkt.notes
+                        .push("source rewritten to a node address".to_string());
                     pkt.masqueraded = true;
                     return vec![(RuleEnd::Accept, pkt)];
                 }
@@ -324,6 +426,42 @@ impl<'a> Tracer<'a> {
             .get(set)
             .is_some_and(|s| s.elements.contains_key(key))
     }
+}
+
+/// An element key as nft prints it.
+fn key_text(key: &ElemKey) -> String {
+    match key {
+        ElemKey::Addr(a) => a.to_string(),
+        ElemKey::AddrPair(a, b) => format!("{a} . {b}"),
+        ElemKey::AddrProtoPort(a, p, n) => format!("{a} . {} . {n}", p.lower()),
+        ElemKey::ProtoPort(p, n) => format!("{} . {n}", p.lower()),
+        ElemKey::LoadBalance(a, n, i) => format!("{a} . {n} . {i}"),
+        ElemKey::Net(n) => n.to_string(),
+    }
+}
+
+/// The DNAT choices of the branches that were forwarded: chances of equal
+/// endpoints (and affinity) added up.
+fn choices(finals: &[(Flow, Pkt)]) -> Vec<Choice> {
+    let mut out: Vec<Choice> = Vec::new();
+    for (flow, p) in finals {
+        let Some(endpoint) = p.dnat else { continue };
+        if matches!(flow, Flow::Drop | Flow::Reject) {
+            continue;
+        }
+        match out
+            .iter_mut()
+            .find(|c| c.endpoint == endpoint && c.affinity == p.affinity)
+        {
+            Some(c) => c.probability += p.chance,
+            None => out.push(Choice {
+                endpoint,
+                probability: p.chance,
+                affinity: p.affinity,
+            }),
+        }
+    }
+    out
 }
 
 /// nft's `iifname` match: exact, or a prefix when `pattern` ends in `*`.

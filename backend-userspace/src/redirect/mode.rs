@@ -1,7 +1,7 @@
 //! [`RedirectMode`]: whether VIP traffic is captured with nftables redirect
 //! rules, and how the automatic choice is made.
 
-use std::path::Path;
+use proxy_core::exec::nft::Nft;
 
 /// Whether the backend installs nftables redirect rules for ClusterIPs,
 /// external IPs and load-balancer IPs.
@@ -34,23 +34,7 @@ impl RedirectMode {
 /// Whether this process may program nftables: `CAP_NET_ADMIN` is effective
 /// and `nft` is on `PATH`.
 pub fn can_program_nftables() -> bool {
-    proxy_core::backend::privileges::has_net_admin() && nft_on_path()
-}
-
-fn nft_on_path() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_executable(&dir.join("nft"))))
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(_path: &Path) -> bool {
-    false
+    proxy_core::backend::privileges::has_net_admin() && Nft::default().is_installed()
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use nftables::schema::Nftables;
 use proxy_core::IpFamily;
-use proxy_core::exec::{Command, CommandLimits, Executor, SystemExecutor};
+use proxy_core::exec::CommandLimits;
+use proxy_core::exec::nft::Nft;
 
 use super::json;
 use super::table::{Elements, diff};
@@ -16,7 +17,7 @@ pub(crate) struct RedirectRules {
     /// Whether writes reach the kernel (`false`: dry run, state kept only).
     live: bool,
     /// Runs `nft`, killing it when it outlives its limits.
-    exec: SystemExecutor,
+    nft: Nft,
     /// The elements the table holds; `None` when unknown (never written,
     /// or a write failed): the next write re-creates the table.
     applied: Option<Elements>,
@@ -28,7 +29,7 @@ impl RedirectRules {
         RedirectRules {
             family,
             live,
-            exec: SystemExecutor::new(limits),
+            nft: Nft::new(limits),
             applied: None,
         }
     }
@@ -49,7 +50,7 @@ impl RedirectRules {
             // Until the write is known to have landed, the state is unknown.
             self.applied = None;
             if self.live {
-                apply(&self.exec, &transaction).await?;
+                apply(&self.nft, &transaction).await?;
             }
         }
         self.applied = Some(wanted);
@@ -60,31 +61,19 @@ impl RedirectRules {
     pub async fn delete(&mut self) -> Result<(), UserspaceError> {
         self.applied = None;
         if self.live {
-            delete_table(&self.exec, self.family).await?;
+            delete_table(&self.nft, self.family).await?;
         }
         Ok(())
     }
 }
 
-/// Deletes our table of `family`, if it exists, running `nft` with `exec`.
-pub(crate) async fn delete_table(
-    exec: &SystemExecutor,
-    family: IpFamily,
-) -> Result<(), UserspaceError> {
-    apply(exec, &json::delete(family)).await
+/// Deletes our table of `family`, if it exists.
+pub(crate) async fn delete_table(nft: &Nft, family: IpFamily) -> Result<(), UserspaceError> {
+    apply(nft, &json::delete(family)).await
 }
 
 /// Runs `nft -j -f -` with `transaction` (atomic: all of it or nothing).
-async fn apply(exec: &SystemExecutor, transaction: &Nftables<'_>) -> Result<(), UserspaceError> {
+async fn apply(nft: &Nft, transaction: &Nftables<'_>) -> Result<(), UserspaceError> {
     let text = serde_json::to_string(transaction).map_err(UserspaceError::Encode)?;
-    let command = Command::new("nft", ["-j", "-f", "-"]).with_stdin(text);
-    let output = exec.run(&command).await.map_err(UserspaceError::NftRun)?;
-    if output.success() {
-        Ok(())
-    } else {
-        Err(UserspaceError::NftRejected {
-            code: output.code,
-            stderr: output.stderr.trim().to_string(),
-        })
-    }
+    nft.apply_json(&text).await.map_err(UserspaceError::Nft)
 }

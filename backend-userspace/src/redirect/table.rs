@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use proxy_core::{IpFamily, Protocol};
+use proxy_core::Protocol;
 
 /// The table of each family: `ip kube-proxy-userspace` and
 /// `ip6 kube-proxy-userspace`. Nothing else is ever touched.
@@ -50,13 +50,7 @@ pub type Elements = BTreeMap<Vip, Action>;
 /// One element.
 pub type Entry = (Vip, Action);
 
-/// `ip` or `ip6`.
-pub fn family_word(family: IpFamily) -> &'static str {
-    match family {
-        IpFamily::V4 => "ip",
-        IpFamily::V6 => "ip6",
-    }
-}
+pub use proxy_core::exec::nft::family_word;
 
 /// The element changes from `old` to `new`: keys to delete (gone, or with
 /// another action) and entries to add (new, or changed).

@@ -103,23 +103,24 @@ impl fmt::Debug for CommandLimits {
     }
 }
 
+/// A [`TimeoutRecorder`] keeping the names it hears, for unit tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Names(pub(crate) std::sync::Mutex<Vec<String>>);
+
+#[cfg(test)]
+impl TimeoutRecorder for Names {
+    fn command_timed_out(&self, program: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(program.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-
-    #[derive(Default)]
-    struct Names(Mutex<Vec<String>>);
-
-    impl TimeoutRecorder for Names {
-        fn command_timed_out(&self, program: &str) {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(program.to_string());
-        }
-    }
 
     #[test]
     fn timeouts_are_recorded_under_the_programs_file_name() {

@@ -30,12 +30,16 @@ mod progress;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
+#[cfg(test)]
+pub(crate) use commands::Names;
 pub use commands::{CommandLimits, TimeoutRecorder};
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
 pub use factory::{BackendFactory, Registry};
 pub use progress::SyncProgress;
 pub use stats::SyncStats;
+
+use std::time::Duration;
 
 use crate::changes::ChangeSet;
 use crate::config::ProxyMode;
@@ -77,6 +81,20 @@ pub trait Backend: Send {
     /// sync when it returns true. The default never reports a loss.
     async fn dataplane_lost(&mut self) -> bool {
         false
+    }
+
+    /// How soon this backend wants `sync` called again although nothing
+    /// changed, for work the dataplane finishes on its own clock (the IPVS
+    /// mode's graceful termination: a draining real server is deleted once
+    /// its connections are gone).
+    ///
+    /// The runtime asks after every `sync` call. `Some(d)`: a sync runs at
+    /// most `d` later (`minSyncPeriod` still applies), even with nothing
+    /// pending: then a partial one naming no service port, on the view of
+    /// the last successful sync. Any sync in between serves the request,
+    /// and the answer after it counts. The default, `None`, never asks.
+    fn next_resync(&self) -> Option<Duration> {
+        None
     }
 
     /// The exact dataplane program a full sync of `view` would apply

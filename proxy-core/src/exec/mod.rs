@@ -7,11 +7,23 @@
 //! [`BackendContext`](crate::backend::BackendContext)'s): one still running
 //! after the timeout is killed and counted. [`run_blocking`] does the same
 //! for callers without a Tokio runtime.
+//!
+//! On top of it, one driver per kernel tool, shared by every crate that
+//! needs it, with one error type, [`ToolError`]:
+//! - [`nft`] (feature `nft`): transactions and listings of `nft`;
+//! - [`iptables`] (feature `iptables`): variant detection, the xtables
+//!   lock, `iptables-restore`, `iptables-save` parsing.
 
+mod error;
+#[cfg(feature = "iptables")]
+pub mod iptables;
+#[cfg(feature = "nft")]
+pub mod nft;
 mod own_writes;
 mod system;
 
 pub use crate::backend::CommandLimits;
+pub use error::{RESOURCE_PROBLEM, ToolError, status};
 pub use own_writes::{OwnWrites, record_child};
 pub use system::{SystemExecutor, run_blocking};
 
@@ -96,4 +108,28 @@ pub trait Executor: Send + Sync {
 
     /// Whether `program` can be found.
     fn has_program(&self, program: &str) -> bool;
+}
+
+/// A shared executor runs commands as the one it points to.
+#[async_trait::async_trait]
+impl<T: Executor + ?Sized> Executor for std::sync::Arc<T> {
+    async fn run(&self, cmd: &Command) -> std::io::Result<Output> {
+        (**self).run(cmd).await
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        (**self).has_program(program)
+    }
+}
+
+/// A borrowed executor runs commands as the one it points to.
+#[async_trait::async_trait]
+impl<T: Executor + ?Sized> Executor for &T {
+    async fn run(&self, cmd: &Command) -> std::io::Result<Output> {
+        (**self).run(cmd).await
+    }
+
+    fn has_program(&self, program: &str) -> bool {
+        (**self).has_program(program)
+    }
 }

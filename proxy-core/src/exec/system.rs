@@ -82,14 +82,21 @@ impl Executor for SystemExecutor {
     }
 }
 
-/// Whether `program` is a file, or a file in one of `PATH`'s directories.
+/// Whether `program` is an executable file, or one in one of `PATH`'s
+/// directories.
 pub(super) fn has_program(program: &str) -> bool {
     if program.contains('/') {
-        return Path::new(program).is_file();
+        return is_executable(Path::new(program));
     }
     let path = std::env::var_os("PATH")
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
+    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+}
+
+/// Whether `path` is a file someone may execute.
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn convert(out: std::process::Output) -> Output {

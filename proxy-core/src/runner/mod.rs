@@ -68,6 +68,9 @@
 //!   up to `max_interval`. A success resets the delay. As upstream, new
 //!   requests are not held back by the back-off, only by `min_interval`: a
 //!   changed world may well fix what failed.
+//! - **Requests for later.** [`SyncRunner::request_at`] requests a run at a
+//!   given instant (a backend's own deadline, such as re-checking draining
+//!   IPVS real servers); the minimum interval still holds.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +112,8 @@ pub struct SyncRunner {
     periodic_at: Instant,
     /// The run in progress is the periodic one.
     running_periodic: bool,
+    /// A request due at this instant ([`SyncRunner::request_at`]).
+    request_at: Option<Instant>,
 }
 
 /// Roughly "never": far enough for any driver, small enough not to overflow.
@@ -147,6 +152,7 @@ impl SyncRunner {
             backoff: retry_interval,
             periodic_at: later(now, max_interval),
             running_periodic: false,
+            request_at: None,
         }
     }
 
@@ -159,6 +165,15 @@ impl SyncRunner {
     pub fn request(&mut self, now: Instant) {
         self.observe(now);
         self.requested = true;
+    }
+
+    /// Requests a run at `at` (as [`SyncRunner::request`] would if called
+    /// then), replacing an earlier such request; `None` withdraws it. A run
+    /// starting at or after `at` serves it; one starting before leaves it
+    /// pending. For a backend's own deadline
+    /// ([`Backend::next_resync`](crate::Backend::next_resync)).
+    pub fn request_at(&mut self, at: Option<Instant>) {
+        self.request_at = at;
     }
 
     /// The earliest instant the minimum interval allows a run to start.
@@ -174,6 +189,7 @@ impl SyncRunner {
             self.requested
                 .then(|| (floor.unwrap_or(self.latest), RunReason::Requested)),
             self.retry_at.map(|t| (t, RunReason::Retry)),
+            self.request_at.map(|t| (t, RunReason::Requested)),
             Some((self.periodic_at, RunReason::Periodic)),
         ];
         let (at, reason) = candidates
@@ -227,6 +243,7 @@ impl SyncRunner {
         self.running = true;
         self.requested = false;
         self.retry_at = None;
+        self.request_at = self.request_at.filter(|at| *at > now);
         self.previous_start = self.last_start.replace(now);
     }
 

@@ -34,6 +34,9 @@ pub(crate) struct FamilyState {
     quarantine: Quarantine,
     /// The last `Backend::sync` call was refused: the next one is full.
     dataplane_unsure: bool,
+    /// When the backend asked to be synced again although nothing changed
+    /// ([`Backend::next_resync`]).
+    resync_at: Option<Instant>,
 }
 
 /// How a sync attempt ended.
@@ -81,6 +84,7 @@ impl FamilyState {
             full_sync_period: timing.full_sync_period,
             quarantine: Quarantine::new(timing.retry_interval, timing.sync_period),
             dataplane_unsure: false,
+            resync_at: None,
         }
     }
 
@@ -111,6 +115,14 @@ impl FamilyState {
         }
         let outcome = self.sync(reason, topology, node, observers).await;
         let end = super::sync_loop::now();
+        if outcome != Outcome::Idle {
+            // the backend was called: its answer replaces any earlier one
+            self.resync_at = self
+                .backend
+                .next_resync()
+                .and_then(|after| end.checked_add(after));
+            self.runner.request_at(self.resync_at);
+        }
         let settled = self.settled(outcome);
         if outcome == Outcome::Idle && settled {
             // An idle periodic check wrote nothing: it does not hold back
@@ -161,6 +173,9 @@ impl FamilyState {
         let started = super::sync_loop::now();
         let retry_all = matches!(reason, RunReason::Retry | RunReason::Periodic);
         if self.pending.is_empty() && !self.quarantine.any_due(started, retry_all) {
+            if self.resync_at.is_some_and(|at| at <= started) {
+                return self.resync(started, observers).await;
+            }
             return Outcome::Idle;
         }
         let mode = self.backend.mode();
@@ -309,6 +324,47 @@ impl FamilyState {
             Outcome::Synced
         } else {
             Outcome::Isolated
+        }
+    }
+
+    /// The sync the backend asked for ([`Backend::next_resync`]) with
+    /// nothing pending: a partial one naming no port, on the view of the
+    /// last successful sync.
+    async fn resync(&mut self, started: Instant, observers: &[Arc<dyn SyncObserver>]) -> Outcome {
+        let mode = self.backend.mode();
+        for observer in observers {
+            observer.sync_started(self.family);
+        }
+        let changes = ChangeSet::partial([]);
+        match self.backend.sync(&self.synced, &changes).await {
+            Ok(stats) => {
+                let duration = super::sync_loop::now().saturating_duration_since(started);
+                tracing::debug!(family = %self.family, %mode, objects = stats.objects_written, ?duration, "synced at the backend's request");
+                let report = SyncReport {
+                    family: self.family,
+                    mode,
+                    full: false,
+                    duration,
+                    stats: &stats,
+                    view: &self.synced,
+                    previous: &self.synced,
+                    changes: &changes,
+                    trigger_times: &[],
+                };
+                for observer in observers {
+                    observer.synced(&report);
+                }
+                Outcome::Synced
+            }
+            Err(error) => {
+                tracing::error!(family = %self.family, %mode, error = %error_chain(&error), "the sync the backend asked for failed; the retry is a full sync");
+                for observer in observers {
+                    observer.failed(self.family, mode, false, &error);
+                }
+                self.dataplane_unsure = true;
+                self.pending.require_full();
+                Outcome::Failed
+            }
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Recorder {
     /// Number of upcoming syncs refused with a `Dataplane` error whatever
     /// their view (a refusal caused by the dataplane's state).
     pub refuse_next: Mutex<usize>,
+    /// Answer of `next_resync` (the backend asking to be synced again).
+    pub resync: Mutex<Option<Duration>>,
 }
 
 impl Recorder {
@@ -140,6 +142,9 @@ impl Backend for RecordingBackend {
     async fn dataplane_lost(&mut self) -> bool {
         *self.recorder.lost_checks.lock().unwrap() += 1;
         std::mem::take(&mut *self.recorder.lost.lock().unwrap())
+    }
+    fn next_resync(&self) -> Option<Duration> {
+        *self.recorder.resync.lock().unwrap()
     }
     fn render(&self, view: &NodeView) -> Result<String, BackendError> {
         Ok(format!("{:?}\n", describe(view)))

@@ -1,0 +1,97 @@
+//! [`Variant`]: which iptables implementation a host uses, and how it is
+//! chosen when both are installed.
+
+use crate::IpFamily;
+
+/// Which iptables implementation the tools are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `iptables-nft` (nf_tables kernel API).
+    Nft,
+    /// `iptables-legacy` (x_tables kernel API).
+    Legacy,
+    /// Only unsuffixed `iptables` binaries exist; whatever they are.
+    Unsuffixed,
+}
+
+/// Chains kubelet creates to tell which variant it uses.
+pub const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
+
+impl Variant {
+    /// The suffixed variants, in the order they are preferred.
+    pub const SUFFIXED: [Variant; 2] = [Variant::Nft, Variant::Legacy];
+
+    /// `-nft`, `-legacy` or nothing.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Variant::Nft => "-nft",
+            Variant::Legacy => "-legacy",
+            Variant::Unsuffixed => "",
+        }
+    }
+
+    /// The program `iptables` (or `ip6tables`) of this variant for
+    /// `family`, followed by `tool`: `""`, `"-save"`, `"-restore"`
+    /// (`ip6tables-legacy-restore`).
+    pub fn program(self, family: IpFamily, tool: &str) -> String {
+        let base = match family {
+            IpFamily::V4 => "iptables",
+            IpFamily::V6 => "ip6tables",
+        };
+        format!("{base}{}{tool}", self.suffix())
+    }
+
+    /// Picks between both installed variants like kubelet's iptables
+    /// wrapper, from the `iptables-save` output of each (both families): a
+    /// kubelet hint chain decides; otherwise the variant holding more
+    /// rules wins; `nft` when tied (e.g. both empty).
+    pub fn choose(nft_saved: &str, legacy_saved: &str) -> Variant {
+        let hinted = |saved: &str| {
+            super::save::chains(saved)
+                .iter()
+                .any(|c| HINT_CHAINS.contains(&c.as_str()))
+        };
+        if hinted(nft_saved) {
+            Variant::Nft
+        } else if hinted(legacy_saved)
+            || super::save::rule_count(legacy_saved) > super::save::rule_count(nft_saved)
+        {
+            Variant::Legacy
+        } else {
+            Variant::Nft
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HINT: &str = "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n";
+    const CANARY: &str = "*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n";
+    const RULES: &str =
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n";
+
+    #[test]
+    fn a_kubelet_hint_decides_then_the_rule_count_then_nft() {
+        assert_eq!(Variant::choose("", ""), Variant::Nft);
+        assert_eq!(Variant::choose("", RULES), Variant::Legacy);
+        assert_eq!(Variant::choose(RULES, ""), Variant::Nft);
+        assert_eq!(Variant::choose(HINT, RULES), Variant::Nft);
+        assert_eq!(Variant::choose(RULES, CANARY), Variant::Legacy);
+        assert_eq!(Variant::choose(CANARY, HINT), Variant::Nft);
+    }
+
+    #[test]
+    fn programs_are_named_by_family_variant_and_tool() {
+        assert_eq!(Variant::Nft.program(IpFamily::V4, ""), "iptables-nft");
+        assert_eq!(
+            Variant::Legacy.program(IpFamily::V6, "-restore"),
+            "ip6tables-legacy-restore"
+        );
+        assert_eq!(
+            Variant::Unsuffixed.program(IpFamily::V4, "-save"),
+            "iptables-save"
+        );
+    }
+}
