@@ -239,7 +239,7 @@ pub async fn trace_live(
 ) -> Result<TraceReport, InspectError> {
     let mode = live::choose_mode(wanted, &live::detect_live().await?)?;
     let rules = live::read_live(mode, family_of(request.to.ip())).await?;
-    let local = crate::privileges::local_addresses().map_err(|e| InspectError::Read {
+    let local = proxy_core::runtime::host_addresses().map_err(|e| InspectError::Read {
         what: "the node's addresses".into(),
         detail: e.to_string(),
     })?;
