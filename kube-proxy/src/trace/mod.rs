@@ -62,7 +62,7 @@ pub struct TraceArgs {
     /// --in-interface means the node itself sends it.
     #[arg(long, value_name = "IP")]
     pub from: IpAddr,
-    /// Destination IP:port (IPv6: [addr]:port).
+    /// Destination IP:port (IPv6: `[addr]:port`).
     #[arg(long, value_name = "IP:PORT")]
     pub to: SocketAddr,
     /// The mode whose rules to read (default: the one installed).
