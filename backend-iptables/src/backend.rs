@@ -294,6 +294,8 @@ impl Backend for IptablesBackend {
                     let part = assemble_ports(ports);
                     ipt.restore(&part.text).await?;
                     objects += part.objects;
+                    // For the runtime's progress log of long cold starts.
+                    self.ctx.progress.add(ports.len());
                 }
                 assemble_with(&ruleset, &[], &stale, TopLevel::ALL)
             }

@@ -14,6 +14,7 @@
 //!   and the conformance harness built from them.
 //!
 //! See the crate README for the layout, kernel quirks and what is not done.
+#![warn(missing_docs)]
 
 mod backend;
 pub mod exec;

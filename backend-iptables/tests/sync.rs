@@ -366,3 +366,22 @@ async fn upstreams_way_rewrites_the_top_level_chains_on_every_partial_sync() {
         .unwrap();
     assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
 }
+
+#[tokio::test]
+async fn a_chunked_cold_start_reports_each_chunk_as_progress() {
+    let view = common::view(&common::topology(5, 2));
+    let exec = FakeExecutor::new();
+    let ctx = common::context();
+    let mut b =
+        IptablesBackend::with_executor(&ctx, Arc::new(exec.clone())).max_ports_per_restore(Some(2));
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    assert_eq!(ctx.progress.programmed(), 5, "chunks of 2, 2 and 1 ports");
+    // In one restore, the runtime counts the ports of the accepted sync.
+    let single = common::context();
+    IptablesBackend::with_executor(&single, Arc::new(FakeExecutor::new()))
+        .max_ports_per_restore(None)
+        .sync(&view, &ChangeSet::full())
+        .await
+        .unwrap();
+    assert_eq!(single.progress.programmed(), 0);
+}

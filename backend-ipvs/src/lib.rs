@@ -24,6 +24,7 @@
 //! found" as done: a node that never ran the IPVS mode sees no change and
 //! no error. Commands go through the [`Host`] trait ([`SystemHost`] in
 //! production), so tests can record them.
+#![warn(missing_docs)]
 
 mod cleanup;
 mod error;

@@ -235,6 +235,7 @@ impl NftablesBackend {
                 );
                 stats.ports_written += plan.changes.len();
                 stats.objects_written += plan.tx.len();
+                let ports = plan.changes.len();
                 if let Err(e) = self.apply(&plan.tx).await {
                     // The table holds part of the view; the next (full) sync
                     // resets it.
@@ -243,6 +244,8 @@ impl NftablesBackend {
                     return Err(e);
                 }
                 commit(&mut committed, plan, now);
+                // For the runtime's progress log of long cold starts.
+                self.ctx.progress.add(ports);
                 size = 0;
             }
         }

@@ -13,6 +13,7 @@
 //!
 //! The layout, why it programs 30k services in seconds, and kernel quirks
 //! are in the crate README.
+#![warn(missing_docs)]
 
 mod backend;
 mod error;

@@ -29,6 +29,7 @@
 //!   both sides.
 //!
 //! See the crate README for what it cannot do ([`CAPABILITIES`]).
+#![warn(missing_docs)]
 
 mod backend;
 mod balancer;

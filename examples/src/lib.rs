@@ -4,8 +4,10 @@
 //! - `quickstart`: three HTTP servers on loopback behind a NodePort served
 //!   by kube-proxy in userspace mode, from manifests, without root or a
 //!   cluster (`cargo run -p examples --bin quickstart`);
-//! - `embed`: a platform team's program that builds the model from objects
-//!   and drives a backend itself;
+//! - `embed`: the whole proxy (`ProxyBuilder`) in a program of its own, with
+//!   its own runtime, backend registry and metrics registry;
+//! - `embed_backend`: a platform team's program that builds the model from
+//!   objects and drives a backend itself;
 //! - `custom_backend`: a backend of under 100 lines ([`route_table`]) run
 //!   through the shared conformance suite ([`route_table_harness`]).
 

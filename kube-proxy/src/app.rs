@@ -4,19 +4,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use proxy_core::backend::{BackendContext, BackendFactory, CommandLimits, Registry};
+use proxy_core::backend::{BackendContext, BackendFactory, Registry};
 use proxy_core::config::KubeProxyConfiguration;
-use proxy_core::runtime::conntrack::ConntrackCleaner;
-use proxy_core::runtime::health::{HealthServer, ProxyHealth, ServiceHealthServer};
-use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::runtime::source::{
     KubeSource, KubeSourceOptions, ManifestSource, Source, client_from_config,
 };
 use proxy_core::runtime::{
-    NodeState, Runtime, RuntimeOptions, SyncObserver, cleanup_other_modes, initial_state,
-    shutdown_signal,
+    NodeState, ProxyBuilder, RuntimeOptions, initial_state, shutdown_signal,
 };
-use proxy_core::{IpFamily, NodeInfo, NodeView, ProxyMode};
+use proxy_core::{IpFamily, NodeInfo, NodeView};
 
 use crate::config_watch::ConfigWatch;
 use crate::options::{Action, Options, UsageError, node_name};
@@ -149,15 +145,6 @@ fn warn_unused_settings(config: &KubeProxyConfiguration) {
     }
 }
 
-/// Sets the conntrack sysctls as upstream does at start-up; failures are
-/// logged (a read-only /proc in a container is common), never fatal.
-fn apply_sysctls(config: &KubeProxyConfiguration) {
-    match proxy_core::runtime::sysctl::apply_conntrack_sysctls(config) {
-        Ok(changes) => tracing::info!(changed = changes.len(), "conntrack sysctls applied"),
-        Err(error) => tracing::warn!(%error, "setting the conntrack sysctls failed"),
-    }
-}
-
 /// `--init-only`: the mode's privileged set-up and the conntrack sysctls.
 async fn init_only(options: &Options, registry: &Registry) -> anyhow::Result<ExitCode> {
     let factory = factory(options, registry)?;
@@ -248,103 +235,41 @@ async fn stop_requested(watch: Option<ConfigWatch>) -> Stop {
 }
 
 /// The proxy. Exits 0 on SIGTERM/SIGINT and 1 when the `--config` file
-/// changed; both leave the rules in place.
+/// changed; both leave the rules in place. The same [`ProxyBuilder`] a
+/// library user embeds, plus the flags, `oomScoreAdj` and the config watch.
 async fn run(options: Options, registry: &Registry) -> anyhow::Result<ExitCode> {
     let factory = factory(&options, registry)?;
     let mode = factory.mode();
     let node = preliminary_node(&options)?;
-    let config = Arc::new(options.config.clone());
     let watch = options.config_file.clone().map(ConfigWatch::new);
     tracing::info!(%mode, node = %node.info.name, sync_period = %options.sync_period(), "starting kube-proxy");
-    warn_unused_settings(&config);
-    let privileged = privileges::has_net_admin();
-    let metrics = Arc::new(ProxyMetrics::new());
-    // Every external command (nft, iptables-restore, conntrack, ...) is
-    // killed after the timeout and counted in the metrics.
-    let commands = CommandLimits::default().with_recorder(metrics.clone());
-    let health = Arc::new(ProxyHealth::from_config(&config).with_metrics(metrics.clone()));
-    // The servers come first: a start-up step that hangs (a hung tool is
-    // killed only after the command timeout) must not keep /healthz and
-    // /metrics from answering.
-    let hard_fail = config.bind_address_hard_fail;
-    let mut servers = tokio::task::JoinSet::new();
-    if let Some(addr) = config.healthz_socket_addr()? {
-        servers.spawn(HealthServer::new(health.clone()).serve_retrying(addr, hard_fail));
-    }
-    if let Some(addr) = config.metrics_socket_addr()? {
-        servers.spawn(MetricsServer::new(metrics.clone(), &config).serve_retrying(addr, hard_fail));
-    }
+    warn_unused_settings(&options.config);
+    let source = source(&options, &node.info.name).await?;
+    let proxy = ProxyBuilder::new(
+        options.config.clone(),
+        registry.clone(),
+        node.info.name.clone(),
+    )
+    .mode(mode)
+    .source(source)
+    .build()?;
     // The userspace proxy programs no kernel rules: it neither needs the
     // conntrack sysctls nor removes other modes' rules (use --cleanup).
-    if privileged && mode != ProxyMode::Userspace {
-        if let Some(adj) = config.oom_score_adj {
-            privileges::set_oom_score_adj(adj);
-        }
-        apply_sysctls(&config);
-        let contexts: Vec<BackendContext> = contexts(&config, &node.info)?
-            .into_iter()
-            .map(|ctx| ctx.with_commands(commands.clone()))
-            .collect();
-        for ctx in &contexts {
-            if let Err(error) = factory.privileged_init(ctx).await {
-                tracing::warn!(%mode, family = %ctx.family, %error, "privileged initialisation failed");
-            }
-        }
-        // Other modes' leftovers live in tables and chains of their own
-        // (iptables and ipvs, which share chains, never clean each other),
-        // so removing them need not hold up this mode's first sync: a hung
-        // tool there (killed only after the command timeout, per command)
-        // would otherwise delay it by minutes.
-        let registry = registry.clone();
-        tokio::spawn(async move { cleanup_other_modes(&registry, mode, &contexts).await });
-    } else {
-        tracing::info!(%mode, privileged, "not setting sysctls nor cleaning up other modes' rules");
+    if proxy.host_setup()
+        && let Some(adj) = options.config.oom_score_adj
+    {
+        privileges::set_oom_score_adj(adj);
     }
-    let source = source(&options, &node.info.name).await?;
-    // Health-check node ports follow the synced node and the host's addresses.
-    let service_health = Arc::new(ServiceHealthServer::for_node_port_addresses(
-        health.clone(),
-        config.node_port_addresses()?,
-        Arc::new(privileges::local_addresses),
-    ));
-    service_health.watch_host_addresses();
-    let mut observers: Vec<Arc<dyn SyncObserver>> =
-        vec![health.clone(), metrics.clone(), service_health];
-    // Stale UDP flows exist only where the kernel does the NAT.
-    if privileged && mode != ProxyMode::Userspace {
-        observers.push(Arc::new(
-            ConntrackCleaner::host_with_limits(commands.clone()).with_metrics(metrics.clone()),
-        ));
-    }
-    let runtime = Runtime::new(
-        config.clone(),
-        factory,
-        observers,
-        RuntimeOptions {
-            commands,
-            ..RuntimeOptions::new(&config, node.info.name.clone())
-        },
-    );
-    let servers_failed = async {
-        while let Some(result) = servers.join_next().await {
-            match result {
-                Ok(Err(error)) => {
-                    return anyhow::Error::from(error).context("bindAddressHardFail is set");
-                }
-                Err(error) => return anyhow::anyhow!("a server task failed: {error}"),
-                Ok(Ok(())) => {}
-            }
-        }
-        std::future::pending().await
-    };
     let (stopped_tx, mut stopped) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         let _ = stopped_tx.send(stop_requested(watch).await);
     };
-    tokio::select! {
-        result = runtime.run(source, shutdown) => result?,
-        error = servers_failed => return Err(error),
-    }
+    proxy.run(shutdown).await.map_err(|error| match error {
+        proxy_core::Error::Io { .. } if options.config.bind_address_hard_fail => {
+            anyhow::Error::from(error).context("bindAddressHardFail is set")
+        }
+        error => anyhow::Error::from(error),
+    })?;
     Ok(match stopped.try_recv() {
         Ok(Stop::ConfigChanged) => ExitCode::FAILURE,
         Ok(Stop::Signal) | Err(_) => ExitCode::SUCCESS,

@@ -2,8 +2,6 @@
 
 use proxy_core::backend::privileges::{CAP_SYS_RESOURCE, has_capability};
 
-pub use proxy_core::backend::privileges::has_net_admin;
-
 /// Whether a `/proc/self/uid_map` text is that of a user namespace other
 /// than the initial one, which maps all 2³²-1 ids onto themselves.
 fn is_user_namespace_map(uid_map: &str) -> bool {
@@ -45,23 +43,6 @@ pub fn set_oom_score_adj(value: i32) {
     } else {
         tracing::warn!(value, %error, "cannot set oom_score_adj");
     }
-}
-
-/// The addresses configured on this host's interfaces (for the health-check
-/// node port listeners when `nodePortAddresses` selects some of them).
-pub fn local_addresses() -> std::io::Result<Vec<std::net::IpAddr>> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
-    Ok(addrs
-        .filter_map(|ifa| ifa.address)
-        .filter_map(|addr| {
-            if let Some(v4) = addr.as_sockaddr_in() {
-                Some(std::net::IpAddr::V4(v4.ip()))
-            } else {
-                addr.as_sockaddr_in6()
-                    .map(|v6| std::net::IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect())
 }
 
 #[cfg(test)]

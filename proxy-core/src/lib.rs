@@ -18,8 +18,17 @@
 //!
 //! With the `runtime` feature (default) it also holds the runner, the
 //! Kubernetes and manifest sources, the health and metrics servers and the
-//! conntrack cleanup. With `conformance` it exports the shared conformance
-//! suite that every backend runs.
+//! conntrack cleanup, and `runtime::ProxyBuilder`, which runs all of it as
+//! the `kube-proxy` binary does from a program of your own (your Tokio
+//! runtime, `kube::Client`, backends and metrics registry). With
+//! `conformance` it exports the shared conformance suite that every backend
+//! runs.
+//!
+//! ## Kubernetes versions
+//!
+//! This crate enables no `v1_*` feature of `k8s-openapi`: the application
+//! chooses one (`v1_33` to `v1_37` are supported), in its own dependency on
+//! `k8s-openapi`. See the README.
 #![warn(missing_docs)]
 
 pub mod backend;

@@ -20,7 +20,12 @@ pub enum Cond {
     /// `-i name` (`+` suffix: prefix).
     InInterface(String, bool),
     /// `-m addrtype --src-type/--dst-type LOCAL` (true: source).
-    AddrTypeLocal { source: bool, negated: bool },
+    AddrTypeLocal {
+        /// `--src-type` (else `--dst-type`).
+        source: bool,
+        /// `!` before the type.
+        negated: bool,
+    },
     /// `-m mark --mark value/mask`.
     Mark(u32, u32, bool),
     /// `-m conntrack --ctstate A,B`.
@@ -42,7 +47,14 @@ pub enum Action {
     Dnat(SocketAddr),
     /// `-j MARK --or-mark/--xor-mark/--set-xmark`: `mark = (mark & !and) ^ xor`
     /// after `or`.
-    Mark { or: u32, xor: u32, and_not: u32 },
+    Mark {
+        /// Bits set first (`--or-mark`).
+        or: u32,
+        /// Bits flipped after clearing `and_not` (`--xor-mark`, `--set-xmark`).
+        xor: u32,
+        /// Bits cleared (the mask of `--set-xmark`).
+        and_not: u32,
+    },
     /// `-j MASQUERADE`.
     Masquerade,
 }

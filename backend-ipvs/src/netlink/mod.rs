@@ -8,10 +8,10 @@
 //! the family lookup (`CTRL_CMD_GETFAMILY`) are done here rather than with
 //! another crate.
 //!
-//! - [`attribute`]: netlink attributes, encoded and decoded (nested or not);
-//! - [`message`]: a generic-netlink message (command, version, attributes);
-//! - [`types`]: [`VirtualServer`], [`RealServer`], … and their attributes;
-//! - [`client`]: [`IpvsNetlink`], the socket and the requests;
+//! - `attribute`: netlink attributes, encoded and decoded (nested or not);
+//! - `message`: a generic-netlink message (command, version, attributes);
+//! - `types`: [`VirtualServer`], [`RealServer`], … and their attributes;
+//! - `client`: [`IpvsNetlink`], the socket and the requests;
 //! - `route`: [`RouteNetlink`], `kube-ipvs0` and addresses over rtnetlink
 //!   (`netlink-packet-route`'s types);
 //! - `exchange`: one request and its answers, for both.

@@ -1,40 +1,127 @@
-//! Embedding the library: a platform team's own program that keeps a
-//! backend in sync with objects it gets from anywhere (its own API, a
-//! database, files), without the kube-proxy binary and without a cluster.
+//! Embedding the whole proxy in a program of your own: the runtime of the
+//! `kube-proxy` binary (sources, sync loop, health tracking, metrics), on
+//! your Tokio runtime, with your backend registry (here holding a backend
+//! of your own) and your prometheus-client registry, without the binary's
+//! flags.
 //!
 //! ```text
-//! cargo run -p examples --bin embed
+//! cargo run -p examples --bin embed                 # no cluster: objects pushed by this program
+//! cargo run -p examples --bin embed -- --cluster    # your cluster, with your kube::Client (Ctrl-C stops)
 //! ```
 //!
-//! 1. feed Services and EndpointSlices (`k8s-openapi` types) into a
-//!    [`ServiceTopology`], which validates them;
-//! 2. project it onto this node with [`NodeView::build`];
-//! 3. sync a backend (here the userspace one, which needs no privileges);
-//! 4. on changes, let [`PendingChanges`] compute the partial change set, so
-//!    the backend only touches what changed.
+//! Without `--cluster` it serves a NodePort on 127.0.0.1:30082 in front of
+//! two HTTP servers on loopback (no root: the userspace proxy, without
+//! redirect rules), adds the second endpoint while running, and prints the
+//! answers and its own `/metrics` text, which holds upstream's
+//! `kubeproxy_*` metrics next to the program's own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use backend_userspace::{Options, RedirectMode, UserspaceBackend};
 use examples::http;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxy_core::backend::BackendContext;
-use proxy_core::changes::PendingChanges;
-use proxy_core::{Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServiceTopology};
+use prometheus_client::metrics::counter::Counter;
+use proxy_core::backend::{BackendContext, BackendFactory, Registry};
+use proxy_core::config::KubeProxyConfiguration;
+use proxy_core::runtime::source::{ChannelSource, SourceEvent, Update};
+use proxy_core::runtime::{ProxyBuilder, SyncObserver, SyncReport};
+use proxy_core::{
+    Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ObjectKind, ProxyMode,
+    SyncStats,
+};
 use serde_json::json;
+use tokio::sync::watch;
 
 const NODE: &str = "embed-node";
-const NODE_PORT: u16 = 30081;
+const NODE_PORT: u16 = 30082;
+const ENDPOINTS: [&str; 2] = ["127.0.0.16", "127.0.0.17"];
+
+/// A backend of our own: the userspace proxy serving node ports only (no
+/// nftables redirect rules, even as root), which also counts its syncs in
+/// one of our metrics.
+struct CountedUserspace {
+    inner: UserspaceBackend,
+    syncs: Counter,
+}
+
+#[async_trait::async_trait]
+impl Backend for CountedUserspace {
+    fn mode(&self) -> ProxyMode {
+        self.inner.mode()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn sync(
+        &mut self,
+        view: &NodeView,
+        changes: &ChangeSet,
+    ) -> Result<SyncStats, BackendError> {
+        let stats = self.inner.sync(view, changes).await?;
+        self.syncs.inc();
+        Ok(stats)
+    }
+
+    async fn cleanup(&mut self) -> Result<(), BackendError> {
+        self.inner.cleanup().await
+    }
+
+    fn render(&self, view: &NodeView) -> Result<String, BackendError> {
+        self.inner.render(view)
+    }
+}
+
+/// Its factory, registered for the `userspace` mode in our registry.
+struct CountedUserspaceFactory {
+    syncs: Counter,
+}
+
+#[async_trait::async_trait]
+impl BackendFactory for CountedUserspaceFactory {
+    fn mode(&self) -> ProxyMode {
+        ProxyMode::Userspace
+    }
+
+    async fn check(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
+        let options = Options::from_context(ctx).with_redirect(RedirectMode::Off);
+        Ok(Box::new(CountedUserspace {
+            inner: UserspaceBackend::with_options(ctx, options),
+            syncs: self.syncs.clone(),
+        }))
+    }
+
+    async fn cleanup_leftovers(&self, _ctx: &BackendContext) -> Result<(), BackendError> {
+        Ok(()) // nothing outlives the process
+    }
+}
+
+/// Our observer of the proxy's syncs: publishes how many service ports the
+/// last successful sync programmed, and the count of syncs.
+struct Synced(watch::Sender<(usize, usize)>);
+
+impl SyncObserver for Synced {
+    fn synced(&self, report: &SyncReport<'_>) {
+        self.0
+            .send_modify(|(syncs, ports)| (*syncs, *ports) = (*syncs + 1, report.view.len()));
+    }
+}
 
 fn service() -> anyhow::Result<Service> {
     Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "api"},
+        "metadata": {"namespace": "shop", "name": "cart"},
         "spec": {
             "type": "NodePort",
-            "clusterIP": "10.96.0.81",
+            "clusterIP": "10.96.0.82",
             "ports": [{"name": "http", "protocol": "TCP", "port": 80, "nodePort": NODE_PORT}],
         },
     }))?)
@@ -46,68 +133,129 @@ fn slice(ips: &[&str]) -> anyhow::Result<EndpointSlice> {
         .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": NODE}))
         .collect();
     Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "api-1", "labels": {"kubernetes.io/service-name": "api"}},
+        "metadata": {"namespace": "shop", "name": "cart-1", "labels": {"kubernetes.io/service-name": "cart"}},
         "addressType": "IPv4",
         "endpoints": endpoints,
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8081}],
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8082}],
     }))?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    // Two endpoints of our own.
-    let mut servers = Vec::new();
-    for ip in ["127.0.0.14", "127.0.0.15"] {
-        let addr: SocketAddr = format!("{ip}:8081").parse()?;
-        servers.push(http::serve(addr, format!("api at {addr}\n")).await?);
-    }
+/// Waits until the proxy reports `syncs` successful syncs.
+async fn wait_for_sync(
+    synced: &mut watch::Receiver<(usize, usize)>,
+    syncs: usize,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        synced.wait_for(|(done, _)| *done >= syncs),
+    )
+    .await
+    .context("no sync within 20 s")?
+    .context("the proxy stopped")?;
+    Ok(())
+}
 
-    // 1. The model, fed object by object; each call says what changed.
-    let mut topology = ServiceTopology::new();
-    let mut pending = PendingChanges::new();
-    for applied in [
-        topology.apply_service(&service()?),
-        topology.apply_endpoint_slice(&slice(&["127.0.0.14"])?),
-    ] {
-        anyhow::ensure!(
-            applied.errors.is_empty(),
-            "invalid object: {:?}",
-            applied.errors
+/// Our program's own runtime: the proxy runs on it, as any other task.
+fn main() -> anyhow::Result<()> {
+    let cluster = std::env::args().any(|arg| arg == "--cluster");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(cluster))
+}
+
+async fn run(cluster: bool) -> anyhow::Result<()> {
+    // Our metrics registry, with a metric of our own.
+    let mut metrics = prometheus_client::registry::Registry::default();
+    let syncs = Counter::<u64>::default();
+    metrics.register(
+        "embed_backend_syncs",
+        "Syncs of our own backend",
+        syncs.clone(),
+    );
+
+    // Our registry of backends: kube-proxy's userspace mode, replaced by ours.
+    let registry = Registry::new()
+        .with(backend_userspace::UserspaceFactory)
+        .with(CountedUserspaceFactory { syncs });
+
+    let mut config = KubeProxyConfiguration::default();
+    config.apply_defaults();
+    config.mode = Some(ProxyMode::Userspace);
+    let (synced_tx, mut synced) = watch::channel((0, 0));
+    let builder = ProxyBuilder::new(config, registry, NODE)
+        // The kubeproxy_* metrics go into our registry; we serve it
+        // ourselves, so neither server of the binary is started.
+        .metrics_registry(&mut metrics)
+        .metrics_server(false)
+        .health_server(false)
+        // Neither sysctls nor other modes' cleanup: this is our host.
+        .host_setup(false)
+        .families(vec![IpFamily::V4])
+        .observer(Arc::new(Synced(synced_tx)));
+
+    if cluster {
+        // Our own client: kubeconfig or in-cluster, as kube-rs finds it.
+        let client = kube::Client::try_default()
+            .await
+            .context("creating the kube client")?;
+        let proxy = builder.kube_client(client).build()?;
+        println!(
+            "watching the cluster in {} mode; Ctrl-C stops",
+            proxy.mode()
         );
-        pending.touch_all(applied.changed);
+        proxy
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        return Ok(());
     }
 
-    // 2. + 3. This node's view, and a first full sync.
-    let node = Arc::new(NodeInfo::named(NODE));
-    let ctx = BackendContext::for_tests(IpFamily::V4, node.clone());
-    // Serve the node port only: no nftables redirect rules, even as root.
-    let options = Options::from_context(&ctx).with_redirect(RedirectMode::Off);
-    let mut backend = UserspaceBackend::with_options(&ctx, options);
-    let mut synced = NodeView::build(&topology, node.clone(), IpFamily::V4);
-    let stats = backend.sync(&synced, &ChangeSet::full()).await?;
-    pending.clear();
-    println!("full sync: {stats:?}");
-    print!("{}", backend.render(&synced)?);
+    // No cluster: our program pushes the objects.
+    let mut servers = Vec::new();
+    for ip in ENDPOINTS {
+        let addr: SocketAddr = format!("{ip}:8082").parse()?;
+        servers.push(http::serve(addr, format!("cart at {addr}\n")).await?);
+    }
+    let (source, objects) =
+        ChannelSource::new(vec![ObjectKind::Service, ObjectKind::EndpointSlice]);
+    for event in [
+        SourceEvent::Service(Update::Init),
+        SourceEvent::Service(Update::InitApply(service()?)),
+        SourceEvent::Service(Update::InitDone),
+        SourceEvent::EndpointSlice(Update::Init),
+        SourceEvent::EndpointSlice(Update::InitApply(slice(&ENDPOINTS[..1])?)),
+        SourceEvent::EndpointSlice(Update::InitDone),
+    ] {
+        objects.send(event)?;
+    }
+    let proxy = builder.source(Box::new(source)).build()?;
+    let health = proxy.health().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(proxy.run(async {
+        let _ = stopped.await;
+    }));
 
+    wait_for_sync(&mut synced, 1).await?;
+    println!(
+        "first sync: {} service port(s), healthy: {}",
+        synced.borrow().1,
+        health.is_healthy()
+    );
     let through_proxy = SocketAddr::from(([127, 0, 0, 1], NODE_PORT));
     println!(
         "GET {through_proxy} -> {}",
-        http::get(through_proxy)
-            .await
-            .context("first request")?
-            .trim()
+        http::get(through_proxy).await?.trim()
     );
 
-    // 4. A change: a second endpoint. Only the touched service is recomputed
-    // and only its port is in the change set.
-    let applied = topology.apply_endpoint_slice(&slice(&["127.0.0.14", "127.0.0.15"])?);
-    pending.touch_all(applied.changed);
-    let (view, changes) = pending.prepare(&topology, &synced, &node);
-    let stats = backend.sync(&view, &changes).await?;
-    pending.clear();
-    synced = view;
-    println!("partial sync of {} port(s): {stats:?}", changes.len());
-
+    // A change while running: the second endpoint.
+    let done = synced.borrow().0;
+    objects.send(SourceEvent::EndpointSlice(Update::Apply(slice(
+        &ENDPOINTS,
+    )?)))?;
+    wait_for_sync(&mut synced, done + 1).await?;
     for _ in 0..4 {
         println!(
             "GET {through_proxy} -> {}",
@@ -115,8 +263,20 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    backend.cleanup().await?;
-    println!("cleaned up; {} service ports were served", synced.len());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics)?;
+    println!("our /metrics:");
+    for line in text.lines().filter(|line| {
+        line.starts_with("embed_backend_syncs_total")
+            || line.starts_with("kubeproxy_sync_proxy_rules_service_changes_total")
+            || line.starts_with("kubeproxy_sync_proxy_rules_endpoint_changes_total")
+    }) {
+        println!("  {line}");
+    }
+
+    let _ = stop.send(());
+    running.await??;
+    println!("stopped");
     servers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }

@@ -62,7 +62,7 @@ pub struct TraceArgs {
     /// --in-interface means the node itself sends it.
     #[arg(long, value_name = "IP")]
     pub from: IpAddr,
-    /// Destination IP:port (IPv6: [addr]:port).
+    /// Destination IP:port (IPv6: `[addr]:port`).
     #[arg(long, value_name = "IP:PORT")]
     pub to: SocketAddr,
     /// The mode whose rules to read (default: the one installed).
@@ -239,7 +239,7 @@ pub async fn trace_live(
 ) -> Result<TraceReport, InspectError> {
     let mode = live::choose_mode(wanted, &live::detect_live().await?)?;
     let rules = live::read_live(mode, family_of(request.to.ip())).await?;
-    let local = crate::privileges::local_addresses().map_err(|e| InspectError::Read {
+    let local = proxy_core::runtime::host_addresses().map_err(|e| InspectError::Read {
         what: "the node's addresses".into(),
         detail: e.to_string(),
     })?;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::CommandLimits;
+use super::{CommandLimits, SyncProgress};
 use crate::config::{DetectLocal, KubeProxyConfiguration};
 use crate::error::Error;
 use crate::model::{IpFamily, NodeInfo};
@@ -55,6 +55,9 @@ pub struct BackendContext {
     /// counts the ones killed for running longer. The runtime sets it from
     /// `RuntimeOptions::commands` (feature `runtime`).
     pub commands: CommandLimits,
+    /// Where a backend that programs a sync in steps reports the service
+    /// ports done so far (see [`SyncProgress`]); the runtime reads it.
+    pub progress: Arc<SyncProgress>,
 }
 
 impl BackendContext {
@@ -100,6 +103,7 @@ impl BackendContext {
             node,
             config,
             commands: CommandLimits::default(),
+            progress: Arc::default(),
         })
     }
 
@@ -121,6 +125,7 @@ impl BackendContext {
             node_port_cidrs: None,
             localhost_node_ports: family == IpFamily::V4,
             commands: CommandLimits::default(),
+            progress: Arc::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod context;
 mod error;
 mod factory;
 pub mod privileges;
+mod progress;
 mod stats;
 
 pub use capabilities::{Capabilities, Capability};
@@ -35,6 +36,7 @@ pub use commands::{CommandLimits, TimeoutRecorder};
 pub use context::{BackendContext, LocalTrafficDetector};
 pub use error::{BackendError, BackendErrorKind};
 pub use factory::{BackendFactory, Registry};
+pub use progress::SyncProgress;
 pub use stats::SyncStats;
 
 use std::time::Duration;

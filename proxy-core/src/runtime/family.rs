@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, SyncProgress};
 use crate::changes::{ChangeSet, PendingChanges};
 use crate::model::{IpFamily, NodeInfo, ServiceKey, ServicePortName};
 use crate::runner::{RunReason, SyncRunner};
@@ -13,12 +13,15 @@ use crate::view::NodeView;
 
 use super::isolation::{Found, Isolator, Quarantine, call_budget};
 use super::observer::{DetectedBy, RefusalReport, SyncObserver, SyncReport};
+use super::progress::{log_sync_progress, with_progress};
 use super::sync_loop::SyncTiming;
 
 /// A backend and its sync state, for one family.
 pub(crate) struct FamilyState {
     pub(crate) family: IpFamily,
     pub(crate) backend: Box<dyn Backend>,
+    /// The backend's [`BackendContext::progress`](crate::backend::BackendContext::progress).
+    pub(crate) progress: Arc<SyncProgress>,
     /// The view of the last successful sync (empty before the first).
     pub(crate) synced: NodeView,
     pub(crate) pending: PendingChanges,
@@ -72,6 +75,7 @@ impl FamilyState {
         FamilyState {
             family,
             backend,
+            progress: Arc::default(),
             synced: NodeView::empty(family, node),
             pending,
             runner,
@@ -217,7 +221,13 @@ impl FamilyState {
         let programmed = if retries_only {
             Ok(Found::default())
         } else {
-            iso.program(main, false).await
+            self.progress.set(0);
+            iso.progress = self.progress.clone();
+            let (family, total, progress) = (self.family, main.len(), self.progress.clone());
+            with_progress(&progress, iso.program(main, false), |tick| {
+                log_sync_progress(family, mode, total, tick)
+            })
+            .await
         };
         let found = match programmed {
             Ok(found) => found,
@@ -242,7 +252,8 @@ impl FamilyState {
             match iso.program(retry.clone(), true).await {
                 Ok(found) => found,
                 Err(error) => {
-                    tracing::warn!(family = %self.family, %mode, error = %error_chain(&error), "retrying refused service ports failed; they stay held back");
+                    let ports: Vec<String> = retry.iter().map(ToString::to_string).collect();
+                    tracing::warn!(family = %self.family, %mode, ports = %ports.join(", "), error = %error_chain(&error), "retrying refused service ports failed; they stay held back");
                     Found {
                         culprits: Vec::new(),
                         unresolved: retry.clone(),

@@ -58,7 +58,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::{Backend, BackendError, BackendErrorKind, SyncStats};
+use crate::backend::{Backend, BackendError, BackendErrorKind, SyncProgress, SyncStats};
 use crate::changes::ChangeSet;
 use crate::config::ProxyMode;
 use crate::model::{IpFamily, ServiceKey, ServicePortName};
@@ -253,6 +253,12 @@ pub(crate) struct Isolator<'a> {
     pub(crate) budget: usize,
     /// The accepted calls' stats, summed (totals: the last call's).
     pub(crate) stats: SyncStats,
+    /// Service ports accepted so far, for the progress log: set to the
+    /// accepted calls' ports after each call (the backend may add to it
+    /// during one, see [`SyncProgress`]).
+    pub(crate) progress: Arc<SyncProgress>,
+    /// The ports of the accepted calls.
+    programmed: usize,
 }
 
 impl<'a> Isolator<'a> {
@@ -284,6 +290,8 @@ impl<'a> Isolator<'a> {
             calls: 0,
             budget,
             stats: SyncStats::default(),
+            progress: Arc::default(),
+            programmed: 0,
         }
     }
 
@@ -318,9 +326,12 @@ impl<'a> Isolator<'a> {
                 self.stats.ports_written += stats.ports_written;
                 self.stats.objects_written += stats.objects_written;
                 self.stats.totals = stats.totals;
+                self.programmed += set.len();
+                self.progress.set(self.programmed);
                 Ok(())
             }
             Err(error) => {
+                self.progress.set(self.programmed);
                 self.full_next = true;
                 for observer in self.observers {
                     observer.failed(self.family, self.mode, changes.is_full(), &error);

@@ -20,23 +20,33 @@
 //!   `isolation.rs`).
 //! - [`SyncObserver`]: what the loop reports to health, metrics and
 //!   conntrack cleanup.
+//! - [`ProxyBuilder`] → [`Proxy`]: all of the above as the binary runs it
+//!   (sources, loop, health and metrics servers, host set-up, conntrack
+//!   cleanup), started from a library user's own Tokio runtime with their
+//!   own `kube::Client`, backend [`Registry`](crate::backend::Registry) and
+//!   prometheus-client registry. The binary is this plus flag parsing.
 
 pub mod conntrack;
 mod family;
 pub mod health;
+mod host_addresses;
 mod isolation;
 pub mod metrics;
 mod nft_watch;
 mod node;
 mod observer;
+mod progress;
+mod proxy;
 mod shutdown;
 pub mod source;
 mod sync_loop;
 pub mod sysctl;
 mod world;
 
+pub use host_addresses::host_addresses;
 pub use node::{NodeChange, NodeState, TAINT_TO_BE_DELETED};
 pub use observer::{DetectedBy, NodeHealth, RefusalReport, RefusedPort, SyncObserver, SyncReport};
+pub use proxy::{Proxy, ProxyBuilder};
 pub use shutdown::shutdown_signal;
 pub use sync_loop::{Runtime, RuntimeOptions, SyncTiming, cleanup_other_modes, initial_state};
 pub use world::TRIGGER_TIME_ANNOTATION;

@@ -18,6 +18,7 @@ use super::family::{FamilyState, Outcome, error_chain};
 use super::nft_watch::{NftWatcher, next_change};
 use super::node::{NodeChange, NodeState};
 use super::observer::{NodeHealth, SyncObserver};
+use super::progress::{PROGRESS_INTERVAL, report_listing_progress};
 use super::source::Source;
 use super::world::{Delta, World};
 
@@ -163,6 +164,9 @@ impl Runtime {
         let own_writes = OwnWrites::new();
         let mut watcher: Option<NftWatcher> = None;
         tracing::info!(mode = %self.factory.mode(), node = %self.options.node_name, "waiting for the initial lists of the sources");
+        let listing_started = tokio::time::Instant::now();
+        let mut listing_progress =
+            tokio::time::interval_at(listing_started + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         loop {
             let wake = families.iter().map(|f| f.runner.next_run()).min();
             let sleep = async {
@@ -203,6 +207,9 @@ impl Runtime {
                             observer.queued(family.family, wall);
                         }
                     }
+                }
+                _ = listing_progress.tick(), if families.is_empty() && source_open => {
+                    report_listing_progress(&world.listing(), listing_started.elapsed());
                 }
                 event = events.next(), if source_open => {
                     let Some(event) = event else {
@@ -388,13 +395,15 @@ impl Runtime {
             .with_commands(self.options.commands.clone());
         self.factory.check(&ctx).await?;
         let backend = self.factory.build(&ctx)?;
-        Ok(FamilyState::new(
+        let mut state = FamilyState::new(
             backend,
             node.info.clone(),
             family,
             &self.options.timing,
             now(),
-        ))
+        );
+        state.progress = ctx.progress;
+        Ok(state)
     }
 }
 

@@ -43,6 +43,13 @@ struct Relist<K> {
     objects: Option<Vec<K>>,
 }
 
+impl<K> Relist<K> {
+    /// Objects of the (re)list in progress received so far.
+    fn received(&self) -> usize {
+        self.objects.as_ref().map_or(0, Vec::len)
+    }
+}
+
 impl<K> Default for Relist<K> {
     fn default() -> Self {
         Relist { objects: None }
@@ -118,6 +125,19 @@ impl World {
     /// [`World::clear_change_counts`].
     pub(crate) fn change_counts(&self) -> (usize, usize) {
         (self.changed_services.len(), self.changed_slices.len())
+    }
+
+    /// The required kinds whose initial list is not complete yet, with the
+    /// objects of each received so far.
+    pub(crate) fn listing(&self) -> Vec<(ObjectKind, usize)> {
+        [
+            (ObjectKind::Service, self.services.received()),
+            (ObjectKind::EndpointSlice, self.slices.received()),
+            (ObjectKind::Node, self.nodes.received()),
+        ]
+        .into_iter()
+        .filter(|(kind, _)| self.required.contains(kind) && !self.listed.contains(kind))
+        .collect()
     }
 
     pub(crate) fn clear_change_counts(&mut self) {
@@ -539,5 +559,28 @@ mod tests {
             required.watches_node(),
             "a required Node is watched while unknown"
         );
+    }
+
+    #[test]
+    fn listing_names_the_kinds_still_listing_with_the_objects_received_so_far() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let mut delta = Delta::default();
+        assert_eq!(
+            world.listing(),
+            [(ObjectKind::Service, 0), (ObjectKind::EndpointSlice, 0)]
+        );
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        for (name, ip) in [("a", "10.96.0.1"), ("b", "10.96.0.2")] {
+            world.apply(
+                SourceEvent::Service(Update::InitApply(service(name, ip))),
+                &mut delta,
+            );
+        }
+        assert_eq!(
+            world.listing(),
+            [(ObjectKind::Service, 2), (ObjectKind::EndpointSlice, 0)]
+        );
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
+        assert_eq!(world.listing(), [(ObjectKind::EndpointSlice, 0)]);
     }
 }

@@ -263,7 +263,7 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
     }
 
     let mut endpoints = Vec::new();
-    for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
+    for (i, ep) in slice.endpoints.as_endpoints().iter().enumerate() {
         let Some(raw) = ep.addresses.first() else {
             errors.push(error(
                 &object,
@@ -342,4 +342,23 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
         },
         errors,
     )
+}
+
+/// `EndpointSlice.endpoints` as a slice, whatever the Kubernetes version the
+/// application chose for k8s-openapi: the field is required (`Vec`) up to
+/// 1.35 and optional (`Option<Vec>`) since 1.36.
+trait AsEndpoints {
+    fn as_endpoints(&self) -> &[k8s_openapi::api::discovery::v1::Endpoint];
+}
+
+impl AsEndpoints for Vec<k8s_openapi::api::discovery::v1::Endpoint> {
+    fn as_endpoints(&self) -> &[k8s_openapi::api::discovery::v1::Endpoint] {
+        self
+    }
+}
+
+impl AsEndpoints for Option<Vec<k8s_openapi::api::discovery::v1::Endpoint>> {
+    fn as_endpoints(&self) -> &[k8s_openapi::api::discovery::v1::Endpoint] {
+        self.as_deref().unwrap_or_default()
+    }
 }

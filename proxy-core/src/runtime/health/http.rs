@@ -52,7 +52,7 @@ pub async fn serve_retrying(
             Ok(()) => return Ok(()),
             Err(error) if hard_fail => return Err(error),
             Err(error) => {
-                tracing::error!(server = what, %error, "server failed; retrying in 5s");
+                tracing::error!(server = what, %addr, %error, "server failed; retrying in 5s");
                 tokio::time::sleep(RETRY_INTERVAL).await;
             }
         }

@@ -221,7 +221,19 @@ impl ProxyMetrics {
             registry: Registry::default(),
             clock,
         };
-        let r = &mut registry;
+        m.register_metrics(&mut registry);
+        ProxyMetrics { registry, ..m }
+    }
+
+    /// Also registers every metric in `registry` (an application's own),
+    /// under the `kubeproxy_` prefix, sharing the values with this one.
+    pub fn register_in(&self, registry: &mut Registry) {
+        self.register_metrics(registry.sub_registry_with_prefix(PREFIX));
+    }
+
+    /// Registers every metric, without prefix, in `r`.
+    fn register_metrics(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "sync_proxy_rules_duration_seconds",
             "SyncProxyRules latency in seconds",
@@ -337,7 +349,6 @@ impl ProxyMetrics {
             "Cumulative changes made from outside to the proxy rules that forced a repairing full sync",
             m.external_changes.clone(),
         );
-        ProxyMetrics { registry, ..m }
     }
 
     /// The registry holding every metric, for encoding.

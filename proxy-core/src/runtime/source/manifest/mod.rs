@@ -119,7 +119,7 @@ impl ManifestSource {
                 {
                     Ok(result) => result,
                     Err(error) => {
-                        tracing::error!(%error, "manifest scan failed");
+                        tracing::error!(path = %self.path.display(), %error, "manifest scan failed");
                         return;
                     }
                 }
