@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_iptables::render::RenderConfig;
+use ipnet::IpNet;
 use proxy_core::backend::{Backend, BackendContext, BackendError};
 use proxy_core::exec::iptables::Iptables;
 use proxy_core::exec::{Command, Executor};
@@ -93,6 +94,9 @@ pub struct IpvsBackend {
     random_fully: Option<bool>,
     /// Where the periodic verify's window of real servers starts.
     verify_cursor: Option<ServiceKey>,
+    /// `ipvs.excludeCIDRs`: virtual servers there that no Service wants are
+    /// left alone (another tool's), as upstream's cleanup of stale ones.
+    exclude_cidrs: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for IpvsBackend {
@@ -126,6 +130,14 @@ impl IpvsBackend {
             bound: None,
             random_fully: None,
             verify_cursor: None,
+            exclude_cidrs: ctx
+                .config
+                .ipvs
+                .exclude_cidrs
+                .iter()
+                .flatten()
+                .filter_map(|cidr| cidr.parse().ok())
+                .collect(),
         })
     }
 
@@ -224,11 +236,12 @@ impl IpvsBackend {
             keys
         });
         let in_scope = |k: &ServiceKey| scope.as_ref().is_none_or(|s| s.contains(k));
+        let exclude = &self.exclude_cidrs;
         let owned = |k: &ServiceKey| {
             in_scope(k)
-                && (bound.contains(&k.address)
-                    || table.has_vip(&k.address)
-                    || node_ips.contains(&k.address))
+                && (table.has_vip(&k.address)
+                    || ((bound.contains(&k.address) || node_ips.contains(&k.address))
+                        && !excluded(exclude, &k.address)))
         };
         let wanted = table.services(scope.as_ref());
         let listed = match &scope {
@@ -328,6 +341,11 @@ impl IpvsBackend {
     }
 }
 
+/// Whether `address` is in one of `ipvs.excludeCIDRs`.
+pub(crate) fn excluded(exclude: &[IpNet], address: &IpAddr) -> bool {
+    exclude.iter().any(|cidr| cidr.contains(address))
+}
+
 fn kernel_has(kernel: &KernelTable, key: &ServiceKey, ip: IpAddr, port: u16) -> bool {
     kernel.get(key).is_some_and(|(_, ds)| {
         ds.iter()
@@ -393,6 +411,7 @@ impl Backend for IpvsBackend {
             &self.draining,
             &mut self.verify_cursor,
             self.ctx.family,
+            &self.exclude_cidrs,
         ) {
             Ok(None) => false,
             Ok(Some(what)) => {

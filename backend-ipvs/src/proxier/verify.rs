@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use proxy_core::IpFamily;
 
 use crate::error::IpvsError;
@@ -37,12 +38,14 @@ pub(crate) fn drift(
     draining: &HashMap<(ServiceKey, IpAddr, u16), Instant>,
     cursor: &mut Option<ServiceKey>,
     family: IpFamily,
+    exclude: &[IpNet],
 ) -> Result<Option<String>, IpvsError> {
     let listed = ipvs.services()?;
     let mut seen = HashSet::with_capacity(listed.len());
     for have in &listed {
         let key = have.key;
-        let ours = table.has_vip(&key.address) || table.node_ips().contains(&key.address);
+        let ours = (table.has_vip(&key.address) || table.node_ips().contains(&key.address))
+            && !super::excluded(exclude, &key.address);
         match table.service(&key) {
             Some(want) if !same_service(have, &want.service) => {
                 return Ok(Some(format!("virtual server {key} was changed")));

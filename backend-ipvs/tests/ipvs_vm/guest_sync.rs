@@ -569,3 +569,59 @@ fn the_configured_timeouts_and_strict_arp_are_applied_by_a_full_sync() {
     );
     assert_eq!((arp.0.trim(), arp.1.trim()), ("1", "2"), "strictARP");
 }
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn virtual_servers_in_exclude_cidrs_survive_syncs_and_the_verify() {
+    guest::require("virtual_servers_in_exclude_cidrs_survive_syncs_and_the_verify");
+    let ns = Netns::new().unwrap();
+    // two node addresses: node ports are served on both, so a virtual
+    // server on either that no Service wants is stale (ours to delete)
+    // unless ipvs.excludeCIDRs leaves it to its owner
+    guest::ip_batch(
+        &ns,
+        "link set lo up\n\
+         link add eth0 type dummy\n\
+         link set eth0 up\n\
+         addr add 10.0.0.1/24 dev eth0\n\
+         addr add 10.0.1.1/24 dev eth0\n",
+    );
+    for foreign in ["10.0.0.1:9999", "10.0.1.1:9999"] {
+        guest::run(&ns, "ipvsadm", &["-A", "-t", foreign, "-s", "rr"]);
+    }
+    let mut ctx = context();
+    let mut config = (*ctx.config).clone();
+    config.ipvs.exclude_cidrs = Some(vec!["10.0.1.0/24".into()]);
+    ctx.config = Arc::new(config);
+    let mut topology = ServiceTopology::new();
+    assert!(topology.apply_service(&service(0)).errors.is_empty());
+    let v = view(&topology);
+    let (left, lost) = in_ns(&ns, |rt| {
+        let mut b = IpvsBackend::new(
+            &ctx,
+            Arc::new(SystemExecutor::default()),
+            Arc::new(SystemHost::default()),
+        )
+        .unwrap();
+        rt.block_on(b.sync(&v, &ChangeSet::full())).unwrap();
+        let lost = rt.block_on(b.dataplane_lost());
+        let left: BTreeSet<String> = IpvsNetlink::open()
+            .unwrap()
+            .services()
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("{}:{}", s.key.address, s.key.port))
+            .collect();
+        (left, lost)
+    });
+    assert!(
+        left.contains("10.0.1.1:9999"),
+        "the virtual server in excludeCIDRs stays: {left:?}"
+    );
+    assert!(
+        !left.contains("10.0.0.1:9999"),
+        "a stale virtual server on a node address outside excludeCIDRs is deleted: {left:?}"
+    );
+    assert!(left.contains(&format!("{}:80", vip(0))), "ours: {left:?}");
+    assert!(!lost, "the verify does not count the excluded one as drift");
+}
