@@ -47,6 +47,7 @@ mod plan;
 mod redirect;
 mod route;
 mod sockets;
+mod table;
 mod tcp;
 mod trace;
 mod udp;
@@ -59,7 +60,11 @@ pub use host::HostAddresses;
 pub use options::Options;
 pub use plan::{ListenerKey, ListenerSpec, NodePortAddresses, RedirectSpec, TrafficClass};
 pub use redirect::{RedirectMode, Vip};
-pub use trace::Verdict;
+pub use table::{
+    Class, ListenerTable, TableBalancer, TableFailure, TableListener, TableRedirect,
+    TableRedirectListener, TableTarget,
+};
+pub use trace::{Choice, Hop, KernelRedirects, Path, Verdict};
 
 #[cfg(test)]
 mod testutil;

@@ -24,10 +24,12 @@
 //! # Ok(()) }
 //! ```
 
+mod listings;
 mod observer;
 mod proxy_metrics;
 mod server;
 
+pub use listings::Listings;
 pub use observer::no_local_endpoints;
 pub use proxy_metrics::{
     CodeLabels, FamilyLabels, PREFIX, PolicyLabels, ProgramLabels, ProxyMetrics, TableLabels,
