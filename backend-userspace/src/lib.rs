@@ -36,6 +36,7 @@ mod error;
 mod factory;
 mod forward;
 mod host;
+mod kernel_listing;
 mod listener;
 mod options;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -57,6 +58,7 @@ pub use error::UserspaceError;
 pub use factory::UserspaceFactory;
 pub use forward::Forwarding;
 pub use host::HostAddresses;
+pub use kernel_listing::kernel_redirects;
 pub use options::Options;
 pub use plan::{ListenerKey, ListenerSpec, NodePortAddresses, RedirectSpec, TrafficClass};
 pub use redirect::{RedirectMode, Vip};

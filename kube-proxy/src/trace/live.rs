@@ -26,6 +26,9 @@ pub enum Rules {
     /// Our nftables table; `None` when it does not exist.
     #[cfg(feature = "nftables")]
     Nftables(Option<backend_nftables::fake::FakeTable>),
+    /// The userspace mode's listener table and redirect elements.
+    #[cfg(feature = "userspace")]
+    Userspace(Box<super::userspace::UserspaceRules>),
 }
 
 /// The family word nft uses.
@@ -59,7 +62,7 @@ fn iptables_mode_in(save: &str) -> Option<ProxyMode> {
 }
 
 /// The tables `nft -j list tables` lists, as `(family, name)`.
-fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
+pub(crate) fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
     let doc: serde_json::Value = serde_json::from_str(json)
         .map_err(|e| InspectError::Rules(format!("nft printed something that is not JSON: {e}")))?;
     Ok(doc
@@ -78,7 +81,7 @@ fn nft_tables(json: &str) -> Result<Vec<(String, String)>, InspectError> {
 }
 
 /// Runs a listing command; `Ok(None)` when the program is not installed.
-async fn list(
+pub(crate) async fn list(
     exec: &SystemExecutor,
     what: &str,
     cmd: Command,
@@ -185,14 +188,39 @@ pub fn choose_mode(
 fn unsupported(mode: ProxyMode) -> InspectError {
     InspectError::Mode(match mode {
         ProxyMode::Ipvs => "ipvs mode's rules are installed: trace and diff read iptables and nftables modes' rules only (ipvs is not covered yet)".to_string(),
-        ProxyMode::Userspace => "userspace mode: its listener table is not exposed (no endpoint on the metrics or health port lists it), so trace and diff cover iptables and nftables modes only".to_string(),
+        ProxyMode::Userspace => "userspace mode is not compiled into this binary".to_string(),
         other => format!("{other} mode is not compiled into this binary or has no rules to read"),
     })
 }
 
-/// `family`'s rules of `mode`, read from the kernel.
+/// `family`'s rules of `mode`, read from the kernel (the userspace mode's
+/// listener table from the metrics server at its default address).
 pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, InspectError> {
+    read_live_at(mode, family, None).await
+}
+
+/// `family`'s rules of `mode`, read from the kernel; the userspace mode's
+/// listener table from the metrics server at `metrics` (default
+/// `127.0.0.1:10249`).
+pub async fn read_live_at(
+    mode: ProxyMode,
+    family: IpFamily,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<Rules, InspectError> {
+    let _ = metrics;
     match mode {
+        #[cfg(feature = "userspace")]
+        ProxyMode::Userspace => {
+            let addr = match metrics {
+                Some(addr) => addr,
+                None => super::userspace::DEFAULT_METRICS_ADDRESS
+                    .parse()
+                    .map_err(|e| InspectError::Usage(format!("{e}")))?,
+            };
+            super::userspace::read_live(addr, family)
+                .await
+                .map(|r| Rules::Userspace(Box::new(r)))
+        }
         #[cfg(feature = "iptables")]
         ProxyMode::Iptables => {
             let save = iptables_save(family).await?.ok_or_else(|| {
@@ -239,13 +267,19 @@ pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, Inspe
 /// The mode a dump file's text was taken from: nft JSON, or
 /// `iptables-save` output.
 pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
+    #[cfg(feature = "userspace")]
+    if super::userspace::is_listing(text) {
+        return Ok(ProxyMode::Userspace);
+    }
     if text.trim_start().starts_with('{') {
         let tables = nft_tables(text)?;
         if tables.iter().any(|(_, n)| n == NFT_TABLE) {
             return Ok(ProxyMode::Nftables);
         }
         if tables.iter().any(|(_, n)| n == USERSPACE_TABLE) {
-            return Err(unsupported(ProxyMode::Userspace));
+            return Err(InspectError::Mode(
+                "this is the userspace mode's redirect table; its listeners live in kube-proxy: save `curl http://127.0.0.1:10249/proxyListeners` instead".into(),
+            ));
         }
         return Err(InspectError::Mode(
             "the nft listing holds no table named kube-proxy (save it with `nft -j list ruleset`)"
@@ -290,6 +324,13 @@ pub fn parse(mode: ProxyMode, family: IpFamily, text: &str) -> Result<Rules, Ins
         ProxyMode::Nftables => backend_nftables::fake::table_from_json(text, family)
             .map(Rules::Nftables)
             .map_err(|e| InspectError::Rules(e.to_string())),
+        #[cfg(feature = "userspace")]
+        ProxyMode::Userspace => super::userspace::parse(text, family).map(|table| {
+            Rules::Userspace(Box::new(super::userspace::UserspaceRules {
+                table,
+                kernel: None,
+            }))
+        }),
         other => {
             let _ = (family, text);
             Err(unsupported(other))

@@ -10,6 +10,8 @@
 pub mod error;
 pub mod live;
 pub mod report;
+#[cfg(feature = "userspace")]
+pub mod userspace;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -83,6 +85,10 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Format,
+    /// userspace mode: the proxy's metricsBindAddress, where its listener
+    /// table is served (`/proxyListeners`).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
+    pub metrics_address: SocketAddr,
 }
 
 /// A packet to trace, as the command line gives it.
@@ -214,6 +220,14 @@ pub fn trace_rules(
                 (hops, choices, path.outcome)
             }
         },
+        #[cfg(feature = "userspace")]
+        Rules::Userspace(rules) => userspace::trace(
+            rules,
+            local_ips,
+            request.protocol,
+            request.to,
+            packet.origin == Origin::Host,
+        ),
     };
     Ok(TraceReport {
         mode: mode.to_string(),
@@ -237,8 +251,21 @@ pub async fn trace_live(
     wanted: Option<ProxyMode>,
     request: &Request,
 ) -> Result<TraceReport, InspectError> {
-    let mode = live::choose_mode(wanted, &live::detect_live().await?)?;
-    let rules = live::read_live(mode, family_of(request.to.ip())).await?;
+    trace_live_at(wanted, request, None).await
+}
+
+/// [`trace_live`], reading the userspace mode's listener table from the
+/// metrics server at `metrics` (default `127.0.0.1:10249`).
+pub async fn trace_live_at(
+    wanted: Option<ProxyMode>,
+    request: &Request,
+    metrics: Option<SocketAddr>,
+) -> Result<TraceReport, InspectError> {
+    let mode = match wanted {
+        Some(mode) => mode,
+        None => live::choose_mode(None, &live::detect_live().await?)?,
+    };
+    let rules = live::read_live_at(mode, family_of(request.to.ip()), metrics).await?;
     let local = crate::privileges::local_addresses().map_err(|e| InspectError::Read {
         what: "the node's addresses".into(),
         detail: e.to_string(),
@@ -258,7 +285,7 @@ async fn execute(args: &TraceArgs) -> Result<TraceReport, InspectError> {
             let (mode, rules) = live::read_file(path, args.proxy_mode, family_of(args.to.ip()))?;
             trace_rules(&rules, mode, &args.node_ips, &request)
         }
-        None => trace_live(args.proxy_mode, &request).await,
+        None => trace_live_at(args.proxy_mode, &request, Some(args.metrics_address)).await,
     }
 }
 
