@@ -49,7 +49,11 @@ fn vip(value: &Value) -> Result<Vip, UserspaceError> {
     let parts = unwrap_elem(value)
         .get("concat")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid(format!("element key {value} is not address . protocol . port")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "element key {value} is not address . protocol . port"
+            ))
+        })?;
     let [ip, proto, port] = parts.as_slice() else {
         return Err(invalid(format!("element key {value} has not three parts")));
     };
@@ -57,8 +61,8 @@ fn vip(value: &Value) -> Result<Vip, UserspaceError> {
         .as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| invalid(format!("element key {value}: {ip} is not an address")))?;
-    let protocol =
-        protocol(proto).ok_or_else(|| invalid(format!("element key {value}: unknown protocol {proto}")))?;
+    let protocol = protocol(proto)
+        .ok_or_else(|| invalid(format!("element key {value}: unknown protocol {proto}")))?;
     let port = port
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -88,7 +92,12 @@ pub fn kernel_redirects(json: &str) -> Result<Option<KernelRedirects>, Userspace
         if let Some(map) = object.get("map").filter(|m| ours(m))
             && map.get("name").and_then(Value::as_str) == Some(REDIRECTS)
         {
-            for element in map.get("elem").and_then(Value::as_array).into_iter().flatten() {
+            for element in map
+                .get("elem")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let pair = element.as_array().map(Vec::as_slice);
                 let Some([key, port]) = pair else {
                     return Err(invalid(format!("map element {element} is not [key, port]")));
@@ -96,14 +105,21 @@ pub fn kernel_redirects(json: &str) -> Result<Option<KernelRedirects>, Userspace
                 let port = port
                     .as_u64()
                     .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| invalid(format!("map element {element}: {port} is not a port")))?;
+                    .ok_or_else(|| {
+                        invalid(format!("map element {element}: {port} is not a port"))
+                    })?;
                 out.redirects.insert(vip(key)?, port);
             }
         }
         if let Some(set) = object.get("set").filter(|s| ours(s))
             && set.get("name").and_then(Value::as_str) == Some(REJECTS)
         {
-            for element in set.get("elem").and_then(Value::as_array).into_iter().flatten() {
+            for element in set
+                .get("elem")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 out.rejects.insert(vip(element)?);
             }
         }
@@ -128,8 +144,14 @@ mod tests {
     #[test]
     fn elements_are_read_back() {
         let k = kernel_redirects(LISTING).unwrap().unwrap();
-        assert_eq!(k.redirects.get(&v("10.96.0.10", Protocol::Tcp, 80)), Some(&40123));
-        assert_eq!(k.redirects.get(&v("10.96.0.11", Protocol::Udp, 53)), Some(&40124));
+        assert_eq!(
+            k.redirects.get(&v("10.96.0.10", Protocol::Tcp, 80)),
+            Some(&40123)
+        );
+        assert_eq!(
+            k.redirects.get(&v("10.96.0.11", Protocol::Udp, 53)),
+            Some(&40124)
+        );
         assert_eq!(k.redirects.len(), 2);
         assert!(k.rejects.contains(&v("10.96.0.12", Protocol::Tcp, 80)));
         assert_eq!(k.rejects.len(), 1);

@@ -228,7 +228,8 @@ impl ListenerTable {
 impl UserspaceBackend {
     /// The listener table as of now.
     pub fn table(&self) -> ListenerTable {
-        let mut host_addresses: Vec<IpAddr> = self.host_addresses().of_family(self.family()).collect();
+        let mut host_addresses: Vec<IpAddr> =
+            self.host_addresses().of_family(self.family()).collect();
         host_addresses.sort_unstable();
         let listeners = self
             .listeners()

@@ -310,7 +310,8 @@ impl ListenerTable {
             )),
             Vec::new(),
         ));
-        let (more, choices, verdict) = self.decide(&listener.service_port, listener.class, from_host);
+        let (more, choices, verdict) =
+            self.decide(&listener.service_port, listener.class, from_host);
         hops.extend(more);
         path(hops, choices, verdict)
     }

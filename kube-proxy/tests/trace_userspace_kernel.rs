@@ -57,7 +57,9 @@ impl Publishing {
         let metrics = Arc::new(ProxyMetrics::new());
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| BackendError::unsupported("cannot bind the metrics server").with_source(e))?;
+            .map_err(|e| {
+                BackendError::unsupported("cannot bind the metrics server").with_source(e)
+            })?;
         *addr.lock().unwrap() = Some(std_listener.local_addr().unwrap());
         let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
         let server = MetricsServer::new(metrics.clone(), &ctx.config);
@@ -186,7 +188,10 @@ impl Harness for Predicting {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_predicts_every_probe_in_userspace_mode() {
-    if !privileged_or_skip_with("trace_predicts_every_probe_in_userspace_mode", tools_present) {
+    if !privileged_or_skip_with(
+        "trace_predicts_every_probe_in_userspace_mode",
+        tools_present,
+    ) {
         return;
     }
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -308,7 +313,10 @@ fn diff_is_equal_after_syncs_and_names_a_deleted_redirect_in_userspace_mode() {
         synced += 1;
         if let Some((vip, port, class, after)) = after {
             let [d] = after.differences.as_slice() else {
-                panic!("{name}: after deleting {vip}, expected one difference:\n{}", after.text());
+                panic!(
+                    "{name}: after deleting {vip}, expected one difference:\n{}",
+                    after.text()
+                );
             };
             assert_eq!(d.service_port, port, "{name}:\n{}", after.text());
             assert_eq!(d.status, Status::Different, "{name}:\n{}", after.text());
@@ -327,5 +335,7 @@ fn diff_is_equal_after_syncs_and_names_a_deleted_redirect_in_userspace_mode() {
         synced > 20 && damaged > 10,
         "only {synced} syncs, {damaged} damages checked"
     );
-    eprintln!("userspace: diff equal after {synced} syncs; exactly the damage reported {damaged} times");
+    eprintln!(
+        "userspace: diff equal after {synced} syncs; exactly the damage reported {damaged} times"
+    );
 }

@@ -145,7 +145,8 @@ pub fn model(rules: &UserspaceRules) -> Model {
         }
     }
     for vip in &elements.rejects {
-        let group = owner(vip.ip, vip.protocol, vip.port).map_or(SHARED, |r| r.service_port.as_str());
+        let group =
+            owner(vip.ip, vip.protocol, vip.port).map_or(SHARED, |r| r.service_port.as_str());
         add(&mut model, group, format!("reject {vip}"));
     }
     for b in &table.balancers {

@@ -38,16 +38,14 @@ pub struct UserspaceRules {
 /// or one family's table).
 pub fn is_listing(text: &str) -> bool {
     serde_json::from_str::<Value>(text).is_ok_and(|v| {
-        v.get("mode").and_then(Value::as_str) == Some("userspace")
-            || v.get("listeners").is_some()
+        v.get("mode").and_then(Value::as_str) == Some("userspace") || v.get("listeners").is_some()
     })
 }
 
 /// `family`'s table in a `/proxyListeners` document (or a single table).
 pub fn parse(text: &str, family: IpFamily) -> Result<ListenerTable, InspectError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| {
-        InspectError::Rules(format!("the listener table is not JSON: {e}"))
-    })?;
+    let doc: Value = serde_json::from_str(text)
+        .map_err(|e| InspectError::Rules(format!("the listener table is not JSON: {e}")))?;
     let table = match doc.get("families") {
         Some(families) => families.get(family.as_str()).cloned().ok_or_else(|| {
             InspectError::Rules(format!(
@@ -60,9 +58,8 @@ pub fn parse(text: &str, family: IpFamily) -> Result<ListenerTable, InspectError
         })?,
         None => doc,
     };
-    let table: ListenerTable = serde_json::from_value(table).map_err(|e| {
-        InspectError::Rules(format!("the listener table cannot be read: {e}"))
-    })?;
+    let table: ListenerTable = serde_json::from_value(table)
+        .map_err(|e| InspectError::Rules(format!("the listener table cannot be read: {e}")))?;
     if table.family != family.as_str() {
         return Err(InspectError::Rules(format!(
             "the listener table is of {}, not {family}",
@@ -76,8 +73,7 @@ pub fn parse(text: &str, family: IpFamily) -> Result<ListenerTable, InspectError
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), std::io::Error> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;

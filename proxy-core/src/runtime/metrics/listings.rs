@@ -53,8 +53,7 @@ mod tests {
         listings.publish(IpFamily::V4, ProxyMode::Userspace, "{\"a\":1}");
         listings.publish(IpFamily::V6, ProxyMode::Userspace, "{\"b\":2}");
         listings.publish(IpFamily::V4, ProxyMode::Userspace, "{\"a\":3}");
-        let doc: serde_json::Value =
-            serde_json::from_str(&listings.document().unwrap()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&listings.document().unwrap()).unwrap();
         assert_eq!(
             doc,
             serde_json::json!({"mode": "userspace", "families": {"IPv4": {"a": 3}, "IPv6": {"b": 2}}})

@@ -155,7 +155,10 @@ fn listing(body: Option<String>) -> axum::response::Response {
             .into_response(),
         None => (
             axum::http::StatusCode::NOT_FOUND,
-            text("this proxy mode publishes no listener table: its rules are in the kernel\n".to_string()),
+            text(
+                "this proxy mode publishes no listener table: its rules are in the kernel\n"
+                    .to_string(),
+            ),
         )
             .into_response(),
     }
