@@ -82,6 +82,10 @@ pub enum IpvsError {
         source: io::Error,
     },
 
+    /// A listing (`ipvsadm -Sn`, `ipset save`, `iptables-save`, a trace
+    /// dump) could not be read, or a trace could not be walked.
+    #[error("{0}")]
+    Listing(String),
     /// `iptables-restore` or the jump rules failed.
     #[error("iptables: {0}")]
     Iptables(#[from] backend_iptables::IptablesError),
@@ -133,6 +137,7 @@ impl IpvsError {
             | IpvsError::ReadProc { .. }
             | IpvsError::Netlink { .. }
             | IpvsError::Sysctl { .. }
+            | IpvsError::Listing(_)
             | IpvsError::Iptables(_) => false,
         }
     }
