@@ -80,7 +80,12 @@ pub trait VirtualServers {
     /// and the real servers a new connection may go to (empty: it has none
     /// that take new connections, and the connection is refused); `None`
     /// when there is none.
-    fn schedule(&self, protocol: &str, destination: IpAddr, port: u16) -> Option<(Vec<Hop>, Vec<Choice>)>;
+    fn schedule(
+        &self,
+        protocol: &str,
+        destination: IpAddr,
+        port: u16,
+    ) -> Option<(Vec<Hop>, Vec<Choice>)>;
 }
 
 /// What a trace may consult besides the iptables rules.
@@ -196,6 +201,7 @@ impl Walk<'_> {
                     *negated,
                 ),
                 Cond::Mark(value, mask, neg) => (s.mark & mask == *value, *neg),
+                Cond::Bridged(neg) => (false, *neg),
                 Cond::CtState(states, neg) => {
                     let ok = states
                         .iter()
@@ -432,6 +438,11 @@ fn walk_path(
     if has("nat", nat_in) {
         walk.run("nat", nat_in, &mut s)?;
     }
+    // ACCEPT in nat ends the nat table only (ipvs mode accepts service
+    // traffic there); the filter table still sees the packet.
+    if walk.verdict.as_deref() == Some("ACCEPT") {
+        walk.verdict = None;
+    }
     if let Some(first) = walk.dnat.first() {
         s.destination = first.ip();
         s.port = first.port();
@@ -462,7 +473,10 @@ fn walk_path(
     };
     // IPVS takes locally delivered packets after the filter chains
     // (LOCAL_IN) and sends them on to a real server.
-    let scheduled = match (outcome.is_none() && walk.dnat.is_empty() && local, extras.virtual_servers) {
+    let scheduled = match (
+        outcome.is_none() && walk.dnat.is_empty() && local,
+        extras.virtual_servers,
+    ) {
         (true, Some(vs)) => vs.schedule(s.protocol, s.destination, s.port),
         _ => None,
     };

@@ -27,6 +27,10 @@ pub enum Cond {
     CtState(Vec<String>, bool),
     /// `-m statistic …` or `-m recent --rcheck`: may or may not match.
     Maybe,
+    /// `-m physdev --physdev-is-in` / `--physdev-is-bridged`: the packet
+    /// entered through a bridge port. The tracer's packets are routed, never
+    /// bridged, so this never holds.
+    Bridged(bool),
     /// `-m set --match-set NAME dst,dst,src`: the packet's fields named by
     /// the flags (in the set type's order) are in the ipset `NAME`. Needs
     /// the sets' contents ([`SetLookup`](super::SetLookup)).
@@ -162,6 +166,7 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
                 }
                 conds.push(Cond::Maybe);
             }
+            "--physdev-is-in" | "--physdev-is-bridged" => conds.push(Cond::Bridged(neg)),
             "--match-set" => {
                 let name = next_value(&mut it, arg)?;
                 let flags = next_value(&mut it, arg)?;

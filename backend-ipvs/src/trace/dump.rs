@@ -95,7 +95,9 @@ pub fn parse(text: &str) -> Result<IpvsRules, IpvsError> {
         .filter(|l| !l.is_empty())
         .map(|l| {
             l.parse::<IpAddr>().map_err(|e| {
-                IpvsError::Listing(format!("the kube-ipvs0 section: {l:?} is not an address: {e}"))
+                IpvsError::Listing(format!(
+                    "the kube-ipvs0 section: {l:?} is not an address: {e}"
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -136,6 +138,7 @@ COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :KUBE-IPVS-FILTER - [0:0]
+-A INPUT -s 198.51.100.0/24 -j DROP
 -A INPUT -j KUBE-IPVS-FILTER
 -A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN
 -A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT
@@ -147,7 +150,11 @@ COMMIT
             "-A -t 10.96.0.10:80 -s rr\n-a -t 10.96.0.10:80 -r 10.244.1.10:8080 -m -w 1\n-a -t 10.96.0.10:80 -r 10.244.2.10:8080 -m -w 0\n-A -t 10.96.0.11:80 -s rr\n",
             "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\nadd KUBE-CLUSTER-IP 10.96.0.10,tcp:80\nadd KUBE-CLUSTER-IP 10.96.0.11,tcp:80\ncreate KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536\nadd KUBE-LOOP-BACK 10.244.1.10,tcp:8080,10.244.1.10\ncreate KUBE-IPVS-IPS hash:ip family inet hashsize 1024 maxelem 65536\nadd KUBE-IPVS-IPS 10.96.0.10\nadd KUBE-IPVS-IPS 10.96.0.11\nadd KUBE-IPVS-IPS 10.96.0.12\n",
             IPTABLES,
-            &["10.96.0.10".parse().unwrap(), "10.96.0.11".parse().unwrap(), "10.96.0.12".parse().unwrap()],
+            &[
+                "10.96.0.10".parse().unwrap(),
+                "10.96.0.11".parse().unwrap(),
+                "10.96.0.12".parse().unwrap(),
+            ],
         )
     }
 
@@ -166,7 +173,10 @@ COMMIT
             Outcome::Forwarded {
                 endpoints,
                 masqueraded,
-            } => (endpoints.iter().map(ToString::to_string).collect(), *masqueraded),
+            } => (
+                endpoints.iter().map(ToString::to_string).collect(),
+                *masqueraded,
+            ),
             other => panic!("not forwarded: {other}"),
         }
     }
@@ -178,19 +188,36 @@ COMMIT
         // From outside the pod CIDR: marked, to the one real server taking
         // new connections, masqueraded.
         let path = rules
-            .trace_path(&node, &packet("203.0.113.10", "10.96.0.10", 80), Some("eth0"))
+            .trace_path(
+                &node,
+                &packet("203.0.113.10", "10.96.0.10", 80),
+                Some("eth0"),
+            )
             .unwrap();
-        assert_eq!(forwarded(&path.outcome), (vec!["10.244.1.10:8080".to_string()], true));
-        assert!(path.hops.iter().any(|h| h.table == "ipvs"
-            && h.notes.iter().any(|n| n.contains("draining"))));
+        assert_eq!(
+            forwarded(&path.outcome),
+            (vec!["10.244.1.10:8080".to_string()], true)
+        );
+        assert!(
+            path.hops
+                .iter()
+                .any(|h| h.table == "ipvs" && h.notes.iter().any(|n| n.contains("draining")))
+        );
         // From a pod: not marked; hairpin to itself is masqueraded by the
         // loop-back set.
         let pod = rules
             .trace_path(&node, &packet("10.244.3.7", "10.96.0.10", 80), Some("cbr0"))
             .unwrap();
-        assert_eq!(forwarded(&pod.outcome), (vec!["10.244.1.10:8080".to_string()], false));
+        assert_eq!(
+            forwarded(&pod.outcome),
+            (vec!["10.244.1.10:8080".to_string()], false)
+        );
         let hairpin = rules
-            .trace_path(&node, &packet("10.244.1.10", "10.96.0.10", 80), Some("cbr0"))
+            .trace_path(
+                &node,
+                &packet("10.244.1.10", "10.96.0.10", 80),
+                Some("cbr0"),
+            )
             .unwrap();
         assert!(forwarded(&hairpin.outcome).1);
         // A virtual server without real servers refuses; an IPVS address
@@ -208,6 +235,15 @@ COMMIT
             .trace_path(&node, &packet("10.244.3.7", "192.0.2.99", 80), Some("cbr0"))
             .unwrap();
         assert_eq!(nothing.outcome, Outcome::NotMatched);
+        // Accepted in nat, the packet still meets the filter table.
+        let blocked = rules
+            .trace_path(
+                &node,
+                &packet("198.51.100.9", "10.96.0.10", 80),
+                Some("eth0"),
+            )
+            .unwrap();
+        assert_eq!(blocked.outcome, Outcome::Dropped);
     }
 
     #[test]

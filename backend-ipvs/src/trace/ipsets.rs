@@ -49,7 +49,9 @@ fn dims(kind: &str) -> Result<Vec<Dim>, String> {
             "ip" => Ok(Dim::Ip),
             "net" => Ok(Dim::Net),
             "port" => Ok(Dim::Port),
-            other => Err(format!("set type {kind:?}: dimension {other:?} is not understood")),
+            other => Err(format!(
+                "set type {kind:?}: dimension {other:?} is not understood"
+            )),
         })
         .collect()
 }
@@ -89,7 +91,11 @@ impl IpSets {
 /// Whether one entry's part `value` of dimension `dim` holds the packet's
 /// field (`source` or not).
 fn part_matches(dim: Dim, value: &str, source: bool, probe: &SetProbe) -> bool {
-    let ip = if source { probe.source } else { probe.destination };
+    let ip = if source {
+        probe.source
+    } else {
+        probe.destination
+    };
     match dim {
         Dim::Ip => value.parse::<IpAddr>().is_ok_and(|v| v == ip),
         Dim::Net => value
@@ -168,8 +174,14 @@ add KUBE-IPVS-IPS 10.96.0.10
         assert_eq!(sets.contains("KUBE-CLUSTER-IP", &dst_dst, &p), Some(true));
         // Another protocol or port, or the source instead of the destination.
         let udp = probe("10.244.1.20", "10.96.0.10", "udp", 80);
-        assert_eq!(sets.contains("KUBE-CLUSTER-IP", &dst_dst, &udp), Some(false));
-        assert_eq!(sets.contains("KUBE-CLUSTER-IP", &[true, false], &p), Some(false));
+        assert_eq!(
+            sets.contains("KUBE-CLUSTER-IP", &dst_dst, &udp),
+            Some(false)
+        );
+        assert_eq!(
+            sets.contains("KUBE-CLUSTER-IP", &[true, false], &p),
+            Some(false)
+        );
         // dst,dst,src: a pod reaching itself (hairpin).
         let hairpin = probe("10.244.1.10", "10.244.1.10", "tcp", 8080);
         assert_eq!(
@@ -195,7 +207,10 @@ add KUBE-IPVS-IPS 10.96.0.10
         );
         // bitmap:port and hash:ip.
         let np = probe("203.0.113.9", "10.0.0.1", "tcp", 30080);
-        assert_eq!(sets.contains("KUBE-NODE-PORT-TCP", &[false], &np), Some(true));
+        assert_eq!(
+            sets.contains("KUBE-NODE-PORT-TCP", &[false], &np),
+            Some(true)
+        );
         assert_eq!(sets.contains("KUBE-IPVS-IPS", &[false], &p), Some(true));
         assert_eq!(sets.contains("KUBE-IPVS-IPS", &[false], &np), Some(false));
         assert_eq!(sets.contains("NO-SUCH-SET", &[false], &p), None);
@@ -204,7 +219,10 @@ add KUBE-IPVS-IPS 10.96.0.10
     #[test]
     fn bad_listings_are_errors_naming_the_line() {
         let e = IpSets::parse("add X 1.2.3.4").unwrap_err().to_string();
-        assert!(e.contains("add X 1.2.3.4") && e.contains("not created"), "{e}");
+        assert!(
+            e.contains("add X 1.2.3.4") && e.contains("not created"),
+            "{e}"
+        );
         let e = IpSets::parse("create X list:set").unwrap_err().to_string();
         assert!(e.contains("list:set"), "{e}");
     }

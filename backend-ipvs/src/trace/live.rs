@@ -36,7 +36,10 @@ async fn bound(host: &SystemHost, family: IpFamily) -> Result<Vec<IpAddr>, IpvsE
         IpFamily::V6 => "-6",
     };
     let listed = host
-        .run(&Command::new("ip", [flag, "-o", "addr", "show", "dev", "kube-ipvs0"]))
+        .run(&Command::new(
+            "ip",
+            [flag, "-o", "addr", "show", "dev", "kube-ipvs0"],
+        ))
         .await;
     let Ok(out) = listed else {
         return Ok(Vec::new());

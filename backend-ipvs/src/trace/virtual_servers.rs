@@ -146,7 +146,12 @@ impl VirtualServerTable {
             ]
             .iter()
             .find_map(|(flag, p)| value(flag).map(|a| (*p, a)))
-            .ok_or_else(|| invalid(line, "no -t, -u or --sctp-service address (fwmark services are not traced)"))?;
+            .ok_or_else(|| {
+                invalid(
+                    line,
+                    "no -t, -u or --sctp-service address (fwmark services are not traced)",
+                )
+            })?;
             let address: SocketAddr = address
                 .parse()
                 .map_err(|e| invalid(line, format!("{address:?}: {e}")))?;
@@ -201,7 +206,12 @@ impl VirtualServerTable {
     }
 
     /// The virtual server at `destination:port` over `protocol`.
-    pub fn find(&self, protocol: &str, destination: IpAddr, port: u16) -> Option<&VirtualServerEntry> {
+    pub fn find(
+        &self,
+        protocol: &str,
+        destination: IpAddr,
+        port: u16,
+    ) -> Option<&VirtualServerEntry> {
         self.servers.iter().find(|s| {
             protocol_word(s.protocol) == protocol
                 && s.address.ip() == destination
@@ -312,7 +322,10 @@ mod tests {
         // to the only real server taking new connections.
         assert_eq!(endpoints, ["10.244.1.10:8080", "10.244.1.10:8080"]);
         assert!(choices[0].affinity && !choices[1].affinity);
-        assert!(hops.iter().any(|h| h.notes.iter().any(|n| n.contains("draining"))));
+        assert!(
+            hops.iter()
+                .any(|h| h.notes.iter().any(|n| n.contains("draining")))
+        );
         // No real server: refused.
         let (_, none) = table.schedule("udp", ip("10.96.0.53"), 53).unwrap();
         assert!(none.is_empty());
@@ -331,7 +344,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("before its virtual server"), "{e}");
-        let e = VirtualServerTable::parse_ipvsadm("-A -f 7 -s rr").unwrap_err().to_string();
+        let e = VirtualServerTable::parse_ipvsadm("-A -f 7 -s rr")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fwmark"), "{e}");
     }
 }

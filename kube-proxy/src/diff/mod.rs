@@ -227,7 +227,7 @@ pub async fn desired_rules(
             Ok(Rules::Nftables(table))
         }
         other => Err(InspectError::Mode(format!(
-            "diff compares iptables and nftables modes' rules only, not {other}'s"
+            "diff compares iptables, nftables and userspace modes' state only, not {other}'s (trace reads ipvs mode's)"
         ))),
     }
 }

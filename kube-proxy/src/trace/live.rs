@@ -29,6 +29,9 @@ pub enum Rules {
     /// The userspace mode's listener table and redirect elements.
     #[cfg(feature = "userspace")]
     Userspace(Box<super::userspace::UserspaceRules>),
+    /// The ipvs mode's virtual servers, ipsets and iptables chains.
+    #[cfg(feature = "ipvs")]
+    Ipvs(Box<backend_ipvs::trace::IpvsRules>),
 }
 
 /// The family word nft uses.
@@ -187,7 +190,7 @@ pub fn choose_mode(
 /// Refuses modes whose rules this build cannot walk.
 fn unsupported(mode: ProxyMode) -> InspectError {
     InspectError::Mode(match mode {
-        ProxyMode::Ipvs => "ipvs mode's rules are installed: trace and diff read iptables and nftables modes' rules only (ipvs is not covered yet)".to_string(),
+        ProxyMode::Ipvs => "ipvs mode is not compiled into this binary, and `diff` does not compare ipvs mode's state yet (`trace` reads it)".to_string(),
         ProxyMode::Userspace => "userspace mode is not compiled into this binary".to_string(),
         other => format!("{other} mode is not compiled into this binary or has no rules to read"),
     })
@@ -209,6 +212,11 @@ pub async fn read_live_at(
 ) -> Result<Rules, InspectError> {
     let _ = metrics;
     match mode {
+        #[cfg(feature = "ipvs")]
+        ProxyMode::Ipvs => backend_ipvs::trace::live::read_live(family)
+            .await
+            .map(|r| Rules::Ipvs(Box::new(r)))
+            .map_err(|e| InspectError::from_tool("IPVS state", &e.to_string())),
         #[cfg(feature = "userspace")]
         ProxyMode::Userspace => {
             let addr = match metrics {
@@ -271,6 +279,10 @@ pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
     if super::userspace::is_listing(text) {
         return Ok(ProxyMode::Userspace);
     }
+    #[cfg(feature = "ipvs")]
+    if backend_ipvs::trace::dump::is_dump(text) {
+        return Ok(ProxyMode::Ipvs);
+    }
     if text.trim_start().starts_with('{') {
         let tables = nft_tables(text)?;
         if tables.iter().any(|(_, n)| n == NFT_TABLE) {
@@ -288,6 +300,9 @@ pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
     }
     match iptables_mode_in(text) {
         Some(ProxyMode::Iptables) => Ok(ProxyMode::Iptables),
+        Some(ProxyMode::Ipvs) => Err(InspectError::Mode(
+            "ipvs mode's chains, without its virtual servers and ipsets: save the combined dump (`### ipvsadm -Sn`, `### ipset save`, `### iptables-save`, `### kube-ipvs0` sections; see `kube-proxy trace --help`)".into(),
+        )),
         Some(other) => Err(unsupported(other)),
         None => Err(InspectError::Mode(
             "the file is neither `nft -j list ruleset` output nor iptables-save output with a KUBE-SERVICES chain".into(),
@@ -324,6 +339,10 @@ pub fn parse(mode: ProxyMode, family: IpFamily, text: &str) -> Result<Rules, Ins
         ProxyMode::Nftables => backend_nftables::fake::table_from_json(text, family)
             .map(Rules::Nftables)
             .map_err(|e| InspectError::Rules(e.to_string())),
+        #[cfg(feature = "ipvs")]
+        ProxyMode::Ipvs => backend_ipvs::trace::dump::parse(text)
+            .map(|r| Rules::Ipvs(Box::new(r)))
+            .map_err(|e| InspectError::Rules(format!("cannot read the ipvs dump: {e}"))),
         #[cfg(feature = "userspace")]
         ProxyMode::Userspace => super::userspace::parse(text, family).map(|table| {
             Rules::Userspace(Box::new(super::userspace::UserspaceRules {

@@ -75,7 +75,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "IF")]
     pub in_interface: Option<String>,
     /// Read rules from this file instead of the kernel: `iptables-save`
-    /// (or `ip6tables-save`) output, or `nft -j list ruleset` output.
+    /// (or `ip6tables-save`) output, `nft -j list ruleset` output, the
+    /// userspace mode's `/proxyListeners` JSON, or ipvs mode's dump (`###
+    /// ipvsadm -Sn`, `### ipset save`, `### iptables-save` and `###
+    /// kube-ipvs0` sections, each followed by that command's output).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     /// With --rules: the node's own addresses (repeatable); live tracing
@@ -220,6 +223,33 @@ pub fn trace_rules(
                 (hops, choices, path.outcome)
             }
         },
+        #[cfg(feature = "ipvs")]
+        Rules::Ipvs(rules) => {
+            let path = rules
+                .trace_path(local_ips, &packet, iif.as_deref())
+                .map_err(|e| InspectError::Rules(e.to_string()))?;
+            let hops = path
+                .hops
+                .into_iter()
+                .map(|h| HopInfo {
+                    depth: h.depth.saturating_sub(1),
+                    table: h.table,
+                    chain: h.chain,
+                    rule: h.rule,
+                    notes: h.notes,
+                })
+                .collect();
+            let choices = path
+                .choices
+                .into_iter()
+                .map(|c| ChoiceInfo {
+                    endpoint: c.endpoint,
+                    probability: c.probability,
+                    affinity: c.affinity,
+                })
+                .collect();
+            (hops, choices, path.outcome)
+        }
         #[cfg(feature = "userspace")]
         Rules::Userspace(rules) => userspace::trace(
             rules,
