@@ -186,22 +186,15 @@ impl Harness for Predicting {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trace_predicts_every_probe_in_userspace_mode() {
-    if !privileged_or_skip_with(
-        "trace_predicts_every_probe_in_userspace_mode",
-        tools_present,
-    ) {
-        return;
-    }
+/// Runs the kernel tier with `redirect` and checks every probe's trace.
+async fn predicts_every_probe(redirect: RedirectMode) {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let t = tally.clone();
     let factory = move |ctx: &BackendContext| -> Result<Box<dyn Harness>, BackendError> {
         let metrics_addr = Arc::new(Mutex::new(None));
         let slot = metrics_addr.clone();
         let make: Arc<MakeBackend> = Arc::new(move |ctx: &BackendContext| {
-            // As root runs it: redirect rules capture every VIP.
-            let options = Options::from_context(ctx).with_redirect(RedirectMode::On);
+            let options = Options::from_context(ctx).with_redirect(redirect);
             Ok(Box::new(Publishing::start(ctx, options, &slot)?) as Box<dyn Backend>)
         });
         Ok(Box::new(Predicting {
@@ -220,8 +213,36 @@ async fn trace_predicts_every_probe_in_userspace_mode() {
         tally.checked,
         tally.mismatches.join("\n")
     );
-    assert!(tally.checked > 50, "only {} probes traced", tally.checked);
-    eprintln!("userspace: trace predicted all {} probes", tally.checked);
+    assert!(tally.checked > 30, "only {} probes traced", tally.checked);
+    eprintln!(
+        "userspace ({redirect:?} redirect rules): trace predicted all {} probes",
+        tally.checked
+    );
+}
+
+/// As root runs it: redirect rules capture every VIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_predicts_every_probe_in_userspace_mode() {
+    if !privileged_or_skip_with(
+        "trace_predicts_every_probe_in_userspace_mode",
+        tools_present,
+    ) {
+        return;
+    }
+    predicts_every_probe(RedirectMode::On).await;
+}
+
+/// As an unprivileged process runs it: node ports and VIPs assigned to the
+/// node, no redirect rules (trace reads no nft then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_predicts_every_probe_in_userspace_mode_without_redirect_rules() {
+    if !privileged_or_skip_with(
+        "trace_predicts_every_probe_in_userspace_mode_without_redirect_rules",
+        tools_present,
+    ) {
+        return;
+    }
+    predicts_every_probe(RedirectMode::Off).await;
 }
 
 /// Runs a future to completion on a throw-away runtime.
