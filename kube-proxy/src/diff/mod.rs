@@ -145,7 +145,7 @@ impl DiffReport {
         if self.equal() {
             let _ = writeln!(
                 out,
-                "{} {}: the kernel matches the wanted rules ({} service ports and shared rules compared)",
+                "{} {}: the live state matches the wanted one ({} service ports and shared rules compared)",
                 self.mode, self.family, self.compared
             );
             return out;

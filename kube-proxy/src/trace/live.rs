@@ -1,7 +1,9 @@
 //! Reading kube-proxy's rules: from the kernel of the current network
 //! namespace (`iptables-save`/`ip6tables-save` through the iptables
-//! backend's own tool wrapper, `nft -j list`), or from a dump file; and
-//! telling which mode installed them.
+//! backend's own tool wrapper, `nft -j list`, ipvs mode's state through
+//! `backend_ipvs::trace::live`, the userspace mode's listener table from
+//! its metrics server), or from a dump file; and telling which mode
+//! installed them.
 //!
 //! Nothing here changes the dataplane: only listing commands run.
 

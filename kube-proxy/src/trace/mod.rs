@@ -4,8 +4,15 @@
 //! rules that matched as the kernel lists them, DNAT choices with their
 //! probabilities, affinity and masquerade marks, and the verdict.
 //!
-//! It changes nothing and needs no running kube-proxy; reading the live
-//! rules needs the privileges `iptables-save`/`nft list` need.
+//! Modes: iptables (`iptables-save`), nftables (`nft -j list`), ipvs (the
+//! virtual servers over netlink, `ipset save`, `iptables-save`, the
+//! `kube-ipvs0` addresses) and userspace (the listener table the proxy
+//! serves at `/proxyListeners` on its metrics address, plus its redirect
+//! rules from `nft -j list`).
+//!
+//! It changes nothing; it needs no running kube-proxy except in userspace
+//! mode, whose listeners live in the proxy's process. Reading the kernel's
+//! rules needs the privileges `iptables-save`/`nft list`/`ipset` need.
 
 pub mod error;
 pub mod live;
