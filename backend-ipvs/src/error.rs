@@ -78,6 +78,10 @@ pub enum IpvsError {
         source: io::Error,
     },
 
+    /// A listing (`ipvsadm -Sn`, `ipset save`, `iptables-save`, a trace
+    /// dump) could not be read, or a trace could not be walked.
+    #[error("{0}")]
+    Listing(String),
     /// `iptables-restore` or the jump rules failed.
     #[error("iptables: {0}")]
     Iptables(#[from] proxy_core::exec::ToolError),
@@ -128,7 +132,8 @@ impl IpvsError {
             IpvsError::Command { .. }
             | IpvsError::ReadProc { .. }
             | IpvsError::Netlink { .. }
-            | IpvsError::Sysctl { .. } => false,
+            | IpvsError::Sysctl { .. }
+            | IpvsError::Listing(_) => false,
             IpvsError::Iptables(error) => error.not_installed(),
         }
     }

@@ -33,6 +33,7 @@ mod host;
 mod layout;
 pub mod netlink;
 mod proxier;
+pub mod trace;
 
 pub use error::IpvsError;
 pub use factory::IpvsFactory;

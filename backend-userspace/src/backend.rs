@@ -149,12 +149,12 @@ impl UserspaceBackend {
         self.listeners.values().map(|l| (&l.spec, l.state()))
     }
 
-    pub(crate) fn listener(&self, key: &ListenerKey) -> Option<&ListenerSpec> {
-        self.listeners.get(key).map(|l| &l.spec)
+    pub(crate) fn family(&self) -> IpFamily {
+        self.family
     }
 
-    pub(crate) fn balancer(&self, port: &ServicePortName) -> Option<&Arc<Balancer>> {
-        self.balancers.get(port)
+    pub(crate) fn balancers(&self) -> impl Iterator<Item = (&ServicePortName, &Arc<Balancer>)> {
+        self.balancers.iter()
     }
 
     pub(crate) fn redirect_state(&self) -> Option<&RedirectState> {
@@ -474,5 +474,11 @@ impl Backend for UserspaceBackend {
             out.push_str(&self.render_redirects(view, redirect));
         }
         Ok(out)
+    }
+
+    /// The listener table ([`UserspaceBackend::table`]) as JSON, for the
+    /// metrics server's `/proxyListeners`.
+    fn listing(&self) -> Option<String> {
+        Some(self.table().to_json())
     }
 }

@@ -42,6 +42,10 @@ pub enum UserspaceError {
     /// `sync` ran outside a Tokio runtime, which the listeners need.
     #[error("the userspace backend must run inside a Tokio runtime")]
     NoRuntime,
+    /// A listing (the redirect table as `nft -j` lists it, a listener
+    /// table) could not be read.
+    #[error("cannot read the listing: {0}")]
+    Listing(String),
 }
 
 impl From<UserspaceError> for BackendError {
@@ -58,6 +62,7 @@ impl From<UserspaceError> for BackendError {
                 BackendError::dataplane(e.to_string())
             }
             UserspaceError::NoRuntime => BackendError::unsupported(e.to_string()),
+            UserspaceError::Listing(_) => BackendError::dataplane(e.to_string()),
         };
         error.with_source(e)
     }

@@ -37,6 +37,7 @@ mod error;
 mod factory;
 mod forward;
 mod host;
+mod kernel_listing;
 mod listener;
 mod options;
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -48,6 +49,7 @@ mod plan;
 mod redirect;
 mod route;
 mod sockets;
+mod table;
 mod tcp;
 mod trace;
 mod udp;
@@ -57,10 +59,15 @@ pub use error::UserspaceError;
 pub use factory::UserspaceFactory;
 pub use forward::Forwarding;
 pub use host::HostAddresses;
+pub use kernel_listing::kernel_redirects;
 pub use options::Options;
 pub use plan::{ListenerKey, ListenerSpec, NodePortAddresses, RedirectSpec, TrafficClass};
 pub use redirect::{RedirectMode, Vip};
-pub use trace::Verdict;
+pub use table::{
+    Class, ListenerTable, TableBalancer, TableFailure, TableListener, TableRedirect,
+    TableRedirectListener, TableTarget,
+};
+pub use trace::{Choice, Hop, KernelRedirects, Path, Verdict};
 
 #[cfg(test)]
 mod testutil;

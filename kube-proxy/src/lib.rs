@@ -7,14 +7,24 @@
 
 pub mod app;
 pub mod config_watch;
-#[cfg(any(feature = "iptables", feature = "nftables"))]
+#[cfg(any(
+    feature = "iptables",
+    feature = "nftables",
+    feature = "userspace",
+    feature = "ipvs"
+))]
 pub mod diff;
 pub mod flags;
 pub mod logging;
 pub mod options;
 mod privileges;
 pub mod registry;
-#[cfg(any(feature = "iptables", feature = "nftables"))]
+#[cfg(any(
+    feature = "iptables",
+    feature = "nftables",
+    feature = "userspace",
+    feature = "ipvs"
+))]
 pub mod trace;
 
 use std::process::ExitCode;
@@ -35,7 +45,12 @@ fn usage(message: &str) -> ExitCode {
 pub fn main() -> ExitCode {
     // `kube-proxy trace …` and `kube-proxy diff …`: inspection commands
     // with their own flags (see `kube-proxy trace --help`).
-    #[cfg(any(feature = "iptables", feature = "nftables"))]
+    #[cfg(any(
+        feature = "iptables",
+        feature = "nftables",
+        feature = "userspace",
+        feature = "ipvs"
+    ))]
     {
         let args: Vec<String> = std::env::args().collect();
         match args.get(1).map(String::as_str) {

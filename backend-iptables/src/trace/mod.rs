@@ -50,6 +50,53 @@ impl Node {
     }
 }
 
+/// A packet's fields as an ipset match reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetProbe {
+    /// Source address.
+    pub source: IpAddr,
+    /// Destination address (after DNAT, where the match runs after it).
+    pub destination: IpAddr,
+    /// `tcp`, `udp`, `sctp`.
+    pub protocol: &'static str,
+    /// Destination port.
+    pub port: u16,
+}
+
+/// The contents of the ipsets `-m set --match-set` rules name (ipvs mode's
+/// `ipset save`): without them such rules cannot be traced.
+pub trait SetLookup {
+    /// Whether set `name` holds the packet's fields: one per dimension of
+    /// the set's type, each the source (`true`) or the destination, as the
+    /// match's flags say (`dst,dst,src`). `None` when there is no such set.
+    fn contains(&self, name: &str, sources: &[bool], probe: &SetProbe) -> Option<bool>;
+}
+
+/// Where new connections to a local address go when something other than
+/// iptables rules picks the endpoint (ipvs mode's IPVS virtual servers,
+/// consulted after the filter chains, where IPVS hooks in).
+pub trait VirtualServers {
+    /// The virtual server at `destination:port` over `protocol`: its hops
+    /// and the real servers a new connection may go to (empty: it has none
+    /// that take new connections, and the connection is refused); `None`
+    /// when there is none.
+    fn schedule(
+        &self,
+        protocol: &str,
+        destination: IpAddr,
+        port: u16,
+    ) -> Option<(Vec<Hop>, Vec<Choice>)>;
+}
+
+/// What a trace may consult besides the iptables rules.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// The ipsets, for `--match-set`.
+    pub sets: Option<&'a dyn SetLookup>,
+    /// Virtual servers (IPVS), after the filter chains.
+    pub virtual_servers: Option<&'a dyn VirtualServers>,
+}
+
 /// The packet as the rules see it.
 #[derive(Debug, Clone)]
 struct State {
@@ -81,6 +128,7 @@ enum Hit {
 struct Walk<'a> {
     tables: &'a Tables,
     node: &'a Node,
+    sets: Option<&'a dyn SetLookup>,
     dnat: Vec<SocketAddr>,
     verdict: Option<String>,
     masqueraded: bool,
@@ -108,10 +156,31 @@ impl Walk<'_> {
         }
     }
 
-    fn matches(&self, conds: &[Cond], s: &State) -> Hit {
+    fn matches(&self, conds: &[Cond], s: &State) -> Result<Hit, String> {
         let mut hit = Hit::Yes;
         for cond in conds {
             let (ok, neg) = match cond {
+                Cond::Set {
+                    name,
+                    sources,
+                    negated,
+                } => {
+                    let probe = SetProbe {
+                        source: s.source,
+                        destination: s.destination,
+                        protocol: s.protocol,
+                        port: s.port,
+                    };
+                    let Some(sets) = self.sets else {
+                        return Err(format!(
+                            "the rule matches ipset {name}: tracing it needs the sets' contents"
+                        ));
+                    };
+                    let ok = sets
+                        .contains(name, sources, &probe)
+                        .ok_or_else(|| format!("no ipset named {name}"))?;
+                    (ok, *negated)
+                }
                 Cond::Source(net, neg) => (net.contains(&s.source), *neg),
                 Cond::Destination(net, neg) => (net.contains(&s.destination), *neg),
                 Cond::Protocol(p, neg) => (p == "all" || p == s.protocol, *neg),
@@ -132,6 +201,7 @@ impl Walk<'_> {
                     *negated,
                 ),
                 Cond::Mark(value, mask, neg) => (s.mark & mask == *value, *neg),
+                Cond::Bridged(neg) => (false, *neg),
                 Cond::CtState(states, neg) => {
                     let ok = states
                         .iter()
@@ -144,10 +214,10 @@ impl Walk<'_> {
                 }
             };
             if ok == neg {
-                return Hit::No;
+                return Ok(Hit::No);
             }
         }
-        hit
+        Ok(hit)
     }
 
     fn run(&mut self, table: &str, chain: &str, s: &mut State) -> Result<Flow, TraceError> {
@@ -180,7 +250,22 @@ impl Walk<'_> {
                     return Err(Self::err(table, chain, format!("{e} in `{}`", r.text())));
                 }
             };
-            let hit = self.matches(&parsed.conds, s);
+            let hit = match self.matches(&parsed.conds, s) {
+                Ok(hit) => hit,
+                Err(e) if self.lenient && !chain.starts_with("KUBE-") => {
+                    self.hops.push(Hop::rule(
+                        self.depth,
+                        table,
+                        chain,
+                        format!("-A {chain} {}", r.text()),
+                        vec![format!(
+                            "not kube-proxy's and cannot be evaluated ({e}): assumed not to match"
+                        )],
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(Self::err(table, chain, format!("{e} in `{}`", r.text()))),
+            };
             if hit == Hit::No {
                 continue;
             }
@@ -282,7 +367,7 @@ pub fn trace_path(
     packet: &Packet,
     in_interface: Option<&str>,
 ) -> Result<Path, TraceError> {
-    walk_path(tables, node, packet, in_interface, false)
+    walk_path(tables, node, packet, in_interface, false, Extras::default())
 }
 
 /// [`trace_path`] over a live host's rules: rules outside kube-proxy's
@@ -295,7 +380,20 @@ pub fn trace_path_lenient(
     packet: &Packet,
     in_interface: Option<&str>,
 ) -> Result<Path, TraceError> {
-    walk_path(tables, node, packet, in_interface, true)
+    walk_path(tables, node, packet, in_interface, true, Extras::default())
+}
+
+/// [`trace_path_lenient`] (or strict, unless `lenient`) with ipsets and
+/// virtual servers to consult: ipvs mode's rules.
+pub fn trace_path_with(
+    tables: &Tables,
+    node: &Node,
+    packet: &Packet,
+    in_interface: Option<&str>,
+    lenient: bool,
+    extras: Extras<'_>,
+) -> Result<Path, TraceError> {
+    walk_path(tables, node, packet, in_interface, lenient, extras)
 }
 
 fn walk_path(
@@ -304,6 +402,7 @@ fn walk_path(
     packet: &Packet,
     in_interface: Option<&str>,
     lenient: bool,
+    extras: Extras<'_>,
 ) -> Result<Path, TraceError> {
     let mut s = State {
         source: packet.source,
@@ -319,6 +418,7 @@ fn walk_path(
     let mut walk = Walk {
         tables,
         node,
+        sets: extras.sets,
         dnat: Vec::new(),
         verdict: None,
         masqueraded: false,
@@ -337,6 +437,11 @@ fn walk_path(
     };
     if has("nat", nat_in) {
         walk.run("nat", nat_in, &mut s)?;
+    }
+    // ACCEPT in nat ends the nat table only (ipvs mode accepts service
+    // traffic there); the filter table still sees the packet.
+    if walk.verdict.as_deref() == Some("ACCEPT") {
+        walk.verdict = None;
     }
     if let Some(first) = walk.dnat.first() {
         s.destination = first.ip();
@@ -365,6 +470,38 @@ fn walk_path(
         Some("DROP") => Some(Outcome::Dropped),
         Some("REJECT") => Some(Outcome::Rejected),
         _ => None,
+    };
+    // IPVS takes locally delivered packets after the filter chains
+    // (LOCAL_IN) and sends them on to a real server.
+    let scheduled = match (
+        outcome.is_none() && walk.dnat.is_empty() && local,
+        extras.virtual_servers,
+    ) {
+        (true, Some(vs)) => vs.schedule(s.protocol, s.destination, s.port),
+        _ => None,
+    };
+    let outcome = match (outcome, scheduled) {
+        (Some(o), _) => Some(o),
+        (None, Some((hops, choices))) => {
+            walk.hops.extend(hops);
+            if choices.is_empty() {
+                Some(Outcome::Rejected)
+            } else {
+                for c in &choices {
+                    if !walk.dnat.contains(&c.endpoint) {
+                        walk.dnat.push(c.endpoint);
+                    }
+                }
+                walk.choices.extend(choices);
+                if let Some(first) = walk.dnat.first() {
+                    s.destination = first.ip();
+                    s.port = first.port();
+                    s.dnat = true;
+                }
+                None
+            }
+        }
+        (None, None) => None,
     };
     let outcome = match outcome {
         Some(o) => o,

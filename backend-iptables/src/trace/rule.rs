@@ -32,6 +32,21 @@ pub enum Cond {
     CtState(Vec<String>, bool),
     /// `-m statistic …` or `-m recent --rcheck`: may or may not match.
     Maybe,
+    /// `-m physdev --physdev-is-in` / `--physdev-is-bridged`: the packet
+    /// entered through a bridge port. The tracer's packets are routed, never
+    /// bridged, so this never holds.
+    Bridged(bool),
+    /// `-m set --match-set NAME dst,dst,src`: the packet's fields named by
+    /// the flags (in the set type's order) are in the ipset `NAME`. Needs
+    /// the sets' contents ([`SetLookup`](super::SetLookup)).
+    Set {
+        /// The set.
+        name: String,
+        /// Per dimension of the set: the source (`true`) or destination.
+        sources: Vec<bool>,
+        /// `!`.
+        negated: bool,
+    },
 }
 
 /// What a rule does when it matches.
@@ -163,6 +178,24 @@ pub fn parse(args: &[String]) -> Result<ParsedRule, String> {
                 }
                 conds.push(Cond::Maybe);
             }
+            "--physdev-is-in" | "--physdev-is-bridged" => conds.push(Cond::Bridged(neg)),
+            "--match-set" => {
+                let name = next_value(&mut it, arg)?;
+                let flags = next_value(&mut it, arg)?;
+                let sources = flags
+                    .split(',')
+                    .map(|f| match f {
+                        "src" => Ok(true),
+                        "dst" => Ok(false),
+                        other => Err(format!("--match-set flag {other:?} is not understood")),
+                    })
+                    .collect::<Result<Vec<bool>, String>>()?;
+                conds.push(Cond::Set {
+                    name,
+                    sources,
+                    negated: neg,
+                });
+            }
             "--comment" | "--mode" | "--name" | "--seconds" | "--nfacct-name" | "--packet"
             | "--hitcount" | "--mask" => {
                 next_value(&mut it, arg)?;
@@ -238,6 +271,20 @@ mod tests {
         );
         assert_eq!(r.conds, vec![Cond::Maybe]);
         assert_eq!(r.action, Action::Jump("KUBE-SEP-X".into()));
+    }
+
+    #[test]
+    fn set_matches_keep_their_flags_and_negation() {
+        let r = p("-m set ! --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE");
+        assert_eq!(
+            r.conds,
+            vec![Cond::Set {
+                name: "KUBE-LOOP-BACK".into(),
+                sources: vec![false, false, true],
+                negated: true
+            }]
+        );
+        assert!(parse(&crate::tables::tokenize("-m set --match-set X dst,both").unwrap()).is_err());
     }
 
     #[test]

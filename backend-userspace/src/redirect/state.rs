@@ -179,6 +179,16 @@ impl RedirectState {
             .collect()
     }
 
+    /// Each redirect listener with its state and the port it is bound to
+    /// (`None` when nothing is bound: a dry run).
+    pub fn listener_states(
+        &self,
+    ) -> impl Iterator<Item = (&ListenerId, &ListenerSpec, &'static str, Option<u16>)> {
+        self.listeners
+            .iter()
+            .map(|(id, l)| (id, &l.spec, l.state(), l.bound().map(|b| b.port())))
+    }
+
     /// Forgets everything (listeners close).
     pub fn clear(&mut self) {
         self.wanted.clear();

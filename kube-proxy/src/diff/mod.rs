@@ -7,6 +7,8 @@
 //! it cannot tell. Changes nothing.
 
 pub mod model;
+#[cfg(feature = "userspace")]
+pub mod userspace;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -143,7 +145,7 @@ impl DiffReport {
         if self.equal() {
             let _ = writeln!(
                 out,
-                "{} {}: the kernel matches the wanted rules ({} service ports and shared rules compared)",
+                "{} {}: the live state matches the wanted one ({} service ports and shared rules compared)",
                 self.mode, self.family, self.compared
             );
             return out;
@@ -225,7 +227,7 @@ pub async fn desired_rules(
             Ok(Rules::Nftables(table))
         }
         other => Err(InspectError::Mode(format!(
-            "diff compares iptables and nftables modes' rules only, not {other}'s"
+            "diff compares iptables, nftables and userspace modes' state only, not {other}'s (trace reads ipvs mode's)"
         ))),
     }
 }
@@ -300,8 +302,16 @@ async fn execute(args: &DiffArgs) -> Result<Diff, InspectError> {
         let ctx = BackendContext::new(config.clone(), state.info.clone(), family)
             .map_err(|e| InspectError::Usage(e.to_string()))?;
         let view = NodeView::build(&topology, state.info.clone(), family);
-        let desired = desired_rules(mode, &ctx, &view).await?;
-        let live_rules = live::read_live(mode, family).await?;
+        let live_rules = live::read_live_at(mode, family, metrics_address(&options)).await?;
+        let desired = match &live_rules {
+            // As the live proxy runs it: with or without redirect rules.
+            #[cfg(feature = "userspace")]
+            Rules::Userspace(live) => Rules::Userspace(Box::new(
+                userspace::desired(&ctx, &view, live.table.redirecting).await?,
+            )),
+            #[allow(unreachable_patterns)]
+            _ => desired_rules(mode, &ctx, &view).await?,
+        };
         families.push(compare(mode, family, &desired, &live_rules));
     }
     let leftovers = installed
@@ -314,6 +324,20 @@ async fn execute(args: &DiffArgs) -> Result<Diff, InspectError> {
         families,
         leftovers,
     })
+}
+
+/// Where the metrics server of the configuration listens (the userspace
+/// mode's listener table): its `metricsBindAddress`, loopback for an
+/// unspecified address.
+fn metrics_address(options: &crate::Options) -> Option<SocketAddr> {
+    let mut addr = options.config.metrics_socket_addr().ok().flatten()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(addr)
 }
 
 /// `kube-proxy diff ARGS`.

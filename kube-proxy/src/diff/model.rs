@@ -235,6 +235,10 @@ pub fn models(desired: &Rules, live: &Rules, family: proxy_core::IpFamily) -> (M
             nftables_model(want.as_ref(), family),
             nftables_model(have.as_ref(), family),
         ),
+        #[cfg(feature = "userspace")]
+        (Rules::Userspace(want), Rules::Userspace(have)) => {
+            (super::userspace::model(want), super::userspace::model(have))
+        }
         #[allow(unreachable_patterns)]
         _ => (Model::new(), Model::new()),
     }

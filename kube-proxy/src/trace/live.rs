@@ -1,7 +1,9 @@
 //! Reading kube-proxy's rules: from the kernel of the current network
 //! namespace (`iptables-save`/`ip6tables-save` through the iptables
-//! backend's own tool wrapper, `nft -j list`), or from a dump file; and
-//! telling which mode installed them.
+//! backend's own tool wrapper, `nft -j list`, ipvs mode's state through
+//! `backend_ipvs::trace::live`, the userspace mode's listener table from
+//! its metrics server), or from a dump file; and telling which mode
+//! installed them.
 //!
 //! Nothing here changes the dataplane: only listing commands run.
 
@@ -27,6 +29,12 @@ pub enum Rules {
     /// Our nftables table; `None` when it does not exist.
     #[cfg(feature = "nftables")]
     Nftables(Option<backend_nftables::fake::FakeTable>),
+    /// The userspace mode's listener table and redirect elements.
+    #[cfg(feature = "userspace")]
+    Userspace(Box<super::userspace::UserspaceRules>),
+    /// The ipvs mode's virtual servers, ipsets and iptables chains.
+    #[cfg(feature = "ipvs")]
+    Ipvs(Box<backend_ipvs::trace::IpvsRules>),
 }
 
 /// What kube-proxy rules exist in this namespace, per mode.
@@ -51,7 +59,7 @@ fn iptables_mode_in(save: &str) -> Option<ProxyMode> {
 }
 
 /// The tables in `objects` (of `nft -j list …`), as `(family, name)`.
-fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)> {
+pub(crate) fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)> {
     objects
         .iter()
         .filter_map(|o| o.get("table"))
@@ -72,7 +80,9 @@ fn nft_listing(json: &str) -> Result<Vec<serde_json::Value>, InspectError> {
 
 /// `nft -j list <what…>` through the shared nft driver; `Ok(None)` when nft
 /// is not installed.
-async fn nft_list(what: &[&str]) -> Result<Option<Vec<serde_json::Value>>, InspectError> {
+pub(crate) async fn nft_list(
+    what: &[&str],
+) -> Result<Option<Vec<serde_json::Value>>, InspectError> {
     let nft = Nft::new(CommandLimits::default());
     if !nft.is_installed() {
         return Ok(None);
@@ -161,15 +171,45 @@ pub fn choose_mode(
 /// Refuses modes whose rules this build cannot walk.
 fn unsupported(mode: ProxyMode) -> InspectError {
     InspectError::Mode(match mode {
-        ProxyMode::Ipvs => "ipvs mode's rules are installed: trace and diff read iptables and nftables modes' rules only (ipvs is not covered yet)".to_string(),
-        ProxyMode::Userspace => "userspace mode: its listener table is not exposed (no endpoint on the metrics or health port lists it), so trace and diff cover iptables and nftables modes only".to_string(),
+        ProxyMode::Ipvs => "ipvs mode is not compiled into this binary, and `diff` does not compare ipvs mode's state yet (`trace` reads it)".to_string(),
+        ProxyMode::Userspace => "userspace mode is not compiled into this binary".to_string(),
         other => format!("{other} mode is not compiled into this binary or has no rules to read"),
     })
 }
 
-/// `family`'s rules of `mode`, read from the kernel.
+/// `family`'s rules of `mode`, read from the kernel (the userspace mode's
+/// listener table from the metrics server at its default address).
 pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, InspectError> {
+    read_live_at(mode, family, None).await
+}
+
+/// `family`'s rules of `mode`, read from the kernel; the userspace mode's
+/// listener table from the metrics server at `metrics` (default
+/// `127.0.0.1:10249`).
+pub async fn read_live_at(
+    mode: ProxyMode,
+    family: IpFamily,
+    metrics: Option<std::net::SocketAddr>,
+) -> Result<Rules, InspectError> {
+    let _ = metrics;
     match mode {
+        #[cfg(feature = "ipvs")]
+        ProxyMode::Ipvs => backend_ipvs::trace::live::read_live(family)
+            .await
+            .map(|r| Rules::Ipvs(Box::new(r)))
+            .map_err(|e| InspectError::from_tool("IPVS state", &e.to_string())),
+        #[cfg(feature = "userspace")]
+        ProxyMode::Userspace => {
+            let addr = match metrics {
+                Some(addr) => addr,
+                None => super::userspace::DEFAULT_METRICS_ADDRESS
+                    .parse()
+                    .map_err(|e| InspectError::Usage(format!("{e}")))?,
+            };
+            super::userspace::read_live(addr, family)
+                .await
+                .map(|r| Rules::Userspace(Box::new(r)))
+        }
         #[cfg(feature = "iptables")]
         ProxyMode::Iptables => {
             let save = iptables_save(family).await?.ok_or_else(|| {
@@ -206,13 +246,23 @@ pub async fn read_live(mode: ProxyMode, family: IpFamily) -> Result<Rules, Inspe
 /// The mode a dump file's text was taken from: nft JSON, or
 /// `iptables-save` output.
 pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
+    #[cfg(feature = "userspace")]
+    if super::userspace::is_listing(text) {
+        return Ok(ProxyMode::Userspace);
+    }
+    #[cfg(feature = "ipvs")]
+    if backend_ipvs::trace::dump::is_dump(text) {
+        return Ok(ProxyMode::Ipvs);
+    }
     if text.trim_start().starts_with('{') {
         let tables = nft_tables(&nft_listing(text)?);
         if tables.iter().any(|(_, n)| n == NFT_TABLE) {
             return Ok(ProxyMode::Nftables);
         }
         if tables.iter().any(|(_, n)| n == USERSPACE_TABLE) {
-            return Err(unsupported(ProxyMode::Userspace));
+            return Err(InspectError::Mode(
+                "this is the userspace mode's redirect table; its listeners live in kube-proxy: save `curl http://127.0.0.1:10249/proxyListeners` instead".into(),
+            ));
         }
         return Err(InspectError::Mode(
             "the nft listing holds no table named kube-proxy (save it with `nft -j list ruleset`)"
@@ -221,6 +271,9 @@ pub fn mode_of_dump(text: &str) -> Result<ProxyMode, InspectError> {
     }
     match iptables_mode_in(text) {
         Some(ProxyMode::Iptables) => Ok(ProxyMode::Iptables),
+        Some(ProxyMode::Ipvs) => Err(InspectError::Mode(
+            "ipvs mode's chains, without its virtual servers and ipsets: save the combined dump (`### ipvsadm -Sn`, `### ipset save`, `### iptables-save`, `### kube-ipvs0` sections; see `kube-proxy trace --help`)".into(),
+        )),
         Some(other) => Err(unsupported(other)),
         None => Err(InspectError::Mode(
             "the file is neither `nft -j list ruleset` output nor iptables-save output with a KUBE-SERVICES chain".into(),
@@ -257,6 +310,17 @@ pub fn parse(mode: ProxyMode, family: IpFamily, text: &str) -> Result<Rules, Ins
         ProxyMode::Nftables => backend_nftables::fake::table_from_json(text, family)
             .map(Rules::Nftables)
             .map_err(|e| InspectError::Rules(e.to_string())),
+        #[cfg(feature = "ipvs")]
+        ProxyMode::Ipvs => backend_ipvs::trace::dump::parse(text)
+            .map(|r| Rules::Ipvs(Box::new(r)))
+            .map_err(|e| InspectError::Rules(format!("cannot read the ipvs dump: {e}"))),
+        #[cfg(feature = "userspace")]
+        ProxyMode::Userspace => super::userspace::parse(text, family).map(|table| {
+            Rules::Userspace(Box::new(super::userspace::UserspaceRules {
+                table,
+                kernel: None,
+            }))
+        }),
         other => {
             let _ = (family, text);
             Err(unsupported(other))

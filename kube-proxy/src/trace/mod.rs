@@ -4,12 +4,21 @@
 //! rules that matched as the kernel lists them, DNAT choices with their
 //! probabilities, affinity and masquerade marks, and the verdict.
 //!
-//! It changes nothing and needs no running kube-proxy; reading the live
-//! rules needs the privileges `iptables-save`/`nft list` need.
+//! Modes: iptables (`iptables-save`), nftables (`nft -j list`), ipvs (the
+//! virtual servers over netlink, `ipset save`, `iptables-save`, the
+//! `kube-ipvs0` addresses) and userspace (the listener table the proxy
+//! serves at `/proxyListeners` on its metrics address, plus its redirect
+//! rules from `nft -j list`).
+//!
+//! It changes nothing; it needs no running kube-proxy except in userspace
+//! mode, whose listeners live in the proxy's process. Reading the kernel's
+//! rules needs the privileges `iptables-save`/`nft list`/`ipset` need.
 
 pub mod error;
 pub mod live;
 pub mod report;
+#[cfg(feature = "userspace")]
+pub mod userspace;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -73,7 +82,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "IF")]
     pub in_interface: Option<String>,
     /// Read rules from this file instead of the kernel: `iptables-save`
-    /// (or `ip6tables-save`) output, or `nft -j list ruleset` output.
+    /// (or `ip6tables-save`) output, `nft -j list ruleset` output, the
+    /// userspace mode's `/proxyListeners` JSON, or ipvs mode's dump (`###
+    /// ipvsadm -Sn`, `### ipset save`, `### iptables-save` and `###
+    /// kube-ipvs0` sections, each followed by that command's output).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     /// With --rules: the node's own addresses (repeatable); live tracing
@@ -83,6 +95,10 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub output: Format,
+    /// userspace mode: the proxy's metricsBindAddress, where its listener
+    /// table is served (`/proxyListeners`).
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:10249")]
+    pub metrics_address: SocketAddr,
 }
 
 /// A packet to trace, as the command line gives it.
@@ -214,6 +230,41 @@ pub fn trace_rules(
                 (hops, choices, path.outcome)
             }
         },
+        #[cfg(feature = "ipvs")]
+        Rules::Ipvs(rules) => {
+            let path = rules
+                .trace_path(local_ips, &packet, iif.as_deref())
+                .map_err(|e| InspectError::Rules(e.to_string()))?;
+            let hops = path
+                .hops
+                .into_iter()
+                .map(|h| HopInfo {
+                    depth: h.depth.saturating_sub(1),
+                    table: h.table,
+                    chain: h.chain,
+                    rule: h.rule,
+                    notes: h.notes,
+                })
+                .collect();
+            let choices = path
+                .choices
+                .into_iter()
+                .map(|c| ChoiceInfo {
+                    endpoint: c.endpoint,
+                    probability: c.probability,
+                    affinity: c.affinity,
+                })
+                .collect();
+            (hops, choices, path.outcome)
+        }
+        #[cfg(feature = "userspace")]
+        Rules::Userspace(rules) => userspace::trace(
+            rules,
+            local_ips,
+            request.protocol,
+            request.to,
+            packet.origin == Origin::Host,
+        ),
     };
     Ok(TraceReport {
         mode: mode.to_string(),
@@ -237,8 +288,21 @@ pub async fn trace_live(
     wanted: Option<ProxyMode>,
     request: &Request,
 ) -> Result<TraceReport, InspectError> {
-    let mode = live::choose_mode(wanted, &live::detect_live().await?)?;
-    let rules = live::read_live(mode, family_of(request.to.ip())).await?;
+    trace_live_at(wanted, request, None).await
+}
+
+/// [`trace_live`], reading the userspace mode's listener table from the
+/// metrics server at `metrics` (default `127.0.0.1:10249`).
+pub async fn trace_live_at(
+    wanted: Option<ProxyMode>,
+    request: &Request,
+    metrics: Option<SocketAddr>,
+) -> Result<TraceReport, InspectError> {
+    let mode = match wanted {
+        Some(mode) => mode,
+        None => live::choose_mode(None, &live::detect_live().await?)?,
+    };
+    let rules = live::read_live_at(mode, family_of(request.to.ip()), metrics).await?;
     let local = proxy_core::runtime::host_addresses().map_err(|e| InspectError::Read {
         what: "the node's addresses".into(),
         detail: e.to_string(),
@@ -258,7 +322,7 @@ async fn execute(args: &TraceArgs) -> Result<TraceReport, InspectError> {
             let (mode, rules) = live::read_file(path, args.proxy_mode, family_of(args.to.ip()))?;
             trace_rules(&rules, mode, &args.node_ips, &request)
         }
-        None => trace_live(args.proxy_mode, &request).await,
+        None => trace_live_at(args.proxy_mode, &request, Some(args.metrics_address)).await,
     }
 }
 

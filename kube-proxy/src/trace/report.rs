@@ -80,7 +80,9 @@ impl TraceReport {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-                if *masqueraded {
+                if self.mode == "userspace" {
+                    "the proxy connects from a node address"
+                } else if *masqueraded {
                     "source masqueraded to a node address"
                 } else {
                     "client source address kept"
@@ -128,7 +130,15 @@ impl TraceReport {
             }
         }
         if !self.choices.is_empty() {
-            let _ = writeln!(out, "DNAT choices:");
+            let _ = writeln!(
+                out,
+                "{}",
+                if self.mode == "userspace" {
+                    "Endpoint choices (round robin):"
+                } else {
+                    "DNAT choices:"
+                }
+            );
             for c in &self.choices {
                 let _ = writeln!(
                     out,

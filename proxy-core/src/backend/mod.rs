@@ -101,4 +101,14 @@ pub trait Backend: Send {
     /// (an `iptables-restore` input, an `nft` script, a listener table),
     /// without touching the kernel. Used by `--dry-run`.
     fn render(&self, view: &NodeView) -> Result<String, BackendError>;
+
+    /// The dataplane state this backend holds in its own process, as one
+    /// JSON document, for inspection (`kube-proxy trace` and `diff` read
+    /// it from the metrics server's `/proxyListeners`): the userspace
+    /// mode's listener table. The runtime asks after every successful sync.
+    /// Backends whose state lives in the kernel (read from there) return
+    /// `None`, the default.
+    fn listing(&self) -> Option<String> {
+        None
+    }
 }

@@ -317,6 +317,11 @@ impl FamilyState {
                 observer.synced(&report);
             }
         }
+        if let Some(listing) = self.backend.listing() {
+            for observer in observers {
+                observer.listing(self.family, mode, &listing);
+            }
+        }
         if refusals_changed {
             self.report_refusals(observers, newly);
         }

@@ -92,6 +92,11 @@ pub trait SyncObserver: Send + Sync {
     /// and a full sync was requested to repair it
     /// (`kubeproxy_sync_proxy_rules_external_changes_total`).
     fn external_change(&self, _family: IpFamily, _mode: ProxyMode, _detected_by: DetectedBy) {}
+
+    /// After a successful sync, the backend's in-process dataplane state as
+    /// JSON ([`Backend::listing`](crate::Backend::listing)), for backends
+    /// that publish one (the metrics server serves it).
+    fn listing(&self, _family: IpFamily, _mode: ProxyMode, _listing: &str) {}
 }
 
 /// A service port whose wanted version the dataplane refused (beyond

@@ -1,6 +1,7 @@
 //! Metrics: upstream's kube-proxy metrics ([`ProxyMetrics`], a
 //! [`SyncObserver`](crate::runtime::SyncObserver)) and the metrics server
-//! ([`MetricsServer`]: `/metrics`, `/healthz`, `/proxyMode`, `/configz`).
+//! ([`MetricsServer`]: `/metrics`, `/healthz`, `/proxyMode`, `/configz`,
+//! `/proxyListeners`).
 //!
 //! `/metrics` is encoded by prometheus-client in the OpenMetrics text format
 //! (`application/openmetrics-text; version=1.0.0`), which Prometheus
@@ -24,10 +25,12 @@
 //! # Ok(()) }
 //! ```
 
+mod listings;
 mod observer;
 mod proxy_metrics;
 mod server;
 
+pub use listings::Listings;
 pub use observer::no_local_endpoints;
 pub use proxy_metrics::{
     CodeLabels, FamilyLabels, PREFIX, PolicyLabels, ProgramLabels, ProxyMetrics, TableLabels,

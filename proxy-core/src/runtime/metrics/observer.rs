@@ -139,4 +139,8 @@ impl SyncObserver for ProxyMetrics {
             })
             .inc();
     }
+
+    fn listing(&self, family: IpFamily, mode: ProxyMode, listing: &str) {
+        self.listings.publish(family, mode, listing);
+    }
 }

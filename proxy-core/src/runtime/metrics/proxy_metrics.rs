@@ -169,6 +169,8 @@ pub struct ProxyMetrics {
     pub external_changes: Family<ExternalChangeLabels, Counter>,
     /// Last values reported by `pending`, to turn them into `_total` increases.
     last_pending: [AtomicU64; 2],
+    /// The backends' published dataplane state (`/proxyListeners`).
+    pub listings: super::listings::Listings,
 }
 
 impl fmt::Debug for ProxyMetrics {
@@ -218,6 +220,7 @@ impl ProxyMetrics {
             service_port_refusals: Family::default(),
             external_changes: Family::default(),
             last_pending: [AtomicU64::new(0), AtomicU64::new(0)],
+            listings: super::listings::Listings::default(),
             registry: Registry::default(),
             clock,
         };

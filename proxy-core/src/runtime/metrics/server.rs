@@ -1,4 +1,5 @@
-//! [`MetricsServer`]: `/metrics`, `/healthz`, `/proxyMode` and `/configz`.
+//! [`MetricsServer`]: `/metrics`, `/healthz`, `/proxyMode`, `/configz` and
+//! `/proxyListeners`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ impl MetricsServer {
         let metrics = self.metrics.clone();
         let mode = self.mode;
         let configz = self.configz.clone();
+        let listings = self.metrics.clone();
         Router::new()
             .route(
                 "/metrics",
@@ -82,6 +84,13 @@ impl MetricsServer {
                             body,
                         )
                     }
+                }),
+            )
+            .route(
+                "/proxyListeners",
+                get(move || {
+                    let body = listings.listings.document();
+                    async move { listing(body) }
                 }),
             )
     }
@@ -122,4 +131,35 @@ fn text(body: String) -> impl IntoResponse {
         ],
         body,
     )
+}
+
+/// `/proxyListeners` (beyond upstream): the backends' in-process dataplane
+/// state as JSON (the userspace mode's listener table), read by `kube-proxy
+/// trace` and `diff`; 404 when the mode keeps its state in the kernel.
+/// Served on the metrics address only (loopback by default), read-only.
+fn listing(body: Option<String>) -> axum::response::Response {
+    match body {
+        Some(body) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    HeaderName::from_static(NOSNIFF.0),
+                    HeaderValue::from_static(NOSNIFF.1),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        None => (
+            axum::http::StatusCode::NOT_FOUND,
+            text(
+                "this proxy mode publishes no listener table: its rules are in the kernel\n"
+                    .to_string(),
+            ),
+        )
+            .into_response(),
+    }
 }
