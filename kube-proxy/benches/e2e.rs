@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Options: `--mode iptables|nftables` (nftables), `--services N` (1000),
-//! `--endpoints E` per Service (10), `--changes M` of each kind (50).
+//! `--endpoints E` per Service (10), `--changes M` of each kind (50),
+//! `--proxy-env KEY=VALUE` (repeatable) for the proxy's environment, e.g.
+//! `GLIBC_TUNABLES=glibc.malloc.arena_max=2`.
 //!
 //! Definitions (see kube-proxy/BENCHMARKS.md):
 //! - **cold start**: from spawning the binary to the end of the first sync
@@ -71,6 +73,8 @@ struct Args {
     services: usize,
     endpoints: usize,
     changes: usize,
+    /// `KEY=VALUE`s for the proxy's environment (allocator experiments).
+    proxy_env: Vec<(String, String)>,
 }
 
 fn args() -> Args {
@@ -79,6 +83,7 @@ fn args() -> Args {
         services: 1000,
         endpoints: 10,
         changes: 50,
+        proxy_env: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -88,6 +93,11 @@ fn args() -> Args {
             "--services" => args.services = value().parse().unwrap(),
             "--endpoints" => args.endpoints = value().parse().unwrap(),
             "--changes" => args.changes = value().parse().unwrap(),
+            "--proxy-env" => {
+                let kv = value();
+                let (k, v) = kv.split_once('=').expect("--proxy-env KEY=VALUE");
+                args.proxy_env.push((k.to_string(), v.to_string()));
+            }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -118,11 +128,37 @@ fn is_lb(i: usize) -> bool {
     i % 10 == 0 && i / 10 < LB_SERVICES_MAX
 }
 
+/// Metadata as a real API server sends it: uid, creation time, labels and
+/// `managedFields` (which the proxy must not keep), here one entry per
+/// manager with a `fieldsV1` naming `fields` (as the real one lists every
+/// endpoint address of a slice).
+fn metadata(name: &str, manager: &str, fields: &[String]) -> Value {
+    let listed: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| (f.clone(), json!({".": {}, "f:conditions": {".": {}, "f:ready": {}}})))
+        .collect();
+    let uid = format!("{:032x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (name, manager).hash(&mut h);
+        h.finish()
+    });
+    json!({"namespace": NS, "name": name, "uid": uid, "generation": 1,
+           "creationTimestamp": "2026-12-01T10:00:00Z",
+           "labels": {"app": name, "app.kubernetes.io/managed-by": "e2e-bench"},
+           "managedFields": [{"manager": manager, "operation": "Update", "apiVersion": "v1",
+                              "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+                              "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                                           "f:spec": listed}}]})
+}
+
 fn service(name: &str, cluster_ip: Ipv4Addr, node_port: Option<u16>) -> Value {
     let mut port = json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080});
     let mut service = json!({
-        "metadata": {"namespace": NS, "name": name},
-        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip.to_string(),
+        "metadata": metadata(name, "kubectl-client-side-apply", &["f:ports".into(), "f:selector".into(), "f:type".into()]),
+        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip.to_string(), "selector": {"app": name},
+                 "sessionAffinity": "None", "internalTrafficPolicy": "Cluster",
+                 "ipFamilyPolicy": "SingleStack",
                  "clusterIPs": [cluster_ip.to_string()], "ipFamilies": ["IPv4"]},
     });
     if let Some(node_port) = node_port {
@@ -137,13 +173,22 @@ fn service(name: &str, cluster_ip: Ipv4Addr, node_port: Option<u16>) -> Value {
 }
 
 fn slice(service: &str, ips: &[Ipv4Addr]) -> Value {
+    let fields: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("k:{{\"addresses\":[\"{ip}\"]}}"))
+        .collect();
+    let name = format!("{service}-e2e");
+    let mut metadata = metadata(&name, "endpointslice-controller.k8s.io", &fields);
+    metadata["labels"] = json!({"kubernetes.io/service-name": service,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"});
     json!({
-        "metadata": {"namespace": NS, "name": format!("{service}-e2e"),
-                     "labels": {"kubernetes.io/service-name": service}},
+        "metadata": metadata,
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": ips.iter().map(|ip| json!({"addresses": [ip.to_string()],
-            "conditions": {"ready": true}, "nodeName": "node-b"})).collect::<Vec<_>>(),
+        "endpoints": ips.iter().enumerate().map(|(k, ip)| json!({"addresses": [ip.to_string()],
+            "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "node-b",
+            "targetRef": {"kind": "Pod", "namespace": NS, "name": format!("{service}-pod-{k}"),
+                          "uid": format!("{:032x}", u32::from(*ip))}})).collect::<Vec<_>>(),
     })
 }
 
@@ -258,7 +303,7 @@ impl Drop for Proxy {
 }
 
 /// Starts the binary (from a thread inside the namespace: it lives there).
-fn start(mode: &str, master: &str) -> Proxy {
+fn start(mode: &str, master: &str, env: &[(String, String)]) -> Proxy {
     let dir = std::env::temp_dir().join(format!("kube-proxy-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -287,6 +332,7 @@ nftables: {{minSyncPeriod: 10ms}}
         .arg(dir.join("config.yaml"))
         .args(["--master", master])
         .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -433,14 +479,18 @@ fn run(args: Args, floor_ns: Netns) {
         api.apply("endpointslices", slice(&name, &ips));
     }
     println!(
-        "e2e: {} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind; load average {load_start}",
+        "e2e: {} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind{}; load average {load_start}",
         args.mode,
-        (0..n).filter(|i| is_lb(*i)).count()
+        (0..n).filter(|i| is_lb(*i)).count(),
+        args.proxy_env
+            .iter()
+            .map(|(k, v)| format!(", proxy env {k}={v}"))
+            .collect::<String>()
     );
 
     // Cold start.
     let spawned = SystemTime::now();
-    let mut proxy = start(&args.mode, &api.url());
+    let mut proxy = start(&args.mode, &api.url(), &args.proxy_env);
     let pid = proxy.child.id();
     let peaks = Arc::new(Peaks::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -568,10 +618,34 @@ fn run(args: Args, floor_ns: Netns) {
         "changed node ports in the kernel"
     );
     results.push(("NodePort/LB changed", lat));
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
+    settle(&mut proxy);
     let rss_after = rss_kib(pid);
     let hwm_after = status_kib(pid, "VmHWM:");
+
+    // A relist: every watch expires and ends, the client lists again. The
+    // peak is the VmHWM since `clear_refs` reset it to the current RSS.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let lists = || {
+        api.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.contains("watch=") && (r.contains("/services") || r.contains("/endpointslices")))
+            .count()
+    };
+    let lists_before = lists();
+    api.expire_watches();
+    api.drop_watches();
+    let relist_started = Instant::now();
+    while lists() < lists_before + 2 {
+        assert!(relist_started.elapsed() < Duration::from_secs(120), "no relist within 2 minutes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    settle(&mut proxy);
+    let relist_peak = status_kib(pid, "VmHWM:");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
     let change_children = std::mem::take(&mut *peaks.children.lock().unwrap());
 
     // The floor, next to the same-size ruleset.
@@ -592,7 +666,7 @@ fn run(args: Args, floor_ns: Netns) {
     };
     println!("  floor: {floor_kind:<13} {}", percentiles(&floor_ms));
     println!(
-        "memory: proxy RSS after cold start {} ({:.0} B/endpoint), after {} changes {} ({:.0} B/endpoint), peak {}; children during changes: {}",
+        "memory: proxy RSS after cold start {} ({:.0} B/endpoint), after {} changes {} ({:.0} B/endpoint), peak {}; children during changes and relist: {}",
         mib(rss_cold),
         rss_cold as f64 * 1024.0 / (n * e) as f64,
         4 * m,
@@ -604,6 +678,12 @@ fn run(args: Args, floor_ns: Netns) {
             .map(|(name, kib)| format!("{name} {}", mib(*kib)))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    println!(
+        "relist: peak RSS {} = {:.2}x the steady {}",
+        mib(relist_peak),
+        relist_peak as f64 / rss_after as f64,
+        mib(rss_after)
     );
     println!("load average: start {load_start}, end {load_end}");
 }
