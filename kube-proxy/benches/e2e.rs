@@ -252,6 +252,28 @@ fn dump(mode: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Seconds since midnight of a log line's `2026-12-05T04:41:22.639926Z`.
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// `GET path` over HTTP/1.0; the length of the body.
+fn http_get_len(addr: SocketAddr, path: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).unwrap();
+    body.len()
+}
+
 /// Peak VmHWM per child program (and of the proxy itself), sampled.
 #[derive(Default)]
 struct Peaks {
@@ -488,6 +510,16 @@ fn run(args: Args, floor_ns: Netns) {
             .collect::<String>()
     );
 
+    // What the fake server itself takes to serve the lists (part of the
+    // cold start, not the proxy's).
+    let api_addr = api.addr;
+    let list_started = Instant::now();
+    let list_bytes: usize = ["/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices"]
+        .iter()
+        .map(|path| http_get_len(api_addr, path))
+        .sum();
+    let list_time = list_started.elapsed();
+
     // Cold start.
     let spawned = SystemTime::now();
     let mut proxy = start(&args.mode, &api.url(), &args.proxy_env);
@@ -524,6 +556,17 @@ fn run(args: Args, floor_ns: Netns) {
     let cold_children = std::mem::take(&mut *peaks.children.lock().unwrap());
     let rss_cold = rss_kib(pid);
     let hwm_cold = status_kib(pid, "VmHWM:");
+    let log = std::fs::read_to_string(proxy.dir.join("kube-proxy.log")).unwrap_or_default();
+    let at = |needle: &str| log.lines().find(|l| l.contains(needle)).and_then(log_seconds);
+    if let (Some(start), Some(lists_done)) = (at("starting kube-proxy"), at("serving family=IPv4")) {
+        println!(
+            "cold start phases: from the process's first log line to the initial lists done {:.2} s (the fake server alone serves them in {:.2} s, {:.1} MB), first sync and kernel write {:.2} s",
+            lists_done - start,
+            list_time.as_secs_f64(),
+            list_bytes as f64 / 1e6,
+            cold - (lists_done - unix(spawned) % 86400.0),
+        );
+    }
     println!(
         "cold start: {cold:.2} s to the complete ruleset ({seen} syncs); RSS {} ({:.0} B/endpoint), peak {}; children at peak: {}",
         mib(rss_cold),
