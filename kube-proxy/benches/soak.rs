@@ -42,7 +42,6 @@ struct Args {
     mode: Option<String>,
 }
 
-
 fn args() -> Args {
     let mut args = Args {
         duration: Duration::from_secs(3600),
@@ -69,7 +68,6 @@ fn args() -> Args {
     }
     args
 }
-
 
 /// Service `i` and its EndpointSlice, at change `generation`: the
 /// endpoints move with the generation, so every write is a real change.
@@ -117,8 +115,6 @@ fn write_atomically(scratch: &Path, path: &Path, text: &str) {
     std::fs::write(scratch, text).unwrap();
     std::fs::rename(scratch, path).unwrap();
 }
-
-
 
 struct Proxy {
     child: Child,
@@ -199,7 +195,6 @@ userspace:
         Proxy { child, ns: None }
     }
 }
-
 
 fn main() {
     let args = args();
