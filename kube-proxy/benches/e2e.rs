@@ -735,7 +735,10 @@ fn run(args: Args, floor_ns: Netns) {
     // The floor, next to the same-size ruleset.
     let floor_ms = floor(&args.mode, &floor_ns, m);
     let load_end = load_average();
+    // The proxy's log stays only when the run failed (a panic skips this).
+    let dir = proxy.dir.clone();
     drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
 
     println!(
         "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; verified in a kernel dump):"
