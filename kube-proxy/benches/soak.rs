@@ -19,13 +19,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use proxy_core::conformance::netns::Netns;
+
+mod support;
+use support::{get_metrics, is_root, mib, parse_duration, rss_kib};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
 const METRICS: &str = "127.0.0.1:10249";
@@ -38,22 +40,6 @@ struct Args {
     rate: f64,
     sample: Duration,
     mode: Option<String>,
-}
-
-fn parse_duration(text: &str) -> Duration {
-    let (number, unit) =
-        text.split_at(text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len()));
-    let n: f64 = number
-        .parse()
-        .unwrap_or_else(|_| panic!("bad duration {text:?}"));
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => panic!("bad duration unit in {text:?} (s, m, h, ms)"),
-    };
-    Duration::from_secs_f64(secs)
 }
 
 fn args() -> Args {
@@ -81,15 +67,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
 }
 
 /// Service `i` and its EndpointSlice, at change `generation`: the
@@ -137,27 +114,6 @@ endpoints:
 fn write_atomically(scratch: &Path, path: &Path, text: &str) {
     std::fs::write(scratch, text).unwrap();
     std::fs::rename(scratch, path).unwrap();
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The body of `GET /metrics` on `addr`, over HTTP/1.0 (no chunking).
-fn get_metrics(addr: SocketAddr) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string()))
 }
 
 struct Proxy {
@@ -238,10 +194,6 @@ userspace:
             .unwrap();
         Proxy { child, ns: None }
     }
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn main() {

@@ -1,0 +1,802 @@
+//! End-to-end benchmark: the release binary, fed through its real watch
+//! path (list + watch over HTTP) by a fake API server serving N Services x
+//! E endpoints, programs a throw-away network namespace; measured are the
+//! cold start, the latency of every kind of change from the API event to
+//! the rules in the kernel next to the floor (the smallest kernel write of
+//! that kind at the same table size), and the memory of the proxy and of
+//! its children.
+//!
+//! ```text
+//! cargo bench -p kube-proxy --bench e2e -- --mode nftables --services 10000 --endpoints 10 --changes 50
+//! ```
+//!
+//! Options: `--mode iptables|nftables` (nftables), `--services N` (1000),
+//! `--endpoints E` per Service (10), `--changes M` of each kind (50),
+//! `--proxy-env KEY=VALUE` (repeatable) for the proxy's environment, e.g.
+//! `GLIBC_TUNABLES=glibc.malloc.arena_max=2`.
+//!
+//! Definitions (see kube-proxy/BENCHMARKS.md):
+//! - **cold start**: from spawning the binary to the end of the first sync
+//!   after which the kernel holds every Service's ClusterIP and every
+//!   endpoint (the end read from the proxy's
+//!   `kubeproxy_sync_proxy_rules_last_timestamp_seconds`, the content
+//!   checked in a dump of the kernel's rules).
+//! - **change latency**: from the fake server handing the watch event to
+//!   the HTTP stream (just before) to the end of the proxy's sync that
+//!   wrote it (the same gauge: it is set after `nft`/`iptables-restore`
+//!   returned, so the rules are then in the kernel), as upstream's
+//!   `network_programming_duration`. Every change waits for its sync;
+//!   after each kind a kernel dump proves every change is there.
+//! - **floor**: in a second namespace loaded with a copy of the proxy's
+//!   ruleset: one `nft -f -` adding one set element into the same-size
+//!   table, or one `iptables-restore --noflush` of a one-rule chain.
+//! - **memory**: the proxy's VmRSS after the cold start and after the
+//!   changes, its VmHWM, and the VmHWM of every child (`nft`,
+//!   `iptables-restore`), sampled from `/proc/<pid>/task/*/children`
+//!   every 2 ms (a child that grows in its last 2 ms is under-reported).
+//!
+//! Needs root (network namespaces); without it the bench says so and exits
+//! 0, or fails when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use proxy_core::conformance::netns::Netns;
+use serde_json::{Value, json};
+
+mod support;
+use support::{get_metrics, is_root, mib, rss_kib, status_kib};
+
+#[allow(dead_code)] // the tests' server; the bench uses a subset
+#[path = "../../proxy-core/tests/runtime_support/fake_api.rs"]
+mod fake_api;
+use fake_api::FakeApi;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
+const METRICS: &str = "127.0.0.1:10249";
+const SYNCS: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}";
+const LAST_SYNC: &str = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
+const NS: &str = "bench";
+/// The first node port; LoadBalancer Services get 30000.. (at most 1,000).
+const NODE_PORT_BASE: u16 = 30000;
+const LB_SERVICES_MAX: usize = 1000;
+
+#[derive(Clone)]
+struct Args {
+    mode: String,
+    services: usize,
+    endpoints: usize,
+    changes: usize,
+    /// `KEY=VALUE`s for the proxy's environment (allocator experiments).
+    proxy_env: Vec<(String, String)>,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        mode: "nftables".into(),
+        services: 1000,
+        endpoints: 10,
+        changes: 50,
+        proxy_env: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--mode" => args.mode = value(),
+            "--services" => args.services = value().parse().unwrap(),
+            "--endpoints" => args.endpoints = value().parse().unwrap(),
+            "--changes" => args.changes = value().parse().unwrap(),
+            "--proxy-env" => {
+                let kv = value();
+                let (k, v) = kv.split_once('=').expect("--proxy-env KEY=VALUE");
+                args.proxy_env.push((k.to_string(), v.to_string()));
+            }
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(
+        ["iptables", "nftables"].contains(&args.mode.as_str()),
+        "--mode iptables|nftables"
+    );
+    args
+}
+
+fn ip(base: [u8; 4], offset: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::from(base)) + u32::try_from(offset).unwrap())
+}
+
+/// ClusterIP of Service `i` (10.96.0.0/12).
+fn cluster_ip(i: usize) -> Ipv4Addr {
+    ip([10, 96, 0, 1], i)
+}
+
+/// Endpoint `k` of Service `i` (10.128.0.0/9).
+fn pod_ip(i: usize, k: usize, endpoints: usize) -> Ipv4Addr {
+    ip([10, 128, 0, 1], i * endpoints + k)
+}
+
+/// Whether Service `i` is a LoadBalancer (with a node port), not a ClusterIP.
+fn is_lb(i: usize) -> bool {
+    i.is_multiple_of(10) && i / 10 < LB_SERVICES_MAX
+}
+
+/// Metadata as a real API server sends it: uid, creation time, labels and
+/// `managedFields` (which the proxy must not keep), here one entry per
+/// manager with a `fieldsV1` naming `fields` (as the real one lists every
+/// endpoint address of a slice).
+fn metadata(name: &str, manager: &str, fields: &[String]) -> Value {
+    let listed: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                json!({".": {}, "f:conditions": {".": {}, "f:ready": {}}}),
+            )
+        })
+        .collect();
+    let uid = format!("{:032x}", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (name, manager).hash(&mut h);
+        h.finish()
+    });
+    json!({"namespace": NS, "name": name, "uid": uid, "generation": 1,
+           "creationTimestamp": "2026-12-01T10:00:00Z",
+           "labels": {"app": name, "app.kubernetes.io/managed-by": "e2e-bench"},
+           "managedFields": [{"manager": manager, "operation": "Update", "apiVersion": "v1",
+                              "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
+                              "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                                           "f:spec": listed}}]})
+}
+
+fn service(name: &str, cluster_ip: Ipv4Addr, node_port: Option<u16>) -> Value {
+    let mut port = json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080});
+    let mut service = json!({
+        "metadata": metadata(name, "kubectl-client-side-apply", &["f:ports".into(), "f:selector".into(), "f:type".into()]),
+        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip.to_string(), "selector": {"app": name},
+                 "sessionAffinity": "None", "internalTrafficPolicy": "Cluster",
+                 "ipFamilyPolicy": "SingleStack",
+                 "clusterIPs": [cluster_ip.to_string()], "ipFamilies": ["IPv4"]},
+    });
+    if let Some(node_port) = node_port {
+        port["nodePort"] = json!(node_port);
+        service["spec"]["type"] = json!("LoadBalancer");
+        let octets = cluster_ip.octets();
+        service["status"] = json!({"loadBalancer": {"ingress": [{"ip": format!("198.18.{}.{}", octets[2], octets[3])}]}});
+    }
+    service["spec"]["ports"] = json!([port]);
+    service
+}
+
+fn slice(service: &str, ips: &[Ipv4Addr]) -> Value {
+    let fields: Vec<String> = ips
+        .iter()
+        .map(|ip| format!("k:{{\"addresses\":[\"{ip}\"]}}"))
+        .collect();
+    let name = format!("{service}-e2e");
+    let mut metadata = metadata(&name, "endpointslice-controller.k8s.io", &fields);
+    metadata["labels"] = json!({"kubernetes.io/service-name": service,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"});
+    json!({
+        "metadata": metadata,
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": ips.iter().enumerate().map(|(k, ip)| json!({"addresses": [ip.to_string()],
+            "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "node-b",
+            "targetRef": {"kind": "Pod", "namespace": NS, "name": format!("{service}-pod-{k}"),
+                          "uid": format!("{:032x}", u32::from(*ip))}})).collect::<Vec<_>>(),
+    })
+}
+
+fn node() -> Value {
+    json!({"metadata": {"name": "node-a"},
+           "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `(syncs, end of the last sync)` as the proxy reports them.
+fn syncs() -> (f64, f64) {
+    let body = get_metrics(METRICS.parse::<SocketAddr>().unwrap()).unwrap_or_default();
+    (
+        metric(&body, SYNCS).unwrap_or(0.0),
+        metric(&body, LAST_SYNC).unwrap_or(0.0),
+    )
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Every dotted-quad token of `text`.
+fn addresses(text: &str) -> HashSet<Ipv4Addr> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+/// Every integer token of `text`.
+fn numbers(text: &str) -> HashSet<u32> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+/// The proxy's rules as the kernel holds them (run in the proxy's namespace).
+fn dump(mode: &str) -> String {
+    let out = if mode == "nftables" {
+        Command::new("nft")
+            .args(["list", "table", "ip", "kube-proxy"])
+            .output()
+    } else {
+        Command::new("iptables-save").output()
+    }
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Seconds since midnight of a log line's `2026-12-05T04:41:22.639926Z`.
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line
+        .split_whitespace()
+        .next()?
+        .split_once('T')?
+        .1
+        .trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// `GET path` over HTTP/1.0; the length of the body.
+fn http_get_len(addr: SocketAddr, path: &str) -> usize {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).unwrap();
+    body.len()
+}
+
+/// Peak VmHWM per child program (and of the proxy itself), sampled.
+#[derive(Default)]
+struct Peaks {
+    children: Mutex<BTreeMap<String, u64>>,
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn sample_children(pid: u32, peaks: Arc<Peaks>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        for child in children(pid) {
+            let name = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+            let name = name.trim();
+            // A fork that has not exec'd yet still shares the proxy's memory.
+            if name == "kube-proxy" || name.starts_with("tokio-") {
+                continue;
+            }
+            let hwm = status_kib(child, "VmHWM:");
+            if hwm > 0 {
+                let mut map = peaks.children.lock().unwrap();
+                let entry = map.entry(name.to_string()).or_default();
+                *entry = (*entry).max(hwm);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct Proxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary (from a thread inside the namespace: it lives there).
+fn start(mode: &str, master: &str, env: &[(String, String)]) -> Proxy {
+    let dir = std::env::temp_dir().join(format!("kube-proxy-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // minSyncPeriod 10ms (0 reads as the default, 1s): each change syncs
+    // at once, as with the default when changes come more than 1 s apart
+    // (here they come one at a time, each after the previous one is in
+    // the kernel), without making the bench wait a second per change.
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {mode}
+hostnameOverride: node-a
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: {METRICS}
+iptables: {{minSyncPeriod: 10ms}}
+nftables: {{minSyncPeriod: 10ms}}
+"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .args(["--master", master])
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proxy { child, dir }
+}
+
+impl Proxy {
+    fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(self.dir.join("kube-proxy.log")).unwrap_or_default();
+            panic!("kube-proxy exited ({status}):\n{log}");
+        }
+    }
+}
+
+/// p50/p90/p99/max of `samples`, in ms.
+fn percentiles(samples: &[f64]) -> String {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let at = |q: f64| s[((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1];
+    format!(
+        "{:.1} / {:.1} / {:.1} / {:.1}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        s[s.len() - 1]
+    )
+}
+
+/// Waits until no sync happened for 50 ms, then returns the sync count.
+fn settle(proxy: &mut Proxy) -> f64 {
+    let mut last = syncs().0;
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = syncs().0;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(50) {
+            return now;
+        }
+        proxy.check_alive();
+    }
+}
+
+/// Makes one change (`apply`) and returns ms from the event to the end of
+/// the sync that followed it.
+fn timed_change(proxy: &mut Proxy, apply: impl FnOnce()) -> f64 {
+    let before = settle(proxy);
+    let t0 = SystemTime::now();
+    apply();
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let (count, last) = syncs();
+        if count > before {
+            return (last - unix(t0)) * 1000.0;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            panic!("no sync within 2 minutes of a change");
+        }
+        proxy.check_alive();
+    }
+}
+
+/// The floor: `changes` smallest writes into a copy of the proxy's
+/// ruleset, in `floor_ns` (ms each).
+fn floor(mode: &str, floor_ns: &Netns, changes: usize) -> Vec<f64> {
+    let (save, restore): (&[&str], &[&str]) = if mode == "nftables" {
+        (&["nft", "list", "ruleset"], &["nft", "-f", "-"])
+    } else {
+        (&["iptables-save"], &["iptables-restore"])
+    };
+    let ruleset = Command::new(save[0])
+        .args(&save[1..])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = floor_ns
+        .command(restore[0])
+        .args(&restore[1..])
+        .output_with_input(&ruleset)
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loading the floor copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut times = Vec::new();
+    if mode == "nftables" {
+        let out = floor_ns
+            .command("nft")
+            .args(["add set ip kube-proxy e2e-floor { type ipv4_addr ; }"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for k in 0..changes {
+        let target = ip([10, 255, 0, 1], k);
+        let (program, args, input): (&str, &[&str], String) = if mode == "nftables" {
+            (
+                "nft",
+                &["-f", "-"],
+                format!("add element ip kube-proxy e2e-floor {{ {target} }}\n"),
+            )
+        } else {
+            (
+                "iptables-restore",
+                &["-w", "5", "-W", "100000", "--noflush", "--counters"],
+                format!(
+                    "*nat\n:KUBE-E2E-FLOOR - [0:0]\n-A KUBE-E2E-FLOOR -d {target}/32 -j RETURN\nCOMMIT\n"
+                ),
+            )
+        };
+        let started = Instant::now();
+        let out = floor_ns
+            .command(program)
+            .args(args)
+            .output_with_input(input.as_bytes())
+            .unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    times
+}
+
+/// The whole run, on a thread inside the proxy's namespace.
+fn run(args: Args, floor_ns: Netns) {
+    let (n, e, m) = (args.services, args.endpoints, args.changes);
+    let load_start = load_average();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let api = FakeApi::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), false);
+    api.apply("nodes", node());
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        let node_port = is_lb(i).then(|| NODE_PORT_BASE + u16::try_from(i / 10).unwrap());
+        api.apply("services", service(&name, cluster_ip(i), node_port));
+        let ips: Vec<Ipv4Addr> = (0..e).map(|k| pod_ip(i, k, e)).collect();
+        api.apply("endpointslices", slice(&name, &ips));
+    }
+    println!(
+        "e2e: {} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind{}; load average {load_start}",
+        args.mode,
+        (0..n).filter(|i| is_lb(*i)).count(),
+        args.proxy_env
+            .iter()
+            .map(|(k, v)| format!(", proxy env {k}={v}"))
+            .collect::<String>()
+    );
+
+    // What the fake server itself takes to serve the lists (part of the
+    // cold start, not the proxy's).
+    let api_addr = api.addr;
+    let list_started = Instant::now();
+    let list_bytes: usize = [
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+    ]
+    .iter()
+    .map(|path| http_get_len(api_addr, path))
+    .sum();
+    let list_time = list_started.elapsed();
+
+    // Cold start.
+    let spawned = SystemTime::now();
+    let mut proxy = start(&args.mode, &api.url(), &args.proxy_env);
+    let pid = proxy.child.id();
+    let peaks = Arc::new(Peaks::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peaks, stop) = (peaks.clone(), stop.clone());
+        std::thread::spawn(move || sample_children(pid, peaks, stop))
+    };
+    let want_ips: HashSet<Ipv4Addr> = (0..n)
+        .map(cluster_ip)
+        .chain((0..n).flat_map(|i| (0..e).map(move |k| pod_ip(i, k, e))))
+        .collect();
+    let mut seen = 0.0;
+    let cold = loop {
+        proxy.check_alive();
+        let (count, last) = syncs();
+        if count > seen {
+            seen = count;
+            let found = addresses(&dump(&args.mode));
+            if want_ips.iter().all(|ip| found.contains(ip)) {
+                break last - unix(spawned);
+            }
+        }
+        assert!(
+            SystemTime::now().duration_since(spawned).unwrap() < Duration::from_secs(1800),
+            "no complete ruleset within 30 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let cold_children = std::mem::take(&mut *peaks.children.lock().unwrap());
+    let rss_cold = rss_kib(pid);
+    let hwm_cold = status_kib(pid, "VmHWM:");
+    let log = std::fs::read_to_string(proxy.dir.join("kube-proxy.log")).unwrap_or_default();
+    let at = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .and_then(log_seconds)
+    };
+    if let (Some(start), Some(lists_done)) = (at("starting kube-proxy"), at("serving family=IPv4"))
+    {
+        println!(
+            "cold start phases: from the process's first log line to the initial lists done {:.2} s (the fake server alone serves them in {:.2} s, {:.1} MB), first sync and kernel write {:.2} s",
+            lists_done - start,
+            list_time.as_secs_f64(),
+            list_bytes as f64 / 1e6,
+            cold - (lists_done - unix(spawned) % 86400.0),
+        );
+    }
+    println!(
+        "cold start: {cold:.2} s to the complete ruleset ({seen} syncs); RSS {} ({:.0} B/endpoint), peak {}; children at peak: {}",
+        mib(rss_cold),
+        rss_cold as f64 * 1024.0 / (n * e) as f64,
+        mib(hwm_cold),
+        cold_children
+            .iter()
+            .map(|(name, kib)| format!("{name} {}", mib(*kib)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Changes, each kind in turn; children sampled throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peaks, stop) = (peaks.clone(), stop.clone());
+        std::thread::spawn(move || sample_children(pid, peaks, stop))
+    };
+    let targets: Vec<usize> = (0..m).map(|k| (k * 7919 + 1) % n).collect();
+    let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
+
+    // Endpoint change: endpoint 0 of a Service gets a new address.
+    let mut lat = Vec::new();
+    let fresh = |k: usize| ip([10, 64, 0, 1], k);
+    for (k, &i) in targets.iter().enumerate() {
+        let name = format!("svc-{i}");
+        let mut ips: Vec<Ipv4Addr> = (0..e).map(|j| pod_ip(i, j, e)).collect();
+        ips[0] = fresh(k);
+        lat.push(timed_change(&mut proxy, || {
+            api.apply("endpointslices", slice(&name, &ips));
+        }));
+    }
+    let found = addresses(&dump(&args.mode));
+    let ok = (0..m).filter(|k| found.contains(&fresh(*k))).count();
+    assert_eq!(ok, m, "endpoint changes in the kernel");
+    results.push(("endpoint change", lat));
+
+    // Service added (its EndpointSlice first, then the Service: the event).
+    let mut lat = Vec::new();
+    let new_ip = |k: usize| ip([10, 112, 0, 1], k);
+    for k in 0..m {
+        let name = format!("new-{k}");
+        let ips: Vec<Ipv4Addr> = (0..e).map(|j| ip([10, 80, 0, 1], k * e + j)).collect();
+        api.apply("endpointslices", slice(&name, &ips));
+        lat.push(timed_change(&mut proxy, || {
+            api.apply("services", service(&name, new_ip(k), None));
+        }));
+    }
+    let found = addresses(&dump(&args.mode));
+    assert_eq!(
+        (0..m).filter(|k| found.contains(&new_ip(*k))).count(),
+        m,
+        "added Services in the kernel"
+    );
+    results.push(("Service added", lat));
+
+    // Service removed (the Service, then its EndpointSlice).
+    let mut lat = Vec::new();
+    for k in 0..m {
+        let name = format!("new-{k}");
+        lat.push(timed_change(&mut proxy, || {
+            api.delete("services", NS, &name);
+        }));
+        api.delete("endpointslices", NS, &format!("{name}-e2e"));
+    }
+    let found = addresses(&dump(&args.mode));
+    assert_eq!(
+        (0..m).filter(|k| found.contains(&new_ip(*k))).count(),
+        0,
+        "removed Services gone from the kernel"
+    );
+    results.push(("Service removed", lat));
+
+    // LoadBalancer Service's node port changed.
+    let lbs: Vec<usize> = (0..n).filter(|i| is_lb(*i)).collect();
+    let mut lat = Vec::new();
+    let new_port = |k: usize| 32767 - u16::try_from(k).unwrap();
+    for k in 0..m {
+        let i = lbs[k % lbs.len()];
+        let name = format!("svc-{i}");
+        lat.push(timed_change(&mut proxy, || {
+            api.apply("services", service(&name, cluster_ip(i), Some(new_port(k))));
+        }));
+    }
+    let found = numbers(&dump(&args.mode));
+    let last_round = m.saturating_sub(lbs.len());
+    assert_eq!(
+        (last_round..m)
+            .filter(|k| found.contains(&u32::from(new_port(*k))))
+            .count(),
+        m - last_round,
+        "changed node ports in the kernel"
+    );
+    results.push(("NodePort/LB changed", lat));
+    settle(&mut proxy);
+    let rss_after = rss_kib(pid);
+    let hwm_after = status_kib(pid, "VmHWM:");
+
+    // A relist: every watch expires and ends, the client lists again. The
+    // peak is the VmHWM since `clear_refs` reset it to the current RSS.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    // The relist is over when, for Services and EndpointSlices, a list was
+    // followed by a new watch (the client watches once it has consumed the
+    // list).
+    let seen_before = api.requests.lock().unwrap().len();
+    let relisted = || {
+        let requests = api.requests.lock().unwrap();
+        let new = &requests[seen_before.min(requests.len())..];
+        ["/services", "/endpointslices"].iter().all(|kind| {
+            new.iter()
+                .position(|r| r.contains(kind) && !r.contains("watch="))
+                .is_some_and(|list| {
+                    new[list..]
+                        .iter()
+                        .any(|r| r.contains(kind) && r.contains("watch="))
+                })
+        })
+    };
+    api.expire_watches();
+    api.drop_watches();
+    let relist_started = Instant::now();
+    while !relisted() {
+        assert!(
+            relist_started.elapsed() < Duration::from_secs(300),
+            "no relist within 5 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    settle(&mut proxy);
+    let relist_peak = status_kib(pid, "VmHWM:");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let change_children = std::mem::take(&mut *peaks.children.lock().unwrap());
+
+    // The floor, next to the same-size ruleset.
+    let floor_ms = floor(&args.mode, &floor_ns, m);
+    let load_end = load_average();
+    // The proxy's log stays only when the run failed (a panic skips this).
+    let dir = proxy.dir.clone();
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+
+    println!(
+        "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; verified in a kernel dump):"
+    );
+    for (kind, lat) in &results {
+        println!("  {kind:<20} {}", percentiles(lat));
+    }
+    let floor_kind = if args.mode == "nftables" {
+        "one nft element"
+    } else {
+        "one-chain restore"
+    };
+    println!("  floor: {floor_kind:<13} {}", percentiles(&floor_ms));
+    println!(
+        "memory: proxy RSS after cold start {} ({:.0} B/endpoint), after {} changes {} ({:.0} B/endpoint), peak {}; children during changes and relist: {}",
+        mib(rss_cold),
+        rss_cold as f64 * 1024.0 / (n * e) as f64,
+        4 * m,
+        mib(rss_after),
+        rss_after as f64 * 1024.0 / (n * e) as f64,
+        mib(hwm_after),
+        change_children
+            .iter()
+            .map(|(name, kib)| format!("{name} {}", mib(*kib)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "relist: peak RSS {} = {:.2}x the steady {}",
+        mib(relist_peak),
+        relist_peak as f64 / rss_after as f64,
+        mib(rss_after)
+    );
+    println!("load average: start {load_start}, end {load_end}");
+}
+
+fn main() {
+    let args = args();
+    if !is_root() {
+        let required = std::env::var("KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS").as_deref() == Ok("1");
+        assert!(!required, "the e2e bench needs root (network namespaces)");
+        println!("e2e: skipped, needs root (it runs the proxy in a network namespace)");
+        return;
+    }
+    let ns = Netns::new().expect("a network namespace");
+    let floor_ns = Netns::new().expect("a network namespace for the floor");
+    for ns in [&ns, &floor_ns] {
+        assert!(
+            ns.command("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let handle = ns.spawn("e2e", move || run(args, floor_ns)).unwrap();
+    match handle.join() {
+        Ok(result) => result.unwrap(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
