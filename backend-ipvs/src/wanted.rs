@@ -556,7 +556,9 @@ mod tests {
         );
         // a wanted one at weight 0 is different
         let mut l = listings(&w);
-        l.ipvsadm = l.ipvsadm.replace(&removed, &removed.replace("-w 1", "-w 0"));
+        l.ipvsadm = l
+            .ipvsadm
+            .replace(&removed, &removed.replace("-w 1", "-w 0"));
         let d = diff(&w, &l);
         assert_eq!(d[0].missing_endpoints, BTreeSet::from([real]));
         assert_eq!(

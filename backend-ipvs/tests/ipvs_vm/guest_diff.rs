@@ -124,10 +124,7 @@ fn diff_is_equal_after_syncs_and_reports_exactly_the_damage() {
                     &["-d", "-t", "10.96.0.10:80", "-r", &victim.to_string()],
                 );
                 run("ipset", &["del", "KUBE-CLUSTER-IP", "10.96.0.10,tcp:80"]);
-                run(
-                    "ip",
-                    &["addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"],
-                );
+                run("ip", &["addr", "del", "10.96.0.10/32", "dev", "kube-ipvs0"]);
                 let (_, diff) = compare(&rt, &backend, view, ctx.family);
                 assert_eq!(
                     diff,

@@ -38,7 +38,11 @@ pub fn wanted(ctx: &BackendContext, view: &NodeView) -> Result<WantedState, Insp
 pub fn report(family: IpFamily, wanted: &WantedState, live: &IpvsRules) -> DiffReport {
     let want = wanted.model();
     let have = wanted.live_model(live);
-    let compared = want.keys().chain(have.keys()).collect::<BTreeSet<_>>().len();
+    let compared = want
+        .keys()
+        .chain(have.keys())
+        .collect::<BTreeSet<_>>()
+        .len();
     let differences = differences(&want, &have)
         .into_iter()
         .map(|d| PortDiff {
