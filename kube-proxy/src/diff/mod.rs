@@ -195,7 +195,7 @@ impl DiffReport {
 /// The rules `mode` wants for `view` in `ctx`'s family, rendered by the
 /// backend itself (iptables: its restore input; nftables: its transactions
 /// applied to the in-memory table). The ipvs and userspace modes' wanted
-/// state is built by [`ipvs`] and [`userspace`] instead.
+/// state is built by `diff::ipvs` and `diff::userspace` instead.
 pub async fn desired_rules(
     mode: ProxyMode,
     ctx: &BackendContext,
