@@ -1,12 +1,15 @@
 //! `kube-proxy diff --proxy-mode ipvs`'s comparison on the real kernel: a
-//! choice of the conformance suite's scenarios (persistence, a node port
-//! and a ClusterIP under `Local` policy, load-balancer source ranges) synced by [`IpvsBackend`]
+//! choice of the conformance suite's scenarios (a node port and a
+//! ClusterIP under `Local` policy, load-balancer source ranges; the host's
+//! unit tests of `backend_ipvs::wanted` cover more) synced by [`IpvsBackend`]
 //! in a node namespace, then the live state read as `diff` reads it
 //! (virtual servers over netlink, `ipset save`, `iptables-save`,
 //! `kube-ipvs0`) and compared with [`IpvsBackend::wanted`]: equal after
 //! every sync; after a real server (`ipvsadm -d`), an ipset entry (`ipset
 //! del`) and a `kube-ipvs0` address (`ip addr del`) are deleted from
-//! outside, exactly that damage.
+//! outside, exactly that damage. And the binary: `kube-proxy diff` equal
+//! (exit 0) once the daemon has synced a manifest, then exit 1 naming the
+//! real server deleted with `ipvsadm -d`.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -24,11 +27,7 @@ use proxy_core::{Backend, ChangeSet};
 use crate::guest;
 
 /// The scenarios compared.
-const SCENARIOS: [&str; 3] = [
-    "clusterip-session-affinity",
-    "nodeport-local",
-    "loadbalancer-source-ranges",
-];
+const SCENARIOS: [&str; 2] = ["nodeport-local", "loadbalancer-source-ranges"];
 
 /// Runs `program args` (in the calling thread's namespace); panics with
 /// its stderr when it fails.
@@ -151,6 +150,143 @@ fn diff_is_equal_after_syncs_and_reports_exactly_the_damage() {
     println!(
         "ipvs diff: {} scenarios equal after sync, damage reported exactly, in {:?}",
         scenarios.len(),
+        started.elapsed()
+    );
+}
+
+/// A child process killed and reaped on drop (a failing test leaves none).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kube-proxy diff` of the configuration in `dir`, in `ns`: exit code
+/// and stdout.
+fn binary_diff(ns: &proxy_core::conformance::netns::Netns, dir: &std::path::Path) -> (i32, String) {
+    let out = ns
+        .command(crate::guest_binary::BINARY)
+        .arg("diff")
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .arg("--manifests")
+        .arg(dir.join("manifests"))
+        .output()
+        .expect("kube-proxy diff runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+#[ignore = "runs inside the IPVS VM (ipvs_vm_tier boots it)"]
+fn the_binary_diff_is_equal_after_the_daemon_syncs_and_names_a_deleted_real_server() {
+    guest::require(
+        "the_binary_diff_is_equal_after_the_daemon_syncs_and_names_a_deleted_real_server",
+    );
+    let started = std::time::Instant::now();
+    let ns = proxy_core::conformance::netns::Netns::new().unwrap();
+    guest::ip_batch(
+        &ns,
+        "link set lo up\nlink add eth0 type dummy\naddr add 192.168.60.1/24 dev eth0\nlink set eth0 up\n",
+    );
+    let dir = std::env::temp_dir().join(format!("kube-proxy-ipvs-diff-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("manifests")).unwrap();
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(dir.clone());
+    std::fs::write(
+        dir.join("config.yaml"),
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n\
+         hostnameOverride: diff-node\nhealthzBindAddress: 127.0.0.1:10256\n\
+         metricsBindAddress: 127.0.0.1:10249\ndetectLocalMode: NodeCIDR\nconntrack:\n  maxPerCore: 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("manifests/00-node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: diff-node\nspec:\n  podCIDRs: [10.244.1.0/24]\n\
+         status:\n  addresses:\n    - type: InternalIP\n      address: 192.168.60.1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("manifests/10-service.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: default\n  name: web\n\
+         spec:\n  clusterIP: 10.96.0.10\n  selector: {app: web}\n  ports:\n\
+         \x20   - {name: http, protocol: TCP, port: 80, targetPort: 8080}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("manifests/20-slice.yaml"),
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: default\n\
+         \x20 name: web-1\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\n\
+         ports:\n  - {name: http, protocol: TCP, port: 8080}\nendpoints:\n\
+         \x20 - addresses: [10.244.2.10]\n    conditions: {ready: true}\n    nodeName: other\n\
+         \x20 - addresses: [10.244.2.11]\n    conditions: {ready: true}\n    nodeName: other\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
+    let daemon = Reaped(
+        ns.command(crate::guest_binary::BINARY)
+            .arg("--config")
+            .arg(dir.join("config.yaml"))
+            .arg("--manifests")
+            .arg(dir.join("manifests"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("kube-proxy starts"),
+    );
+    // equal once the daemon has synced
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut code, mut text) = binary_diff(&ns, &dir);
+    while code != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        (code, text) = binary_diff(&ns, &dir);
+    }
+    assert_eq!(
+        code,
+        0,
+        "diff never equal:\n{text}\nlog:\n{}",
+        std::fs::read_to_string(dir.join("kube-proxy.log")).unwrap_or_default()
+    );
+    assert!(text.contains("ipvs IPv4: the live state matches"), "{text}");
+    // stopped (its periodic verify would repair the damage), then damaged
+    drop(daemon);
+    let out = ns
+        .command("ipvsadm")
+        .args(["-d", "-t", "10.96.0.10:80", "-r", "10.244.2.10:8080"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (code, text) = binary_diff(&ns, &dir);
+    assert_eq!(code, 1, "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines[0].starts_with("ipvs IPv4: 1 of"), "{text}");
+    assert_eq!(
+        lines[1..4],
+        [
+            "DIFFERENT default/web:http",
+            "endpoints not programmed: 10.244.2.10:8080",
+            "- real server tcp 10.96.0.10:80 -> 10.244.2.10:8080 weight 1",
+        ],
+        "{text}"
+    );
+    println!(
+        "ipvs diff (binary): equal after the daemon's sync, then the damage, in {:?}",
         started.elapsed()
     );
 }
