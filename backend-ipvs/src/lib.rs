@@ -5,6 +5,8 @@
 //!   iptables chains, graceful termination), proven in a VM with a real
 //!   IPVS kernel (`tests/ipvs_vm`, `vm/ipvs-vm.sh`).
 //! - [`IpvsFactory`]: `--proxy-mode=ipvs`, IPv4, IPv6 and dual-stack.
+//! - [`wanted`]: what the mode wants for a view, per service port, and
+//!   its comparison with the live state (`kube-proxy diff`).
 //! - [`netlink`]: a typed client of the kernel's IPVS generic-netlink family.
 //!
 //! The factory's
@@ -34,6 +36,7 @@ mod layout;
 pub mod netlink;
 mod proxier;
 pub mod trace;
+pub mod wanted;
 
 pub use error::IpvsError;
 pub use factory::IpvsFactory;

@@ -55,6 +55,7 @@ use crate::host::Host;
 use crate::netlink::{Destination, IpvsNetlink, IpvsProtocol, ServiceKey, Timeouts};
 
 use desired::Desired;
+pub(crate) use dummy::node_addresses;
 use plan::{KernelTable, Operation, plan};
 use table::Table;
 
@@ -153,6 +154,54 @@ impl IpvsBackend {
                     .is_none_or(|cidrs| cidrs.iter().any(|c| c.contains(ip)))
             })
             .collect()
+    }
+
+    /// What this backend wants in the kernel for `view`, read-only (no
+    /// sync, nothing touched): per service port its virtual servers, ipset
+    /// entries and `kube-ipvs0` addresses, and the mode's chains; node
+    /// ports on the addresses of `node_addresses` that `nodePortAddresses`
+    /// selects, as a sync does (read them with
+    /// [`crate::wanted::node_addresses`]). `kube-proxy diff` compares it
+    /// with the live state ([`crate::wanted::WantedState::compare`]).
+    pub fn wanted(
+        &self,
+        view: &NodeView,
+        node_addresses: BTreeSet<IpAddr>,
+    ) -> crate::wanted::WantedState {
+        let node_ips = self.select_node_ips(node_addresses);
+        let parts = view
+            .iter()
+            .map(|(name, port_view)| {
+                let desired = Desired::of_port(
+                    name,
+                    port_view,
+                    &self.scheduler,
+                    &node_ips,
+                    self.render.node_ip,
+                );
+                crate::wanted::PortParts {
+                    name: name.to_string(),
+                    services: desired
+                        .services
+                        .values()
+                        .map(|s| (s.service.clone(), s.servers.values().copied().collect()))
+                        .collect(),
+                    entries: rules::ipset_entries(&desired),
+                    vips: desired.vips.clone(),
+                }
+            })
+            .collect();
+        let set_names = rules::ipset_entries(&Desired::default())
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        crate::wanted::WantedState::of_parts(
+            self.ctx.family,
+            parts,
+            set_names,
+            node_ips,
+            self.exclude_cidrs.clone(),
+        )
     }
 
     async fn sync_inner(

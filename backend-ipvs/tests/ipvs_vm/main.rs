@@ -15,6 +15,7 @@
 mod guest;
 mod guest_binary;
 mod guest_conformance;
+mod guest_diff;
 mod guest_dual_stack;
 mod guest_ipvsadm;
 mod guest_netlink;

@@ -6,6 +6,8 @@
 //! are reported as leftovers. Exit 0 when equal, 1 when different, 2 when
 //! it cannot tell. Changes nothing.
 
+#[cfg(feature = "ipvs")]
+pub mod ipvs;
 pub mod model;
 #[cfg(feature = "userspace")]
 pub mod userspace;
@@ -192,7 +194,8 @@ impl DiffReport {
 
 /// The rules `mode` wants for `view` in `ctx`'s family, rendered by the
 /// backend itself (iptables: its restore input; nftables: its transactions
-/// applied to the in-memory table).
+/// applied to the in-memory table). The ipvs and userspace modes' wanted
+/// state is built by `diff::ipvs` and `diff::userspace` instead.
 pub async fn desired_rules(
     mode: ProxyMode,
     ctx: &BackendContext,
@@ -227,7 +230,7 @@ pub async fn desired_rules(
             Ok(Rules::Nftables(table))
         }
         other => Err(InspectError::Mode(format!(
-            "diff compares iptables, nftables and userspace modes' state only, not {other}'s (trace reads ipvs mode's)"
+            "{other} mode has no rules dump to render: diff compares iptables and nftables modes' rules, ipvs mode's virtual servers, ipsets and kube-ipvs0 addresses, and userspace mode's listener table, each as compiled into this binary"
         ))),
     }
 }
@@ -303,6 +306,13 @@ async fn execute(args: &DiffArgs) -> Result<Diff, InspectError> {
             .map_err(|e| InspectError::Usage(e.to_string()))?;
         let view = NodeView::build(&topology, state.info.clone(), family);
         let live_rules = live::read_live_at(mode, family, metrics_address(&options)).await?;
+        // ipvs: virtual servers, ipsets and addresses, compared as such
+        #[cfg(feature = "ipvs")]
+        if let Rules::Ipvs(live) = &live_rules {
+            let wanted = ipvs::wanted(&ctx, &view)?;
+            families.push(ipvs::report(family, &wanted, live));
+            continue;
+        }
         let desired = match &live_rules {
             // As the live proxy runs it: with or without redirect rules.
             #[cfg(feature = "userspace")]

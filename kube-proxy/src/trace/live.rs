@@ -171,7 +171,7 @@ pub fn choose_mode(
 /// Refuses modes whose rules this build cannot walk.
 fn unsupported(mode: ProxyMode) -> InspectError {
     InspectError::Mode(match mode {
-        ProxyMode::Ipvs => "ipvs mode is not compiled into this binary, and `diff` does not compare ipvs mode's state yet (`trace` reads it)".to_string(),
+        ProxyMode::Ipvs => "ipvs mode is not compiled into this binary".to_string(),
         ProxyMode::Userspace => "userspace mode is not compiled into this binary".to_string(),
         other => format!("{other} mode is not compiled into this binary or has no rules to read"),
     })
