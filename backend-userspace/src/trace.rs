@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+pub use proxy_core::trace::{Choice, Hop};
 use proxy_core::{IpFamily, Protocol};
 
 use crate::backend::UserspaceBackend;
@@ -43,31 +44,6 @@ pub struct KernelRedirects {
     pub rejects: BTreeSet<Vip>,
 }
 
-/// One step of a traced path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// Where: `kube-proxy-userspace` (the nft table), `listeners` or
-    /// `balancer`.
-    pub table: String,
-    /// The chain, listener or service port.
-    pub chain: String,
-    /// What matched, as listed; `None`: entered.
-    pub rule: Option<String>,
-    /// What it does.
-    pub notes: Vec<String>,
-}
-
-/// One endpoint a new connection may go to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    /// The endpoint.
-    pub endpoint: SocketAddr,
-    /// Chance for a new client (round robin: an equal share).
-    pub probability: f64,
-    /// Reached by a returning client under ClientIP affinity.
-    pub affinity: bool,
-}
-
 /// A traced connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
@@ -79,8 +55,11 @@ pub struct Path {
     pub verdict: Verdict,
 }
 
+/// A step in `table`: the nft table `kube-proxy-userspace`, `listeners`
+/// or `balancer` (one deeper: a listener hands the connection to it).
 fn hop(table: &str, chain: impl Into<String>, rule: Option<String>, notes: Vec<String>) -> Hop {
     Hop {
+        depth: usize::from(table == "balancer"),
         table: table.to_string(),
         chain: chain.into(),
         rule,

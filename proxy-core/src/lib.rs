@@ -56,3 +56,6 @@ pub mod exec;
 
 #[cfg(feature = "runtime")]
 pub mod runtime;
+
+#[cfg(feature = "trace")]
+pub mod trace;
