@@ -243,21 +243,13 @@ impl ListenerTable {
         };
         let local = destination.ip().is_loopback() || local_ips.contains(&destination.ip());
         let wildcard = SocketAddr::new(unspecified(self.family_of()), destination.port());
-        let listener = self
-            .listeners
-            .iter()
-            .filter(|l| l.protocol == protocol)
-            .find(|l| l.address == destination)
-            .or_else(|| {
-                local
-                    .then(|| {
-                        self.listeners
-                            .iter()
-                            .filter(|l| l.protocol == protocol)
-                            .find(|l| l.address == wildcard)
-                    })
-                    .flatten()
-            });
+        let listening_on = |address: SocketAddr| {
+            self.listeners
+                .iter()
+                .find(|l| l.protocol == protocol && l.address == address)
+        };
+        let listener =
+            listening_on(destination).or_else(|| local.then(|| listening_on(wildcard)).flatten());
         let Some(listener) = listener else {
             return path(hops, Vec::new(), Verdict::NotMatched);
         };
