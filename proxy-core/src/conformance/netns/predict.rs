@@ -181,3 +181,71 @@ impl<P: Predictor> Harness for PredictingHarness<P> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::Protocol;
+    use crate::conformance::Origin;
+
+    fn packet(source: &str) -> Packet {
+        Packet {
+            origin: Origin::External,
+            source: source.parse().unwrap(),
+            destination: "10.96.0.1".parse().unwrap(),
+            port: 80,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn forwarded(endpoints: &[&str], masqueraded: bool) -> Outcome {
+        let endpoints: BTreeSet<SocketAddr> =
+            endpoints.iter().map(|e| e.parse().unwrap()).collect();
+        Outcome::Forwarded {
+            endpoints,
+            masqueraded,
+        }
+    }
+
+    fn predict(outcome: Outcome, affinity: bool) -> Prediction {
+        Prediction {
+            outcome,
+            affinity,
+            explanation: String::new(),
+        }
+    }
+
+    #[test]
+    fn endpoints_must_match_exactly_unless_affinity_pins_the_client() {
+        let both = ["10.0.0.1:80", "10.0.0.2:80"];
+        let one = forwarded(&both[..1], false);
+        let p = packet("192.0.2.1");
+        assert!(predict(forwarded(&both, false), false).agrees(&p, &forwarded(&both, false)));
+        assert!(!predict(forwarded(&both, false), false).agrees(&p, &one));
+        assert!(predict(forwarded(&both, false), true).agrees(&p, &one));
+        assert!(!predict(forwarded(&both[..1], false), true).agrees(&p, &forwarded(&both, false)));
+    }
+
+    #[test]
+    fn masquerade_must_match_except_for_a_hairpin_among_others() {
+        let both = ["10.0.0.1:80", "10.0.0.2:80"];
+        let predicted = predict(forwarded(&both, false), false);
+        assert!(!predicted.agrees(&packet("192.0.2.1"), &forwarded(&both, true)));
+        assert!(predicted.agrees(&packet("10.0.0.1"), &forwarded(&both, true)));
+        let alone = predict(forwarded(&both[..1], false), false);
+        assert!(!alone.agrees(&packet("10.0.0.1"), &forwarded(&both[..1], true)));
+    }
+
+    #[test]
+    fn other_outcomes_must_be_equal() {
+        let p = packet("192.0.2.1");
+        assert!(predict(Outcome::Rejected, false).agrees(&p, &Outcome::Rejected));
+        assert!(!predict(Outcome::Rejected, false).agrees(&p, &Outcome::Dropped));
+        assert!(
+            !predict(Outcome::NotMatched, false).agrees(&p, &forwarded(&["10.0.0.1:80"], true))
+        );
+    }
+}
