@@ -201,21 +201,20 @@ impl ListenerTable {
                     protocol.lower(),
                     SocketAddr::new(unspecified(self.family_of()), port)
                 );
-                hops.push(hop(
-                    "listeners",
+                let rule = format!(
+                    "redirect listener {} {} {}",
+                    listener.service_port,
+                    listener.class.as_str(),
+                    listener.state
+                );
+                return self.through_listener(
+                    hops,
                     name,
-                    Some(format!(
-                        "redirect listener {} {} {}",
-                        listener.service_port,
-                        listener.class.as_str(),
-                        listener.state
-                    )),
-                    Vec::new(),
-                ));
-                let (more, choices, verdict) =
-                    self.decide(&listener.service_port, listener.class, from_host);
-                hops.extend(more);
-                return path(hops, choices, verdict);
+                    rule,
+                    &listener.service_port,
+                    listener.class,
+                    from_host,
+                );
             }
             if elements.rejects.contains(&vip) {
                 let filter = if from_host {
@@ -270,21 +269,41 @@ impl ListenerTable {
             ));
             return path(hops, Vec::new(), Verdict::Rejected);
         }
-        hops.push(hop(
-            "listeners",
+        let rule = format!(
+            "listener {} {} {}",
+            listener.service_port,
+            listener.class.as_str(),
+            listener.state
+        );
+        self.through_listener(
+            hops,
             name,
-            Some(format!(
-                "listener {} {} {}",
-                listener.service_port,
-                listener.class.as_str(),
-                listener.state
-            )),
-            Vec::new(),
-        ));
-        let (more, choices, verdict) =
-            self.decide(&listener.service_port, listener.class, from_host);
+            rule,
+            &listener.service_port,
+            listener.class,
+            from_host,
+        )
+    }
+
+    /// A connection accepted by listener `name` (`rule`: its line) of
+    /// `service_port`'s `class`: that hop, then what the balancer does.
+    fn through_listener(
+        &self,
+        mut hops: Vec<Hop>,
+        name: String,
+        rule: String,
+        service_port: &str,
+        class: Class,
+        from_host: bool,
+    ) -> Path {
+        hops.push(hop("listeners", name, Some(rule), Vec::new()));
+        let (more, choices, verdict) = self.decide(service_port, class, from_host);
         hops.extend(more);
-        path(hops, choices, verdict)
+        Path {
+            hops,
+            choices,
+            verdict,
+        }
     }
 
     /// What the balancer of `service_port` does with a new connection of
