@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+pub use proxy_core::trace::{Choice, Hop};
 use proxy_core::{IpFamily, Protocol};
 
 use crate::backend::UserspaceBackend;
@@ -43,31 +44,6 @@ pub struct KernelRedirects {
     pub rejects: BTreeSet<Vip>,
 }
 
-/// One step of a traced path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// Where: `kube-proxy-userspace` (the nft table), `listeners` or
-    /// `balancer`.
-    pub table: String,
-    /// The chain, listener or service port.
-    pub chain: String,
-    /// What matched, as listed; `None`: entered.
-    pub rule: Option<String>,
-    /// What it does.
-    pub notes: Vec<String>,
-}
-
-/// One endpoint a new connection may go to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    /// The endpoint.
-    pub endpoint: SocketAddr,
-    /// Chance for a new client (round robin: an equal share).
-    pub probability: f64,
-    /// Reached by a returning client under ClientIP affinity.
-    pub affinity: bool,
-}
-
 /// A traced connection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
@@ -79,8 +55,11 @@ pub struct Path {
     pub verdict: Verdict,
 }
 
+/// A step in `table`: the nft table `kube-proxy-userspace`, `listeners`
+/// or `balancer` (one deeper: a listener hands the connection to it).
 fn hop(table: &str, chain: impl Into<String>, rule: Option<String>, notes: Vec<String>) -> Hop {
     Hop {
+        depth: usize::from(table == "balancer"),
         table: table.to_string(),
         chain: chain.into(),
         rule,
@@ -222,21 +201,20 @@ impl ListenerTable {
                     protocol.lower(),
                     SocketAddr::new(unspecified(self.family_of()), port)
                 );
-                hops.push(hop(
-                    "listeners",
+                let rule = format!(
+                    "redirect listener {} {} {}",
+                    listener.service_port,
+                    listener.class.as_str(),
+                    listener.state
+                );
+                return self.through_listener(
+                    hops,
                     name,
-                    Some(format!(
-                        "redirect listener {} {} {}",
-                        listener.service_port,
-                        listener.class.as_str(),
-                        listener.state
-                    )),
-                    Vec::new(),
-                ));
-                let (more, choices, verdict) =
-                    self.decide(&listener.service_port, listener.class, from_host);
-                hops.extend(more);
-                return path(hops, choices, verdict);
+                    rule,
+                    &listener.service_port,
+                    listener.class,
+                    from_host,
+                );
             }
             if elements.rejects.contains(&vip) {
                 let filter = if from_host {
@@ -264,21 +242,13 @@ impl ListenerTable {
         };
         let local = destination.ip().is_loopback() || local_ips.contains(&destination.ip());
         let wildcard = SocketAddr::new(unspecified(self.family_of()), destination.port());
-        let listener = self
-            .listeners
-            .iter()
-            .filter(|l| l.protocol == protocol)
-            .find(|l| l.address == destination)
-            .or_else(|| {
-                local
-                    .then(|| {
-                        self.listeners
-                            .iter()
-                            .filter(|l| l.protocol == protocol)
-                            .find(|l| l.address == wildcard)
-                    })
-                    .flatten()
-            });
+        let listening_on = |address: SocketAddr| {
+            self.listeners
+                .iter()
+                .find(|l| l.protocol == protocol && l.address == address)
+        };
+        let listener =
+            listening_on(destination).or_else(|| local.then(|| listening_on(wildcard)).flatten());
         let Some(listener) = listener else {
             return path(hops, Vec::new(), Verdict::NotMatched);
         };
@@ -299,21 +269,41 @@ impl ListenerTable {
             ));
             return path(hops, Vec::new(), Verdict::Rejected);
         }
-        hops.push(hop(
-            "listeners",
+        let rule = format!(
+            "listener {} {} {}",
+            listener.service_port,
+            listener.class.as_str(),
+            listener.state
+        );
+        self.through_listener(
+            hops,
             name,
-            Some(format!(
-                "listener {} {} {}",
-                listener.service_port,
-                listener.class.as_str(),
-                listener.state
-            )),
-            Vec::new(),
-        ));
-        let (more, choices, verdict) =
-            self.decide(&listener.service_port, listener.class, from_host);
+            rule,
+            &listener.service_port,
+            listener.class,
+            from_host,
+        )
+    }
+
+    /// A connection accepted by listener `name` (`rule`: its line) of
+    /// `service_port`'s `class`: that hop, then what the balancer does.
+    fn through_listener(
+        &self,
+        mut hops: Vec<Hop>,
+        name: String,
+        rule: String,
+        service_port: &str,
+        class: Class,
+        from_host: bool,
+    ) -> Path {
+        hops.push(hop("listeners", name, Some(rule), Vec::new()));
+        let (more, choices, verdict) = self.decide(service_port, class, from_host);
         hops.extend(more);
-        path(hops, choices, verdict)
+        Path {
+            hops,
+            choices,
+            verdict,
+        }
     }
 
     /// What the balancer of `service_port` does with a new connection of

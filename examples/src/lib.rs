@@ -10,7 +10,11 @@
 //!   objects and drives a backend itself;
 //! - `custom_backend`: a backend of under 100 lines ([`route_table`]) run
 //!   through the shared conformance suite ([`route_table_harness`]).
+//!
+//! [`http`] (echo servers and a client) and [`objects`] (a Service and its
+//! EndpointSlice) are what the examples share.
 
 pub mod http;
+pub mod objects;
 pub mod route_table;
 pub mod route_table_harness;

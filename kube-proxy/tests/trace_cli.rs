@@ -3,24 +3,13 @@
 //! unknown dump, mixed families, no rules in the namespace, no permission).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+use cli::{BIN, assert_error_saying, run, text, trace_rules};
 use proxy_core::conformance::netns::{Netns, privileged_or_skip};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn quickstart() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart").to_string()
@@ -61,17 +50,17 @@ fn iptables_dump(name: &str) -> PathBuf {
 #[test]
 fn a_dump_is_traced_without_root() {
     let dump = iptables_dump("text");
-    let out = run(&[
-        "trace",
-        "--rules",
-        dump.to_str().unwrap(),
-        "--from",
-        "192.0.2.7",
-        "--in-interface",
-        "eth0",
-        "--to",
-        "10.96.0.80:80",
-    ]);
+    let out = trace_rules(
+        &dump,
+        &[
+            "--from",
+            "192.0.2.7",
+            "--in-interface",
+            "eth0",
+            "--to",
+            "10.96.0.80:80",
+        ],
+    );
     let _ = std::fs::remove_file(&dump);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
@@ -86,30 +75,30 @@ fn a_dump_is_traced_without_root() {
 #[test]
 fn json_output_carries_the_path_choices_and_verdict() {
     let dump = iptables_dump("json");
-    let out = run(&[
-        "trace",
-        "--rules",
-        dump.to_str().unwrap(),
-        "--from",
-        "192.0.2.7",
-        "--to",
-        "10.96.0.80:80",
-        "--output",
-        "json",
-    ]);
-    let udp = run(&[
-        "trace",
-        "--rules",
-        dump.to_str().unwrap(),
-        "--proto",
-        "udp",
-        "--from",
-        "192.0.2.7",
-        "--to",
-        "10.96.0.80:80",
-        "--output",
-        "json",
-    ]);
+    let out = trace_rules(
+        &dump,
+        &[
+            "--from",
+            "192.0.2.7",
+            "--to",
+            "10.96.0.80:80",
+            "--output",
+            "json",
+        ],
+    );
+    let udp = trace_rules(
+        &dump,
+        &[
+            "--proto",
+            "udp",
+            "--from",
+            "192.0.2.7",
+            "--to",
+            "10.96.0.80:80",
+            "--output",
+            "json",
+        ],
+    );
     let _ = std::fs::remove_file(&dump);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -132,58 +121,22 @@ fn json_output_carries_the_path_choices_and_verdict() {
 
 #[test]
 fn bad_inputs_are_plain_errors_with_exit_code_2() {
-    let missing = run(&[
-        "trace",
-        "--rules",
-        "/nonexistent/rules",
-        "--from",
-        "10.0.0.1",
-        "--to",
-        "10.96.0.1:80",
-    ]);
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(
-        text(&missing.stderr).contains("cannot read /nonexistent/rules"),
-        "{}",
-        text(&missing.stderr)
+    let missing = trace_rules(
+        std::path::Path::new("/nonexistent/rules"),
+        &["--from", "10.0.0.1", "--to", "10.96.0.1:80"],
     );
+    assert_error_saying(&missing, "cannot read /nonexistent/rules");
 
     let junk = std::env::temp_dir().join(format!("kube-proxy-trace-junk-{}", std::process::id()));
     std::fs::write(&junk, "hello\n").unwrap();
-    let unknown = run(&[
-        "trace",
-        "--rules",
-        junk.to_str().unwrap(),
-        "--from",
-        "10.0.0.1",
-        "--to",
-        "10.96.0.1:80",
-    ]);
+    let unknown = trace_rules(&junk, &["--from", "10.0.0.1", "--to", "10.96.0.1:80"]);
     let _ = std::fs::remove_file(&junk);
-    assert_eq!(unknown.status.code(), Some(2));
-    assert!(
-        text(&unknown.stderr).contains("neither"),
-        "{}",
-        text(&unknown.stderr)
-    );
+    assert_error_saying(&unknown, "neither");
 
     let dump = iptables_dump("mixed");
-    let mixed = run(&[
-        "trace",
-        "--rules",
-        dump.to_str().unwrap(),
-        "--from",
-        "fd00::1",
-        "--to",
-        "10.96.0.80:80",
-    ]);
+    let mixed = trace_rules(&dump, &["--from", "fd00::1", "--to", "10.96.0.80:80"]);
     let _ = std::fs::remove_file(&dump);
-    assert_eq!(mixed.status.code(), Some(2));
-    assert!(
-        text(&mixed.stderr).contains("different IP families"),
-        "{}",
-        text(&mixed.stderr)
-    );
+    assert_error_saying(&mixed, "different IP families");
 }
 
 #[test]
@@ -197,12 +150,7 @@ fn a_namespace_without_rules_is_an_error_not_an_empty_answer() {
         .args(["trace", "--from", "10.0.0.1", "--to", "10.96.0.1:80"])
         .output()
         .unwrap();
-    assert_eq!(trace.status.code(), Some(2));
-    assert!(
-        text(&trace.stderr).contains("no kube-proxy rules"),
-        "{}",
-        text(&trace.stderr)
-    );
+    assert_error_saying(&trace, "no kube-proxy rules");
     let diff = ns
         .command(BIN)
         .args([
@@ -214,12 +162,7 @@ fn a_namespace_without_rules_is_an_error_not_an_empty_answer() {
         ])
         .output()
         .unwrap();
-    assert_eq!(diff.status.code(), Some(2));
-    assert!(
-        text(&diff.stderr).contains("no kube-proxy rules"),
-        "{}",
-        text(&diff.stderr)
-    );
+    assert_error_saying(&diff, "no kube-proxy rules");
 }
 
 #[test]
@@ -242,10 +185,5 @@ fn reading_rules_without_privileges_says_so() {
         .args(["trace", "--from", "10.0.0.1", "--to", "10.96.0.1:80"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("permission denied"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_error_saying(&out, "permission denied");
 }

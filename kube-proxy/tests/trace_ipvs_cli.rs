@@ -3,9 +3,10 @@
 //! traced on a laptop, without root and without IPVS in the kernel.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::process::Command;
+#[path = "support/cli.rs"]
+mod cli;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
+use cli::{assert_error_saying, text, trace_rules};
 
 const IPTABLES: &str = "*nat
 :PREROUTING ACCEPT [0:0]
@@ -43,45 +44,33 @@ fn dump() -> std::path::PathBuf {
 #[test]
 fn an_ipvs_dump_is_traced_without_root() {
     let path = dump();
-    let out = Command::new(BIN)
-        .args(["trace", "--rules", path.to_str().unwrap()])
-        .args([
+    let out = trace_rules(
+        &path,
+        &[
             "--from",
             "203.0.113.10",
             "--in-interface",
             "eth0",
             "--to",
             "10.96.0.10:80",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let json = Command::new(BIN)
-        .args([
-            "trace",
-            "--rules",
-            path.to_str().unwrap(),
+        ],
+    );
+    let json = trace_rules(
+        &path,
+        &[
             "--output",
             "json",
-        ])
-        .args([
             "--from",
             "10.244.3.7",
             "--in-interface",
             "cbr0",
             "--to",
             "10.96.0.10:80",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+    let _ = std::fs::remove_file(&path);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("ipvs mode"), "{stdout}");
     assert!(
         stdout.contains("--match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ"),
@@ -121,21 +110,7 @@ fn ipvs_chains_alone_are_refused_with_the_dump_format_named() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "trace",
-            "--rules",
-            path.to_str().unwrap(),
-            "--from",
-            "10.244.3.7",
-            "--to",
-            "10.96.0.10:80",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = trace_rules(&path, &["--from", "10.244.3.7", "--to", "10.96.0.10:80"]);
     let _ = std::fs::remove_file(&path);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("### ipvsadm -Sn"), "{stderr}");
+    assert_error_saying(&out, "### ipvsadm -Sn");
 }

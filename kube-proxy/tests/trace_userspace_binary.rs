@@ -10,21 +10,20 @@
 //! otherwise (fails instead when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::io::{Read as _, Write as _};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{BIN, text, trace_rules};
 use proxy_core::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
 const METRICS: &str = "127.0.0.1:10249";
 
 fn quickstart() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart").to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Kills the proxy when the test ends, also on failure.
@@ -43,6 +42,23 @@ fn in_ns(ns: &Netns, args: &[&str]) -> Output {
         .env("RUST_LOG", "off")
         .output()
         .unwrap()
+}
+
+/// `kube-proxy trace --proxy-mode userspace` from the node to `to`,
+/// inside `ns`.
+fn trace_userspace(ns: &Netns, to: &str) -> Output {
+    in_ns(
+        ns,
+        &[
+            "trace",
+            "--proxy-mode",
+            "userspace",
+            "--from",
+            "127.0.0.1",
+            "--to",
+            to,
+        ],
+    )
 }
 
 /// `GET /proxyListeners` inside `ns`.
@@ -106,18 +122,7 @@ fn the_binary_publishes_its_listener_table_and_trace_and_diff_read_it() {
 
     let endpoints = "127.0.0.11:8080, 127.0.0.12:8080, 127.0.0.13:8080";
     // The ClusterIP, through the redirect rules the kernel holds.
-    let out = in_ns(
-        &ns,
-        &[
-            "trace",
-            "--proxy-mode",
-            "userspace",
-            "--from",
-            "127.0.0.1",
-            "--to",
-            "10.96.0.80:80",
-        ],
-    );
+    let out = trace_userspace(&ns, "10.96.0.80:80");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -157,18 +162,7 @@ fn the_binary_publishes_its_listener_table_and_trace_and_diff_read_it() {
         "{v}"
     );
     // Not a service port.
-    let out = in_ns(
-        &ns,
-        &[
-            "trace",
-            "--proxy-mode",
-            "userspace",
-            "--from",
-            "127.0.0.1",
-            "--to",
-            "127.0.0.1:30081",
-        ],
-    );
+    let out = trace_userspace(&ns, "127.0.0.1:30081");
     assert!(
         text(&out.stdout).contains("NOT A SERVICE ADDRESS"),
         "{}",
@@ -206,18 +200,7 @@ fn the_binary_publishes_its_listener_table_and_trace_and_diff_read_it() {
         stdout.contains("- redirect tcp 10.96.0.80:80 to the internal listener"),
         "{stdout}"
     );
-    let out = in_ns(
-        &ns,
-        &[
-            "trace",
-            "--proxy-mode",
-            "userspace",
-            "--from",
-            "127.0.0.1",
-            "--to",
-            "10.96.0.80:80",
-        ],
-    );
+    let out = trace_userspace(&ns, "10.96.0.80:80");
     assert!(
         text(&out.stdout).contains("NOT A SERVICE ADDRESS"),
         "{}",
@@ -228,19 +211,7 @@ fn the_binary_publishes_its_listener_table_and_trace_and_diff_read_it() {
     let saved =
         std::env::temp_dir().join(format!("kube-proxy-listeners-{}.json", std::process::id()));
     std::fs::write(&saved, &table).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "trace",
-            "--rules",
-            saved.to_str().unwrap(),
-            "--from",
-            "127.0.0.1",
-            "--to",
-            "10.96.0.80:80",
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = trace_rules(&saved, &["--from", "127.0.0.1", "--to", "10.96.0.80:80"]);
     let _ = std::fs::remove_file(&saved);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));

@@ -18,21 +18,26 @@
 //! when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+#[path = "support/trace_predictor.rs"]
+mod trace_predictor;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use backend_userspace::{Options, RedirectMode, UserspaceBackend};
 use kube_proxy::diff::{Status, compare, userspace::desired};
+use kube_proxy::trace::Rules;
 use kube_proxy::trace::live::read_live_at;
-use kube_proxy::trace::{Request, Rules, TraceReport, trace_live_at};
 use proxy_core::backend::{Backend, BackendContext, BackendError, Capabilities, SyncStats};
 use proxy_core::conformance::netns::{
-    KernelHarness, MakeBackend, Netns, check_tool, privileged_or_skip_with,
+    KernelHarness, MakeBackend, Netns, PredictingHarness, PredictionTally, check_tool,
+    privileged_or_skip_with,
 };
-use proxy_core::conformance::{Harness, Origin, Outcome, Packet, Tier, load_scenarios, run};
+use proxy_core::conformance::{Harness, Tier, load_scenarios, run};
 use proxy_core::runtime::SyncObserver;
 use proxy_core::runtime::metrics::{MetricsServer, ProxyMetrics};
 use proxy_core::{ChangeSet, NodeView, ProxyMode};
+use trace_predictor::Tracing;
 
 fn tools_present() -> Result<(), String> {
     check_tool("nft", &["--version"], "nftables")
@@ -100,120 +105,29 @@ impl Backend for Publishing {
     }
 }
 
-#[derive(Default)]
-struct Tally {
-    checked: usize,
-    mismatches: Vec<String>,
-}
-
-struct Predicting {
-    inner: KernelHarness,
-    metrics_addr: Arc<Mutex<Option<SocketAddr>>>,
-    tally: Arc<Mutex<Tally>>,
-}
-
-fn agrees(predicted: &TraceReport, real: &Outcome) -> bool {
-    match (&predicted.outcome, real) {
-        (
-            Outcome::Forwarded {
-                endpoints: p,
-                masqueraded: pm,
-            },
-            Outcome::Forwarded {
-                endpoints: r,
-                masqueraded: rm,
-            },
-        ) => {
-            let affinity = predicted.choices.iter().any(|c| c.affinity);
-            (if affinity { r.is_subset(p) } else { r == p }) && pm == rm
-        }
-        (p, r) => p == r,
-    }
-}
-
-#[async_trait::async_trait]
-impl Harness for Predicting {
-    fn backend(&mut self) -> &mut dyn Backend {
-        self.inner.backend()
-    }
-
-    fn capabilities(&mut self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
-        let real = self.inner.send(packet).await?;
-        let request = Request {
-            protocol: packet.protocol,
-            from: packet.source,
-            to: SocketAddr::new(packet.destination, packet.port),
-            in_interface: match packet.origin {
-                Origin::Host => None,
-                o => o.in_interface().map(str::to_string),
-            },
-        };
-        let addr = *self.metrics_addr.lock().unwrap();
-        let predicted = self
-            .inner
-            .topology()
-            .node()
-            .run(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(trace_live_at(Some(ProxyMode::Userspace), &request, addr))
-            })
-            .map_err(|e| BackendError::dataplane(format!("cannot enter the node: {e}")))?;
-        let mut tally = self.tally.lock().unwrap();
-        tally.checked += 1;
-        match predicted {
-            Ok(report) if agrees(&report, &real) => {}
-            Ok(report) => tally.mismatches.push(format!(
-                "{packet}: real {real}, trace predicted {}\n{}",
-                report.outcome,
-                report.text()
-            )),
-            Err(e) => tally
-                .mismatches
-                .push(format!("{packet}: real {real}, trace failed: {e}")),
-        }
-        Ok(real)
-    }
-
-    async fn dump(&mut self) -> Option<String> {
-        None
-    }
-}
-
 /// Runs the kernel tier with `redirect` and checks every probe's trace.
 async fn predicts_every_probe(redirect: RedirectMode) {
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(PredictionTally::default()));
     let t = tally.clone();
     let factory = move |ctx: &BackendContext| -> Result<Box<dyn Harness>, BackendError> {
-        let metrics_addr = Arc::new(Mutex::new(None));
-        let slot = metrics_addr.clone();
+        let tracing = Tracing::new(ProxyMode::Userspace);
+        let slot = tracing.metrics.clone();
         let make: Arc<MakeBackend> = Arc::new(move |ctx: &BackendContext| {
             let options = Options::from_context(ctx).with_redirect(redirect);
             Ok(Box::new(Publishing::start(ctx, options, &slot)?) as Box<dyn Backend>)
         });
-        Ok(Box::new(Predicting {
-            inner: KernelHarness::new(ctx, make)?,
-            metrics_addr,
-            tally: t.clone(),
-        }))
+        let inner = KernelHarness::new(ctx, make)?;
+        Ok(Box::new(PredictingHarness::new(
+            inner,
+            tracing,
+            "",
+            t.clone(),
+        )))
     };
     let report = run(&factory, Tier::Kernel).await;
     report.assert_passed();
     let tally = tally.lock().unwrap();
-    assert!(
-        tally.mismatches.is_empty(),
-        "{} of {} probes mispredicted:\n{}",
-        tally.mismatches.len(),
-        tally.checked,
-        tally.mismatches.join("\n")
-    );
-    assert!(tally.checked > 30, "only {} probes traced", tally.checked);
+    tally.assert_all_agree("userspace", 30);
     eprintln!(
         "userspace ({redirect:?} redirect rules): trace predicted all {} probes",
         tally.checked

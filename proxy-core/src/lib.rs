@@ -22,7 +22,8 @@
 //! the `kube-proxy` binary does from a program of your own (your Tokio
 //! runtime, `kube::Client`, backends and metrics registry). With
 //! `conformance` it exports the shared conformance suite that every backend
-//! runs.
+//! runs; with `trace`, the hops and choices every backend's packet tracer
+//! records (`trace::Hop`, `trace::Choice`).
 //!
 //! ## Kubernetes versions
 //!
@@ -56,3 +57,6 @@ pub mod exec;
 
 #[cfg(feature = "runtime")]
 pub mod runtime;
+
+#[cfg(feature = "trace")]
+pub mod trace;

@@ -1,67 +1,10 @@
 //! The path a traced packet takes: chains entered, rules matched, DNAT
 //! choices. What `kube-proxy trace` prints.
 
-use std::net::SocketAddr;
-
 use proxy_core::conformance::Outcome;
+pub use proxy_core::trace::{Choice, Hop};
 
 use super::rule::Action;
-
-/// One step of a packet's path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hop {
-    /// How deep in jumps (the built-in chain is 1).
-    pub depth: usize,
-    /// `nat`, `filter`, ….
-    pub table: String,
-    /// The chain.
-    pub chain: String,
-    /// The rule that matched, as `iptables-save` prints it; `None` when the
-    /// hop is the chain being entered.
-    pub rule: Option<String>,
-    /// What the match means: DNAT target and probability, affinity, marks.
-    pub notes: Vec<String>,
-}
-
-impl Hop {
-    pub(super) fn enter(depth: usize, table: &str, chain: &str) -> Self {
-        Hop {
-            depth,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            rule: None,
-            notes: Vec::new(),
-        }
-    }
-
-    pub(super) fn rule(
-        depth: usize,
-        table: &str,
-        chain: &str,
-        rule: String,
-        notes: Vec<String>,
-    ) -> Self {
-        Hop {
-            depth,
-            table: table.to_string(),
-            chain: chain.to_string(),
-            rule: Some(rule),
-            notes,
-        }
-    }
-}
-
-/// One endpoint a DNAT may send the packet to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Choice {
-    /// The endpoint.
-    pub endpoint: SocketAddr,
-    /// The chance that a new client (no affinity entry) lands here.
-    pub probability: f64,
-    /// Whether this DNAT is reached through a session-affinity check
-    /// (`recent --rcheck`): a client seen recently goes here.
-    pub affinity: bool,
-}
 
 /// A traced packet: its path and where it ends.
 #[derive(Debug, Clone, PartialEq)]

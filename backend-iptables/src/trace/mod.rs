@@ -367,7 +367,7 @@ pub fn trace_path(
     packet: &Packet,
     in_interface: Option<&str>,
 ) -> Result<Path, TraceError> {
-    walk_path(tables, node, packet, in_interface, false, Extras::default())
+    trace_path_with(tables, node, packet, in_interface, false, Extras::default())
 }
 
 /// [`trace_path`] over a live host's rules: rules outside kube-proxy's
@@ -380,23 +380,12 @@ pub fn trace_path_lenient(
     packet: &Packet,
     in_interface: Option<&str>,
 ) -> Result<Path, TraceError> {
-    walk_path(tables, node, packet, in_interface, true, Extras::default())
+    trace_path_with(tables, node, packet, in_interface, true, Extras::default())
 }
 
 /// [`trace_path_lenient`] (or strict, unless `lenient`) with ipsets and
 /// virtual servers to consult: ipvs mode's rules.
 pub fn trace_path_with(
-    tables: &Tables,
-    node: &Node,
-    packet: &Packet,
-    in_interface: Option<&str>,
-    lenient: bool,
-    extras: Extras<'_>,
-) -> Result<Path, TraceError> {
-    walk_path(tables, node, packet, in_interface, lenient, extras)
-}
-
-fn walk_path(
     tables: &Tables,
     node: &Node,
     packet: &Packet,

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use backend_ipvs::IpvsFactory;
 use backend_ipvs::trace::IpvsRules;
 use backend_ipvs::trace::live::read_live;
-use proxy_core::backend::{Backend, BackendContext, BackendError, BackendFactory, Capabilities};
-use proxy_core::conformance::netns::{KernelHarness, MakeBackend};
-use proxy_core::conformance::{
-    Harness, Origin, Outcome, Packet, Tier, load_scenarios, run_scenarios,
+use proxy_core::backend::{BackendContext, BackendError, BackendFactory};
+use proxy_core::conformance::netns::{
+    KernelHarness, MakeBackend, PredictingHarness, Prediction, PredictionTally, Predictor,
 };
+use proxy_core::conformance::{Harness, Origin, Packet, Tier, load_scenarios, run_scenarios};
 
 use crate::guest;
 
@@ -36,87 +36,38 @@ const SCENARIOS: [&str; 8] = [
     "masquerade-all",
 ];
 
+/// Traces each probe through the live state, read at the first probe: the
+/// kernel tier syncs once per scenario, before its probes.
 #[derive(Default)]
-struct Tally {
-    checked: usize,
-    mismatches: Vec<String>,
-}
-
-struct Predicting {
-    inner: KernelHarness,
-    /// The live state, read at the first probe: the kernel tier syncs once
-    /// per scenario, before its probes.
+struct Tracing {
     rules: Option<IpvsRules>,
-    tally: Arc<Mutex<Tally>>,
 }
 
-/// Whether `predicted` agrees with `real` (see the module docs).
-fn agrees(packet: &Packet, predicted: &backend_iptables::trace::Path, real: &Outcome) -> bool {
-    match (&predicted.outcome, real) {
-        (
-            Outcome::Forwarded {
-                endpoints: p,
-                masqueraded: pm,
-            },
-            Outcome::Forwarded {
-                endpoints: r,
-                masqueraded: rm,
-            },
-        ) => {
-            let affinity = predicted.choices.iter().any(|c| c.affinity);
-            let endpoints_ok = if affinity { r.is_subset(p) } else { r == p };
-            // A hairpin answer (client == endpoint) is always masqueraded
-            // and left out of the harness's masquerade check.
-            let hairpin = p.iter().any(|e| e.ip() == packet.source) && p.len() > 1;
-            endpoints_ok && (hairpin || pm == rm)
-        }
-        (p, r) => p == r,
-    }
-}
-
-#[async_trait::async_trait]
-impl Harness for Predicting {
-    fn backend(&mut self) -> &mut dyn Backend {
-        self.inner.backend()
-    }
-
-    fn capabilities(&mut self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
-        let real = self.inner.send(packet).await?;
-        let topology = self.inner.topology();
-        let node_ips = topology.node_addresses().to_vec();
-        let family = proxy_core::IpFamily::of(&packet.destination);
+impl Predictor for Tracing {
+    fn predict(
+        &mut self,
+        harness: &KernelHarness,
+        packet: &Packet,
+    ) -> Result<Result<Prediction, String>, BackendError> {
+        let node_ips = harness.topology().node_addresses().to_vec();
         let in_interface = match packet.origin {
             Origin::Host => None,
             o => o.in_interface(),
         };
-        if self.rules.is_none() {
-            let read = topology
-                .node()
-                .run(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(read_live(family))
-                })
-                .map_err(|e| BackendError::dataplane(format!("cannot enter the node: {e}")))?
-                .map_err(|e| BackendError::dataplane(format!("cannot read the IPVS state: {e}")))?;
-            self.rules = Some(read);
-        }
-        let predicted =
-            self.rules
-                .as_ref()
-                .expect("read above")
-                .trace_path(&node_ips, packet, in_interface);
-        let mut tally = self.tally.lock().unwrap();
-        tally.checked += 1;
-        match predicted {
-            Ok(path) if agrees(packet, &path, &real) => {}
-            Ok(path) => {
+        let rules = match &mut self.rules {
+            Some(rules) => rules,
+            empty => {
+                let family = proxy_core::IpFamily::of(&packet.destination);
+                let read = PredictingHarness::<Self>::in_node(harness, read_live(family))?
+                    .map_err(|e| {
+                        BackendError::dataplane(format!("cannot read the IPVS state: {e}"))
+                    })?;
+                empty.insert(read)
+            }
+        };
+        Ok(rules
+            .trace_path(&node_ips, packet, in_interface)
+            .map(|path| {
                 let hops: Vec<String> = path
                     .hops
                     .iter()
@@ -126,21 +77,13 @@ impl Harness for Predicting {
                             .map(|r| format!("  {}/{}: {r} {:?}", h.table, h.chain, h.notes))
                     })
                     .collect();
-                tally.mismatches.push(format!(
-                    "{packet}: real {real}, trace predicted {}\n{}",
-                    path.outcome,
-                    hops.join("\n")
-                ));
-            }
-            Err(e) => tally
-                .mismatches
-                .push(format!("{packet}: real {real}, trace failed: {e}")),
-        }
-        Ok(real)
-    }
-
-    async fn dump(&mut self) -> Option<String> {
-        None
+                Prediction {
+                    affinity: path.choices.iter().any(|c| c.affinity),
+                    explanation: hops.join("\n"),
+                    outcome: path.outcome,
+                }
+            })
+            .map_err(|e| e.to_string()))
     }
 }
 
@@ -157,15 +100,16 @@ async fn trace_predicts_real_packets_through_ipvs() {
         SCENARIOS.len(),
         "a traced scenario was renamed"
     );
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(PredictionTally::default()));
     let t = tally.clone();
     let factory = move |ctx: &BackendContext| -> Result<Box<dyn Harness>, BackendError> {
         let make: Arc<MakeBackend> = Arc::new(|ctx: &BackendContext| IpvsFactory::new().build(ctx));
-        Ok(Box::new(Predicting {
-            inner: KernelHarness::new(ctx, make)?,
-            rules: None,
-            tally: t.clone(),
-        }))
+        Ok(Box::new(PredictingHarness::new(
+            KernelHarness::new(ctx, make)?,
+            Tracing::default(),
+            "",
+            t.clone(),
+        )))
     };
     let started = std::time::Instant::now();
     let report = run_scenarios(&factory, Tier::Kernel, &scenarios).await;
@@ -177,12 +121,5 @@ async fn trace_predicts_real_packets_through_ipvs() {
         tally.mismatches.len(),
         started.elapsed()
     );
-    assert!(
-        tally.mismatches.is_empty(),
-        "{} of {} probes mispredicted:\n{}",
-        tally.mismatches.len(),
-        tally.checked,
-        tally.mismatches.join("\n")
-    );
-    assert!(tally.checked > 15, "only {} probes traced", tally.checked);
+    tally.assert_all_agree("ipvs trace", 15);
 }

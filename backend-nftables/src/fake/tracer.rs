@@ -15,7 +15,7 @@ use proxy_core::{IpFamily, Protocol};
 
 use super::FakeTable;
 use super::path::{Choice, Hop, Path};
-use crate::ir::{ElemKey, ElemValue, Hook, Rule, RuleDisplay, Stmt, Verdict, VmapKey};
+use crate::ir::{ElemKey, ElemValue, Hook, Rule, RuleDisplay, Stmt, TABLE, Verdict, VmapKey};
 
 /// Chains deeper than this are a loop.
 const MAX_DEPTH: usize = 32;
@@ -189,12 +189,7 @@ impl<'a> Tracer<'a> {
         if depth > MAX_DEPTH {
             return vec![(Flow::Drop, pkt)];
         }
-        self.record(Hop {
-            depth,
-            chain: chain.to_string(),
-            rule: None,
-            notes: Vec::new(),
-        });
+        self.record(Hop::enter(depth, TABLE, chain));
         self.run_rules(chain, 0, pkt, depth)
     }
 
@@ -237,18 +232,12 @@ impl<'a> Tracer<'a> {
     }
 
     fn record_rule(&self, chain: &str, rule: &Rule, depth: usize, notes: Vec<String>) {
-        self.record(Hop {
-            depth,
-            chain: chain.to_string(),
-            rule: Some(
-                RuleDisplay {
-                    family: self.family,
-                    rule,
-                }
-                .to_string(),
-            ),
-            notes,
-        });
+        let rule = RuleDisplay {
+            family: self.family,
+            rule,
+        }
+        .to_string();
+        self.record(Hop::rule(depth, TABLE, chain, rule, notes));
     }
 
     fn run_stmts(&self, stmts: &[Stmt], mut pkt: Pkt) -> Vec<(RuleEnd, Pkt)> {

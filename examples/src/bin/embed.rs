@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backend_userspace::{Options, RedirectMode, UserspaceBackend};
-use examples::http;
+use examples::{http, objects};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use prometheus_client::metrics::counter::Counter;
@@ -33,7 +33,6 @@ use proxy_core::{
     Backend, BackendError, Capabilities, ChangeSet, IpFamily, NodeView, ObjectKind, ProxyMode,
     SyncStats,
 };
-use serde_json::json;
 use tokio::sync::watch;
 
 const NODE: &str = "embed-node";
@@ -117,27 +116,11 @@ impl SyncObserver for Synced {
 }
 
 fn service() -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "cart"},
-        "spec": {
-            "type": "NodePort",
-            "clusterIP": "10.96.0.82",
-            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "nodePort": NODE_PORT}],
-        },
-    }))?)
+    Ok(objects::node_port_service("cart", "10.96.0.82", NODE_PORT)?)
 }
 
 fn slice(ips: &[&str]) -> anyhow::Result<EndpointSlice> {
-    let endpoints: Vec<_> = ips
-        .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": NODE}))
-        .collect();
-    Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "cart-1", "labels": {"kubernetes.io/service-name": "cart"}},
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8082}],
-    }))?)
+    Ok(objects::ready_slice("cart", NODE, ips, 8082)?)
 }
 
 /// Waits until the proxy reports `syncs` successful syncs.

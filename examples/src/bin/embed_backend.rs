@@ -18,39 +18,22 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use backend_userspace::{Options, RedirectMode, UserspaceBackend};
-use examples::http;
+use examples::{http, objects};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use proxy_core::backend::BackendContext;
 use proxy_core::changes::PendingChanges;
 use proxy_core::{Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServiceTopology};
-use serde_json::json;
 
 const NODE: &str = "embed-node";
 const NODE_PORT: u16 = 30081;
 
 fn service() -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "api"},
-        "spec": {
-            "type": "NodePort",
-            "clusterIP": "10.96.0.81",
-            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "nodePort": NODE_PORT}],
-        },
-    }))?)
+    Ok(objects::node_port_service("api", "10.96.0.81", NODE_PORT)?)
 }
 
 fn slice(ips: &[&str]) -> anyhow::Result<EndpointSlice> {
-    let endpoints: Vec<_> = ips
-        .iter()
-        .map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": NODE}))
-        .collect();
-    Ok(serde_json::from_value(json!({
-        "metadata": {"namespace": "shop", "name": "api-1", "labels": {"kubernetes.io/service-name": "api"}},
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"name": "http", "protocol": "TCP", "port": 8081}],
-    }))?)
+    Ok(objects::ready_slice("api", NODE, ips, 8081)?)
 }
 
 #[tokio::main]

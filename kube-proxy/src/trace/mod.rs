@@ -142,6 +142,18 @@ impl Request {
     }
 }
 
+/// The iptables tracer (and the ipvs one on it) counts its built-in
+/// chains as depth 1; the report counts from 0.
+#[cfg(any(feature = "iptables", feature = "ipvs"))]
+fn depth_from_zero(hops: Vec<HopInfo>) -> Vec<HopInfo> {
+    hops.into_iter()
+        .map(|h| HopInfo {
+            depth: h.depth.saturating_sub(1),
+            ..h
+        })
+        .collect()
+}
+
 fn family_of(ip: IpAddr) -> IpFamily {
     if ip.is_ipv4() {
         IpFamily::V4
@@ -175,27 +187,7 @@ pub fn trace_rules(
             let path =
                 backend_iptables::trace::trace_path_lenient(tables, &node, &packet, iif.as_deref())
                     .map_err(|e| InspectError::Rules(e.to_string()))?;
-            let hops = path
-                .hops
-                .into_iter()
-                .map(|h| HopInfo {
-                    depth: h.depth.saturating_sub(1),
-                    table: h.table,
-                    chain: h.chain,
-                    rule: h.rule,
-                    notes: h.notes,
-                })
-                .collect();
-            let choices = path
-                .choices
-                .into_iter()
-                .map(|c| ChoiceInfo {
-                    endpoint: c.endpoint,
-                    probability: c.probability,
-                    affinity: c.affinity,
-                })
-                .collect();
-            (hops, choices, path.outcome)
+            (depth_from_zero(path.hops), path.choices, path.outcome)
         }
         #[cfg(feature = "nftables")]
         Rules::Nftables(table) => match table {
@@ -207,27 +199,7 @@ pub fn trace_rules(
             Some(table) => {
                 let tracer = backend_nftables::fake::Tracer::new(table, family, local_ips.to_vec());
                 let path = tracer.trace_path(&packet, iif.as_deref());
-                let hops = path
-                    .hops
-                    .into_iter()
-                    .map(|h| HopInfo {
-                        depth: h.depth,
-                        table: "kube-proxy".to_string(),
-                        chain: h.chain,
-                        rule: h.rule,
-                        notes: h.notes,
-                    })
-                    .collect();
-                let choices = path
-                    .choices
-                    .into_iter()
-                    .map(|c| ChoiceInfo {
-                        endpoint: c.endpoint,
-                        probability: c.probability,
-                        affinity: c.affinity,
-                    })
-                    .collect();
-                (hops, choices, path.outcome)
+                (path.hops, path.choices, path.outcome)
             }
         },
         #[cfg(feature = "ipvs")]
@@ -235,27 +207,7 @@ pub fn trace_rules(
             let path = rules
                 .trace_path(local_ips, &packet, iif.as_deref())
                 .map_err(|e| InspectError::Rules(e.to_string()))?;
-            let hops = path
-                .hops
-                .into_iter()
-                .map(|h| HopInfo {
-                    depth: h.depth.saturating_sub(1),
-                    table: h.table,
-                    chain: h.chain,
-                    rule: h.rule,
-                    notes: h.notes,
-                })
-                .collect();
-            let choices = path
-                .choices
-                .into_iter()
-                .map(|c| ChoiceInfo {
-                    endpoint: c.endpoint,
-                    probability: c.probability,
-                    affinity: c.affinity,
-                })
-                .collect();
-            (hops, choices, path.outcome)
+            (depth_from_zero(path.hops), path.choices, path.outcome)
         }
         #[cfg(feature = "userspace")]
         Rules::Userspace(rules) => userspace::trace(

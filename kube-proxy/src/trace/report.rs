@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use proxy_core::conformance::{Origin, Outcome};
+/// One step of the path; one endpoint a DNAT may pick: as every tracer
+/// records them (depth counted from 0 here).
+pub use proxy_core::trace::{Choice as ChoiceInfo, Hop as HopInfo};
 
 /// The packet that was traced.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,33 +23,6 @@ pub struct PacketInfo {
     pub origin: Origin,
     /// The input interface (`None` for host traffic; empty when unknown).
     pub in_interface: Option<String>,
-}
-
-/// One step of the path.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HopInfo {
-    /// Jump depth (for indentation).
-    pub depth: usize,
-    /// The table (`nat`, `filter`; the nftables table is always `kube-proxy`).
-    pub table: String,
-    /// The chain.
-    pub chain: String,
-    /// The rule that matched, as the kernel lists it; `None`: the chain is
-    /// entered.
-    pub rule: Option<String>,
-    /// What the match does.
-    pub notes: Vec<String>,
-}
-
-/// One endpoint a DNAT may pick.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ChoiceInfo {
-    /// The endpoint.
-    pub endpoint: SocketAddr,
-    /// Chance for a new client.
-    pub probability: f64,
-    /// Reached through a session-affinity match.
-    pub affinity: bool,
 }
 
 /// A traced packet.

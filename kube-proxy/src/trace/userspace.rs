@@ -174,36 +174,14 @@ pub fn trace(
         .trace(protocol, to, from_host, local_ips, rules.kernel.as_ref());
     let mut hops: Vec<HopInfo> = Vec::new();
     for h in path.hops {
-        let depth = usize::from(h.table == "balancer");
         let entered = hops
             .last()
             .is_some_and(|last| last.table == h.table && last.chain == h.chain);
         if h.rule.is_some() && !entered {
-            hops.push(HopInfo {
-                depth,
-                table: h.table.clone(),
-                chain: h.chain.clone(),
-                rule: None,
-                notes: Vec::new(),
-            });
+            hops.push(HopInfo::enter(h.depth, &h.table, &h.chain));
         }
-        hops.push(HopInfo {
-            depth,
-            table: h.table,
-            chain: h.chain,
-            rule: h.rule,
-            notes: h.notes,
-        });
+        hops.push(h);
     }
-    let choices = path
-        .choices
-        .into_iter()
-        .map(|c| ChoiceInfo {
-            endpoint: c.endpoint,
-            probability: c.probability,
-            affinity: c.affinity,
-        })
-        .collect();
     let outcome = match path.verdict {
         Verdict::NotMatched => Outcome::NotMatched,
         Verdict::Rejected => Outcome::Rejected,
@@ -214,5 +192,5 @@ pub fn trace(
             masqueraded: true,
         },
     };
-    (hops, choices, outcome)
+    (hops, path.choices, outcome)
 }

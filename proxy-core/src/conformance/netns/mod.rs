@@ -13,6 +13,8 @@
 //!   the node namespace.
 //! - [`KernelHarness`] / [`kernel_harness_factory`]: the
 //!   [`Harness`](crate::conformance::Harness) that ties them together.
+//! - [`PredictingHarness`]: the same, with every probe also predicted by a
+//!   [`Predictor`] (a packet tracer) and checked against the real packet.
 //! - [`check_privileges`] and [`privileged_or_skip`]: tests skip with a
 //!   reason, or fail when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1` (CI).
 //!
@@ -63,6 +65,7 @@ mod harness;
 mod ip;
 mod namespace;
 mod outcome;
+mod predict;
 mod privileges;
 mod probe;
 mod sctp;
@@ -74,6 +77,7 @@ pub use addressing::{SERVICE_CIDR_V4, SERVICE_CIDR_V6, pod_gateway, service_cidr
 pub use echo::{echo_reply, parse_echo_reply};
 pub use harness::{KernelHarness, kernel_harness_factory, kernel_harness_factory_with};
 pub use namespace::{Netns, NetnsCommand};
+pub use predict::{PredictingHarness, Prediction, PredictionTally, Predictor};
 pub use privileges::{
     PrivilegeGate, REQUIRE_PRIVILEGED_ENV, check_privileges, check_tool, privileged_or_skip,
     privileged_or_skip_with,
