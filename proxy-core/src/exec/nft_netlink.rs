@@ -88,7 +88,11 @@ pub fn get_table_request(family: IpFamily, name: &str, sequence: u32) -> Vec<u8>
 /// Reads one datagram of answers to request `sequence`: `Some` once the
 /// kernel has acknowledged or refused it, `None` to read on. `seen` keeps
 /// whether an `NFT_MSG_NEWTABLE` answer came (before the acknowledgement).
-pub fn read_answer(mut datagram: &[u8], sequence: u32, seen: &mut bool) -> Option<io::Result<bool>> {
+pub fn read_answer(
+    mut datagram: &[u8],
+    sequence: u32,
+    seen: &mut bool,
+) -> Option<io::Result<bool>> {
     while datagram.len() >= 16 {
         let len = u32::from_ne_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]) as usize;
         let kind = u16::from_ne_bytes([datagram[4], datagram[5]]);
@@ -137,15 +141,29 @@ mod tests {
         let bytes = get_table_request(IpFamily::V6, "kube-proxy", 7);
         // 16 (nlmsghdr) + 4 (nfgenmsg) + 4 + "kube-proxy\0" (11) padded to 16.
         assert_eq!(bytes.len(), 36);
-        assert_eq!(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]), 36);
+        assert_eq!(
+            u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            36
+        );
         assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), (10 << 8) | 1);
         let flags = u16::from_ne_bytes([bytes[6], bytes[7]]);
         assert_eq!(flags, 1 | 4, "NLM_F_REQUEST | NLM_F_ACK, no NLM_F_DUMP");
-        assert_eq!(u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]), 7);
+        assert_eq!(
+            u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            7
+        );
         assert_eq!(bytes[16], 10, "NFPROTO_IPV6");
         assert_eq!(bytes[17], 0, "NFNETLINK_V0");
-        assert_eq!(u16::from_ne_bytes([bytes[20], bytes[21]]), 15, "attribute length");
-        assert_eq!(u16::from_ne_bytes([bytes[22], bytes[23]]), 1, "NFTA_TABLE_NAME");
+        assert_eq!(
+            u16::from_ne_bytes([bytes[20], bytes[21]]),
+            15,
+            "attribute length"
+        );
+        assert_eq!(
+            u16::from_ne_bytes([bytes[22], bytes[23]]),
+            1,
+            "NFTA_TABLE_NAME"
+        );
         assert_eq!(&bytes[24..35], b"kube-proxy\0");
         assert_eq!(bytes[35], 0, "padding");
 
@@ -177,8 +195,14 @@ mod tests {
     #[test]
     fn answers_are_read_as_exists_absent_or_refused() {
         let mut seen = false;
-        assert!(matches!(read_answer(&error(3, -2), 3, &mut seen), Some(Ok(false))));
-        assert!(matches!(read_answer(&error(3, 0), 3, &mut seen), Some(Ok(true))));
+        assert!(matches!(
+            read_answer(&error(3, -2), 3, &mut seen),
+            Some(Ok(false))
+        ));
+        assert!(matches!(
+            read_answer(&error(3, 0), 3, &mut seen),
+            Some(Ok(true))
+        ));
         let refused = read_answer(&error(3, -1), 3, &mut seen);
         assert!(
             matches!(&refused, Some(Err(e)) if e.raw_os_error() == Some(1)),
