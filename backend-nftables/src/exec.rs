@@ -3,7 +3,7 @@
 use proxy_core::IpFamily;
 use proxy_core::exec::CommandLimits;
 use proxy_core::exec::ToolError;
-use proxy_core::exec::nft::{Nft, lists_table as lists, parse_listing};
+use proxy_core::exec::nft::{Nft, TableLookup, lists_table as lists, parse_listing};
 
 use crate::error::NftError;
 use crate::ir::{TABLE, Transaction};
@@ -14,15 +14,17 @@ pub trait Executor: Send {
     /// Applies `tx` atomically: all of it or nothing.
     async fn apply(&mut self, tx: &Transaction) -> Result<(), NftError>;
 
-    /// Whether our table of `family` exists (lists tables only, never
-    /// their contents).
+    /// Whether our table of `family` exists (never reads the tables'
+    /// contents).
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError>;
 }
 
 /// The real dataplane, through the shared nft driver
 /// ([`proxy_core::exec::nft::Nft`]): transactions go to `nft -f -` as nft's
-/// own syntax (as upstream's knftables does); the table list is read with
-/// `nft -j list tables`. `nft` inherits the calling thread's network
+/// own syntax (as upstream's knftables does); whether our table exists is
+/// one netlink request ([`Nft::has_table`]; `nft -j list tables` only when
+/// netlink cannot answer). Both use the calling thread's network namespace;
+/// `nft` inherits the calling thread's network
 /// namespace, and is killed when it outlives the [`CommandLimits`] (the
 /// context's).
 ///
@@ -39,6 +41,18 @@ impl NftCli {
         NftCli {
             nft: Nft::default().with_program(program),
         }
+    }
+
+    /// The same executor, finding our table by `lookup` (netlink by
+    /// default).
+    pub fn with_table_lookup(mut self, lookup: TableLookup) -> Self {
+        self.nft = self.nft.with_table_lookup(lookup);
+        self
+    }
+
+    /// Whether the `nft` program is installed.
+    pub fn is_installed(&self) -> bool {
+        self.nft.is_installed()
     }
 
     /// The same executor, killing `nft` when it outlives `limits`.

@@ -64,10 +64,16 @@ impl BackendFactory for NftablesFactory {
                 ),
             }
         }
+        if !self.nft.is_installed() {
+            return Err(BackendError::unsupported(format!(
+                "`{}` is not installed (nftables mode needs the nftables tools)",
+                self.nft.program()
+            )));
+        }
         let mut nft = self.nft.clone().with_limits(ctx.commands.clone());
         nft.table_exists(ctx.family).await.map(|_| ()).map_err(|e| {
             e.into_backend(&format!(
-                "cannot run `{} list tables` (is nftables installed, are we privileged?)",
+                "cannot read the nf_tables tables over netlink nor with `{} list tables` (are we privileged?)",
                 self.nft.program()
             ))
         })

@@ -1,6 +1,8 @@
 //! A hung `nft` (a script that never exits) is killed after the context's
 //! command timeout: the transaction and the table listing fail with a
 //! transient error instead of hanging the sync loop, and the kill is counted.
+//! The table lookup is forced onto `nft` (by default it is a netlink
+//! request that runs no program) to exercise the fallback path.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use backend_nftables::{Executor, NftCli};
 use proxy_core::backend::{BackendContext, CommandLimits, TimeoutRecorder};
+use proxy_core::exec::nft::TableLookup;
 use proxy_core::{BackendErrorKind, ChangeSet, IpFamily, NodeInfo, NodeView};
 
 #[derive(Default)]
@@ -39,7 +42,9 @@ async fn a_hung_nft_is_killed_and_the_sync_fails_transiently() {
     let count = Arc::new(Count::default());
     let limits = CommandLimits::new(Duration::from_millis(200)).with_recorder(count.clone());
 
-    let mut nft = NftCli::with_program(&program).with_limits(limits.clone());
+    let mut nft = NftCli::with_program(&program)
+        .with_table_lookup(TableLookup::Cli)
+        .with_limits(limits.clone());
     let started = Instant::now();
     let error = nft.table_exists(IpFamily::V4).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -54,7 +59,11 @@ async fn a_hung_nft_is_killed_and_the_sync_fails_transiently() {
     let ctx = BackendContext::for_tests(IpFamily::V4, node.clone()).with_commands(limits);
     let mut backend = backend_nftables::NftablesBackend::with_executor(
         &ctx,
-        Box::new(NftCli::with_program(&program).with_limits(ctx.commands.clone())),
+        Box::new(
+            NftCli::with_program(&program)
+                .with_table_lookup(TableLookup::Cli)
+                .with_limits(ctx.commands.clone()),
+        ),
     );
     let view = NodeView::empty(IpFamily::V4, node);
     let error = proxy_core::Backend::sync(&mut backend, &view, &ChangeSet::full())

@@ -19,6 +19,8 @@ mod error;
 pub mod iptables;
 #[cfg(feature = "nft")]
 pub mod nft;
+#[cfg(feature = "nft")]
+pub mod nft_netlink;
 mod own_writes;
 mod system;
 

@@ -5,8 +5,10 @@
 //! - transactions: [`Nft::apply`] (`nft -f -`, nft's own syntax) and
 //!   [`Nft::apply_json`] (`nft -j -f -`); atomic, all of the input or
 //!   nothing;
-//! - listing: [`Nft::list`] (`nft -j list …`, parsed as JSON) and
-//!   [`Nft::has_table`];
+//! - listing: [`Nft::list`] (`nft -j list …`, parsed as JSON);
+//! - table existence: [`Nft::has_table`], one netlink request
+//!   ([`super::nft_netlink`]) whose cost does not depend on the ruleset,
+//!   `nft -j list tables` only where netlink cannot answer;
 //! - errors: [`ToolError`] (not started, timed out, refused, unreadable);
 //! - timeouts and own-writes recording: those of the [`Executor`] it runs
 //!   through ([`SystemExecutor`] under the context's [`CommandLimits`]
@@ -14,6 +16,7 @@
 //!   [`OwnWrites`](super::OwnWrites) scope).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Command, CommandLimits, Executor, Output, SystemExecutor, ToolError};
 use crate::IpFamily;
@@ -24,12 +27,28 @@ use crate::IpFamily;
 pub struct Nft {
     program: String,
     exec: Arc<dyn Executor>,
+    lookup: TableLookup,
+    /// Whether the fallback from netlink to `nft` was logged already.
+    fell_back: Arc<AtomicBool>,
+}
+
+/// How [`Nft::has_table`] finds out whether a table exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableLookup {
+    /// One `NFT_MSG_GETTABLE` netlink request in the calling thread's
+    /// network namespace; `nft -j list tables` only when netlink fails
+    /// (no socket, refused). The default.
+    Netlink,
+    /// `nft -j list tables <family>` only (a fake `nft` in tests). With
+    /// nft 1.0.6 that loads the whole ruleset.
+    Cli,
 }
 
 impl std::fmt::Debug for Nft {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Nft")
             .field("program", &self.program)
+            .field("lookup", &self.lookup)
             .finish()
     }
 }
@@ -60,7 +79,15 @@ impl Nft {
         Nft {
             program: "nft".to_string(),
             exec,
+            lookup: TableLookup::Netlink,
+            fell_back: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The same driver, answering [`Nft::has_table`] by `lookup`.
+    pub fn with_table_lookup(mut self, lookup: TableLookup) -> Self {
+        self.lookup = lookup;
+        self
     }
 
     /// The same driver running `program` instead of `nft`.
@@ -149,9 +176,31 @@ impl Nft {
         })
     }
 
-    /// Whether table `name` of `family` exists (`nft -j list tables <family>`:
-    /// the table list only, never the contents).
+    /// Whether table `name` of `family` exists, in the network namespace of
+    /// the calling thread. By default one netlink request
+    /// ([`super::nft_netlink::table_exists`]), which spawns nothing and
+    /// costs the same beside any ruleset; when netlink cannot answer (no
+    /// socket, `EPERM`, …) it says so once and asks `nft -j list tables
+    /// <family>` (which, with nft 1.0.6, loads the whole ruleset).
     pub async fn has_table(&self, family: IpFamily, name: &str) -> Result<bool, ToolError> {
+        if self.lookup == TableLookup::Netlink {
+            match super::nft_netlink::table_exists(family, name) {
+                Ok(exists) => return Ok(exists),
+                Err(error) => {
+                    if !self.fell_back.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(%error, table = name, "cannot ask the kernel over netlink whether an nf_tables table exists; asking `nft list tables` instead (slow beside a large ruleset)");
+                    } else {
+                        tracing::debug!(%error, table = name, "netlink table lookup failed; asking nft");
+                    }
+                }
+            }
+        }
+        self.list_has_table(family, name).await
+    }
+
+    /// Whether table `name` of `family` exists, by `nft -j list tables
+    /// <family>`.
+    async fn list_has_table(&self, family: IpFamily, name: &str) -> Result<bool, ToolError> {
         let objects = self.list(&["tables", family_word(family)]).await?;
         Ok(lists_table(&objects, name))
     }
@@ -280,7 +329,8 @@ mod tests {
 
     #[tokio::test]
     async fn listing_parses_json_and_finds_tables() {
-        let nft = Nft::with_executor(Scripted::answering(0, TABLES, ""));
+        let nft = Nft::with_executor(Scripted::answering(0, TABLES, ""))
+            .with_table_lookup(TableLookup::Cli);
         assert!(
             nft.has_table(IpFamily::V4, "kube-proxy")
                 .await
@@ -295,7 +345,8 @@ mod tests {
             "{error:?}"
         );
 
-        let denied = Nft::with_executor(Scripted::answering(1, "", "Operation not permitted"));
+        let denied = Nft::with_executor(Scripted::answering(1, "", "Operation not permitted"))
+            .with_table_lookup(TableLookup::Cli);
         let error = denied.has_table(IpFamily::V6, "kube-proxy").await.err();
         assert!(
             matches!(&error, Some(ToolError::Failed { command, .. }) if command == "nft -j list tables ip6"),

@@ -1,0 +1,309 @@
+//! "Does table T of family F exist?", asked of the kernel with one
+//! `NFT_MSG_GETTABLE` request over `NETLINK_NETFILTER`, never a dump: its
+//! cost does not depend on the size of the ruleset. `nft list tables`
+//! (nft 1.0.6) loads the whole ruleset to print the table names, seconds
+//! and hundreds of MiB beside a 10k-Service table.
+//!
+//! The socket is opened per question on the calling thread, so the answer
+//! is about the network namespace of that thread.
+
+use std::io;
+
+use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::{Socket, SocketAddr};
+
+use crate::IpFamily;
+
+/// `NFNL_SUBSYS_NFTABLES`: the high byte of an nf_tables message type.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// `NFT_MSG_NEWTABLE`: the kernel's answer describing a table.
+const NFT_MSG_NEWTABLE: u16 = 0;
+/// `NFT_MSG_GETTABLE`.
+const NFT_MSG_GETTABLE: u16 = 1;
+/// `NFTA_TABLE_NAME`.
+const NFTA_TABLE_NAME: u16 = 1;
+/// `NLM_F_REQUEST`.
+const NLM_F_REQUEST: u16 = 1;
+/// `NLM_F_ACK`.
+const NLM_F_ACK: u16 = 4;
+/// `NLMSG_ERROR`: an acknowledgement (error 0) or an error.
+const NLMSG_ERROR: u16 = 2;
+/// `NFNETLINK_V0`.
+const NFNETLINK_V0: u8 = 0;
+/// `NFPROTO_IPV4`.
+const NFPROTO_IPV4: u8 = 2;
+/// `NFPROTO_IPV6`.
+const NFPROTO_IPV6: u8 = 10;
+/// `ENOENT`: no such table.
+const ENOENT: i32 = 2;
+/// `nlmsghdr` + `nfgenmsg`.
+const HEADERS: usize = 16 + 4;
+
+/// Whether table `name` of `family` exists in the network namespace of the
+/// calling thread. An error when netlink is unavailable or the kernel
+/// refuses (`EPERM` without `CAP_NET_ADMIN`).
+pub fn table_exists(family: IpFamily, name: &str) -> io::Result<bool> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    const SEQUENCE: u32 = 1;
+    socket.send(&get_table_request(family, name, SEQUENCE), 0)?;
+    let mut seen = false;
+    loop {
+        let (datagram, _) = socket.recv_from_full()?;
+        if let Some(answer) = read_answer(&datagram, SEQUENCE, &mut seen) {
+            return answer;
+        }
+    }
+}
+
+/// The `NFT_MSG_GETTABLE` request for table `name` of `family` (a single
+/// table, not a dump; acknowledged).
+pub fn get_table_request(family: IpFamily, name: &str, sequence: u32) -> Vec<u8> {
+    let attribute_len = 4 + name.len() + 1; // NUL-terminated string
+    let total = HEADERS + attribute_len.next_multiple_of(4);
+    let mut out = Vec::with_capacity(total);
+    // nlmsghdr
+    out.extend_from_slice(&(total as u32).to_ne_bytes());
+    out.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE).to_ne_bytes());
+    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    out.extend_from_slice(&sequence.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    // nfgenmsg
+    out.push(match family {
+        IpFamily::V4 => NFPROTO_IPV4,
+        IpFamily::V6 => NFPROTO_IPV6,
+    });
+    out.push(NFNETLINK_V0);
+    out.extend_from_slice(&0u16.to_be_bytes()); // res_id
+    // NFTA_TABLE_NAME
+    out.extend_from_slice(&(attribute_len as u16).to_ne_bytes());
+    out.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(total, 0);
+    out
+}
+
+/// Reads one datagram of answers to request `sequence`: `Some` once the
+/// kernel has acknowledged or refused it, `None` to read on. `seen` keeps
+/// whether an `NFT_MSG_NEWTABLE` answer came (before the acknowledgement).
+pub fn read_answer(
+    mut datagram: &[u8],
+    sequence: u32,
+    seen: &mut bool,
+) -> Option<io::Result<bool>> {
+    while datagram.len() >= 16 {
+        let len = u32::from_ne_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]) as usize;
+        let kind = u16::from_ne_bytes([datagram[4], datagram[5]]);
+        let seq = u32::from_ne_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+        if len < 16 || len > datagram.len() {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated netlink answer",
+            )));
+        }
+        if seq == sequence {
+            if kind == NLMSG_ERROR {
+                let Some(code) = datagram.get(16..20) else {
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink error message without a code",
+                    )));
+                };
+                let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                return Some(match -code {
+                    0 => Ok(true),
+                    ENOENT => Ok(false),
+                    errno => Err(io::Error::from_raw_os_error(errno)),
+                });
+            }
+            if kind == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE {
+                *seen = true;
+            }
+        }
+        datagram = &datagram[len.next_multiple_of(4).min(datagram.len())..];
+    }
+    if *seen {
+        // The acknowledgement follows in the next datagram; the table
+        // exists either way.
+        return Some(Ok(true));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_is_one_gettable_with_the_name_not_a_dump() {
+        let bytes = get_table_request(IpFamily::V6, "kube-proxy", 7);
+        // 16 (nlmsghdr) + 4 (nfgenmsg) + 4 + "kube-proxy\0" (11) padded to 16.
+        assert_eq!(bytes.len(), 36);
+        assert_eq!(
+            u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+            36
+        );
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), (10 << 8) | 1);
+        let flags = u16::from_ne_bytes([bytes[6], bytes[7]]);
+        assert_eq!(flags, 1 | 4, "NLM_F_REQUEST | NLM_F_ACK, no NLM_F_DUMP");
+        assert_eq!(
+            u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            7
+        );
+        assert_eq!(bytes[16], 10, "NFPROTO_IPV6");
+        assert_eq!(bytes[17], 0, "NFNETLINK_V0");
+        assert_eq!(
+            u16::from_ne_bytes([bytes[20], bytes[21]]),
+            15,
+            "attribute length"
+        );
+        assert_eq!(
+            u16::from_ne_bytes([bytes[22], bytes[23]]),
+            1,
+            "NFTA_TABLE_NAME"
+        );
+        assert_eq!(&bytes[24..35], b"kube-proxy\0");
+        assert_eq!(bytes[35], 0, "padding");
+
+        let v4 = get_table_request(IpFamily::V4, "abc", 1);
+        assert_eq!(v4.len(), 28);
+        assert_eq!(v4[16], 2, "NFPROTO_IPV4");
+        assert_eq!(u16::from_ne_bytes([v4[20], v4[21]]), 8);
+    }
+
+    fn message(kind: u16, sequence: u32, payload: &[u8]) -> Vec<u8> {
+        let len = 16 + payload.len();
+        let mut out = Vec::new();
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&0u16.to_ne_bytes());
+        out.extend_from_slice(&sequence.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(len.next_multiple_of(4), 0);
+        out
+    }
+
+    fn error(sequence: u32, code: i32) -> Vec<u8> {
+        let mut payload = code.to_ne_bytes().to_vec();
+        payload.extend_from_slice(&[0; 16]); // the request's header
+        message(NLMSG_ERROR, sequence, &payload)
+    }
+
+    #[test]
+    fn answers_are_read_as_exists_absent_or_refused() {
+        let mut seen = false;
+        assert!(matches!(
+            read_answer(&error(3, -2), 3, &mut seen),
+            Some(Ok(false))
+        ));
+        assert!(matches!(
+            read_answer(&error(3, 0), 3, &mut seen),
+            Some(Ok(true))
+        ));
+        let refused = read_answer(&error(3, -1), 3, &mut seen);
+        assert!(
+            matches!(&refused, Some(Err(e)) if e.raw_os_error() == Some(1)),
+            "{refused:?}"
+        );
+
+        // The table's description, then the acknowledgement, in one datagram.
+        let mut both = message(10 << 8, 3, &[10, 0, 0, 0]);
+        both.extend(error(3, 0));
+        assert!(matches!(read_answer(&both, 3, &mut seen), Some(Ok(true))));
+
+        // Only the description: it exists, whatever the next datagram says.
+        let mut seen = false;
+        let table = message(10 << 8, 3, &[10, 0, 0, 0]);
+        assert!(matches!(read_answer(&table, 3, &mut seen), Some(Ok(true))));
+
+        // Answers to other requests are skipped; nothing yet means read on.
+        let mut seen = false;
+        assert!(read_answer(&error(4, -2), 3, &mut seen).is_none());
+        assert!(read_answer(&message(10 << 8, 4, &[2, 0, 0, 0]), 3, &mut seen).is_none());
+        assert!(!seen);
+
+        let truncated = &error(3, 0)[..10];
+        assert!(read_answer(truncated, 3, &mut seen).is_none());
+        let mut lying = error(3, 0);
+        lying[0] = 200;
+        assert!(matches!(read_answer(&lying, 3, &mut seen), Some(Err(_))));
+    }
+}
+
+/// Against the real kernel, in a throw-away network namespace, through
+/// [`Nft::has_table`](super::nft::Nft::has_table) with an executor that
+/// refuses every command: the answers come from netlink, no `nft` runs.
+#[cfg(all(test, feature = "netns"))]
+mod kernel_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::IpFamily;
+    use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
+    use crate::exec::nft::Nft;
+    use crate::exec::{Command, Executor, Output};
+
+    /// Fails every command it is asked to run, counting them.
+    #[derive(Default)]
+    struct Refusing(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Executor for Refusing {
+        async fn run(&self, cmd: &Command) -> std::io::Result<Output> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(std::io::Error::other(format!("no command may run: {cmd}")))
+        }
+
+        fn has_program(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// Runs `nft args…` (inside the namespace of the calling thread).
+    fn nft(args: &[&str]) {
+        let status = std::process::Command::new("nft")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "nft {args:?}");
+    }
+
+    #[test]
+    fn tables_are_found_over_netlink_without_running_nft() {
+        let test = "tables_are_found_over_netlink_without_running_nft";
+        if !privileged_or_skip_with(test, || check_tool("nft", &["--version"], "nftables")) {
+            return;
+        }
+        let ns = Netns::new().unwrap();
+        ns.run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let refusing = Arc::new(Refusing::default());
+                let driver = Nft::with_executor(refusing.clone());
+                let exists = |family, name: &'static str| {
+                    let driver = driver.clone();
+                    async move { driver.has_table(family, name).await.unwrap() }
+                };
+                assert!(!exists(IpFamily::V6, "kube-proxy").await, "absent table");
+                nft(&["add", "table", "ip6", "kube-proxy"]);
+                assert!(exists(IpFamily::V6, "kube-proxy").await, "table just added");
+                assert!(!exists(IpFamily::V4, "kube-proxy").await, "other family");
+                assert!(!exists(IpFamily::V6, "kube-prox").await, "other name");
+                nft(&["add", "table", "ip", "kube-proxy"]);
+                assert!(exists(IpFamily::V4, "kube-proxy").await, "ip table added");
+                nft(&["delete", "table", "ip6", "kube-proxy"]);
+                assert!(!exists(IpFamily::V6, "kube-proxy").await, "table deleted");
+                assert_eq!(refusing.0.load(Ordering::SeqCst), 0, "no command ran");
+            });
+        })
+        .unwrap();
+    }
+}
