@@ -59,7 +59,7 @@ fn iptables_mode_in(save: &str) -> Option<ProxyMode> {
 }
 
 /// The tables in `objects` (of `nft -j list …`), as `(family, name)`.
-pub(crate) fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)> {
+fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)> {
     objects
         .iter()
         .filter_map(|o| o.get("table"))
@@ -76,6 +76,23 @@ pub(crate) fn nft_tables(objects: &[serde_json::Value]) -> Vec<(String, String)>
 fn nft_listing(json: &str) -> Result<Vec<serde_json::Value>, InspectError> {
     nft::parse_listing(json)
         .map_err(|e| InspectError::Rules(format!("nft printed something that is not JSON: {e}")))
+}
+
+/// Whether table `name` of `family` exists, asked with one netlink request
+/// (never a listing of the whole ruleset); `Ok(None)` when nft, which
+/// reads the table afterwards, is not installed.
+pub(crate) async fn nft_has_table(
+    family: IpFamily,
+    name: &str,
+) -> Result<Option<bool>, InspectError> {
+    let nft = Nft::new(CommandLimits::default());
+    if !nft.is_installed() {
+        return Ok(None);
+    }
+    nft.has_table(family, name)
+        .await
+        .map(Some)
+        .map_err(|e| InspectError::from_tool("nftables ruleset", &e.to_string()))
 }
 
 /// `nft -j list <what…>` through the shared nft driver; `Ok(None)` when nft
@@ -127,13 +144,14 @@ async fn iptables_save(_family: IpFamily) -> Result<Option<String>, InspectError
 /// Which modes' rules exist in the current network namespace.
 pub async fn detect_live() -> Result<Installed, InspectError> {
     let mut modes = Vec::new();
-    if let Some(objects) = nft_list(&["tables"]).await? {
-        let tables = nft_tables(&objects);
-        if tables.iter().any(|(_, n)| n == NFT_TABLE) {
-            modes.push(ProxyMode::Nftables);
-        }
-        if tables.iter().any(|(_, n)| n == USERSPACE_TABLE) {
-            modes.push(ProxyMode::Userspace);
+    for (table, mode) in [
+        (NFT_TABLE, ProxyMode::Nftables),
+        (USERSPACE_TABLE, ProxyMode::Userspace),
+    ] {
+        for family in IpFamily::ALL {
+            if nft_has_table(family, table).await? == Some(true) && !modes.contains(&mode) {
+                modes.push(mode);
+            }
         }
     }
     for family in IpFamily::ALL {
@@ -221,18 +239,15 @@ pub async fn read_live_at(
         }
         #[cfg(feature = "nftables")]
         ProxyMode::Nftables => {
-            let Some(tables) = nft_list(&["tables"]).await? else {
+            let Some(exists) = nft_has_table(family, NFT_TABLE).await? else {
                 return Err(InspectError::Mode(
                     "no nft found in PATH (install the nftables package)".into(),
                 ));
             };
-            let fam = nft::family_word(family);
-            if !nft_tables(&tables)
-                .iter()
-                .any(|(f, n)| f == fam && n == NFT_TABLE)
-            {
+            if !exists {
                 return Ok(Rules::Nftables(None));
             }
+            let fam = nft::family_word(family);
             let objects = nft_list(&["table", fam, NFT_TABLE])
                 .await?
                 .unwrap_or_default();

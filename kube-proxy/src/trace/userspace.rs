@@ -128,15 +128,12 @@ const USERSPACE_TABLE: &str = "kube-proxy-userspace";
 /// table is absent (nothing is redirected then).
 async fn kernel(family: IpFamily) -> Result<KernelRedirects, InspectError> {
     let word = nft::family_word(family);
-    let Some(tables) = super::live::nft_list(&["tables"]).await? else {
+    let Some(exists) = super::live::nft_has_table(family, USERSPACE_TABLE).await? else {
         return Err(InspectError::Mode(
             "the listener table says redirect rules are on, but no nft is in PATH to read them (install the nftables package)".into(),
         ));
     };
-    if !super::live::nft_tables(&tables)
-        .iter()
-        .any(|(f, n)| f == word && n == USERSPACE_TABLE)
-    {
+    if !exists {
         return Ok(KernelRedirects::default());
     }
     let objects = super::live::nft_list(&["table", word, USERSPACE_TABLE])
