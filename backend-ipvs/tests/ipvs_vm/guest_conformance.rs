@@ -215,10 +215,12 @@ fn conformance_kernel_tier_passes_through_ipvs() {
     crate::guest_sctp::assert_all_passed(&report, &sctp);
     // every probe of every scenario traced, and the trace agreed
     let tally = tally.lock().unwrap();
+    let sent: usize = report.scenarios.iter().map(|s| s.packets.len()).sum();
     println!(
-        "ipvs trace: {} probes traced, {} mispredicted",
+        "ipvs trace: {} of {sent} probes traced, {} mispredicted",
         tally.checked,
         tally.mismatches.len()
     );
     tally.assert_all_agree("ipvs trace", 100);
+    assert_eq!(tally.checked, sent, "every probe sent is traced");
 }
