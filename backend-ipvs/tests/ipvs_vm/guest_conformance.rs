@@ -50,14 +50,28 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Traces each probe through the live state, read at the first probe: the
 /// kernel tier syncs once per scenario (one harness each), before its
-/// probes.
-#[derive(Default)]
+/// probes. `spent` adds up the time its reads and traces take.
 struct Tracing {
     rules: Option<IpvsRules>,
+    spent: Arc<Mutex<Duration>>,
 }
 
 impl Predictor for Tracing {
     fn predict(
+        &mut self,
+        harness: &KernelHarness,
+        packet: &Packet,
+    ) -> Result<Result<Prediction, String>, BackendError> {
+        let started = Instant::now();
+        let predicted = self.trace(harness, packet);
+        *self.spent.lock().unwrap() += started.elapsed();
+        predicted
+    }
+}
+
+impl Tracing {
+    /// The prediction of the live state's trace of `packet`.
+    fn trace(
         &mut self,
         harness: &KernelHarness,
         packet: &Packet,
@@ -71,7 +85,7 @@ impl Predictor for Tracing {
             Some(rules) => rules,
             empty => {
                 let family = IpFamily::of(&packet.destination);
-                let read = PredictingHarness::<Self>::in_node(harness, read_live(family))?
+                let read = PredictingHarness::<Tracing>::in_node(harness, read_live(family))?
                     .map_err(|e| {
                         BackendError::dataplane(format!("cannot read the IPVS state: {e}"))
                     })?;
@@ -101,8 +115,12 @@ impl Predictor for Tracing {
 }
 
 /// The kernel harness through `IpvsFactory::build` with the tier's send
-/// options, every probe also traced into `tally`.
-fn tracing_harness_factory(tally: Arc<Mutex<PredictionTally>>) -> impl HarnessFactory {
+/// options, every probe also traced into `tally` (its time added to
+/// `spent`).
+fn tracing_harness_factory(
+    tally: Arc<Mutex<PredictionTally>>,
+    spent: Arc<Mutex<Duration>>,
+) -> impl HarnessFactory {
     let make: Arc<MakeBackend> = Arc::new(|ctx: &BackendContext| IpvsFactory::new().build(ctx));
     let options = SendOptions {
         forwarded_attempts: FORWARDED_ATTEMPTS,
@@ -113,7 +131,10 @@ fn tracing_harness_factory(tally: Arc<Mutex<PredictionTally>>) -> impl HarnessFa
         let inner = KernelHarness::new(ctx, make.clone())?.with_send_options(options);
         Ok(Box::new(PredictingHarness::new(
             inner,
-            Tracing::default(),
+            Tracing {
+                rules: None,
+                spent: spent.clone(),
+            },
             "",
             tally.clone(),
         )))
@@ -187,7 +208,8 @@ fn conformance_kernel_tier_passes_through_ipvs() {
     v6.expect("IPVS mode's IPv6 check passes in the VM");
 
     let tally = Arc::new(Mutex::new(PredictionTally::default()));
-    let factory = tracing_harness_factory(tally.clone());
+    let spent = Arc::new(Mutex::new(Duration::ZERO));
+    let factory = tracing_harness_factory(tally.clone(), spent.clone());
     let started = std::time::Instant::now();
     let (report, mut times) = run_in_parallel(&factory, &load_scenarios(), PARALLEL);
     times.sort();
@@ -217,9 +239,10 @@ fn conformance_kernel_tier_passes_through_ipvs() {
     let tally = tally.lock().unwrap();
     let sent: usize = report.scenarios.iter().map(|s| s.packets.len()).sum();
     println!(
-        "ipvs trace: {} of {sent} probes traced, {} mispredicted",
+        "ipvs trace: {} of {sent} probes traced, {} mispredicted; reading and tracing took {:?} (summed over the threads)",
         tally.checked,
-        tally.mismatches.len()
+        tally.mismatches.len(),
+        spent.lock().unwrap()
     );
     tally.assert_all_agree("ipvs trace", 100);
     assert_eq!(tally.checked, sent, "every probe sent is traced");
