@@ -2,14 +2,28 @@
 //! factory (`IpvsFactory::build`, what `--proxy-mode=ipvs` runs) in the
 //! guest: every scenario (IPv4, IPv6, SCTP), with real connections
 //! through IPVS; none is skipped.
+//!
+//! Every probe is also traced, as `kube-proxy trace` does, through the
+//! live state of the node namespace (virtual servers over netlink,
+//! `ipset save`, `iptables-save`, `kube-ipvs0`), read once per scenario
+//! after its sync; the prediction must give the real packet's verdict: the
+//! same endpoint set (a subset under persistence), drop / reject / not
+//! matched, and the same masquerade decision.
 
-use backend_ipvs::IpvsFactory;
-use proxy_core::backend::{BackendContext, BackendFactory};
-use proxy_core::conformance::netns::{Netns, SendOptions, kernel_harness_factory_with};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backend_ipvs::IpvsFactory;
+use backend_ipvs::trace::IpvsRules;
+use backend_ipvs::trace::live::read_live;
+use proxy_core::backend::{BackendContext, BackendError, BackendFactory};
+use proxy_core::conformance::netns::{
+    KernelHarness, MakeBackend, Netns, PredictingHarness, Prediction, PredictionTally, Predictor,
+    SendOptions,
+};
 use proxy_core::conformance::{
-    HarnessFactory, Report, Scenario, ScenarioReport, Tier, load_scenarios, run_scenarios,
+    Harness, HarnessFactory, Origin, Packet, Report, Scenario, ScenarioReport, Tier,
+    load_scenarios, run_scenarios,
 };
 use proxy_core::{IpFamily, NodeInfo};
 
@@ -33,6 +47,99 @@ const FORWARDED_ATTEMPTS: usize = 32;
 /// loaded host, an SCTP association (two round trips, then the shutdown)
 /// once took longer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Traces each probe through the live state, read at the first probe: the
+/// kernel tier syncs once per scenario (one harness each), before its
+/// probes. `spent` adds up the time its reads and traces take.
+struct Tracing {
+    rules: Option<IpvsRules>,
+    spent: Arc<Mutex<Duration>>,
+}
+
+impl Predictor for Tracing {
+    fn predict(
+        &mut self,
+        harness: &KernelHarness,
+        packet: &Packet,
+    ) -> Result<Result<Prediction, String>, BackendError> {
+        let started = Instant::now();
+        let predicted = self.trace(harness, packet);
+        *self.spent.lock().unwrap() += started.elapsed();
+        predicted
+    }
+}
+
+impl Tracing {
+    /// The prediction of the live state's trace of `packet`.
+    fn trace(
+        &mut self,
+        harness: &KernelHarness,
+        packet: &Packet,
+    ) -> Result<Result<Prediction, String>, BackendError> {
+        let node_ips = harness.topology().node_addresses().to_vec();
+        let in_interface = match packet.origin {
+            Origin::Host => None,
+            o => o.in_interface(),
+        };
+        let rules = match &mut self.rules {
+            Some(rules) => rules,
+            empty => {
+                let family = IpFamily::of(&packet.destination);
+                let read = PredictingHarness::<Tracing>::in_node(harness, read_live(family))?
+                    .map_err(|e| {
+                        BackendError::dataplane(format!("cannot read the IPVS state: {e}"))
+                    })?;
+                empty.insert(read)
+            }
+        };
+        Ok(rules
+            .trace_path(&node_ips, packet, in_interface)
+            .map(|path| {
+                let hops: Vec<String> = path
+                    .hops
+                    .iter()
+                    .filter_map(|h| {
+                        h.rule
+                            .as_ref()
+                            .map(|r| format!("  {}/{}: {r} {:?}", h.table, h.chain, h.notes))
+                    })
+                    .collect();
+                Prediction {
+                    affinity: path.choices.iter().any(|c| c.affinity),
+                    explanation: hops.join("\n"),
+                    outcome: path.outcome,
+                }
+            })
+            .map_err(|e| e.to_string()))
+    }
+}
+
+/// The kernel harness through `IpvsFactory::build` with the tier's send
+/// options, every probe also traced into `tally` (its time added to
+/// `spent`).
+fn tracing_harness_factory(
+    tally: Arc<Mutex<PredictionTally>>,
+    spent: Arc<Mutex<Duration>>,
+) -> impl HarnessFactory {
+    let make: Arc<MakeBackend> = Arc::new(|ctx: &BackendContext| IpvsFactory::new().build(ctx));
+    let options = SendOptions {
+        forwarded_attempts: FORWARDED_ATTEMPTS,
+        timeout: ATTEMPT_TIMEOUT,
+        ..SendOptions::default()
+    };
+    move |ctx: &BackendContext| -> Result<Box<dyn Harness>, BackendError> {
+        let inner = KernelHarness::new(ctx, make.clone())?.with_send_options(options);
+        Ok(Box::new(PredictingHarness::new(
+            inner,
+            Tracing {
+                rules: None,
+                spent: spent.clone(),
+            },
+            "",
+            tally.clone(),
+        )))
+    }
+}
 
 /// Runs `scenarios` on `threads` threads (scenario `i` on thread
 /// `i % threads`), each with its own runtime; the report keeps their
@@ -100,14 +207,9 @@ fn conformance_kernel_tier_passes_through_ipvs() {
     v4.expect("IPVS mode's check passes in the VM");
     v6.expect("IPVS mode's IPv6 check passes in the VM");
 
-    let factory = kernel_harness_factory_with(
-        |ctx| IpvsFactory::new().build(ctx),
-        SendOptions {
-            forwarded_attempts: FORWARDED_ATTEMPTS,
-            timeout: ATTEMPT_TIMEOUT,
-            ..SendOptions::default()
-        },
-    );
+    let tally = Arc::new(Mutex::new(PredictionTally::default()));
+    let spent = Arc::new(Mutex::new(Duration::ZERO));
+    let factory = tracing_harness_factory(tally.clone(), spent.clone());
     let started = std::time::Instant::now();
     let (report, mut times) = run_in_parallel(&factory, &load_scenarios(), PARALLEL);
     times.sort();
@@ -133,4 +235,15 @@ fn conformance_kernel_tier_passes_through_ipvs() {
         .map(|s| s.name().to_string())
         .collect();
     crate::guest_sctp::assert_all_passed(&report, &sctp);
+    // every probe of every scenario traced, and the trace agreed
+    let tally = tally.lock().unwrap();
+    let sent: usize = report.scenarios.iter().map(|s| s.packets.len()).sum();
+    println!(
+        "ipvs trace: {} of {sent} probes traced, {} mispredicted; reading and tracing took {:?} (summed over the threads)",
+        tally.checked,
+        tally.mismatches.len(),
+        spent.lock().unwrap()
+    );
+    tally.assert_all_agree("ipvs trace", 100);
+    assert_eq!(tally.checked, sent, "every probe sent is traced");
 }

@@ -21,7 +21,6 @@ mod guest_ipvsadm;
 mod guest_netlink;
 mod guest_sctp;
 mod guest_sync;
-mod guest_trace;
 mod vm;
 
 // The e2e tests' blocking HTTP GET (for the binary's /healthz), shared.
