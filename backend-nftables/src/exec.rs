@@ -83,7 +83,22 @@ impl Executor for NftCli {
     }
 
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError> {
+        if self
+            .nft
+            .has_table(family, TABLE)
+            .await
+            .map_err(NftError::List)?
+        {
+            return Ok(true);
+        }
+        // "Absent" leads to a cold start (the skeleton first, then the
+        // ports in chunks): nft's own listing confirms it, so that a wrong
+        // answer can never leave node ports unmatched for the cold start's
+        // milliseconds on a node whose rules are in place. It costs a
+        // listing only when the table is really absent.
         self.nft
+            .clone()
+            .with_table_lookup(TableLookup::Cli)
             .has_table(family, TABLE)
             .await
             .map_err(NftError::List)
