@@ -108,3 +108,21 @@ pub fn main() -> ExitCode {
         },
     }
 }
+
+/// Parses the arguments of `kube-proxy NAME …` (`args[0]` is `NAME`), with
+/// usage lines that read `kube-proxy NAME`; on `--help` or a usage error,
+/// prints it and gives the exit code to return.
+pub(crate) fn parse_subcommand<T: clap::Parser>(
+    name: &str,
+    args: &[String],
+) -> Result<T, ExitCode> {
+    let args = std::iter::once(format!("kube-proxy {name}")).chain(args.iter().skip(1).cloned());
+    T::try_parse_from(args).map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}

@@ -352,20 +352,9 @@ fn metrics_address(options: &crate::Options) -> Option<SocketAddr> {
 
 /// `kube-proxy diff ARGS`.
 pub fn main(args: &[String]) -> ExitCode {
-    // Usage lines read `kube-proxy diff …`.
-    let args: Vec<String> = std::iter::once("kube-proxy diff".to_string())
-        .chain(args.iter().skip(1).cloned())
-        .collect();
-    let args = match DiffArgs::try_parse_from(&args) {
+    let args = match crate::parse_subcommand::<DiffArgs>("diff", args) {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(crate::EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let diff = match crate::trace::block_on(execute(&args)).and_then(|r| r) {
         Ok(diff) => diff,

@@ -299,20 +299,9 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, I
 /// `kube-proxy trace ARGS`: prints the report; exit 0 when traced, 2 when
 /// the rules could not be read.
 pub fn main(args: &[String]) -> ExitCode {
-    // Usage lines read `kube-proxy trace …`.
-    let args: Vec<String> = std::iter::once("kube-proxy trace".to_string())
-        .chain(args.iter().skip(1).cloned())
-        .collect();
-    let args = match TraceArgs::try_parse_from(&args) {
+    let args = match crate::parse_subcommand::<TraceArgs>("trace", args) {
         Ok(args) => args,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(crate::EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     match block_on(execute(&args)).and_then(|r| r) {
         Ok(report) => {
