@@ -22,7 +22,7 @@ pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
 /// filter: kubelet's anti-martian chain (CVE-2020-8558 guard for localhost node ports).
 pub const KUBE_FIREWALL: &str = "KUBE-FIREWALL";
 /// mangle, nat, filter: empty chain whose disappearance reveals a flush.
-pub const KUBE_PROXY_CANARY: &str = "KUBE-PROXY-CANARY";
+pub const KUBE_PROXY_CANARY: &str = proxy_core::exec::iptables::OWN_HINT_CHAIN;
 
 /// Prefix of the chain load-balancing over `Cluster` endpoints.
 pub const SVC_PREFIX: &str = "KUBE-SVC-";

@@ -110,6 +110,16 @@ pub trait Executor: Send + Sync {
 
     /// Whether `program` can be found.
     fn has_program(&self, program: &str) -> bool;
+
+    /// Whether the commands act on the kernel of the calling thread's
+    /// network namespace, so that a driver may ask that kernel directly
+    /// (over netlink) instead of running a tool to read it. Fakes keep the
+    /// default `false`: everything they are asked goes through [`run`].
+    ///
+    /// [`run`]: Executor::run
+    fn reads_kernel(&self) -> bool {
+        false
+    }
 }
 
 /// A shared executor runs commands as the one it points to.
@@ -122,6 +132,10 @@ impl<T: Executor + ?Sized> Executor for std::sync::Arc<T> {
     fn has_program(&self, program: &str) -> bool {
         (**self).has_program(program)
     }
+
+    fn reads_kernel(&self) -> bool {
+        (**self).reads_kernel()
+    }
 }
 
 /// A borrowed executor runs commands as the one it points to.
@@ -133,5 +147,9 @@ impl<T: Executor + ?Sized> Executor for &T {
 
     fn has_program(&self, program: &str) -> bool {
         (**self).has_program(program)
+    }
+
+    fn reads_kernel(&self) -> bool {
+        (**self).reads_kernel()
     }
 }

@@ -80,6 +80,10 @@ impl Executor for SystemExecutor {
     fn has_program(&self, program: &str) -> bool {
         has_program(program)
     }
+
+    fn reads_kernel(&self) -> bool {
+        true
+    }
 }
 
 /// Whether `program` is an executable file, or one in one of `PATH`'s

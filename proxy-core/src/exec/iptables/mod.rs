@@ -11,15 +11,17 @@
 //!   code [`RESOURCE_PROBLEM`](super::RESOURCE_PROBLEM), a transient error;
 //! - restore: [`Iptables::restore`] (`--noflush --counters`, the failing
 //!   line shown with its neighbours);
-//! - save parsing: [`save`];
+//! - save parsing: [`save`]; chain names of iptables-nft tables over
+//!   netlink ([`nft_chains`]), never by saving the whole table;
 //! - errors: [`ToolError`]; timeouts and own-writes recording are the
 //!   [`Executor`]'s ([`SystemExecutor`](super::SystemExecutor) under the
 //!   context's [`CommandLimits`](super::CommandLimits)).
 
+pub mod nft_chains;
 pub mod save;
 mod variant;
 
-pub use variant::{HINT_CHAINS, Variant};
+pub use variant::{HINT_CHAINS, OWN_HINT_CHAIN, Variant};
 
 use std::sync::Arc;
 
@@ -68,9 +70,14 @@ impl<X: Executor> Iptables<X> {
 
     /// The variant to write with, picked like kubelet's iptables wrapper:
     /// the only one whose `-restore` is installed; with both,
-    /// [`Variant::choose`] on the `iptables-save` output of each (both
-    /// families; a failing save counts as empty); with neither, the
-    /// unsuffixed tools, or [`ToolError::Missing`].
+    /// [`Variant::hinted`] on nft's `mangle` tables and legacy's rules
+    /// (kubelet's hint chains, then our own canary: where this proxy wrote
+    /// before, e.g. the other family's backend a moment ago), else
+    /// [`Variant::choose`] on the whole `iptables-save` output of each
+    /// (both families; a failing save counts as empty). nft's whole-table
+    /// saves, slow beside a large table, run only on a host where neither
+    /// kubelet nor we have written yet; with neither variant installed,
+    /// the unsuffixed tools, or [`ToolError::Missing`].
     pub async fn detect(exec: X, family: IpFamily) -> Result<Self, ToolError> {
         let restore = |v: Variant| v.program(family, "-restore");
         let has_nft = exec.has_program(&restore(Variant::Nft));
@@ -88,9 +95,19 @@ impl<X: Executor> Iptables<X> {
                 });
             }
             (true, true) => {
-                let nft = save_both_families(&exec, Variant::Nft).await;
-                let legacy = save_both_families(&exec, Variant::Legacy).await;
-                Variant::choose(&nft, &legacy)
+                // As kubelet's wrapper: nft's `mangle` tables first (small
+                // beside any nat table), legacy's whole saves (cheap, and
+                // `-t mangle` would create that table), nft's whole saves
+                // only when neither holds a hint.
+                let nft_mangle = save_both_families(&exec, Variant::Nft, Some("mangle")).await;
+                let legacy = save_both_families(&exec, Variant::Legacy, None).await;
+                match Variant::hinted(&nft_mangle, &legacy) {
+                    Some(variant) => variant,
+                    None => {
+                        let nft = save_both_families(&exec, Variant::Nft, None).await;
+                        Variant::choose(&nft, &legacy)
+                    }
+                }
             }
         };
         tracing::debug!(?family, ?variant, "detected iptables variant");
@@ -233,8 +250,20 @@ impl<X: Executor> Iptables<X> {
         Ok(out.stdout)
     }
 
-    /// The chains of `table` (from `iptables-save -t table`).
+    /// The chains of `table`. With iptables-nft on the real kernel, one
+    /// netlink dump of the chain names ([`nft_chains`]: `iptables-nft-save`
+    /// decodes every rule of the table to print them, minutes beside a
+    /// large table); otherwise, or when netlink cannot answer, from
+    /// `iptables-save -t table`.
     pub async fn chains(&self, table: &str) -> Result<Vec<String>, ToolError> {
+        if self.variant == Variant::Nft && self.exec.reads_kernel() {
+            match nft_chains::chain_names(self.family, table) {
+                Ok(names) => return Ok(names),
+                Err(error) => {
+                    tracing::warn!(%error, table, "cannot list the chains over netlink; saving the table instead (slow beside a large table)");
+                }
+            }
+        }
         Ok(save::chains(&self.save(Some(table)).await?))
     }
 
@@ -308,12 +337,17 @@ fn rule<'a>(op: &'a str, chain: &'a str, args: &'a [String]) -> Vec<&'a str> {
     all
 }
 
-/// `iptables-save` output of both families for `variant` (errors count as
-/// empty).
-async fn save_both_families<X: Executor>(exec: &X, variant: Variant) -> String {
+/// `iptables-save [-t table]` output of both families for `variant`
+/// (errors count as empty).
+async fn save_both_families<X: Executor>(
+    exec: &X,
+    variant: Variant,
+    table: Option<&str>,
+) -> String {
+    let args: Vec<&str> = table.map(|t| vec!["-t", t]).unwrap_or_default();
     let mut out = String::new();
     for family in IpFamily::ALL {
-        let cmd = Command::new(variant.program(family, "-save"), Vec::<String>::new());
+        let cmd = Command::new(variant.program(family, "-save"), args.iter().copied());
         if let Ok(o) = exec.run(&cmd).await
             && o.success()
         {

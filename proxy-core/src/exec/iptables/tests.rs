@@ -109,16 +109,19 @@ async fn the_only_installed_variant_is_used_without_reading_rules() {
 #[tokio::test]
 async fn with_both_variants_the_rules_of_both_families_decide() {
     let both = ["iptables-nft-restore", "iptables-legacy-restore"];
-    // Legacy holds rules (in IPv6 only), nft none: legacy.
+    // Legacy holds rules (in IPv6 only), nft none, no hint: legacy, after
+    // nft's mangle tables, legacy's saves and nft's whole saves.
     let host = Host::with(&both).answer("ip6tables-legacy-save", 0, LEGACY_RULES, "");
     assert_eq!(unwrap(detect(&host, IpFamily::V4).await), Variant::Legacy);
     assert_eq!(
         host.log(),
         [
+            "iptables-nft-save -t mangle",
+            "ip6tables-nft-save -t mangle",
+            "iptables-legacy-save",
+            "ip6tables-legacy-save",
             "iptables-nft-save",
             "ip6tables-nft-save",
-            "iptables-legacy-save",
-            "ip6tables-legacy-save"
         ]
     );
     // kubelet's hint in nft wins over legacy's rules.
@@ -129,6 +132,23 @@ async fn with_both_variants_the_rules_of_both_families_decide() {
     // A failing save counts as empty: nft on a tie.
     let failing = Host::with(&both).answer("iptables-legacy-save", 1, LEGACY_RULES, "denied");
     assert_eq!(unwrap(detect(&failing, IpFamily::V4).await), Variant::Nft);
+}
+
+#[tokio::test]
+async fn a_hint_in_nfts_mangle_table_spares_the_whole_table_saves() {
+    let both = ["ip6tables-nft-restore", "ip6tables-legacy-restore"];
+    for chain in ["KUBE-IPTABLES-HINT", "KUBE-PROXY-CANARY"] {
+        let mangle = format!("*mangle\n:{chain} - [0:0]\nCOMMIT\n");
+        // In the other family's table: the IPv4 backend's canary decides
+        // for the IPv6 one.
+        let host = Host::with(&both).answer("iptables-nft-save -t mangle", 0, &mangle, "");
+        assert_eq!(unwrap(detect(&host, IpFamily::V6).await), Variant::Nft);
+        let log = host.log();
+        assert!(
+            !log.iter().any(|l| l.ends_with("nft-save")),
+            "{chain}: no whole nft save: {log:?}"
+        );
+    }
 }
 
 #[test]

@@ -17,6 +17,11 @@ pub enum Variant {
 /// Chains kubelet creates to tell which variant it uses.
 pub const HINT_CHAINS: [&str; 2] = ["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"];
 
+/// The canary chain kube-proxy itself keeps in `mangle` (upstream's
+/// `KUBE-PROXY-CANARY`): the variant holding it is the one this proxy wrote
+/// with, a hint when kubelet left none.
+pub const OWN_HINT_CHAIN: &str = "KUBE-PROXY-CANARY";
+
 impl Variant {
     /// The suffixed variants, in the order they are preferred.
     pub const SUFFIXED: [Variant; 2] = [Variant::Nft, Variant::Legacy];
@@ -41,25 +46,38 @@ impl Variant {
         format!("{base}{}{tool}", self.suffix())
     }
 
-    /// Picks between both installed variants like kubelet's iptables
-    /// wrapper, from the `iptables-save` output of each (both families): a
-    /// kubelet hint chain decides; otherwise the variant holding more
-    /// rules wins; `nft` when tied (e.g. both empty).
-    pub fn choose(nft_saved: &str, legacy_saved: &str) -> Variant {
-        let hinted = |saved: &str| {
+    /// The variant a hint chain names, from nft's `mangle` tables and
+    /// legacy's saves (both families): kubelet's ([`HINT_CHAINS`]) first,
+    /// nft before legacy; then our own canary ([`OWN_HINT_CHAIN`]).
+    pub fn hinted(nft_saved: &str, legacy_saved: &str) -> Option<Variant> {
+        let holds = |saved: &str, names: &[&str]| {
             super::save::chains(saved)
                 .iter()
-                .any(|c| HINT_CHAINS.contains(&c.as_str()))
+                .any(|c| names.contains(&c.as_str()))
         };
-        if hinted(nft_saved) {
-            Variant::Nft
-        } else if hinted(legacy_saved)
-            || super::save::rule_count(legacy_saved) > super::save::rule_count(nft_saved)
-        {
-            Variant::Legacy
-        } else {
-            Variant::Nft
+        for names in [&HINT_CHAINS[..], &[OWN_HINT_CHAIN][..]] {
+            if holds(nft_saved, names) {
+                return Some(Variant::Nft);
+            }
+            if holds(legacy_saved, names) {
+                return Some(Variant::Legacy);
+            }
         }
+        None
+    }
+
+    /// Picks between both installed variants like kubelet's iptables
+    /// wrapper, from the `iptables-save` output of each (both families): a
+    /// hint chain decides ([`Variant::hinted`]); otherwise the variant
+    /// holding more rules wins; `nft` when tied (e.g. both empty).
+    pub fn choose(nft_saved: &str, legacy_saved: &str) -> Variant {
+        Variant::hinted(nft_saved, legacy_saved).unwrap_or_else(|| {
+            if super::save::rule_count(legacy_saved) > super::save::rule_count(nft_saved) {
+                Variant::Legacy
+            } else {
+                Variant::Nft
+            }
+        })
     }
 }
 
@@ -80,6 +98,17 @@ mod tests {
         assert_eq!(Variant::choose(HINT, RULES), Variant::Nft);
         assert_eq!(Variant::choose(RULES, CANARY), Variant::Legacy);
         assert_eq!(Variant::choose(CANARY, HINT), Variant::Nft);
+    }
+
+    #[test]
+    fn kubelets_hint_outranks_our_canary_which_outranks_the_rule_count() {
+        const OWN: &str = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n";
+        assert_eq!(Variant::hinted("", ""), None);
+        assert_eq!(Variant::hinted(RULES, RULES), None);
+        assert_eq!(Variant::hinted(OWN, ""), Some(Variant::Nft));
+        assert_eq!(Variant::hinted("", OWN), Some(Variant::Legacy));
+        assert_eq!(Variant::hinted(OWN, HINT), Some(Variant::Legacy));
+        assert_eq!(Variant::choose(OWN, RULES), Variant::Nft);
     }
 
     #[test]
