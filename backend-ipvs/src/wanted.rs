@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use proxy_core::IpFamily;
+pub use proxy_core::diff::{PortDiff, Status};
 
 use crate::error::IpvsError;
 use crate::layout::{CHAINS, ipset_name};
@@ -74,17 +75,6 @@ pub(crate) struct PortParts {
     pub(crate) vips: BTreeSet<IpAddr>,
 }
 
-/// How a service port (or the shared state) differs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiffStatus {
-    /// Wanted, nothing of it live.
-    Missing,
-    /// Live, not wanted.
-    Extra,
-    /// Both, with differences.
-    Different,
-}
-
 /// One group's comparable items: a line per virtual server, real server,
 /// set entry, address and chain, and the real servers taking new
 /// connections.
@@ -98,24 +88,6 @@ pub struct Group {
 
 /// Groups by service port name.
 pub type Model = BTreeMap<String, Group>;
-
-/// One group that differs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortDifference {
-    /// The service port, [`SHARED`], or `ADDRESS/PROTO` of a virtual
-    /// server no port wants.
-    pub service_port: String,
-    /// How.
-    pub status: DiffStatus,
-    /// Wanted items not live.
-    pub missing: Vec<String>,
-    /// Live items not wanted.
-    pub extra: Vec<String>,
-    /// Real servers wanted but not taking connections.
-    pub missing_endpoints: BTreeSet<SocketAddr>,
-    /// Real servers taking connections but not wanted.
-    pub extra_endpoints: BTreeSet<SocketAddr>,
-}
 
 /// The node's addresses node ports may be served on (every link's but
 /// `kube-ipvs0`'s, without loopback and IPv6 link-local ones), read from
@@ -379,13 +351,13 @@ impl WantedState {
 
     /// What differs between this state and `live`, per group (empty:
     /// equal).
-    pub fn compare(&self, live: &IpvsRules) -> Vec<PortDifference> {
+    pub fn compare(&self, live: &IpvsRules) -> Vec<PortDiff> {
         differences(&self.model(), &self.live_model(live))
     }
 }
 
 /// The groups of `want` and `have` that differ.
-pub fn differences(want: &Model, have: &Model) -> Vec<PortDifference> {
+pub fn differences(want: &Model, have: &Model) -> Vec<PortDiff> {
     let names: BTreeSet<&String> = want.keys().chain(have.keys()).collect();
     let empty = Group::default();
     let mut out = Vec::new();
@@ -396,17 +368,17 @@ pub fn differences(want: &Model, have: &Model) -> Vec<PortDifference> {
             continue;
         }
         let status = if h.items.is_empty() {
-            DiffStatus::Missing
+            Status::Missing
         } else if w.items.is_empty() {
-            DiffStatus::Extra
+            Status::Extra
         } else {
-            DiffStatus::Different
+            Status::Different
         };
-        out.push(PortDifference {
+        out.push(PortDiff {
             service_port: name.clone(),
             status,
-            missing: w.items.difference(&h.items).cloned().collect(),
-            extra: h.items.difference(&w.items).cloned().collect(),
+            missing_rules: w.items.difference(&h.items).cloned().collect(),
+            extra_rules: h.items.difference(&w.items).cloned().collect(),
             missing_endpoints: w.endpoints.difference(&h.endpoints).copied().collect(),
             extra_endpoints: h.endpoints.difference(&w.endpoints).copied().collect(),
         });
@@ -479,7 +451,7 @@ mod tests {
         }
     }
 
-    fn diff(w: &WantedState, l: &Listings) -> Vec<PortDifference> {
+    fn diff(w: &WantedState, l: &Listings) -> Vec<PortDiff> {
         w.compare(&rules_of(l).unwrap())
     }
 
@@ -531,13 +503,13 @@ mod tests {
         let d = diff(&w, &l);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].service_port, "default/web:http");
-        assert_eq!(d[0].status, DiffStatus::Different);
+        assert_eq!(d[0].status, Status::Different);
         assert_eq!(d[0].missing_endpoints, BTreeSet::from([real]));
         assert_eq!(
-            d[0].missing,
+            d[0].missing_rules,
             [format!("real server tcp 10.96.0.10:80 -> {real} weight 1")]
         );
-        assert!(d[0].extra.is_empty());
+        assert!(d[0].extra_rules.is_empty());
 
         // a real server no endpoint wants, at weight 0: draining
         let mut l = listings(&w);
@@ -562,7 +534,7 @@ mod tests {
         let d = diff(&w, &l);
         assert_eq!(d[0].missing_endpoints, BTreeSet::from([real]));
         assert_eq!(
-            d[0].extra,
+            d[0].extra_rules,
             [format!("real server tcp 10.96.0.10:80 -> {real} weight 0")]
         );
     }
@@ -580,7 +552,7 @@ mod tests {
         // another tool's virtual server, on an address that is not ours
         l.ipvsadm.push_str("-A -t 192.168.50.1:80 -s rr\n");
         let d = diff(&w, &l);
-        let by_name: BTreeMap<&str, &PortDifference> =
+        let by_name: BTreeMap<&str, &PortDiff> =
             d.iter().map(|d| (d.service_port.as_str(), d)).collect();
         assert_eq!(
             by_name.keys().copied().collect::<Vec<_>>(),
@@ -588,16 +560,19 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(
-            by_name["default/web:http"].missing,
+            by_name["default/web:http"].missing_rules,
             [
                 "ipset KUBE-CLUSTER-IP 10.96.0.10,tcp:80",
                 "kube-ipvs0 address 10.96.0.10"
             ]
         );
-        assert_eq!(by_name["(shared)"].extra, ["kube-ipvs0 address 10.96.0.99"]);
-        assert_eq!(by_name["10.96.0.99:443/tcp"].status, DiffStatus::Extra);
         assert_eq!(
-            by_name["10.96.0.99:443/tcp"].extra,
+            by_name["(shared)"].extra_rules,
+            ["kube-ipvs0 address 10.96.0.99"]
+        );
+        assert_eq!(by_name["10.96.0.99:443/tcp"].status, Status::Extra);
+        assert_eq!(
+            by_name["10.96.0.99:443/tcp"].extra_rules,
             ["virtual server tcp 10.96.0.99:443 scheduler rr"]
         );
     }
@@ -610,7 +585,7 @@ mod tests {
         let d = diff(&w, &l);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].service_port, SHARED);
-        assert_eq!(d[0].missing, ["iptables chain -t nat KUBE-SERVICES"]);
+        assert_eq!(d[0].missing_rules, ["iptables chain -t nat KUBE-SERVICES"]);
 
         let empty = Listings {
             ipvsadm: String::new(),
@@ -623,12 +598,12 @@ mod tests {
             .iter()
             .find(|d| d.service_port == "default/web:http")
             .unwrap();
-        assert_eq!(port.status, DiffStatus::Missing);
+        assert_eq!(port.status, Status::Missing);
         assert!(
-            port.missing
+            port.missing_rules
                 .contains(&"virtual server tcp 10.96.0.10:80 scheduler rr persistent 600".into()),
             "{:?}",
-            port.missing
+            port.missing_rules
         );
     }
 }

@@ -23,7 +23,8 @@
 //! runtime, `kube::Client`, backends and metrics registry). With
 //! `conformance` it exports the shared conformance suite that every backend
 //! runs; with `trace`, the hops and choices every backend's packet tracer
-//! records (`trace::Hop`, `trace::Choice`).
+//! records (`trace::Hop`, `trace::Choice`) and what `kube-proxy diff`
+//! reports (`diff::PortDiff`).
 //!
 //! ## Kubernetes versions
 //!
@@ -58,5 +59,7 @@ pub mod exec;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 
+#[cfg(feature = "trace")]
+pub mod diff;
 #[cfg(feature = "trace")]
 pub mod trace;

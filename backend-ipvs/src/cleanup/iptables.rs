@@ -4,7 +4,9 @@
 use std::io;
 
 use proxy_core::IpFamily;
-use proxy_core::exec::iptables::{Iptables, save::chains_by_table};
+use std::collections::BTreeSet;
+
+use proxy_core::exec::iptables::Iptables;
 use proxy_core::exec::{Command, Executor, Output};
 use tracing::{debug, info};
 
@@ -30,6 +32,10 @@ impl Executor for HostExecutor<'_> {
     fn has_program(&self, program: &str) -> bool {
         self.0.has_program(program)
     }
+
+    fn reads_kernel(&self) -> bool {
+        self.0.reads_kernel()
+    }
 }
 
 /// Removes, in every installed iptables variant of `family`
@@ -37,8 +43,9 @@ impl Executor for HostExecutor<'_> {
 /// the built-in chains, then flushes all its chains, then deletes them
 /// (flushing first drops the jumps between them).
 ///
-/// `iptables-save` tells which chains exist, so only those are touched and
-/// a host that never ran the IPVS mode sees nothing but the `-save` calls.
+/// The chain names tell which chains exist ([`Iptables::chains_of`]: over
+/// netlink for iptables-nft, else `iptables-save`), so only those are
+/// touched and a host that never ran the IPVS mode sees nothing else.
 /// Failures are collected and the cleanup goes on, as upstream's does.
 pub(crate) async fn remove_chains(host: &dyn Host, family: IpFamily) -> Vec<IpvsError> {
     let installed = Iptables::installed(HostExecutor(host), family);
@@ -53,14 +60,17 @@ pub(crate) async fn remove_chains(host: &dyn Host, family: IpFamily) -> Vec<Ipvs
 }
 
 async fn remove_with(ipt: &Iptables<HostExecutor<'_>>) -> Vec<IpvsError> {
-    let saved = match ipt.save(None).await {
-        Ok(saved) => saved,
+    let tables: BTreeSet<&str> = CHAINS.iter().map(|&(table, _)| table).collect();
+    let tables: Vec<&str> = tables.into_iter().collect();
+    let existing = match ipt.chains_of(&tables).await {
+        Ok(existing) => existing,
         Err(error) => return vec![error.into()],
     };
-    let existing = chains_by_table(&saved);
+    let exists =
+        |table: &str, chain: &str| existing.contains(&(table.to_string(), chain.to_string()));
     let ours: Vec<(&str, &str)> = CHAINS
         .into_iter()
-        .filter(|&(table, chain)| existing.contains(&(table, chain)))
+        .filter(|&(table, chain)| exists(table, chain))
         .collect();
     let tool = ipt.program("");
     if ours.is_empty() {
@@ -68,7 +78,7 @@ async fn remove_with(ipt: &Iptables<HostExecutor<'_>>) -> Vec<IpvsError> {
         return Vec::new();
     }
     let mut failures = Vec::new();
-    for jump in JUMPS.iter().filter(|j| existing.contains(&(j.table, j.to))) {
+    for jump in JUMPS.iter().filter(|j| exists(j.table, j.to)) {
         if let Err(error) = delete_jump(ipt, jump).await {
             failures.push(error);
         }
@@ -110,6 +120,7 @@ async fn delete_jump(ipt: &Iptables<HostExecutor<'_>>, jump: &Jump) -> Result<()
 mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
+    use proxy_core::exec::iptables::save::chains_by_table;
 
     const NFT: [&str; 2] = ["iptables-nft", "iptables-nft-save"];
     const LEGACY: [&str; 2] = ["iptables-legacy", "iptables-legacy-save"];

@@ -30,6 +30,15 @@ pub trait Host: Send + Sync {
     /// namespace (`ip_vs`, `dev`), or `None` when the file does not exist
     /// (for `ip_vs`: the kernel has no IPVS loaded).
     fn read_proc_net(&self, name: &str) -> io::Result<Option<String>>;
+
+    /// Whether commands act on the calling thread's kernel, so the kernel
+    /// may be asked directly instead ([`Executor::reads_kernel`]); fakes
+    /// keep `false`.
+    ///
+    /// [`Executor::reads_kernel`]: proxy_core::exec::Executor::reads_kernel
+    fn reads_kernel(&self) -> bool {
+        false
+    }
 }
 
 /// Whether an idempotent command changed something.

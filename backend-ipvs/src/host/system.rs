@@ -38,6 +38,10 @@ impl Host for SystemHost {
         self.exec.has_program(program)
     }
 
+    fn reads_kernel(&self) -> bool {
+        self.exec.reads_kernel()
+    }
+
     /// Reads `/proc/thread-self/net/<name>`: `/proc/net` would show the
     /// namespace of the process's main thread instead. The files are a few
     /// lines of procfs, read synchronously on purpose (a blocking-pool

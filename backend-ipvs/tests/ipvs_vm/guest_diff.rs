@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use backend_ipvs::trace::live::read_live;
-use backend_ipvs::wanted::{DiffStatus, PortDifference, WantedState, node_addresses};
+use backend_ipvs::wanted::{PortDiff, Status, WantedState, node_addresses};
 use backend_ipvs::{IpvsBackend, SystemHost};
 use proxy_core::conformance::load_scenarios;
 use proxy_core::conformance::netns::NodeTopology;
@@ -51,7 +51,7 @@ fn compare(
     backend: &IpvsBackend,
     view: &proxy_core::NodeView,
     family: proxy_core::IpFamily,
-) -> (WantedState, Vec<PortDifference>) {
+) -> (WantedState, Vec<PortDiff>) {
     let wanted = backend.wanted(view, node_addresses().unwrap());
     let live = rt.block_on(read_live(family)).unwrap();
     let diff = wanted.compare(&live);
@@ -128,15 +128,15 @@ fn diff_is_equal_after_syncs_and_reports_exactly_the_damage() {
                 let (_, diff) = compare(&rt, &backend, view, ctx.family);
                 assert_eq!(
                     diff,
-                    [PortDifference {
+                    [PortDiff {
                         service_port: "default/web:http".into(),
-                        status: DiffStatus::Different,
-                        missing: vec![
+                        status: Status::Different,
+                        missing_rules: vec![
                             "ipset KUBE-CLUSTER-IP 10.96.0.10,tcp:80".into(),
                             "kube-ipvs0 address 10.96.0.10".into(),
                             format!("real server tcp 10.96.0.10:80 -> {victim} weight 1"),
                         ],
-                        extra: vec![],
+                        extra_rules: vec![],
                         missing_endpoints: BTreeSet::from([victim]),
                         extra_endpoints: BTreeSet::new(),
                     }],

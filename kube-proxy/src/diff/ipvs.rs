@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use backend_ipvs::trace::IpvsRules;
-use backend_ipvs::wanted::{DiffStatus, WantedState, differences};
+use backend_ipvs::wanted::{WantedState, differences};
 use backend_ipvs::{IpvsBackend, SystemHost};
 use proxy_core::backend::BackendContext;
 use proxy_core::exec::SystemExecutor;
 use proxy_core::{IpFamily, NodeView, ProxyMode};
 
-use super::{DiffReport, PortDiff, Status};
+use super::DiffReport;
 use crate::trace::InspectError;
 
 /// What the ipvs mode wants for `view` on this node (its addresses read
@@ -43,21 +43,7 @@ pub fn report(family: IpFamily, wanted: &WantedState, live: &IpvsRules) -> DiffR
         .chain(have.keys())
         .collect::<BTreeSet<_>>()
         .len();
-    let differences = differences(&want, &have)
-        .into_iter()
-        .map(|d| PortDiff {
-            service_port: d.service_port,
-            status: match d.status {
-                DiffStatus::Missing => Status::Missing,
-                DiffStatus::Extra => Status::Extra,
-                DiffStatus::Different => Status::Different,
-            },
-            missing_endpoints: d.missing_endpoints,
-            extra_endpoints: d.extra_endpoints,
-            missing_rules: d.missing,
-            extra_rules: d.extra,
-        })
-        .collect();
+    let differences = differences(&want, &have);
     DiffReport {
         mode: ProxyMode::Ipvs.to_string(),
         family: family.to_string(),

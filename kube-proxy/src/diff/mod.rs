@@ -26,35 +26,7 @@ use proxy_core::{IpFamily, NodeView, ProxyMode};
 use crate::trace::{InspectError, Rules, live};
 use model::{Model, models};
 
-/// How one service port differs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Wanted, but none of its rules are in the kernel.
-    Missing,
-    /// In the kernel, but not wanted.
-    Extra,
-    /// Both, with differences.
-    Different,
-}
-
-/// One service port (or the shared rules) that differs.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PortDiff {
-    /// `namespace/name:port` (iptables) or `namespace/name/proto/port`
-    /// (nftables); "(shared)" for the rules of no single service port.
-    pub service_port: String,
-    /// How it differs.
-    pub status: Status,
-    /// Endpoints wanted but not programmed.
-    pub missing_endpoints: BTreeSet<SocketAddr>,
-    /// Endpoints programmed but not wanted.
-    pub extra_endpoints: BTreeSet<SocketAddr>,
-    /// Rules (and set elements) wanted but absent.
-    pub missing_rules: Vec<String>,
-    /// Rules present but not wanted.
-    pub extra_rules: Vec<String>,
-}
+pub use proxy_core::diff::{PortDiff, Status};
 
 /// The comparison of one family.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

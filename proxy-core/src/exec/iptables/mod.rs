@@ -23,6 +23,7 @@ mod variant;
 
 pub use variant::{HINT_CHAINS, OWN_HINT_CHAIN, Variant};
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Command, Executor, Output, ToolError};
@@ -265,6 +266,30 @@ impl<X: Executor> Iptables<X> {
             }
         }
         Ok(save::chains(&self.save(Some(table)).await?))
+    }
+
+    /// The `(table, chain)` pairs of `tables`: one netlink dump per table
+    /// as [`Iptables::chains`] does, or else one whole `iptables-save`
+    /// (cheaper than one save per table where saving is the only way).
+    pub async fn chains_of(
+        &self,
+        tables: &[&str],
+    ) -> Result<BTreeSet<(String, String)>, ToolError> {
+        if self.variant == Variant::Nft && self.exec.reads_kernel() {
+            let mut out = BTreeSet::new();
+            for &table in tables {
+                for chain in self.chains(table).await? {
+                    out.insert((table.to_string(), chain));
+                }
+            }
+            return Ok(out);
+        }
+        let saved = self.save(None).await?;
+        Ok(save::chains_by_table(&saved)
+            .into_iter()
+            .filter(|(table, _)| tables.contains(table))
+            .map(|(table, chain)| (table.to_string(), chain.to_string()))
+            .collect())
     }
 
     /// Creates `chain` unless it exists; returns whether it existed.
