@@ -33,6 +33,7 @@
 
 mod backend;
 mod balancer;
+mod congestion;
 mod error;
 mod factory;
 mod forward;

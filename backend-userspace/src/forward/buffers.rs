@@ -18,23 +18,11 @@ use tokio::net::TcpStream;
 /// of a loopback or same-host path.
 pub(super) const SAME_HOST_BUFFER: usize = 256 * 1024;
 
-/// The congestion control a same-host bulk direction sends with: Reno
-/// paces nothing. The system default may be BBR, which paces every
-/// connection with a high-resolution timer (armed per burst, and fired to
-/// resume sending); between two sockets of one host there is no bottleneck
-/// for it to find, and in a VM each timer costs a trap to the hypervisor.
-/// On this project's loopback benchmark the default BBR cost the splice
-/// path about a fifth more CPU per GiB (BENCHMARKS.md). Reno is built into
-/// every kernel and always allowed to unprivileged sockets
-/// (`net.ipv4.tcp_allowed_congestion_control`).
-pub(super) const SAME_HOST_CONGESTION_CONTROL: &str = "reno";
-
-/// Tunes the sockets a bulk direction `from` → `to` goes through when both
-/// ends are on this host: `from`'s receive buffer and `to`'s send buffer
-/// get [`SAME_HOST_BUFFER`], which turns autotuning off for them, and `to`
-/// sends with [`SAME_HOST_CONGESTION_CONTROL`]. Best effort: a failure
-/// leaves the socket as it was, which is only slower.
-pub(super) fn tune_for_same_host(from: &TcpStream, to: &TcpStream) {
+/// Bounds the buffers that a bulk direction `from` → `to` goes through:
+/// `from`'s receive buffer and `to`'s send buffer get [`SAME_HOST_BUFFER`],
+/// which turns autotuning off for them. Best effort: a failure leaves
+/// autotuning on, which is only slower.
+pub(super) fn bound_for_same_host(from: &TcpStream, to: &TcpStream) {
     #[cfg(unix)]
     {
         use nix::sys::socket::{setsockopt, sockopt};
@@ -42,10 +30,6 @@ pub(super) fn tune_for_same_host(from: &TcpStream, to: &TcpStream) {
             .and_then(|()| setsockopt(to, sockopt::SndBuf, &SAME_HOST_BUFFER));
         if let Err(error) = set {
             tracing::debug!(%error, "cannot bound the socket buffers of a same-host connection");
-        }
-        let reno = std::ffi::OsString::from(SAME_HOST_CONGESTION_CONTROL);
-        if let Err(error) = setsockopt(to, sockopt::TcpCongestion, &reno) {
-            tracing::debug!(%error, "cannot set the congestion control of a same-host connection");
         }
     }
     #[cfg(not(unix))]
@@ -57,7 +41,7 @@ mod tests {
     use nix::sys::socket::{getsockopt, sockopt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{SAME_HOST_BUFFER, SAME_HOST_CONGESTION_CONTROL, tune_for_same_host};
+    use super::{SAME_HOST_BUFFER, bound_for_same_host};
 
     /// What the kernel reports for a buffer of `asked` bytes: capped at the
     /// `net.core` maximum, then doubled.
@@ -71,15 +55,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bounds_the_receive_side_of_from_and_tunes_the_send_side_of_to() {
+    async fn bounds_the_receive_side_of_from_and_the_send_side_of_to() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let from = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (to, _) = listener.accept().await.unwrap();
         let to_rcvbuf_before = getsockopt(&to, sockopt::RcvBuf).unwrap();
-        let from_congestion_before = getsockopt(&from, sockopt::TcpCongestion).unwrap();
-        tune_for_same_host(&from, &to);
+        bound_for_same_host(&from, &to);
         assert_eq!(
             getsockopt(&from, sockopt::RcvBuf).unwrap(),
             granted(SAME_HOST_BUFFER, "/proc/sys/net/core/rmem_max")
@@ -92,16 +75,6 @@ mod tests {
             getsockopt(&to, sockopt::RcvBuf).unwrap(),
             to_rcvbuf_before,
             "the other direction keeps autotuning"
-        );
-        assert_eq!(
-            getsockopt(&to, sockopt::TcpCongestion).unwrap(),
-            SAME_HOST_CONGESTION_CONTROL,
-            "the sending side of the bulk direction paces nothing"
-        );
-        assert_eq!(
-            getsockopt(&from, sockopt::TcpCongestion).unwrap(),
-            from_congestion_before,
-            "the receiving side keeps its congestion control"
         );
     }
 }

@@ -101,7 +101,7 @@ enum Splicing {
 
 /// Moves everything from `from` to `to`, then shuts down `to`'s write side,
 /// so half-closes propagate. The first time the direction carries bulk data
-/// it gets its pipe and, when `same_host`, tuned sockets.
+/// it gets its pipe and, when `same_host`, bounded socket buffers.
 async fn pump(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -116,7 +116,7 @@ async fn pump(
     loop {
         if bulk && matches!(splicing, Splicing::Untried) {
             if same_host {
-                super::buffers::tune_for_same_host(from.as_ref(), to.as_ref());
+                super::buffers::bound_for_same_host(from.as_ref(), to.as_ref());
             }
             splicing = match new_pipe() {
                 Ok(pipe) => Splicing::Ready(pipe),
