@@ -95,7 +95,7 @@ fn set<S>(_: &S, _: impl Into<OsString>) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use nix::sys::socket::{getsockopt, sockopt};
     use tokio::net::{TcpListener, TcpStream};
