@@ -15,6 +15,10 @@
 //! switched back to the default right after `accept`, before any data.
 //! Reno is built into every kernel and always allowed to unprivileged
 //! sockets (`net.ipv4.tcp_allowed_congestion_control`).
+//!
+//! Listeners are only touched when the default is one that paces (BBR):
+//! otherwise there is nothing to save, and a default that negotiates ECN in
+//! the handshake (DCTCP) must answer the SYN itself.
 
 use std::ffi::OsString;
 use std::io;
@@ -25,6 +29,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 /// The congestion control of same-host legs.
 pub(crate) const SAME_HOST: &str = "reno";
 
+/// System defaults that pace every connection with a timer.
+const PACED: &[&str] = &["bbr"];
+
 /// What a listener's accepted connections need.
 #[derive(Debug, Default)]
 pub(crate) struct Accepted {
@@ -34,14 +41,15 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
-    /// Sets `listener` to Reno when the system default is something else
-    /// and can be read (so that it can be given back to remote clients).
-    /// Best effort: on any failure the listener keeps the default.
+    /// Sets `listener` to Reno when the system default paces and can be
+    /// read (so that it can be given back to remote clients). Best effort:
+    /// on any failure the listener keeps the default.
     pub fn prepare(listener: &TcpListener) -> Accepted {
         let Some(default) = system_default() else {
             return Accepted::default();
         };
-        if default == SAME_HOST || set(listener, SAME_HOST).is_err() {
+        let paced = PACED.iter().any(|name| default == *name);
+        if !paced || set(listener, SAME_HOST).is_err() {
             return Accepted::default();
         }
         Accepted {
@@ -100,7 +108,7 @@ mod tests {
     use nix::sys::socket::{getsockopt, sockopt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{Accepted, SAME_HOST, connect, system_default};
+    use super::{Accepted, PACED, SAME_HOST, connect, system_default};
 
     fn congestion(socket: &impl std::os::fd::AsFd) -> String {
         getsockopt(socket, sockopt::TcpCongestion)
@@ -119,7 +127,12 @@ mod tests {
         let _host_client = TcpStream::connect(addr).await.unwrap();
         let (from_host, _) = listener.accept().await.unwrap();
         accepted.restore(&from_host, true);
-        assert_eq!(congestion(&from_host), SAME_HOST);
+        let host_leg = if PACED.contains(&default.as_str()) {
+            SAME_HOST
+        } else {
+            default.as_str()
+        };
+        assert_eq!(congestion(&from_host), host_leg);
 
         let _remote_client = TcpStream::connect(addr).await.unwrap();
         let (from_remote, _) = listener.accept().await.unwrap();
