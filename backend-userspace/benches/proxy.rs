@@ -24,6 +24,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/congestion.rs"]
+mod congestion;
 #[path = "support/cpu.rs"]
 mod cpu;
 
@@ -567,6 +569,10 @@ fn main() {
                 .any(|w| !w.is_empty() && label.contains(w))
         });
     }
+
+    // Like for like: every socket of every path runs the system default
+    // congestion control (nothing here or in the proxy sets one).
+    congestion::check_same_everywhere(&variants, server);
 
     let client_rt = runtime("clients", 2);
     let rounds = env_num("BENCH_ROUNDS", 5) as usize;

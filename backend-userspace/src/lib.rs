@@ -33,7 +33,6 @@
 
 mod backend;
 mod balancer;
-mod congestion;
 mod error;
 mod factory;
 mod forward;

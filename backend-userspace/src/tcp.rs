@@ -2,14 +2,12 @@
 //! connect fails), forward.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::balancer::Decision;
-use crate::congestion;
 use crate::forward;
 use crate::route::Route;
 
@@ -30,11 +28,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Accepts connections until the task is aborted (listener removed).
 /// Connections already accepted run in their own tasks and finish on their own.
 pub(crate) async fn serve(listener: TcpListener, route: Route) {
-    let accepted = Arc::new(congestion::Accepted::prepare(&listener));
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
-                tokio::spawn(handle(client, peer, route.clone(), accepted.clone()));
+                tokio::spawn(handle(client, peer, route.clone()));
             }
             Err(error) => {
                 tracing::warn!(service = %route.port, %error, "accept failed");
@@ -44,14 +41,8 @@ pub(crate) async fn serve(listener: TcpListener, route: Route) {
     }
 }
 
-async fn handle(
-    client: TcpStream,
-    peer: SocketAddr,
-    route: Route,
-    accepted: Arc<congestion::Accepted>,
-) {
+async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
     let from_host = route.is_host(&peer.ip());
-    accepted.restore(&client, from_host);
     let candidates = match route
         .balancer
         .decide(route.class, peer.ip(), from_host, Instant::now())
@@ -97,8 +88,7 @@ async fn connect(
     // endpoint (wrapping around, so one endpoint gets four tries).
     let attempts = candidates.iter().cycle().zip(DIAL_TIMEOUTS);
     for (endpoint, timeout) in attempts {
-        let same_host = route.is_host(&endpoint.ip());
-        match tokio::time::timeout(timeout, congestion::connect(*endpoint, same_host)).await {
+        match tokio::time::timeout(timeout, TcpStream::connect(endpoint)).await {
             Ok(Ok(stream)) => {
                 route
                     .balancer
