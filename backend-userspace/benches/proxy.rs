@@ -24,6 +24,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/congestion.rs"]
+mod congestion;
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -60,7 +64,8 @@ fn runtime(name: &str, workers: usize) -> Runtime {
 }
 
 /// The server: on each connection, the first byte picks the test:
-/// `b` bulk sink (reads to EOF, answers the byte count), `e` echo.
+/// `b` bulk sink (reads to EOF, answers the byte count), `d` bulk source
+/// (reads a big-endian u64 count, sends that many bytes, closes), `e` echo.
 async fn serve(listener: tokio::net::TcpListener) {
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
@@ -82,6 +87,21 @@ async fn serve(listener: tokio::net::TcpListener) {
                     total += n as u64;
                 }
                 let _ = s.write_all(&total.to_be_bytes()).await;
+            } else if kind[0] == b'd' {
+                let mut count = [0u8; 8];
+                if s.read_exact(&mut count).await.is_err() {
+                    return;
+                }
+                let mut left = u64::from_be_bytes(count);
+                buf.fill(7);
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+                let _ = s.shutdown().await;
             } else {
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 || s.write_all(&buf[..n]).await.is_err() {
@@ -118,6 +138,52 @@ fn bulk(addr: SocketAddr, mib: u64) -> (f64, f64) {
         (total as f64 * 8.0) / secs / 1e9,
         cpu / (mib as f64 / 1024.0),
     )
+}
+
+/// Which way a bulk transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Client → server (the server counts and answers the total).
+    Upload,
+    /// Server → client (the client counts to the end of stream).
+    Download,
+}
+
+/// Moves `mib` MiB one way over a new connection to `addr`; returns the
+/// seconds from the first payload byte to the last one counted.
+fn transfer(addr: SocketAddr, mib: u64, direction: Direction) -> f64 {
+    let total = mib * 1024 * 1024;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut chunk = vec![7u8; 256 * 1024];
+    let start = Instant::now();
+    match direction {
+        Direction::Upload => {
+            s.write_all(b"b").unwrap();
+            let mut sent = 0;
+            while sent < total {
+                s.write_all(&chunk).unwrap();
+                sent += chunk.len() as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut count = [0u8; 8];
+            s.read_exact(&mut count).unwrap();
+            assert_eq!(u64::from_be_bytes(count), total);
+        }
+        Direction::Download => {
+            s.write_all(b"d").unwrap();
+            s.write_all(&total.to_be_bytes()).unwrap();
+            let mut got = 0u64;
+            loop {
+                let n = s.read(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            assert_eq!(got, total);
+        }
+    }
+    start.elapsed().as_secs_f64()
 }
 
 /// p50 and p99 of 64-byte round trips, in µs.
@@ -255,7 +321,163 @@ fn start_socat(listen: u16, target: SocketAddr) -> Option<Socat> {
     None
 }
 
+/// Median of each field of `samples`.
+fn median_used(samples: &[cpu::Used]) -> cpu::Used {
+    let pick = |f: fn(&cpu::Used) -> f64| {
+        let mut v: Vec<f64> = samples.iter().map(f).collect();
+        median(&mut v)
+    };
+    cpu::Used {
+        client: pick(|u| u.client),
+        proxy: pick(|u| u.proxy),
+        server: pick(|u| u.server),
+        process: pick(|u| u.process),
+        ksoftirqd: pick(|u| u.ksoftirqd),
+    }
+}
+
+/// The 1-minute load average, for the report.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The issue-12 figures: CPU seconds per GiB (upload and download) and
+/// connections per second at 64 clients, each path in its own phase (one
+/// transfer or one connection test at a time, paths interleaved over
+/// rounds), side by side with the direct connection.
+fn cost(
+    variants: &[(String, SocketAddr)],
+    client_rt: &Runtime,
+    mib: u64,
+    rounds: usize,
+    conn_secs: u64,
+) {
+    let clock = cpu::Clock::new();
+    let load_before = load_average();
+    let n = variants.len();
+    let gib = mib as f64 / 1024.0;
+    let directions = [Direction::Upload, Direction::Download];
+    // [path][direction] → per-round CPU per GiB and Gbit/s.
+    let mut per_gib = vec![vec![Vec::new(); 2]; n];
+    let mut gbps = vec![vec![Vec::new(); 2]; n];
+    let mut conn_rate = vec![Vec::new(); n];
+    let mut per_kconn = vec![Vec::new(); n];
+    let mut failed = vec![0u64; n];
+    // One unmeasured transfer per path and direction: first-use costs
+    // (pipes, buffer growth, page faults) are not per-byte costs.
+    for (_, addr) in variants {
+        for d in directions {
+            transfer(*addr, 16, d);
+        }
+    }
+    for _ in 0..rounds {
+        for (di, d) in directions.into_iter().enumerate() {
+            for (i, (_, addr)) in variants.iter().enumerate() {
+                let before = clock.now();
+                let secs = transfer(*addr, mib, d);
+                per_gib[i][di].push(clock.since(&before).per(gib));
+                gbps[i][di].push(mib as f64 * 1024.0 * 1024.0 * 8.0 / secs / 1e9);
+            }
+        }
+        if conn_secs > 0 {
+            for (i, (_, addr)) in variants.iter().enumerate() {
+                let before = clock.now();
+                let (rate, fails) = connections_per_second(client_rt, *addr, 64, conn_secs);
+                let used = clock.since(&before);
+                let conns = rate * conn_secs as f64;
+                conn_rate[i].push(rate);
+                per_kconn[i].push(used.per(conns / 1000.0));
+                failed[i] += fails;
+            }
+        }
+    }
+    println!();
+    println!(
+        "CPU per GiB and connections per second (rounds: {rounds}; {mib} MiB per transfer; {conn_secs} s per connection cell; load average before {load_before}, after {})",
+        load_average()
+    );
+    println!(
+        "| path | upload CPU s/GiB | × direct | download CPU s/GiB | × direct | upload Gbit/s | download Gbit/s | conn/s @64 | × direct | CPU ms per 1k conn | × direct |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let direct = variants.iter().position(|(l, _)| l == "direct");
+    let mut cells = Vec::new();
+    for i in 0..n {
+        let up = median_used(&per_gib[i][0]);
+        let down = median_used(&per_gib[i][1]);
+        let up_g = median(&mut gbps[i][0]);
+        let down_g = median(&mut gbps[i][1]);
+        let rate = if conn_rate[i].is_empty() {
+            f64::NAN
+        } else {
+            median(&mut conn_rate[i])
+        };
+        let kconn = if per_kconn[i].is_empty() {
+            cpu::Used::default()
+        } else {
+            median_used(&per_kconn[i])
+        };
+        cells.push((up, down, up_g, down_g, rate, kconn));
+    }
+    let ratio = |i: usize, f: &dyn Fn(usize) -> f64| match direct {
+        Some(d) => format!("{:.2}×", f(i) / f(d)),
+        None => "n/a".into(),
+    };
+    for (i, (label, _)) in variants.iter().enumerate() {
+        let (up, down, up_g, down_g, rate, kconn) = cells[i];
+        let failures = if failed[i] > 0 {
+            format!(" ({} failed)", failed[i])
+        } else {
+            String::new()
+        };
+        println!(
+            "| {label} | {:.3} | {} | {:.3} | {} | {up_g:.1} | {down_g:.1} | {rate:.0}{failures} | {} | {:.1} | {} |",
+            up.process,
+            ratio(i, &|j| cells[j].0.process),
+            down.process,
+            ratio(i, &|j| cells[j].1.process),
+            ratio(i, &|j| cells[j].4),
+            kconn.process * 1000.0,
+            ratio(i, &|j| cells[j].5.process),
+        );
+    }
+    println!();
+    println!(
+        "Where the CPU goes (medians; CPU s/GiB by thread role, and ksoftirqd system-wide, not counted above):"
+    );
+    println!("| path | direction | client | proxy | server | process | ksoftirqd |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, (label, _)) in variants.iter().enumerate() {
+        for (name, u) in [("upload", cells[i].0), ("download", cells[i].1)] {
+            println!(
+                "| {label} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                u.client, u.proxy, u.server, u.process, u.ksoftirqd
+            );
+        }
+        let k = cells[i].5;
+        println!(
+            "| {label} | 1k connections (CPU ms) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            k.client * 1000.0,
+            k.proxy * 1000.0,
+            k.server * 1000.0,
+            k.process * 1000.0,
+            k.ksoftirqd * 1000.0
+        );
+    }
+}
+
 fn main() {
+    // `cargo bench` passes `--bench`; `--cost` runs only the CPU-per-GiB
+    // and connections-per-second comparison, `--full` only the full table
+    // (throughput, latency, connections at 64 and 1,024, socat).
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let run_cost = !args.iter().any(|a| a == "--full");
+    let run_full = !args.iter().any(|a| a == "--cost");
     let bulk_mib = env_num("BENCH_BULK_MIB", 1024);
     let round_trips = env_num("BENCH_ROUND_TRIPS", 10_000);
     let conn_secs = env_num("BENCH_CONN_SECS", 2);
@@ -348,6 +570,10 @@ fn main() {
         });
     }
 
+    // Like for like: every socket of every path runs the system default
+    // congestion control (nothing here or in the proxy sets one).
+    congestion::check_same_everywhere(&variants, server);
+
     let client_rt = runtime("clients", 2);
     let rounds = env_num("BENCH_ROUNDS", 5) as usize;
     let n = variants.len();
@@ -358,6 +584,20 @@ fn main() {
         vec![Vec::new(); n],
         vec![Vec::new(); n],
     );
+    if run_cost {
+        let in_process: Vec<_> = variants
+            .iter()
+            .filter(|(label, _)| label != "socat")
+            .cloned()
+            .collect();
+        cost(&in_process, &client_rt, bulk_mib.max(1), rounds, conn_secs);
+    }
+    if !run_full {
+        drop(backends);
+        return;
+    }
+    // The full table runs socat too; the cost comparison leaves it out
+    // (its CPU is another process's).
     let mut cpu = vec![Vec::new(); n];
     for _ in 0..rounds {
         for (i, (_, addr)) in variants.iter().enumerate() {
@@ -388,6 +628,7 @@ fn main() {
             connections_per_second(&client_rt, *addr, 1024, conn_secs),
         ));
     }
+    println!();
     println!(
         "rounds: {rounds}; bulk: {bulk_mib} MiB per transfer; round trips: {round_trips} per round; connections: {conn_secs} s per cell; proxy workers: {proxy_workers}"
     );

@@ -64,7 +64,10 @@ async fn handle(client: TcpStream, peer: SocketAddr, route: Route) {
         reset(client);
         return;
     };
-    // Small writes (request/response protocols) must not wait for Nagle.
+    // Small writes (request/response protocols) must not wait for Nagle;
+    // on Unix the accepted client inherits TCP_NODELAY from the listener
+    // (`sockets::tcp_listener`).
+    #[cfg(not(unix))]
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     let same_host = from_host && route.is_host(&endpoint.ip());

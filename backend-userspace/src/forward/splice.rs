@@ -9,6 +9,11 @@
 //! next one a splice, a splice that moves less than the small buffer makes
 //! the next one a copy. The pipe is always empty when a copy read starts, so
 //! the byte order is kept.
+//!
+//! Where splicing is not possible (no pipe: the process is out of file
+//! descriptors; or a socket the kernel cannot splice from), the direction
+//! falls back to copying for the rest of the connection; the pipe is empty
+//! at that point, so nothing is lost or reordered.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -16,7 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 
 /// Pipe capacity asked for; the kernel may grant less (the default 64 KiB
 /// when the user's pipe budget, `fs.pipe-user-pages-soft`, is spent), which
@@ -32,14 +37,30 @@ pub(super) async fn bidirectional(
     endpoint: TcpStream,
     same_host: bool,
 ) -> io::Result<(u64, u64)> {
-    let (client_read, client_write) = client.into_split();
-    let (endpoint_read, endpoint_write) = endpoint.into_split();
+    bidirectional_with(client, endpoint, same_host, &Pipe::new).await
+}
+
+/// Makes a direction's pipe.
+type NewPipe = dyn Fn() -> io::Result<Pipe> + Sync;
+
+/// [`bidirectional`] with the pipes made by `new_pipe` (tests make it fail
+/// to prove the fallback).
+async fn bidirectional_with(
+    mut client: TcpStream,
+    mut endpoint: TcpStream,
+    same_host: bool,
+    new_pipe: &NewPipe,
+) -> io::Result<(u64, u64)> {
+    // Borrowed halves: no reference-counted allocation per connection.
+    let (client_read, client_write) = client.split();
+    let (endpoint_read, endpoint_write) = endpoint.split();
     // One task for both directions: a request/response exchange stays on
     // one worker, and a wake-up for one direction costs the other a poll
-    // that finds its socket not ready, without a system call.
+    // that finds its socket not ready, without a system call. On an error
+    // both sockets are closed (dropped) when this returns.
     tokio::try_join!(
-        pump(client_read, endpoint_write, same_host),
-        pump(endpoint_read, client_write, same_host)
+        pump(client_read, endpoint_write, same_host, new_pipe),
+        pump(endpoint_read, client_write, same_host, new_pipe)
     )
 }
 
@@ -69,34 +90,67 @@ fn flags() -> SpliceFFlags {
     SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
 }
 
-/// Moves everything from `from` to `to`, then shuts down `to`'s write side
-/// (dropping the write half does), so half-closes propagate. The first time
-/// the direction carries bulk data it gets its pipe and, when `same_host`,
-/// bounded socket buffers.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, same_host: bool) -> io::Result<u64> {
-    let mut buffer = vec![0u8; SMALL_READ];
-    let mut pipe: Option<Pipe> = None;
+/// Whether a direction's bulk data can go through a pipe.
+enum Splicing {
+    /// Not tried yet: no bulk data so far.
+    Untried,
+    Ready(Pipe),
+    /// Not possible on this connection: copy instead.
+    Unavailable,
+}
+
+/// Moves everything from `from` to `to`, then shuts down `to`'s write side,
+/// so half-closes propagate. The first time the direction carries bulk data
+/// it gets its pipe and, when `same_host`, bounded socket buffers.
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    same_host: bool,
+    new_pipe: &NewPipe,
+) -> io::Result<u64> {
+    // Filled by `read_buf` (no zeroing), emptied after each write.
+    let mut buffer = Vec::with_capacity(SMALL_READ);
+    let mut splicing = Splicing::Untried;
     let mut bulk = false;
     let mut total = 0u64;
     loop {
-        let moved = if bulk {
-            let pipe = match &mut pipe {
-                Some(pipe) => pipe,
-                None => {
-                    if same_host {
-                        super::buffers::bound_for_same_host(from.as_ref(), to.as_ref());
-                    }
-                    pipe.insert(Pipe::new()?)
+        if bulk && matches!(splicing, Splicing::Untried) {
+            if same_host {
+                super::buffers::bound_for_same_host(from.as_ref(), to.as_ref());
+            }
+            splicing = match new_pipe() {
+                Ok(pipe) => Splicing::Ready(pipe),
+                Err(error) => {
+                    tracing::debug!(%error, "no pipe for splice: copying this direction");
+                    Splicing::Unavailable
                 }
             };
-            splice_through(from.as_ref(), pipe, to.as_ref()).await?
-        } else {
-            // `read` (unlike `try_read`) marks the socket not ready after a
-            // short read, so the next read waits for data without a system
-            // call that would only return EAGAIN.
-            let n = from.read(&mut buffer).await?;
-            to.write_all(&buffer[..n]).await?;
-            n
+        }
+        let spliced = match &splicing {
+            Splicing::Ready(pipe) if bulk => {
+                match splice_through(from.as_ref(), pipe, to.as_ref()).await {
+                    Ok(moved) => Some(moved),
+                    Err(Failed::IntoPipe(error)) if cannot_splice(&error) => {
+                        tracing::debug!(%error, "the socket cannot be spliced: copying this direction");
+                        splicing = Splicing::Unavailable;
+                        None
+                    }
+                    Err(Failed::IntoPipe(error) | Failed::OutOfPipe(error)) => return Err(error),
+                }
+            }
+            _ => None,
+        };
+        let moved = match spliced {
+            Some(moved) => moved,
+            None => {
+                // `read_buf` (unlike `try_read`) marks the socket not ready
+                // after a short read, so the next read waits for data
+                // without a system call that would only return EAGAIN.
+                buffer.clear();
+                let n = from.read_buf(&mut buffer).await?;
+                to.write_all(&buffer).await?;
+                n
+            }
         };
         if moved == 0 {
             break;
@@ -104,16 +158,41 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, same_host: bool) 
         total += moved as u64;
         bulk = moved >= SMALL_READ;
     }
-    drop(to);
-    drop(from);
+    // As dropping an owned write half would: errors (the peer is gone)
+    // change nothing here.
+    let _ = to.shutdown().await;
     Ok(total)
+}
+
+/// Whether `error` from splicing into the (empty) pipe means that this
+/// socket cannot be spliced, rather than that the connection failed.
+fn cannot_splice(error: &io::Error) -> bool {
+    use nix::errno::Errno;
+    [Errno::EINVAL, Errno::ENOSYS, Errno::EOPNOTSUPP]
+        .iter()
+        .any(|e| error.raw_os_error() == Some(*e as i32))
+}
+
+/// Which half of [`splice_through`] failed: only a failure into the pipe
+/// leaves it empty (and so allows copying instead).
+enum Failed {
+    IntoPipe(io::Error),
+    OutOfPipe(io::Error),
 }
 
 /// Splices what `src` has (up to the pipe's capacity) into the empty pipe
 /// and from there to `dst`, until the pipe is empty again. Returns the bytes
 /// moved; 0 means end of stream.
-async fn splice_through(src: &TcpStream, pipe: &Pipe, dst: &TcpStream) -> io::Result<usize> {
-    let filled = read_into_pipe(src, pipe).await?;
+async fn splice_through(src: &TcpStream, pipe: &Pipe, dst: &TcpStream) -> Result<usize, Failed> {
+    let filled = read_into_pipe(src, pipe).await.map_err(Failed::IntoPipe)?;
+    write_from_pipe(pipe, filled, dst)
+        .await
+        .map_err(Failed::OutOfPipe)?;
+    Ok(filled)
+}
+
+/// Splices the `filled` bytes in `pipe` to `dst`.
+async fn write_from_pipe(pipe: &Pipe, filled: usize, dst: &TcpStream) -> io::Result<()> {
     let mut pending = filled;
     while pending > 0 {
         dst.writable().await?;
@@ -132,7 +211,7 @@ async fn splice_through(src: &TcpStream, pipe: &Pipe, dst: &TcpStream) -> io::Re
             Err(e) => return Err(e),
         }
     }
-    Ok(filled)
+    Ok(())
 }
 
 /// Splices what `src` has (up to the pipe's capacity) into the empty pipe;
@@ -161,10 +240,22 @@ async fn read_into_pipe(src: &TcpStream, pipe: &Pipe) -> io::Result<usize> {
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::{SMALL_READ, bidirectional};
+    use super::{Pipe, SMALL_READ, bidirectional_with};
+
+    /// Where the relay's pipes come from.
+    #[derive(Clone)]
+    enum Pipes {
+        /// Real pipes, counted.
+        Counted(Arc<AtomicUsize>),
+        /// None: every attempt fails as when out of file descriptors.
+        Exhausted,
+    }
 
     /// Byte `i` of a test stream: not periodic in any buffer size used here,
     /// so a reordered or lost chunk shows.
@@ -178,6 +269,7 @@ mod tests {
     /// (client, server, relay task).
     async fn relayed(
         same_host: bool,
+        pipes: Pipes,
     ) -> (
         TcpStream,
         TcpStream,
@@ -193,14 +285,47 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = back.accept().await.unwrap();
-        let relay = tokio::spawn(bidirectional(accepted, endpoint, same_host));
+        let relay = tokio::spawn(async move {
+            let new_pipe = move || match &pipes {
+                Pipes::Counted(made) => {
+                    made.fetch_add(1, Ordering::SeqCst);
+                    Pipe::new()
+                }
+                Pipes::Exhausted => Err(std::io::Error::from_raw_os_error(nix::libc::EMFILE)),
+            };
+            bidirectional_with(accepted, endpoint, same_host, &new_pipe).await
+        });
         (client, server, relay)
     }
 
     #[tokio::test]
     async fn request_response_then_bulk_then_small_keeps_every_byte_in_order() {
         for same_host in [false, true] {
-            let (mut client, mut server, relay) = relayed(same_host).await;
+            let made = Arc::new(AtomicUsize::new(0));
+            let (client, server, relay) = relayed(same_host, Pipes::Counted(made.clone())).await;
+            let expected = small_bulk_small(client, server).await;
+            let counted = relay.await.unwrap().unwrap();
+            assert_eq!(counted, expected, "same_host: {same_host}");
+            assert_eq!(
+                made.load(Ordering::SeqCst),
+                2,
+                "both directions carried bulk data through a pipe"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn without_pipes_both_directions_fall_back_to_copying() {
+        let (client, server, relay) = relayed(true, Pipes::Exhausted).await;
+        let expected = small_bulk_small(client, server).await;
+        assert_eq!(relay.await.unwrap().unwrap(), expected);
+    }
+
+    /// Small exchanges, then bulk both ways at once ending in half-closes
+    /// from both sides, through the relay; returns the bytes it should
+    /// have counted (client → server, server → client).
+    async fn small_bulk_small(mut client: TcpStream, mut server: TcpStream) -> (u64, u64) {
+        {
             let test = async {
                 // Small exchanges: the copy path, one read per message.
                 for round in 0..50u8 {
@@ -254,17 +379,16 @@ mod tests {
                 // The small rounds moved 50 × 64 bytes up and 50 × 7 down.
                 (50 * 64 + up.len() as u64 + 4, 50 * 7 + down.len() as u64)
             };
-            let expected = tokio::time::timeout(Duration::from_secs(30), test)
+            tokio::time::timeout(Duration::from_secs(30), test)
                 .await
-                .expect("relay stalled");
-            let counted = relay.await.unwrap().unwrap();
-            assert_eq!(counted, expected, "same_host: {same_host}");
+                .expect("relay stalled")
         }
     }
 
     #[tokio::test]
     async fn half_close_reaches_the_other_side_while_it_still_answers() {
-        let (mut client, mut server, relay) = relayed(true).await;
+        let made = Arc::new(AtomicUsize::new(0));
+        let (mut client, mut server, relay) = relayed(true, Pipes::Counted(made.clone())).await;
         client.write_all(b"question").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -277,5 +401,6 @@ mod tests {
         client.read_to_end(&mut back).await.unwrap();
         assert!(back == answer, "answer after half-close differs");
         assert_eq!(relay.await.unwrap().unwrap(), (8, 1 << 20));
+        assert_eq!(made.load(Ordering::SeqCst), 1, "the answer was spliced");
     }
 }
