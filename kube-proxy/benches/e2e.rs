@@ -418,7 +418,10 @@ nftables: {{minSyncPeriod: 10ms}}
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the proxy (or its wrapper) exited at once ({status})");
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no proxy process under the wrapper");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no proxy process under the wrapper"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     Proxy { child, dir, pid }
