@@ -3,7 +3,7 @@
 //! waiting to be deleted. Partial syncs diff against it instead of listing
 //! the kernel's table.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +15,15 @@ use crate::render::PortObjects;
 /// The value an owner wants for an element.
 type Wanted = (Option<ElemValue>, Option<String>);
 
+/// An element's owners and what each wants, sorted by owner (the first
+/// wins). Almost every element has one owner: a vector of exactly that
+/// size (80 bytes) instead of a B-tree node (~800 bytes) per element.
+type Holders = Vec<(Arc<ServicePortName>, Wanted)>;
+
+/// An element's identity: its set (the name shared by all of the set's
+/// elements) and key.
+type Key = (Arc<str>, ElemKey);
+
 /// Elements of the shared sets and maps with the ports that want them.
 /// Several ports may want one element (a multi-port service's ClusterIP in
 /// `cluster-ips`, an endpoint IP in `hairpin-endpoints`); when two want
@@ -22,14 +31,16 @@ type Wanted = (Option<ElemValue>, Option<String>);
 /// first port by name wins, so the result does not depend on history.
 #[derive(Debug, Clone, Default)]
 pub struct ElementStore {
-    entries: HashMap<(String, ElemKey), BTreeMap<Arc<ServicePortName>, Wanted>>,
+    entries: HashMap<Key, Holders>,
+    /// Set names, one allocation each for all elements.
+    set_names: HashSet<Arc<str>>,
 }
 
 /// An element's state before a batch of changes, to diff and to roll back.
-type Saved = HashMap<(String, ElemKey), Option<BTreeMap<Arc<ServicePortName>, Wanted>>>;
+type Saved = HashMap<Key, Option<Holders>>;
 
-fn effective(holders: Option<&BTreeMap<Arc<ServicePortName>, Wanted>>) -> Option<&Wanted> {
-    holders.and_then(|h| h.values().next())
+fn effective(holders: Option<&Holders>) -> Option<&Wanted> {
+    holders.and_then(|h| h.first()).map(|(_, w)| w)
 }
 
 /// Changes to the element store since [`ElementStore::begin`].
@@ -49,7 +60,19 @@ impl ElementStore {
         ElementBatch::default()
     }
 
-    fn save(&self, batch: &mut ElementBatch, key: &(String, ElemKey)) {
+    fn key(&mut self, e: &Element) -> Key {
+        let set = match self.set_names.get(e.set.as_str()) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = Arc::from(e.set.as_str());
+                self.set_names.insert(name.clone());
+                name
+            }
+        };
+        (set, e.key.clone())
+    }
+
+    fn save(&self, batch: &mut ElementBatch, key: &Key) {
         if !batch.saved.contains_key(key) {
             batch
                 .saved
@@ -65,10 +88,12 @@ impl ElementStore {
         elements: &[Element],
     ) {
         for e in elements {
-            let key = (e.set.clone(), e.key.clone());
+            let key = self.key(e);
             self.save(batch, &key);
             if let Some(holders) = self.entries.get_mut(&key) {
-                holders.remove(owner);
+                if let Ok(at) = holders.binary_search_by(|(o, _)| o.cmp(owner)) {
+                    holders.remove(at);
+                }
                 if holders.is_empty() {
                     self.entries.remove(&key);
                 }
@@ -84,12 +109,17 @@ impl ElementStore {
         elements: &[Element],
     ) {
         for e in elements {
-            let key = (e.set.clone(), e.key.clone());
+            let key = self.key(e);
             self.save(batch, &key);
-            self.entries
-                .entry(key)
-                .or_default()
-                .insert(owner.clone(), (e.value.clone(), e.comment.clone()));
+            let wanted = (e.value.clone(), e.comment.clone());
+            let holders = self.entries.entry(key).or_default();
+            match holders.binary_search_by(|(o, _)| o.cmp(owner)) {
+                Ok(at) => holders[at].1 = wanted,
+                Err(at) => {
+                    holders.reserve_exact(1);
+                    holders.insert(at, (owner.clone(), wanted));
+                }
+            }
         }
     }
 
@@ -98,7 +128,7 @@ impl ElementStore {
     pub fn diff(&self, batch: &ElementBatch) -> (Vec<Element>, Vec<Element>) {
         let mut deletes = Vec::new();
         let mut adds = Vec::new();
-        let mut keys: Vec<&(String, ElemKey)> = batch.saved.keys().collect();
+        let mut keys: Vec<&Key> = batch.saved.keys().collect();
         keys.sort();
         for key in keys {
             let before = batch.saved.get(key).and_then(|h| effective(h.as_ref()));
@@ -107,7 +137,7 @@ impl ElementStore {
                 continue;
             }
             let element = |w: &Wanted| Element {
-                set: key.0.clone(),
+                set: key.0.to_string(),
                 key: key.1.clone(),
                 value: w.0.clone(),
                 comment: w.1.clone(),

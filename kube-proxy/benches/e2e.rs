@@ -13,7 +13,10 @@
 //! Options: `--mode iptables|nftables` (nftables), `--services N` (1000),
 //! `--endpoints E` per Service (10), `--changes M` of each kind (50),
 //! `--proxy-env KEY=VALUE` (repeatable) for the proxy's environment, e.g.
-//! `GLIBC_TUNABLES=glibc.malloc.arena_max=2`.
+//! `GLIBC_TUNABLES=glibc.malloc.arena_max=2`; `--proxy-wrapper CMD` runs
+//! the proxy under `CMD` (e.g. `heaptrack`, whose profile is written to
+//! the bench's working directory): the measured process is then the
+//! wrapper's descendant running the binary, not the wrapper.
 //!
 //! Definitions (see kube-proxy/BENCHMARKS.md):
 //! - **cold start**: from spawning the binary to the end of the first sync
@@ -75,6 +78,8 @@ struct Args {
     changes: usize,
     /// `KEY=VALUE`s for the proxy's environment (allocator experiments).
     proxy_env: Vec<(String, String)>,
+    /// A program that runs the proxy (a profiler).
+    proxy_wrapper: Option<String>,
 }
 
 fn args() -> Args {
@@ -84,6 +89,7 @@ fn args() -> Args {
         endpoints: 10,
         changes: 50,
         proxy_env: Vec::new(),
+        proxy_wrapper: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -98,6 +104,7 @@ fn args() -> Args {
                 let (k, v) = kv.split_once('=').expect("--proxy-env KEY=VALUE");
                 args.proxy_env.push((k.to_string(), v.to_string()));
             }
+            "--proxy-wrapper" => args.proxy_wrapper = Some(value()),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -327,17 +334,40 @@ fn sample_children(pid: u32, peaks: Arc<Peaks>, stop: Arc<AtomicBool>) {
 struct Proxy {
     child: Child,
     dir: PathBuf,
+    /// The process running the binary: the child, or under a wrapper its
+    /// descendant.
+    pid: u32,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.pid != self.child.id() {
+            // Under a wrapper: end the proxy, the wrapper then finishes.
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        } else {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
 
+/// The descendant of `root` (or `root`) whose executable is the binary.
+fn find_binary(root: u32) -> Option<u32> {
+    let bin = std::fs::canonicalize(BIN).ok()?;
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() == Some(&bin) {
+            return Some(pid);
+        }
+        todo.extend(children(pid));
+    }
+    None
+}
+
 /// Starts the binary (from a thread inside the namespace: it lives there).
-fn start(mode: &str, master: &str, env: &[(String, String)]) -> Proxy {
+fn start(mode: &str, master: &str, env: &[(String, String)], wrapper: Option<&str>) -> Proxy {
     let dir = std::env::temp_dir().join(format!("kube-proxy-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -361,7 +391,15 @@ nftables: {{minSyncPeriod: 10ms}}
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
-    let child = Command::new(BIN)
+    let mut command = match wrapper {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .arg("--config")
         .arg(dir.join("config.yaml"))
         .args(["--master", master])
@@ -372,7 +410,21 @@ nftables: {{minSyncPeriod: 10ms}}
         .stderr(log)
         .spawn()
         .unwrap();
-    Proxy { child, dir }
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = find_binary(child.id()) {
+            break pid;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the proxy (or its wrapper) exited at once ({status})");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no proxy process under the wrapper"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Proxy { child, dir, pid }
 }
 
 impl Proxy {
@@ -547,8 +599,13 @@ fn run(args: Args, floor_ns: Netns) {
 
     // Cold start.
     let spawned = SystemTime::now();
-    let mut proxy = start(&args.mode, &api.url(), &args.proxy_env);
-    let pid = proxy.child.id();
+    let mut proxy = start(
+        &args.mode,
+        &api.url(),
+        &args.proxy_env,
+        args.proxy_wrapper.as_deref(),
+    );
+    let pid = proxy.pid;
     let peaks = Arc::new(Peaks::default());
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {

@@ -95,7 +95,14 @@ pub fn render_port(ctx: &BackendContext, view: &ServicePortView) -> PortObjects 
         out: PortObjects::default(),
     };
     b.build();
-    b.out
+    // Kept in the committed state until the port changes: no growth slack.
+    let mut out = b.out;
+    out.elements.shrink_to_fit();
+    out.chains.shrink_to_fit();
+    for (_, rules) in out.chains.iter_mut().chain(out.shared_chains.iter_mut()) {
+        rules.shrink_to_fit();
+    }
+    out
 }
 
 impl Builder<'_> {

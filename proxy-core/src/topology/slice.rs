@@ -332,6 +332,10 @@ pub(crate) fn validate(slice: &discoveryv1::EndpointSlice, names: &mut Interner)
         });
     }
     endpoints.sort_by(|a, b| cmp_endpoint_strings(&a.ip_text, 0, &b.ip_text, 0));
+    // Kept until the slice changes: no growth slack (10 endpoints would
+    // keep room for 16).
+    endpoints.shrink_to_fit();
+    ports.shrink_to_fit();
 
     ValidatedSlice::Accepted(
         Slice {
