@@ -19,6 +19,7 @@ mod backend;
 mod error;
 mod exec;
 mod factory;
+pub mod netlink;
 #[cfg(feature = "trace")]
 pub mod fake;
 pub mod ir;
@@ -30,4 +31,5 @@ mod state;
 pub use backend::{CHUNK_OBJECTS, NftablesBackend, STALE_CHAIN_DELAY};
 pub use error::NftError;
 pub use exec::{Executor, NftCli, lists_table};
+pub use netlink::NetlinkExecutor;
 pub use factory::{MIN_KERNEL, NftablesFactory, SKIP_KERNEL_CHECK_ENV, parse_kernel_version};

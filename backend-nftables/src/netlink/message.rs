@@ -1,0 +1,184 @@
+//! One nf_tables message per command, as nft 1.0.6 sends it.
+
+use proxy_core::IpFamily;
+use proxy_core::model::rule_comment;
+
+use crate::ir::{ChainType, Command, Element, Hook, TABLE};
+use crate::names::COMMENT_MAX;
+
+use super::attr::{Writer, comment_udata};
+use super::consts::*;
+use super::element::{ValueBytes, key_bytes, value_bytes, verdict_code};
+use super::expr::Exprs;
+
+/// The table comment nft writes for [`Command::AddTable`].
+const TABLE_COMMENT: &str = "rules for kube-proxy";
+
+/// The `nfgenmsg` family of `family`'s table.
+pub fn nfproto(family: IpFamily) -> u8 {
+    match family {
+        IpFamily::V4 => NFPROTO_IPV4,
+        IpFamily::V6 => NFPROTO_IPV6,
+    }
+}
+
+/// Writes `command` as one message with sequence number `seq`; `false`
+/// (and nothing written) when this encoder cannot write it as nft would.
+pub fn write_command(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool {
+    let mark = w.bytes().len();
+    let written = write(w, family, command, seq);
+    if !written {
+        w.truncate(mark);
+    }
+    written
+}
+
+fn write(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool {
+    let fam = nfproto(family);
+    // Errors are answered whatever the flags; the batch's last message
+    // asks for an acknowledgement too ([`super::batch`]).
+    let ack = NLM_F_REQUEST;
+    let start;
+    match command {
+        Command::AddTable => {
+            start = w.begin_nft(NFT_MSG_NEWTABLE, ack | NLM_F_CREATE, seq, fam);
+            w.put_str(NFTA_TABLE_NAME, TABLE);
+            w.put_u32(NFTA_TABLE_FLAGS, 0);
+            w.put(
+                NFTA_TABLE_USERDATA,
+                &comment_udata(UDATA_COMMENT, TABLE_COMMENT),
+            );
+        }
+        Command::DeleteTable => {
+            start = w.begin_nft(NFT_MSG_DELTABLE, ack, seq, fam);
+            w.put_str(NFTA_TABLE_NAME, TABLE);
+        }
+        Command::AddChain(c) => {
+            start = w.begin_nft(NFT_MSG_NEWCHAIN, ack | NLM_F_CREATE, seq, fam);
+            w.put_str(NFTA_CHAIN_TABLE, TABLE);
+            w.put_str(NFTA_CHAIN_NAME, &c.name);
+            if let Some(b) = c.base {
+                let hook = w.open(NFTA_CHAIN_HOOK);
+                w.put_u32(NFTA_HOOK_HOOKNUM, hook_number(b.hook));
+                w.put_u32(NFTA_HOOK_PRIORITY, b.priority as u32);
+                w.close(hook);
+                w.put_str(
+                    NFTA_CHAIN_TYPE,
+                    match b.kind {
+                        ChainType::Filter => "filter",
+                        ChainType::Nat => "nat",
+                    },
+                );
+            }
+        }
+        Command::FlushChain(chain) => {
+            start = w.begin_nft(NFT_MSG_DELRULE, ack, seq, fam);
+            w.put_str(NFTA_RULE_TABLE, TABLE);
+            w.put_str(NFTA_RULE_CHAIN, chain);
+        }
+        Command::DeleteChain(chain) => {
+            start = w.begin_nft(NFT_MSG_DELCHAIN, ack, seq, fam);
+            w.put_str(NFTA_CHAIN_TABLE, TABLE);
+            w.put_str(NFTA_CHAIN_NAME, chain);
+        }
+        Command::AddRule { chain, rule } => {
+            start = w.begin_nft(
+                NFT_MSG_NEWRULE,
+                ack | NLM_F_CREATE | NLM_F_APPEND,
+                seq,
+                fam,
+            );
+            w.put_str(NFTA_RULE_TABLE, TABLE);
+            w.put_str(NFTA_RULE_CHAIN, chain);
+            let list = w.open(NFTA_RULE_EXPRESSIONS);
+            let mut exprs = Exprs::new(w, family);
+            for stmt in &rule.stmts {
+                if !exprs.stmt(stmt) {
+                    return false;
+                }
+            }
+            w.close(list);
+            if let Some(c) = &rule.comment {
+                let text = rule_comment(c, COMMENT_MAX);
+                w.put(NFTA_RULE_USERDATA, &comment_udata(UDATA_COMMENT, &text));
+            }
+        }
+        // A set's declaration (key types, `typeof` user data, flags) is
+        // left to nft: sets are declared once, at the table's creation.
+        Command::AddSet(_) => return false,
+        Command::FlushSet { name, .. } => {
+            start = w.begin_nft(NFT_MSG_DELSETELEM, ack, seq, fam);
+            w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            w.put_str(NFTA_SET_ELEM_LIST_SET, name);
+        }
+        Command::DeleteSet(name) => {
+            start = w.begin_nft(NFT_MSG_DELSET, ack, seq, fam);
+            w.put_str(NFTA_SET_TABLE, TABLE);
+            w.put_str(NFTA_SET_NAME, name);
+        }
+        Command::AddElement(e) => {
+            start = w.begin_nft(NFT_MSG_NEWSETELEM, ack | NLM_F_CREATE, seq, fam);
+            if !element(w, e, true) {
+                return false;
+            }
+        }
+        Command::DeleteElement(e) => {
+            start = w.begin_nft(NFT_MSG_DELSETELEM, ack, seq, fam);
+            if !element(w, e, false) {
+                return false;
+            }
+        }
+    }
+    w.end(start);
+    true
+}
+
+/// `NFTA_SET_ELEM_LIST_*` for one element (with its value and comment when
+/// it is added).
+fn element(w: &mut Writer, e: &Element, add: bool) -> bool {
+    let Some(key) = key_bytes(&e.key) else {
+        return false;
+    };
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    w.put_str(NFTA_SET_ELEM_LIST_SET, &e.set);
+    let list = w.open(NFTA_SET_ELEM_LIST_ELEMENTS);
+    let elem = w.open(NFTA_LIST_ELEM);
+    let k = w.open(NFTA_SET_ELEM_KEY);
+    w.put(NFTA_DATA_VALUE, &key);
+    w.close(k);
+    if add {
+        if let Some(value) = &e.value {
+            let data = w.open(NFTA_SET_ELEM_DATA);
+            match value_bytes(value) {
+                ValueBytes::Data(bytes) => w.put(NFTA_DATA_VALUE, &bytes),
+                ValueBytes::Verdict(v) => {
+                    let (code, chain) = verdict_code(v);
+                    let verdict = w.open(NFTA_DATA_VERDICT);
+                    w.put_u32(NFTA_VERDICT_CODE, code as u32);
+                    if let Some(c) = chain {
+                        w.put_str(NFTA_VERDICT_CHAIN, c);
+                    }
+                    w.close(verdict);
+                }
+            }
+            w.close(data);
+        }
+        if let Some(c) = &e.comment {
+            let text = rule_comment(c, COMMENT_MAX);
+            w.put(NFTA_SET_ELEM_USERDATA, &comment_udata(UDATA_COMMENT, &text));
+        }
+    }
+    w.close(elem);
+    w.close(list);
+    true
+}
+
+fn hook_number(hook: Hook) -> u32 {
+    match hook {
+        Hook::Prerouting => 0,
+        Hook::Input => 1,
+        Hook::Forward => 2,
+        Hook::Output => 3,
+        Hook::Postrouting => 4,
+    }
+}
