@@ -41,6 +41,17 @@ pub struct NetlinkExecutor {
     seq: u32,
     fallback: NftCli,
     limits: CommandLimits,
+    counts: Counts,
+}
+
+/// How transactions were sent, for tests and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Transactions sent as netlink batches.
+    pub netlink: u64,
+    /// Transactions sent to `nft` because netlink could not carry one of
+    /// their commands.
+    pub nft: u64,
 }
 
 impl NetlinkExecutor {
@@ -55,7 +66,13 @@ impl NetlinkExecutor {
             seq: 1,
             fallback: NftCli::default().with_limits(limits.clone()),
             limits,
+            counts: Counts::default(),
         }
+    }
+
+    /// How many transactions went which way so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
     }
 
     fn next_seq(&mut self, messages: usize) -> u32 {
@@ -126,7 +143,10 @@ impl Executor for NetlinkExecutor {
         }
         let seq = self.next_seq(tx.len());
         match encode(tx, seq) {
-            Ok(batch) => self.exchange(tx, &batch),
+            Ok(batch) => {
+                self.counts.netlink += 1;
+                self.exchange(tx, &batch)
+            }
             Err(index) => {
                 if let Some(command) = tx.commands.get(index) {
                     tracing::debug!(
@@ -135,6 +155,7 @@ impl Executor for NetlinkExecutor {
                         "transaction sent to nft: netlink does not carry this command"
                     );
                 }
+                self.counts.nft += 1;
                 self.fallback.apply(tx).await
             }
         }
