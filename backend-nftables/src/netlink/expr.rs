@@ -103,8 +103,8 @@ impl<'a> Exprs<'a> {
 
     fn meta(&mut self, dreg: u32, key: u32) {
         self.expr("meta", |w| {
-            w.put_u32(NFTA_META_DREG, dreg);
             w.put_u32(NFTA_META_KEY, key);
+            w.put_u32(NFTA_META_DREG, dreg);
         });
     }
 
@@ -113,6 +113,7 @@ impl<'a> Exprs<'a> {
         self.expr("bitwise", |w| {
             w.put_u32(NFTA_BITWISE_SREG, NFT_REG_1);
             w.put_u32(NFTA_BITWISE_DREG, NFT_REG_1);
+            w.put_u32(NFTA_BITWISE_OP, NFT_BITWISE_BOOL);
             w.put_u32(NFTA_BITWISE_LEN, len);
             Self::value(w, NFTA_BITWISE_MASK, mask);
             Self::value(w, NFTA_BITWISE_XOR, xor);
@@ -121,8 +122,8 @@ impl<'a> Exprs<'a> {
 
     fn ct_flag(&mut self, key: u32, flag: u32) {
         self.expr("ct", |w| {
-            w.put_u32(NFTA_CT_DREG, NFT_REG_1);
             w.put_u32(NFTA_CT_KEY, key);
+            w.put_u32(NFTA_CT_DREG, NFT_REG_1);
         });
         self.bitwise(&flag.to_ne_bytes(), &[0; 4]);
         self.cmp(NFT_CMP_NEQ, &[0; 4]);
