@@ -3,8 +3,8 @@
 //!
 //! `cargo bench -p backend-nftables --bench netlink [-- --quick]`
 //!
-//! At 0 (skeleton only), 1k, 10k and 30k Services × 10 endpoints (10k at
-//! most with `--quick`), each as the table in the kernel:
+//! At 0, 1k, 10k and 30k ClusterIP Services × 10 endpoints (10k at most
+//! with `--quick`) and one NodePort Service, each as the table in the kernel:
 //! - one element added or deleted (`cluster-ips`), through each executor;
 //! - one service chain rewritten (flush + its rules), through each;
 //! - one endpoint change through the whole backend (`sync`), with the
@@ -162,6 +162,11 @@ fn main() {
     let limits = CommandLimits::default();
     for &n in sizes {
         let mut topo = topology(n, 10);
+        // One NodePort Service: its chain is the one rewritten.
+        let np = n + 1;
+        let _ = topo.apply_service(&node_port_service(np));
+        let ips: Vec<Ipv4Addr> = (0..10).map(|k| endpoint_ip(10 * np + k)).collect();
+        let _ = topo.apply_endpoint_slice(&slice(np, &ips));
         let mut view = NodeView::build(&topo, node(), IpFamily::V4);
         let ns = Netns::new().unwrap();
         let rows = in_ns(&ns, async || {
