@@ -10,6 +10,7 @@ use super::attr::{Writer, comment_udata};
 use super::consts::*;
 use super::element::{ValueBytes, key_bytes, value_bytes, verdict_code};
 use super::expr::Exprs;
+use super::set::set_spec;
 
 /// The table comment nft writes for [`Command::AddTable`].
 const TABLE_COMMENT: &str = "rules for kube-proxy";
@@ -103,9 +104,25 @@ fn write(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool 
                 w.put(NFTA_RULE_USERDATA, &comment_udata(UDATA_COMMENT, &text));
             }
         }
-        // A set's declaration (key types, `typeof` user data, flags) is
-        // left to nft: sets are declared once, at the table's creation.
-        Command::AddSet(_) => return false,
+        Command::AddSet(set) => {
+            let spec = set_spec(family, set);
+            start = w.begin_nft(NFT_MSG_NEWSET, ack | NLM_F_CREATE, seq, fam);
+            w.put_str(NFTA_SET_TABLE, TABLE);
+            w.put_str(NFTA_SET_NAME, &set.name);
+            w.put_u32(NFTA_SET_FLAGS, spec.flags);
+            w.put_u32(NFTA_SET_KEY_TYPE, spec.key_type);
+            w.put_u32(NFTA_SET_KEY_LEN, spec.key_len);
+            if let Some((data_type, data_len)) = spec.data {
+                w.put_u32(NFTA_SET_DATA_TYPE, data_type);
+                w.put_u32(NFTA_SET_DATA_LEN, data_len);
+            }
+            // The set's id within the batch: any number unique in it.
+            w.put_u32(NFTA_SET_ID, seq);
+            if let Some(ms) = spec.timeout_ms {
+                w.put(NFTA_SET_TIMEOUT, &ms.to_be_bytes());
+            }
+            w.put(NFTA_SET_USERDATA, &spec.userdata);
+        }
         Command::FlushSet { name, .. } => {
             start = w.begin_nft(NFT_MSG_DELSETELEM, ack, seq, fam);
             w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);

@@ -4,8 +4,8 @@
 //! table whichever wrote it). No process is spawned, and no cache of the
 //! table is loaded: a one-element change costs one `sendmsg`.
 //!
-//! What it cannot encode faithfully (a set's declaration, an interval
-//! set's prefixes) sends the whole transaction to `nft -f -` instead
+//! What it cannot encode faithfully (an interval set's prefixes, an
+//! interface name nft would escape) sends the whole transaction to `nft -f -` instead
 //! ([`NftCli`]), logged at debug with the command that forced it.
 
 mod attr;
@@ -14,6 +14,7 @@ mod consts;
 mod element;
 mod expr;
 mod message;
+mod set;
 mod socket;
 
 use std::time::Instant;
