@@ -8,7 +8,9 @@
 
 use proxy_core::IpFamily;
 
-use crate::ir::{Command, Transaction};
+use std::collections::BTreeSet;
+
+use crate::ir::{Command, ElemKey, KeyType, Transaction};
 
 use super::attr::Writer;
 use super::consts::{NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_REQUEST};
@@ -40,10 +42,17 @@ pub fn encode_commands(family: IpFamily, commands: &[Command], seq: u32) -> Resu
     let start = w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES);
     w.end(start);
     let first = begin.wrapping_add(1);
+    let mut zero_end = zero_end_sets(commands);
     let mut last_start = 0;
     for (i, command) in commands.iter().enumerate() {
         last_start = w.len();
-        if !write_command(&mut w, family, command, first.wrapping_add(i as u32)) {
+        if !write_command(
+            &mut w,
+            family,
+            command,
+            first.wrapping_add(i as u32),
+            &mut zero_end,
+        ) {
             return Err(i);
         }
     }
@@ -62,4 +71,31 @@ pub fn encode_commands(family: IpFamily, commands: &[Command], seq: u32) -> Resu
         first,
         last,
     })
+}
+
+/// Interval sets declared in `commands` and filled there, none of whose
+/// prefixes starts at address 0: nft sends an interval end at 0 before
+/// their first element.
+fn zero_end_sets(commands: &[Command]) -> BTreeSet<String> {
+    let declared: BTreeSet<&str> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::AddSet(s) if s.key == KeyType::Net => Some(s.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut filled = BTreeSet::new();
+    let mut from_zero = BTreeSet::new();
+    for c in commands {
+        if let Command::AddElement(e) = c
+            && let ElemKey::Net(net) = &e.key
+            && declared.contains(e.set.as_str())
+        {
+            filled.insert(e.set.clone());
+            if net.network().is_unspecified() {
+                from_zero.insert(e.set.clone());
+            }
+        }
+    }
+    filled.difference(&from_zero).cloned().collect()
 }

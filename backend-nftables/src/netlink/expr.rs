@@ -238,20 +238,19 @@ impl<'a> Exprs<'a> {
             Stmt::DaddrNotInNet(net) => self.addr_in_net(self.daddr_offset(), net, NFT_CMP_NEQ),
             Stmt::Iifname { name, negate } => {
                 let op = if *negate { NFT_CMP_NEQ } else { NFT_CMP_EQ };
-                let bytes = match name.strip_suffix('*') {
-                    Some(prefix) if !prefix.is_empty() => prefix.as_bytes().to_vec(),
-                    Some(_) => return false,
-                    None => {
-                        if name.len() >= IFNAMSIZ || name.contains('\\') {
-                            return false;
-                        }
-                        let mut b = name.as_bytes().to_vec();
-                        b.resize(IFNAMSIZ, 0);
-                        b
-                    }
-                };
-                if bytes.len() >= IFNAMSIZ || bytes.contains(&b'\\') {
+                // A trailing `*` compares the prefix only; otherwise the
+                // whole IFNAMSIZ buffer. What nft would read differently
+                // (escapes, an empty prefix, a name too long) goes to nft.
+                let text = name.strip_suffix('*').unwrap_or(name);
+                if text.is_empty()
+                    || text.len() >= IFNAMSIZ
+                    || text.contains(['\\', '*', '"'])
+                {
                     return false;
+                }
+                let mut bytes = text.as_bytes().to_vec();
+                if text.len() == name.len() {
+                    bytes.resize(IFNAMSIZ, 0);
                 }
                 self.meta(NFT_REG_1, NFT_META_IIFNAME);
                 self.cmp(op, &bytes);

@@ -3,12 +3,18 @@
 use proxy_core::IpFamily;
 use proxy_core::model::rule_comment;
 
-use crate::ir::{ChainType, Command, Element, Hook, TABLE};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::ir::{ChainType, Command, ElemKey, Element, Hook, TABLE};
+use crate::render::skeleton_names::NODEPORT_IPS;
 use crate::names::COMMENT_MAX;
 
 use super::attr::{Writer, comment_udata};
 use super::consts::*;
-use super::element::{ValueBytes, key_bytes, value_bytes, verdict_code};
+use super::element::{ValueBytes, addr, key_bytes, value_bytes, verdict_code};
 use super::expr::Exprs;
 use super::set::set_spec;
 
@@ -25,16 +31,33 @@ pub fn nfproto(family: IpFamily) -> u8 {
 
 /// Writes `command` as one message with sequence number `seq`; `false`
 /// (and nothing written) when this encoder cannot write it as nft would.
-pub fn write_command(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool {
+///
+/// `zero_end`: interval sets declared in this batch whose first element
+/// must be preceded by an interval end at address 0 (what nft sends when
+/// it fills a set it creates, unless an element starts at 0); the set is
+/// taken out once written.
+pub fn write_command(
+    w: &mut Writer,
+    family: IpFamily,
+    command: &Command,
+    seq: u32,
+    zero_end: &mut BTreeSet<String>,
+) -> bool {
     let mark = w.bytes().len();
-    let written = write(w, family, command, seq);
+    let written = write(w, family, command, seq, zero_end);
     if !written {
         w.truncate(mark);
     }
     written
 }
 
-fn write(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool {
+fn write(
+    w: &mut Writer,
+    family: IpFamily,
+    command: &Command,
+    seq: u32,
+    zero_end: &mut BTreeSet<String>,
+) -> bool {
     let fam = nfproto(family);
     // Errors are answered whatever the flags; the batch's last message
     // asks for an acknowledgement too ([`super::batch`]).
@@ -135,13 +158,24 @@ fn write(w: &mut Writer, family: IpFamily, command: &Command, seq: u32) -> bool 
         }
         Command::AddElement(e) => {
             start = w.begin_nft(NFT_MSG_NEWSETELEM, ack | NLM_F_CREATE, seq, fam);
-            if !element(w, e, true) {
+            let written = match &e.key {
+                ElemKey::Net(net) => {
+                    let lead = zero_end.remove(&e.set);
+                    interval_element(w, e, net, true, lead)
+                }
+                _ => element(w, e, true),
+            };
+            if !written {
                 return false;
             }
         }
         Command::DeleteElement(e) => {
             start = w.begin_nft(NFT_MSG_DELSETELEM, ack, seq, fam);
-            if !element(w, e, false) {
+            let written = match &e.key {
+                ElemKey::Net(net) => interval_element(w, e, net, false, false),
+                _ => element(w, e, false),
+            };
+            if !written {
                 return false;
             }
         }
@@ -156,6 +190,11 @@ fn element(w: &mut Writer, e: &Element, add: bool) -> bool {
     let Some(key) = key_bytes(&e.key) else {
         return false;
     };
+    if e.set == NODEPORT_IPS {
+        // An address in the interval set is a one-address interval: nft
+        // writes it as such (left to nft).
+        return false;
+    }
     w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
     w.put_str(NFTA_SET_ELEM_LIST_SET, &e.set);
     let list = w.open(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -203,13 +242,13 @@ fn hook_number(hook: Hook) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{ElemKey, Rule, Stmt, Verdict};
+    use crate::ir::{Rule, Stmt, Verdict};
     use proxy_core::Protocol;
 
     /// The message's attributes (after `nlmsghdr` and `nfgenmsg`), in hex.
     fn body(command: &Command) -> String {
         let mut w = Writer::new();
-        assert!(write_command(&mut w, IpFamily::V4, command, 1));
+        assert!(write_command(&mut w, IpFamily::V4, command, 1, &mut BTreeSet::new()));
         let bytes = w.into_bytes();
         let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
         assert_eq!(len, bytes.len());
@@ -254,5 +293,65 @@ mod tests {
             comment: None,
         });
         assert_eq!(body(&command), "0f0001006b7562652d70726f78790000060002007300000014000380100001800c000180080001000a600007");
+    }
+}
+
+/// `NFT_SET_ELEM_INTERVAL_END`.
+const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
+/// `NFTNL_UDATA_SET_ELEM_FLAGS` with `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: an
+/// interval that runs to the end of the address space (no end element).
+const INTERVAL_OPEN_UDATA: [u8; 6] = [1, 4, 1, 0, 0, 0];
+
+/// A prefix of an interval set as nft writes it: its first address, and
+/// an interval end at the address after its last (none when it runs to the
+/// top of the address space, marked "open" instead); `zero_end` first puts
+/// an interval end at address 0.
+fn interval_element(w: &mut Writer, e: &Element, net: &IpNet, add: bool, zero_end: bool) -> bool {
+    if e.value.is_some() || e.comment.is_some() {
+        return false;
+    }
+    let mut start = Vec::new();
+    addr(&mut start, &net.network());
+    let end = next_address(&net.broadcast());
+    if end.is_none() && !add {
+        return false; // how nft deletes an open interval is not checked
+    }
+    w.put_str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    w.put_str(NFTA_SET_ELEM_LIST_SET, &e.set);
+    let list = w.open(NFTA_SET_ELEM_LIST_ELEMENTS);
+    let key = |w: &mut Writer, bytes: &[u8], flags: u32, udata: Option<&[u8]>| {
+        let elem = w.open(NFTA_LIST_ELEM);
+        if flags != 0 {
+            w.put_u32(NFTA_SET_ELEM_FLAGS, flags);
+        }
+        let k = w.open(NFTA_SET_ELEM_KEY);
+        w.put(NFTA_DATA_VALUE, bytes);
+        w.close(k);
+        if let Some(u) = udata {
+            w.put(NFTA_SET_ELEM_USERDATA, u);
+        }
+        w.close(elem);
+    };
+    if zero_end {
+        key(w, &vec![0; start.len()], NFT_SET_ELEM_INTERVAL_END, None);
+    }
+    match end {
+        Some(end) => {
+            key(w, &start, 0, None);
+            let mut bytes = Vec::new();
+            addr(&mut bytes, &end);
+            key(w, &bytes, NFT_SET_ELEM_INTERVAL_END, None);
+        }
+        None => key(w, &start, 0, Some(&INTERVAL_OPEN_UDATA)),
+    }
+    w.close(list);
+    true
+}
+
+/// The address after `a`, if any.
+fn next_address(a: &IpAddr) -> Option<IpAddr> {
+    match a {
+        IpAddr::V4(v4) => u32::from(*v4).checked_add(1).map(|n| IpAddr::V4(n.into())),
+        IpAddr::V6(v6) => u128::from(*v6).checked_add(1).map(|n| IpAddr::V6(n.into())),
     }
 }
