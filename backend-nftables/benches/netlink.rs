@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use backend_nftables::ir::{Command, ElemKey, Element, Transaction};
 use backend_nftables::names::is_service_chain;
 use backend_nftables::render::skeleton_names::CLUSTER_IPS;
-use backend_nftables::{Executor, NetlinkExecutor, NftError, NftCli, NftablesBackend};
+use backend_nftables::{Executor, NetlinkExecutor, NftCli, NftError, NftablesBackend};
 use proxy_core::backend::CommandLimits;
 use proxy_core::conformance::netns::{Netns, check_privileges};
 use proxy_core::{Backend, ChangeSet, IpFamily, NodeView, ServiceKey, ServicePortName};
@@ -177,27 +177,48 @@ fn main() {
             );
             let start = Instant::now();
             backend.sync(&view, &ChangeSet::full()).await.unwrap();
-            rows.push(("cold start (netlink)", format!("{:.2} s", start.elapsed().as_secs_f64())));
+            rows.push((
+                "cold start (netlink)",
+                format!("{:.2} s", start.elapsed().as_secs_f64()),
+            ));
             let full = backend.full_transaction(&view).unwrap();
 
             let mut netlink = NetlinkExecutor::new(limits.clone());
             let mut nft = NftCli::default().with_limits(limits.clone());
-            rows.push(("one element, netlink", summary(one_element(&mut netlink).await)));
+            rows.push((
+                "one element, netlink",
+                summary(one_element(&mut netlink).await),
+            ));
             rows.push(("one element, nft -f", summary(one_element(&mut nft).await)));
             if let Some(tx) = chain_rewrite(&full) {
                 let what = format!("({} commands)", tx.len());
-                rows.push(("service chain rewrite, netlink", format!("{} {what}", summary(repeat(&mut netlink, &tx).await))));
-                rows.push(("service chain rewrite, nft -f", format!("{} {what}", summary(repeat(&mut nft, &tx).await))));
+                rows.push((
+                    "service chain rewrite, netlink",
+                    format!("{} {what}", summary(repeat(&mut netlink, &tx).await)),
+                ));
+                rows.push((
+                    "service chain rewrite, nft -f",
+                    format!("{} {what}", summary(repeat(&mut nft, &tx).await)),
+                ));
             }
             assert_eq!(netlink.counts().nft, 0, "everything went over netlink");
             if n > 0 && n <= 10_000 {
-                rows.push(("endpoint change sync, netlink", summary(endpoint_changes(&mut backend, &mut topo, &mut view, 1).await)));
+                rows.push((
+                    "endpoint change sync, netlink",
+                    summary(endpoint_changes(&mut backend, &mut topo, &mut view, 1).await),
+                ));
                 let mut null = NftablesBackend::with_executor(&context(), Box::new(Null));
                 null.sync(&view, &ChangeSet::full()).await.unwrap();
-                rows.push(("endpoint change sync, no kernel", summary(endpoint_changes(&mut null, &mut topo, &mut view, 2).await)));
+                rows.push((
+                    "endpoint change sync, no kernel",
+                    summary(endpoint_changes(&mut null, &mut topo, &mut view, 2).await),
+                ));
                 let mut cli = NftablesBackend::with_executor(&context(), Box::new(nft.clone()));
                 cli.sync(&view, &ChangeSet::full()).await.unwrap();
-                rows.push(("endpoint change sync, nft -f", summary(endpoint_changes(&mut cli, &mut topo, &mut view, 3).await)));
+                rows.push((
+                    "endpoint change sync, nft -f",
+                    summary(endpoint_changes(&mut cli, &mut topo, &mut view, 3).await),
+                ));
             }
             rows
         });

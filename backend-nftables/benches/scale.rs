@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use backend_nftables::NftablesBackend;
 use proxy_core::conformance::netns::{Netns, check_privileges};
-use proxy_core::{
-    Backend, ChangeSet, IpFamily, NodeView, ServicePortName,
-};
+use proxy_core::{Backend, ChangeSet, IpFamily, NodeView, ServicePortName};
 
 mod fixtures;
 use fixtures::*;

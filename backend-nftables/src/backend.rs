@@ -7,8 +7,8 @@ use proxy_core::backend::BackendContext;
 use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, SyncStats};
 
 use crate::exec::Executor;
-use crate::netlink::NetlinkExecutor;
 use crate::ir::{Command, Transaction};
+use crate::netlink::NetlinkExecutor;
 use crate::plan::{Plan, PlanMode, PortChange, commit, plan_ports, push_skeleton};
 use crate::render::{PortObjects, Skeleton, render_port};
 use crate::state::Committed;

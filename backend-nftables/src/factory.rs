@@ -131,7 +131,8 @@ pub fn is_wrapper(program: &str) -> bool {
         return false;
     };
     let mut magic = [0u8; 4];
-    match std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)) {
+    match std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+    {
         Ok(()) => &magic != b"\x7fELF",
         Err(_) => false,
     }

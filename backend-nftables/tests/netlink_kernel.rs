@@ -153,7 +153,8 @@ async fn conformance_over_netlink_lists_as_nft_text_does() {
         seen.mismatches[0]
     );
     assert_eq!(
-        seen.nft, 0,
+        seen.nft,
+        0,
         "netlink carried {} transactions, nft {}: netlink encodes everything the backend writes; first:\n{}",
         seen.netlink,
         seen.nft,

@@ -78,7 +78,8 @@ impl Writer {
     pub fn open(&mut self, kind: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         start
     }
 
@@ -116,5 +117,4 @@ impl Writer {
     pub fn len(&self) -> usize {
         self.buf.len()
     }
-
 }

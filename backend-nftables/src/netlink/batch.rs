@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use crate::ir::{Command, ElemKey, KeyType, Transaction};
 
 use super::attr::Writer;
-use super::consts::{NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_REQUEST};
+use super::consts::{
+    NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, NLM_F_REQUEST,
+};
 use super::message::write_command;
 
 /// An encoded batch.
@@ -39,7 +41,13 @@ pub fn encode(tx: &Transaction, seq: u32) -> Result<Batch, usize> {
 pub fn encode_commands(family: IpFamily, commands: &[Command], seq: u32) -> Result<Batch, usize> {
     let mut w = Writer::new();
     let begin = seq;
-    let start = w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, begin, 0, NFNL_SUBSYS_NFTABLES);
+    let start = w.begin(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        begin,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    );
     w.end(start);
     let first = begin.wrapping_add(1);
     let mut zero_end = zero_end_sets(commands);
@@ -58,7 +66,13 @@ pub fn encode_commands(family: IpFamily, commands: &[Command], seq: u32) -> Resu
     }
     let last = first.wrapping_add(commands.len() as u32).wrapping_sub(1);
     let end_seq = last.wrapping_add(1);
-    let start = w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, end_seq, 0, NFNL_SUBSYS_NFTABLES);
+    let start = w.begin(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        end_seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+    );
     w.end(start);
     let mut bytes = w.into_bytes();
     if !commands.is_empty() {

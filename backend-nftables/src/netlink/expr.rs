@@ -20,7 +20,11 @@ const IFNAMSIZ: usize = 16;
 /// 32-bit ones from 8).
 pub fn reg(word: u32) -> u32 {
     let index = 4 + word;
-    if index % 4 == 0 { index / 4 } else { index - 4 + 8 }
+    if index.is_multiple_of(4) {
+        index / 4
+    } else {
+        index - 4 + 8
+    }
 }
 
 /// Writes the expressions of rule statements.
@@ -161,7 +165,7 @@ impl<'a> Exprs<'a> {
         if prefix == full * 8 {
             self.network(NFT_REG_1, offset, full);
             self.cmp(op, &bytes);
-        } else if prefix > 0 && prefix % 8 == 0 {
+        } else if prefix > 0 && prefix.is_multiple_of(8) {
             let n = (prefix / 8) as usize;
             self.network(NFT_REG_1, offset, n as u32);
             self.cmp(op, &bytes[..n]);
@@ -242,10 +246,7 @@ impl<'a> Exprs<'a> {
                 // whole IFNAMSIZ buffer. What nft would read differently
                 // (escapes, an empty prefix, a name too long) goes to nft.
                 let text = name.strip_suffix('*').unwrap_or(name);
-                if text.is_empty()
-                    || text.len() >= IFNAMSIZ
-                    || text.contains(['\\', '*', '"'])
-                {
+                if text.is_empty() || text.len() >= IFNAMSIZ || text.contains(['\\', '*', '"']) {
                     return false;
                 }
                 let mut bytes = text.as_bytes().to_vec();
@@ -284,7 +285,11 @@ impl<'a> Exprs<'a> {
                 self.cmp(NFT_CMP_EQ, &value.to_ne_bytes());
             }
             Stmt::MarkOr(m) | Stmt::MarkXor(m) => {
-                let mask = if matches!(stmt, Stmt::MarkOr(_)) { !m } else { u32::MAX };
+                let mask = if matches!(stmt, Stmt::MarkOr(_)) {
+                    !m
+                } else {
+                    u32::MAX
+                };
                 self.meta(NFT_REG_1, NFT_META_MARK);
                 self.bitwise(&mask.to_ne_bytes(), &m.to_ne_bytes());
                 self.expr("meta", |w| {

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::ir::{ChainType, Command, ElemKey, Element, Hook, TABLE};
-use crate::render::skeleton_names::NODEPORT_IPS;
 use crate::names::COMMENT_MAX;
+use crate::render::skeleton_names::NODEPORT_IPS;
 
 use super::attr::{Writer, comment_udata};
 use super::consts::*;
@@ -106,12 +106,7 @@ fn write(
             w.put_str(NFTA_CHAIN_NAME, chain);
         }
         Command::AddRule { chain, rule } => {
-            start = w.begin_nft(
-                NFT_MSG_NEWRULE,
-                ack | NLM_F_CREATE | NLM_F_APPEND,
-                seq,
-                fam,
-            );
+            start = w.begin_nft(NFT_MSG_NEWRULE, ack | NLM_F_CREATE | NLM_F_APPEND, seq, fam);
             w.put_str(NFTA_RULE_TABLE, TABLE);
             w.put_str(NFTA_RULE_CHAIN, chain);
             let list = w.open(NFTA_RULE_EXPRESSIONS);
@@ -239,63 +234,6 @@ fn hook_number(hook: Hook) -> u32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ir::{Rule, Stmt, Verdict};
-    use proxy_core::Protocol;
-
-    /// The message's attributes (after `nlmsghdr` and `nfgenmsg`), in hex.
-    fn body(command: &Command) -> String {
-        let mut w = Writer::new();
-        assert!(write_command(&mut w, IpFamily::V4, command, 1, &mut BTreeSet::new()));
-        let bytes = w.into_bytes();
-        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-        assert_eq!(len, bytes.len());
-        bytes[20..]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-
-    /// The bytes `nft --debug=mnl` (1.0.6) sent for `add rule ip kube-proxy
-    /// c ip daddr 10.96.0.1 tcp dport 80 ip saddr 10.0.0.0/8 mark set mark
-    /// or 0x4000 jump d comment "ns/web:http"`.
-    #[test]
-    fn a_rule_is_the_bytes_nft_sends() {
-        let rule = Rule::new(vec![
-            Stmt::DaddrIs("10.96.0.1".parse().unwrap()),
-            Stmt::Dport(Protocol::Tcp, 80),
-            Stmt::SaddrInNet {
-                net: "10.0.0.0/8".parse().unwrap(),
-                negate: false,
-            },
-            Stmt::MarkOr(0x4000),
-            Stmt::Verdict(Verdict::Jump("d".into())),
-        ])
-        .comment("ns/web:http");
-        let command = Command::AddRule {
-            chain: "c".into(),
-            rule,
-        };
-        assert_eq!(body(&command), "0f0001006b7562652d70726f78790000060002006300000040020480340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000001008000400000000042c00018008000100636d700020000280080001000000000108000200000000000c000380080001000a60000124000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010006000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000208000400000000022c00018008000100636d700020000280080001000000000108000200000000000c0003800600010000500000340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000000c08000400000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000000308000100000000014c0001800c00010062697477697365003c00028008000100000000010800020000000001080006000000000008000300000000040c00048008000100ffbfffff0c000580080001000040000024000180090001006d657461000000001400028008000200000000030800030000000001380001800e000100696d6d656469617465000000240002800800010000000000180002801400028008000100fffffffd060002006400000012000700000c6e732f7765623a68747470000000");
-    }
-
-    /// The bytes nft sent for `add element ip kube-proxy s { 10.96.0.7 }`,
-    /// less the set's transaction id nft adds from its cache (the kernel
-    /// finds the set by name first).
-    #[test]
-    fn an_element_is_the_bytes_nft_sends() {
-        let command = Command::AddElement(Element {
-            set: "s".into(),
-            key: ElemKey::Addr("10.96.0.7".parse().unwrap()),
-            value: None,
-            comment: None,
-        });
-        assert_eq!(body(&command), "0f0001006b7562652d70726f78790000060002007300000014000380100001800c000180080001000a600007");
-    }
-}
-
 /// `NFT_SET_ELEM_INTERVAL_END`.
 const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 /// `NFTNL_UDATA_SET_ELEM_FLAGS` with `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: an
@@ -353,5 +291,71 @@ fn next_address(a: &IpAddr) -> Option<IpAddr> {
     match a {
         IpAddr::V4(v4) => u32::from(*v4).checked_add(1).map(|n| IpAddr::V4(n.into())),
         IpAddr::V6(v6) => u128::from(*v6).checked_add(1).map(|n| IpAddr::V6(n.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Rule, Stmt, Verdict};
+    use proxy_core::Protocol;
+
+    /// The message's attributes (after `nlmsghdr` and `nfgenmsg`), in hex.
+    fn body(command: &Command) -> String {
+        let mut w = Writer::new();
+        assert!(write_command(
+            &mut w,
+            IpFamily::V4,
+            command,
+            1,
+            &mut BTreeSet::new()
+        ));
+        let bytes = w.into_bytes();
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        assert_eq!(len, bytes.len());
+        bytes[20..].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The bytes `nft --debug=mnl` (1.0.6) sent for `add rule ip kube-proxy
+    /// c ip daddr 10.96.0.1 tcp dport 80 ip saddr 10.0.0.0/8 mark set mark
+    /// or 0x4000 jump d comment "ns/web:http"`.
+    #[test]
+    fn a_rule_is_the_bytes_nft_sends() {
+        let rule = Rule::new(vec![
+            Stmt::DaddrIs("10.96.0.1".parse().unwrap()),
+            Stmt::Dport(Protocol::Tcp, 80),
+            Stmt::SaddrInNet {
+                net: "10.0.0.0/8".parse().unwrap(),
+                negate: false,
+            },
+            Stmt::MarkOr(0x4000),
+            Stmt::Verdict(Verdict::Jump("d".into())),
+        ])
+        .comment("ns/web:http");
+        let command = Command::AddRule {
+            chain: "c".into(),
+            rule,
+        };
+        assert_eq!(
+            body(&command),
+            "0f0001006b7562652d70726f78790000060002006300000040020480340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000001008000400000000042c00018008000100636d700020000280080001000000000108000200000000000c000380080001000a60000124000180090001006d6574610000000014000280080002000000001008000100000000012c00018008000100636d700020000280080001000000000108000200000000000c0003800500010006000000340001800c0001007061796c6f6164002400028008000100000000010800020000000002080003000000000208000400000000022c00018008000100636d700020000280080001000000000108000200000000000c0003800600010000500000340001800c0001007061796c6f6164002400028008000100000000010800020000000001080003000000000c08000400000000012c00018008000100636d700020000280080001000000000108000200000000000c000380050001000a00000024000180090001006d6574610000000014000280080002000000000308000100000000014c0001800c00010062697477697365003c00028008000100000000010800020000000001080006000000000008000300000000040c00048008000100ffbfffff0c000580080001000040000024000180090001006d657461000000001400028008000200000000030800030000000001380001800e000100696d6d656469617465000000240002800800010000000000180002801400028008000100fffffffd060002006400000012000700000c6e732f7765623a68747470000000"
+        );
+    }
+
+    /// The bytes nft sent for `add element ip kube-proxy s { 10.96.0.7 }`,
+    /// less the set's transaction id nft adds from its cache (the kernel
+    /// finds the set by name first).
+    #[test]
+    fn an_element_is_the_bytes_nft_sends() {
+        let command = Command::AddElement(Element {
+            set: "s".into(),
+            key: ElemKey::Addr("10.96.0.7".parse().unwrap()),
+            value: None,
+            comment: None,
+        });
+        assert_eq!(
+            body(&command),
+            "0f0001006b7562652d70726f78790000060002007300000014000380100001800c000180080001000a600007"
+        );
     }
 }

@@ -47,10 +47,7 @@ impl Channel {
         // Errors echo only the refused message's header.
         socket.set_cap_ack(true)?;
         grow(&socket, RCVBUF, true);
-        let tv = TimeVal::new(
-            timeout.as_secs() as i64,
-            i64::from(timeout.subsec_micros()),
-        );
+        let tv = TimeVal::new(timeout.as_secs() as i64, i64::from(timeout.subsec_micros()));
         setsockopt(&socket, sockopt::ReceiveTimeout, &tv).map_err(io::Error::from)?;
         setsockopt(&socket, sockopt::SendTimeout, &tv).map_err(io::Error::from)?;
         Ok(Channel { socket, sndbuf: 0 })
