@@ -48,7 +48,7 @@ pub struct NetlinkExecutor {
 /// How transactions were sent, for tests and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// Transactions sent as netlink batches.
+    /// Transactions sent as netlink batches (committed or refused).
     pub netlink: u64,
     /// Transactions sent to `nft` because netlink could not carry one of
     /// their commands.
@@ -86,21 +86,34 @@ impl NetlinkExecutor {
         seq
     }
 
-    fn exchange(&mut self, tx: &Transaction, batch: &Batch) -> Result<(), NftError> {
+    /// Sends `batch`; `Ok(false)` when it could not be sent at all (the
+    /// caller gives the transaction to nft).
+    fn exchange(&mut self, tx: &Transaction, batch: &Batch) -> Result<bool, NftError> {
         let channel = match &mut self.channel {
             Ok(c) => c,
             Err(reason) => {
-                return Err(NftError::Apply(ToolError::Spawn {
-                    program: PROGRAM.to_string(),
-                    source: std::io::Error::other(reason.clone()),
-                }));
+                tracing::warn!(%reason, "no nf_tables netlink socket; nft applies the transaction");
+                return Ok(false);
             }
         };
         // The commit's NFT_MSG_NEWGEN names the sending thread: ours.
         record_child(Some(nix::unistd::gettid().as_raw() as u32));
         let deadline = Instant::now() + self.limits.timeout();
-        match channel.exchange(&batch.bytes, batch.begin, batch.last, deadline) {
-            Ok(Answer::Committed) => Ok(()),
+        let answer = channel.exchange(&batch.bytes, batch.begin, batch.last, deadline);
+        if !matches!(answer, Ok(Answer::NotSent(_))) {
+            self.counts.netlink += 1;
+        }
+        match answer {
+            Ok(Answer::Committed) => Ok(true),
+            Ok(Answer::NotSent(e)) => {
+                tracing::warn!(
+                    error = %e,
+                    bytes = batch.bytes.len(),
+                    commands = tx.len(),
+                    "cannot send the nf_tables batch over netlink; nft applies it"
+                );
+                Ok(false)
+            }
             Ok(Answer::Refused { seq, errno }) => {
                 let reason = std::io::Error::from_raw_os_error(errno);
                 let index = seq.wrapping_sub(batch.first) as usize;
@@ -145,8 +158,11 @@ impl Executor for NetlinkExecutor {
         let seq = self.next_seq(tx.len());
         match encode(tx, seq) {
             Ok(batch) => {
-                self.counts.netlink += 1;
-                self.exchange(tx, &batch)
+                if self.exchange(tx, &batch)? {
+                    return Ok(());
+                }
+                self.counts.nft += 1;
+                self.fallback.apply(tx).await
             }
             Err(index) => {
                 if let Some(command) = tx.commands.get(index) {

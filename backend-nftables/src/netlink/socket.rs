@@ -20,6 +20,9 @@ const RCVBUF: usize = 4 << 20;
 pub enum Answer {
     /// Every message acknowledged: committed.
     Committed,
+    /// The batch could not be sent (too big for the send buffer this
+    /// process may have, …): the kernel saw nothing of it.
+    NotSent(io::Error),
     /// The message with this sequence number was refused with `errno`
     /// (nothing of the batch is applied).
     Refused {
@@ -68,12 +71,15 @@ impl Channel {
             grow(&self.socket, want, false);
             self.sndbuf = want;
         }
-        let sent = self.socket.send(batch, 0)?;
-        if sent != batch.len() {
-            return Err(io::Error::other(format!(
-                "netlink sent {sent} of {} bytes",
-                batch.len()
-            )));
+        match self.socket.send(batch, 0) {
+            Ok(sent) if sent == batch.len() => {}
+            Ok(sent) => {
+                return Ok(Answer::NotSent(io::Error::other(format!(
+                    "netlink sent {sent} of {} bytes",
+                    batch.len()
+                ))));
+            }
+            Err(e) => return Ok(Answer::NotSent(e)),
         }
         let mut refused = None;
         loop {
