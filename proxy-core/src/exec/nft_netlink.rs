@@ -192,10 +192,10 @@ pub fn read_dump(
                         return Err(io::Error::from_raw_os_error(-code));
                     }
                 }
-                k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE => {
-                    if table_name(&datagram[HEADERS.min(len)..len]) == Some(name.as_bytes()) {
-                        *found = true;
-                    }
+                k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE
+                    && table_name(&datagram[HEADERS.min(len)..len]) == Some(name.as_bytes()) =>
+                {
+                    *found = true;
                 }
                 _ => {}
             }
