@@ -20,9 +20,12 @@ pub trait Executor: Send {
     async fn table_exists(&mut self, family: IpFamily) -> Result<bool, NftError>;
 }
 
-/// The real dataplane, through the shared nft driver
+/// The real dataplane through the `nft` program, via the shared nft driver
 /// ([`proxy_core::exec::nft::Nft`]): transactions go to `nft -f -` as nft's
-/// own syntax (as upstream's knftables does); whether our table exists is
+/// own syntax (as upstream's knftables does). The default executor is
+/// [`NetlinkExecutor`](crate::NetlinkExecutor), which keeps this one for
+/// what it does not encode and for table lookups; the factory uses this
+/// one directly when `nft` is a wrapper. Whether our table exists is
 /// one netlink request ([`Nft::has_table`]; `nft -j list tables` only when
 /// netlink cannot answer). Both use the calling thread's network namespace;
 /// `nft` inherits the calling thread's network

@@ -2,7 +2,9 @@
 //!
 //! Upstream kube-proxy's nftables mode: tables `ip kube-proxy` and
 //! `ip6 kube-proxy` with upstream's sets, verdict maps and chain names,
-//! programmed as nft transactions (`nft -f -`).
+//! programmed as nf_tables transactions: over one persistent netlink
+//! socket ([`NetlinkExecutor`], encoded as nft 1.0.6 encodes them), or as
+//! `nft -f -` text ([`NftCli`]) when `nft` is a wrapper.
 //!
 //! - [`NftablesBackend`]: the [`Backend`](proxy_core::Backend) for one family.
 //!   It keeps a model of what it committed, so a partial sync sends only the
