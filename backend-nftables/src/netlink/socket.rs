@@ -109,6 +109,12 @@ impl Channel {
                 if seq < first || seq > last {
                     continue; // a previous, abandoned exchange
                 }
+                if errno != 0 && seq == first {
+                    // The batch itself refused (its commit failed, or the
+                    // kernel could not queue the errors): the answers of
+                    // its messages may never come.
+                    return Ok(Answer::Refused { seq, errno });
+                }
                 if errno != 0 && refused.is_none() {
                     refused = Some(Answer::Refused { seq, errno });
                 }
