@@ -303,3 +303,30 @@ fn netlink_commits_are_recorded_as_ours() {
     })
     .unwrap();
 }
+
+/// An exchange whose last answer never comes ends at its deadline with a
+/// time-out (the executor reports it as a timed-out command, as a hung
+/// `nft` is), instead of waiting forever.
+#[test]
+fn an_answer_that_never_comes_times_out() {
+    if !privileged_or_skip_with("an_answer_that_never_comes_times_out", nft_present) {
+        return;
+    }
+    let ns = Netns::new().unwrap();
+    ns.run(|| {
+        let timeout = std::time::Duration::from_millis(200);
+        let mut channel = backend_nftables::netlink::Channel::open(timeout).unwrap();
+        let batch =
+            backend_nftables::netlink::encode(&tx(IpFamily::V4, vec![Command::AddTable]), 1)
+                .unwrap();
+        let start = std::time::Instant::now();
+        // Waits for an answer to a message the batch does not have.
+        let answer = channel.exchange(&batch.bytes, batch.begin, batch.last + 100, start + timeout);
+        let error = answer.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        // The table was committed all the same; the channel is reusable.
+        assert!(listing(IpFamily::V4).contains("table ip kube-proxy"));
+    })
+    .unwrap();
+}
