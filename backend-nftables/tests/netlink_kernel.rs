@@ -325,7 +325,7 @@ fn an_answer_that_never_comes_times_out() {
         let error = answer.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}");
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
-        // The table was committed all the same; the channel is reusable.
+        // The batch was committed all the same.
         assert!(listing(IpFamily::V4).contains("table ip kube-proxy"));
     })
     .unwrap();
