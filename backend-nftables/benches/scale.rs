@@ -11,80 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_nftables::NftablesBackend;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use proxy_core::backend::{BackendContext, LocalTrafficDetector};
 use proxy_core::conformance::netns::{Netns, check_privileges};
-use proxy_core::{
-    Backend, ChangeSet, IpFamily, NodeInfo, NodeView, ServicePortName, ServiceTopology,
-};
-use serde_json::json;
+use proxy_core::{Backend, ChangeSet, IpFamily, NodeView, ServicePortName};
 
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const POD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 244, 1, 10), Ipv4Addr::new(10, 244, 1, 11)];
-
-fn cluster_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 96 + (i >> 16) as u8, (i >> 8) as u8, i as u8)
-}
-
-fn endpoint_ip(j: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 200 + (j >> 16) as u8, (j >> 8) as u8, j as u8)
-}
-
-fn service(i: usize) -> Service {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("svc{i:05}"), "namespace": "bench"},
-        "spec": {"clusterIP": cluster_ip(i).to_string(), "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
-    }))
-    .unwrap()
-}
-
-fn slice(i: usize, ips: &[Ipv4Addr]) -> EndpointSlice {
-    let endpoints: Vec<_> = ips
-        .iter()
-        .map(|ip| json!({"addresses": [ip.to_string()], "nodeName": "node-b", "conditions": {"ready": true}}))
-        .collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("svc{i:05}-1"), "namespace": "bench", "labels": {"kubernetes.io/service-name": format!("svc{i:05}")}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints
-    }))
-    .unwrap()
-}
-
-/// `services` services with `eps` endpoints each; the last one points at
-/// the two real pod IPs.
-fn topology(services: usize, eps: usize) -> ServiceTopology {
-    let mut topo = ServiceTopology::new();
-    for i in 0..services {
-        let _ = topo.apply_service(&service(i));
-        let ips: Vec<Ipv4Addr> = if i + 1 == services {
-            POD_IPS.to_vec()
-        } else {
-            (0..eps).map(|k| endpoint_ip(i * eps + k)).collect()
-        };
-        let _ = topo.apply_endpoint_slice(&slice(i, &ips));
-    }
-    topo
-}
-
-fn node() -> Arc<NodeInfo> {
-    let mut n = NodeInfo::named("node-a");
-    n.addresses = vec![IpAddr::V4(NODE_IP)];
-    n.shared()
-}
-
-fn context() -> BackendContext {
-    let mut ctx = BackendContext::for_tests(IpFamily::V4, node());
-    ctx.local_detector = LocalTrafficDetector::Cidr("10.244.0.0/16".parse().unwrap());
-    ctx.node_port_cidrs = Some(vec!["10.1.0.1/32".parse().unwrap()]);
-    ctx
-}
+mod fixtures;
+use fixtures::*;
 
 fn ip(ns: &Netns, args: &[&str]) {
     let ok = ns.command("ip").args(args).status().unwrap();

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use proxy_core::backend::BackendContext;
 use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, SyncStats};
 
-use crate::exec::{Executor, NftCli};
+use crate::exec::Executor;
 use crate::ir::{Command, Transaction};
+use crate::netlink::NetlinkExecutor;
 use crate::plan::{Plan, PlanMode, PortChange, commit, plan_ports, push_skeleton};
 use crate::render::{PortObjects, Skeleton, render_port};
 use crate::state::Committed;
@@ -44,12 +45,13 @@ impl std::fmt::Debug for NftablesBackend {
 }
 
 impl NftablesBackend {
-    /// A backend that runs `nft` from `PATH` (in the caller's network
-    /// namespace). Touches nothing until the first sync.
+    /// A backend writing over netlink ([`NetlinkExecutor`], its socket
+    /// opened here: in the caller's network namespace). Touches nothing
+    /// until the first sync.
     pub fn new(ctx: &BackendContext) -> Result<Self, BackendError> {
         Ok(Self::with_executor(
             ctx,
-            Box::new(NftCli::default().with_limits(ctx.commands.clone())),
+            Box::new(NetlinkExecutor::new(ctx.commands.clone())),
         ))
     }
 

@@ -6,6 +6,7 @@ use proxy_core::{Backend, BackendError, IpFamily, ProxyMode};
 use crate::backend::NftablesBackend;
 use crate::exec::{Executor, NftCli};
 use crate::ir::{Command, Transaction};
+use crate::netlink::NetlinkExecutor;
 
 /// Oldest kernel upstream supports for nftables mode.
 pub const MIN_KERNEL: (u32, u32) = (5, 13);
@@ -79,11 +80,22 @@ impl BackendFactory for NftablesFactory {
         })
     }
 
+    /// Transactions go over netlink ([`NetlinkExecutor`], opened in the
+    /// calling thread's network namespace), unless the `nft` first in
+    /// `PATH` is a wrapper (a script, not the nft binary): then they go
+    /// through it, as text, so the site's wrapper keeps seeing them.
     fn build(&self, ctx: &BackendContext) -> Result<Box<dyn Backend>, BackendError> {
-        Ok(Box::new(NftablesBackend::with_executor(
-            ctx,
-            Box::new(self.nft.clone().with_limits(ctx.commands.clone())),
-        )))
+        let nft = self.nft.clone().with_limits(ctx.commands.clone());
+        let exec: Box<dyn Executor> = if is_wrapper(self.nft.program()) {
+            tracing::info!(
+                program = self.nft.program(),
+                "nft is a wrapper: nftables transactions go through it, not over netlink"
+            );
+            Box::new(nft)
+        } else {
+            Box::new(NetlinkExecutor::new(ctx.commands.clone()))
+        };
+        Ok(Box::new(NftablesBackend::with_executor(ctx, exec)))
     }
 
     /// Deletes tables `ip kube-proxy` and `ip6 kube-proxy` (upstream's
@@ -102,6 +114,30 @@ impl BackendFactory for NftablesFactory {
     }
 }
 
+/// Whether `program` (a path, or a name looked up in `PATH`) is a wrapper
+/// rather than an executable binary: a file that does not start with the
+/// ELF magic (a script). A program not found is not a wrapper.
+pub fn is_wrapper(program: &str) -> bool {
+    let path = if program.contains('/') {
+        Some(std::path::PathBuf::from(program))
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    let Some(path) = path else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(&path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+    {
+        Ok(()) => &magic != b"\x7fELF",
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +148,18 @@ mod tests {
         assert_eq!(parse_kernel_version("5.4.0"), Some((5, 4)));
         assert!(parse_kernel_version("5.4.0").unwrap() < MIN_KERNEL);
         assert_eq!(parse_kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn scripts_are_wrappers_binaries_are_not() {
+        let dir = std::env::temp_dir().join(format!("nft-wrapper-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("nft");
+        std::fs::write(&script, "#!/bin/sh\nexec /usr/sbin/nft \"$@\"\n").unwrap();
+        assert!(is_wrapper(script.to_str().unwrap()));
+        let binary = std::env::current_exe().unwrap();
+        assert!(!is_wrapper(binary.to_str().unwrap()));
+        assert!(!is_wrapper("/nonexistent/nft"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -132,6 +132,96 @@ pub fn read_answer(
     None
 }
 
+/// `NLM_F_DUMP` (`NLM_F_ROOT | NLM_F_MATCH`).
+const NLM_F_DUMP: u16 = 0x300;
+/// `NLMSG_DONE`: the end of a dump.
+const NLMSG_DONE: u16 = 3;
+
+/// Whether a dump of the tables of `family` (one `NFT_MSG_GETTABLE` with
+/// `NLM_F_DUMP`: table headers only, never their chains, sets or rules)
+/// lists table `name`, in the network namespace of the calling thread. An
+/// answer independent of [`table_exists`]'s single-table request, as cheap
+/// whatever the size of the ruleset (`nft list tables` loads it all:
+/// hundreds of MiB beside a 10k-Service table).
+pub fn table_listed(family: IpFamily, name: &str) -> io::Result<bool> {
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    const SEQUENCE: u32 = 1;
+    let mut request = get_table_request(family, "", SEQUENCE);
+    // A dump takes no name: the request's headers only, with NLM_F_DUMP.
+    request.truncate(HEADERS);
+    request[0..4].copy_from_slice(&(HEADERS as u32).to_ne_bytes());
+    request[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    socket.send(&request, 0)?;
+    let mut found = false;
+    loop {
+        let (datagram, _) = socket.recv_from_full()?;
+        if let Some(done) = read_dump(&datagram, SEQUENCE, name, &mut found)? {
+            return Ok(done);
+        }
+    }
+}
+
+/// Reads one datagram of a table dump: `Some(found)` at its end, `None` to
+/// read on; `found` keeps whether table `name` was listed.
+pub fn read_dump(
+    mut datagram: &[u8],
+    sequence: u32,
+    name: &str,
+    found: &mut bool,
+) -> io::Result<Option<bool>> {
+    while datagram.len() >= 16 {
+        let len = u32::from_ne_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]) as usize;
+        let kind = u16::from_ne_bytes([datagram[4], datagram[5]]);
+        let seq = u32::from_ne_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]);
+        if len < 16 || len > datagram.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated netlink answer",
+            ));
+        }
+        if seq == sequence {
+            match kind {
+                NLMSG_DONE => return Ok(Some(*found)),
+                NLMSG_ERROR => {
+                    let code = datagram
+                        .get(16..20)
+                        .map_or(0, |c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                }
+                k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE
+                    && table_name(&datagram[HEADERS.min(len)..len]) == Some(name.as_bytes()) =>
+                {
+                    *found = true;
+                }
+                _ => {}
+            }
+        }
+        datagram = &datagram[len.next_multiple_of(4).min(datagram.len())..];
+    }
+    Ok(None)
+}
+
+/// The `NFTA_TABLE_NAME` of a table message's attributes, without its NUL.
+fn table_name(mut attributes: &[u8]) -> Option<&[u8]> {
+    while attributes.len() >= 4 {
+        let len = u16::from_ne_bytes([attributes[0], attributes[1]]) as usize;
+        let kind = u16::from_ne_bytes([attributes[2], attributes[3]]) & 0x3fff;
+        if len < 4 || len > attributes.len() {
+            return None;
+        }
+        if kind == NFTA_TABLE_NAME {
+            let value = &attributes[4..len];
+            return Some(value.strip_suffix(&[0]).unwrap_or(value));
+        }
+        attributes = &attributes[len.next_multiple_of(4).min(attributes.len())..];
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +280,41 @@ mod tests {
         let mut payload = code.to_ne_bytes().to_vec();
         payload.extend_from_slice(&[0; 16]); // the request's header
         message(NLMSG_ERROR, sequence, &payload)
+    }
+
+    #[test]
+    fn dumps_list_tables_by_name() {
+        let table = |name: &str| {
+            let mut payload = vec![10, 0, 0, 0];
+            let len = 4 + name.len() + 1;
+            payload.extend_from_slice(&(len as u16).to_ne_bytes());
+            payload.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+            payload.extend_from_slice(name.as_bytes());
+            payload.push(0);
+            payload.resize(payload.len().next_multiple_of(4), 0);
+            message(10 << 8, 5, &payload)
+        };
+        let mut datagram = table("filter");
+        datagram.extend(table("kube-proxy"));
+        let mut found = false;
+        assert_eq!(
+            read_dump(&datagram, 5, "kube-proxy", &mut found).unwrap(),
+            None
+        );
+        assert!(found);
+        let done = message(NLMSG_DONE, 5, &[0; 4]);
+        assert_eq!(
+            read_dump(&done, 5, "kube-proxy", &mut found).unwrap(),
+            Some(true)
+        );
+        let mut absent = false;
+        let mut both = table("kube-proxy-x");
+        both.extend(message(NLMSG_DONE, 5, &[0; 4]));
+        assert_eq!(
+            read_dump(&both, 5, "kube-proxy", &mut absent).unwrap(),
+            Some(false)
+        );
+        assert!(read_dump(&error(5, -1), 5, "kube-proxy", &mut absent).is_err());
     }
 
     #[test]
@@ -295,6 +420,10 @@ mod kernel_tests {
                 assert!(!exists(IpFamily::V6, "kube-proxy").await, "absent table");
                 nft(&["add", "table", "ip6", "kube-proxy"]);
                 assert!(exists(IpFamily::V6, "kube-proxy").await, "table just added");
+                let listed = |family, name| super::table_listed(family, name).unwrap();
+                assert!(listed(IpFamily::V6, "kube-proxy"), "dump: table just added");
+                assert!(!listed(IpFamily::V4, "kube-proxy"), "dump: other family");
+                assert!(!listed(IpFamily::V6, "kube-prox"), "dump: other name");
                 assert!(!exists(IpFamily::V4, "kube-proxy").await, "other family");
                 assert!(!exists(IpFamily::V6, "kube-prox").await, "other name");
                 nft(&["add", "table", "ip", "kube-proxy"]);
