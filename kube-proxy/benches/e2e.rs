@@ -50,7 +50,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use proxy_core::conformance::netns::Netns;
 
 mod support;
-use support::cpu::cpu_seconds;
+use support::cpu::{cpu_seconds, cpu_split};
 use support::{get_metrics, is_root, mib, rss_kib, status_kib};
 
 use support::lean_api::{LeanApi, NS, Object, Resource};
@@ -395,6 +395,8 @@ struct IdleCpu {
     secs: f64,
     /// CPU seconds, children included.
     cpu: f64,
+    /// Of which the children's (`nft`, `iptables-restore`, ...).
+    children: f64,
     syncs: f64,
     /// The busiest 10 s window, CPU seconds.
     busiest_10s: f64,
@@ -410,21 +412,21 @@ fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
     let pid = proxy.child.id();
     let syncs_before = syncs().0;
     let started = Instant::now();
-    let cpu_start = cpu_seconds(pid).unwrap();
+    let split_start = cpu_split(pid).unwrap();
+    let cpu_start = split_start.0 + split_start.1;
     let mut samples = vec![cpu_start];
     while started.elapsed() < Duration::from_secs(secs) {
-        std::thread::sleep(Duration::from_secs(10).min(
-            Duration::from_secs(secs).saturating_sub(started.elapsed()),
-        ));
+        std::thread::sleep(
+            Duration::from_secs(10)
+                .min(Duration::from_secs(secs).saturating_sub(started.elapsed())),
+        );
         samples.push(cpu_seconds(pid).unwrap());
         proxy.check_alive();
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = samples[samples.len() - 1] - cpu_start;
-    let busiest_10s = samples
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(0.0, f64::max);
+    let children = cpu_split(pid).unwrap().1 - split_start.1;
+    let busiest_10s = samples.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     let syncs_after = syncs().0;
     let scrapes = 1000;
     let before = cpu_seconds(pid).unwrap();
@@ -435,6 +437,7 @@ fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
     IdleCpu {
         secs: elapsed,
         cpu,
+        children,
         syncs: syncs_after - syncs_before,
         busiest_10s,
         per_scrape,
@@ -623,7 +626,8 @@ fn run(args: Args, floor_ns: Netns) {
         std::thread::spawn(move || sample_children(pid, peaks, stop))
     };
     let targets: Vec<usize> = (0..m).map(|k| (k * 7919 + 1) % n).collect();
-    let (cpu_changes_start, scrapes_start) = (cpu_seconds(pid).unwrap(), SCRAPES.load(Ordering::Relaxed));
+    let (cpu_changes_start, scrapes_start) =
+        (cpu_seconds(pid).unwrap(), SCRAPES.load(Ordering::Relaxed));
     let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
 
     // Endpoint change: endpoint 0 of a Service gets a new address.
@@ -795,14 +799,17 @@ fn run(args: Args, floor_ns: Netns) {
             (cpu_changes - idle.per_scrape * change_scrapes as f64).max(0.0) * 1000.0
                 / changes as f64
         ),
-        None => println!(" (and the bench's {change_scrapes} /metrics polls; --idle-secs measures their cost)"),
+        None => println!(
+            " (and the bench's {change_scrapes} /metrics polls; --idle-secs measures their cost)"
+        ),
     }
     if let Some(idle) = &idle {
         println!(
-            "idle: {:.0} s of an unchanged cluster: {:.2} CPU-s = {:.3} % of one core ({} syncs; busiest 10 s: {:.1} %)",
+            "idle: {:.0} s of an unchanged cluster: {:.2} CPU-s = {:.3} % of one core, of which children {:.2} CPU-s ({} IPv4 syncs; busiest 10 s: {:.1} %)",
             idle.secs,
             idle.cpu,
             idle.cpu * 100.0 / idle.secs,
+            idle.children,
             idle.syncs,
             idle.busiest_10s * 10.0
         );

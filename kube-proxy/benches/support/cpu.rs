@@ -22,14 +22,23 @@ fn ticks_per_second() -> f64 {
 /// `cstime`: each `nft`/`iptables-restore` once it exited and was reaped).
 /// `None` once the process is gone.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let (own, children) = cpu_split(pid)?;
+    Some(own + children)
+}
+
+/// `(own, children's)` CPU seconds of process `pid`: utime + stime, and
+/// cutime + cstime (children it has waited for).
+pub fn cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is
     // field 3, utime 14, stime 15, cutime 16, cstime 17.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..15)?
-        .iter()
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
         .map(|f| f.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    Some(ticks / ticks_per_second())
+        .collect();
+    let ticks = fields.get(11..15)?;
+    let hz = ticks_per_second();
+    Some(((ticks[0] + ticks[1]) / hz, (ticks[2] + ticks[3]) / hz))
 }

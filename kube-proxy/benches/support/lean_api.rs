@@ -168,9 +168,9 @@ impl Object {
                     rv,
                     "kubectl-client-side-apply",
                     &[("app", name), ("app.kubernetes.io/managed-by", "e2e-bench")],
-                    ["f:ports", "f:selector", "f:type"].into_iter().map(|f| {
-                        move |out: &mut Vec<u8>| write!(out, "{f}").unwrap()
-                    }),
+                    ["f:ports", "f:selector", "f:type"]
+                        .into_iter()
+                        .map(|f| move |out: &mut Vec<u8>| write!(out, "{f}").unwrap()),
                 );
                 let kind = if node_port.is_some() {
                     "LoadBalancer"
@@ -536,7 +536,10 @@ impl LeanApi {
                 status(404, "NotFound", "no such path"),
             );
         };
-        if query.get("watch").is_some_and(|w| *w == "true" || *w == "1") {
+        if query
+            .get("watch")
+            .is_some_and(|w| *w == "true" || *w == "1")
+        {
             return self.watch(resource, &query);
         }
         let limit: usize = query
@@ -565,7 +568,8 @@ impl LeanApi {
             // One page; its metadata (the continue token) is known once the
             // items are rendered.
             let mut items = Vec::with_capacity(limit * 2048);
-            let (last, more) = self.render_items(resource, after.as_deref(), limit, true, &mut items);
+            let (last, more) =
+                self.render_items(resource, after.as_deref(), limit, true, &mut items);
             let mut body = Vec::with_capacity(items.len() + 256);
             body.extend_from_slice(head.as_bytes());
             if let (true, Some(last)) = (more, last) {
