@@ -626,8 +626,11 @@ fn run(args: Args, floor_ns: Netns) {
         std::thread::spawn(move || sample_children(pid, peaks, stop))
     };
     let targets: Vec<usize> = (0..m).map(|k| (k * 7919 + 1) % n).collect();
-    let (cpu_changes_start, scrapes_start) =
-        (cpu_seconds(pid).unwrap(), SCRAPES.load(Ordering::Relaxed));
+    let (cpu_changes_start, children_cpu_start, scrapes_start) = (
+        cpu_seconds(pid).unwrap(),
+        cpu_split(pid).unwrap().1,
+        SCRAPES.load(Ordering::Relaxed),
+    );
     let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
 
     // Endpoint change: endpoint 0 of a Service gets a new address.
@@ -706,6 +709,7 @@ fn run(args: Args, floor_ns: Netns) {
     settle(&mut proxy);
     let rss_after = rss_kib(pid);
     let cpu_changes = cpu_seconds(pid).unwrap() - cpu_changes_start;
+    let children_cpu_changes = cpu_split(pid).unwrap().1 - children_cpu_start;
     let change_scrapes = SCRAPES.load(Ordering::Relaxed) - scrapes_start;
     let idle = (args.idle_secs > 0).then(|| idle_cpu(&mut proxy, args.idle_secs));
     let hwm_after = status_kib(pid, "VmHWM:");
@@ -789,7 +793,7 @@ fn run(args: Args, floor_ns: Netns) {
     );
     let changes = 4 * m;
     print!(
-        "cpu: {cpu_changes:.2} CPU-s during the {changes} changes (with their slices), {:.1} ms per change, children included",
+        "cpu: {cpu_changes:.2} CPU-s during the {changes} changes (with their slices), {:.1} ms per change, children included (theirs: {children_cpu_changes:.2} CPU-s)",
         cpu_changes * 1000.0 / changes as f64
     );
     match &idle {
