@@ -51,21 +51,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxy_core::conformance::netns::Netns;
-use serde_json::{Value, json};
 
 mod support;
+use support::cpu::{cpu_seconds, cpu_split};
 use support::{get_metrics, is_root, mib, rss_kib, status_kib};
 
-#[allow(dead_code)] // the tests' server; the bench uses a subset
-#[path = "../../proxy-core/tests/runtime_support/fake_api.rs"]
-mod fake_api;
-use fake_api::FakeApi;
+use support::lean_api::{LeanApi, NS, Object, Resource};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
 const METRICS: &str = "127.0.0.1:10249";
 const SYNCS: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}";
 const LAST_SYNC: &str = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
-const NS: &str = "bench";
 /// The first node port; LoadBalancer Services get 30000.. (at most 1,000).
 const NODE_PORT_BASE: u16 = 30000;
 const LB_SERVICES_MAX: usize = 1000;
@@ -80,6 +76,9 @@ struct Args {
     proxy_env: Vec<(String, String)>,
     /// A program that runs the proxy (a profiler).
     proxy_wrapper: Option<String>,
+    /// Seconds of an unchanged cluster after the changes, over which the
+    /// proxy's CPU is measured (0: none).
+    idle_secs: u64,
 }
 
 fn args() -> Args {
@@ -90,6 +89,7 @@ fn args() -> Args {
         changes: 50,
         proxy_env: Vec::new(),
         proxy_wrapper: None,
+        idle_secs: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -105,6 +105,7 @@ fn args() -> Args {
                 args.proxy_env.push((k.to_string(), v.to_string()));
             }
             "--proxy-wrapper" => args.proxy_wrapper = Some(value()),
+            "--idle-secs" => args.idle_secs = value().parse().unwrap(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -135,79 +136,6 @@ fn is_lb(i: usize) -> bool {
     i.is_multiple_of(10) && i / 10 < LB_SERVICES_MAX
 }
 
-/// Metadata as a real API server sends it: uid, creation time, labels and
-/// `managedFields` (which the proxy must not keep), here one entry per
-/// manager with a `fieldsV1` naming `fields` (as the real one lists every
-/// endpoint address of a slice).
-fn metadata(name: &str, manager: &str, fields: &[String]) -> Value {
-    let listed: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|f| {
-            (
-                f.clone(),
-                json!({".": {}, "f:conditions": {".": {}, "f:ready": {}}}),
-            )
-        })
-        .collect();
-    let uid = format!("{:032x}", {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (name, manager).hash(&mut h);
-        h.finish()
-    });
-    json!({"namespace": NS, "name": name, "uid": uid, "generation": 1,
-           "creationTimestamp": "2026-12-01T10:00:00Z",
-           "labels": {"app": name, "app.kubernetes.io/managed-by": "e2e-bench"},
-           "managedFields": [{"manager": manager, "operation": "Update", "apiVersion": "v1",
-                              "time": "2026-12-01T10:00:00Z", "fieldsType": "FieldsV1",
-                              "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
-                                           "f:spec": listed}}]})
-}
-
-fn service(name: &str, cluster_ip: Ipv4Addr, node_port: Option<u16>) -> Value {
-    let mut port = json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080});
-    let mut service = json!({
-        "metadata": metadata(name, "kubectl-client-side-apply", &["f:ports".into(), "f:selector".into(), "f:type".into()]),
-        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip.to_string(), "selector": {"app": name},
-                 "sessionAffinity": "None", "internalTrafficPolicy": "Cluster",
-                 "ipFamilyPolicy": "SingleStack",
-                 "clusterIPs": [cluster_ip.to_string()], "ipFamilies": ["IPv4"]},
-    });
-    if let Some(node_port) = node_port {
-        port["nodePort"] = json!(node_port);
-        service["spec"]["type"] = json!("LoadBalancer");
-        let octets = cluster_ip.octets();
-        service["status"] = json!({"loadBalancer": {"ingress": [{"ip": format!("198.18.{}.{}", octets[2], octets[3])}]}});
-    }
-    service["spec"]["ports"] = json!([port]);
-    service
-}
-
-fn slice(service: &str, ips: &[Ipv4Addr]) -> Value {
-    let fields: Vec<String> = ips
-        .iter()
-        .map(|ip| format!("k:{{\"addresses\":[\"{ip}\"]}}"))
-        .collect();
-    let name = format!("{service}-e2e");
-    let mut metadata = metadata(&name, "endpointslice-controller.k8s.io", &fields);
-    metadata["labels"] = json!({"kubernetes.io/service-name": service,
-                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"});
-    json!({
-        "metadata": metadata,
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": ips.iter().enumerate().map(|(k, ip)| json!({"addresses": [ip.to_string()],
-            "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "node-b",
-            "targetRef": {"kind": "Pod", "namespace": NS, "name": format!("{service}-pod-{k}"),
-                          "uid": format!("{:032x}", u32::from(*ip))}})).collect::<Vec<_>>(),
-    })
-}
-
-fn node() -> Value {
-    json!({"metadata": {"name": "node-a"},
-           "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}})
-}
-
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -223,8 +151,12 @@ fn metric(body: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// `GET /metrics` requests the bench made (each costs the proxy some CPU).
+static SCRAPES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// `(syncs, end of the last sync)` as the proxy reports them.
 fn syncs() -> (f64, f64) {
+    SCRAPES.fetch_add(1, Ordering::Relaxed);
     let body = get_metrics(METRICS.parse::<SocketAddr>().unwrap()).unwrap_or_default();
     (
         metric(&body, SYNCS).unwrap_or(0.0),
@@ -280,14 +212,38 @@ fn log_seconds(line: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// `GET path` over HTTP/1.0; the length of the body.
-fn http_get_len(addr: SocketAddr, path: &str) -> usize {
+/// `GET path` over HTTP/1.0; the body.
+fn http_get(addr: SocketAddr, path: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut body = Vec::new();
     stream.read_to_end(&mut body).unwrap();
-    body.len()
+    body
+}
+
+/// Lists `path` in pages of 500 as kube's watcher does (`limit`, then
+/// `continue` until the server gives no token); the bytes received.
+fn list_paged_len(addr: SocketAddr, path: &str) -> usize {
+    let mut total = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let query = match &token {
+            Some(t) => format!("{path}?limit=500&continue={t}"),
+            None => format!("{path}?limit=500"),
+        };
+        let body = http_get(addr, &query);
+        total += body.len();
+        // The token sits in the list's metadata, before the items.
+        let head = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+        token = head
+            .split_once(r#""continue":""#)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(t, _)| t.to_string());
+        if token.is_none() {
+            return total;
+        }
+    }
 }
 
 /// Peak VmHWM per child program (and of the proxy itself), sampled.
@@ -486,6 +442,60 @@ fn timed_change(proxy: &mut Proxy, apply: impl FnOnce()) -> f64 {
     }
 }
 
+/// The proxy's CPU over an unchanged cluster.
+struct IdleCpu {
+    secs: f64,
+    /// CPU seconds, children included.
+    cpu: f64,
+    /// Of which the children's (`nft`, `iptables-restore`, ...).
+    children: f64,
+    syncs: f64,
+    /// The busiest 10 s window, CPU seconds.
+    busiest_10s: f64,
+    /// CPU seconds the proxy spends on one `GET /metrics`.
+    per_scrape: f64,
+}
+
+/// Leaves the cluster unchanged for `secs` and measures the proxy's CPU
+/// (nothing asks the proxy anything meanwhile), then the cost of one
+/// `/metrics` scrape (to subtract the bench's polling from the change
+/// phase's CPU).
+fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
+    let pid = proxy.child.id();
+    let syncs_before = syncs().0;
+    let started = Instant::now();
+    let split_start = cpu_split(pid).unwrap();
+    let cpu_start = split_start.0 + split_start.1;
+    let mut samples = vec![cpu_start];
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(
+            Duration::from_secs(10)
+                .min(Duration::from_secs(secs).saturating_sub(started.elapsed())),
+        );
+        samples.push(cpu_seconds(pid).unwrap());
+        proxy.check_alive();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = samples[samples.len() - 1] - cpu_start;
+    let children = cpu_split(pid).unwrap().1 - split_start.1;
+    let busiest_10s = samples.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let syncs_after = syncs().0;
+    let scrapes = 1000;
+    let before = cpu_seconds(pid).unwrap();
+    for _ in 0..scrapes {
+        syncs();
+    }
+    let per_scrape = (cpu_seconds(pid).unwrap() - before) / f64::from(scrapes);
+    IdleCpu {
+        secs: elapsed,
+        cpu,
+        children,
+        syncs: syncs_after - syncs_before,
+        busiest_10s,
+        per_scrape,
+    }
+}
+
 /// The floor: `changes` smallest writes into a copy of the proxy's
 /// ruleset, in `floor_ns` (ms each).
 fn floor(mode: &str, floor_ns: &Netns, changes: usize) -> Vec<f64> {
@@ -565,14 +575,14 @@ fn run(args: Args, floor_ns: Netns) {
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    let api = FakeApi::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), false);
-    api.apply("nodes", node());
+    let api = LeanApi::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    api.apply(Object::node("node-a", Ipv4Addr::new(10, 0, 0, 1)));
     for i in 0..n {
         let name = format!("svc-{i}");
         let node_port = is_lb(i).then(|| NODE_PORT_BASE + u16::try_from(i / 10).unwrap());
-        api.apply("services", service(&name, cluster_ip(i), node_port));
+        api.apply(Object::service(&name, cluster_ip(i), node_port));
         let ips: Vec<Ipv4Addr> = (0..e).map(|k| pod_ip(i, k, e)).collect();
-        api.apply("endpointslices", slice(&name, &ips));
+        api.apply(Object::slice(&name, &ips));
     }
     println!(
         "e2e: {} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind{}; load average {load_start}",
@@ -593,7 +603,7 @@ fn run(args: Args, floor_ns: Netns) {
         "/apis/discovery.k8s.io/v1/endpointslices",
     ]
     .iter()
-    .map(|path| http_get_len(api_addr, path))
+    .map(|path| list_paged_len(api_addr, path))
     .sum();
     let list_time = list_started.elapsed();
 
@@ -673,6 +683,11 @@ fn run(args: Args, floor_ns: Netns) {
         std::thread::spawn(move || sample_children(pid, peaks, stop))
     };
     let targets: Vec<usize> = (0..m).map(|k| (k * 7919 + 1) % n).collect();
+    let (cpu_changes_start, children_cpu_start, scrapes_start) = (
+        cpu_seconds(pid).unwrap(),
+        cpu_split(pid).unwrap().1,
+        SCRAPES.load(Ordering::Relaxed),
+    );
     let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
 
     // Endpoint change: endpoint 0 of a Service gets a new address.
@@ -683,7 +698,7 @@ fn run(args: Args, floor_ns: Netns) {
         let mut ips: Vec<Ipv4Addr> = (0..e).map(|j| pod_ip(i, j, e)).collect();
         ips[0] = fresh(k);
         lat.push(timed_change(&mut proxy, || {
-            api.apply("endpointslices", slice(&name, &ips));
+            api.apply(Object::slice(&name, &ips));
         }));
     }
     let found = addresses(&dump(&args.mode));
@@ -697,9 +712,9 @@ fn run(args: Args, floor_ns: Netns) {
     for k in 0..m {
         let name = format!("new-{k}");
         let ips: Vec<Ipv4Addr> = (0..e).map(|j| ip([10, 80, 0, 1], k * e + j)).collect();
-        api.apply("endpointslices", slice(&name, &ips));
+        api.apply(Object::slice(&name, &ips));
         lat.push(timed_change(&mut proxy, || {
-            api.apply("services", service(&name, new_ip(k), None));
+            api.apply(Object::service(&name, new_ip(k), None));
         }));
     }
     let found = addresses(&dump(&args.mode));
@@ -715,9 +730,9 @@ fn run(args: Args, floor_ns: Netns) {
     for k in 0..m {
         let name = format!("new-{k}");
         lat.push(timed_change(&mut proxy, || {
-            api.delete("services", NS, &name);
+            api.delete(Resource::Services, NS, &name);
         }));
-        api.delete("endpointslices", NS, &format!("{name}-e2e"));
+        api.delete(Resource::EndpointSlices, NS, &format!("{name}-e2e"));
     }
     let found = addresses(&dump(&args.mode));
     assert_eq!(
@@ -735,7 +750,7 @@ fn run(args: Args, floor_ns: Netns) {
         let i = lbs[k % lbs.len()];
         let name = format!("svc-{i}");
         lat.push(timed_change(&mut proxy, || {
-            api.apply("services", service(&name, cluster_ip(i), Some(new_port(k))));
+            api.apply(Object::service(&name, cluster_ip(i), Some(new_port(k))));
         }));
     }
     let found = numbers(&dump(&args.mode));
@@ -750,6 +765,10 @@ fn run(args: Args, floor_ns: Netns) {
     results.push(("NodePort/LB changed", lat));
     settle(&mut proxy);
     let rss_after = rss_kib(pid);
+    let cpu_changes = cpu_seconds(pid).unwrap() - cpu_changes_start;
+    let children_cpu_changes = cpu_split(pid).unwrap().1 - children_cpu_start;
+    let change_scrapes = SCRAPES.load(Ordering::Relaxed) - scrapes_start;
+    let idle = (args.idle_secs > 0).then(|| idle_cpu(&mut proxy, args.idle_secs));
     let hwm_after = status_kib(pid, "VmHWM:");
 
     // A relist: every watch expires and ends, the client lists again. The
@@ -829,6 +848,33 @@ fn run(args: Args, floor_ns: Netns) {
         relist_peak as f64 / rss_after as f64,
         mib(rss_after)
     );
+    let changes = 4 * m;
+    print!(
+        "cpu: {cpu_changes:.2} CPU-s during the {changes} changes (with their slices), {:.1} ms per change, children included (theirs: {children_cpu_changes:.2} CPU-s)",
+        cpu_changes * 1000.0 / changes as f64
+    );
+    match &idle {
+        Some(idle) => println!(
+            "; of which the bench's {change_scrapes} /metrics polls at {:.3} ms each: {:.1} ms per change without them",
+            idle.per_scrape * 1000.0,
+            (cpu_changes - idle.per_scrape * change_scrapes as f64).max(0.0) * 1000.0
+                / changes as f64
+        ),
+        None => println!(
+            " (and the bench's {change_scrapes} /metrics polls; --idle-secs measures their cost)"
+        ),
+    }
+    if let Some(idle) = &idle {
+        println!(
+            "idle: {:.0} s of an unchanged cluster: {:.2} CPU-s = {:.3} % of one core, of which children {:.2} CPU-s ({} IPv4 syncs; busiest 10 s: {:.1} %)",
+            idle.secs,
+            idle.cpu,
+            idle.cpu * 100.0 / idle.secs,
+            idle.children,
+            idle.syncs,
+            idle.busiest_10s * 10.0
+        );
+    }
     println!("load average: start {load_start}, end {load_end}");
 }
 

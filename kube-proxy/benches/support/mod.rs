@@ -2,6 +2,9 @@
 //! `e2e`): argument parsing, privileges, process memory, metrics.
 #![allow(dead_code)] // each bench uses a subset
 
+pub mod cpu;
+pub mod lean_api;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
