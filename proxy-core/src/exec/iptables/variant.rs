@@ -46,20 +46,18 @@ impl Variant {
         format!("{base}{}{tool}", self.suffix())
     }
 
-    /// The variant a hint chain names, from nft's `mangle` tables and
-    /// legacy's saves (both families): kubelet's ([`HINT_CHAINS`]) first,
-    /// nft before legacy; then our own canary ([`OWN_HINT_CHAIN`]).
-    pub fn hinted(nft_saved: &str, legacy_saved: &str) -> Option<Variant> {
-        let holds = |saved: &str, names: &[&str]| {
-            super::save::chains(saved)
-                .iter()
-                .any(|c| names.contains(&c.as_str()))
-        };
+    /// The variant a hint chain names, from the chains of nft's `mangle`
+    /// tables and of legacy's tables (both families): kubelet's
+    /// ([`HINT_CHAINS`]) first, nft before legacy; then our own canary
+    /// ([`OWN_HINT_CHAIN`]).
+    pub fn hinted(nft_chains: &[String], legacy_chains: &[String]) -> Option<Variant> {
+        let holds =
+            |chains: &[String], names: &[&str]| chains.iter().any(|c| names.contains(&c.as_str()));
         for names in [&HINT_CHAINS[..], &[OWN_HINT_CHAIN][..]] {
-            if holds(nft_saved, names) {
+            if holds(nft_chains, names) {
                 return Some(Variant::Nft);
             }
-            if holds(legacy_saved, names) {
+            if holds(legacy_chains, names) {
                 return Some(Variant::Legacy);
             }
         }
@@ -71,7 +69,8 @@ impl Variant {
     /// hint chain decides ([`Variant::hinted`]); otherwise the variant
     /// holding more rules wins; `nft` when tied (e.g. both empty).
     pub fn choose(nft_saved: &str, legacy_saved: &str) -> Variant {
-        Variant::hinted(nft_saved, legacy_saved).unwrap_or_else(|| {
+        let chains = super::save::chains;
+        Variant::hinted(&chains(nft_saved), &chains(legacy_saved)).unwrap_or_else(|| {
             if super::save::rule_count(legacy_saved) > super::save::rule_count(nft_saved) {
                 Variant::Legacy
             } else {
@@ -103,11 +102,15 @@ mod tests {
     #[test]
     fn kubelets_hint_outranks_our_canary_which_outranks_the_rule_count() {
         const OWN: &str = "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n";
-        assert_eq!(Variant::hinted("", ""), None);
-        assert_eq!(Variant::hinted(RULES, RULES), None);
-        assert_eq!(Variant::hinted(OWN, ""), Some(Variant::Nft));
-        assert_eq!(Variant::hinted("", OWN), Some(Variant::Legacy));
-        assert_eq!(Variant::hinted(OWN, HINT), Some(Variant::Legacy));
+        let hinted = |nft: &str, legacy: &str| {
+            let chains = super::super::save::chains;
+            Variant::hinted(&chains(nft), &chains(legacy))
+        };
+        assert_eq!(hinted("", ""), None);
+        assert_eq!(hinted(RULES, RULES), None);
+        assert_eq!(hinted(OWN, ""), Some(Variant::Nft));
+        assert_eq!(hinted("", OWN), Some(Variant::Legacy));
+        assert_eq!(hinted(OWN, HINT), Some(Variant::Legacy));
         assert_eq!(Variant::choose(OWN, RULES), Variant::Nft);
     }
 
