@@ -19,7 +19,7 @@ mod error;
 pub mod iptables;
 #[cfg(feature = "nft")]
 pub mod nft;
-#[cfg(feature = "nft")]
+#[cfg(any(feature = "nft", feature = "iptables"))]
 pub mod nft_netlink;
 mod own_writes;
 mod system;

@@ -12,12 +12,13 @@
 //! - restore: [`Iptables::restore`] (`--noflush --counters`, the failing
 //!   line shown with its neighbours);
 //! - save parsing: [`save`]; chain names of iptables-nft tables over
-//!   netlink ([`nft_chains`]), never by saving the whole table;
+//!   netlink ([`nft_netlink::chain_names`]), never by saving the whole table;
 //! - errors: [`ToolError`]; timeouts and own-writes recording are the
 //!   [`Executor`]'s ([`SystemExecutor`](super::SystemExecutor) under the
 //!   context's [`CommandLimits`](super::CommandLimits)).
 
-pub mod nft_chains;
+#[cfg(all(test, feature = "netns"))]
+mod kernel_tests;
 pub mod save;
 mod variant;
 
@@ -26,7 +27,7 @@ pub use variant::{HINT_CHAINS, OWN_HINT_CHAIN, Variant};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Command, Executor, Output, ToolError};
+use super::{Command, Executor, Output, ToolError, nft_netlink};
 use crate::IpFamily;
 
 /// Wait up to 5 s for the xtables lock, polling every 100 ms (upstream's flags).
@@ -252,13 +253,13 @@ impl<X: Executor> Iptables<X> {
     }
 
     /// The chains of `table`. With iptables-nft on the real kernel, one
-    /// netlink dump of the chain names ([`nft_chains`]: `iptables-nft-save`
+    /// netlink dump of the chain names ([`nft_netlink::chain_names`]: `iptables-nft-save`
     /// decodes every rule of the table to print them, minutes beside a
     /// large table); otherwise, or when netlink cannot answer, from
     /// `iptables-save -t table`.
     pub async fn chains(&self, table: &str) -> Result<Vec<String>, ToolError> {
         if self.variant == Variant::Nft && self.exec.reads_kernel() {
-            match nft_chains::chain_names(self.family, table) {
+            match nft_netlink::chain_names(self.family, table) {
                 Ok(names) => return Ok(names),
                 Err(error) => {
                     tracing::warn!(%error, table, "cannot list the chains over netlink; saving the table instead (slow beside a large table)");
@@ -378,14 +379,14 @@ async fn save_both_families<X: Executor>(exec: &X, variant: Variant) -> String {
 }
 
 /// The chains of iptables-nft's `mangle` tables, both families: over
-/// netlink on the real kernel ([`nft_chains`]), else from `iptables-nft-save
+/// netlink on the real kernel ([`nft_netlink::chain_names`]), else from `iptables-nft-save
 /// -t mangle` (which fetches every chain of the family first: 235 MiB and
 /// ~25 s beside a 10k-Service nat table). Errors count as no chains.
 async fn nft_mangle_chains<X: Executor>(exec: &X) -> Vec<String> {
     let mut out = Vec::new();
     for family in IpFamily::ALL {
         if exec.reads_kernel()
-            && let Ok(names) = nft_chains::chain_names(family, "mangle")
+            && let Ok(names) = nft_netlink::chain_names(family, "mangle")
         {
             out.extend(names);
             continue;
