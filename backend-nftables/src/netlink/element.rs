@@ -8,7 +8,11 @@ use proxy_core::Protocol;
 
 use crate::ir::{ElemKey, ElemValue, Verdict};
 
-use super::consts::{NF_DROP, NFT_GOTO, NFT_JUMP, NFT_RETURN};
+use super::attr::Writer;
+use super::consts::{
+    NF_DROP, NFT_GOTO, NFT_JUMP, NFT_RETURN, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN,
+    NFTA_VERDICT_CODE,
+};
 
 /// A key's bytes, or `None` when it cannot be written as one element
 /// (a prefix of an interval set needs start and end elements, and knowledge
@@ -48,14 +52,21 @@ pub fn endpoint_bytes(to: &SocketAddr) -> Vec<u8> {
     out
 }
 
-/// A verdict's code and chain (`NFTA_VERDICT_*`).
-pub fn verdict_code(v: &Verdict) -> (i32, Option<&str>) {
-    match v {
+/// Writes `v` as an `NFTA_DATA_VERDICT` nest (its code, and the chain of a
+/// jump or goto): the data of a verdict-map element and of an `immediate`.
+pub fn put_verdict(w: &mut Writer, v: &Verdict) {
+    let (code, chain) = match v {
         Verdict::Jump(c) => (NFT_JUMP, Some(c)),
         Verdict::Goto(c) => (NFT_GOTO, Some(c)),
         Verdict::Return => (NFT_RETURN, None),
         Verdict::Drop => (NF_DROP, None),
+    };
+    let verdict = w.open(NFTA_DATA_VERDICT);
+    w.put_u32(NFTA_VERDICT_CODE, code as u32);
+    if let Some(c) = chain {
+        w.put_str(NFTA_VERDICT_CHAIN, c);
     }
+    w.close(verdict);
 }
 
 /// A map value: bytes, or a verdict.

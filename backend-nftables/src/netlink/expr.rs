@@ -10,7 +10,7 @@ use crate::ir::{Stmt, Verdict, VmapKey};
 
 use super::attr::Writer;
 use super::consts::*;
-use super::element::{addr, proto_number, verdict_code};
+use super::element::{addr, proto_number, put_verdict};
 
 /// `IFNAMSIZ`.
 const IFNAMSIZ: usize = 16;
@@ -179,16 +179,10 @@ impl<'a> Exprs<'a> {
     }
 
     fn verdict(&mut self, v: &Verdict) {
-        let (code, chain) = verdict_code(v);
         self.expr("immediate", |w| {
             w.put_u32(NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
             let data = w.open(NFTA_IMMEDIATE_DATA);
-            let verdict = w.open(NFTA_DATA_VERDICT);
-            w.put_u32(NFTA_VERDICT_CODE, code as u32);
-            if let Some(c) = chain {
-                w.put_str(NFTA_VERDICT_CHAIN, c);
-            }
-            w.close(verdict);
+            put_verdict(w, v);
             w.close(data);
         });
     }

@@ -14,7 +14,7 @@ use crate::render::skeleton_names::NODEPORT_IPS;
 
 use super::attr::{Writer, comment_udata};
 use super::consts::*;
-use super::element::{ValueBytes, addr, key_bytes, value_bytes, verdict_code};
+use super::element::{ValueBytes, addr, key_bytes, put_verdict, value_bytes};
 use super::expr::Exprs;
 use super::set::set_spec;
 
@@ -202,15 +202,7 @@ fn element(w: &mut Writer, e: &Element, add: bool) -> bool {
             let data = w.open(NFTA_SET_ELEM_DATA);
             match value_bytes(value) {
                 ValueBytes::Data(bytes) => w.put(NFTA_DATA_VALUE, &bytes),
-                ValueBytes::Verdict(v) => {
-                    let (code, chain) = verdict_code(v);
-                    let verdict = w.open(NFTA_DATA_VERDICT);
-                    w.put_u32(NFTA_VERDICT_CODE, code as u32);
-                    if let Some(c) = chain {
-                        w.put_str(NFTA_VERDICT_CHAIN, c);
-                    }
-                    w.close(verdict);
-                }
+                ValueBytes::Verdict(v) => put_verdict(w, v),
             }
             w.close(data);
         }
