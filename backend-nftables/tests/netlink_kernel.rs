@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
 
-use std::io::Write;
 use std::process::{Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +16,7 @@ use proxy_core::conformance::netns::{
     Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
 };
 use proxy_core::conformance::{Tier, run};
+use proxy_core::exec::run_blocking;
 use proxy_core::{Backend, IpFamily, Protocol};
 
 fn nft_present() -> Result<(), String> {
@@ -25,23 +25,12 @@ fn nft_present() -> Result<(), String> {
 
 /// `nft -f -` with `script`, in the calling thread's namespace.
 fn nft_script(script: &str) -> Result<(), String> {
-    let mut child = Process::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
+    let cmd = proxy_core::exec::Command::new("nft", ["-f", "-"]).with_stdin(script.to_string());
+    let out = run_blocking(&cmd, &CommandLimits::default()).map_err(|e| e.to_string())?;
+    if out.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        Err(out.stderr)
     }
 }
 

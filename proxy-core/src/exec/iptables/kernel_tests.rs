@@ -10,25 +10,15 @@ use crate::IpFamily;
 use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
 use crate::exec::iptables::{Iptables, Variant, save};
 use crate::exec::nft_netlink::chain_names;
-use crate::exec::{Command, CommandLimits, Executor, Output, SystemExecutor};
+use crate::exec::{Command, CommandLimits, Executor, Output, SystemExecutor, run_blocking};
 
+/// Runs `program args…` with `stdin` in the calling thread's namespace;
+/// its standard output.
 fn run(program: &str, args: &[&str], stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{program} {args:?}");
-    String::from_utf8(out.stdout).unwrap()
+    let cmd = Command::new(program, args.iter().copied()).with_stdin(stdin.to_string());
+    let out = run_blocking(&cmd, &CommandLimits::default()).unwrap();
+    assert!(out.success(), "{cmd}: {}", out.stderr);
+    out.stdout
 }
 
 #[test]
