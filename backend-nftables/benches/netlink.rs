@@ -43,17 +43,6 @@ impl Executor for Null {
     }
 }
 
-fn in_ns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send) -> T {
-    ns.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .unwrap()
-}
-
 fn port_name(i: usize) -> ServicePortName {
     ServicePortName::new(
         "bench",

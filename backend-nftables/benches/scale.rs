@@ -108,18 +108,6 @@ impl Lab {
     }
 }
 
-/// Runs `f` with `backend` on a current-thread runtime inside `ns`.
-fn in_ns<T: Send>(ns: &Netns, f: impl AsyncFnOnce() -> T + Send) -> T {
-    ns.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
-    .unwrap()
-}
-
 /// One first-packet round: (p50, p90) via the ClusterIP, then direct.
 type Round = [(f64, f64); 2];
 

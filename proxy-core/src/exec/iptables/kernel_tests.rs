@@ -65,6 +65,15 @@ fn chain_names_over_netlink_are_the_chains_iptables_nft_saves() {
                 assert_eq!(driven, want, "{family:?} {table} through the driver");
             }
             assert!(chain_names(family, "mangle").unwrap().is_empty(), "no mangle table");
+            // Several tables at once (the IPVS cleanup's question).
+            let tools =
+                Iptables::new(SystemExecutor::new(CommandLimits::default()), family, Variant::Nft);
+            let both = runtime.block_on(tools.chains_of(&["nat", "filter"])).unwrap();
+            let pair = |t: &str, c: &str| both.contains(&(t.to_string(), c.to_string()));
+            match family {
+                IpFamily::V4 => assert!(pair("nat", "KUBE-SVC-AAAA") && pair("filter", "KUBE-FORWARD")),
+                IpFamily::V6 => assert!(pair("nat", "KUBE-SVC-SIX") && !pair("nat", "KUBE-SVC-AAAA")),
+            }
         }
         let v4: BTreeSet<String> = chain_names(IpFamily::V4, "nat").unwrap().into_iter().collect();
         assert!(v4.contains("KUBE-SVC-AAAA") && !v4.contains("KUBE-SVC-SIX"));
