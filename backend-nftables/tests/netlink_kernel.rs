@@ -169,17 +169,13 @@ fn a_refused_command_is_named_and_nothing_is_applied() {
     ) {
         return;
     }
-    let ns = Netns::new().unwrap();
-    ns.run(|| {
-        nft_script(
-            "add table ip kube-proxy\nadd chain ip kube-proxy a\nadd set ip kube-proxy s { type ipv4_addr ; }\n",
-        )
-        .unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    Netns::new()
+        .unwrap()
+        .block_on(|| async {
+            nft_script(
+                "add table ip kube-proxy\nadd chain ip kube-proxy a\nadd set ip kube-proxy s { type ipv4_addr ; }\n",
+            )
             .unwrap();
-        runtime.block_on(async {
             let mut exec = NetlinkExecutor::new(CommandLimits::default());
             let missing = Element {
                 set: "missing".into(),
@@ -240,9 +236,8 @@ fn a_refused_command_is_named_and_nothing_is_applied() {
             .unwrap();
             let table = listing(IpFamily::V4);
             assert!(table.contains("chain b") && !table.contains("chain a"), "{table}");
-        });
-    })
-    .unwrap();
+        })
+        .unwrap();
 }
 
 /// A netlink commit is announced (`NFT_MSG_NEWGEN`) with the pid that the
@@ -253,44 +248,42 @@ fn netlink_commits_are_recorded_as_ours() {
     if !privileged_or_skip_with("netlink_commits_are_recorded_as_ours", nft_present) {
         return;
     }
-    let ns = Netns::new().unwrap();
-    ns.run(|| {
-        nft_script("add table ip kube-proxy\n").unwrap();
-        // Line-buffered: the monitor is killed, not asked to exit.
-        let mut monitor = Process::new("stdbuf")
-            .args(["-oL", "nft", "monitor"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let own = proxy_core::exec::OwnWrites::new();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(own.scope(async {
-            let mut exec = NetlinkExecutor::new(CommandLimits::default());
-            exec.apply(&tx(
-                IpFamily::V4,
-                vec![Command::AddChain(ChainDef::regular("watched"))],
-            ))
-            .await
-            .unwrap();
-        }));
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        monitor.kill().unwrap();
-        let out = monitor.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pid: u32 = text
-            .lines()
-            .find_map(|l| l.split_once("by process ").map(|(_, rest)| rest))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no generation announced: {text}"));
-        assert!(text.contains("watched"), "{text}");
-        assert!(own.contains(pid), "pid {pid} not recorded: {text}");
-    })
-    .unwrap();
+    Netns::new()
+        .unwrap()
+        .block_on(|| async {
+            nft_script("add table ip kube-proxy\n").unwrap();
+            // Line-buffered: the monitor is killed, not asked to exit.
+            let mut monitor = Process::new("stdbuf")
+                .args(["-oL", "nft", "monitor"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let own = proxy_core::exec::OwnWrites::new();
+            own.scope(async {
+                let mut exec = NetlinkExecutor::new(CommandLimits::default());
+                exec.apply(&tx(
+                    IpFamily::V4,
+                    vec![Command::AddChain(ChainDef::regular("watched"))],
+                ))
+                .await
+                .unwrap();
+            })
+            .await;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            monitor.kill().unwrap();
+            let out = monitor.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let pid: u32 = text
+                .lines()
+                .find_map(|l| l.split_once("by process ").map(|(_, rest)| rest))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no generation announced: {text}"));
+            assert!(text.contains("watched"), "{text}");
+            assert!(own.contains(pid), "pid {pid} not recorded: {text}");
+        })
+        .unwrap();
 }
 
 /// An exchange whose last answer never comes ends at its deadline with a

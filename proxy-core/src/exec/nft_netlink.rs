@@ -561,13 +561,9 @@ mod kernel_tests {
         if !privileged_or_skip_with(test, || check_tool("nft", &["--version"], "nftables")) {
             return;
         }
-        let ns = Netns::new().unwrap();
-        ns.run(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
+        Netns::new()
+            .unwrap()
+            .block_on(|| async {
                 let refusing = Arc::new(Refusing::default());
                 let driver = Nft::with_executor(refusing.clone());
                 let exists = |family, name: &'static str| {
@@ -588,8 +584,7 @@ mod kernel_tests {
                 nft(&["delete", "table", "ip6", "kube-proxy"]);
                 assert!(!exists(IpFamily::V6, "kube-proxy").await, "table deleted");
                 assert_eq!(refusing.0.load(Ordering::SeqCst), 0, "no command ran");
-            });
-        })
-        .unwrap();
+            })
+            .unwrap();
     }
 }

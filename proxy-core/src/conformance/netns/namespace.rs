@@ -18,8 +18,8 @@ use nix::sched::{CloneFlags, setns, unshare};
 /// the last reference goes: on drop, on panic, and when the process dies
 /// however it dies.
 ///
-/// Never enters the calling thread: [`Netns::run`] and [`Netns::spawn`]
-/// run code on a fresh thread that `setns`'d into the namespace. Sockets
+/// Never enters the calling thread: [`Netns::run`], [`Netns::block_on`]
+/// and [`Netns::spawn`] run code on a fresh thread that `setns`'d into the namespace. Sockets
 /// created there stay in the namespace whichever thread uses them later,
 /// and processes spawned there inherit it.
 #[derive(Debug)]
@@ -88,6 +88,26 @@ impl Netns {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+
+    /// Runs the future `make` returns to completion on a current-thread
+    /// tokio runtime (timers and I/O enabled), on a scoped thread inside
+    /// the namespace, and returns its output: sockets it opens and commands
+    /// it spawns are in the namespace. The future is made on that thread,
+    /// so it need not be `Send`. A panic in it is resumed on the caller;
+    /// the error is a failure to start the thread or the runtime.
+    pub fn block_on<F, Fut>(&self, make: F) -> io::Result<Fut::Output>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future,
+        Fut::Output: Send,
+    {
+        self.run(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(make()))
+        })?
     }
 
     /// Spawns a named, detached thread inside the namespace (servers,

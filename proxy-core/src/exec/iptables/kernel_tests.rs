@@ -29,18 +29,13 @@ fn chain_names_over_netlink_are_the_chains_iptables_nft_saves() {
     }) {
         return;
     }
-    let ns = Netns::new().unwrap();
-    ns.run(|| {
+    Netns::new().unwrap().block_on(|| async {
         let nat = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-AAAA - [0:0]\n:KUBE-SEP-BBBB - [0:0]\n\
                    -A PREROUTING -j KUBE-SERVICES\n-A KUBE-SERVICES -d 10.0.0.1/32 -j KUBE-SVC-AAAA\n\
                    -A KUBE-SVC-AAAA -j KUBE-SEP-BBBB\nCOMMIT\n\
                    *filter\n:KUBE-FORWARD - [0:0]\nCOMMIT\n";
         run("iptables-nft-restore", &["--noflush"], nat);
         run("ip6tables-nft-restore", &["--noflush"], "*nat\n:KUBE-SVC-SIX - [0:0]\nCOMMIT\n");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         for (family, save_program) in [
             (IpFamily::V4, "iptables-nft-save"),
             (IpFamily::V6, "ip6tables-nft-save"),
@@ -61,14 +56,14 @@ fn chain_names_over_netlink_are_the_chains_iptables_nft_saves() {
                 let tools =
                     Iptables::new(SystemExecutor::new(CommandLimits::default()), family, Variant::Nft);
                 let driven: BTreeSet<String> =
-                    runtime.block_on(tools.chains(table)).unwrap().into_iter().collect();
+                    tools.chains(table).await.unwrap().into_iter().collect();
                 assert_eq!(driven, want, "{family:?} {table} through the driver");
             }
             assert!(chain_names(family, "mangle").unwrap().is_empty(), "no mangle table");
             // Several tables at once (the IPVS cleanup's question).
             let tools =
                 Iptables::new(SystemExecutor::new(CommandLimits::default()), family, Variant::Nft);
-            let both = runtime.block_on(tools.chains_of(&["nat", "filter"])).unwrap();
+            let both = tools.chains_of(&["nat", "filter"]).await.unwrap();
             let pair = |t: &str, c: &str| both.contains(&(t.to_string(), c.to_string()));
             match family {
                 IpFamily::V4 => assert!(pair("nat", "KUBE-SVC-AAAA") && pair("filter", "KUBE-FORWARD")),
@@ -83,7 +78,7 @@ fn chain_names_over_netlink_are_the_chains_iptables_nft_saves() {
         run("iptables-nft-restore", &["--noflush"], "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n");
         let recording = Recording::default();
         if recording.has_program("ip6tables-legacy-restore") {
-            let tools = runtime.block_on(Iptables::detect(&recording, IpFamily::V6)).unwrap();
+            let tools = Iptables::detect(&recording, IpFamily::V6).await.unwrap();
             assert_eq!(tools.variant(), Variant::Nft);
             let ran = recording.ran.lock().unwrap().clone();
             assert!(!ran.iter().any(|c| c.contains("nft-save")), "no nft save: {ran:?}");

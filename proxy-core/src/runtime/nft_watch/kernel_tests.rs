@@ -37,13 +37,9 @@ fn reports_outside_commits_to_our_table_and_ignores_our_own() {
     if !privileged_or_skip_with(test, || check_tool("nft", &["--version"], "nftables")) {
         return;
     }
-    let ns = Netns::new().unwrap();
-    ns.run(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+    Netns::new()
+        .unwrap()
+        .block_on(|| async {
             let own = OwnWrites::new();
             let mut watcher =
                 NftWatcher::open(ProxyMode::Nftables, vec![IpFamily::V4], own.clone())
@@ -82,7 +78,6 @@ fn reports_outside_commits_to_our_table_and_ignores_our_own() {
                 [IpFamily::V4]
             );
             assert_eq!(reported(&mut watcher, Duration::from_millis(300)).await, []);
-        });
-    })
-    .unwrap();
+        })
+        .unwrap();
 }
