@@ -3,14 +3,15 @@
 //! otherwise, fails instead when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use backend_iptables::IptablesBackend;
 use proxy_core::conformance::netns::{
-    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
+    Netns, assert_only_missing_sctp_skipped, check_tool, kernel_harness_factory,
+    privileged_or_skip_with,
 };
 use proxy_core::conformance::{Scenario, Tier, load_scenarios, run};
-use proxy_core::{Backend, ChangeSet, NodeView, ServiceKey};
+use proxy_core::{Backend, ChangeSet};
 
 fn iptables_present() -> Result<(), String> {
     check_tool("iptables-restore", &["--version"], "iptables")
@@ -27,30 +28,20 @@ async fn conformance_suite_passes_in_the_kernel() {
     let report = run(&factory, Tier::Kernel).await;
     println!("{report}");
     report.assert_passed();
-    // Only what this kernel lacks may be skipped: SCTP (it runs in the
-    // IPVS VM tier, backend-ipvs/tests/ipvs_vm/guest_sctp.rs).
-    for skipped in report.skipped() {
-        assert_eq!(skipped.name, "clusterip-sctp", "{report}");
-        assert!(
-            !proxy_core::conformance::netns::kernel_has_sctp(),
-            "{report}"
-        );
-        assert_eq!(
-            skipped.status,
-            proxy_core::conformance::ScenarioStatus::Skipped(
-                proxy_core::conformance::netns::NO_SCTP_REASON.into()
-            ),
-            "{report}"
-        );
-    }
+    // Only what this kernel lacks may be skipped.
+    assert_only_missing_sctp_skipped(&report);
 }
 
 /// `iptables-save -t <table>` in `ns`, reduced to chain → rule count for
 /// the chains kube-proxy owns (the kernel normalises rule text, so the
 /// shape is what two syncs are compared by).
 fn kube_shape(ns: &Netns, table: &str) -> BTreeMap<String, usize> {
-    let out = ns
-        .command("iptables-save")
+    ns.run(|| kube_shape_here(table)).unwrap()
+}
+
+/// [`kube_shape`] of the calling thread's namespace.
+fn kube_shape_here(table: &str) -> BTreeMap<String, usize> {
+    let out = std::process::Command::new("iptables-save")
         .args(["-t", table])
         .output()
         .unwrap();
@@ -88,26 +79,11 @@ fn in_namespace<T: Send>(
     scenario: &Scenario,
     f: impl AsyncFnOnce(&mut IptablesBackend) -> T + Send,
 ) -> T {
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut backend = IptablesBackend::new(scenario.context()).unwrap();
-            f(&mut backend).await
-        })
+    ns.block_on(|| async {
+        let mut backend = IptablesBackend::new(scenario.context()).unwrap();
+        f(&mut backend).await
     })
     .unwrap()
-}
-
-fn changes(from: &NodeView, to: &NodeView) -> ChangeSet {
-    let services: BTreeSet<ServiceKey> = from
-        .iter()
-        .chain(to.iter())
-        .map(|(n, _)| n.service.clone())
-        .collect();
-    ChangeSet::between(from, to, &services)
 }
 
 /// A partial sync from one scenario to the next leaves the kernel with the
@@ -132,7 +108,7 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         in_namespace(&partial_ns, b, async |backend| {
             backend.sync(a.view(), &ChangeSet::full()).await.unwrap();
             let stats = backend
-                .sync(b.view(), &changes(a.view(), b.view()))
+                .sync(b.view(), &ChangeSet::all_between(a.view(), b.view()))
                 .await
                 .unwrap();
             assert!(
@@ -185,66 +161,30 @@ fn flushed_rules_are_detected_and_restored() {
         .find(|s| s.name() == "nodeport-cluster")
         .unwrap();
     let ns = Netns::new().unwrap();
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    in_namespace(&ns, &scenario, async |backend| {
+        backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
             .unwrap();
-        rt.block_on(async {
-            let mut backend = IptablesBackend::new(scenario.context()).unwrap();
-            backend
-                .sync(scenario.view(), &ChangeSet::full())
-                .await
-                .unwrap();
-            assert!(!backend.dataplane_lost().await);
-            let before = (kube_shape_here("nat"), kube_shape_here("filter"));
-            for table in ["mangle", "nat", "filter"] {
-                for flag in ["-F", "-X"] {
-                    let ok = std::process::Command::new("iptables")
-                        .args(["-t", table, flag])
-                        .status()
-                        .unwrap();
-                    assert!(ok.success());
-                }
+        assert!(!backend.dataplane_lost().await);
+        let before = (kube_shape_here("nat"), kube_shape_here("filter"));
+        for table in ["mangle", "nat", "filter"] {
+            for flag in ["-F", "-X"] {
+                let ok = std::process::Command::new("iptables")
+                    .args(["-t", table, flag])
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
             }
-            assert!(backend.dataplane_lost().await);
-            // The runtime answers with a full change set.
-            let stats = backend
-                .sync(scenario.view(), &ChangeSet::full())
-                .await
-                .unwrap();
-            assert!(stats.full);
-            assert_eq!((kube_shape_here("nat"), kube_shape_here("filter")), before);
-            assert!(!backend.dataplane_lost().await);
-        });
-    })
-    .unwrap();
-}
-
-/// [`kube_shape`] of the calling thread's namespace.
-fn kube_shape_here(table: &str) -> BTreeMap<String, usize> {
-    let out = std::process::Command::new("iptables-save")
-        .args(["-t", table])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut shape = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(chain) = line
-            .strip_prefix(':')
-            .and_then(|l| l.split_whitespace().next())
-        {
-            if chain.starts_with("KUBE-") {
-                shape.entry(chain.to_string()).or_insert(0);
-            }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let chain = rule
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            *shape.entry(chain).or_insert(0) += 1;
         }
-    }
-    shape
+        assert!(backend.dataplane_lost().await);
+        // The runtime answers with a full change set.
+        let stats = backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
+        assert!(stats.full);
+        assert_eq!((kube_shape_here("nat"), kube_shape_here("filter")), before);
+        assert!(!backend.dataplane_lost().await);
+    });
 }

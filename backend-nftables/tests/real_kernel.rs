@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure should panic
 
-use std::collections::BTreeSet;
-
 use backend_nftables::NftablesBackend;
 use proxy_core::backend::BackendContext;
 use proxy_core::conformance::netns::{
-    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
+    Netns, assert_only_missing_sctp_skipped, check_tool, kernel_harness_factory,
+    privileged_or_skip_with,
 };
 use proxy_core::conformance::{Scenario, Tier, load_scenarios, run, run_scenarios};
-use proxy_core::{Backend, ChangeSet, NodeInfo, NodeView, ServiceKey};
+use proxy_core::{Backend, ChangeSet, NodeInfo};
 
 fn nft_present() -> Result<(), String> {
     check_tool("nft", &["--version"], "nftables")
@@ -29,22 +28,8 @@ async fn conformance_suite_passes_in_the_kernel() {
         kernel_harness_factory(|ctx| Ok(Box::new(NftablesBackend::new(ctx)?) as Box<dyn Backend>));
     let report = run(&factory, Tier::Kernel).await;
     report.assert_passed();
-    // Only what this kernel lacks may be skipped: SCTP (it runs in the
-    // IPVS VM tier, backend-ipvs/tests/ipvs_vm/guest_sctp.rs).
-    for skipped in report.skipped() {
-        assert_eq!(skipped.name, "clusterip-sctp", "{report}");
-        assert!(
-            !proxy_core::conformance::netns::kernel_has_sctp(),
-            "{report}"
-        );
-        assert_eq!(
-            skipped.status,
-            proxy_core::conformance::ScenarioStatus::Skipped(
-                proxy_core::conformance::netns::NO_SCTP_REASON.into()
-            ),
-            "{report}"
-        );
-    }
+    // Only what this kernel lacks may be skipped.
+    assert_only_missing_sctp_skipped(&report);
 }
 
 /// Runs the `nodeport-addresses` scenario (`nodePortAddresses:
@@ -102,15 +87,9 @@ fn in_namespace<T: Send>(
     scenario: &Scenario,
     f: impl AsyncFnOnce(&mut NftablesBackend) -> T + Send,
 ) -> T {
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut backend = NftablesBackend::new(scenario.context()).unwrap();
-            f(&mut backend).await
-        })
+    ns.block_on(|| async {
+        let mut backend = NftablesBackend::new(scenario.context()).unwrap();
+        f(&mut backend).await
     })
     .unwrap()
 }
@@ -134,15 +113,6 @@ fn listing(ns: &Netns, family: &str) -> Option<Vec<String>> {
         .collect();
     lines.sort();
     Some(lines)
-}
-
-fn changes(from: &NodeView, to: &NodeView) -> ChangeSet {
-    let services: BTreeSet<ServiceKey> = from
-        .iter()
-        .chain(to.iter())
-        .map(|(n, _)| n.service.clone())
-        .collect();
-    ChangeSet::between(from, to, &services)
 }
 
 /// A partial sync from one scenario to the next is accepted by the kernel
@@ -169,7 +139,7 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         in_namespace(&partial_ns, b, async |backend| {
             backend.sync(a.view(), &ChangeSet::full()).await.unwrap();
             let stats = backend
-                .sync(b.view(), &changes(a.view(), b.view()))
+                .sync(b.view(), &ChangeSet::all_between(a.view(), b.view()))
                 .await
                 .unwrap();
             assert!(

@@ -17,20 +17,11 @@ use kube_proxy::diff::{DiffReport, Status, compare, desired_rules};
 use kube_proxy::trace::live::read_live;
 use proxy_core::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
 use proxy_core::conformance::{Scenario, load_scenarios};
-use proxy_core::{Backend, ChangeSet, IpFamily, NodeView, ProxyMode, ServiceKey};
+use proxy_core::{Backend, ChangeSet, IpFamily, ProxyMode};
 
 fn tools_present() -> Result<(), String> {
     check_tool("nft", &["--version"], "nftables")?;
     check_tool("iptables-save", &["--version"], "iptables")
-}
-
-fn changes(from: &NodeView, to: &NodeView) -> ChangeSet {
-    let services: BTreeSet<ServiceKey> = from
-        .iter()
-        .chain(to.iter())
-        .map(|(n, _)| n.service.clone())
-        .collect();
-    ChangeSet::between(from, to, &services)
 }
 
 fn backend(mode: ProxyMode, scenario: &Scenario) -> Box<dyn Backend> {
@@ -168,9 +159,12 @@ fn check_mode(mode: ProxyMode) {
                     let mut b = backend(mode, scenario);
                     if let Some(p) = from {
                         b.sync(p.view(), &ChangeSet::full()).await.unwrap();
-                        b.sync(scenario.view(), &changes(p.view(), scenario.view()))
-                            .await
-                            .unwrap();
+                        b.sync(
+                            scenario.view(),
+                            &ChangeSet::all_between(p.view(), scenario.view()),
+                        )
+                        .await
+                        .unwrap();
                     } else {
                         b.sync(scenario.view(), &ChangeSet::full()).await.unwrap();
                     }

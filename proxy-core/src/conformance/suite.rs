@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 
 use crate::backend::{BackendError, Capabilities, Capability};
 use crate::changes::ChangeSet;
-use crate::model::ServiceKey;
 use crate::view::NodeView;
 
 use super::catalog::load_scenarios;
@@ -343,12 +342,7 @@ async fn partial_then_dump(
         .sync(from, &ChangeSet::full())
         .await
         .map_err(|e| harness_error("full sync", e))?;
-    let services: BTreeSet<ServiceKey> = from
-        .iter()
-        .chain(to.iter())
-        .map(|(n, _)| n.service.clone())
-        .collect();
-    let changes = ChangeSet::between(from, to, &services);
+    let changes = ChangeSet::all_between(from, to);
     h.backend()
         .sync(to, &changes)
         .await

@@ -82,7 +82,7 @@ pub use privileges::{
     PrivilegeGate, REQUIRE_PRIVILEGED_ENV, check_privileges, check_tool, privileged_or_skip,
     privileged_or_skip_with,
 };
-pub use sctp::{NO_SCTP_REASON, kernel_has_sctp};
+pub use sctp::{NO_SCTP_REASON, assert_only_missing_sctp_skipped, kernel_has_sctp};
 pub use send::SendOptions;
 pub use topology::{ClientPlace, NodeTopology};
 pub use worker::{MakeBackend, NetnsBackend};

@@ -20,6 +20,8 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockProtocol, SockType, SockaddrStorage, bind, listen, socket,
 };
 
+use crate::conformance::{Report, ScenarioStatus};
+
 /// Why SCTP scenarios are skipped on a kernel without SCTP.
 pub const NO_SCTP_REASON: &str = "kernel has no SCTP (run in the VM tier)";
 
@@ -32,6 +34,27 @@ pub fn kernel_has_sctp() -> bool {
             tracing::debug!(error = %e, "no SCTP socket");
             false
         }
+    }
+}
+
+/// Asserts what a kernel-tier report may skip: only the SCTP scenario
+/// (`clusterip-sctp`), only with [`NO_SCTP_REASON`], and only on a kernel
+/// without SCTP (it runs in the IPVS VM tier,
+/// `backend-ipvs/tests/ipvs_vm/guest_sctp.rs`).
+///
+/// # Panics
+///
+/// On any other skip, with the report.
+#[track_caller]
+pub fn assert_only_missing_sctp_skipped(report: &Report) {
+    for skipped in report.skipped() {
+        assert_eq!(skipped.name, "clusterip-sctp", "{report}");
+        assert!(!kernel_has_sctp(), "{report}");
+        assert_eq!(
+            skipped.status,
+            ScenarioStatus::Skipped(NO_SCTP_REASON.into()),
+            "{report}"
+        );
     }
 }
 
