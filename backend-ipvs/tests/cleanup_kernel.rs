@@ -204,13 +204,9 @@ fn add_ipvs_leftovers(ns: &Netns) {
 /// `IpvsFactory::new().cleanup_leftovers` for `family`, on a thread inside
 /// `ns` (its commands inherit the thread's namespace).
 fn cleanup_in(ns: &Netns, family: IpFamily) -> Result<(), BackendError> {
-    ns.run(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    ns.block_on(move || async move {
         let ctx = BackendContext::for_tests(family, NodeInfo::named("node").shared());
-        runtime.block_on(IpvsFactory::new().cleanup_leftovers(&ctx))
+        IpvsFactory::new().cleanup_leftovers(&ctx).await
     })
     .unwrap()
 }

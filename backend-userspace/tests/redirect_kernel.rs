@@ -106,54 +106,48 @@ fn host_traffic_to_cluster_ips_is_redirected_and_cleanup_deletes_the_table() {
     }
     let ns = node();
     let listed = ns
-        .run(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let echoes = Echoes::start(&["127.0.0.2"]).await;
-                let services = [
-                    service("web", "10.96.0.10", "TCP", 80, None, json!({})),
-                    service("dns", "10.96.0.53", "UDP", 53, None, json!({})),
-                ];
-                let slices = [
-                    slice("web", "TCP", echoes.port, &echoes.addrs),
-                    slice("dns", "UDP", echoes.port, &echoes.addrs),
-                ];
-                let ctx = context();
-                let options = Options::from_context(&ctx).with_redirect(RedirectMode::On);
-                let mut backend = UserspaceBackend::with_options(&ctx, options);
-                let both = view(&topology(&services, &slices));
-                backend.sync(&both, &ChangeSet::full()).await.unwrap();
-                let full = nft_list(&ns);
+        .block_on(|| async {
+            let echoes = Echoes::start(&["127.0.0.2"]).await;
+            let services = [
+                service("web", "10.96.0.10", "TCP", 80, None, json!({})),
+                service("dns", "10.96.0.53", "UDP", 53, None, json!({})),
+            ];
+            let slices = [
+                slice("web", "TCP", echoes.port, &echoes.addrs),
+                slice("dns", "UDP", echoes.port, &echoes.addrs),
+            ];
+            let ctx = context();
+            let options = Options::from_context(&ctx).with_redirect(RedirectMode::On);
+            let mut backend = UserspaceBackend::with_options(&ctx, options);
+            let both = view(&topology(&services, &slices));
+            backend.sync(&both, &ChangeSet::full()).await.unwrap();
+            let full = nft_list(&ns);
 
-                assert_eq!(
-                    tcp_name("10.96.0.10:80".parse().unwrap()).await,
-                    "127.0.0.2"
-                );
-                assert_eq!(
-                    udp_name("10.96.0.53:53".parse().unwrap()).await,
-                    "127.0.0.2"
-                );
+            assert_eq!(
+                tcp_name("10.96.0.10:80".parse().unwrap()).await,
+                "127.0.0.2"
+            );
+            assert_eq!(
+                udp_name("10.96.0.53:53".parse().unwrap()).await,
+                "127.0.0.2"
+            );
 
-                // A partial sync removing `web` deletes its element only.
-                let only_dns = view(&topology(&services[1..], &slices[1..]));
-                let changes = ChangeSet::partial(both.iter().map(|(name, _)| name.clone()));
-                let stats = backend.sync(&only_dns, &changes).await.unwrap();
-                assert!(stats.objects_written > 0);
-                let partial = nft_list(&ns);
-                assert_eq!(
-                    udp_name("10.96.0.53:53".parse().unwrap()).await,
-                    "127.0.0.2"
-                );
+            // A partial sync removing `web` deletes its element only.
+            let only_dns = view(&topology(&services[1..], &slices[1..]));
+            let changes = ChangeSet::partial(both.iter().map(|(name, _)| name.clone()));
+            let stats = backend.sync(&only_dns, &changes).await.unwrap();
+            assert!(stats.objects_written > 0);
+            let partial = nft_list(&ns);
+            assert_eq!(
+                udp_name("10.96.0.53:53".parse().unwrap()).await,
+                "127.0.0.2"
+            );
 
-                backend.cleanup().await.unwrap();
-                let cleaned = nft_list(&ns);
-                // Deleting what is not there is not an error.
-                UserspaceFactory.cleanup_leftovers(&ctx).await.unwrap();
-                (full, partial, cleaned)
-            })
+            backend.cleanup().await.unwrap();
+            let cleaned = nft_list(&ns);
+            // Deleting what is not there is not an error.
+            UserspaceFactory.cleanup_leftovers(&ctx).await.unwrap();
+            (full, partial, cleaned)
         })
         .unwrap();
     let (full, partial, cleaned) = listed;

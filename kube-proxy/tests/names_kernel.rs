@@ -280,34 +280,28 @@ fn program(mode: ProxyMode, family: IpFamily, view: &NodeView) -> Result<(), Str
         _ => 255,
     };
     let ns = Netns::new().map_err(|e| format!("creating a namespace: {e}"))?;
-    ns.run(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let registry = kube_proxy::registry::registry();
-            let factory = registry.get(mode).ok_or(format!("no {mode} backend"))?;
-            let mut backend = factory
-                .build(&context(mode, family))
-                .map_err(|e| format!("building: {e}"))?;
-            let text = backend.render(view).map_err(|e| format!("render: {e}"))?;
-            if mode == ProxyMode::Userspace && !text.contains("kube-proxy-userspace") {
-                return Err(format!(
-                    "the userspace backend writes no redirect rules:\n{text}"
-                ));
+    ns.block_on(|| async {
+        let registry = kube_proxy::registry::registry();
+        let factory = registry.get(mode).ok_or(format!("no {mode} backend"))?;
+        let mut backend = factory
+            .build(&context(mode, family))
+            .map_err(|e| format!("building: {e}"))?;
+        let text = backend.render(view).map_err(|e| format!("render: {e}"))?;
+        if mode == ProxyMode::Userspace && !text.contains("kube-proxy-userspace") {
+            return Err(format!(
+                "the userspace backend writes no redirect rules:\n{text}"
+            ));
+        }
+        for c in comments(&text) {
+            if c.len() > comment_max || c.contains('\n') {
+                return Err(format!("comment of {} bytes: {c:?}", c.len()));
             }
-            for c in comments(&text) {
-                if c.len() > comment_max || c.contains('\n') {
-                    return Err(format!("comment of {} bytes: {c:?}", c.len()));
-                }
-            }
-            backend
-                .sync(view, &ChangeSet::full())
-                .await
-                .map_err(|e| format!("{mode} {family} sync refused: {e}\n{text}"))?;
-            backend.cleanup().await.map_err(|e| format!("cleanup: {e}"))
-        })
+        }
+        backend
+            .sync(view, &ChangeSet::full())
+            .await
+            .map_err(|e| format!("{mode} {family} sync refused: {e}\n{text}"))?;
+        backend.cleanup().await.map_err(|e| format!("cleanup: {e}"))
     })
     .map_err(|e| format!("entering the namespace: {e}"))?
 }

@@ -146,28 +146,21 @@ fn wait_for_witness_links_gone(witness: &Netns) -> Result<(), BTreeSet<String>> 
 
 /// One TCP exchange with an echo server from inside `ns`, bound to `source`.
 fn tcp_echo(ns: &Netns, source: IpAddr, destination: SocketAddr) -> (SocketAddr, IpAddr) {
-    ns.run(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    ns.block_on(move || async move {
+        let socket = match source {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
+        };
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let mut stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(destination))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        let mut reply = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut reply)
+            .await
             .unwrap();
-        runtime.block_on(async move {
-            let socket = match source {
-                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4().unwrap(),
-                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6().unwrap(),
-            };
-            socket.bind(SocketAddr::new(source, 0)).unwrap();
-            let mut stream =
-                tokio::time::timeout(Duration::from_secs(2), socket.connect(destination))
-                    .await
-                    .expect("connect timed out")
-                    .expect("connect failed");
-            let mut reply = String::new();
-            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut reply)
-                .await
-                .unwrap();
-            parse_echo_reply(&reply).unwrap_or_else(|| panic!("bad echo reply {reply:?}"))
-        })
+        parse_echo_reply(&reply).unwrap_or_else(|| panic!("bad echo reply {reply:?}"))
     })
     .unwrap()
 }

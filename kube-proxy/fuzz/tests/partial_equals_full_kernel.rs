@@ -153,13 +153,9 @@ fn full_sync_state(
     dump: fn(&Netns) -> String,
 ) -> String {
     let ns = Netns::new().unwrap();
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut backend = rt.block_on(async { make(ctx) }).unwrap();
-        rt.block_on(backend.sync(view, &ChangeSet::full())).unwrap();
+    ns.block_on(|| async {
+        let mut backend = make(ctx).unwrap();
+        backend.sync(view, &ChangeSet::full()).await.unwrap();
     })
     .unwrap();
     dump(&ns)

@@ -46,19 +46,14 @@ impl Probe {
         keep_going: impl Fn(&[Attempt]) -> bool + Send,
     ) -> io::Result<Vec<Attempt>> {
         let probe = *self;
-        ns.run(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let mut attempts = Vec::new();
-                loop {
-                    attempts.push(probe.attempt().await?);
-                    if !keep_going(&attempts) {
-                        return Ok(attempts);
-                    }
+        ns.block_on(move || async move {
+            let mut attempts = Vec::new();
+            loop {
+                attempts.push(probe.attempt().await?);
+                if !keep_going(&attempts) {
+                    return Ok(attempts);
                 }
-            })
+            }
         })?
     }
 
