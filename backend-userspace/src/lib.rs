@@ -35,6 +35,8 @@ mod backend;
 mod balancer;
 mod error;
 mod factory;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod forward;
 mod host;
 mod kernel_listing;

@@ -3,62 +3,18 @@
 //! fake dataplane equals that of a full sync from scratch (see
 //! `kube_proxy_fuzz::churn`). Bounded case counts keep this to seconds.
 
-use std::net::SocketAddr;
-
-use backend_userspace::{HostAddresses, Options, UserspaceBackend, Verdict};
+use backend_userspace::Options;
+use backend_userspace::fake::RouteTableHarness;
 use kube_proxy_fuzz::churn::{SequenceStats, batches, check_sequence, context};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use proxy_core::backend::BackendContext;
-use proxy_core::conformance::{Harness, HarnessFactory, Origin, Outcome, Packet};
-use proxy_core::{Backend, BackendError, IpFamily};
+use proxy_core::IpFamily;
+use proxy_core::conformance::HarnessFactory;
 
 /// Sequences per backend and family.
 const CASES: u32 = 128;
 /// Syncs per sequence, at most.
 const SYNCS: usize = 10;
-
-/// The userspace backend in dry-run mode (listeners recorded, no sockets),
-/// as in its conformance fake tier.
-struct UserspaceHarness {
-    backend: UserspaceBackend,
-}
-
-#[async_trait::async_trait]
-impl Harness for UserspaceHarness {
-    fn backend(&mut self) -> &mut dyn Backend {
-        &mut self.backend
-    }
-
-    async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
-        let destination = SocketAddr::new(packet.destination, packet.port);
-        Ok(
-            match self
-                .backend
-                .trace(packet.protocol, destination, packet.origin == Origin::Host)
-            {
-                Verdict::NotMatched => Outcome::NotMatched,
-                Verdict::Rejected => Outcome::Rejected,
-                Verdict::Dropped => Outcome::Dropped,
-                Verdict::Forwarded(endpoints) => Outcome::Forwarded {
-                    endpoints,
-                    masqueraded: true,
-                },
-            },
-        )
-    }
-
-    async fn dump(&mut self) -> Option<String> {
-        Some(self.backend.dump())
-    }
-}
-
-fn userspace(ctx: &BackendContext) -> Result<Box<dyn Harness>, BackendError> {
-    let host = HostAddresses::new(ctx.node.addresses.iter().copied());
-    Ok(Box::new(UserspaceHarness {
-        backend: UserspaceBackend::dry_run(ctx, host, Options::from_context(ctx)),
-    }))
-}
 
 /// Runs [`CASES`] sequences through fresh harnesses of `factory` for both
 /// families; returns the syncs done.
@@ -113,5 +69,10 @@ fn nftables_partial_sync_equals_full_sync() {
 
 #[test]
 fn userspace_partial_sync_equals_full_sync() {
-    run("userspace", &userspace);
+    // The dry-run backend with its route-table tracer, as in its conformance
+    // fake tier.
+    run(
+        "userspace",
+        &RouteTableHarness::factory(Options::from_context),
+    );
 }
