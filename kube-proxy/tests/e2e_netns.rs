@@ -18,7 +18,7 @@
 //! learns the node's IPs (`nodePortAddresses: [primary]`, nftables'
 //! default), pod CIDRs (`detectLocalMode: NodeCIDR`) and zone (topology
 //! hints) from it, as from the API server in a cluster; see
-//! `e2e::files::node_object`.
+//! `Scenario::node_object`.
 //!
 //! The library-level kernel tier (`kernel_harness_factory`, see
 //! `backend-*/tests/`) runs the same scenarios with the backend in-process;

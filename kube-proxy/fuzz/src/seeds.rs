@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use backend_iptables::fake::FakeHarness;
+use proxy_core::ChangeSet;
 use proxy_core::conformance::{Harness, Scenario, load_scenarios};
-use proxy_core::{ChangeSet, NodeInfo};
 
 /// The hand-written seeds of `corpus/`, by target.
 const FILES: &[(&str, &str)] = &[
@@ -34,26 +34,8 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The scenario's node as a Node object (name, zone label, pod CIDRs,
-/// InternalIPs), as the e2e tests write it.
-pub fn node_object(node: &NodeInfo) -> serde_json::Value {
-    let addresses: Vec<serde_json::Value> = node
-        .addresses
-        .iter()
-        .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()}))
-        .collect();
-    let pod_cidrs: Vec<String> = node.pod_cidrs.iter().map(ToString::to_string).collect();
-    serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": node.name, "labels": node.labels},
-        "spec": {"podCIDRs": pod_cidrs},
-        "status": {"addresses": addresses},
-    })
-}
-
 fn objects(scenario: &Scenario) -> Vec<serde_json::Value> {
-    std::iter::once(node_object(scenario.node()))
+    std::iter::once(scenario.node_object())
         .chain(scenario.objects().iter().cloned())
         .collect()
 }

@@ -6,9 +6,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use proxy_core::ProxyMode;
 use proxy_core::config::KubeProxyConfiguration;
 use proxy_core::conformance::Scenario;
-use proxy_core::{NodeInfo, ProxyMode};
 
 /// `healthzBindAddress`: the node namespace's own loopback.
 pub const HEALTHZ_ADDRESS: SocketAddr =
@@ -58,7 +58,7 @@ impl ScenarioFiles {
             dir,
             manifests: Vec::new(),
         };
-        let node = node_object(scenario.node());
+        let node = scenario.node_object();
         let objects = std::iter::once(&node).chain(scenario.objects());
         for (index, object) in objects.enumerate() {
             let text = serde_saphyr::to_string(object).map_err(io::Error::other)?;
@@ -128,25 +128,6 @@ fn field<'a>(object: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
         .as_str()
 }
 
-/// The scenario's node as the Node object a cluster would hold: name,
-/// labels (its zone), `spec.podCIDRs` and `status.addresses` (InternalIPs,
-/// in order: the first of each family is its primary IP).
-fn node_object(node: &NodeInfo) -> serde_json::Value {
-    let addresses: Vec<serde_json::Value> = node
-        .addresses
-        .iter()
-        .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()}))
-        .collect();
-    let pod_cidrs: Vec<String> = node.pod_cidrs.iter().map(ToString::to_string).collect();
-    serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": node.name, "labels": node.labels},
-        "spec": {"podCIDRs": pod_cidrs},
-        "status": {"addresses": addresses},
-    })
-}
-
 /// `03-endpointslice-web-1.yaml`.
 fn manifest_name(index: usize, object: &serde_json::Value) -> String {
     let part = |path: &[&str]| {
@@ -168,7 +149,7 @@ fn manifest_name(index: usize, object: &serde_json::Value) -> String {
 ///   EndpointSlices' `nodeName`s make endpoints local as in the library
 ///   run, and the manifests' Node object is this node's;
 /// - `bindAddress` left unspecified: the node's IPs, pod CIDRs and zone
-///   come from the Node object in the manifests (see [`node_object`]), as
+///   come from the Node object in the manifests (see `Scenario::node_object`), as
 ///   they come from the API server in a cluster;
 /// - health and metrics servers on the node namespace's loopback;
 /// - `conntrack.maxPerCore: 0`: `nf_conntrack_max` cannot be set from a

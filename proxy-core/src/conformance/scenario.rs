@@ -328,6 +328,28 @@ impl Scenario {
         &self.objects
     }
 
+    /// The scenario's node as the Node object a cluster would hold: name,
+    /// labels (its zone), `spec.podCIDRs` and `status.addresses`
+    /// (InternalIPs, in order: the first of each family is its primary IP).
+    /// What a manifest directory or an API server holds besides
+    /// [`Scenario::objects`].
+    pub fn node_object(&self) -> serde_json::Value {
+        let node = self.node();
+        let addresses: Vec<serde_json::Value> = node
+            .addresses
+            .iter()
+            .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip.to_string()}))
+            .collect();
+        let pod_cidrs: Vec<String> = node.pod_cidrs.iter().map(ToString::to_string).collect();
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node.name, "labels": node.labels},
+            "spec": {"podCIDRs": pod_cidrs},
+            "status": {"addresses": addresses},
+        })
+    }
+
     /// The node view the backend is synced to.
     pub fn view(&self) -> &NodeView {
         &self.view
