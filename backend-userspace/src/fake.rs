@@ -8,7 +8,7 @@ use proxy_core::backend::BackendContext;
 use proxy_core::conformance::{Harness, Origin, Outcome, Packet};
 use proxy_core::{Backend, BackendError};
 
-use crate::{HostAddresses, Options, UserspaceBackend, Verdict};
+use crate::{HostAddresses, Options, UserspaceBackend};
 
 /// The backend in dry-run mode; packets are answered by its tracer.
 pub struct RouteTableHarness {
@@ -44,20 +44,10 @@ impl Harness for RouteTableHarness {
 
     async fn send(&mut self, packet: &Packet) -> Result<Outcome, BackendError> {
         let destination = SocketAddr::new(packet.destination, packet.port);
-        Ok(
-            match self
-                .backend
-                .trace(packet.protocol, destination, packet.origin == Origin::Host)
-            {
-                Verdict::NotMatched => Outcome::NotMatched,
-                Verdict::Rejected => Outcome::Rejected,
-                Verdict::Dropped => Outcome::Dropped,
-                Verdict::Forwarded(endpoints) => Outcome::Forwarded {
-                    endpoints,
-                    masqueraded: true,
-                },
-            },
-        )
+        Ok(self
+            .backend
+            .trace(packet.protocol, destination, packet.origin == Origin::Host)
+            .into())
     }
 
     async fn dump(&mut self) -> Option<String> {

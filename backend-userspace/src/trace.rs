@@ -34,6 +34,25 @@ pub enum Verdict {
     Forwarded(BTreeSet<SocketAddr>),
 }
 
+/// The conformance suite's outcome of a verdict: a forwarded connection is
+/// always masqueraded (the proxy opens its own connection, from a node
+/// address).
+#[cfg(feature = "trace")]
+impl From<Verdict> for proxy_core::conformance::Outcome {
+    fn from(verdict: Verdict) -> Self {
+        use proxy_core::conformance::Outcome;
+        match verdict {
+            Verdict::NotMatched => Outcome::NotMatched,
+            Verdict::Rejected => Outcome::Rejected,
+            Verdict::Dropped => Outcome::Dropped,
+            Verdict::Forwarded(endpoints) => Outcome::Forwarded {
+                endpoints,
+                masqueraded: true,
+            },
+        }
+    }
+}
+
 /// The redirect table's elements as the kernel holds them (`nft -j list
 /// table ip kube-proxy-userspace`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

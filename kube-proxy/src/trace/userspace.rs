@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use backend_userspace::{KernelRedirects, ListenerTable, Verdict};
+use backend_userspace::{KernelRedirects, ListenerTable};
 use proxy_core::conformance::Outcome;
 use proxy_core::exec::nft;
 use proxy_core::{IpFamily, Protocol};
@@ -179,15 +179,5 @@ pub fn trace(
         }
         hops.push(h);
     }
-    let outcome = match path.verdict {
-        Verdict::NotMatched => Outcome::NotMatched,
-        Verdict::Rejected => Outcome::Rejected,
-        Verdict::Dropped => Outcome::Dropped,
-        // The proxy opens its own connection, from a node address.
-        Verdict::Forwarded(endpoints) => Outcome::Forwarded {
-            endpoints,
-            masqueraded: true,
-        },
-    };
-    (hops, path.choices, outcome)
+    (hops, path.choices, path.verdict.into())
 }
