@@ -297,10 +297,16 @@ impl<'a> Run<'a> {
         {
             packets += 1;
             let expected = p.expected_in(self.mode);
-            let sticky = has_affinity(self.scenario, &p.packet);
+            // With ClientIP affinity every connection from the one client
+            // must reach the same one of the expected endpoints (as
+            // `proxy_core::conformance::run` checks it).
+            let accepts = if self.scenario.has_affinity(&p.packet) {
+                Outcome::accepts_sticky
+            } else {
+                Outcome::accepts
+            };
             match self.topology.send(&p.packet, SendOptions::default()) {
-                Ok(actual) if matches(expected, &actual, sticky, self.caps.preserves_client_ip) => {
-                }
+                Ok(actual) if accepts(expected, &actual, self.caps.preserves_client_ip) => {}
                 Ok(actual) => {
                     failures.push(format!("{}: expected {expected}, got {actual}", p.packet))
                 }
@@ -427,36 +433,6 @@ impl<'a> Run<'a> {
             return Err(format!("kube-proxy --cleanup left {cleaned}"));
         }
         Ok(())
-    }
-}
-
-/// Whether the service port `packet` reaches has ClientIP affinity.
-fn has_affinity(scenario: &Scenario, packet: &Packet) -> bool {
-    oracle::trace(scenario.view(), scenario.context(), packet)
-        .service_port
-        .and_then(|name| scenario.view().get(&name).cloned())
-        .is_some_and(|v| v.port.session_affinity.is_some())
-}
-
-/// Whether `actual` is what the kernel tier accepts for `expected`: the
-/// same outcome, except that with ClientIP affinity (`sticky`) every
-/// connection from the one client must reach the same one of the expected
-/// endpoints (as `proxy_core::conformance::run` checks it).
-fn matches(expected: &Outcome, actual: &Outcome, sticky: bool, compare_masquerade: bool) -> bool {
-    match (expected, actual) {
-        (
-            Outcome::Forwarded {
-                endpoints: want,
-                masqueraded: want_masq,
-            },
-            Outcome::Forwarded {
-                endpoints: got,
-                masqueraded: got_masq,
-            },
-        ) if sticky => {
-            got.len() == 1 && got.is_subset(want) && (!compare_masquerade || want_masq == got_masq)
-        }
-        _ => expected.accepts(actual, compare_masquerade),
     }
 }
 

@@ -121,6 +121,31 @@ impl Outcome {
             (want, got) => want == got,
         }
     }
+
+    /// Whether `actual` satisfies this expected outcome for real
+    /// connections from one client to a port with ClientIP affinity: they
+    /// all reach one endpoint, so exactly one of the expected endpoints
+    /// must answer (masquerade compared as by [`Outcome::accepts`]). Any
+    /// other outcome as [`Outcome::accepts`].
+    pub fn accepts_sticky(&self, actual: &Outcome, compare_masquerade: bool) -> bool {
+        match (self, actual) {
+            (
+                Outcome::Forwarded {
+                    endpoints: want,
+                    masqueraded: want_masq,
+                },
+                Outcome::Forwarded {
+                    endpoints: got,
+                    masqueraded: got_masq,
+                },
+            ) => {
+                got.len() == 1
+                    && got.is_subset(want)
+                    && (!compare_masquerade || want_masq == got_masq)
+            }
+            _ => self.accepts(actual, compare_masquerade),
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -147,5 +172,32 @@ impl fmt::Display for Outcome {
             Outcome::Rejected => f.write_str("rejected"),
             Outcome::NotMatched => f.write_str("not matched"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+    use super::*;
+
+    fn forwarded(endpoints: &[&str], masqueraded: bool) -> Outcome {
+        Outcome::Forwarded {
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            masqueraded,
+        }
+    }
+
+    #[test]
+    fn a_sticky_outcome_is_exactly_one_expected_endpoint() {
+        let want = forwarded(&["10.0.0.1:80", "10.0.0.2:80"], false);
+        assert!(want.accepts_sticky(&forwarded(&["10.0.0.2:80"], false), true));
+        assert!(!want.accepts(&forwarded(&["10.0.0.2:80"], false), true));
+        assert!(!want.accepts_sticky(&want, true), "two endpoints answered");
+        assert!(!want.accepts_sticky(&forwarded(&["10.0.0.3:80"], false), true));
+        assert!(!want.accepts_sticky(&forwarded(&["10.0.0.1:80"], true), true));
+        assert!(want.accepts_sticky(&forwarded(&["10.0.0.1:80"], true), false));
+        assert!(Outcome::Rejected.accepts_sticky(&Outcome::Rejected, true));
+        assert!(!want.accepts_sticky(&Outcome::Dropped, true));
     }
 }

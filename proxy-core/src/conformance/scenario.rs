@@ -350,6 +350,15 @@ impl Scenario {
         })
     }
 
+    /// Whether the service port `packet` reaches has ClientIP affinity
+    /// (real connections from one client then all reach one endpoint).
+    pub fn has_affinity(&self, packet: &Packet) -> bool {
+        oracle::trace(self.view(), self.context(), packet)
+            .service_port
+            .and_then(|name| self.view().get(&name).cloned())
+            .is_some_and(|v| v.port.session_affinity.is_some())
+    }
+
     /// The node view the backend is synced to.
     pub fn view(&self) -> &NodeView {
         &self.view

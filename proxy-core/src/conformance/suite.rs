@@ -8,8 +8,6 @@ use crate::view::NodeView;
 
 use super::catalog::load_scenarios;
 use super::harness::{Harness, HarnessFactory};
-use super::oracle;
-use super::packet::{Outcome, Packet};
 use super::report::{PacketResult, Report, ScenarioReport, ScenarioStatus};
 use super::scenario::Scenario;
 use super::tier::Tier;
@@ -182,10 +180,10 @@ async fn send_packets(
         }
         let expected = p.expected_in(harness.backend().mode());
         let actual = harness.send(&p.packet).await.map_err(|e| e.to_string());
-        let sticky = tier == Tier::Kernel && has_affinity(scenario, &p.packet);
+        let sticky = tier == Tier::Kernel && scenario.has_affinity(&p.packet);
         let passed = actual.as_ref().is_ok_and(|a| {
             if sticky {
-                sticks_to_one(expected, a, compare_masquerade)
+                expected.accepts_sticky(a, compare_masquerade)
             } else {
                 expected.accepts(a, compare_masquerade)
             }
@@ -196,34 +194,6 @@ async fn send_packets(
             actual,
             passed,
         });
-    }
-}
-
-/// Whether the service port `packet` reaches has ClientIP affinity.
-fn has_affinity(scenario: &Scenario, packet: &Packet) -> bool {
-    oracle::trace(scenario.view(), scenario.context(), packet)
-        .service_port
-        .and_then(|name| scenario.view().get(&name).cloned())
-        .is_some_and(|v| v.port.session_affinity.is_some())
-}
-
-/// With ClientIP affinity, real connections from one client all reach one
-/// endpoint: exactly one of the expected endpoints must answer.
-fn sticks_to_one(expected: &Outcome, actual: &Outcome, compare_masquerade: bool) -> bool {
-    match (expected, actual) {
-        (
-            Outcome::Forwarded {
-                endpoints: want,
-                masqueraded: want_masq,
-            },
-            Outcome::Forwarded {
-                endpoints: got,
-                masqueraded: got_masq,
-            },
-        ) => {
-            got.len() == 1 && got.is_subset(want) && (!compare_masquerade || want_masq == got_masq)
-        }
-        _ => expected.accepts(actual, compare_masquerade),
     }
 }
 
