@@ -158,19 +158,8 @@ impl KubeProxyProcess {
         if !status.success() {
             return Err(format!("kill -TERM {pid} failed ({status})"));
         }
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.try_wait()? {
-                return Ok(status);
-            }
-            if start.elapsed() > timeout {
-                return Err(format!(
-                    "kube-proxy did not exit within {timeout:?} of SIGTERM; its log:\n{}",
-                    self.log()
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
+        self.wait_exit(timeout)
+            .map_err(|e| format!("after SIGTERM: {e}"))
     }
 
     /// Sends SIGKILL and reaps the process.
