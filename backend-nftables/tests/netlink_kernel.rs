@@ -13,10 +13,9 @@ use backend_nftables::ir::{
 use backend_nftables::{Executor, NetlinkExecutor, NftError, NftablesBackend};
 use proxy_core::backend::CommandLimits;
 use proxy_core::conformance::netns::{
-    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with,
+    Netns, check_tool, kernel_harness_factory, privileged_or_skip_with, run_tool,
 };
 use proxy_core::conformance::{Tier, run};
-use proxy_core::exec::run_blocking;
 use proxy_core::{Backend, IpFamily, Protocol};
 
 fn nft_present() -> Result<(), String> {
@@ -25,13 +24,7 @@ fn nft_present() -> Result<(), String> {
 
 /// `nft -f -` with `script`, in the calling thread's namespace.
 fn nft_script(script: &str) -> Result<(), String> {
-    let cmd = proxy_core::exec::Command::new("nft", ["-f", "-"]).with_stdin(script.to_string());
-    let out = run_blocking(&cmd, &CommandLimits::default()).map_err(|e| e.to_string())?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(out.stderr)
-    }
+    run_tool("nft", &["-f", "-"], script).map(drop)
 }
 
 /// `nft list table <family> kube-proxy`, in the calling thread's namespace.

@@ -526,7 +526,7 @@ mod kernel_tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::IpFamily;
-    use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
+    use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with, run_tool};
     use crate::exec::nft::Nft;
     use crate::exec::{Command, Executor, Output};
 
@@ -548,11 +548,7 @@ mod kernel_tests {
 
     /// Runs `nft args…` (inside the namespace of the calling thread).
     fn nft(args: &[&str]) {
-        let status = std::process::Command::new("nft")
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(status.success(), "nft {args:?}");
+        run_tool("nft", args, "").unwrap();
     }
 
     #[test]

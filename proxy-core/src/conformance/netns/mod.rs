@@ -17,6 +17,8 @@
 //!   [`Predictor`] (a packet tracer) and checked against the real packet.
 //! - [`check_privileges`] and [`privileged_or_skip`]: tests skip with a
 //!   reason, or fail when `KUBE_PROXY_REQUIRE_PRIVILEGED_TESTS=1` (CI).
+//! - `run_tool` (with feature `exec`): `nft`, `iptables-restore` and the
+//!   like, run by a test from a thread inside a namespace.
 //!
 //! # Running the suite against a backend in the real kernel
 //!
@@ -70,6 +72,8 @@ mod privileges;
 mod probe;
 mod sctp;
 mod send;
+#[cfg(feature = "exec")]
+mod tool;
 mod topology;
 mod worker;
 
@@ -84,5 +88,7 @@ pub use privileges::{
 };
 pub use sctp::{NO_SCTP_REASON, assert_only_missing_sctp_skipped, kernel_has_sctp};
 pub use send::SendOptions;
+#[cfg(feature = "exec")]
+pub use tool::run_tool;
 pub use topology::{ClientPlace, NodeTopology};
 pub use worker::{MakeBackend, NetnsBackend};

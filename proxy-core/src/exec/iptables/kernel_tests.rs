@@ -7,18 +7,15 @@
 use std::collections::BTreeSet;
 
 use crate::IpFamily;
-use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
+use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with, run_tool};
 use crate::exec::iptables::{Iptables, Variant, save};
 use crate::exec::nft_netlink::chain_names;
-use crate::exec::{Command, CommandLimits, Executor, Output, SystemExecutor, run_blocking};
+use crate::exec::{Command, CommandLimits, Executor, Output, SystemExecutor};
 
 /// Runs `program args…` with `stdin` in the calling thread's namespace;
 /// its standard output.
 fn run(program: &str, args: &[&str], stdin: &str) -> String {
-    let cmd = Command::new(program, args.iter().copied()).with_stdin(stdin.to_string());
-    let out = run_blocking(&cmd, &CommandLimits::default()).unwrap();
-    assert!(out.success(), "{cmd}: {}", out.stderr);
-    out.stdout
+    run_tool(program, args, stdin).unwrap()
 }
 
 #[test]

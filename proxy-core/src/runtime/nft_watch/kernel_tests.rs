@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::config::ProxyMode;
-use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with};
+use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with, run_tool};
 use crate::exec::{Command, Executor, OwnWrites, SystemExecutor};
 use crate::model::IpFamily;
 
@@ -16,11 +16,7 @@ use super::NftWatcher;
 
 /// Runs `nft args…` from outside our scope (as another process would).
 fn foreign_nft(args: &[&str]) {
-    let status = std::process::Command::new("nft")
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "nft {args:?}");
+    run_tool("nft", args, "").unwrap();
 }
 
 /// The families the watcher reports within `wait`, or none.
