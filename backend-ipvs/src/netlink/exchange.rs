@@ -8,6 +8,7 @@ use netlink_packet_core::{
     NetlinkSerializable,
 };
 use netlink_sys::Socket;
+use proxy_core::exec::netlink_datagram::recv_datagram;
 
 use crate::error::IpvsError;
 
@@ -35,8 +36,9 @@ where
     packet.serialize(&mut buffer);
     socket.send(&buffer, 0).map_err(|e| netlink(operation, e))?;
     let mut replies = Vec::new();
+    let mut datagram = Vec::new();
     loop {
-        let (datagram, _) = socket.recv_from_full().map_err(|e| netlink(operation, e))?;
+        recv_datagram(socket, &mut datagram).map_err(|e| netlink(operation, e))?;
         let mut offset = 0;
         while offset < datagram.len() {
             let bytes = &datagram[offset..];

@@ -9,6 +9,7 @@ use std::io;
 
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
+use proxy_core::exec::netlink_datagram::recv_datagram;
 
 /// `NFNL_SUBSYS_IPSET << 8 | IPSET_CMD_LIST`.
 const LIST: u16 = (6 << 8) | 7;
@@ -141,8 +142,9 @@ pub(crate) fn set_sizes() -> io::Result<HashMap<String, u32>> {
     let sequence = 1;
     socket.send(&request(sequence), 0)?;
     let mut sizes = HashMap::new();
+    let mut datagram = Vec::new();
     loop {
-        let (datagram, _) = socket.recv_from_full()?;
+        recv_datagram(&socket, &mut datagram)?;
         if absorb(&datagram, sequence, &mut sizes)? {
             return Ok(sizes);
         }

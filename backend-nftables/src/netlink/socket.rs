@@ -8,6 +8,7 @@ use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
+use proxy_core::exec::netlink_datagram::recv_datagram;
 
 use super::consts::NLMSG_ERROR;
 
@@ -82,12 +83,13 @@ impl Channel {
             Err(e) => return Ok(Answer::NotSent(e)),
         }
         let mut refused = None;
+        let mut datagram = Vec::new();
         loop {
             if Instant::now() > deadline {
                 return Err(io::Error::from(io::ErrorKind::TimedOut));
             }
-            let datagram = match self.socket.recv_from_full() {
-                Ok((d, _)) => d,
+            match recv_datagram(&self.socket, &mut datagram) {
+                Ok(()) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -104,7 +106,7 @@ impl Channel {
                         None => Err(e),
                     };
                 }
-            };
+            }
             for (seq, errno) in errors(&datagram)? {
                 if seq < first || seq > last {
                     continue; // a previous, abandoned exchange

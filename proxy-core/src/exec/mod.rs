@@ -17,6 +17,8 @@
 mod error;
 #[cfg(feature = "iptables")]
 pub mod iptables;
+#[cfg(any(feature = "nft", feature = "iptables", feature = "runtime"))]
+pub mod netlink_datagram;
 #[cfg(feature = "nft")]
 pub mod nft;
 #[cfg(any(feature = "nft", feature = "iptables"))]

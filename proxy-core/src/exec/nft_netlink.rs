@@ -14,6 +14,7 @@ use std::io;
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr};
 
+use super::netlink_datagram::recv_datagram;
 use crate::IpFamily;
 
 /// `NFNL_SUBSYS_NFTABLES`: the high byte of an nf_tables message type.
@@ -51,8 +52,9 @@ pub fn table_exists(family: IpFamily, name: &str) -> io::Result<bool> {
     const SEQUENCE: u32 = 1;
     socket.send(&get_table_request(family, name, SEQUENCE), 0)?;
     let mut seen = false;
+    let mut datagram = Vec::new();
     loop {
-        let (datagram, _) = socket.recv_from_full()?;
+        recv_datagram(&socket, &mut datagram)?;
         if let Some(answer) = read_answer(&datagram, SEQUENCE, &mut seen) {
             return answer;
         }
@@ -206,8 +208,9 @@ pub fn dump(family: IpFamily, what: Listed) -> io::Result<Vec<Dumped>> {
     for sequence in 1..=DUMP_ATTEMPTS {
         socket.send(&dump_request(family, what, sequence), 0)?;
         let mut reader = DumpReader::new(what, sequence);
+        let mut datagram = Vec::new();
         loop {
-            let (datagram, _) = socket.recv_from_full()?;
+            recv_datagram(&socket, &mut datagram)?;
             if reader.read(&datagram)? {
                 break;
             }

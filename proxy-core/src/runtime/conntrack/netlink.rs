@@ -18,6 +18,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
+use crate::exec::netlink_datagram::recv_datagram;
 use crate::model::IpFamily;
 
 use super::entry::{ConntrackEntry, FlowTuple};
@@ -84,8 +85,9 @@ impl NetlinkConntrack {
         socket.send(&buffer, 0)?;
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut answers = Vec::new();
+        let mut datagram = Vec::new();
         loop {
-            let (datagram, _) = socket.recv_from_full()?;
+            recv_datagram(socket, &mut datagram)?;
             let mut offset = 0;
             while offset < datagram.len() {
                 let bytes = &datagram[offset..];
