@@ -487,10 +487,7 @@ mod tests {
         let _ = relist(
             &mut world,
             vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
-            vec![
-                slice("a-1", "a", "10.0.0.1"),
-                slice("b-1", "b", "10.0.0.2"),
-            ],
+            vec![slice("a-1", "a", "10.0.0.1"), slice("b-1", "b", "10.0.0.2")],
         );
 
         let mut delta = Delta::default();
@@ -536,7 +533,12 @@ mod tests {
             "b, missing from the complete list, is deleted at InitDone"
         );
         assert_eq!(world.topology.service_count(), 2);
-        assert!(world.topology.service(&ServiceKey::new("ns", "b")).is_none());
+        assert!(
+            world
+                .topology
+                .service(&ServiceKey::new("ns", "b"))
+                .is_none()
+        );
 
         // Slices alike: a changed slice applies on arrival (with its
         // trigger time), a missing one goes at InitDone.
@@ -573,7 +575,11 @@ mod tests {
         // brought c; nothing is deleted on its account.
         let mut delta = Delta::default();
         world.apply(SourceEvent::Service(Update::Init), &mut delta);
-        for (name, ip) in [("a", "172.30.0.1"), ("b", "172.30.0.2"), ("c", "172.30.0.3")] {
+        for (name, ip) in [
+            ("a", "172.30.0.1"),
+            ("b", "172.30.0.2"),
+            ("c", "172.30.0.3"),
+        ] {
             world.apply(
                 SourceEvent::Service(Update::InitApply(service(name, ip))),
                 &mut delta,
@@ -581,7 +587,11 @@ mod tests {
         }
         world.apply(SourceEvent::Service(Update::Init), &mut delta);
         assert_eq!(keys(&delta), [ServiceKey::new("ns", "c")]);
-        assert_eq!(world.topology.service_count(), 3, "an aborted list deletes nothing");
+        assert_eq!(
+            world.topology.service_count(),
+            3,
+            "an aborted list deletes nothing"
+        );
         assert_eq!(
             world.listing(),
             [],
@@ -598,7 +608,11 @@ mod tests {
         assert_eq!(world.topology.service_count(), 3);
         world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
         assert_eq!(
-            world.topology.services().map(|s| s.key.clone()).collect::<Vec<_>>(),
+            world
+                .topology
+                .services()
+                .map(|s| s.key.clone())
+                .collect::<Vec<_>>(),
             [ServiceKey::new("ns", "a")]
         );
         assert_eq!(
@@ -630,7 +644,11 @@ mod tests {
         world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
         assert!(world.is_ready());
         assert_eq!(
-            world.topology.services().map(|s| s.key.clone()).collect::<Vec<_>>(),
+            world
+                .topology
+                .services()
+                .map(|s| s.key.clone())
+                .collect::<Vec<_>>(),
             [ServiceKey::new("ns", "b")]
         );
     }
