@@ -127,6 +127,20 @@ async fn watches_with_upstreams_selectors_and_gates_the_first_sync() {
             && r.contains("fieldSelector=metadata.name%3Dnode-a")),
         "{requests:?}"
     );
+    // Lists come in pages of 100: a relist holds one decoded page at a time.
+    for kind in [
+        "/api/v1/services?",
+        "/apis/discovery.k8s.io/v1/endpointslices?",
+    ] {
+        let lists: Vec<&String> = requests
+            .iter()
+            .filter(|r| r.starts_with(kind) && !r.contains("watch="))
+            .collect();
+        assert!(
+            !lists.is_empty() && lists.iter().all(|r| r.contains("limit=100")),
+            "{requests:?}"
+        );
+    }
     assert!(
         run.observer
             .events()

@@ -1,6 +1,27 @@
 //! The world as the sources describe it: the [`ServiceTopology`], this
-//! node's object, and the bookkeeping between them and the loop (relist
-//! buffers, initial-list gating, change counts, trigger times).
+//! node's object, and the bookkeeping between them and the loop (what a
+//! (re)list has delivered so far, initial-list gating, change counts,
+//! trigger times).
+//!
+//! # Lists and relists
+//!
+//! A (re)list (`Init`, `InitApply` per object, `InitDone`) is applied as it
+//! arrives: each `InitApply` goes into the topology at once and records its
+//! change in the [`Delta`] exactly as an `Apply` would; the list keeps only
+//! the names it delivered ([`Listing`]), never the objects, so a relist
+//! costs the memory of one object at a time plus a set of names instead of
+//! a second copy of every object. At `InitDone`, the objects of that kind
+//! the list did not name are deleted (and their logged errors forgotten):
+//! deletions only ever come from a complete list. An `Init` arriving while
+//! a list is in progress (the watcher restarted mid-list) starts the set of
+//! names again, so nothing is deleted on the strength of an aborted list.
+//!
+//! The world is not ready until every required kind's first list completed
+//! and the sync loop programs nothing before that, so the first list never
+//! programs a partial world. During a later relist, objects that changed
+//! are programmed as they arrive, like watch events; objects that are gone
+//! are removed at `InitDone`. A relist that finds nothing new changes
+//! nothing.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::SystemTime;
@@ -37,22 +58,37 @@ impl Delta {
     }
 }
 
-/// A relist in progress: objects are buffered until `InitDone`.
-#[derive(Debug)]
-struct Relist<K> {
-    objects: Option<Vec<K>>,
+/// A (re)list of one kind in progress: the names of the objects it
+/// delivered so far (the objects themselves are applied on arrival).
+#[derive(Debug, Default)]
+struct Listing {
+    /// `Some` between `Init` and `InitDone`.
+    seen: Option<HashSet<ObjectName>>,
 }
 
-impl<K> Relist<K> {
+impl Listing {
+    /// Starts a (re)list, forgetting any list that was in progress.
+    fn start(&mut self) {
+        self.seen = Some(HashSet::new());
+    }
+
+    /// Notes that the list in progress delivered `name` (nothing when no
+    /// list is in progress: the object is then a plain update).
+    fn saw(&mut self, name: ObjectName) {
+        if let Some(seen) = &mut self.seen {
+            seen.insert(name);
+        }
+    }
+
+    /// Ends the list in progress, returning the names it delivered; `None`
+    /// for an `InitDone` without an `Init`, which deletes nothing.
+    fn finish(&mut self) -> Option<HashSet<ObjectName>> {
+        self.seen.take()
+    }
+
     /// Objects of the (re)list in progress received so far.
     fn received(&self) -> usize {
-        self.objects.as_ref().map_or(0, Vec::len)
-    }
-}
-
-impl<K> Default for Relist<K> {
-    fn default() -> Self {
-        Relist { objects: None }
+        self.seen.as_ref().map_or(0, HashSet::len)
     }
 }
 
@@ -75,9 +111,9 @@ pub(crate) struct World {
     node: Option<Node>,
     required: HashSet<ObjectKind>,
     listed: HashSet<ObjectKind>,
-    services: Relist<Service>,
-    slices: Relist<EndpointSlice>,
-    nodes: Relist<Node>,
+    services: Listing,
+    slices: Listing,
+    nodes: Listing,
     /// Invalid fields last logged, per object: each is logged once per change.
     logged: HashMap<(ObjectKind, ObjectName), Vec<InvalidObject>>,
     changed_services: HashSet<ObjectName>,
@@ -94,9 +130,9 @@ impl World {
             node: None,
             required: required.into_iter().collect(),
             listed: HashSet::new(),
-            services: Relist::default(),
-            slices: Relist::default(),
-            nodes: Relist::default(),
+            services: Listing::default(),
+            slices: Listing::default(),
+            nodes: Listing::default(),
             logged: HashMap::new(),
             changed_services: HashSet::new(),
             changed_slices: HashSet::new(),
@@ -156,35 +192,25 @@ impl World {
 
     fn service_update(&mut self, update: Update<Service>, delta: &mut Delta) {
         match update {
-            Update::Init => self.services.objects = Some(Vec::new()),
-            Update::InitApply(svc) => match &mut self.services.objects {
-                Some(buffer) => buffer.push(svc),
-                None => self.apply_service(&svc, delta),
-            },
+            Update::Init => self.services.start(),
+            Update::InitApply(svc) => {
+                self.services.saw(name_of(&svc.metadata));
+                self.apply_service(&svc, delta);
+            }
             Update::InitDone => {
-                let listed = self.services.objects.take().unwrap_or_default();
-                let keep: HashSet<ServiceKey> = listed
-                    .iter()
-                    .map(|s| {
-                        let (ns, name) = name_of(&s.metadata);
-                        ServiceKey::new(ns, name)
-                    })
-                    .collect();
-                for svc in &listed {
-                    self.apply_service(svc, delta);
+                if let Some(seen) = self.services.finish() {
+                    let gone: Vec<ServiceKey> = self
+                        .topology
+                        .services()
+                        .map(|s| &s.key)
+                        .filter(|k| !seen.contains(&(k.namespace.clone(), k.name.clone())))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        self.delete_service(&key.namespace, &key.name, delta);
+                    }
+                    self.forget_logged(ObjectKind::Service, &seen);
                 }
-                let gone: Vec<ServiceKey> = self
-                    .topology
-                    .services()
-                    .map(|s| s.key.clone())
-                    .filter(|k| !keep.contains(k))
-                    .collect();
-                for key in gone {
-                    self.delete_service(&key.namespace, &key.name, delta);
-                }
-                self.logged.retain(|(kind, (ns, name)), _| {
-                    *kind != ObjectKind::Service || keep.contains(&ServiceKey::new(ns, name))
-                });
                 self.listed.insert(ObjectKind::Service);
             }
             Update::Apply(svc) => self.apply_service(&svc, delta),
@@ -199,30 +225,24 @@ impl World {
 
     fn slice_update(&mut self, update: Update<EndpointSlice>, delta: &mut Delta) {
         match update {
-            Update::Init => self.slices.objects = Some(Vec::new()),
-            Update::InitApply(slice) => match &mut self.slices.objects {
-                Some(buffer) => buffer.push(slice),
-                None => self.apply_slice(&slice, delta),
-            },
+            Update::Init => self.slices.start(),
+            Update::InitApply(slice) => {
+                self.slices.saw(name_of(&slice.metadata));
+                self.apply_slice(&slice, delta);
+            }
             Update::InitDone => {
-                let listed = self.slices.objects.take().unwrap_or_default();
-                let keep: HashSet<ObjectName> =
-                    listed.iter().map(|s| name_of(&s.metadata)).collect();
-                for slice in &listed {
-                    self.apply_slice(slice, delta);
+                if let Some(seen) = self.slices.finish() {
+                    let gone: Vec<ObjectName> = self
+                        .topology
+                        .slice_names()
+                        .filter(|n| !seen.contains(*n))
+                        .cloned()
+                        .collect();
+                    for (ns, name) in gone {
+                        self.delete_slice(&ns, &name, delta);
+                    }
+                    self.forget_logged(ObjectKind::EndpointSlice, &seen);
                 }
-                let gone: Vec<ObjectName> = self
-                    .topology
-                    .slice_names()
-                    .filter(|n| !keep.contains(*n))
-                    .cloned()
-                    .collect();
-                for (ns, name) in gone {
-                    self.delete_slice(&ns, &name, delta);
-                }
-                self.logged.retain(|(kind, name), _| {
-                    *kind != ObjectKind::EndpointSlice || keep.contains(name)
-                });
                 self.listed.insert(ObjectKind::EndpointSlice);
             }
             Update::Apply(slice) => self.apply_slice(&slice, delta),
@@ -237,20 +257,19 @@ impl World {
 
     fn node_update(&mut self, update: Update<Node>, delta: &mut Delta) {
         match update {
-            Update::Init => self.nodes.objects = Some(Vec::new()),
-            Update::InitApply(node) => match &mut self.nodes.objects {
-                Some(buffer) => buffer.push(node),
-                None => self.set_node(Some(node), delta),
-            },
+            Update::Init => self.nodes.start(),
+            Update::InitApply(node) => {
+                self.nodes.saw(name_of(&node.metadata));
+                self.set_node(Some(node), delta);
+            }
             Update::InitDone => {
-                let listed = self.nodes.objects.take().unwrap_or_default();
-                let mut mine = None;
-                for node in listed {
-                    if self.is_mine(&node) {
-                        mine = Some(node);
-                    }
+                // Only this node's object matters: the list either
+                // delivered (and so applied) it, or it is gone.
+                if let Some(seen) = self.nodes.finish()
+                    && !seen.iter().any(|(_, name)| *name == self.node_name)
+                {
+                    self.set_node(None, delta);
                 }
-                self.set_node(mine, delta);
                 self.listed.insert(ObjectKind::Node);
             }
             Update::Apply(node) => self.set_node(Some(node), delta),
@@ -260,6 +279,13 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Forgets the logged errors of the objects of `kind` a complete list
+    /// did not deliver: they are gone.
+    fn forget_logged(&mut self, kind: ObjectKind, seen: &HashSet<ObjectName>) {
+        self.logged
+            .retain(|(logged_kind, name), _| *logged_kind != kind || seen.contains(name));
     }
 
     /// Whether `node` is this node's object; logs (debug) the others, which
@@ -427,8 +453,12 @@ mod tests {
         assert!(world.is_ready());
     }
 
+    fn keys(delta: &Delta) -> Vec<ServiceKey> {
+        delta.services.iter().cloned().collect()
+    }
+
     #[test]
-    fn relist_swaps_in_and_deletes_only_what_is_missing() {
+    fn an_unchanged_relist_changes_nothing() {
         let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
         let first = relist(
             &mut world,
@@ -447,25 +477,246 @@ mod tests {
             same.is_empty(),
             "an unchanged relist changes nothing: {same:?}"
         );
+        assert_eq!(world.topology.service_count(), 2);
+        assert_eq!(world.topology.slice_names().count(), 1);
+    }
 
-        let mut during = Delta::default();
-        world.apply(SourceEvent::Service(Update::Init), &mut during);
-        world.apply(
-            SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))),
-            &mut during,
+    #[test]
+    fn a_relist_applies_objects_on_arrival_and_deletes_missing_ones_at_init_done() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let _ = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
+            vec![slice("a-1", "a", "10.0.0.1"), slice("b-1", "b", "10.0.0.2")],
         );
-        assert!(during.is_empty(), "nothing is applied before InitDone");
+
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("a", "172.30.0.9"))),
+            &mut delta,
+        );
+        assert_eq!(
+            keys(&delta),
+            [ServiceKey::new("ns", "a")],
+            "a changed object applies as it arrives"
+        );
+        assert_eq!(
+            world
+                .topology
+                .service(&ServiceKey::new("ns", "a"))
+                .map(|s| s.ports(IpFamily::V4)[0].cluster_ip),
+            Some("172.30.0.9".parse().unwrap())
+        );
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("c", "172.30.0.3"))),
+            &mut delta,
+        );
+        assert_eq!(
+            keys(&delta),
+            [ServiceKey::new("ns", "a"), ServiceKey::new("ns", "c")],
+            "a new object applies as it arrives"
+        );
         assert_eq!(
             world.topology.service_count(),
-            2,
-            "the old world stays in place during a relist"
+            3,
+            "b, not listed yet, stays until the list is complete"
         );
-        world.apply(SourceEvent::Service(Update::InitDone), &mut during);
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
         assert_eq!(
-            during.services.into_iter().collect::<Vec<_>>(),
+            keys(&delta),
+            [
+                ServiceKey::new("ns", "a"),
+                ServiceKey::new("ns", "b"),
+                ServiceKey::new("ns", "c")
+            ],
+            "b, missing from the complete list, is deleted at InitDone"
+        );
+        assert_eq!(world.topology.service_count(), 2);
+        assert!(
+            world
+                .topology
+                .service(&ServiceKey::new("ns", "b"))
+                .is_none()
+        );
+
+        // Slices alike: a changed slice applies on arrival (with its
+        // trigger time), a missing one goes at InitDone.
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::EndpointSlice(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::EndpointSlice(Update::InitApply(slice("a-1", "a", "10.0.0.7"))),
+            &mut delta,
+        );
+        assert_eq!(keys(&delta), [ServiceKey::new("ns", "a")]);
+        assert_eq!(delta.trigger_times.len(), 1);
+        assert_eq!(world.topology.slice_names().count(), 2);
+        world.apply(SourceEvent::EndpointSlice(Update::InitDone), &mut delta);
+        assert_eq!(
+            keys(&delta),
+            [ServiceKey::new("ns", "a"), ServiceKey::new("ns", "b")]
+        );
+        assert_eq!(
+            world.topology.slice_names().cloned().collect::<Vec<_>>(),
+            [("ns".to_string(), "a-1".to_string())]
+        );
+    }
+
+    #[test]
+    fn an_interrupted_list_deletes_nothing_and_the_next_list_starts_afresh() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let _ = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1"), service("b", "172.30.0.2")],
+            vec![],
+        );
+
+        // The watcher restarts mid-list: the aborted list named a and b and
+        // brought c; nothing is deleted on its account.
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        for (name, ip) in [
+            ("a", "172.30.0.1"),
+            ("b", "172.30.0.2"),
+            ("c", "172.30.0.3"),
+        ] {
+            world.apply(
+                SourceEvent::Service(Update::InitApply(service(name, ip))),
+                &mut delta,
+            );
+        }
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        assert_eq!(keys(&delta), [ServiceKey::new("ns", "c")]);
+        assert_eq!(
+            world.topology.service_count(),
+            3,
+            "an aborted list deletes nothing"
+        );
+        assert_eq!(
+            world.listing(),
+            [],
+            "the kinds were listed once: the world stays ready"
+        );
+        assert!(world.is_ready());
+
+        // The complete list names only a: what the aborted list saw does
+        // not count, so b and c go.
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))),
+            &mut delta,
+        );
+        assert_eq!(world.topology.service_count(), 3);
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
+        assert_eq!(
+            world
+                .topology
+                .services()
+                .map(|s| s.key.clone())
+                .collect::<Vec<_>>(),
+            [ServiceKey::new("ns", "a")]
+        );
+        assert_eq!(
+            keys(&delta),
+            [ServiceKey::new("ns", "b"), ServiceKey::new("ns", "c")]
+        );
+    }
+
+    #[test]
+    fn an_initial_list_restarted_midway_keeps_the_world_not_ready() {
+        let mut world = World::new("n1", [ObjectKind::Service]);
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("a", "172.30.0.1"))),
+            &mut delta,
+        );
+        world.apply(SourceEvent::Service(Update::Init), &mut delta);
+        assert!(!world.is_ready());
+        assert_eq!(
+            world.listing(),
+            [(ObjectKind::Service, 0)],
+            "a restarted list counts again from zero"
+        );
+        world.apply(
+            SourceEvent::Service(Update::InitApply(service("b", "172.30.0.2"))),
+            &mut delta,
+        );
+        world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
+        assert!(world.is_ready());
+        assert_eq!(
+            world
+                .topology
+                .services()
+                .map(|s| s.key.clone())
+                .collect::<Vec<_>>(),
             [ServiceKey::new("ns", "b")]
         );
-        assert_eq!(world.topology.service_count(), 1);
+    }
+
+    #[test]
+    fn a_relist_forgets_the_logged_errors_of_objects_it_no_longer_holds() {
+        let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
+        let bad: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "ns", "name": "bad"},
+            "spec": {"clusterIP": "172.30.0.5", "clusterIPs": ["172.30.0.5"],
+                     "ports": [{"port": 80, "protocol": "TCP"}, {"port": 99999, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let _ = relist(
+            &mut world,
+            vec![service("a", "172.30.0.1"), bad.clone()],
+            vec![],
+        );
+        let bad_key = (ObjectKind::Service, ("ns".to_string(), "bad".to_string()));
+        assert!(world.logged.contains_key(&bad_key), "{:?}", world.logged);
+        let _ = relist(&mut world, vec![service("a", "172.30.0.1"), bad], vec![]);
+        assert!(
+            world.logged.contains_key(&bad_key),
+            "a listed object keeps its logged errors"
+        );
+        let _ = relist(&mut world, vec![service("a", "172.30.0.1")], vec![]);
+        assert!(world.logged.is_empty(), "{:?}", world.logged);
+    }
+
+    #[test]
+    fn a_node_relist_applies_this_node_on_arrival_and_removes_it_only_at_init_done() {
+        let mut world = World::new("n1", [ObjectKind::Node]);
+        let node = |name: &str, zone: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}}
+            }))
+            .unwrap()
+        };
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::InitApply(node("n1", "z1"))),
+            &mut delta,
+        );
+        assert!(delta.node && world.node().is_some());
+        world.apply(SourceEvent::Node(Update::InitDone), &mut delta);
+        assert!(world.is_ready());
+
+        let mut delta = Delta::default();
+        world.apply(SourceEvent::Node(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::InitApply(node("n1", "z1"))),
+            &mut delta,
+        );
+        world.apply(SourceEvent::Node(Update::InitDone), &mut delta);
+        assert!(!delta.node, "an unchanged Node relist changes nothing");
+
+        world.apply(SourceEvent::Node(Update::Init), &mut delta);
+        world.apply(
+            SourceEvent::Node(Update::InitApply(node("n2", "z2"))),
+            &mut delta,
+        );
+        assert!(
+            !delta.node && world.node().is_some(),
+            "another node's object changes nothing, and this node stays until the list is complete"
+        );
+        world.apply(SourceEvent::Node(Update::InitDone), &mut delta);
+        assert!(delta.node && world.node().is_none());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! Every source speaks the same language, modelled on kube-rs's
 //! `watcher::Event`: a (re)list is `Init`, `InitApply` per object and
-//! `InitDone`; after it, `Apply` and `Delete` per change. The runtime buffers
-//! a relist and swaps it in at `InitDone`, deleting only what the relist no
-//! longer holds, so a relist that finds nothing new changes nothing.
+//! `InitDone`; after it, `Apply` and `Delete` per change. The runtime applies
+//! each listed object as it arrives, keeping only its name, and at `InitDone`
+//! deletes only what the relist no longer holds, so a relist that finds
+//! nothing new changes nothing and no list is ever held whole.
 
 mod channel;
 mod kube_api;

@@ -30,6 +30,18 @@ pub fn proxy_label_selector() -> Selector {
     ])
 }
 
+/// Objects per list request for Services and EndpointSlices (kube-rs and
+/// client-go use 500). The watcher decodes a whole page, `managedFields`
+/// and all, before it hands out the first object, and holds it while the
+/// page drains: that page (with the response body's copies) is what a
+/// relist costs beyond the steady state once objects are applied on
+/// arrival. Measured with the end-to-end bench (iptables, 3,000 Services
+/// × 10): relist peak 1.60× the steady RSS with 500, 1.11× with 100
+/// (nftables, 10,000 × 10: 1.24× → 1.08×, the cold start's peak 231 →
+/// 209 MiB), the lists no slower against the bench's local server; a real
+/// API server answers 5× the requests (1,000 per kind at 100k Services).
+const LIST_PAGE_SIZE: u32 = 100;
+
 /// How [`KubeSource`] watches.
 #[derive(Debug, Clone)]
 pub struct KubeSourceOptions {
@@ -141,7 +153,9 @@ impl Source for KubeSource {
     }
 
     fn events(self: Box<Self>) -> BoxStream<'static, SourceEvent> {
-        let selected = watcher::Config::default().labels_from(&proxy_label_selector());
+        let selected = watcher::Config::default()
+            .page_size(LIST_PAGE_SIZE)
+            .labels_from(&proxy_label_selector());
         let services = watch(
             Api::<Service>::all(self.client.clone()),
             selected.clone(),

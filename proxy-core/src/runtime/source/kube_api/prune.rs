@@ -1,13 +1,15 @@
 //! Dropping what the proxy never reads from watched objects before they
 //! are stored or forwarded.
 //!
-//! Every object the watchers deliver is kept (by the runtime's world) until
-//! it changes, and a relist delivers all of them at once. The API server
+//! Every object the watchers deliver is decoded a page (500 objects) at a
+//! time by the watcher and then applied one by one by the runtime's world
+//! (a relist too: it keeps only the names it saw). The API server
 //! sends much that the proxy never looks at: `metadata.managedFields`
 //! (often larger than the object itself), `kubectl.kubernetes.io/last-
 //! applied-configuration` and other annotations, owner references, and on
-//! Nodes the image list, conditions and capacities. These go right after
-//! decoding, so a relist keeps none of them.
+//! Nodes the image list, conditions and capacities. These go as each object
+//! leaves the watcher's page, so only that page (at most 500 objects) ever
+//! holds them.
 //!
 //! What stays is what the topology and the runtime read: names,
 //! namespaces, labels, resourceVersions, deletion timestamps, `spec`,
