@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxy_core::backend::BackendContext;
-use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, SyncStats};
+use proxy_core::{
+    Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, ServicePortView, SyncStats,
+};
 
 use crate::exec::Executor;
 use crate::ir::{Command, Transaction};
@@ -92,18 +94,21 @@ impl NftablesBackend {
         &self.ctx
     }
 
-    fn render_all(
+    fn render(&self, view: &ServicePortView) -> PortObjects {
+        render_port(&self.ctx, view)
+    }
+
+    /// The objects `old` (a committed view) rendered to, given those of
+    /// `new`: the same when the views are.
+    fn old_objects(
         &self,
-        view: &NodeView,
-    ) -> Vec<(Arc<proxy_core::ServicePortName>, Arc<PortObjects>)> {
-        view.iter()
-            .map(|(name, port)| {
-                (
-                    Arc::new(name.clone()),
-                    Arc::new(render_port(&self.ctx, port)),
-                )
-            })
-            .collect()
+        old: &Arc<ServicePortView>,
+        new: Option<(&Arc<ServicePortView>, &Arc<PortObjects>)>,
+    ) -> Arc<PortObjects> {
+        match new {
+            Some((view, objects)) if Arc::ptr_eq(old, view) || old == view => objects.clone(),
+            _ => Arc::new(self.render(old)),
+        }
     }
 
     async fn apply(&mut self, tx: &Transaction) -> Result<(), BackendError> {
@@ -132,27 +137,34 @@ impl NftablesBackend {
         let mut fresh = Committed {
             stale_chains: old.map(|o| o.stale_chains.clone()).unwrap_or_default(),
             shared_chains: old.map(|o| o.shared_chains.clone()).unwrap_or_default(),
+            port_chains: old.map_or(0, |o| o.port_chains),
             ..Committed::default()
         };
-        let desired = self.render_all(view);
-        let mut changes: Vec<PortChange> = Vec::with_capacity(desired.len());
-        let mut seen = std::collections::HashSet::new();
-        for (name, objects) in desired {
-            seen.insert(name.clone());
-            let previous = old.and_then(|o| o.ports.get(&name).cloned());
+        let mut changes: Vec<PortChange> = Vec::with_capacity(view.len());
+        for (name, port) in view.iter() {
+            let new = Arc::new(self.render(port));
+            let (name, previous) = match old.and_then(|o| o.ports.get_key_value(name)) {
+                Some((key, committed)) => (
+                    key.clone(),
+                    Some(self.old_objects(committed, Some((port, &new)))),
+                ),
+                None => (Arc::new(name.clone()), None),
+            };
             changes.push(PortChange {
                 name,
                 old: previous,
-                new: Some(objects),
+                new: Some(new),
+                view: Some(port.clone()),
             });
         }
         if let Some(o) = old {
-            for (name, objects) in &o.ports {
-                if !seen.contains(name) {
+            for (name, committed) in &o.ports {
+                if view.get(name).is_none() {
                     changes.push(PortChange {
                         name: name.clone(),
-                        old: Some(objects.clone()),
+                        old: Some(self.old_objects(committed, None)),
                         new: None,
+                        view: None,
                     });
                 }
             }
@@ -164,6 +176,7 @@ impl NftablesBackend {
             now,
             self.stale_delay,
             PlanMode::Rewrite,
+            &|v| self.render(v),
         );
         (fresh, plan)
     }
@@ -214,16 +227,17 @@ impl NftablesBackend {
             .await
             .inspect_err(|_| self.needs_full = true)?;
         let mut committed = Committed::default();
-        let desired = self.render_all(view);
         let mut chunk: Vec<PortChange> = Vec::new();
         let mut size = 0;
-        let total = desired.len();
-        for (i, (name, objects)) in desired.into_iter().enumerate() {
+        let total = view.len();
+        for (i, (name, port)) in view.iter().enumerate() {
+            let objects = Arc::new(self.render(port));
             size += objects.object_count();
             chunk.push(PortChange {
-                name,
+                name: Arc::new(name.clone()),
                 old: None,
                 new: Some(objects),
+                view: Some(port.clone()),
             });
             if size >= self.chunk_objects || i + 1 == total {
                 let tx = Transaction::new(self.ctx.family);
@@ -234,6 +248,7 @@ impl NftablesBackend {
                     now,
                     self.stale_delay,
                     PlanMode::KeepStale,
+                    &|v| self.render(v),
                 );
                 stats.ports_written += plan.changes.len();
                 stats.objects_written += plan.tx.len();
@@ -268,13 +283,20 @@ impl NftablesBackend {
         let port_changes: Vec<PortChange> = changes
             .ports()
             .map(|name| {
-                let key = Arc::new(name.clone());
-                let old = committed.ports.get(&key).cloned();
-                let new = view.get(name).map(|p| Arc::new(render_port(&self.ctx, p)));
+                let port = view.get(name);
+                let new = port.map(|p| Arc::new(self.render(p)));
+                let (key, old) = match committed.ports.get_key_value(name) {
+                    Some((key, committed)) => (
+                        key.clone(),
+                        Some(self.old_objects(committed, port.zip(new.as_ref()))),
+                    ),
+                    None => (Arc::new(name.clone()), None),
+                };
                 PortChange {
                     name: key,
                     old,
                     new,
+                    view: port.cloned(),
                 }
             })
             .collect();
@@ -285,6 +307,7 @@ impl NftablesBackend {
             now,
             self.stale_delay,
             PlanMode::KeepStale,
+            &|v| self.render(v),
         );
         if plan.tx.is_empty() {
             self.committed = Some(committed);
@@ -330,8 +353,7 @@ impl NftablesBackend {
 
     fn with_totals(&self, mut stats: SyncStats) -> SyncStats {
         if let Some(c) = &self.committed {
-            let chains: usize =
-                c.ports.values().map(|p| p.chains.len()).sum::<usize>() + c.shared_chains.len();
+            let chains = c.port_chains + c.shared_chains.len();
             stats.totals = vec![
                 ("service_ports".to_string(), c.ports.len() as u64),
                 ("chains".to_string(), chains as u64),
