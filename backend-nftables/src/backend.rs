@@ -13,7 +13,7 @@ use crate::ir::{Command, Transaction};
 use crate::netlink::NetlinkExecutor;
 use crate::plan::{Plan, PlanMode, PortChange, commit, plan_ports, push_skeleton};
 use crate::render::{PortObjects, Skeleton, render_port};
-use crate::state::Committed;
+use crate::state::{Committed, ElementStore};
 
 /// Default delay before a stale chain is deleted (upstream: 1 s).
 pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
@@ -35,6 +35,8 @@ pub struct NftablesBackend {
     needs_full: bool,
     stale_delay: Duration,
     chunk_objects: usize,
+    /// Set by tests of fingerprint collisions in the element store.
+    fingerprint_mask: Option<u64>,
 }
 
 impl std::fmt::Debug for NftablesBackend {
@@ -67,6 +69,27 @@ impl NftablesBackend {
             needs_full: false,
             stale_delay: STALE_CHAIN_DELAY,
             chunk_objects: CHUNK_OBJECTS,
+            fingerprint_mask: None,
+        }
+    }
+
+    /// Keeps only the bits of `mask` of the element store's fingerprints
+    /// (0: every element collides), to test that collisions change
+    /// nothing.
+    #[cfg(feature = "fake")]
+    pub fn with_fingerprint_mask(mut self, mask: u64) -> Self {
+        self.fingerprint_mask = Some(mask);
+        self
+    }
+
+    /// An empty model.
+    fn empty_committed(&self) -> Committed {
+        Committed {
+            elements: match self.fingerprint_mask {
+                Some(m) => ElementStore::with_fingerprint_mask(m),
+                None => ElementStore::default(),
+            },
+            ..Committed::default()
         }
     }
 
@@ -138,7 +161,7 @@ impl NftablesBackend {
             stale_chains: old.map(|o| o.stale_chains.clone()).unwrap_or_default(),
             shared_chains: old.map(|o| o.shared_chains.clone()).unwrap_or_default(),
             port_chains: old.map_or(0, |o| o.port_chains),
-            ..Committed::default()
+            ..self.empty_committed()
         };
         let mut changes: Vec<PortChange> = Vec::with_capacity(view.len());
         for (name, port) in view.iter() {
@@ -226,7 +249,7 @@ impl NftablesBackend {
         self.apply(&tx)
             .await
             .inspect_err(|_| self.needs_full = true)?;
-        let mut committed = Committed::default();
+        let mut committed = self.empty_committed();
         let mut chunk: Vec<PortChange> = Vec::new();
         let mut size = 0;
         let total = view.len();

@@ -116,6 +116,9 @@ impl Owners {
 #[derive(Debug, Clone, Default)]
 pub struct ElementStore {
     hasher: RandomState,
+    /// Bits of the hash kept in fingerprints: all but in tests of
+    /// collisions ([`ElementStore::with_fingerprint_mask`]).
+    mask: Option<Fingerprint>,
     owners: HashMap<Fingerprint, Owners, BuildHasherDefault<FingerprintHasher>>,
 }
 
@@ -136,9 +139,19 @@ impl ElementStore {
         ElementBatch::default()
     }
 
+    /// An empty store whose fingerprints keep only the bits of `mask`
+    /// (0: every element collides with every other), to test collisions.
+    pub fn with_fingerprint_mask(mask: Fingerprint) -> Self {
+        ElementStore {
+            mask: Some(mask),
+            ..ElementStore::default()
+        }
+    }
+
     /// The fingerprint of the element `key` of `set`.
     pub fn fingerprint(&self, set: &str, key: &ElemKey) -> Fingerprint {
-        self.hasher.hash_one((set, key))
+        let fp = self.hasher.hash_one((set, key));
+        self.mask.map_or(fp, |m| fp & m)
     }
 
     fn save(&self, batch: &mut ElementBatch, fp: Fingerprint) {

@@ -3,7 +3,11 @@
 //! LoadBalancer with a node port and an ingress IP) after a cold start and
 //! after endpoint changes, counted by jemalloc's statistics (the binary's
 //! allocator). The RSS target of issue 12 (≤ 1 KiB per endpoint, the topology and
-//! the watch included) leaves the backend's record a few hundred bytes.
+//! the watch included) leaves the backend's record a few hundred bytes; it
+//! keeps ~60–100 (the ports' views are the node view's, shared; the
+//! element store holds a fingerprint and an owner per element). It was
+//! 760–895 when it kept every port's rendered objects and a second copy of
+//! their elements.
 
 #![allow(clippy::unwrap_used)] // test code: a failure should panic
 
@@ -75,8 +79,10 @@ fn service(i: usize) -> Service {
 
 fn slice(i: usize, first: usize) -> EndpointSlice {
     let endpoints: Vec<_> = (first..first + ENDPOINTS)
-        .map(|j| json!({"addresses": [endpoint_ip(j).to_string()], "nodeName": "node-b",
-                        "conditions": {"ready": true}}))
+        .map(|j| {
+            json!({"addresses": [endpoint_ip(j).to_string()], "nodeName": "node-b",
+                        "conditions": {"ready": true}})
+        })
         .collect();
     serde_json::from_value(json!({
         "metadata": {"name": format!("svc{i:06}-1"), "namespace": "bench",
@@ -107,7 +113,11 @@ async fn committed_bytes(changes: usize) -> (f64, f64) {
     let mut topo = ServiceTopology::new();
     for i in 0..SERVICES {
         assert!(topo.apply_service(&service(i)).errors.is_empty());
-        assert!(topo.apply_endpoint_slice(&slice(i, i * ENDPOINTS)).errors.is_empty());
+        assert!(
+            topo.apply_endpoint_slice(&slice(i, i * ENDPOINTS))
+                .errors
+                .is_empty()
+        );
     }
     let mut view = NodeView::build(&topo, node, IpFamily::V4);
     let mut backend = NftablesBackend::with_executor(&ctx, Box::new(Null));
@@ -143,6 +153,8 @@ async fn committed_bytes(changes: usize) -> (f64, f64) {
 #[tokio::test]
 async fn the_committed_record_stays_small_per_endpoint() {
     let (cold, after) = committed_bytes(1_000).await;
-    eprintln!("committed record: {cold:.0} B/endpoint after cold start, {after:.0} after 1,000 changes");
-    assert!(cold < 4_000.0 && after < 4_000.0, "{cold} {after}");
+    eprintln!(
+        "committed record: {cold:.0} B/endpoint after cold start, {after:.0} after 1,000 changes"
+    );
+    assert!(cold < 200.0 && after < 200.0, "{cold} {after}");
 }
