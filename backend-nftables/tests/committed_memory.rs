@@ -61,7 +61,7 @@ fn endpoint_ip(j: usize) -> Ipv4Addr {
 
 fn service(i: usize) -> Service {
     let c = cluster_ip(i).octets();
-    let spec = if i % 10 == 0 {
+    let spec = if i.is_multiple_of(10) {
         json!({"type": "LoadBalancer", "clusterIP": cluster_ip(i).to_string(),
                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080,
                           "nodePort": 30000 + i / 10}]})

@@ -133,8 +133,7 @@ async fn full_dump(view: &NodeView) -> String {
     let mut backend =
         NftablesBackend::with_executor(&ctx, Box::new(FakeExecutor::new(fake.clone())));
     backend.sync(view, &ChangeSet::full()).await.unwrap();
-    let dump = lock(&fake).dump(IpFamily::V4);
-    dump
+    lock(&fake).dump(IpFamily::V4)
 }
 
 async fn partial_syncs_match_full_ones(mask: Option<u64>) {
