@@ -106,6 +106,10 @@ fn plan_elements(
     touched.sort_unstable();
     touched.dedup();
 
+    // Owners are found by the address of their name first (the store holds
+    // the ports' own `Arc`s: no string hashing), by name otherwise.
+    let by_address: HashMap<*const ServicePortName, &PortChange> =
+        changes.iter().map(|c| (Arc::as_ptr(&c.name), c)).collect();
     let changed: HashMap<&ServicePortName, &PortChange> =
         changes.iter().map(|c| (&*c.name, c)).collect();
     // Unchanged co-owners' objects, rendered once.
@@ -113,7 +117,10 @@ fn plan_elements(
     let committed = &*committed;
     let mut value = |owners: &[Arc<ServicePortName>], after: bool, set: &str, key: &ElemKey| {
         for owner in owners {
-            let element = match changed.get(&**owner) {
+            let change = by_address
+                .get(&Arc::as_ptr(owner))
+                .or_else(|| changed.get(&**owner));
+            let element = match change {
                 Some(c) => if after { &c.new } else { &c.old }
                     .as_ref()
                     .and_then(|o| o.element(set, key))

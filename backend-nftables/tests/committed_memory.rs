@@ -122,25 +122,31 @@ async fn committed_bytes(changes: usize) -> (f64, f64) {
     let mut view = NodeView::build(&topo, node, IpFamily::V4);
     let mut backend = NftablesBackend::with_executor(&ctx, Box::new(Null));
     let before = live();
+    let start = std::time::Instant::now();
     backend.sync(&view, &ChangeSet::full()).await.unwrap();
+    let cold_time = start.elapsed();
     let endpoints = (SERVICES * ENDPOINTS) as f64;
     let cold = (live() - before) as f64 / endpoints;
     // Fresh endpoint IPs beyond those of the cold start.
     let mut next = SERVICES * ENDPOINTS;
     let mut changed = 0;
+    let mut sync_time = std::time::Duration::ZERO;
     for k in 0..changes {
         let i = (k * 7) % SERVICES;
         assert!(topo.apply_endpoint_slice(&slice(i, next)).errors.is_empty());
         next += ENDPOINTS;
         let key = proxy_core::ServiceKey::new("bench", format!("svc{i:06}"));
         view.update_service(&topo, &key);
+        let start = std::time::Instant::now();
         let stats = backend
             .sync(&view, &ChangeSet::partial([port_name(i)]))
             .await
             .unwrap();
+        sync_time += start.elapsed();
         changed += stats.ports_written;
     }
     assert_eq!(changed, changes, "every change wrote its port");
+    eprintln!("cold start sync {cold_time:?}, {changes} change syncs {sync_time:?}");
     // The view and topology grew with the changes (new slices replace old
     // ones: the same size); only the backend's share is counted, by
     // dropping it.
