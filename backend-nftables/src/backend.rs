@@ -4,14 +4,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proxy_core::backend::BackendContext;
-use proxy_core::{Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, SyncStats};
+use proxy_core::{
+    Backend, BackendError, Capabilities, ChangeSet, NodeView, ProxyMode, ServicePortView, SyncStats,
+};
 
 use crate::exec::Executor;
 use crate::ir::{Command, Transaction};
 use crate::netlink::NetlinkExecutor;
 use crate::plan::{Plan, PlanMode, PortChange, commit, plan_ports, push_skeleton};
 use crate::render::{PortObjects, Skeleton, render_port};
-use crate::state::Committed;
+use crate::state::{Committed, ElementStore};
 
 /// Default delay before a stale chain is deleted (upstream: 1 s).
 pub const STALE_CHAIN_DELAY: Duration = Duration::from_secs(1);
@@ -33,6 +35,8 @@ pub struct NftablesBackend {
     needs_full: bool,
     stale_delay: Duration,
     chunk_objects: usize,
+    /// Set by tests of fingerprint collisions in the element store.
+    fingerprint_mask: Option<u64>,
 }
 
 impl std::fmt::Debug for NftablesBackend {
@@ -65,6 +69,27 @@ impl NftablesBackend {
             needs_full: false,
             stale_delay: STALE_CHAIN_DELAY,
             chunk_objects: CHUNK_OBJECTS,
+            fingerprint_mask: None,
+        }
+    }
+
+    /// Keeps only the bits of `mask` of the element store's fingerprints
+    /// (0: every element collides), to test that collisions change
+    /// nothing.
+    #[cfg(feature = "fake")]
+    pub fn with_fingerprint_mask(mut self, mask: u64) -> Self {
+        self.fingerprint_mask = Some(mask);
+        self
+    }
+
+    /// An empty model.
+    fn empty_committed(&self) -> Committed {
+        Committed {
+            elements: match self.fingerprint_mask {
+                Some(m) => ElementStore::with_fingerprint_mask(m),
+                None => ElementStore::default(),
+            },
+            ..Committed::default()
         }
     }
 
@@ -92,18 +117,21 @@ impl NftablesBackend {
         &self.ctx
     }
 
-    fn render_all(
+    fn render(&self, view: &ServicePortView) -> PortObjects {
+        render_port(&self.ctx, view)
+    }
+
+    /// The objects `old` (a committed view) rendered to, given those of
+    /// `new`: the same when the views are.
+    fn old_objects(
         &self,
-        view: &NodeView,
-    ) -> Vec<(Arc<proxy_core::ServicePortName>, Arc<PortObjects>)> {
-        view.iter()
-            .map(|(name, port)| {
-                (
-                    Arc::new(name.clone()),
-                    Arc::new(render_port(&self.ctx, port)),
-                )
-            })
-            .collect()
+        old: &Arc<ServicePortView>,
+        new: Option<(&Arc<ServicePortView>, &Arc<PortObjects>)>,
+    ) -> Arc<PortObjects> {
+        match new {
+            Some((view, objects)) if Arc::ptr_eq(old, view) || old == view => objects.clone(),
+            _ => Arc::new(self.render(old)),
+        }
     }
 
     async fn apply(&mut self, tx: &Transaction) -> Result<(), BackendError> {
@@ -132,27 +160,34 @@ impl NftablesBackend {
         let mut fresh = Committed {
             stale_chains: old.map(|o| o.stale_chains.clone()).unwrap_or_default(),
             shared_chains: old.map(|o| o.shared_chains.clone()).unwrap_or_default(),
-            ..Committed::default()
+            port_chains: old.map_or(0, |o| o.port_chains),
+            ..self.empty_committed()
         };
-        let desired = self.render_all(view);
-        let mut changes: Vec<PortChange> = Vec::with_capacity(desired.len());
-        let mut seen = std::collections::HashSet::new();
-        for (name, objects) in desired {
-            seen.insert(name.clone());
-            let previous = old.and_then(|o| o.ports.get(&name).cloned());
+        let mut changes: Vec<PortChange> = Vec::with_capacity(view.len());
+        for (name, port) in view.iter() {
+            let new = Arc::new(self.render(port));
+            let (name, previous) = match old.and_then(|o| o.ports.get_key_value(name)) {
+                Some((key, committed)) => (
+                    key.clone(),
+                    Some(self.old_objects(committed, Some((port, &new)))),
+                ),
+                None => (Arc::new(name.clone()), None),
+            };
             changes.push(PortChange {
                 name,
                 old: previous,
-                new: Some(objects),
+                new: Some(new),
+                view: Some(port.clone()),
             });
         }
         if let Some(o) = old {
-            for (name, objects) in &o.ports {
-                if !seen.contains(name) {
+            for (name, committed) in &o.ports {
+                if view.get(name).is_none() {
                     changes.push(PortChange {
                         name: name.clone(),
-                        old: Some(objects.clone()),
+                        old: Some(self.old_objects(committed, None)),
                         new: None,
+                        view: None,
                     });
                 }
             }
@@ -164,6 +199,7 @@ impl NftablesBackend {
             now,
             self.stale_delay,
             PlanMode::Rewrite,
+            &|v| self.render(v),
         );
         (fresh, plan)
     }
@@ -213,17 +249,18 @@ impl NftablesBackend {
         self.apply(&tx)
             .await
             .inspect_err(|_| self.needs_full = true)?;
-        let mut committed = Committed::default();
-        let desired = self.render_all(view);
+        let mut committed = self.empty_committed();
         let mut chunk: Vec<PortChange> = Vec::new();
         let mut size = 0;
-        let total = desired.len();
-        for (i, (name, objects)) in desired.into_iter().enumerate() {
+        let total = view.len();
+        for (i, (name, port)) in view.iter().enumerate() {
+            let objects = Arc::new(self.render(port));
             size += objects.object_count();
             chunk.push(PortChange {
-                name,
+                name: Arc::new(name.clone()),
                 old: None,
                 new: Some(objects),
+                view: Some(port.clone()),
             });
             if size >= self.chunk_objects || i + 1 == total {
                 let tx = Transaction::new(self.ctx.family);
@@ -234,6 +271,7 @@ impl NftablesBackend {
                     now,
                     self.stale_delay,
                     PlanMode::KeepStale,
+                    &|v| self.render(v),
                 );
                 stats.ports_written += plan.changes.len();
                 stats.objects_written += plan.tx.len();
@@ -268,13 +306,20 @@ impl NftablesBackend {
         let port_changes: Vec<PortChange> = changes
             .ports()
             .map(|name| {
-                let key = Arc::new(name.clone());
-                let old = committed.ports.get(&key).cloned();
-                let new = view.get(name).map(|p| Arc::new(render_port(&self.ctx, p)));
+                let port = view.get(name);
+                let new = port.map(|p| Arc::new(self.render(p)));
+                let (key, old) = match committed.ports.get_key_value(name) {
+                    Some((key, committed)) => (
+                        key.clone(),
+                        Some(self.old_objects(committed, port.zip(new.as_ref()))),
+                    ),
+                    None => (Arc::new(name.clone()), None),
+                };
                 PortChange {
                     name: key,
                     old,
                     new,
+                    view: port.cloned(),
                 }
             })
             .collect();
@@ -285,6 +330,7 @@ impl NftablesBackend {
             now,
             self.stale_delay,
             PlanMode::KeepStale,
+            &|v| self.render(v),
         );
         if plan.tx.is_empty() {
             self.committed = Some(committed);
@@ -330,8 +376,7 @@ impl NftablesBackend {
 
     fn with_totals(&self, mut stats: SyncStats) -> SyncStats {
         if let Some(c) = &self.committed {
-            let chains: usize =
-                c.ports.values().map(|p| p.chains.len()).sum::<usize>() + c.shared_chains.len();
+            let chains = c.port_chains + c.shared_chains.len();
             stats.totals = vec![
                 ("service_ports".to_string(), c.ports.len() as u64),
                 ("chains".to_string(), chains as u64),

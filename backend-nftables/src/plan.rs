@@ -5,22 +5,27 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy_core::ServicePortName;
+use proxy_core::{ServicePortName, ServicePortView};
 
-use crate::ir::{ChainDef, Command, Element, Transaction};
+use crate::ir::{ChainDef, Command, ElemKey, Element, Transaction};
 use crate::render::{PortObjects, Skeleton};
-use crate::state::{Committed, ElementBatch, SharedChain};
+use crate::state::{Committed, ElementBatch, Fingerprint, SharedChain};
 
 /// One service port whose objects may change.
 #[derive(Debug, Clone)]
 pub struct PortChange {
     /// The port.
     pub name: Arc<ServicePortName>,
-    /// What is committed (None: nothing).
+    /// What is committed (None: nothing), rendered from the committed view.
     pub old: Option<Arc<PortObjects>>,
     /// What the view wants (None: remove).
     pub new: Option<Arc<PortObjects>>,
+    /// The view `new` was rendered from (recorded when the plan commits).
+    pub view: Option<Arc<ServicePortView>>,
 }
+
+/// Renders a port's objects from its view (the backend's `render_port`).
+pub type Render<'a> = &'a dyn Fn(&ServicePortView) -> PortObjects;
 
 /// A planned transaction plus what to record once it succeeds.
 #[derive(Debug)]
@@ -39,11 +44,123 @@ pub struct Plan {
     pub revived: Vec<String>,
     /// Shared chains whose users changed, as they are after the plan.
     pub shared: BTreeMap<String, SharedChain>,
+    /// Ports whose view changed but not their objects: the new view is
+    /// recorded (the node view's, so the old one is not kept alive).
+    pub views: Vec<(Arc<ServicePortName>, Arc<ServicePortView>)>,
 }
 
-fn dedup_elements(elements: &[Element]) -> Vec<Element> {
-    let set: BTreeSet<&Element> = elements.iter().collect();
-    set.into_iter().cloned().collect()
+/// The sorted, deduplicated fingerprints of `objects`' elements.
+fn fingerprints(committed: &Committed, objects: Option<&Arc<PortObjects>>) -> Vec<Fingerprint> {
+    let mut fps: Vec<Fingerprint> = objects
+        .iter()
+        .flat_map(|o| o.elements.iter())
+        .map(|e| committed.elements.fingerprint(&e.set, &e.key))
+        .collect();
+    fps.sort_unstable();
+    fps.dedup();
+    fps
+}
+
+/// Updates the element store for `changes` (owners of fingerprints only
+/// the old or only the new objects hold) and returns the element
+/// deletions and additions that take the kernel from the state before to
+/// the one after (deletions first). An element's value is that of its
+/// first owner by name whose objects hold it: the changed ports' old or
+/// new objects, the others' rendered from their committed view.
+fn plan_elements(
+    committed: &mut Committed,
+    changes: &[PortChange],
+    render: Render<'_>,
+) -> (ElementBatch, Vec<Element>, Vec<Element>) {
+    let mut batch = committed.elements.begin();
+    for c in changes {
+        let old = fingerprints(committed, c.old.as_ref());
+        let new = fingerprints(committed, c.new.as_ref());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            match (old.get(i), new.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), b) if b.is_none_or(|b| a < b) => {
+                    committed.elements.release(&mut batch, &c.name, *a);
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    committed.elements.acquire(&mut batch, &c.name, *b);
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    // Every element whose value may have changed is one of a changed port.
+    let mut touched: Vec<(&str, &ElemKey)> = changes
+        .iter()
+        .flat_map(|c| c.old.iter().chain(c.new.iter()))
+        .flat_map(|o| o.elements.iter())
+        .map(|e| (e.set.as_str(), &e.key))
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+
+    // Owners are found by the address of their name first (the store holds
+    // the ports' own `Arc`s: no string hashing), by name otherwise.
+    let by_address: HashMap<*const ServicePortName, &PortChange> =
+        changes.iter().map(|c| (Arc::as_ptr(&c.name), c)).collect();
+    let changed: HashMap<&ServicePortName, &PortChange> =
+        changes.iter().map(|c| (&*c.name, c)).collect();
+    // Unchanged co-owners' objects, rendered once.
+    let mut others: HashMap<Arc<ServicePortName>, Option<PortObjects>> = HashMap::new();
+    let committed = &*committed;
+    let mut value = |owners: &[Arc<ServicePortName>], after: bool, set: &str, key: &ElemKey| {
+        for owner in owners {
+            let change = by_address
+                .get(&Arc::as_ptr(owner))
+                .or_else(|| changed.get(&**owner));
+            let element = match change {
+                Some(c) => if after { &c.new } else { &c.old }
+                    .as_ref()
+                    .and_then(|o| o.element(set, key))
+                    .cloned(),
+                None => others
+                    .entry(owner.clone())
+                    .or_insert_with(|| committed.ports.get(owner).map(|v| render(v)))
+                    .as_ref()
+                    .and_then(|o| o.element(set, key))
+                    .cloned(),
+            };
+            if element.is_some() {
+                return element;
+            }
+        }
+        None
+    };
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    for (set, key) in touched {
+        let fp = committed.elements.fingerprint(set, key);
+        let before = value(
+            committed.elements.owners_before(&batch, fp),
+            false,
+            set,
+            key,
+        );
+        let after = value(committed.elements.owners(fp), true, set, key);
+        let same = match (&before, &after) {
+            (Some(b), Some(a)) => b.value == a.value && b.comment == a.comment,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        deletes.extend(before);
+        adds.extend(after);
+    }
+    (batch, deletes, adds)
 }
 
 /// Appends the skeleton: table, sets and maps, fixed chains (flushed and
@@ -97,28 +214,27 @@ pub fn plan_ports(
     now: Instant,
     stale_delay: Duration,
     mode: PlanMode,
+    render: Render<'_>,
 ) -> Plan {
     let force = mode == PlanMode::Rewrite;
+    let mut views = Vec::new();
     let changes: Vec<PortChange> = changes
         .into_iter()
         .filter(|c| match (&c.old, &c.new) {
-            (Some(o), Some(n)) => force || o != n,
+            (Some(o), Some(n)) if !force && o == n => {
+                let recorded = committed.ports.get(&c.name);
+                if let Some(v) = &c.view
+                    && !recorded.is_some_and(|r| Arc::ptr_eq(r, v))
+                {
+                    views.push((c.name.clone(), v.clone()));
+                }
+                false
+            }
             (None, None) => false,
             _ => true,
         })
         .collect();
-    let mut batch = committed.elements.begin();
-    for c in &changes {
-        if let Some(o) = &c.old {
-            committed.elements.release(&mut batch, &c.name, &o.elements);
-        }
-        if let Some(n) = &c.new {
-            committed
-                .elements
-                .acquire(&mut batch, &c.name, &dedup_elements(&n.elements));
-        }
-    }
-    let (element_deletes, element_adds) = committed.elements.diff(&batch);
+    let (batch, element_deletes, element_adds) = plan_elements(committed, &changes, render);
 
     // Shared chains: users after the plan, starting from the committed ones.
     let mut shared: BTreeMap<String, SharedChain> = BTreeMap::new();
@@ -255,20 +371,27 @@ pub fn plan_ports(
         deleted_stale,
         revived,
         shared,
+        views,
     }
 }
 
 /// Records a successful plan in `committed`.
 pub fn commit(committed: &mut Committed, plan: Plan, now: Instant) {
     for c in plan.changes {
-        match c.new {
-            Some(n) => {
-                committed.ports.insert(c.name, n);
+        let chains = |o: &Option<Arc<PortObjects>>| o.as_ref().map_or(0, |o| o.chains.len());
+        committed.port_chains =
+            committed.port_chains.saturating_sub(chains(&c.old)) + chains(&c.new);
+        match c.view.filter(|_| c.new.is_some()) {
+            Some(v) => {
+                committed.ports.insert(c.name, v);
             }
             None => {
                 committed.ports.remove(&c.name);
             }
         }
+    }
+    for (name, view) in plan.views {
+        committed.ports.insert(name, view);
     }
     for c in plan.revived {
         committed.stale_chains.remove(&c);

@@ -38,7 +38,7 @@ pub struct PortObjects {
     pub shared_chains: Vec<(String, Vec<Rule>)>,
     /// Per-endpoint affinity sets.
     pub affinity_sets: Vec<SetDef>,
-    /// Elements of the shared sets and maps.
+    /// Elements of the shared sets and maps, sorted and without duplicates.
     pub elements: Vec<Element>,
 }
 
@@ -49,6 +49,17 @@ impl PortObjects {
         self.chains.iter().map(|(_, r)| 1 + r.len()).sum::<usize>()
             + self.affinity_sets.len()
             + self.elements.len()
+    }
+
+    /// The element `key` of `set` these objects want (of two for one key,
+    /// the last in order).
+    pub fn element(&self, set: &str, key: &ElemKey) -> Option<&Element> {
+        let end = self
+            .elements
+            .partition_point(|e| (e.set.as_str(), &e.key) <= (set, key));
+        self.elements[..end]
+            .last()
+            .filter(|e| e.set == set && e.key == *key)
     }
 }
 
@@ -95,13 +106,9 @@ pub fn render_port(ctx: &BackendContext, view: &ServicePortView) -> PortObjects 
         out: PortObjects::default(),
     };
     b.build();
-    // Kept in the committed state until the port changes: no growth slack.
     let mut out = b.out;
-    out.elements.shrink_to_fit();
-    out.chains.shrink_to_fit();
-    for (_, rules) in out.chains.iter_mut().chain(out.shared_chains.iter_mut()) {
-        rules.shrink_to_fit();
-    }
+    out.elements.sort_unstable();
+    out.elements.dedup();
     out
 }
 
