@@ -323,7 +323,12 @@ fn settle(proxy: &mut Proxy) -> f64 {
 /// the event came may end after it without carrying it: the kernel is read
 /// again after each later sync). `None` when the kernel did not show the
 /// change within [`CHANGE_TIMEOUT`] (the run goes on and reports it).
-fn timed_change(proxy: &mut Proxy, mode: Mode, change: &Change, apply: impl FnOnce()) -> Option<f64> {
+fn timed_change(
+    proxy: &mut Proxy,
+    mode: Mode,
+    change: &Change,
+    apply: impl FnOnce(),
+) -> Option<f64> {
     let mut checked = settle(proxy);
     let t0 = SystemTime::now();
     apply();
@@ -385,7 +390,10 @@ impl Kind {
         let shown = kernel::shows_all(mode, changes).unwrap();
         for (change, shown) in changes.iter().zip(shown) {
             if !shown {
-                println!("NOT PROGRAMMED: {change:?} not in the kernel after the {}s", self.name);
+                println!(
+                    "NOT PROGRAMMED: {change:?} not in the kernel after the {}s",
+                    self.name
+                );
                 self.missing += 1;
             }
         }
@@ -557,7 +565,11 @@ fn floor_writes(mode: Mode, changes: usize) -> Vec<f64> {
         ms
     };
     if mode == Mode::Nftables {
-        run("nft", &["-f", "-"], "add set ip kube-proxy e2e-floor { type ipv4_addr ; }\n");
+        run(
+            "nft",
+            &["-f", "-"],
+            "add set ip kube-proxy e2e-floor { type ipv4_addr ; }\n",
+        );
     }
     (0..changes)
         .map(|k| {
@@ -866,11 +878,19 @@ fn run(args: Args, floor_ns: Netns) -> bool {
     );
     for kind in &results {
         let missed = if kind.missing > 0 {
-            format!(" -- {} NOT PROGRAMMED within {} s", kind.missing, CHANGE_TIMEOUT.as_secs())
+            format!(
+                " -- {} NOT PROGRAMMED within {} s",
+                kind.missing,
+                CHANGE_TIMEOUT.as_secs()
+            )
         } else {
             String::new()
         };
-        println!("  {:<20} {}{missed}", kind.name, percentiles(&kind.latencies));
+        println!(
+            "  {:<20} {}{missed}",
+            kind.name,
+            percentiles(&kind.latencies)
+        );
     }
     let floor_kind = match mode {
         Mode::Nftables => "one nft element",

@@ -61,7 +61,10 @@ pub enum Change {
         endpoints: Vec<Ipv4Addr>,
     },
     /// Service `service`'s ClusterIP is no longer served.
-    ServiceRemoved { service: String, cluster_ip: Ipv4Addr },
+    ServiceRemoved {
+        service: String,
+        cluster_ip: Ipv4Addr,
+    },
     /// LoadBalancer Service `service` has node port `port`.
     NodePort { service: String, port: u16 },
 }
@@ -160,26 +163,25 @@ pub fn shows_all(mode: Mode, changes: &[Change]) -> Result<Vec<bool>, String> {
         Mode::Nftables => {
             let table = nft_table()?;
             let (found, ports) = (addresses(&table), numbers(&table));
-            Ok(changes.iter().map(|change| nft_shows(&found, &ports, change)).collect())
+            Ok(changes
+                .iter()
+                .map(|change| nft_shows(&found, &ports, change))
+                .collect())
         }
     }
 }
 
 fn nft_shows(found: &HashSet<Ipv4Addr>, ports: &HashSet<u32>, change: &Change) -> bool {
-            match change {
-                Change::Endpoint { ip, .. } => found.contains(ip),
-                Change::ServiceAdded {
-                    cluster_ip,
-                    endpoints,
-                    ..
-                } => {
-                    found.contains(cluster_ip) && endpoints.iter().all(|e| found.contains(e))
-                }
-                Change::ServiceRemoved { cluster_ip, .. } => {
-                    !found.contains(cluster_ip)
-                }
-                Change::NodePort { port, .. } => ports.contains(&u32::from(*port)),
-            }
+    match change {
+        Change::Endpoint { ip, .. } => found.contains(ip),
+        Change::ServiceAdded {
+            cluster_ip,
+            endpoints,
+            ..
+        } => found.contains(cluster_ip) && endpoints.iter().all(|e| found.contains(e)),
+        Change::ServiceRemoved { cluster_ip, .. } => !found.contains(cluster_ip),
+        Change::NodePort { port, .. } => ports.contains(&u32::from(*port)),
+    }
 }
 
 /// Reads the chains `change` touched (`iptables -S <chain>`).
