@@ -805,6 +805,34 @@ fn run(args: Args, floor_ns: Netns) -> bool {
     kind.verify(mode, &made);
     results.push(kind);
     let changes_took = changes_started.elapsed();
+    // Controls: changes never made must not show, or the checks above
+    // could not fail.
+    let controls = [
+        Change::Endpoint {
+            service: "svc-0".into(),
+            ip: ip([10, 64, 0, 1], m),
+        },
+        Change::ServiceAdded {
+            service: format!("new-{m}"),
+            cluster_ip: new_ip(m),
+            endpoints: vec![ip([10, 80, 0, 1], m * e)],
+        },
+        Change::ServiceRemoved {
+            service: "svc-0".into(),
+            cluster_ip: cluster_ip(0),
+        },
+        Change::NodePort {
+            service: "svc-0".into(),
+            port: new_port(m),
+        },
+    ];
+    let shown = kernel::shows_all(mode, &controls).unwrap();
+    for (control, shown) in controls.iter().zip(shown) {
+        assert!(
+            !shown,
+            "the kernel check passes a change never made: {control:?}"
+        );
+    }
     settle(&mut proxy);
     let rss_after = rss_kib(pid);
     let cpu_changes = cpu_seconds(pid).unwrap() - cpu_changes_start;
