@@ -902,7 +902,12 @@ fn run(args: Args, floor_ns: Netns) -> bool {
         copy_took.as_secs_f64()
     );
     println!(
-        "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; each change read back from the kernel):"
+        "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; {}):",
+        if kernel::reads_each(mode) {
+            "each change read back from the chains it touched"
+        } else {
+            "every change read back from the whole table after its kind"
+        }
     );
     for kind in &results {
         let missed = if kind.missing > 0 {
