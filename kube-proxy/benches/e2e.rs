@@ -23,8 +23,8 @@
 //!   after which the kernel holds every Service's ClusterIP and every
 //!   endpoint (the end read from the proxy's
 //!   `kubeproxy_sync_proxy_rules_last_timestamp_seconds`, the content
-//!   checked in the kernel: iptables, every `KUBE-SVC-`/`KUBE-SEP-` chain by
-//!   name over netlink and `KUBE-SERVICES` with `iptables -S`; nftables,
+//!   checked in the kernel: iptables, `KUBE-SERVICES` with `iptables -S`
+//!   (every ClusterIP) and the chains of 100 Services (their endpoints); nftables,
 //!   `nft list table`; see `support/kernel.rs`).
 //! - **change latency**: from the fake server handing the watch event to
 //!   the HTTP stream (just before) to the end of the proxy's sync that
@@ -466,9 +466,8 @@ fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
 ///
 /// The copy is made as the proxy made its own: a second proxy, in
 /// `floor_ns`, fed by the same API server (served there on a second
-/// listener), runs until the kernel holds the same chains as the proxy's
-/// namespace (`want`, by name, read through netlink), then is killed (its
-/// rules stay). A save of the proxy's ruleset and a restore of it would
+/// listener), runs until the kernel holds what the proxy's namespace held
+/// (`want`, [`kernel::fingerprint`]), then is killed (its rules stay). A save of the proxy's ruleset and a restore of it would
 /// be simpler, but `iptables-nft-save` beside a 10k-Service table ran for
 /// minutes and once crashed.
 fn floor(
@@ -498,7 +497,7 @@ fn floor(
 }
 
 /// Runs a proxy fed by `master` (from a thread in the floor namespace)
-/// until the namespace holds the chains `want`, then kills it.
+/// until the namespace holds `want` ([`kernel::fingerprint`]), then kills it.
 fn copy_ruleset(mode: Mode, master: &str, want: &HashSet<String>) {
     let mut proxy = start("e2e-floor", mode, master, &[], None);
     let started = Instant::now();
@@ -509,7 +508,7 @@ fn copy_ruleset(mode: Mode, master: &str, want: &HashSet<String>) {
         if count > seen {
             seen = count;
             first_sync.get_or_insert_with(Instant::now);
-            let names = kernel::chain_names(mode).unwrap();
+            let names = kernel::fingerprint(mode).unwrap();
             let missing = want.difference(&names).count();
             let extra = names.difference(want).count();
             if missing == 0 && extra == 0 {
@@ -519,7 +518,7 @@ fn copy_ruleset(mode: Mode, master: &str, want: &HashSet<String>) {
             // floor still runs beside a table of about the size, and says so.
             if first_sync.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
                 println!(
-                    "floor copy: {missing} of the proxy's {} chains missing, {extra} more",
+                    "floor copy: {missing} of the proxy's {} chains or rules missing, {extra} more",
                     want.len()
                 );
                 break;
@@ -880,7 +879,7 @@ fn run(args: Args, floor_ns: Netns) -> bool {
 
     // The floor, next to the same-size ruleset: a copy of the proxy's
     // chains (by name) in the floor's namespace.
-    let want = kernel::chain_names(mode).unwrap();
+    let want = kernel::fingerprint(mode).unwrap();
     let missing: usize = results.iter().map(|k| k.missing).sum();
     // The proxy's log stays only when the run failed (a panic skips this).
     let dir = proxy.dir.clone();
