@@ -275,8 +275,8 @@ const ENDPOINT_SAMPLE: usize = 100;
 /// such chain exists), and for [`ENDPOINT_SAMPLE`] Services spread over
 /// `expected` the `KUBE-SVC-…` jumps to the `KUBE-SEP-…` of each endpoint
 /// (named by a hash of its `ip:port`). Not every endpoint: that would mean
-/// reading every chain, the whole table; the kernel's netlink dump of the
-/// chain names is quadratic in their number (minutes for 330k chains).
+/// reading every chain, the whole table; the netlink dump of the chain
+/// names took minutes for 330k chains (kernel time, likely quadratic).
 /// nftables: every address is in the table.
 pub fn complete(mode: Mode, expected: &[Expected]) -> Result<bool, String> {
     match mode {
