@@ -23,16 +23,24 @@
 //!   after which the kernel holds every Service's ClusterIP and every
 //!   endpoint (the end read from the proxy's
 //!   `kubeproxy_sync_proxy_rules_last_timestamp_seconds`, the content
-//!   checked in a dump of the kernel's rules).
+//!   checked in the kernel: iptables, `KUBE-SERVICES` with `iptables -S`
+//!   (every ClusterIP) and the chains of 100 Services (their endpoints); nftables,
+//!   `nft list table`; see `support/kernel.rs`).
 //! - **change latency**: from the fake server handing the watch event to
 //!   the HTTP stream (just before) to the end of the proxy's sync that
-//!   wrote it (the same gauge: it is set after `nft`/`iptables-restore`
+//!   carried it (the same gauge: it is set after `nft`/`iptables-restore`
 //!   returned, so the rules are then in the kernel), as upstream's
-//!   `network_programming_duration`. Every change waits for its sync;
-//!   after each kind a kernel dump proves every change is there.
-//! - **floor**: in a second namespace loaded with a copy of the proxy's
-//!   ruleset: one `nft -f -` adding one set element into the same-size
-//!   table, or one `iptables-restore --noflush` of a one-rule chain.
+//!   `network_programming_duration`. The sync that carried it is the first
+//!   one ending after the event after which the kernel shows the change
+//!   (iptables: the chains it touched, read after each such sync;
+//!   nftables: the whole table, read once after each kind, minutes at
+//!   100k). A change not in the kernel within 2 minutes is reported (and
+//!   the run exits 1), not timed.
+//! - **floor**: in a second namespace holding a copy of the proxy's
+//!   ruleset, made by a second proxy fed by the same server (no whole-table
+//!   save: `iptables-nft-save` beside 10k Services took minutes): one
+//!   `nft -f -` adding one set element into the same-size table, or one
+//!   `iptables-restore --noflush` of a one-rule chain.
 //! - **memory**: the proxy's VmRSS after the cold start and after the
 //!   changes, its VmHWM, and the VmHWM of every child (`nft`,
 //!   `iptables-restore`), sampled from `/proc/<pid>/task/*/children`
@@ -44,8 +52,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,21 +61,23 @@ use proxy_core::conformance::netns::Netns;
 
 mod support;
 use support::cpu::{cpu_seconds, cpu_split};
-use support::{get_metrics, is_root, mib, rss_kib, status_kib};
-
+use support::kernel::{self, Change, Expected, Mode};
 use support::lean_api::{LeanApi, NS, Object, Resource};
+use support::proxy::{
+    LAST_SYNC, Launch, METRICS, Proxy, SYNCS, children, metric, netns_with_lo, scrape, scratch_dir,
+};
+use support::{is_root, mib, rss_kib, status_kib};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
-const METRICS: &str = "127.0.0.1:10249";
-const SYNCS: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}";
-const LAST_SYNC: &str = "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}";
+/// How long a change may take to show in the kernel before the bench
+/// reports it as not programmed.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The first node port; LoadBalancer Services get 30000.. (at most 1,000).
 const NODE_PORT_BASE: u16 = 30000;
 const LB_SERVICES_MAX: usize = 1000;
 
 #[derive(Clone)]
 struct Args {
-    mode: String,
+    mode: Mode,
     services: usize,
     endpoints: usize,
     changes: usize,
@@ -83,7 +92,7 @@ struct Args {
 
 fn args() -> Args {
     let mut args = Args {
-        mode: "nftables".into(),
+        mode: Mode::Nftables,
         services: 1000,
         endpoints: 10,
         changes: 50,
@@ -95,7 +104,9 @@ fn args() -> Args {
     while let Some(arg) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
         match arg.as_str() {
-            "--mode" => args.mode = value(),
+            "--mode" => {
+                args.mode = Mode::parse(&value()).expect("--mode iptables|nftables");
+            }
             "--services" => args.services = value().parse().unwrap(),
             "--endpoints" => args.endpoints = value().parse().unwrap(),
             "--changes" => args.changes = value().parse().unwrap(),
@@ -110,10 +121,6 @@ fn args() -> Args {
             other => panic!("unknown argument {other}"),
         }
     }
-    assert!(
-        ["iptables", "nftables"].contains(&args.mode.as_str()),
-        "--mode iptables|nftables"
-    );
     args
 }
 
@@ -145,19 +152,13 @@ fn load_average() -> String {
         .join(" ")
 }
 
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `GET /metrics` requests the bench made (each costs the proxy some CPU).
 static SCRAPES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// `(syncs, end of the last sync)` as the proxy reports them.
 fn syncs() -> (f64, f64) {
     SCRAPES.fetch_add(1, Ordering::Relaxed);
-    let body = get_metrics(METRICS.parse::<SocketAddr>().unwrap()).unwrap_or_default();
+    let body = scrape(None).unwrap_or_default();
     (
         metric(&body, SYNCS).unwrap_or(0.0),
         metric(&body, LAST_SYNC).unwrap_or(0.0),
@@ -166,33 +167,6 @@ fn syncs() -> (f64, f64) {
 
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// Every dotted-quad token of `text`.
-fn addresses(text: &str) -> HashSet<Ipv4Addr> {
-    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .filter_map(|t| t.parse().ok())
-        .collect()
-}
-
-/// Every integer token of `text`.
-fn numbers(text: &str) -> HashSet<u32> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .filter_map(|t| t.parse().ok())
-        .collect()
-}
-
-/// The proxy's rules as the kernel holds them (run in the proxy's namespace).
-fn dump(mode: &str) -> String {
-    let out = if mode == "nftables" {
-        Command::new("nft")
-            .args(["list", "table", "ip", "kube-proxy"])
-            .output()
-    } else {
-        Command::new("iptables-save").output()
-    }
-    .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Seconds since midnight of a log line's `2026-12-05T04:41:22.639926Z`.
@@ -252,21 +226,6 @@ struct Peaks {
     children: Mutex<BTreeMap<String, u64>>,
 }
 
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    list.split_whitespace()
-                        .filter_map(|p| p.parse::<u32>().ok()),
-                );
-            }
-        }
-    }
-    out
-}
-
 fn sample_children(pid: u32, peaks: Arc<Peaks>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         for child in children(pid) {
@@ -287,54 +246,25 @@ fn sample_children(pid: u32, peaks: Arc<Peaks>, stop: Arc<AtomicBool>) {
     }
 }
 
-struct Proxy {
-    child: Child,
-    dir: PathBuf,
-    /// The process running the binary: the child, or under a wrapper its
-    /// descendant.
-    pid: u32,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if self.pid != self.child.id() {
-            // Under a wrapper: end the proxy, the wrapper then finishes.
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-        } else {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// The descendant of `root` (or `root`) whose executable is the binary.
-fn find_binary(root: u32) -> Option<u32> {
-    let bin = std::fs::canonicalize(BIN).ok()?;
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
-        if std::fs::read_link(format!("/proc/{pid}/exe")).ok().as_ref() == Some(&bin) {
-            return Some(pid);
-        }
-        todo.extend(children(pid));
-    }
-    None
-}
-
-/// Starts the binary (from a thread inside the namespace: it lives there).
-fn start(mode: &str, master: &str, env: &[(String, String)], wrapper: Option<&str>) -> Proxy {
-    let dir = std::env::temp_dir().join(format!("kube-proxy-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// Starts the binary from the calling thread (in its namespace), with
+/// its scratch directory `kube-proxy-<tag>-<pid>`, fed by `master`.
+fn start(
+    tag: &str,
+    mode: Mode,
+    master: &str,
+    env: &[(String, String)],
+    wrapper: Option<&str>,
+) -> Proxy {
+    let mode = match mode {
+        Mode::Iptables => "iptables",
+        Mode::Nftables => "nftables",
+    };
     // minSyncPeriod 10ms (0 reads as the default, 1s): each change syncs
     // at once, as with the default when changes come more than 1 s apart
     // (here they come one at a time, each after the previous one is in
     // the kernel), without making the bench wait a second per change.
-    std::fs::write(
-        dir.join("config.yaml"),
-        format!(
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+    let config = format!(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: {mode}
 hostnameOverride: node-a
@@ -343,57 +273,22 @@ metricsBindAddress: {METRICS}
 iptables: {{minSyncPeriod: 10ms}}
 nftables: {{minSyncPeriod: 10ms}}
 "
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
-    let mut command = match wrapper {
-        Some(w) => {
-            let mut c = Command::new(w);
-            c.arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
-    let mut child = command
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .args(["--master", master])
-        .env_remove("RUST_LOG")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let pid = loop {
-        if let Some(pid) = find_binary(child.id()) {
-            break pid;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the proxy (or its wrapper) exited at once ({status})");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no proxy process under the wrapper"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Proxy { child, dir, pid }
-}
-
-impl Proxy {
-    fn check_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(self.dir.join("kube-proxy.log")).unwrap_or_default();
-            panic!("kube-proxy exited ({status}):\n{log}");
-        }
-    }
+    );
+    Proxy::start(&Launch {
+        dir: &scratch_dir(tag),
+        config: &config,
+        args: &["--master", master],
+        env,
+        wrapper,
+        ns: None,
+    })
 }
 
 /// p50/p90/p99/max of `samples`, in ms.
 fn percentiles(samples: &[f64]) -> String {
+    if samples.is_empty() {
+        return "none".into();
+    }
     let mut s = samples.to_vec();
     s.sort_by(f64::total_cmp);
     let at = |q: f64| s[((s.len() as f64 * q).ceil() as usize).clamp(1, s.len()) - 1];
@@ -423,22 +318,92 @@ fn settle(proxy: &mut Proxy) -> f64 {
 }
 
 /// Makes one change (`apply`) and returns ms from the event to the end of
-/// the sync that followed it.
-fn timed_change(proxy: &mut Proxy, apply: impl FnOnce()) -> f64 {
-    let before = settle(proxy);
+/// the sync that carried it: the first sync that ended after the event
+/// and after which the kernel shows `change` (a sync already running when
+/// the event came may end after it without carrying it: the kernel is read
+/// again after each later sync). `None` when the kernel did not show the
+/// change within [`CHANGE_TIMEOUT`] (the run goes on and reports it).
+fn timed_change(
+    proxy: &mut Proxy,
+    mode: Mode,
+    change: &Change,
+    apply: impl FnOnce(),
+) -> Option<f64> {
+    let mut checked = settle(proxy);
     let t0 = SystemTime::now();
     apply();
     let started = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(1));
         let (count, last) = syncs();
-        if count > before {
-            return (last - unix(t0)) * 1000.0;
+        if count > checked && last >= unix(t0) {
+            checked = count;
+            if !kernel::reads_each(mode) {
+                // Read back with the kind's other changes (`verify`).
+                return Some((last - unix(t0)) * 1000.0);
+            }
+            match kernel::shows(mode, change) {
+                Ok(true) => {
+                    // A later sync may have written it while the kernel
+                    // was read: the latest end is the conservative one.
+                    let (_, last) = syncs();
+                    return Some((last - unix(t0)) * 1000.0);
+                }
+                Ok(false) => {}
+                Err(e) => println!("warning: reading the kernel for {change:?}: {e}"),
+            }
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            panic!("no sync within 2 minutes of a change");
+        if started.elapsed() > CHANGE_TIMEOUT {
+            println!(
+                "NOT PROGRAMMED: {change:?} not in the kernel {} s after the event ({count} syncs)",
+                CHANGE_TIMEOUT.as_secs()
+            );
+            return None;
         }
         proxy.check_alive();
+    }
+}
+
+/// The latencies of one kind of change, and how many never showed.
+struct Kind {
+    name: &'static str,
+    latencies: Vec<f64>,
+    missing: usize,
+}
+
+impl Kind {
+    fn new(name: &'static str) -> Kind {
+        Kind {
+            name,
+            latencies: Vec::new(),
+            missing: 0,
+        }
+    }
+
+    /// Where the kernel is read once per kind ([`kernel::reads_each`]),
+    /// reads back `changes` (those no later change overwrote) and counts
+    /// the missing ones.
+    fn verify(&mut self, mode: Mode, changes: &[Change]) {
+        if kernel::reads_each(mode) {
+            return;
+        }
+        let shown = kernel::shows_all(mode, changes).unwrap();
+        for (change, shown) in changes.iter().zip(shown) {
+            if !shown {
+                println!(
+                    "NOT PROGRAMMED: {change:?} not in the kernel after the {}s",
+                    self.name
+                );
+                self.missing += 1;
+            }
+        }
+    }
+
+    fn record(&mut self, latency: Option<f64>) {
+        match latency {
+            Some(ms) => self.latencies.push(ms),
+            None => self.missing += 1,
+        }
     }
 }
 
@@ -461,7 +426,7 @@ struct IdleCpu {
 /// `/metrics` scrape (to subtract the bench's polling from the change
 /// phase's CPU).
 fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
-    let pid = proxy.child.id();
+    let pid = proxy.pid;
     let syncs_before = syncs().0;
     let started = Instant::now();
     let split_start = cpu_split(pid).unwrap();
@@ -497,76 +462,138 @@ fn idle_cpu(proxy: &mut Proxy, secs: u64) -> IdleCpu {
 }
 
 /// The floor: `changes` smallest writes into a copy of the proxy's
-/// ruleset, in `floor_ns` (ms each).
-fn floor(mode: &str, floor_ns: &Netns, changes: usize) -> Vec<f64> {
-    let (save, restore): (&[&str], &[&str]) = if mode == "nftables" {
-        (&["nft", "list", "ruleset"], &["nft", "-f", "-"])
-    } else {
-        (&["iptables-save"], &["iptables-restore"])
-    };
-    let ruleset = Command::new(save[0])
-        .args(&save[1..])
-        .output()
+/// ruleset in `floor_ns` (ms each), and how long making the copy took.
+///
+/// The copy is made as the proxy made its own: a second proxy, in
+/// `floor_ns`, fed by the same API server (served there on a second
+/// listener), runs until the kernel holds what the proxy's namespace held
+/// (`want`, [`kernel::fingerprint`]), then is killed (its rules stay). A save of the proxy's ruleset and a restore of it would
+/// be simpler, but `iptables-nft-save` beside a 10k-Service table ran for
+/// minutes and once crashed.
+fn floor(
+    mode: Mode,
+    floor_ns: &Netns,
+    api: &LeanApi,
+    want: HashSet<String>,
+    changes: usize,
+) -> (Vec<f64>, Duration) {
+    let listener = floor_ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap()
-        .stdout;
-    let out = floor_ns
-        .command(restore[0])
-        .args(&restore[1..])
-        .output_with_input(&ruleset)
         .unwrap();
-    assert!(
-        out.status.success(),
-        "loading the floor copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut times = Vec::new();
-    if mode == "nftables" {
-        let out = floor_ns
-            .command("nft")
-            .args(["add set ip kube-proxy e2e-floor { type ipv4_addr ; }"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let master = format!("http://{}", api.serve_on(listener));
+    let handle = floor_ns
+        .spawn("e2e-floor", move || {
+            let copied = Instant::now();
+            copy_ruleset(mode, &master, &want);
+            let copied = copied.elapsed();
+            (floor_writes(mode, changes), copied)
+        })
+        .unwrap();
+    match handle.join() {
+        Ok(result) => result.unwrap(),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
-    for k in 0..changes {
-        let target = ip([10, 255, 0, 1], k);
-        let (program, args, input): (&str, &[&str], String) = if mode == "nftables" {
-            (
-                "nft",
-                &["-f", "-"],
-                format!("add element ip kube-proxy e2e-floor {{ {target} }}\n"),
-            )
-        } else {
-            (
-                "iptables-restore",
-                &["-w", "5", "-W", "100000", "--noflush", "--counters"],
-                format!(
-                    "*nat\n:KUBE-E2E-FLOOR - [0:0]\n-A KUBE-E2E-FLOOR -d {target}/32 -j RETURN\nCOMMIT\n"
-                ),
-            )
-        };
+}
+
+/// Runs a proxy fed by `master` (from a thread in the floor namespace)
+/// until the namespace holds `want` ([`kernel::fingerprint`]), then kills it.
+fn copy_ruleset(mode: Mode, master: &str, want: &HashSet<String>) {
+    let mut proxy = start("e2e-floor", mode, master, &[], None);
+    let started = Instant::now();
+    let (mut seen, mut first_sync) = (0.0, None);
+    loop {
+        proxy.check_alive();
+        let (count, _) = syncs();
+        if count > seen {
+            seen = count;
+            first_sync.get_or_insert_with(Instant::now);
+            let names = kernel::fingerprint(mode).unwrap();
+            let missing = want.difference(&names).count();
+            let extra = names.difference(want).count();
+            if missing == 0 && extra == 0 {
+                break;
+            }
+            // The same objects make the same chains; should they not, the
+            // floor still runs beside a table of about the size, and says so.
+            if first_sync.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+                println!(
+                    "floor copy: {missing} of the proxy's {} chains or rules missing, {extra} more",
+                    want.len()
+                );
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the floor's copy was not complete within 30 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = proxy.dir.clone();
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `changes` smallest writes of `mode`, from a thread in the floor's
+/// namespace (ms each).
+fn floor_writes(mode: Mode, changes: usize) -> Vec<f64> {
+    let run = |program: &str, args: &[&str], input: &str| {
+        use std::io::Write;
         let started = Instant::now();
-        let out = floor_ns
-            .command(program)
+        let mut child = Command::new(program)
             .args(args)
-            .output_with_input(input.as_bytes())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
         assert!(
             out.status.success(),
-            "{}",
+            "{program}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        ms
+    };
+    if mode == Mode::Nftables {
+        run(
+            "nft",
+            &["-f", "-"],
+            "add set ip kube-proxy e2e-floor { type ipv4_addr ; }\n",
+        );
     }
-    times
+    (0..changes)
+        .map(|k| {
+            let target = ip([10, 255, 0, 1], k);
+            match mode {
+                Mode::Nftables => run(
+                    "nft",
+                    &["-f", "-"],
+                    &format!("add element ip kube-proxy e2e-floor {{ {target} }}\n"),
+                ),
+                Mode::Iptables => run(
+                    "iptables-restore",
+                    &["-w", "5", "-W", "100000", "--noflush", "--counters"],
+                    &format!(
+                        "*nat\n:KUBE-E2E-FLOOR - [0:0]\n-A KUBE-E2E-FLOOR -d {target}/32 -j RETURN\nCOMMIT\n"
+                    ),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// The whole run, on a thread inside the proxy's namespace.
-fn run(args: Args, floor_ns: Netns) {
+/// Whether every change showed in the kernel.
+fn run(args: Args, floor_ns: Netns) -> bool {
     let (n, e, m) = (args.services, args.endpoints, args.changes);
     let load_start = load_average();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -585,7 +612,7 @@ fn run(args: Args, floor_ns: Netns) {
         api.apply(Object::slice(&name, &ips));
     }
     println!(
-        "e2e: {} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind{}; load average {load_start}",
+        "e2e: {:?} mode, {n} Services x {e} endpoints ({} LoadBalancer), {m} changes of each kind{}; load average {load_start}",
         args.mode,
         (0..n).filter(|i| is_lb(*i)).count(),
         args.proxy_env
@@ -610,7 +637,8 @@ fn run(args: Args, floor_ns: Netns) {
     // Cold start.
     let spawned = SystemTime::now();
     let mut proxy = start(
-        &args.mode,
+        "e2e",
+        args.mode,
         &api.url(),
         &args.proxy_env,
         args.proxy_wrapper.as_deref(),
@@ -622,18 +650,24 @@ fn run(args: Args, floor_ns: Netns) {
         let (peaks, stop) = (peaks.clone(), stop.clone());
         std::thread::spawn(move || sample_children(pid, peaks, stop))
     };
-    let want_ips: HashSet<Ipv4Addr> = (0..n)
-        .map(cluster_ip)
-        .chain((0..n).flat_map(|i| (0..e).map(move |k| pod_ip(i, k, e))))
+    let expected: Vec<Expected> = (0..n)
+        .map(|i| Expected {
+            service: format!("svc-{i}"),
+            cluster_ip: cluster_ip(i),
+            endpoints: (0..e).map(|k| pod_ip(i, k, e)).collect(),
+        })
         .collect();
     let mut seen = 0.0;
+    let mut checking = Duration::ZERO;
     let cold = loop {
         proxy.check_alive();
         let (count, last) = syncs();
         if count > seen {
             seen = count;
-            let found = addresses(&dump(&args.mode));
-            if want_ips.iter().all(|ip| found.contains(ip)) {
+            let check = Instant::now();
+            let complete = kernel::complete(args.mode, &expected).unwrap();
+            checking += check.elapsed();
+            if complete {
                 break last - unix(spawned);
             }
         }
@@ -648,7 +682,7 @@ fn run(args: Args, floor_ns: Netns) {
     let cold_children = std::mem::take(&mut *peaks.children.lock().unwrap());
     let rss_cold = rss_kib(pid);
     let hwm_cold = status_kib(pid, "VmHWM:");
-    let log = std::fs::read_to_string(proxy.dir.join("kube-proxy.log")).unwrap_or_default();
+    let log = proxy.log();
     let at = |needle: &str| {
         log.lines()
             .find(|l| l.contains(needle))
@@ -688,81 +722,116 @@ fn run(args: Args, floor_ns: Netns) {
         cpu_split(pid).unwrap().1,
         SCRAPES.load(Ordering::Relaxed),
     );
-    let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
+    let mode = args.mode;
+    let changes_started = Instant::now();
+    let mut results: Vec<Kind> = Vec::new();
+    let mut made: Vec<Change> = Vec::new();
 
     // Endpoint change: endpoint 0 of a Service gets a new address.
-    let mut lat = Vec::new();
+    let mut kind = Kind::new("endpoint change");
     let fresh = |k: usize| ip([10, 64, 0, 1], k);
     for (k, &i) in targets.iter().enumerate() {
         let name = format!("svc-{i}");
         let mut ips: Vec<Ipv4Addr> = (0..e).map(|j| pod_ip(i, j, e)).collect();
         ips[0] = fresh(k);
-        lat.push(timed_change(&mut proxy, || {
+        let change = Change::Endpoint {
+            service: name.clone(),
+            ip: fresh(k),
+        };
+        kind.record(timed_change(&mut proxy, mode, &change, || {
             api.apply(Object::slice(&name, &ips));
         }));
+        made.push(change);
     }
-    let found = addresses(&dump(&args.mode));
-    let ok = (0..m).filter(|k| found.contains(&fresh(*k))).count();
-    assert_eq!(ok, m, "endpoint changes in the kernel");
-    results.push(("endpoint change", lat));
+    kind.verify(mode, &std::mem::take(&mut made));
+    results.push(kind);
 
     // Service added (its EndpointSlice first, then the Service: the event).
-    let mut lat = Vec::new();
+    let mut kind = Kind::new("Service added");
     let new_ip = |k: usize| ip([10, 112, 0, 1], k);
     for k in 0..m {
         let name = format!("new-{k}");
         let ips: Vec<Ipv4Addr> = (0..e).map(|j| ip([10, 80, 0, 1], k * e + j)).collect();
         api.apply(Object::slice(&name, &ips));
-        lat.push(timed_change(&mut proxy, || {
+        let change = Change::ServiceAdded {
+            service: name.clone(),
+            cluster_ip: new_ip(k),
+            endpoints: ips,
+        };
+        kind.record(timed_change(&mut proxy, mode, &change, || {
             api.apply(Object::service(&name, new_ip(k), None));
         }));
+        made.push(change);
     }
-    let found = addresses(&dump(&args.mode));
-    assert_eq!(
-        (0..m).filter(|k| found.contains(&new_ip(*k))).count(),
-        m,
-        "added Services in the kernel"
-    );
-    results.push(("Service added", lat));
+    kind.verify(mode, &std::mem::take(&mut made));
+    results.push(kind);
 
     // Service removed (the Service, then its EndpointSlice).
-    let mut lat = Vec::new();
+    let mut kind = Kind::new("Service removed");
     for k in 0..m {
         let name = format!("new-{k}");
-        lat.push(timed_change(&mut proxy, || {
+        let change = Change::ServiceRemoved {
+            service: name.clone(),
+            cluster_ip: new_ip(k),
+        };
+        kind.record(timed_change(&mut proxy, mode, &change, || {
             api.delete(Resource::Services, NS, &name);
         }));
         api.delete(Resource::EndpointSlices, NS, &format!("{name}-e2e"));
+        made.push(change);
     }
-    let found = addresses(&dump(&args.mode));
-    assert_eq!(
-        (0..m).filter(|k| found.contains(&new_ip(*k))).count(),
-        0,
-        "removed Services gone from the kernel"
-    );
-    results.push(("Service removed", lat));
+    kind.verify(mode, &std::mem::take(&mut made));
+    results.push(kind);
 
     // LoadBalancer Service's node port changed.
     let lbs: Vec<usize> = (0..n).filter(|i| is_lb(*i)).collect();
-    let mut lat = Vec::new();
+    let mut kind = Kind::new("NodePort/LB changed");
     let new_port = |k: usize| 32767 - u16::try_from(k).unwrap();
     for k in 0..m {
         let i = lbs[k % lbs.len()];
         let name = format!("svc-{i}");
-        lat.push(timed_change(&mut proxy, || {
+        let change = Change::NodePort {
+            service: name.clone(),
+            port: new_port(k),
+        };
+        kind.record(timed_change(&mut proxy, mode, &change, || {
             api.apply(Object::service(&name, cluster_ip(i), Some(new_port(k))));
         }));
+        // A later change of the same Service overwrites this one.
+        made.retain(|c| !matches!(c, Change::NodePort { service, .. } if *service == name));
+        made.push(change);
     }
-    let found = numbers(&dump(&args.mode));
-    let last_round = m.saturating_sub(lbs.len());
-    assert_eq!(
-        (last_round..m)
-            .filter(|k| found.contains(&u32::from(new_port(*k))))
-            .count(),
-        m - last_round,
-        "changed node ports in the kernel"
-    );
-    results.push(("NodePort/LB changed", lat));
+    kind.verify(mode, &made);
+    results.push(kind);
+    let changes_took = changes_started.elapsed();
+    // Controls: changes never made must not show, or the checks above
+    // could not fail.
+    let controls = [
+        Change::Endpoint {
+            service: "svc-0".into(),
+            ip: ip([10, 64, 0, 1], m),
+        },
+        Change::ServiceAdded {
+            service: format!("new-{m}"),
+            cluster_ip: new_ip(m),
+            endpoints: vec![ip([10, 80, 0, 1], m * e)],
+        },
+        Change::ServiceRemoved {
+            service: "svc-0".into(),
+            cluster_ip: cluster_ip(0),
+        },
+        Change::NodePort {
+            service: "svc-0".into(),
+            port: new_port(m),
+        },
+    ];
+    let shown = kernel::shows_all(mode, &controls).unwrap();
+    for (control, shown) in controls.iter().zip(shown) {
+        assert!(
+            !shown,
+            "the kernel check passes a change never made: {control:?}"
+        );
+    }
     settle(&mut proxy);
     let rss_after = rss_kib(pid);
     let cpu_changes = cpu_seconds(pid).unwrap() - cpu_changes_start;
@@ -808,24 +877,56 @@ fn run(args: Args, floor_ns: Netns) {
     sampler.join().unwrap();
     let change_children = std::mem::take(&mut *peaks.children.lock().unwrap());
 
-    // The floor, next to the same-size ruleset.
-    let floor_ms = floor(&args.mode, &floor_ns, m);
-    let load_end = load_average();
+    // The floor, next to the same-size ruleset: a copy of the proxy's
+    // chains (by name) in the floor's namespace.
+    let want = kernel::fingerprint(mode).unwrap();
+    let missing: usize = results.iter().map(|k| k.missing).sum();
     // The proxy's log stays only when the run failed (a panic skips this).
     let dir = proxy.dir.clone();
     drop(proxy);
-    let _ = std::fs::remove_dir_all(dir);
+    if missing == 0 {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let floor_started = Instant::now();
+    let (floor_ms, copy_took) = floor(mode, &floor_ns, &api, want, m);
+    let floor_took = floor_started.elapsed();
+    let load_end = load_average();
 
     println!(
-        "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; verified in a kernel dump):"
+        "bench phases: cold start {cold:.1} s (of which the bench's kernel checks {:.1} s), {} changes {:.1} s, floor {:.1} s (its copy of the ruleset {:.1} s)",
+        checking.as_secs_f64(),
+        4 * m,
+        changes_took.as_secs_f64(),
+        floor_took.as_secs_f64(),
+        copy_took.as_secs_f64()
     );
-    for (kind, lat) in &results {
-        println!("  {kind:<20} {}", percentiles(lat));
+    println!(
+        "latency, API event -> rules in the kernel, ms (p50 / p90 / p99 / max over {m}; {}):",
+        if kernel::reads_each(mode) {
+            "each change read back from the chains it touched"
+        } else {
+            "every change read back from the whole table after its kind"
+        }
+    );
+    for kind in &results {
+        let missed = if kind.missing > 0 {
+            format!(
+                " -- {} NOT PROGRAMMED within {} s",
+                kind.missing,
+                CHANGE_TIMEOUT.as_secs()
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<20} {}{missed}",
+            kind.name,
+            percentiles(&kind.latencies)
+        );
     }
-    let floor_kind = if args.mode == "nftables" {
-        "one nft element"
-    } else {
-        "one-chain restore"
+    let floor_kind = match mode {
+        Mode::Nftables => "one nft element",
+        Mode::Iptables => "one-chain restore",
     };
     println!("  floor: {floor_kind:<13} {}", percentiles(&floor_ms));
     println!(
@@ -876,6 +977,10 @@ fn run(args: Args, floor_ns: Netns) {
         );
     }
     println!("load average: start {load_start}, end {load_end}");
+    if missing > 0 {
+        println!("FAIL: {missing} changes never showed in the kernel");
+    }
+    missing == 0
 }
 
 fn main() {
@@ -886,20 +991,14 @@ fn main() {
         println!("e2e: skipped, needs root (it runs the proxy in a network namespace)");
         return;
     }
-    let ns = Netns::new().expect("a network namespace");
-    let floor_ns = Netns::new().expect("a network namespace for the floor");
-    for ns in [&ns, &floor_ns] {
-        assert!(
-            ns.command("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
+    let ns = netns_with_lo();
+    let floor_ns = netns_with_lo();
     let handle = ns.spawn("e2e", move || run(args, floor_ns)).unwrap();
-    match handle.join() {
+    let all_programmed = match handle.join() {
         Ok(result) => result.unwrap(),
         Err(panic) => std::panic::resume_unwind(panic),
+    };
+    if !all_programmed {
+        std::process::exit(1);
     }
 }

@@ -19,19 +19,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a panic is the failure report
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use proxy_core::conformance::netns::Netns;
 
 mod support;
-use support::{get_metrics, is_root, mib, parse_duration, rss_kib};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kube-proxy");
-const METRICS: &str = "127.0.0.1:10249";
-const SYNCS: &str = "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}";
+use support::proxy::{Launch, METRICS, Proxy, SYNCS, metric, netns_with_lo, scrape};
+use support::{is_root, mib, parse_duration, rss_kib};
 
 struct Args {
     duration: Duration,
@@ -116,37 +111,21 @@ fn write_atomically(scratch: &Path, path: &Path, text: &str) {
     std::fs::rename(scratch, path).unwrap();
 }
 
-struct Proxy {
-    child: Child,
+/// The proxy and the namespace it runs in (none without root).
+struct Soaked {
+    proxy: Proxy,
     ns: Option<Netns>,
 }
 
-impl Proxy {
+impl Soaked {
     fn metric(&self, name: &str) -> Option<f64> {
-        let addr: SocketAddr = METRICS.parse().unwrap();
-        let get = move || get_metrics(addr);
-        let body = match &self.ns {
-            Some(ns) => ns.run(get).ok()?.ok()?,
-            None => get().ok()?,
-        };
-        body.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
+        metric(&scrape(self.ns.as_ref())?, name)
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, mode: &str, root: bool) -> Proxy {
-    std::fs::write(
-        dir.join("config.yaml"),
-        format!(
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1
+fn start(dir: &Path, mode: &str, root: bool) -> Soaked {
+    let config = format!(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: {mode}
 hostnameOverride: node-a
@@ -155,45 +134,18 @@ metricsBindAddress: {METRICS}
 userspace:
   redirectServiceIPs: false
 "
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("kube-proxy.log")).unwrap();
-    let config = dir.join("config.yaml").to_string_lossy().into_owned();
+    );
     let manifests = dir.join("manifests").to_string_lossy().into_owned();
-    let args = ["--config", &config, "--manifests", &manifests];
-    if root {
-        let ns = Netns::new().expect("a network namespace");
-        assert!(
-            ns.command("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut command = ns.command(BIN);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        command.configure().env_remove("RUST_LOG");
-        let child = command.spawn().unwrap();
-        Proxy {
-            child,
-            ns: Some(ns),
-        }
-    } else {
-        let child = std::process::Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proxy { child, ns: None }
-    }
+    let ns = root.then(netns_with_lo);
+    let proxy = Proxy::start(&Launch {
+        dir,
+        config: &config,
+        args: &["--manifests", &manifests],
+        env: &[],
+        wrapper: None,
+        ns: ns.as_ref(),
+    });
+    Soaked { proxy, ns }
 }
 
 fn main() {
@@ -223,13 +175,10 @@ fn main() {
         args.services, args.rate, args.duration, warmup, args.sample
     );
     let mut proxy = start(&dir, &mode, root);
-    let pid = proxy.child.id();
+    let pid = proxy.proxy.pid;
     let started = Instant::now();
     while proxy.metric(SYNCS).unwrap_or(0.0) < 1.0 {
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(dir.join("kube-proxy.log")).unwrap_or_default();
-            panic!("kube-proxy exited ({status}):\n{log}");
-        }
+        proxy.proxy.check_alive();
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no first sync within 2 minutes"
@@ -296,9 +245,7 @@ fn main() {
             }
             next_sample += args.sample;
         }
-        if let Some(status) = proxy.child.try_wait().unwrap() {
-            panic!("kube-proxy exited during the soak: {status}");
-        }
+        proxy.proxy.check_alive();
         let wake = next_change.min(next_sample);
         std::thread::sleep(
             wake.saturating_duration_since(Instant::now())

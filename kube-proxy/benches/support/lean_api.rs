@@ -422,7 +422,23 @@ impl LeanApi {
             requests: Arc::new(Mutex::new(Vec::new())),
             addr: listener.local_addr().unwrap(),
         };
-        let handler_api = api.clone();
+        api.serve(listener);
+        api
+    }
+
+    /// Serves the same objects on `listener` too (say, one bound in a
+    /// second namespace, for a second proxy); its address. Must be called
+    /// within a tokio runtime.
+    pub fn serve_on(&self, listener: std::net::TcpListener) -> SocketAddr {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        self.serve(listener);
+        addr
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let handler_api = self.clone();
         let app = axum::Router::new().fallback(move |uri: Uri| {
             let api = handler_api.clone();
             async move { api.handle(uri) }
@@ -430,7 +446,6 @@ impl LeanApi {
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        api
     }
 
     pub fn url(&self) -> String {

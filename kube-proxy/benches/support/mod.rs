@@ -1,9 +1,12 @@
 //! Helpers shared by the benchmarks that run the release binary (`soak`,
-//! `e2e`): argument parsing, privileges, process memory, metrics.
+//! `e2e`): argument parsing, privileges, process memory, metrics, the
+//! proxy process, and (e2e) the fake API server and the kernel checks.
 #![allow(dead_code)] // each bench uses a subset
 
 pub mod cpu;
+pub mod kernel;
 pub mod lean_api;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
