@@ -80,6 +80,9 @@ fn plan_elements(
         while i < old.len() || j < new.len() {
             match (old.get(i), new.get(j)) {
                 (Some(a), Some(b)) if a == b => {
+                    // Already ours, unless `committed` is a fresh model (a
+                    // full rewrite): then it must become ours.
+                    committed.elements.acquire(&mut batch, &c.name, *b);
                     i += 1;
                     j += 1;
                 }

@@ -224,3 +224,43 @@ fn deleted_table_is_detected_and_restored() {
     });
     assert_eq!(listing(&ns, "ip").unwrap(), before);
 }
+
+/// A full sync that was not told the table is gone (the change watcher
+/// asks for one after `nft flush ruleset` from outside) rewrites every
+/// object, set elements included, from the model it keeps.
+#[test]
+fn a_full_sync_rewrites_everything_after_an_outside_flush() {
+    let test = "a_full_sync_rewrites_everything_after_an_outside_flush";
+    if !privileged_or_skip_with(test, nft_present) {
+        return;
+    }
+    let scenario = load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == "nodeport-cluster")
+        .unwrap();
+    let ns = Netns::new().unwrap();
+    in_namespace(&ns, &scenario, async |backend| {
+        backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
+    });
+    let before = listing(&ns, "ip").unwrap();
+    in_namespace(&ns, &scenario, async |backend| {
+        backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
+        let ok = std::process::Command::new("nft")
+            .args(["flush", "ruleset"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let stats = backend
+            .sync(scenario.view(), &ChangeSet::full())
+            .await
+            .unwrap();
+        assert!(stats.full);
+    });
+    assert_eq!(listing(&ns, "ip").unwrap(), before);
+}
