@@ -81,8 +81,17 @@ fn plan_elements(
             match (old.get(i), new.get(j)) {
                 (Some(a), Some(b)) if a == b => {
                     // Already ours, unless `committed` is a fresh model (a
-                    // full rewrite): then it must become ours.
-                    committed.elements.acquire(&mut batch, &c.name, *b);
+                    // full rewrite): then it must become ours. (Checked
+                    // first: an acquisition saves the owners for rollback,
+                    // a copy of every owner of a widely shared element.)
+                    if committed
+                        .elements
+                        .owners(*b)
+                        .binary_search(&c.name)
+                        .is_err()
+                    {
+                        committed.elements.acquire(&mut batch, &c.name, *b);
+                    }
                     i += 1;
                     j += 1;
                 }
