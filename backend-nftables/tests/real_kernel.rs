@@ -36,10 +36,7 @@ async fn conformance_suite_passes_in_the_kernel() {
 /// [10.0.0.0/24]`, node IP 10.0.0.1 on the node namespace's uplink) with
 /// the backend built from `adjust(ctx)`.
 async fn nodeport_addresses_with(adjust: fn(&mut BackendContext)) {
-    let scenario = load_scenarios()
-        .into_iter()
-        .find(|s| s.name() == "nodeport-addresses")
-        .unwrap();
+    let scenario = scenario_named("nodeport-addresses");
     let factory = kernel_harness_factory(move |ctx| {
         let mut ctx = ctx.clone();
         adjust(&mut ctx);
@@ -189,10 +186,7 @@ fn deleted_table_is_detected_and_restored() {
     if !privileged_or_skip_with("deleted_table_is_detected_and_restored", nft_present) {
         return;
     }
-    let scenario = load_scenarios()
-        .into_iter()
-        .find(|s| s.name() == "nodeport-cluster")
-        .unwrap();
+    let scenario = scenario_named("nodeport-cluster");
     let ns = Netns::new().unwrap();
     let before = {
         in_namespace(&ns, &scenario, async |backend| {
@@ -210,11 +204,7 @@ fn deleted_table_is_detected_and_restored() {
             .await
             .unwrap();
         assert!(!backend.dataplane_lost().await);
-        let ok = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", "kube-proxy"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        nft_from_outside(&["delete", "table", "ip", "kube-proxy"]);
         assert!(backend.dataplane_lost().await);
         let stats = backend
             .sync(scenario.view(), &ChangeSet::full())
@@ -234,10 +224,7 @@ fn a_full_sync_rewrites_everything_after_an_outside_flush() {
     if !privileged_or_skip_with(test, nft_present) {
         return;
     }
-    let scenario = load_scenarios()
-        .into_iter()
-        .find(|s| s.name() == "nodeport-cluster")
-        .unwrap();
+    let scenario = scenario_named("nodeport-cluster");
     let ns = Netns::new().unwrap();
     in_namespace(&ns, &scenario, async |backend| {
         backend
@@ -251,11 +238,7 @@ fn a_full_sync_rewrites_everything_after_an_outside_flush() {
             .sync(scenario.view(), &ChangeSet::full())
             .await
             .unwrap();
-        let ok = std::process::Command::new("nft")
-            .args(["flush", "ruleset"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        nft_from_outside(&["flush", "ruleset"]);
         let stats = backend
             .sync(scenario.view(), &ChangeSet::full())
             .await
@@ -263,4 +246,20 @@ fn a_full_sync_rewrites_everything_after_an_outside_flush() {
         assert!(stats.full);
     });
     assert_eq!(listing(&ns, "ip").unwrap(), before);
+}
+
+fn scenario_named(name: &str) -> Scenario {
+    load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap()
+}
+
+/// `nft ARGS` run by someone else in the current namespace.
+fn nft_from_outside(args: &[&str]) {
+    let ok = std::process::Command::new("nft")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "nft {args:?}");
 }

@@ -457,6 +457,10 @@ mod tests {
         delta.services.iter().cloned().collect()
     }
 
+    fn service_keys(world: &World) -> Vec<ServiceKey> {
+        world.topology.services().map(|s| s.key.clone()).collect()
+    }
+
     #[test]
     fn an_unchanged_relist_changes_nothing() {
         let mut world = World::new("n1", [ObjectKind::Service, ObjectKind::EndpointSlice]);
@@ -607,14 +611,7 @@ mod tests {
         );
         assert_eq!(world.topology.service_count(), 3);
         world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
-        assert_eq!(
-            world
-                .topology
-                .services()
-                .map(|s| s.key.clone())
-                .collect::<Vec<_>>(),
-            [ServiceKey::new("ns", "a")]
-        );
+        assert_eq!(service_keys(&world), [ServiceKey::new("ns", "a")]);
         assert_eq!(
             keys(&delta),
             [ServiceKey::new("ns", "b"), ServiceKey::new("ns", "c")]
@@ -643,14 +640,7 @@ mod tests {
         );
         world.apply(SourceEvent::Service(Update::InitDone), &mut delta);
         assert!(world.is_ready());
-        assert_eq!(
-            world
-                .topology
-                .services()
-                .map(|s| s.key.clone())
-                .collect::<Vec<_>>(),
-            [ServiceKey::new("ns", "b")]
-        );
+        assert_eq!(service_keys(&world), [ServiceKey::new("ns", "b")]);
     }
 
     #[test]
