@@ -8,7 +8,7 @@ use backend_nftables::NftablesBackend;
 use proxy_core::backend::BackendContext;
 use proxy_core::conformance::netns::{
     Netns, assert_only_missing_sctp_skipped, check_tool, kernel_harness_factory,
-    privileged_or_skip_with,
+    privileged_or_skip_with, run_tool,
 };
 use proxy_core::conformance::{Scenario, Tier, load_scenarios, run, run_scenarios};
 use proxy_core::{Backend, ChangeSet, NodeInfo};
@@ -183,36 +183,11 @@ fn partial_sync_and_cleanup_in_the_kernel() {
 /// Deleting our table from outside is noticed, and a full sync restores it.
 #[test]
 fn deleted_table_is_detected_and_restored() {
-    if !privileged_or_skip_with("deleted_table_is_detected_and_restored", nft_present) {
-        return;
-    }
-    let scenario = scenario_named("nodeport-cluster");
-    let ns = Netns::new().unwrap();
-    let before = {
-        in_namespace(&ns, &scenario, async |backend| {
-            backend
-                .sync(scenario.view(), &ChangeSet::full())
-                .await
-                .unwrap();
-        });
-        listing(&ns, "ip").unwrap()
-    };
-    in_namespace(&ns, &scenario, async |backend| {
-        // A fresh backend finds the table and resets it in one transaction.
-        backend
-            .sync(scenario.view(), &ChangeSet::full())
-            .await
-            .unwrap();
-        assert!(!backend.dataplane_lost().await);
-        nft_from_outside(&["delete", "table", "ip", "kube-proxy"]);
-        assert!(backend.dataplane_lost().await);
-        let stats = backend
-            .sync(scenario.view(), &ChangeSet::full())
-            .await
-            .unwrap();
-        assert!(stats.full);
-    });
-    assert_eq!(listing(&ns, "ip").unwrap(), before);
+    full_sync_restores_after_outside(
+        "deleted_table_is_detected_and_restored",
+        &["delete", "table", "ip", "kube-proxy"],
+        true,
+    );
 }
 
 /// A full sync that was not told the table is gone (the change watcher
@@ -220,7 +195,18 @@ fn deleted_table_is_detected_and_restored() {
 /// object, set elements included, from the model it keeps.
 #[test]
 fn a_full_sync_rewrites_everything_after_an_outside_flush() {
-    let test = "a_full_sync_rewrites_everything_after_an_outside_flush";
+    full_sync_restores_after_outside(
+        "a_full_sync_rewrites_everything_after_an_outside_flush",
+        &["flush", "ruleset"],
+        false,
+    );
+}
+
+/// A fresh backend syncs `nodeport-cluster` over an existing table, then
+/// `nft DAMAGE` runs from outside; with `detected`, `dataplane_lost` must
+/// notice it first. The next full sync must leave the table as a first
+/// sync wrote it.
+fn full_sync_restores_after_outside(test: &str, damage: &[&str], detected: bool) {
     if !privileged_or_skip_with(test, nft_present) {
         return;
     }
@@ -234,11 +220,16 @@ fn a_full_sync_rewrites_everything_after_an_outside_flush() {
     });
     let before = listing(&ns, "ip").unwrap();
     in_namespace(&ns, &scenario, async |backend| {
+        // A fresh backend finds the table and resets it in one transaction.
         backend
             .sync(scenario.view(), &ChangeSet::full())
             .await
             .unwrap();
-        nft_from_outside(&["flush", "ruleset"]);
+        assert!(!backend.dataplane_lost().await);
+        run_tool("nft", damage, "").unwrap();
+        if detected {
+            assert!(backend.dataplane_lost().await);
+        }
         let stats = backend
             .sync(scenario.view(), &ChangeSet::full())
             .await
@@ -253,13 +244,4 @@ fn scenario_named(name: &str) -> Scenario {
         .into_iter()
         .find(|s| s.name() == name)
         .unwrap()
-}
-
-/// `nft ARGS` run by someone else in the current namespace.
-fn nft_from_outside(args: &[&str]) {
-    let ok = std::process::Command::new("nft")
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "nft {args:?}");
 }

@@ -107,19 +107,7 @@ impl Outcome {
     /// client IPs, see [`Capabilities::preserves_client_ip`](crate::Capabilities::preserves_client_ip)),
     /// two forwarded outcomes match on their endpoints alone.
     pub fn accepts(&self, actual: &Outcome, compare_masquerade: bool) -> bool {
-        match (self, actual) {
-            (
-                Outcome::Forwarded {
-                    endpoints: want,
-                    masqueraded: want_masq,
-                },
-                Outcome::Forwarded {
-                    endpoints: got,
-                    masqueraded: got_masq,
-                },
-            ) => want == got && (!compare_masquerade || want_masq == got_masq),
-            (want, got) => want == got,
-        }
+        self.accepts_forwarded(actual, compare_masquerade, |want, got| want == got)
     }
 
     /// Whether `actual` satisfies this expected outcome for real
@@ -128,6 +116,19 @@ impl Outcome {
     /// must answer (masquerade compared as by [`Outcome::accepts`]). Any
     /// other outcome as [`Outcome::accepts`].
     pub fn accepts_sticky(&self, actual: &Outcome, compare_masquerade: bool) -> bool {
+        self.accepts_forwarded(actual, compare_masquerade, |want, got| {
+            got.len() == 1 && got.is_subset(want)
+        })
+    }
+
+    /// Two forwarded outcomes match when `endpoints_match(want, got)` and
+    /// (if compared) their masquerading agrees; any other pair when equal.
+    fn accepts_forwarded(
+        &self,
+        actual: &Outcome,
+        compare_masquerade: bool,
+        endpoints_match: impl Fn(&BTreeSet<SocketAddr>, &BTreeSet<SocketAddr>) -> bool,
+    ) -> bool {
         match (self, actual) {
             (
                 Outcome::Forwarded {
@@ -138,12 +139,8 @@ impl Outcome {
                     endpoints: got,
                     masqueraded: got_masq,
                 },
-            ) => {
-                got.len() == 1
-                    && got.is_subset(want)
-                    && (!compare_masquerade || want_masq == got_masq)
-            }
-            _ => self.accepts(actual, compare_masquerade),
+            ) => endpoints_match(want, got) && (!compare_masquerade || want_masq == got_masq),
+            (want, got) => want == got,
         }
     }
 }
