@@ -750,6 +750,78 @@ impl Backend for NftDnatBackend {
     }
 }
 
+/// Every attempt is a new flow, also after a probe from before the rules:
+/// the topology gives each attempt the next of its source ports, so no
+/// attempt meets the conntrack entry of an earlier one. (A port the kernel
+/// picks can repeat one whose entry still lives: a SYN forwarded
+/// unanswered before a Service was programmed leaves one in `SYN_SENT` for
+/// two minutes, and a later attempt from that port skipped the new DNAT
+/// and was rejected — once in 64 attempts, in CI.)
+#[cfg(feature = "runtime")]
+#[test]
+fn every_attempt_is_a_new_flow_even_after_a_probe_from_before_the_rules() {
+    use proxy_core::runtime::conntrack::{ConntrackTable, IPPROTO_TCP, NetlinkConntrack};
+    if !privileged_or_skip_with(
+        "every_attempt_is_a_new_flow_even_after_a_probe_from_before_the_rules",
+        nft_available,
+    ) {
+        return;
+    }
+    let mut topology = NodeTopology::new(&ctx(IpFamily::V4)).unwrap();
+    topology
+        .add_endpoints(
+            &set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]),
+            &set([]),
+        )
+        .unwrap();
+    topology.add_vips(&set([ip("10.96.0.10")])).unwrap();
+    let to_vip = packet(
+        Origin::LocalPod,
+        "10.244.1.20",
+        Protocol::Tcp,
+        "10.96.0.10",
+        80,
+    );
+    let options = SendOptions::default();
+    // No rule for the VIP yet, but connection tracking on (a `ct` match):
+    // the SYN leaves the node, `lan` answers unreachable, and the flow's
+    // conntrack entry stays, in `SYN_SENT`, for two minutes.
+    nft(
+        topology.node(),
+        "table ip track { chain prerouting { type filter hook prerouting priority 0; policy accept; ct state new counter; }; }",
+    );
+    assert_eq!(
+        topology.send(&to_vip, options).unwrap(),
+        Outcome::NotMatched
+    );
+    nft(topology.node(), NFT_SERVICES);
+    assert_eq!(
+        topology.send(&to_vip, options).unwrap(),
+        Outcome::Forwarded {
+            endpoints: set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]),
+            masqueraded: false,
+        }
+    );
+    let flows = topology
+        .node()
+        .run(|| NetlinkConntrack::new().list(IpFamily::V4))
+        .unwrap()
+        .unwrap();
+    let mut ports: Vec<u16> = flows
+        .iter()
+        .filter(|e| e.protocol == IPPROTO_TCP && e.original.src.ip() == ip("10.244.1.20"))
+        .map(|e| e.original.src.port())
+        .collect();
+    ports.sort_unstable();
+    let attempts = 1 + options.forwarded_attempts;
+    assert_eq!(ports.len(), attempts, "one flow per attempt: {ports:?}");
+    let first = ports[0];
+    assert!(
+        ports.iter().zip(first..).all(|(p, q)| *p == q),
+        "the attempts took the topology's next ports in turn: {ports:?}"
+    );
+}
+
 fn web_view(family: IpFamily) -> NodeView {
     let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
         "metadata": {"namespace": "default", "name": "web"},

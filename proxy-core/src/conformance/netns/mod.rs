@@ -72,6 +72,7 @@ mod privileges;
 mod probe;
 mod sctp;
 mod send;
+mod source_ports;
 #[cfg(feature = "exec")]
 mod tool;
 mod topology;

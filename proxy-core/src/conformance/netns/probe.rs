@@ -1,6 +1,8 @@
 //! Real connections from a client namespace: one attempt is one TCP
-//! connection, one SCTP association or one UDP request/response, each from a fresh socket (a new
-//! source port, so a new conntrack entry and a new load-balancing decision).
+//! connection, one SCTP association or one UDP request/response, each from
+//! a fresh socket on a source port the topology has not used recently
+//! (see [`SourcePorts`]): a new conntrack entry and a new load-balancing
+//! decision.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +13,7 @@ use tokio::io::AsyncReadExt;
 
 use super::Netns;
 use super::echo::{Transport, parse_echo_reply};
+use super::source_ports::SourcePorts;
 
 /// What one attempt saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,25 +34,27 @@ pub(crate) enum Attempt {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Probe {
     pub(crate) transport: Transport,
-    /// The source address to bind (port chosen by the kernel).
+    /// The source address to bind (port from the topology's [`SourcePorts`]).
     pub(crate) source: IpAddr,
     pub(crate) destination: SocketAddr,
     pub(crate) timeout: Duration,
 }
 
 impl Probe {
-    /// Runs attempts inside `ns` while `keep_going(attempts so far)` says so
-    /// (it is asked after every attempt).
+    /// Runs attempts inside `ns`, each from the next of `ports`, while
+    /// `keep_going(attempts so far)` says so (it is asked after every
+    /// attempt).
     pub(crate) fn run(
         &self,
         ns: &Netns,
+        ports: &mut SourcePorts,
         keep_going: impl Fn(&[Attempt]) -> bool + Send,
     ) -> io::Result<Vec<Attempt>> {
         let probe = *self;
         ns.block_on(move || async move {
             let mut attempts = Vec::new();
             loop {
-                attempts.push(probe.attempt().await?);
+                attempts.push(probe.attempt(ports).await?);
                 if !keep_going(&attempts) {
                     return Ok(attempts);
                 }
@@ -57,12 +62,12 @@ impl Probe {
         })?
     }
 
-    async fn attempt(&self) -> io::Result<Attempt> {
+    async fn attempt(&self, ports: &mut SourcePorts) -> io::Result<Attempt> {
         let result = match self.transport {
             Transport::Tcp | Transport::Sctp => {
-                tokio::time::timeout(self.timeout, self.stream()).await
+                tokio::time::timeout(self.timeout, self.stream(ports)).await
             }
-            Transport::Udp => tokio::time::timeout(self.timeout, self.udp()).await,
+            Transport::Udp => tokio::time::timeout(self.timeout, self.udp(ports)).await,
         };
         let reply = match result {
             Err(_elapsed) => return Ok(Attempt::TimedOut),
@@ -83,24 +88,28 @@ impl Probe {
     }
 
     /// One TCP connection, or one SCTP association on a one-to-one socket.
-    async fn stream(&self) -> io::Result<Vec<u8>> {
-        let source = SocketAddr::new(self.source, 0);
-        let socket = match (self.transport, self.source) {
-            (Transport::Sctp, _) => super::sctp::client(source)?,
-            (_, IpAddr::V4(_)) => tokio::net::TcpSocket::new_v4()?,
-            (_, IpAddr::V6(_)) => tokio::net::TcpSocket::new_v6()?,
-        };
-        if self.transport != Transport::Sctp {
+    async fn stream(&self, ports: &mut SourcePorts) -> io::Result<Vec<u8>> {
+        let socket = ports.bind(self.source, |source| {
+            let socket = match (self.transport, self.source) {
+                (Transport::Sctp, _) => return super::sctp::client(source),
+                (_, IpAddr::V4(_)) => tokio::net::TcpSocket::new_v4()?,
+                (_, IpAddr::V6(_)) => tokio::net::TcpSocket::new_v6()?,
+            };
             socket.bind(source)?;
-        }
+            Ok(socket)
+        })?;
         let mut stream = socket.connect(self.destination).await?;
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).await?;
         Ok(reply)
     }
 
-    async fn udp(&self) -> io::Result<Vec<u8>> {
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(self.source, 0)).await?;
+    async fn udp(&self, ports: &mut SourcePorts) -> io::Result<Vec<u8>> {
+        let socket = ports.bind(self.source, |source| {
+            let socket = std::net::UdpSocket::bind(source)?;
+            socket.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(socket)
+        })?;
         // Without IP_RECVERR a UDP socket reports only "hard" ICMP errors
         // (port unreachable); host and net unreachable would look like a
         // timeout.

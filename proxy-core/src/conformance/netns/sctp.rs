@@ -92,7 +92,7 @@ pub(crate) fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(fd))
 }
 
-/// An SCTP socket bound to `source` (port chosen by the kernel), ready for
+/// An SCTP socket bound to `source`, ready for
 /// tokio's `connect`.
 pub(crate) fn client(source: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
     let fd = bound(source)?;

@@ -109,18 +109,26 @@ impl PacketSender {
             forwarded: self.options.forwarded_attempts.max(1),
             refused: self.options.refused_attempts.max(1),
         };
-        let run = || {
-            probe.run(ns, |a| plan.keep_going(a)).map_err(|e| {
-                BackendError::dataplane(format!("{packet}: cannot probe")).with_source(e)
-            })
+        // Taken out for the runs (`ns` borrows the topology), put back after.
+        let mut ports = topology.source_ports;
+        let mut run = || {
+            probe
+                .run(ns, &mut ports, |a| plan.keep_going(a))
+                .map_err(|e| {
+                    BackendError::dataplane(format!("{packet}: cannot probe")).with_source(e)
+                })
         };
-        let mut attempts = run()?;
-        if attempts == [Attempt::TimedOut] && self.maybe_rate_limited(packet.source) {
+        let mut attempts = run();
+        if matches!(attempts.as_deref(), Ok([Attempt::TimedOut]))
+            && self.maybe_rate_limited(packet.source)
+        {
             // The timeout may be a rate-limited ICMP unreachable: wait for
             // the budget to refill and ask once more.
             std::thread::sleep(ROUTE_ERROR_REFILL);
-            attempts = run()?;
+            attempts = run();
         }
+        topology.source_ports = ports;
+        let attempts = attempts?;
         if attempts.contains(&Attempt::Unreachable) {
             self.recent_unreachable
                 .insert(packet.source, Instant::now());

@@ -18,6 +18,7 @@ use super::addressing::{
 };
 use super::echo::{EchoServers, Transport};
 use super::ip::{BASELINE_SYSCTLS, IpBatch, NODE_SYSCTLS, ip_line, set_sysctls};
+use super::source_ports::SourcePorts;
 
 /// One node as network namespaces, grown from the [`NodeView`]s it serves:
 ///
@@ -55,6 +56,8 @@ pub struct NodeTopology {
     next_veth: usize,
     /// The kernel makes SCTP sockets: endpoints get SCTP echo servers too.
     sctp: bool,
+    /// Where the clients' next source port comes from.
+    pub(super) source_ports: SourcePorts,
 }
 
 /// A pod: its namespace and the host end of its veth.
@@ -115,6 +118,7 @@ impl NodeTopology {
             vips: BTreeSet::new(),
             next_veth: 0,
             sctp: super::sctp::kernel_has_sctp(),
+            source_ports: SourcePorts::default(),
         };
         topology.wire_uplink()?;
         tracing::debug!(node = ?topology.node_addresses, pod_cidrs = ?topology.pod_cidrs, "node topology ready");
