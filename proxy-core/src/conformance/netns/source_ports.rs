@@ -14,18 +14,19 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-/// The first port handed out: above the well-known and registered ports
-/// the scenarios serve on.
-const FIRST: u16 = 10_000;
-/// The last one: below the NodePort range (30000–32767) and the kernel's
-/// own ephemeral range (32768–60999), so a listener or another socket of
-/// the namespace rarely holds it (one that does is skipped).
-const LAST: u16 = 29_999;
+/// The first port handed out: the start of the kernel's default range
+/// for client ports (`net.ipv4.ip_local_port_range`), where no scenario,
+/// echo server, NodePort (30000–32767) or kube-proxy listener (10249,
+/// 10256) binds: a port taken by another client of the namespace is
+/// skipped, and the kernel skips ours when it picks one.
+const FIRST: u16 = 32_768;
+/// The end of that range.
+const LAST: u16 = 60_999;
 /// How many taken ports in a row one bind may skip.
 const MAX_SKIPPED: usize = 256;
 
 /// The next source port of a topology's clients, cycling through
-/// 10000–29999: a port comes back after 20,000 attempts.
+/// 32768–60999: a port comes back after 28,232 attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SourcePorts {
     next: u16,
