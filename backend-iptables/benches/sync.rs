@@ -216,7 +216,7 @@ fn main() {
         let mut inputs: Vec<String> = Vec::new();
         if ruleset.ports.len() > per {
             inputs.extend(ruleset.ports.chunks(per).map(|c| assemble_ports(c).text));
-            inputs.push(assemble_with(&ruleset, &[], &[], TopLevel::ALL).text);
+            inputs.push(assemble_with(&ruleset, &[], &[], TopLevel::Rewrite).text);
         } else {
             inputs.push(text.clone());
         }

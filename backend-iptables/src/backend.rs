@@ -297,15 +297,17 @@ impl Backend for IptablesBackend {
                     // For the runtime's progress log of long cold starts.
                     self.ctx.progress.add(ports.len());
                 }
-                assemble_with(&ruleset, &[], &stale, TopLevel::ALL)
+                assemble_with(&ruleset, &[], &stale, TopLevel::Rewrite)
             }
-            // Upstream rewrites the top-level chains on every sync; unchanged
-            // ones are left out here (they are thousands of rules at scale).
+            // Upstream rewrites the top-level chains on every sync; here a
+            // partial sync changes them rule by rule from the previous
+            // rendering (thousands of rules at scale, one or two changed).
             None => {
-                let always = self.rewrite_unchanged_top_level;
-                let top = TopLevel {
-                    filter: always || prev_filter.as_deref() != Some(ruleset.filter_rules.as_str()),
-                    nat: always || prev_nat.as_deref() != Some(ruleset.nat_rules.as_str()),
+                let top = match (&prev_filter, &prev_nat) {
+                    (Some(filter), Some(nat)) if !self.rewrite_unchanged_top_level => {
+                        TopLevel::Since { filter, nat }
+                    }
+                    _ => TopLevel::Rewrite,
                 };
                 assemble_with(&ruleset, &ruleset.ports, &stale, top)
             }

@@ -27,6 +27,7 @@ pub mod names;
 pub mod render;
 pub mod restore;
 pub mod tables;
+pub mod top_level;
 #[cfg(feature = "trace")]
 pub mod trace;
 

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::render::{PortRules, Ruleset};
+use crate::top_level::TopLevelWrite;
 
 /// One sync's input for `iptables-restore --noflush --counters`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,27 +20,26 @@ fn chain_line(out: &mut String, chain: &str) {
     let _ = writeln!(out, ":{chain} - [0:0]");
 }
 
-/// Which top-level parts a restore input rewrites.
+/// How a restore input writes the top-level chains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TopLevel {
-    /// The filter table (all its chains are top-level).
-    pub filter: bool,
-    /// `KUBE-SERVICES`, `KUBE-NODEPORTS`, `KUBE-POSTROUTING`, `KUBE-MARK-MASQ`.
-    pub nat: bool,
-}
-
-impl TopLevel {
-    /// Both.
-    pub const ALL: TopLevel = TopLevel {
-        filter: true,
-        nat: true,
-    };
+pub enum TopLevel<'a> {
+    /// Every one flushed and written again.
+    Rewrite,
+    /// Changed from the top-level rules of the previous sync, which the
+    /// kernel holds: unchanged chains left out, the others edited rule by
+    /// rule or rewritten (see [`TopLevelWrite::since`]).
+    Since {
+        /// The previous filter rules.
+        filter: &'a str,
+        /// The previous rules of the top-level nat chains.
+        nat: &'a str,
+    },
 }
 
 /// The restore input writing `ruleset` (the top-level chains, and the own
 /// chains of the ports it holds) and deleting the `stale` chains.
 pub fn assemble(ruleset: &Ruleset, stale: &[String]) -> RestoreInput {
-    assemble_with(ruleset, &ruleset.ports, stale, TopLevel::ALL)
+    assemble_with(ruleset, &ruleset.ports, stale, TopLevel::Rewrite)
 }
 
 /// The restore input writing only the own chains of `ports` (nat table):
@@ -61,40 +61,48 @@ pub fn assemble_ports(ports: &[PortRules]) -> RestoreInput {
 }
 
 /// [`assemble`] with the own chains of `ports` instead of all of the
-/// ruleset's (an empty slice writes the top-level chains only), and only the
-/// `top` parts of the top-level chains.
+/// ruleset's (an empty slice writes the top-level chains only), and the
+/// top-level chains written as `top` says. The filter table is left out
+/// when nothing in it changes.
 pub fn assemble_with(
     ruleset: &Ruleset,
     ports: &[PortRules],
     stale: &[String],
-    top: TopLevel,
+    top: TopLevel<'_>,
 ) -> RestoreInput {
+    let (filter, nat) = match top {
+        TopLevel::Rewrite => (
+            TopLevelWrite::rewrite(&ruleset.filter_chains, ruleset.filter_rules.as_str()),
+            TopLevelWrite::rewrite(&ruleset.nat_chains, ruleset.nat_rules.as_str()),
+        ),
+        TopLevel::Since { filter, nat } => (
+            TopLevelWrite::since(
+                &ruleset.filter_chains,
+                filter,
+                ruleset.filter_rules.as_str(),
+            ),
+            TopLevelWrite::since(&ruleset.nat_chains, nat, ruleset.nat_rules.as_str()),
+        ),
+    };
     let port_chains: usize = ports.iter().map(|p| p.chains.len()).sum();
     let port_bytes: usize = ports.iter().map(|p| p.rules.as_str().len()).sum();
     let mut text = String::with_capacity(
-        ruleset.filter_rules.as_str().len()
-            + ruleset.nat_rules.as_str().len()
+        filter.declarations.len()
+            + filter.rules.len()
+            + nat.declarations.len()
+            + nat.rules.len()
             + port_bytes
             + (port_chains + stale.len() * 2) * 32
             + 512,
     );
-    let mut objects = 0;
-    if top.filter {
+    if !filter.is_empty() {
         text.push_str("*filter\n");
-        for chain in &ruleset.filter_chains {
-            chain_line(&mut text, chain);
-        }
-        text.push_str(ruleset.filter_rules.as_str());
+        text.push_str(&filter.declarations);
+        text.push_str(&filter.rules);
         text.push_str("COMMIT\n");
-        objects += ruleset.filter_chains.len() + ruleset.filter_rules.len();
     }
     text.push_str("*nat\n");
-    if top.nat {
-        for chain in &ruleset.nat_chains {
-            chain_line(&mut text, chain);
-        }
-        objects += ruleset.nat_chains.len() + ruleset.nat_rules.len();
-    }
+    text.push_str(&nat.declarations);
     for port in ports {
         for chain in &port.chains {
             chain_line(&mut text, chain);
@@ -103,9 +111,9 @@ pub fn assemble_with(
     for chain in stale {
         chain_line(&mut text, chain);
     }
-    if top.nat {
-        text.push_str(ruleset.nat_rules.as_str());
-    }
+    // Top-level rules first: their deletions drop the references to
+    // stale chains before those are deleted.
+    text.push_str(&nat.rules);
     for port in ports {
         text.push_str(port.rules.as_str());
     }
@@ -113,7 +121,11 @@ pub fn assemble_with(
         let _ = writeln!(text, "-X {chain}");
     }
     text.push_str("COMMIT\n");
-    objects += port_chains + ports.iter().map(|p| p.rules.len()).sum::<usize>() + stale.len();
+    let objects = filter.objects
+        + nat.objects
+        + port_chains
+        + ports.iter().map(|p| p.rules.len()).sum::<usize>()
+        + stale.len();
     RestoreInput { text, objects }
 }
 

@@ -32,15 +32,15 @@ async fn conformance_suite_passes_in_the_kernel() {
     assert_only_missing_sctp_skipped(&report);
 }
 
-/// `iptables-save -t <table>` in `ns`, reduced to chain → rule count for
-/// the chains kube-proxy owns (the kernel normalises rule text, so the
-/// shape is what two syncs are compared by).
-fn kube_shape(ns: &Netns, table: &str) -> BTreeMap<String, usize> {
-    ns.run(|| kube_shape_here(table)).unwrap()
+/// The kube-proxy chains of `table` in `ns` (`iptables-save`, the
+/// kernel's normalised text): chain → its rules, in order. Two syncs are
+/// compared by it, rule order included.
+fn kube_rules(ns: &Netns, table: &str) -> BTreeMap<String, Vec<String>> {
+    ns.run(|| kube_rules_here(table)).unwrap()
 }
 
-/// [`kube_shape`] of the calling thread's namespace.
-fn kube_shape_here(table: &str) -> BTreeMap<String, usize> {
+/// [`kube_rules`] of the calling thread's namespace.
+fn kube_rules_here(table: &str) -> BTreeMap<String, Vec<String>> {
     let out = std::process::Command::new("iptables-save")
         .args(["-t", table])
         .output()
@@ -51,25 +51,24 @@ fn kube_shape_here(table: &str) -> BTreeMap<String, usize> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut shape = BTreeMap::new();
+    let mut rules: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in text.lines() {
         if let Some(chain) = line
             .strip_prefix(':')
             .and_then(|l| l.split_whitespace().next())
         {
             if chain.starts_with("KUBE-") {
-                shape.entry(chain.to_string()).or_insert(0);
+                rules.entry(chain.to_string()).or_default();
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
-            let chain = rule
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            *shape.entry(chain).or_insert(0) += 1;
+            let chain = rule.split_whitespace().next().unwrap_or_default();
+            rules
+                .entry(chain.to_string())
+                .or_default()
+                .push(rule.to_string());
         }
     }
-    shape
+    rules
 }
 
 /// Runs `f` with a fresh backend for `scenario` inside a fresh namespace,
@@ -86,9 +85,11 @@ fn in_namespace<T: Send>(
     .unwrap()
 }
 
-/// A partial sync from one scenario to the next leaves the kernel with the
-/// same chains and rule counts as a full sync of the second; cleanup then
-/// leaves no kube-proxy chain in any table.
+/// A partial sync from one scenario to the next (Services added and
+/// removed: top-level rules deleted and inserted one by one) leaves the
+/// kernel with the same chains and rules, in the same order, as a full
+/// sync of the second; cleanup then leaves no kube-proxy chain in any
+/// table.
 #[test]
 fn partial_sync_and_cleanup_in_the_kernel() {
     if !privileged_or_skip_with("partial_sync_and_cleanup_in_the_kernel", iptables_present) {
@@ -124,8 +125,8 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         });
         for table in ["nat", "filter", "mangle"] {
             assert_eq!(
-                kube_shape(&partial_ns, table),
-                kube_shape(&full_ns, table),
+                kube_rules(&partial_ns, table),
+                kube_rules(&full_ns, table),
                 "{table}: partial {} -> {} differs from a full sync",
                 a.name(),
                 b.name()
@@ -136,7 +137,7 @@ fn partial_sync_and_cleanup_in_the_kernel() {
         });
         for table in ["nat", "filter", "mangle"] {
             assert_eq!(
-                kube_shape(&partial_ns, table),
+                kube_rules(&partial_ns, table),
                 BTreeMap::new(),
                 "{table} after cleanup"
             );
@@ -167,7 +168,7 @@ fn flushed_rules_are_detected_and_restored() {
             .await
             .unwrap();
         assert!(!backend.dataplane_lost().await);
-        let before = (kube_shape_here("nat"), kube_shape_here("filter"));
+        let before = (kube_rules_here("nat"), kube_rules_here("filter"));
         for table in ["mangle", "nat", "filter"] {
             for flag in ["-F", "-X"] {
                 let ok = std::process::Command::new("iptables")
@@ -184,7 +185,7 @@ fn flushed_rules_are_detected_and_restored() {
             .await
             .unwrap();
         assert!(stats.full);
-        assert_eq!((kube_shape_here("nat"), kube_shape_here("filter")), before);
+        assert_eq!((kube_rules_here("nat"), kube_rules_here("filter")), before);
         assert!(!backend.dataplane_lost().await);
     });
 }

@@ -107,36 +107,129 @@ async fn a_partial_sync_writes_only_the_changed_port_and_deletes_its_stale_chain
     assert_ne!(exec.dump(IpFamily::V4), before);
 }
 
+/// The state a fresh full sync of `view` leaves.
+async fn fresh_dump(view: &NodeView) -> String {
+    let fresh = FakeExecutor::new();
+    backend(&fresh)
+        .sync(view, &ChangeSet::full())
+        .await
+        .unwrap();
+    fresh.dump(IpFamily::V4)
+}
+
 #[tokio::test]
-async fn a_partial_sync_rewrites_the_top_level_chains_when_they_change() {
+async fn a_partial_sync_edits_the_top_level_chains_rule_by_rule() {
     let exec = FakeExecutor::new();
     let mut b = backend(&exec);
-    let old = common::view(&common::topology(2, 2));
+    let old = common::view(&common::topology(3, 2));
     b.sync(&old, &ChangeSet::full()).await.unwrap();
     exec.take_log();
-    let new = common::view(&common::topology(3, 2));
+
+    // Service 3 added: one insertion, no chain rewritten.
+    let added = common::view(&common::topology(4, 2));
     let stats = b
-        .sync(&new, &ChangeSet::between(&old, &new, &[common::key(2)]))
+        .sync(&added, &ChangeSet::between(&old, &added, &[common::key(3)]))
         .await
         .unwrap();
     assert!(!stats.full);
     let inputs = restores(&exec);
     assert_eq!(inputs.len(), 1);
+    let top: Vec<&str> = inputs[0]
+        .lines()
+        .filter(|l| l.contains("KUBE-SERVICES") || l.contains("KUBE-NODEPORTS"))
+        .collect();
     assert!(
-        inputs[0].contains(":KUBE-SERVICES - [0:0]"),
+        top.iter().all(|l| l.contains("bench/svc-3:")),
+        "only the new Service's top-level rules are written:\n{}",
+        inputs[0]
+    );
+    assert!(
+        top.iter().any(|l| l.starts_with("-I KUBE-SERVICES ")),
+        "{}",
+        inputs[0]
+    );
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&added).await);
+
+    // Service 1 removed: its rules deleted by their text.
+    let mut topo = common::topology(4, 2);
+    let _ = topo.delete_service("bench", "svc-1");
+    let _ = topo.delete_endpoint_slice("bench", "svc-1-1");
+    let removed = common::view(&topo);
+    b.sync(
+        &removed,
+        &ChangeSet::between(&added, &removed, &[common::key(1)]),
+    )
+    .await
+    .unwrap();
+    let inputs = restores(&exec);
+    assert!(
+        inputs[0]
+            .lines()
+            .any(|l| l.starts_with("-D KUBE-SERVICES ") && l.contains("bench/svc-1:")),
         "{}",
         inputs[0]
     );
     assert!(
-        inputs[0].contains("bench/svc-0:http cluster IP"),
-        "the whole chain is rewritten"
+        !inputs[0].contains(":KUBE-SERVICES - [0:0]"),
+        "{}",
+        inputs[0]
     );
-    let fresh = FakeExecutor::new();
-    backend(&fresh)
-        .sync(&new, &ChangeSet::full())
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&removed).await);
+}
+
+#[tokio::test]
+async fn many_changes_in_one_partial_sync_end_as_a_full_sync() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let old = common::view(&common::topology(12, 2));
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    // Services 12 and 13 added, 0 and 7 removed, 5 moved, in one sync.
+    let mut topo = common::topology(14, 2);
+    for i in [0, 7] {
+        let _ = topo.delete_service("bench", &format!("svc-{i}"));
+        let _ = topo.delete_endpoint_slice("bench", &format!("svc-{i}-1"));
+    }
+    let _ = topo.apply_endpoint_slice(&common::slice(5, 3, 1));
+    let new = common::view(&topo);
+    let keys: Vec<_> = [12, 13, 0, 7, 5].into_iter().map(common::key).collect();
+    b.sync(&new, &ChangeSet::between(&old, &new, &keys))
         .await
         .unwrap();
-    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&new).await);
+}
+
+#[tokio::test]
+async fn a_top_level_rule_missing_from_the_kernel_fails_the_edit_and_the_next_sync_is_full() {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let old = common::view(&common::topology(3, 2));
+    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    // Someone deletes Service 1's ClusterIP rule from outside.
+    let rule = exec
+        .dump(IpFamily::V4)
+        .lines()
+        .find(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("bench/svc-1:"))
+        .unwrap()
+        .to_string();
+    exec.state()
+        .v4
+        .restore(&format!("*nat\n-D{}\nCOMMIT\n", &rule[2..]), true)
+        .unwrap();
+    let mut topo = common::topology(3, 2);
+    let _ = topo.delete_service("bench", "svc-1");
+    let _ = topo.delete_endpoint_slice("bench", "svc-1-1");
+    let new = common::view(&topo);
+    let error = b
+        .sync(&new, &ChangeSet::between(&old, &new, &[common::key(1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), BackendErrorKind::Dataplane, "{error}");
+    let stats = b
+        .sync(&new, &ChangeSet::between(&old, &new, &[common::key(1)]))
+        .await
+        .unwrap();
+    assert!(stats.full, "the retry rewrites everything");
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&new).await);
 }
 
 #[tokio::test]
