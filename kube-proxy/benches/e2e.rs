@@ -88,6 +88,9 @@ struct Args {
     /// Seconds of an unchanged cluster after the changes, over which the
     /// proxy's CPU is measured (0: none).
     idle_secs: u64,
+    /// Keep the proxy's log (run it with `--proxy-wrapper` adding `--v=3`
+    /// for every sync's duration) to look into a slow change.
+    keep_log: bool,
 }
 
 fn args() -> Args {
@@ -98,6 +101,7 @@ fn args() -> Args {
         changes: 50,
         proxy_env: Vec::new(),
         proxy_wrapper: None,
+        keep_log: false,
         idle_secs: 0,
     };
     let mut it = std::env::args().skip(1);
@@ -117,6 +121,7 @@ fn args() -> Args {
             }
             "--proxy-wrapper" => args.proxy_wrapper = Some(value()),
             "--idle-secs" => args.idle_secs = value().parse().unwrap(),
+            "--keep-log" => args.keep_log = true,
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -368,6 +373,8 @@ fn timed_change(
 struct Kind {
     name: &'static str,
     latencies: Vec<f64>,
+    /// When each change of `latencies` was seen in the kernel.
+    seen_at: Vec<SystemTime>,
     missing: usize,
 }
 
@@ -376,6 +383,7 @@ impl Kind {
         Kind {
             name,
             latencies: Vec::new(),
+            seen_at: Vec::new(),
             missing: 0,
         }
     }
@@ -401,7 +409,10 @@ impl Kind {
 
     fn record(&mut self, latency: Option<f64>) {
         match latency {
-            Some(ms) => self.latencies.push(ms),
+            Some(ms) => {
+                self.latencies.push(ms);
+                self.seen_at.push(SystemTime::now());
+            }
             None => self.missing += 1,
         }
     }
@@ -881,11 +892,14 @@ fn run(args: Args, floor_ns: Netns) -> bool {
     // chains (by name) in the floor's namespace.
     let want = kernel::fingerprint(mode).unwrap();
     let missing: usize = results.iter().map(|k| k.missing).sum();
-    // The proxy's log stays only when the run failed (a panic skips this).
+    // The proxy's log stays when the run failed (a panic skips this) or
+    // when asked.
     let dir = proxy.dir.clone();
     drop(proxy);
-    if missing == 0 {
+    if missing == 0 && !args.keep_log {
         let _ = std::fs::remove_dir_all(dir);
+    } else {
+        println!("the proxy's log: {}", dir.join("kube-proxy.log").display());
     }
     let floor_started = Instant::now();
     let (floor_ms, copy_took) = floor(mode, &floor_ns, &api, want, m);
@@ -918,8 +932,16 @@ fn run(args: Args, floor_ns: Netns) -> bool {
         } else {
             String::new()
         };
+        let slowest = kind
+            .latencies
+            .iter()
+            .zip(&kind.seen_at)
+            .enumerate()
+            .max_by(|a, b| a.1.0.total_cmp(b.1.0))
+            .map(|(i, (_, at))| format!("; slowest #{i}, in the kernel at {:.3} (unix)", unix(*at)))
+            .unwrap_or_default();
         println!(
-            "  {:<20} {}{missed}",
+            "  {:<20} {}{missed}{slowest}",
             kind.name,
             percentiles(&kind.latencies)
         );

@@ -1,6 +1,7 @@
 //! Against the real kernel, in a throw-away network namespace: the chain
 //! names dumped over netlink ([`crate::exec::nft_netlink::chain_names`])
 //! are exactly the chains `iptables-nft-save` prints, per table and family,
+//! single chains are looked up by name ([`crate::exec::nft_netlink::chain_exists`]),
 //! and variant detection with our canary in place runs no nft save.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use crate::IpFamily;
 use crate::conformance::netns::{Netns, check_tool, privileged_or_skip_with, run_tool};
 use crate::exec::iptables::{Iptables, Variant, save};
-use crate::exec::nft_netlink::chain_names;
+use crate::exec::nft_netlink::{chain_exists, chain_names};
 use crate::exec::{Command, CommandLimits, Executor, Output, SystemExecutor};
 
 /// Runs `program args…` with `stdin` in the calling thread's namespace;
@@ -73,6 +74,12 @@ fn chain_names_over_netlink_are_the_chains_iptables_nft_saves() {
         // Our canary in IPv4's mangle table decides the IPv6 backend's
         // variant without any nft save (both variants installed).
         run("iptables-nft-restore", &["--noflush"], "*mangle\n:KUBE-PROXY-CANARY - [0:0]\nCOMMIT\n");
+        // Chains looked up one by one: present, absent, absent table.
+        assert!(chain_exists(IpFamily::V4, "mangle", "KUBE-PROXY-CANARY").unwrap());
+        assert!(chain_exists(IpFamily::V4, "nat", "KUBE-SVC-AAAA").unwrap());
+        assert!(!chain_exists(IpFamily::V4, "mangle", "KUBE-IPTABLES-HINT").unwrap());
+        assert!(!chain_exists(IpFamily::V4, "nat", "KUBE-SVC-SIX").unwrap());
+        assert!(!chain_exists(IpFamily::V6, "mangle", "KUBE-PROXY-CANARY").unwrap());
         let recording = Recording::default();
         if recording.has_program("ip6tables-legacy-restore") {
             let tools = Iptables::detect(&recording, IpFamily::V6).await.unwrap();
