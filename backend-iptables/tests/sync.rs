@@ -33,6 +33,37 @@ fn restores(exec: &FakeExecutor) -> Vec<String> {
         .collect()
 }
 
+/// A backend on a fake host after a full sync of `services` Services
+/// with 2 endpoints each, and the view it synced.
+async fn synced(services: usize) -> (FakeExecutor, IptablesBackend, NodeView) {
+    let exec = FakeExecutor::new();
+    let mut b = backend(&exec);
+    let view = common::view(&common::topology(services, 2));
+    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    exec.take_log();
+    (exec, b, view)
+}
+
+/// `common::topology(services, 2)` without the Services `removed`.
+fn topology_without(services: usize, removed: &[usize]) -> ServiceTopology {
+    let mut topo = common::topology(services, 2);
+    for i in removed {
+        let _ = topo.delete_service("bench", &format!("svc-{i}"));
+        let _ = topo.delete_endpoint_slice("bench", &format!("svc-{i}-1"));
+    }
+    topo
+}
+
+/// The state a fresh full sync of `view` leaves.
+async fn fresh_dump(view: &NodeView) -> String {
+    let fresh = FakeExecutor::new();
+    backend(&fresh)
+        .sync(view, &ChangeSet::full())
+        .await
+        .unwrap();
+    fresh.dump(IpFamily::V4)
+}
+
 #[tokio::test]
 async fn a_sync_without_changes_runs_nothing() {
     let exec = FakeExecutor::new();
@@ -98,32 +129,13 @@ async fn a_partial_sync_writes_only_the_changed_port_and_deletes_its_stale_chain
     assert_eq!(deleted.len(), 3, "{input}");
 
     // Same state as a fresh full sync of the new view.
-    let fresh = FakeExecutor::new();
-    backend(&fresh)
-        .sync(&new, &ChangeSet::full())
-        .await
-        .unwrap();
-    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&new).await);
     assert_ne!(exec.dump(IpFamily::V4), before);
-}
-
-/// The state a fresh full sync of `view` leaves.
-async fn fresh_dump(view: &NodeView) -> String {
-    let fresh = FakeExecutor::new();
-    backend(&fresh)
-        .sync(view, &ChangeSet::full())
-        .await
-        .unwrap();
-    fresh.dump(IpFamily::V4)
 }
 
 #[tokio::test]
 async fn a_partial_sync_edits_the_top_level_chains_rule_by_rule() {
-    let exec = FakeExecutor::new();
-    let mut b = backend(&exec);
-    let old = common::view(&common::topology(3, 2));
-    b.sync(&old, &ChangeSet::full()).await.unwrap();
-    exec.take_log();
+    let (exec, mut b, old) = synced(3).await;
 
     // Service 3 added: one insertion, no chain rewritten.
     let added = common::view(&common::topology(4, 2));
@@ -151,10 +163,7 @@ async fn a_partial_sync_edits_the_top_level_chains_rule_by_rule() {
     assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&added).await);
 
     // Service 1 removed: its rules deleted by their text.
-    let mut topo = common::topology(4, 2);
-    let _ = topo.delete_service("bench", "svc-1");
-    let _ = topo.delete_endpoint_slice("bench", "svc-1-1");
-    let removed = common::view(&topo);
+    let removed = common::view(&topology_without(4, &[1]));
     b.sync(
         &removed,
         &ChangeSet::between(&added, &removed, &[common::key(1)]),
@@ -179,16 +188,9 @@ async fn a_partial_sync_edits_the_top_level_chains_rule_by_rule() {
 
 #[tokio::test]
 async fn many_changes_in_one_partial_sync_end_as_a_full_sync() {
-    let exec = FakeExecutor::new();
-    let mut b = backend(&exec);
-    let old = common::view(&common::topology(12, 2));
-    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    let (exec, mut b, old) = synced(12).await;
     // Services 12 and 13 added, 0 and 7 removed, 5 moved, in one sync.
-    let mut topo = common::topology(14, 2);
-    for i in [0, 7] {
-        let _ = topo.delete_service("bench", &format!("svc-{i}"));
-        let _ = topo.delete_endpoint_slice("bench", &format!("svc-{i}-1"));
-    }
+    let mut topo = topology_without(14, &[0, 7]);
     let _ = topo.apply_endpoint_slice(&common::slice(5, 3, 1));
     let new = common::view(&topo);
     let keys: Vec<_> = [12, 13, 0, 7, 5].into_iter().map(common::key).collect();
@@ -200,10 +202,7 @@ async fn many_changes_in_one_partial_sync_end_as_a_full_sync() {
 
 #[tokio::test]
 async fn a_top_level_rule_missing_from_the_kernel_fails_the_edit_and_the_next_sync_is_full() {
-    let exec = FakeExecutor::new();
-    let mut b = backend(&exec);
-    let old = common::view(&common::topology(3, 2));
-    b.sync(&old, &ChangeSet::full()).await.unwrap();
+    let (exec, mut b, old) = synced(3).await;
     // Someone deletes Service 1's ClusterIP rule from outside.
     let rule = exec
         .dump(IpFamily::V4)
@@ -215,10 +214,7 @@ async fn a_top_level_rule_missing_from_the_kernel_fails_the_edit_and_the_next_sy
         .v4
         .restore(&format!("*nat\n-D{}\nCOMMIT\n", &rule[2..]), true)
         .unwrap();
-    let mut topo = common::topology(3, 2);
-    let _ = topo.delete_service("bench", "svc-1");
-    let _ = topo.delete_endpoint_slice("bench", "svc-1-1");
-    let new = common::view(&topo);
+    let new = common::view(&topology_without(3, &[1]));
     let error = b
         .sync(&new, &ChangeSet::between(&old, &new, &[common::key(1)]))
         .await
@@ -306,12 +302,7 @@ async fn a_large_cluster_mode_flip_rewrites_everything() {
     let changes = ChangeSet::between(&small, &large, &[common::key(100)]);
     let stats = b.sync(&large, &changes).await.unwrap();
     assert!(stats.full);
-    let fresh = FakeExecutor::new();
-    backend(&fresh)
-        .sync(&large, &ChangeSet::full())
-        .await
-        .unwrap();
-    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&large).await);
 }
 
 #[tokio::test]
@@ -452,12 +443,7 @@ async fn upstreams_way_rewrites_the_top_level_chains_on_every_partial_sync() {
     b.sync(&new, &changes).await.unwrap();
     let inputs = restores(&exec);
     assert!(inputs[0].contains("*filter") && inputs[0].contains(":KUBE-SERVICES - [0:0]"));
-    let fresh = FakeExecutor::new();
-    backend(&fresh)
-        .sync(&new, &ChangeSet::full())
-        .await
-        .unwrap();
-    assert_eq!(exec.dump(IpFamily::V4), fresh.dump(IpFamily::V4));
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&new).await);
 }
 
 #[tokio::test]
