@@ -13,7 +13,7 @@ use crate::names::{
     KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
     KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
 };
-use crate::render::{RenderConfig, Ruleset, render};
+use crate::render::{Lines, RenderConfig, Ruleset, render, render_own};
 use crate::restore::{TopLevel, assemble, assemble_ports, assemble_with, delete_chains};
 
 /// Where upstream reads whether conntrack is liberal about TCP windows.
@@ -24,6 +24,15 @@ const TCP_BE_LIBERAL: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_libera
 struct PortState {
     chains: Vec<String>,
     rules: usize,
+}
+
+impl PortState {
+    fn of(chains: Vec<String>, rules: &Lines) -> Self {
+        PortState {
+            chains,
+            rules: rules.len(),
+        }
+    }
 }
 
 /// What the kernel holds after the last successful sync.
@@ -241,29 +250,56 @@ impl Backend for IptablesBackend {
         let (mut prev_ports, prev_filter, prev_nat) = previous
             .map(|p| (p.ports, Some(p.filter_rules), Some(p.nat_rules)))
             .unwrap_or_default();
+        let limit = match self.chunking {
+            Chunking::Fixed(limit) => limit,
+            Chunking::Auto => (ipt.variant() == Variant::Nft).then_some(NFT_PORTS_PER_RESTORE),
+        };
+        // A chunked full sync renders each chunk's own chains when it
+        // writes them: the whole ruleset (100 MB of text at 30k Services)
+        // is never in memory at once.
+        let chunk = limit.filter(|n| full && view.len() > *n);
         let ruleset = render(&self.cfg, view, |name| {
-            full || changes.contains(name) || !prev_ports.contains_key(name)
+            chunk.is_none() && (full || changes.contains(name) || !prev_ports.contains_key(name))
         });
 
-        // The chains every port owns now: rendered ports from the ruleset,
-        // unchanged ones carried over.
+        // The chains every port owns now: rendered ports, unchanged ones
+        // carried over.
         let mut ports: HashMap<ServicePortName, PortState> = HashMap::with_capacity(view.len());
+        let mut objects = 0;
+        let (mut chunked_ports, mut chunked_rules) = (0, 0);
+        if let Some(n) = chunk {
+            // Endpoint chains jump to KUBE-MARK-MASQ, which only the last
+            // restore fills: make sure it exists (empty on a cold start).
+            ipt.ensure_chain("nat", KUBE_MARK_MASQ).await?;
+            let all: Vec<_> = view.iter().collect();
+            for part in all.chunks(n) {
+                let rendered = render_own(&self.cfg, view, part.iter().copied());
+                let input = assemble_ports(&rendered);
+                ipt.restore(&input.text).await?;
+                objects += input.objects;
+                chunked_ports += rendered.len();
+                for port in rendered {
+                    chunked_rules += port.rules.len();
+                    ports.insert(port.name, PortState::of(port.chains, &port.rules));
+                }
+                // For the runtime's progress log of long cold starts.
+                self.ctx.progress.add(part.len());
+            }
+        }
         let mut stale: Vec<String> = Vec::new();
         for rendered in &ruleset.ports {
-            let state = PortState {
-                chains: rendered.chains.clone(),
-                rules: rendered.rules.len(),
-            };
+            let state = PortState::of(rendered.chains.clone(), &rendered.rules);
             if let Some(old) = prev_ports.remove(&rendered.name) {
                 let now: HashSet<&str> = state.chains.iter().map(String::as_str).collect();
                 stale.extend(old.chains.into_iter().filter(|c| !now.contains(c.as_str())));
             }
             ports.insert(rendered.name.clone(), state);
         }
-        let mut skipped_rules = 0;
+        // Rules of ports `ruleset` does not hold (written in chunks, or unchanged).
+        let mut other_port_rules = chunked_rules;
         for (name, _) in view.iter() {
             if let Some(state) = prev_ports.remove(name) {
-                skipped_rules += state.rules;
+                other_port_rules += state.rules;
                 ports.insert(name.clone(), state);
             }
         }
@@ -279,26 +315,8 @@ impl Backend for IptablesBackend {
             stale.sort();
         }
 
-        let mut objects = 0;
-        let limit = match self.chunking {
-            Chunking::Fixed(limit) => limit,
-            Chunking::Auto => (ipt.variant() == Variant::Nft).then_some(NFT_PORTS_PER_RESTORE),
-        };
-        let chunk = limit.filter(|n| full && ruleset.ports.len() > *n);
         let input = match chunk {
-            Some(n) => {
-                // Endpoint chains jump to KUBE-MARK-MASQ, which only the last
-                // restore fills: make sure it exists (empty on a cold start).
-                ipt.ensure_chain("nat", KUBE_MARK_MASQ).await?;
-                for ports in ruleset.ports.chunks(n) {
-                    let part = assemble_ports(ports);
-                    ipt.restore(&part.text).await?;
-                    objects += part.objects;
-                    // For the runtime's progress log of long cold starts.
-                    self.ctx.progress.add(ports.len());
-                }
-                assemble_with(&ruleset, &[], &stale, TopLevel::Rewrite)
-            }
+            Some(_) => assemble_with(&ruleset, &[], &stale, TopLevel::Rewrite),
             // Upstream rewrites the top-level chains on every sync; here a
             // partial sync changes them rule by rule from the previous
             // rendering (thousands of rules at scale, one or two changed).
@@ -317,10 +335,10 @@ impl Backend for IptablesBackend {
             ipt.restore(&input.text).await?;
         }
         objects += input.objects;
-        let totals = totals(&ruleset, skipped_rules);
+        let totals = totals(&ruleset, other_port_rules);
         tracing::debug!(
             full,
-            ports = ruleset.ports.len(),
+            ports = ruleset.ports.len() + chunked_ports,
             stale = stale.len(),
             bytes = input.text.len(),
             "iptables rules synced"
@@ -334,7 +352,7 @@ impl Backend for IptablesBackend {
         });
         Ok(SyncStats {
             full,
-            ports_written: ruleset.ports.len(),
+            ports_written: ruleset.ports.len() + chunked_ports,
             objects_written: objects,
             totals,
         })

@@ -408,7 +408,7 @@ async fn a_chunked_cold_start_ends_like_one_restore_with_the_top_level_chains_la
     let view = common::view(&common::topology(5, 2));
     let exec = FakeExecutor::new();
     let mut b = backend(&exec).max_ports_per_restore(Some(2));
-    b.sync(&view, &ChangeSet::full()).await.unwrap();
+    let chunked = b.sync(&view, &ChangeSet::full()).await.unwrap();
     let inputs = restores(&exec);
     assert_eq!(
         inputs.len(),
@@ -422,13 +422,26 @@ async fn a_chunked_cold_start_ends_like_one_restore_with_the_top_level_chains_la
     );
     assert!(inputs[3].contains(":KUBE-SERVICES - [0:0]") && !inputs[3].contains(":KUBE-SEP-"));
     let single = FakeExecutor::new();
-    backend(&single)
+    let one = backend(&single)
         .max_ports_per_restore(None)
         .sync(&view, &ChangeSet::full())
         .await
         .unwrap();
     assert_eq!(restores(&single).len(), 1);
     assert_eq!(exec.dump(IpFamily::V4), single.dump(IpFamily::V4));
+    assert_eq!(
+        (
+            chunked.totals,
+            chunked.objects_written,
+            chunked.ports_written
+        ),
+        (one.totals, one.objects_written, one.ports_written),
+        "the same rule totals and counts"
+    );
+    // A partial sync after the chunked one knows every port's chains.
+    let (new, changes) = move_endpoints(&mut common::topology(5, 2), &view, 3);
+    b.sync(&new, &changes).await.unwrap();
+    assert_eq!(exec.dump(IpFamily::V4), fresh_dump(&new).await);
 }
 
 #[tokio::test]

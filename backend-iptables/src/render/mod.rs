@@ -10,7 +10,9 @@ mod port;
 mod text;
 mod top;
 
-use proxy_core::{NodeView, ServicePortName};
+use std::sync::Arc;
+
+use proxy_core::{NodeView, ServicePortName, ServicePortView};
 use std::fmt::Write as _;
 
 pub use config::{NodePortDestinations, RenderConfig};
@@ -98,6 +100,20 @@ pub struct PortRules {
     pub rules: Lines,
 }
 
+impl PortRules {
+    /// No chain yet, with room for the rules of `view`: about 200 bytes per
+    /// rule, two rules per endpoint chain, one or two per endpoint in each
+    /// policy chain, a few per port.
+    fn empty(name: &ServicePortName, view: &ServicePortView) -> Self {
+        let endpoints = view.cluster.len() + view.local.len();
+        PortRules {
+            name: name.clone(),
+            chains: Vec::with_capacity(endpoints + 3),
+            rules: Lines::with_capacity(600 + endpoints * 450),
+        }
+    }
+}
+
 /// A rendered ruleset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
@@ -156,16 +172,7 @@ pub fn render(
     top::masquerade_rules(cfg, &mut out.nat_rules);
     let mut probabilities = port::Probabilities::default();
     for (name, spv) in view.iter() {
-        let mut own = full_port(name).then(|| {
-            // About 200 bytes per rule: two rules per endpoint chain, one or
-            // two per endpoint in each policy chain, a few per port.
-            let endpoints = spv.cluster.len() + spv.local.len();
-            PortRules {
-                name: name.clone(),
-                chains: Vec::with_capacity(endpoints + 3),
-                rules: Lines::with_capacity(600 + endpoints * 450),
-            }
-        });
+        let mut own = full_port(name).then(|| PortRules::empty(name, spv));
         port::render_port(
             &port::PortCtx {
                 cfg,
@@ -183,4 +190,38 @@ pub fn render(
     top::node_port_jump(cfg, &mut out.nat_rules);
     top::filter_rules(cfg, &mut out.filter_rules);
     out
+}
+
+/// The own chains and rules of `ports` (ports of `view`), as [`render`]
+/// gives them for ports rendered in full, without the top-level rules: a
+/// chunk of a cold start rendered when it is written, so that the whole
+/// ruleset is never in memory at once.
+pub fn render_own<'a>(
+    cfg: &RenderConfig,
+    view: &NodeView,
+    ports: impl IntoIterator<Item = (&'a ServicePortName, &'a Arc<ServicePortView>)>,
+) -> Vec<PortRules> {
+    let large_cluster = view.endpoint_count() > LARGE_CLUSTER_ENDPOINTS;
+    let mut probabilities = port::Probabilities::default();
+    // The ports' top-level rules, not wanted here.
+    let (mut filter, mut nat) = (Lines::default(), Lines::default());
+    ports
+        .into_iter()
+        .map(|(name, spv)| {
+            let mut own = PortRules::empty(name, spv);
+            port::render_port(
+                &port::PortCtx {
+                    cfg,
+                    large_cluster,
+                    name,
+                    view: spv,
+                },
+                &mut probabilities,
+                &mut filter,
+                &mut nat,
+                Some(&mut own),
+            );
+            own
+        })
+        .collect()
 }
