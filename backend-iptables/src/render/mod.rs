@@ -10,10 +10,10 @@ mod port;
 mod text;
 mod top;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use proxy_core::{NodeView, ServicePortName, ServicePortView};
-use std::fmt::Write as _;
 
 pub use config::{NodePortDestinations, RenderConfig};
 
