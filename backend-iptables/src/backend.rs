@@ -13,7 +13,7 @@ use crate::names::{
     KUBE_EXTERNAL_SERVICES, KUBE_FIREWALL, KUBE_FORWARD, KUBE_MARK_MASQ, KUBE_NODEPORTS,
     KUBE_POSTROUTING, KUBE_PROXY_CANARY, KUBE_PROXY_FIREWALL, KUBE_SERVICES, is_service_chain,
 };
-use crate::render::{Lines, RenderConfig, Ruleset, render, render_own};
+use crate::render::{Lines, RenderConfig, Ruleset, is_large_cluster, render, render_own};
 use crate::restore::{TopLevel, assemble, assemble_ports, assemble_with, delete_chains};
 
 /// Where upstream reads whether conntrack is liberal about TCP windows.
@@ -224,7 +224,7 @@ impl Backend for IptablesBackend {
         view: &NodeView,
         changes: &ChangeSet,
     ) -> Result<SyncStats, BackendError> {
-        let large_cluster = view.endpoint_count() > crate::render::LARGE_CLUSTER_ENDPOINTS;
+        let large_cluster = is_large_cluster(view);
         // Comments of unchanged ports depend on large-cluster mode: a flip
         // rewrites everything.
         let previous = self
@@ -336,23 +336,24 @@ impl Backend for IptablesBackend {
         }
         objects += input.objects;
         let totals = totals(&ruleset, other_port_rules);
+        let ports_written = ruleset.ports.len() + chunked_ports;
         tracing::debug!(
             full,
-            ports = ruleset.ports.len() + chunked_ports,
+            ports = ports_written,
             stale = stale.len(),
             bytes = input.text.len(),
             "iptables rules synced"
         );
         self.synced = Some(Synced {
             ports,
-            filter_rules: ruleset.filter_rules.as_str().to_string(),
-            nat_rules: ruleset.nat_rules.as_str().to_string(),
+            filter_rules: ruleset.filter_rules.into_string(),
+            nat_rules: ruleset.nat_rules.into_string(),
             large_cluster,
             totals: totals.clone(),
         });
         Ok(SyncStats {
             full,
-            ports_written: ruleset.ports.len() + chunked_ports,
+            ports_written,
             objects_written: objects,
             totals,
         })

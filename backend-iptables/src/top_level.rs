@@ -14,19 +14,22 @@
 //! Anything else (a rule twice, rules reordered, more changed than kept)
 //! rewrites the chain.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-/// The rules of `chain` in `rules` (restore lines `-A CHAIN …`), in order.
-fn chain_rules<'a>(rules: &'a str, chain: &str) -> Vec<&'a str> {
-    rules
-        .lines()
-        .filter(|line| {
-            line.strip_prefix("-A ")
-                .and_then(|rest| rest.strip_prefix(chain))
-                .is_some_and(|rest| rest.starts_with(' '))
-        })
-        .collect()
+/// The rules of `rules` (restore lines `-A CHAIN …`) by chain, each in
+/// order, in one pass.
+fn rules_by_chain(rules: &str) -> HashMap<&str, Vec<&str>> {
+    let mut chains: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in rules.lines() {
+        if let Some(chain) = line
+            .strip_prefix("-A ")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            chains.entry(chain).or_default().push(line);
+        }
+    }
+    chains
 }
 
 /// What turns a chain's previous rules into its new ones.
@@ -113,8 +116,14 @@ impl TopLevelWrite {
     /// module documentation), unchanged ones left out.
     pub fn since(chains: &[&str], previous: &str, new: &str) -> Self {
         let mut write = TopLevelWrite::default();
+        // Most partial syncs (endpoint changes) change no top-level rule.
+        if previous == new {
+            return write;
+        }
+        let (mut old_by_chain, mut new_by_chain) = (rules_by_chain(previous), rules_by_chain(new));
         for chain in chains {
-            let (old_rules, new_rules) = (chain_rules(previous, chain), chain_rules(new, chain));
+            let old_rules = old_by_chain.remove(chain).unwrap_or_default();
+            let new_rules = new_by_chain.remove(chain).unwrap_or_default();
             match chain_write(&old_rules, &new_rules) {
                 ChainWrite::Unchanged => {}
                 ChainWrite::Rewrite => {
@@ -126,7 +135,7 @@ impl TopLevelWrite {
                     write.objects += new_rules.len();
                 }
                 ChainWrite::Edit { deleted, inserted } => {
-                    // Every rule starts with `-A {chain} ` (see `chain_rules`).
+                    // Every rule starts with `-A {chain} ` (see `rules_by_chain`).
                     for rule in &deleted {
                         // `-A CHAIN spec` → `-D CHAIN spec`.
                         let _ = writeln!(write.rules, "-D {}", &rule[3..]);
@@ -263,6 +272,6 @@ mod tests {
     #[test]
     fn a_chain_name_prefix_of_another_is_not_mixed_up() {
         let text = rules(&[A, "-A KUBE-SERVICES-X -j RETURN"]);
-        assert_eq!(chain_rules(&text, "KUBE-SERVICES"), [A]);
+        assert_eq!(rules_by_chain(&text)["KUBE-SERVICES"], [A]);
     }
 }

@@ -11,7 +11,7 @@ use proxy_core::conformance::netns::{
     privileged_or_skip_with,
 };
 use proxy_core::conformance::{Scenario, Tier, load_scenarios, run};
-use proxy_core::{Backend, ChangeSet};
+use proxy_core::{Backend, ChangeSet, NodeView};
 
 fn iptables_present() -> Result<(), String> {
     check_tool("iptables-restore", &["--version"], "iptables")
@@ -188,4 +188,136 @@ fn flushed_rules_are_detected_and_restored() {
         assert_eq!((kube_rules_here("nat"), kube_rules_here("filter")), before);
         assert!(!backend.dataplane_lost().await);
     });
+}
+
+fn scenario_named(name: &str) -> Scenario {
+    load_scenarios()
+        .into_iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("no scenario {name}"))
+}
+
+/// Partial syncs that remove and add back a Service whose name, port name
+/// and comments are at their maximum length (`-D` and `-I` of its
+/// top-level rules by their text), then the same removal after someone
+/// deleted one of its `KUBE-SERVICES` rules from outside: the restore
+/// fails (nothing applied), and the next sync is full and repairs. After
+/// each step the kube chains are exactly those of a full sync of the same
+/// view, in order.
+#[test]
+fn top_level_edits_with_long_names_and_a_rule_removed_from_outside() {
+    if !privileged_or_skip_with(
+        "top_level_edits_with_long_names_and_a_rule_removed_from_outside",
+        iptables_present,
+    ) {
+        return;
+    }
+    let scenario = scenario_named("long-names");
+    let all = scenario.view().clone();
+    let key = scenario
+        .services()
+        .into_iter()
+        .find(|k| k.name.starts_with("service-with-endpoints-"))
+        .unwrap();
+    let mut topology = scenario.topology().clone();
+    let _ = topology.delete_service(&key.namespace, &key.name);
+    let mut without = all.clone();
+    without.update_service(&topology, &key);
+    assert!(without.len() < all.len());
+
+    let full_of = |view: &NodeView| {
+        let ns = Netns::new().unwrap();
+        in_namespace(&ns, &scenario, async |backend| {
+            backend.sync(view, &ChangeSet::full()).await.unwrap();
+        });
+        (kube_rules(&ns, "nat"), kube_rules(&ns, "filter"))
+    };
+    let (want_all, want_without) = (full_of(&all), full_of(&without));
+    let removed = ChangeSet::all_between(&all, &without);
+    let added = ChangeSet::all_between(&without, &all);
+
+    let ns = Netns::new().unwrap();
+    let rules = || (kube_rules(&ns, "nat"), kube_rules(&ns, "filter"));
+    let comment = &key.name[..20];
+    in_namespace(&ns, &scenario, async |backend| {
+        backend.sync(&all, &ChangeSet::full()).await.unwrap();
+        for (view, changes, want) in [
+            (&without, &removed, &want_without),
+            (&all, &added, &want_all),
+        ] {
+            let stats = backend.sync(view, changes).await.unwrap();
+            assert!(!stats.full);
+            assert_eq!(&(kube_rules_here("nat"), kube_rules_here("filter")), want);
+        }
+        // Its ClusterIP rule, deleted from outside.
+        let out = std::process::Command::new("iptables")
+            .args(["-t", "nat", "-S", "KUBE-SERVICES"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8(out.stdout).unwrap();
+        let rule = listed
+            .lines()
+            .find(|l| l.contains(comment) && l.contains("cluster IP"))
+            .unwrap_or_else(|| panic!("no rule of {comment} in\n{listed}"));
+        let spec: Vec<&str> = shell_words(&rule[3..]);
+        let ok = std::process::Command::new("iptables")
+            .args(["-t", "nat", "-D"])
+            .args(&spec)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        backend
+            .sync(&without, &removed)
+            .await
+            .expect_err("deleting a rule the kernel does not hold fails the restore");
+        let stats = backend.sync(&without, &removed).await.unwrap();
+        assert!(stats.full, "the sync after a refused restore is full");
+    });
+    assert_eq!(rules(), want_without);
+}
+
+/// `iptables -S` arguments, quoted comments kept whole (no escapes occur
+/// in our rules).
+fn shell_words(line: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let (word, tail) = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        words.push(word);
+        rest = tail.trim_start();
+    }
+    words
+}
+
+/// A full sync written in chunks (one port per restore here; 500 with
+/// iptables-nft by default) leaves the kernel with the same kube chains,
+/// in order, as one restore of everything.
+#[test]
+fn a_chunked_full_sync_writes_what_one_restore_writes() {
+    if !privileged_or_skip_with(
+        "a_chunked_full_sync_writes_what_one_restore_writes",
+        iptables_present,
+    ) {
+        return;
+    }
+    let scenario = scenario_named("long-names");
+    let written = |chunk: Option<usize>| {
+        let ns = Netns::new().unwrap();
+        ns.block_on(|| async {
+            let mut backend = IptablesBackend::new(scenario.context())
+                .unwrap()
+                .max_ports_per_restore(chunk);
+            backend
+                .sync(scenario.view(), &ChangeSet::full())
+                .await
+                .unwrap()
+        })
+        .unwrap();
+        (kube_rules(&ns, "nat"), kube_rules(&ns, "filter"))
+    };
+    assert!(scenario.view().len() > 1, "several chunks");
+    assert_eq!(written(Some(1)), written(None));
 }

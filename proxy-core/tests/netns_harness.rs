@@ -537,6 +537,19 @@ table ip kpt {
 }
 "#;
 
+/// An IPv4 node with the local endpoints `10.244.1.10:8080` and
+/// `10.244.1.11:8080` and the endpoints `remote` on other nodes.
+fn web_pods(remote: &[SocketAddr]) -> NodeTopology {
+    let mut topology = NodeTopology::new(&ctx(IpFamily::V4)).unwrap();
+    topology
+        .add_endpoints(
+            &set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]),
+            &remote.iter().copied().collect(),
+        )
+        .unwrap();
+    topology
+}
+
 #[test]
 fn an_nft_dnat_in_the_node_takes_clients_to_endpoints_through_a_vip() {
     if !privileged_or_skip_with(
@@ -545,13 +558,7 @@ fn an_nft_dnat_in_the_node_takes_clients_to_endpoints_through_a_vip() {
     ) {
         return;
     }
-    let mut topology = NodeTopology::new(&ctx(IpFamily::V4)).unwrap();
-    topology
-        .add_endpoints(
-            &set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]),
-            &set([sock("10.244.2.10:8080")]),
-        )
-        .unwrap();
+    let mut topology = web_pods(&[sock("10.244.2.10:8080")]);
     topology
         .add_vips(&set([
             ip("10.96.0.12"),
@@ -767,13 +774,7 @@ fn every_attempt_is_a_new_flow_even_after_a_probe_from_before_the_rules() {
     ) {
         return;
     }
-    let mut topology = NodeTopology::new(&ctx(IpFamily::V4)).unwrap();
-    topology
-        .add_endpoints(
-            &set([sock("10.244.1.10:8080"), sock("10.244.1.11:8080")]),
-            &set([]),
-        )
-        .unwrap();
+    let mut topology = web_pods(&[]);
     topology.add_vips(&set([ip("10.96.0.10")])).unwrap();
     let to_vip = packet(
         Origin::LocalPod,

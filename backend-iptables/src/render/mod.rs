@@ -70,6 +70,11 @@ impl Lines {
         &self.text
     }
 
+    /// The text, kept without a copy.
+    pub fn into_string(self) -> String {
+        self.text
+    }
+
     /// Number of lines.
     pub fn len(&self) -> usize {
         self.count
@@ -147,7 +152,7 @@ pub fn render(
     view: &NodeView,
     mut full_port: impl FnMut(&ServicePortName) -> bool,
 ) -> Ruleset {
-    let large_cluster = view.endpoint_count() > LARGE_CLUSTER_ENDPOINTS;
+    let large_cluster = is_large_cluster(view);
     let mut out = Ruleset {
         filter_chains: vec![
             KUBE_NODEPORTS,
@@ -170,17 +175,12 @@ pub fn render(
     }
     out.nat_rules.reserve(view.len() * 160);
     top::masquerade_rules(cfg, &mut out.nat_rules);
-    let mut probabilities = port::Probabilities::default();
+    let mut ports = port::PortRenderer::new(cfg, large_cluster);
     for (name, spv) in view.iter() {
         let mut own = full_port(name).then(|| PortRules::empty(name, spv));
-        port::render_port(
-            &port::PortCtx {
-                cfg,
-                large_cluster,
-                name,
-                view: spv,
-            },
-            &mut probabilities,
+        ports.render(
+            name,
+            spv,
             &mut out.filter_rules,
             &mut out.nat_rules,
             own.as_mut(),
@@ -201,27 +201,21 @@ pub fn render_own<'a>(
     view: &NodeView,
     ports: impl IntoIterator<Item = (&'a ServicePortName, &'a Arc<ServicePortView>)>,
 ) -> Vec<PortRules> {
-    let large_cluster = view.endpoint_count() > LARGE_CLUSTER_ENDPOINTS;
-    let mut probabilities = port::Probabilities::default();
+    let mut renderer = port::PortRenderer::new(cfg, is_large_cluster(view));
     // The ports' top-level rules, not wanted here.
     let (mut filter, mut nat) = (Lines::default(), Lines::default());
     ports
         .into_iter()
         .map(|(name, spv)| {
             let mut own = PortRules::empty(name, spv);
-            port::render_port(
-                &port::PortCtx {
-                    cfg,
-                    large_cluster,
-                    name,
-                    view: spv,
-                },
-                &mut probabilities,
-                &mut filter,
-                &mut nat,
-                Some(&mut own),
-            );
+            renderer.render(name, spv, &mut filter, &mut nat, Some(&mut own));
             own
         })
         .collect()
+}
+
+/// Whether upstream's large-cluster mode is on for `view` (more than
+/// [`LARGE_CLUSTER_ENDPOINTS`] endpoints).
+pub fn is_large_cluster(view: &NodeView) -> bool {
+    view.endpoint_count() > LARGE_CLUSTER_ENDPOINTS
 }

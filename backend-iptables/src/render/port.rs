@@ -11,7 +11,7 @@ use crate::names::{
 
 /// Upstream's cached `%0.10f` probabilities `1/n`.
 #[derive(Debug, Default)]
-pub(super) struct Probabilities(Vec<String>);
+struct Probabilities(Vec<String>);
 
 impl Probabilities {
     fn get(&mut self, n: usize) -> &str {
@@ -23,11 +23,46 @@ impl Probabilities {
     }
 }
 
-pub(super) struct PortCtx<'a> {
-    pub cfg: &'a RenderConfig,
-    pub large_cluster: bool,
-    pub name: &'a ServicePortName,
-    pub view: &'a ServicePortView,
+struct PortCtx<'a> {
+    cfg: &'a RenderConfig,
+    large_cluster: bool,
+    name: &'a ServicePortName,
+    view: &'a ServicePortView,
+}
+
+/// Renders ports one after the other, sharing the probability cache.
+pub(super) struct PortRenderer<'a> {
+    cfg: &'a RenderConfig,
+    large_cluster: bool,
+    probabilities: Probabilities,
+}
+
+impl<'a> PortRenderer<'a> {
+    pub(super) fn new(cfg: &'a RenderConfig, large_cluster: bool) -> Self {
+        PortRenderer {
+            cfg,
+            large_cluster,
+            probabilities: Probabilities::default(),
+        }
+    }
+
+    /// [`render_port`] of the port `name`.
+    pub(super) fn render(
+        &mut self,
+        name: &ServicePortName,
+        view: &ServicePortView,
+        filter: &mut Lines,
+        nat: &mut Lines,
+        own: Option<&mut PortRules>,
+    ) {
+        let ctx = PortCtx {
+            cfg: self.cfg,
+            large_cluster: self.large_cluster,
+            name,
+            view,
+        };
+        render_port(&ctx, &mut self.probabilities, filter, nat, own);
+    }
 }
 
 /// What upstream calls the filter verdict of a class of traffic that has
@@ -42,7 +77,7 @@ fn filter_verdict(target: Target, name: &str) -> Option<(&'static str, String)> 
 
 /// Renders one port: its top-level rules into `filter` and `nat`, and, when
 /// `own` is given, its own chains and their rules into it.
-pub(super) fn render_port(
+fn render_port(
     p: &PortCtx<'_>,
     probabilities: &mut Probabilities,
     filter: &mut Lines,
